@@ -1,0 +1,238 @@
+"""The wire protocol between the host and a worker: frames as msgspec Structs.
+
+A frame on the wire is a 4-byte big-endian length followed by that many bytes of
+MessagePack encoding one of the :data:`Frame` structs below, tagged by the field ``t``.
+This module does no I/O: :class:`FrameCodec` turns frames into bytes and bytes back,
+so it is tested with bytes alone. See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgspec
+
+from mcphost.sdk.errors import ProtocolError
+from mcphost.sdk.schema import ToolSpec
+
+__all__ = [
+    "DEFAULT_MAX_FRAME",
+    "PROTOCOL_VERSION",
+    "SUPPORTED_VERSIONS",
+    "Call",
+    "Cancel",
+    "Credit",
+    "Error",
+    "Frame",
+    "FrameCodec",
+    "Hello",
+    "Log",
+    "Ping",
+    "Pong",
+    "Progress",
+    "Result",
+    "Shutdown",
+    "StreamEnd",
+    "StreamItem",
+    "Welcome",
+    "negotiate",
+]
+
+#: The newest protocol version this side speaks; peers agree on the highest common one.
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+#: Frames larger than this end the connection (both sides can be configured lower).
+DEFAULT_MAX_FRAME = 16 * 1024 * 1024
+HEADER = struct.Struct(">I")
+
+
+class Hello(msgspec.Struct, frozen=True, tag="hello", tag_field="t"):
+    """Worker -> host, first frame: who I am, which versions I speak, my tools."""
+
+    versions: list[int]
+    plugin: str
+    plugin_version: str
+    tools: list[ToolSpec]
+    pid: int = 0
+
+
+class Welcome(msgspec.Struct, frozen=True, tag="welcome", tag_field="t"):
+    """Host -> worker, answer to Hello: the version chosen and the session's limits."""
+
+    version: int
+    max_frame: int = DEFAULT_MAX_FRAME
+
+
+class Call(msgspec.Struct, frozen=True, tag="call", tag_field="t"):
+    """Host -> worker: run ``tool`` with ``args``. ``timeout`` is seconds left, or None.
+
+    For a streaming call ``window`` is the number of items the worker may send before
+    it must wait for a :class:`Credit`.
+    """
+
+    id: int
+    tool: str
+    args: dict[str, Any]
+    timeout: float | None = None
+    stream: bool = False
+    window: int = 0
+    progress: bool = False
+
+
+class Result(msgspec.Struct, frozen=True, tag="result", tag_field="t"):
+    """Worker -> host: the call finished with ``value``."""
+
+    id: int
+    value: Any
+
+
+class Error(msgspec.Struct, frozen=True, tag="error", tag_field="t"):
+    """Worker -> host: the call (or, with id 0, the worker) failed with a stable code."""
+
+    id: int
+    code: str
+    message: str
+    data: dict[str, Any] = {}
+
+
+class StreamItem(msgspec.Struct, frozen=True, tag="item", tag_field="t"):
+    """Worker -> host: the next item of a stream; ``seq`` counts from 0."""
+
+    id: int
+    seq: int
+    value: Any
+
+
+class StreamEnd(msgspec.Struct, frozen=True, tag="end", tag_field="t"):
+    """Worker -> host: the stream has no more items; ``count`` is how many were sent."""
+
+    id: int
+    count: int
+
+
+class Credit(msgspec.Struct, frozen=True, tag="credit", tag_field="t"):
+    """Host -> worker: the consumer took ``n`` more items; the worker may send ``n`` more."""
+
+    id: int
+    n: int
+
+
+class Cancel(msgspec.Struct, frozen=True, tag="cancel", tag_field="t"):
+    """Host -> worker: stop the call (a stream's generator is closed)."""
+
+    id: int
+
+
+class Progress(msgspec.Struct, frozen=True, tag="progress", tag_field="t"):
+    """Worker -> host: how far a call has come."""
+
+    id: int
+    progress: float
+    total: float | None = None
+    message: str | None = None
+
+
+class Log(msgspec.Struct, frozen=True, tag="log", tag_field="t"):
+    """Worker -> host: a log line, tied to a call when ``id`` is not 0."""
+
+    level: str
+    message: str
+    id: int = 0
+
+
+class Ping(msgspec.Struct, frozen=True, tag="ping", tag_field="t"):
+    """Host -> worker: are you alive? The worker answers with the same ``n``."""
+
+    n: int
+
+
+class Pong(msgspec.Struct, frozen=True, tag="pong", tag_field="t"):
+    """Worker -> host: answer to :class:`Ping`."""
+
+    n: int
+
+
+class Shutdown(msgspec.Struct, frozen=True, tag="shutdown", tag_field="t"):
+    """Host -> worker: finish or cancel what runs and exit."""
+
+    reason: str = ""
+
+
+Frame = (
+    Hello
+    | Welcome
+    | Call
+    | Result
+    | Error
+    | StreamItem
+    | StreamEnd
+    | Credit
+    | Cancel
+    | Progress
+    | Log
+    | Ping
+    | Pong
+    | Shutdown
+)
+
+
+class FrameCodec:
+    """Encodes frames to length-prefixed bytes and decodes bodies; build once, reuse."""
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder: msgspec.msgpack.Decoder[Frame] = msgspec.msgpack.Decoder(Frame)
+
+    def encode(self, frame: Frame) -> bytes:
+        """The frame's bytes with its length prefix."""
+        body = self._encoder.encode(frame)
+        if len(body) > self.max_frame:
+            raise ProtocolError(
+                f"{type(frame).__name__} frame of {len(body)} bytes is over the limit of "
+                f"{self.max_frame} bytes; return smaller results or stream them"
+            )
+        return HEADER.pack(len(body)) + body
+
+    def body_length(self, header: bytes) -> int:
+        """Read a length prefix; refuse lengths over the limit before reading the body."""
+        (n,) = HEADER.unpack(header)
+        if n > self.max_frame:
+            raise ProtocolError(
+                f"peer announced a frame of {n} bytes, over the limit of {self.max_frame}"
+            )
+        return int(n)
+
+    def decode(self, body: bytes) -> Frame:
+        """One frame from its body (without the prefix); bad bytes raise ProtocolError."""
+        try:
+            return self._decoder.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ProtocolError(f"malformed frame from peer: {exc}") from None
+
+    def decode_stream(self, data: bytes) -> tuple[list[Frame], bytes]:
+        """Split a buffer into whole frames; returns them and the incomplete rest."""
+        frames: list[Frame] = []
+        view = memoryview(data)
+        pos = 0
+        while len(view) - pos >= HEADER.size:
+            n = self.body_length(bytes(view[pos : pos + HEADER.size]))
+            if len(view) - pos - HEADER.size < n:
+                break
+            start = pos + HEADER.size
+            frames.append(self.decode(bytes(view[start : start + n])))
+            pos = start + n
+        return frames, bytes(view[pos:])
+
+
+def negotiate(theirs: list[int], ours: tuple[int, ...] = SUPPORTED_VERSIONS) -> int:
+    """The highest version both sides speak, or ProtocolError saying what each speaks."""
+    common = set(theirs) & set(ours)
+    if not common:
+        raise ProtocolError(
+            f"protocol version mismatch: the worker speaks {sorted(theirs)}, this host "
+            f"speaks {list(ours)}; install matching versions of mcphost for host and plugin",
+            data={"theirs": sorted(theirs), "ours": list(ours)},
+        )
+    return max(common)

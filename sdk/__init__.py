@@ -1,0 +1,46 @@
+"""mcphost.sdk: what plugin authors import to write tools.
+
+Write functions with type hints, register them on a :class:`Plugin`, and name that
+object in your distribution's ``mcphost.plugins`` entry point.
+"""
+
+from .context import Context
+from .errors import (
+    CallCancelled,
+    ConfigError,
+    InvalidArguments,
+    MCPHostError,
+    PluginError,
+    PluginFailed,
+    PluginNotFound,
+    ProtocolError,
+    RegistryError,
+    ToolError,
+    ToolNotFound,
+    ToolTimeout,
+    VerificationError,
+    WorkerCrashed,
+)
+from .plugin import Plugin, Tool
+from .schema import ToolSpec
+
+__all__ = [
+    "CallCancelled",
+    "ConfigError",
+    "Context",
+    "InvalidArguments",
+    "MCPHostError",
+    "Plugin",
+    "PluginError",
+    "PluginFailed",
+    "PluginNotFound",
+    "ProtocolError",
+    "RegistryError",
+    "Tool",
+    "ToolError",
+    "ToolNotFound",
+    "ToolSpec",
+    "ToolTimeout",
+    "VerificationError",
+    "WorkerCrashed",
+]

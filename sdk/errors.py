@@ -1,0 +1,157 @@
+"""The one exception tree of mcphost.
+
+Every error mcphost raises is an :class:`MCPHostError`. Each class carries a stable
+string ``code`` that crosses the wire protocol and the MCP front end unchanged, so a
+client can branch on it. Messages say what happened, to what, and what to do next.
+
+This module lives in the SDK because the SDK is the root of the dependency graph:
+plugin authors raise :class:`ToolError`, the worker serialises any of these, and the
+host re-creates them from their code with :func:`error_from_code`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "CallCancelled",
+    "ConfigError",
+    "InvalidArguments",
+    "MCPHostError",
+    "PluginError",
+    "PluginFailed",
+    "PluginNotFound",
+    "ProtocolError",
+    "RegistryError",
+    "ToolError",
+    "ToolNotFound",
+    "ToolTimeout",
+    "VerificationError",
+    "WorkerCrashed",
+    "error_from_code",
+]
+
+
+class MCPHostError(Exception):
+    """Root of every mcphost error; ``code`` is stable, ``data`` is JSON-safe detail."""
+
+    code: ClassVar[str] = "mcphost_error"
+    #: Process exit status the CLI uses for this error.
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, message: str, *, data: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data: dict[str, Any] = dict(data or {})
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error as it crosses a wire: code, message, data."""
+        return {"code": self.code, "message": self.message, "data": self.data}
+
+
+class ProtocolError(MCPHostError):
+    """A peer broke the wire protocol: bad frame, oversized frame, version mismatch."""
+
+    code = "protocol_error"
+
+
+class ConfigError(MCPHostError):
+    """The configuration (file, option or environment) is invalid."""
+
+    code = "config_error"
+    exit_code = 2
+
+
+class PluginError(MCPHostError):
+    """Something went wrong with a plugin or one of its calls."""
+
+    code = "plugin_error"
+
+
+class PluginNotFound(PluginError):
+    """No plugin of that name is installed or discoverable."""
+
+    code = "plugin_not_found"
+
+
+class PluginFailed(PluginError):
+    """The plugin crashed too often or could not start; it is marked failed."""
+
+    code = "plugin_failed"
+
+
+class ToolNotFound(PluginError):
+    """The plugin exists but has no tool of that name."""
+
+    code = "tool_not_found"
+
+
+class InvalidArguments(PluginError):
+    """The arguments do not match the tool's input schema."""
+
+    code = "invalid_arguments"
+
+
+class WorkerCrashed(PluginError):
+    """The worker process serving the call died or stopped answering."""
+
+    code = "worker_crashed"
+
+
+class ToolTimeout(PluginError):
+    """The call ran past its deadline and was cancelled."""
+
+    code = "tool_timeout"
+
+
+class CallCancelled(PluginError):
+    """The call was cancelled by its caller."""
+
+    code = "call_cancelled"
+
+
+class ToolError(PluginError):
+    """A tool failed on purpose: plugin authors raise this with their own code.
+
+    ``ToolError("no such city", code="not_found")`` reaches the caller with that code.
+    """
+
+    code = "tool_error"
+
+    def __init__(
+        self, message: str, *, code: str | None = None, data: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, data=data)
+        if code is not None:
+            self.code = code  # type: ignore[misc]
+
+
+class VerificationError(MCPHostError):
+    """A plugin's signature, manifest or files did not verify; nothing was started."""
+
+    code = "verification_failed"
+
+
+class RegistryError(MCPHostError):
+    """The plugin registry refused or failed an operation."""
+
+    code = "registry_error"
+
+
+def _all_subclasses(cls: type[MCPHostError]) -> list[type[MCPHostError]]:
+    out: list[type[MCPHostError]] = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+def error_from_code(code: str, message: str, data: dict[str, Any] | None = None) -> MCPHostError:
+    """Re-create an error that crossed a wire; unknown codes become :class:`ToolError`."""
+    for cls in [MCPHostError, *_all_subclasses(MCPHostError)]:
+        if cls.code == code and cls is not ToolError:
+            return cls(message, data=data)
+    return ToolError(message, code=code, data=data)

@@ -1,0 +1,120 @@
+"""The :class:`Plugin` object a plugin's entry point names, and its :class:`Tool` s."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from .context import Context
+from .schema import Signature, ToolSpec, build_signature
+
+__all__ = ["Plugin", "Tool"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# MCP tool names allow [A-Za-z0-9_.-]; the host joins plugin and tool with a dot, so
+# neither part may contain one.
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class Tool:
+    """One tool: the function, its kind, its schema and its argument validator."""
+
+    def __init__(
+        self, fn: Callable[..., Any], name: str, description: str, batch: bool
+    ) -> None:
+        self.fn = fn
+        self.name = name
+        self.batch = batch
+        if inspect.isasyncgenfunction(fn):
+            self.kind = "async_gen"
+        elif inspect.isgeneratorfunction(fn):
+            self.kind = "sync_gen"
+        elif inspect.iscoroutinefunction(fn):
+            self.kind = "async"
+        else:
+            self.kind = "sync"
+        self.signature: Signature = build_signature(fn, name, Context)
+        self.spec = ToolSpec(
+            name=name,
+            description=description,
+            input_schema=self.signature.input_schema,
+            output_schema=self.signature.output_schema,
+            kind="stream" if self.is_stream else "call",
+            batch=batch,
+        )
+
+    @property
+    def is_stream(self) -> bool:
+        return self.kind in ("sync_gen", "async_gen")
+
+    def bind(self, args: dict[str, Any] | None, ctx: Context) -> dict[str, Any]:
+        """Validate arguments and add the context where the function asks for it."""
+        kwargs = self.signature.bind(f"{ctx.plugin}.{self.name}", args)
+        if self.signature.context_param is not None:
+            kwargs[self.signature.context_param] = ctx
+        return kwargs
+
+
+class Plugin:
+    """A named set of tools. A distribution's ``mcphost.plugins`` entry point names one.
+
+    >>> plugin = Plugin("textkit")
+    >>> @plugin.tool
+    ... def upper(text: str) -> str:
+    ...     '''Upper-case the text.'''
+    ...     return text.upper()
+    """
+
+    def __init__(self, name: str, *, description: str = "") -> None:
+        if not _NAME.match(name):
+            raise ValueError(
+                f"plugin name {name!r} must be 1-64 characters of letters, digits, '_' or '-'"
+            )
+        self.name = name
+        self.description = description
+        self.tools: dict[str, Tool] = {}
+
+    @overload
+    def tool(self, fn: F) -> F: ...
+
+    @overload
+    def tool(
+        self, *, name: str | None = None, description: str | None = None, batch: bool = False
+    ) -> Callable[[F], F]: ...
+
+    def tool(
+        self,
+        fn: F | None = None,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        batch: bool = False,
+    ) -> F | Callable[[F], F]:
+        """Register a function as a tool; use bare or with options.
+
+        ``batch=True`` marks a tool whose function takes a list of items and returns a
+        list of results of the same length, so the host may coalesce calls.
+        """
+
+        def register(f: F) -> F:
+            tool_name = name or f.__name__
+            if not _NAME.match(tool_name):
+                raise ValueError(
+                    f"tool name {tool_name!r} must be 1-64 letters, digits, '_' or '-'"
+                )
+            if tool_name in self.tools:
+                raise ValueError(f"plugin {self.name} already has a tool {tool_name!r}")
+            doc = description if description is not None else inspect.getdoc(f) or ""
+            self.tools[tool_name] = Tool(f, tool_name, doc.strip(), batch)
+            return f
+
+        if fn is not None:
+            return register(fn)
+        return register
+
+    def specs(self) -> list[ToolSpec]:
+        """The descriptors of every tool, as sent in the worker's handshake."""
+        return [t.spec for t in self.tools.values()]

@@ -1,0 +1,109 @@
+"""Run a tool of any kind (sync, async, generator, async generator) from async code.
+
+The worker and :mod:`mcphost.sdk.testing` share this, so a tool behaves the same in a
+unit test as in a sandboxed worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Executor
+from typing import Any
+
+import msgspec
+
+from .context import Context
+from .errors import MCPHostError, ToolError
+from .plugin import Tool
+
+__all__ = ["invoke", "iterate", "to_wire"]
+
+_STOP = object()
+
+
+def to_wire(value: Any, tool: str) -> Any:
+    """Convert a tool's return value to plain JSON-compatible data."""
+    try:
+        return msgspec.to_builtins(value, str_keys=True)
+    except TypeError as exc:
+        raise ToolError(
+            f"{tool}: returned a value that cannot be sent as JSON ({exc}); return "
+            "str, int, float, bool, None, lists, dicts, dataclasses or msgspec Structs",
+            code="bad_result",
+        ) from None
+
+
+async def invoke(tool: Tool, args: dict[str, Any] | None, ctx: Context, executor: Executor) -> Any:
+    """Call a non-streaming tool and return its result as plain data."""
+    kwargs = tool.bind(args, ctx)
+    name = f"{ctx.plugin}.{tool.name}"
+    try:
+        if tool.kind == "async":
+            value = await tool.fn(**kwargs)
+        else:
+            loop = asyncio.get_running_loop()
+            call = contextvars.copy_context().run
+            value = await loop.run_in_executor(executor, lambda: call(tool.fn, **kwargs))
+    except MCPHostError:
+        raise
+    except Exception as exc:
+        raise ToolError(
+            f"{name} raised {type(exc).__name__}: {exc}",
+            code="tool_exception",
+            data={"exception": type(exc).__name__},
+        ) from exc
+    return to_wire(value, name)
+
+
+async def iterate(
+    tool: Tool, args: dict[str, Any] | None, ctx: Context, executor: Executor
+) -> AsyncIterator[Any]:
+    """Drive a streaming tool; closing this iterator closes the tool's generator."""
+    kwargs = tool.bind(args, ctx)
+    name = f"{ctx.plugin}.{tool.name}"
+    if tool.kind == "async_gen":
+        agen = tool.fn(**kwargs)
+        try:
+            while True:
+                try:
+                    item = await agen.__anext__()
+                except StopAsyncIteration:
+                    return
+                except MCPHostError:
+                    raise
+                except Exception as exc:
+                    raise ToolError(
+                        f"{name} raised {type(exc).__name__}: {exc}", code="tool_exception"
+                    ) from exc
+                yield to_wire(item, name)
+        finally:
+            await agen.aclose()
+    elif tool.kind == "sync_gen":
+        gen: Iterator[Any] = tool.fn(**kwargs)
+        loop = asyncio.get_running_loop()
+
+        def step() -> Any:
+            return next(gen, _STOP)
+
+        try:
+            while True:
+                try:
+                    item = await loop.run_in_executor(executor, step)
+                except MCPHostError:
+                    raise
+                except Exception as exc:
+                    raise ToolError(
+                        f"{name} raised {type(exc).__name__}: {exc}", code="tool_exception"
+                    ) from exc
+                if item is _STOP:
+                    return
+                yield to_wire(item, name)
+        finally:
+            close = getattr(gen, "close", None)
+            if close is not None:
+                await loop.run_in_executor(executor, close)
+    else:
+        # A plain tool called as a stream yields its one result.
+        yield await invoke(tool, args, ctx, executor)
