@@ -48,6 +48,8 @@ class Context:
         self.data_dir = data_dir
         #: ``time.monotonic()`` value after which the host gives up on the call.
         self.deadline = deadline
+        #: How long a sync tool's function itself ran (set by the runner).
+        self.run_seconds = 0.0
         self._sink = sink
         self._cancelled = threading.Event()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor
 from typing import Any
@@ -44,8 +45,16 @@ async def invoke(tool: Tool, args: dict[str, Any] | None, ctx: Context, executor
             value = await tool.fn(**kwargs)
         else:
             loop = asyncio.get_running_loop()
-            call = contextvars.copy_context().run
-            value = await loop.run_in_executor(executor, lambda: call(tool.fn, **kwargs))
+            run = contextvars.copy_context().run
+
+            def timed() -> Any:
+                t0 = time.perf_counter()
+                try:
+                    return run(tool.fn, **kwargs)
+                finally:
+                    ctx.run_seconds = time.perf_counter() - t0
+
+            value = await loop.run_in_executor(executor, timed)
     except MCPHostError:
         raise
     except Exception as exc:

@@ -1,0 +1,127 @@
+"""``mcphost tools``, ``call``, ``doctor``: the everyday commands."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from typing import Any
+
+import click
+import msgspec
+
+from mcphost.sandbox.jail import available_backends, choose_backend
+from mcphost.sdk.errors import ConfigError, InvalidArguments
+
+from ..config import load_config
+from ..home import Home
+from ..host import Host
+from .main import echo_json, main, pass_home, run_async
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the tools as JSON.")
+@pass_home
+def tools(home: Home, as_json: bool) -> None:
+    """List every tool of every installed plugin."""
+
+    async def go() -> list[Any]:
+        async with Host(home) as host:
+            return host.tools()
+
+    found = run_async(go())
+    if as_json:
+        echo_json(msgspec.to_builtins(found))
+        return
+    if not found:
+        click.echo("no tools: install a plugin with `mcphost plugin install WHEEL`")
+        return
+    width = max(len(t.name) for t in found)
+    for t in found:
+        first = t.description.splitlines()[0] if t.description else ""
+        kind = " (stream)" if t.kind == "stream" else ""
+        click.echo(f"{t.name:<{width}}  {first}{kind}")
+
+
+@main.command()
+@click.argument("tool")
+@click.argument("arguments", required=False, default="{}")
+@click.option("--timeout", type=float, help="Seconds before the call is cancelled.")
+@pass_home
+def call(home: Home, tool: str, arguments: str, timeout: float | None) -> None:
+    """Call TOOL (<plugin>.<tool>) with ARGUMENTS as a JSON object; print the JSON result.
+
+    A streaming tool prints one JSON line per item.
+    """
+    try:
+        args = json.loads(arguments)
+    except json.JSONDecodeError as exc:
+        raise click.UsageError(
+            f"ARGUMENTS is not valid JSON ({exc}); pass an object like '{{\"text\": \"hi\"}}'"
+        ) from None
+    if not isinstance(args, dict):
+        raise click.UsageError("ARGUMENTS must be a JSON object like '{\"text\": \"hi\"}'")
+
+    async def go() -> None:
+        async with Host(home) as host:
+            info = {t.name: t for t in host.tools()}.get(tool)
+            if info is not None and info.kind == "stream":
+                async for item in host.stream(tool, args, timeout=timeout):
+                    click.echo(json.dumps(item))
+            else:
+                result = await host.call(tool, args, timeout=timeout)
+                click.echo(json.dumps(result, indent=2))
+
+    try:
+        run_async(go())
+    except InvalidArguments as exc:
+        click.echo(f"error [{exc.code}]: {exc.message}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_home
+def doctor(home: Home, as_json: bool) -> None:
+    """Show Python, platform, available isolation and the default limits."""
+    try:
+        cfg = load_config(home.config_file)
+        config_error = None
+    except ConfigError as exc:
+        cfg = None
+        config_error = exc.message
+    reports = [b.report() for b in available_backends()]
+    try:
+        chosen = choose_backend(cfg.isolation if cfg else "auto").name
+    except ConfigError as exc:
+        chosen = f"none: {exc.message}"
+    data: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "home": str(home.root),
+        "config_file": str(home.config_file),
+        "config_error": config_error,
+        "isolation": {"chosen": chosen, "backends": msgspec.to_builtins(reports)},
+        "limits": cfg.limits.model_dump() if cfg else None,
+        "require_namespaces": cfg.require_namespaces if cfg else None,
+    }
+    if as_json:
+        echo_json(data)
+        return
+    click.echo(f"python      {data['python']} ({data['executable']})")
+    click.echo(f"platform    {data['platform']}")
+    click.echo(f"home        {data['home']}")
+    if config_error:
+        click.echo(f"config      ERROR: {config_error}")
+    click.echo(f"isolation   {chosen}")
+    for r in reports:
+        state = "available" if r.available else "NOT available"
+        click.echo(f"  backend {r.backend} ({r.level}): {state}")
+        for layer, what in r.layers.items():
+            click.echo(f"    {layer:<18} {what}")
+        for w in r.warnings:
+            click.echo(f"    warning: {w}")
+    if cfg:
+        lim = ", ".join(f"{k}={v}" for k, v in cfg.limits.model_dump().items())
+        click.echo(f"limits      {lim}")

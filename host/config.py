@@ -1,0 +1,105 @@
+"""The host's configuration: one TOML file under the home, validated with pydantic."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mcphost.sandbox.isolation import Limits
+from mcphost.sdk.errors import ConfigError
+
+__all__ = ["FeaturesConfig", "HostConfig", "LimitsConfig", "load_config"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LimitsConfig(_Strict):
+    """Default resource limits of every worker (a plugin may ask for less or, within
+    the caps below, more)."""
+
+    memory_mb: int | None = Field(1024, ge=16)
+    cpu_seconds: int | None = Field(600, ge=1)
+    open_files: int | None = Field(256, ge=16)
+    processes: int | None = Field(64, ge=1)
+    file_size_mb: int | None = Field(256, ge=1)
+    tmp_mb: int | None = Field(64, ge=1)
+
+    def to_limits(self) -> Limits:
+        return Limits(**self.model_dump())
+
+
+class FeaturesConfig(_Strict):
+    """Switches for the advanced features."""
+
+    streaming: bool = True
+    composition: bool = True
+    batching: bool = True
+    hot_swap: bool = True
+
+
+class HostConfig(_Strict):
+    """Everything an operator can set in ``config.toml``."""
+
+    #: "auto" picks the strongest backend available; "bwrap" or "rlimits" force one.
+    isolation: Literal["auto", "bwrap", "rlimits"] = "auto"
+    #: Refuse to start plugins unless namespaces (bubblewrap) are available.
+    require_namespaces: bool = False
+    #: Run plugins that carry no signature (for plugin development only).
+    allow_unsigned: bool = False
+    limits: LimitsConfig = LimitsConfig()
+    #: Seconds a call may run when the caller gives no timeout.
+    call_timeout: float = Field(60.0, gt=0)
+    #: Seconds a swapped-out version gets to finish the calls it is running.
+    drain_timeout: float = Field(10.0, ge=0)
+    #: Largest frame on the wire, in bytes.
+    max_frame: int = Field(16 * 1024 * 1024, ge=1024)
+    #: Items a stream may have in flight before the worker waits for the consumer.
+    stream_window: int = Field(32, ge=1)
+    #: Threads for sync tools in each worker.
+    worker_threads: int = Field(8, ge=1, le=256)
+    #: More than this many crashes within restart_period seconds marks a plugin failed.
+    max_restarts: int = Field(5, ge=0)
+    restart_period: float = Field(60.0, gt=0)
+    backoff_initial: float = Field(0.05, ge=0)
+    backoff_max: float = Field(5.0, ge=0)
+    #: Seconds between health checks (ping and memory reading) of each worker.
+    ping_interval: float = Field(1.0, gt=0)
+    #: A worker that does not answer a ping within this many seconds is restarted.
+    ping_timeout: float = Field(5.0, gt=0)
+    handshake_timeout: float = Field(10.0, gt=0)
+    features: FeaturesConfig = FeaturesConfig()
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        parts.append(f"{where}: {err['msg']}")
+    return f"invalid configuration in {source}: " + "; ".join(parts)
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> HostConfig:
+    """Read ``path`` (missing file: defaults), apply ``overrides``, validate it all."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None and path.exists():
+        source = str(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"{path} is not valid TOML: {exc}; fix the file or remove it to use defaults"
+            ) from None
+    for key, value in (overrides or {}).items():
+        data[key] = value
+    try:
+        return HostConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            _describe(exc, source) + "; see `mcphost config show` for the valid keys"
+        ) from None

@@ -1,0 +1,438 @@
+"""The embeddable :class:`Host`: discovers plugins, routes calls, owns every worker.
+
+>>> async with Host() as host:
+...     await host.call("textkit.upper", {"text": "hi"})
+'HI'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from mcphost.sandbox.client import ProgressCallback
+from mcphost.sandbox.jail import choose_backend
+from mcphost.sdk.errors import (
+    ConfigError,
+    InvalidArguments,
+    PluginError,
+    PluginNotFound,
+    ToolNotFound,
+)
+
+from .config import HostConfig, load_config
+from .home import Home
+from .hooks import make_plugin_manager
+from .sources import PluginSource, discover_directory, discover_environment
+from .supervisor import PluginSupervisor, SupervisorEnv
+
+__all__ = ["Host", "HostEvent", "ToolInfo"]
+
+log = logging.getLogger("mcphost.host")
+plugin_log = logging.getLogger("mcphost.plugin")
+
+
+class ToolInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A tool as the host offers it: ``name`` is ``<plugin>.<tool>``."""
+
+    name: str
+    plugin: str
+    version: str
+    tool: str
+    description: str
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any] | None = None
+    kind: str = "call"
+    batch: bool = False
+
+
+class HostEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """Something listeners may want to know: ``kind`` is "tools_changed", "log",
+    "plugin_started", "plugin_crashed" or "plugin_swapped"."""
+
+    kind: str
+    plugin: str = ""
+    version: str = ""
+    level: str = ""
+    message: str = ""
+    call_id: int = 0
+
+
+Listener = Callable[[HostEvent], None]
+
+
+class Host:
+    """Runs plugins in sandboxed workers and offers their tools to callers.
+
+    ``home``: where state lives (default ``$MCPHOST_HOME``). ``sources``: extra plugin
+    versions to serve. ``plugin_dirs``: directories plugins were installed into.
+    ``environment``: also serve plugins installed in this Python environment.
+    ``registry``: also serve the registry's active versions (when it exists).
+    ``hooks``: objects with pluggy ``@hookimpl`` methods (see :mod:`mcphost.host.hooks`).
+    """
+
+    def __init__(
+        self,
+        home: str | Path | Home | None = None,
+        *,
+        config: HostConfig | None = None,
+        sources: Iterable[PluginSource] = (),
+        plugin_dirs: Iterable[str | Path] = (),
+        environment: bool = True,
+        registry: bool = True,
+        hooks: Iterable[object] = (),
+        isolation: str | None = None,
+    ) -> None:
+        self.home = home if isinstance(home, Home) else Home(home)
+        self._config = config
+        self._extra_sources = list(sources)
+        self._plugin_dirs = [Path(p) for p in plugin_dirs]
+        self._use_environment = environment
+        self._use_registry = registry
+        self.hooks = make_plugin_manager(list(hooks))
+        self._isolation = isolation
+        self._supervisors: dict[str, PluginSupervisor] = {}
+        self._listeners: list[Listener] = []
+        self._env: SupervisorEnv | None = None
+        self._started = False
+        self._background: list[asyncio.Task[Any]] = []
+        self.config: HostConfig = config or HostConfig()
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def __aenter__(self) -> Host:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Discover plugins and learn their tools; workers start on first use."""
+        if self._started:
+            return
+        self.home.ensure()
+        if self._config is None:
+            self.config = load_config(self.home.config_file)
+        policy = self._isolation or self.config.isolation
+        backend = choose_backend(policy)
+        if self.config.require_namespaces and backend.level != "namespaces":
+            raise ConfigError(
+                "the configuration requires namespaces (require_namespaces = true) but "
+                f"only the {backend.name!r} backend can run here; install bubblewrap "
+                "(`apt-get install bubblewrap`) or set require_namespaces = false"
+            )
+        if backend.level != "namespaces":
+            log.warning(
+                "plugins run with isolation %r only (no namespaces); run `mcphost doctor`",
+                backend.name,
+            )
+        self._env = SupervisorEnv(
+            config=self.config,
+            backend=backend,
+            data_root=self.home.data_dir,
+            run_root=self.home.run_dir,
+            on_log=self._on_plugin_log,
+            on_started=self._on_started,
+            on_crashed=self._on_crashed,
+            verify=self._make_verifier(),
+        )
+        self._started = True
+        for source in self._discover():
+            if source.name in self._supervisors:
+                log.warning(
+                    "plugin %s found twice (%s and %s); serving the first",
+                    source.name,
+                    self._supervisors[source.name].source.origin,
+                    source.origin,
+                )
+                continue
+            self._supervisors[source.name] = PluginSupervisor(source, self._env)
+        await self._learn_tools(list(self._supervisors.values()))
+        self._background.extend(self._start_background())
+
+    def _discover(self) -> list[PluginSource]:
+        found = list(self._extra_sources)
+        for d in self._plugin_dirs:
+            found.extend(discover_directory(d))
+        if self._use_registry:
+            found.extend(self._registry_sources())
+        if self._use_environment:
+            found.extend(discover_environment())
+        return found
+
+    def _registry_sources(self) -> list[PluginSource]:
+        """Active versions from the registry under this home (none until one exists)."""
+        try:
+            from .registry_link import registry_sources
+        except ImportError:
+            return []
+        return registry_sources(self.home)
+
+    def _make_verifier(self) -> Any:
+        try:
+            from .verification import make_verifier
+        except ImportError:
+            return None
+        return make_verifier(self.home, self.config)
+
+    def _start_background(self) -> list[asyncio.Task[Any]]:
+        try:
+            from .registry_link import watch_registry
+        except ImportError:
+            return []
+        if not self._use_registry:
+            return []
+        return [asyncio.create_task(watch_registry(self))]
+
+    async def _learn_tools(self, sups: list[PluginSupervisor]) -> None:
+        """Start a worker for each plugin whose tools are not known yet (its handshake
+        lists them); one that fails is logged and left out, the others go on."""
+        unknown = [s for s in sups if s.source.tools is None]
+        results = await asyncio.gather(*(s.acquire() for s in unknown), return_exceptions=True)
+        for sup, res in zip(unknown, results, strict=True):
+            if isinstance(res, BaseException):
+                log.error("plugin %s could not start: %s", sup.source.label, res)
+
+    async def close(self) -> None:
+        """Stop every worker; nothing the host started outlives this."""
+        for t in self._background:
+            t.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background.clear()
+        await asyncio.gather(
+            *(s.stop() for s in self._supervisors.values()), return_exceptions=True
+        )
+        if self._env is not None:
+            for t in list(self._env.tasks):
+                t.cancel()
+            await asyncio.gather(*self._env.tasks, return_exceptions=True)
+        self._started = False
+
+    # -- events --------------------------------------------------------------------
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` with every :class:`HostEvent`; returns a function to remove it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _emit(self, event: HostEvent) -> None:
+        for fn in list(self._listeners):
+            try:
+                fn(event)
+            except Exception:
+                log.exception("host event listener failed")
+
+    def _on_plugin_log(self, plugin: str, level: str, message: str, call_id: int) -> None:
+        lvl = {"debug": 10, "info": 20, "warning": 30, "error": 40}.get(level, 20)
+        plugin_log.log(lvl, "[%s] %s", plugin, message)
+        if self._listeners:
+            self._emit(HostEvent(kind="log", plugin=plugin, level=level, message=message,
+                                 call_id=call_id))
+
+    def _on_started(self, plugin: str, version: str, pid: int) -> None:
+        self.hooks.hook.mcphost_plugin_started(plugin=plugin, version=version, pid=pid)
+        self._emit(HostEvent(kind="plugin_started", plugin=plugin, version=version))
+
+    def _on_crashed(self, plugin: str, version: str, reason: str) -> None:
+        self.hooks.hook.mcphost_plugin_crashed(plugin=plugin, version=version, reason=reason)
+        self._emit(HostEvent(kind="plugin_crashed", plugin=plugin, version=version,
+                             message=reason))
+
+    # -- tools ---------------------------------------------------------------------
+    def plugins(self) -> list[PluginSource]:
+        """The plugin versions currently routed to."""
+        return [s.source for s in self._supervisors.values()]
+
+    def tools(self) -> list[ToolInfo]:
+        """Every tool of every plugin, named ``<plugin>.<tool>``."""
+        out: list[ToolInfo] = []
+        for sup in self._supervisors.values():
+            for spec in sup.tools:
+                out.append(
+                    ToolInfo(
+                        name=f"{sup.name}.{spec.name}",
+                        plugin=sup.name,
+                        version=sup.source.version,
+                        tool=spec.name,
+                        description=spec.description,
+                        input_schema=spec.input_schema,
+                        output_schema=spec.output_schema,
+                        kind=spec.kind,
+                        batch=spec.batch,
+                    )
+                )
+        return sorted(out, key=lambda t: t.name)
+
+    def _route(self, name: str) -> tuple[PluginSupervisor, str]:
+        if not self._started:
+            raise PluginError("the host is not started; use `async with Host() as host:`")
+        plugin, dot, tool = name.partition(".")
+        if not dot or not tool:
+            raise ToolNotFound(
+                f"tool name {name!r} must be <plugin>.<tool>, e.g. textkit.upper; "
+                "list tools with `mcphost tools`"
+            )
+        sup = self._supervisors.get(plugin)
+        if sup is None:
+            known = ", ".join(sorted(self._supervisors)) or "none"
+            raise PluginNotFound(
+                f"no plugin named {plugin!r} is installed (installed: {known}); install it "
+                "with `mcphost plugin install WHEEL`",
+                data={"plugin": plugin},
+            )
+        known_tools = sup.tools
+        if known_tools and tool not in {t.name for t in known_tools}:
+            raise ToolNotFound(
+                f"plugin {plugin} has no tool {tool!r}; it has: "
+                + ", ".join(sorted(t.name for t in known_tools)),
+                data={"plugin": plugin, "tool": tool},
+            )
+        return sup, tool
+
+    def _authorize(self, name: str, plugin: str, args: dict[str, Any]) -> None:
+        verdict = self.hooks.hook.mcphost_authorize_call(tool=name, plugin=plugin, arguments=args)
+        if verdict is False or isinstance(verdict, str):
+            why = verdict if isinstance(verdict, str) else "refused by the host's policy"
+            raise PluginError(f"call to {name} was not authorized: {why}",
+                              data={"tool": name})
+
+    async def call(
+        self,
+        name: str,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Any:
+        """Call ``<plugin>.<tool>`` with ``args`` and return its result as plain data.
+
+        Cancelling the awaiting task cancels the call in the worker. Errors are
+        :class:`~mcphost.sdk.errors.MCPHostError` subclasses with stable codes.
+        """
+        args = {} if args is None else args
+        if not isinstance(args, dict):
+            raise InvalidArguments(f"{name}: arguments must be a JSON object (a dict)")
+        sup, tool = self._route(name)
+        hook = self.hooks.hook
+        self._authorize(name, sup.name, args)
+        hook.mcphost_before_call(tool=name, plugin=sup.name, arguments=args)
+        t0 = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            worker = await sup.acquire()
+            return await worker.call(
+                tool, args, timeout=timeout or self.config.call_timeout, on_progress=on_progress
+            )
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            outcome = "ok" if error is None else getattr(error, "code", "cancelled")
+            hook.mcphost_after_call(
+                tool=name,
+                plugin=sup.name,
+                arguments=args,
+                duration=time.perf_counter() - t0,
+                outcome=outcome,
+                error=error,
+            )
+
+    async def stream(
+        self,
+        name: str,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        window: int | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> AsyncIterator[Any]:
+        """Yield the items of a streaming tool, with credit-based backpressure.
+
+        Leaving the loop early (break, cancel) closes the tool's generator in the worker.
+        """
+        if not self.config.features.streaming:
+            raise ConfigError("streaming is switched off (features.streaming = false)")
+        args = {} if args is None else args
+        sup, tool = self._route(name)
+        self._authorize(name, sup.name, args)
+        self.hooks.hook.mcphost_before_call(tool=name, plugin=sup.name, arguments=args)
+        t0 = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            worker = await sup.acquire()
+            async for item in worker.stream(
+                tool,
+                args,
+                window=window or self.config.stream_window,
+                timeout=timeout,
+                on_progress=on_progress,
+            ):
+                yield item
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.hooks.hook.mcphost_after_call(
+                tool=name,
+                plugin=sup.name,
+                arguments=args,
+                duration=time.perf_counter() - t0,
+                outcome="ok" if error is None else getattr(error, "code", "cancelled"),
+                error=error,
+            )
+
+    # -- operations ----------------------------------------------------------------
+    def stats(self) -> list[dict[str, Any]]:
+        """Per plugin: state, version, pid, memory, CPU, calls, restarts."""
+        return [s.stats() for s in self._supervisors.values()]
+
+    def reset_plugin(self, name: str) -> None:
+        """Clear a plugin's failed state so the next call starts it again."""
+        sup = self._supervisors.get(name)
+        if sup is None:
+            raise PluginNotFound(f"no plugin named {name!r}")
+        sup.reset()
+
+    async def activate(self, source: PluginSource) -> str | None:
+        """Serve ``source`` for its plugin: add it, or hot-swap the running version.
+
+        Returns the version it replaced (None when the plugin is new). If the new
+        version cannot start, nothing changes and the error says why.
+        """
+        assert self._env is not None, "host not started"
+        sup = self._supervisors.get(source.name)
+        if sup is None:
+            sup = PluginSupervisor(source, self._env)
+            if source.tools is None:
+                await sup.acquire()
+            self._supervisors[source.name] = sup
+            self._emit(HostEvent(kind="tools_changed", plugin=source.name,
+                                 version=source.version))
+            return None
+        old = sup.source.version
+        old_tools = {t.name for t in sup.tools}
+        await sup.swap(source, self.config.drain_timeout)
+        self.hooks.hook.mcphost_plugin_swapped(plugin=source.name, old_version=old,
+                                               new_version=source.version)
+        self._emit(HostEvent(kind="plugin_swapped", plugin=source.name,
+                             version=source.version, message=old))
+        if {t.name for t in sup.tools} != old_tools or old != source.version:
+            self._emit(HostEvent(kind="tools_changed", plugin=source.name,
+                                 version=source.version))
+        return old
+
+    async def deactivate(self, name: str) -> None:
+        """Stop serving a plugin (its calls in flight are drained first)."""
+        sup = self._supervisors.pop(name, None)
+        if sup is None:
+            return
+        if sup.worker is not None:
+            await sup.worker.drain(self.config.drain_timeout)
+        await sup.stop()
+        self._emit(HostEvent(kind="tools_changed", plugin=name))
+

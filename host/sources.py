@@ -1,0 +1,80 @@
+"""Where plugins come from: entry points in the host's environment, directories, the registry.
+
+A :class:`PluginSource` describes one runnable plugin version without importing it:
+everything is read from distribution metadata.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import importlib_metadata as md
+import msgspec
+
+from mcphost.sandbox.isolation import Grants, Limits
+from mcphost.sdk.schema import ToolSpec
+
+__all__ = ["ENTRY_POINT_GROUP", "PluginSource", "discover_directory", "discover_environment"]
+
+ENTRY_POINT_GROUP = "mcphost.plugins"
+
+
+class PluginSource(msgspec.Struct, kw_only=True):
+    """One plugin version the host can run."""
+
+    name: str
+    version: str
+    #: ``module:attr`` of the Plugin object.
+    entry: str
+    #: Directories the worker puts first on sys.path.
+    paths: list[str]
+    #: "environment", "directory" or "registry".
+    origin: str
+    #: The distribution's dist-info directory (what verification reads).
+    dist_info: str = ""
+    #: The root of the plugin's installed tree (what verification walks).
+    root: str = ""
+    #: Tool descriptors when known without starting a worker (the registry keeps them).
+    tools: list[ToolSpec] | None = None
+    grants: Grants = Grants()
+    limits: Limits | None = None
+    key_id: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+def _sources(dists: list[md.Distribution], origin: str) -> list[PluginSource]:
+    out: list[PluginSource] = []
+    seen: set[str] = set()
+    for dist in dists:
+        eps = [ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP]
+        for ep in eps:
+            if ep.name in seen:
+                continue
+            seen.add(ep.name)
+            root = Path(str(dist.locate_file(""))).resolve()
+            dist_info = getattr(dist, "_path", None)
+            out.append(
+                PluginSource(
+                    name=ep.name,
+                    version=dist.version,
+                    entry=ep.value,
+                    paths=[str(root)],
+                    origin=origin,
+                    dist_info=str(dist_info) if dist_info is not None else "",
+                    root=str(root),
+                )
+            )
+    return out
+
+
+def discover_environment() -> list[PluginSource]:
+    """Plugins installed in the host's own Python environment (entry-point group)."""
+    return _sources(list(md.distributions()), "environment")
+
+
+def discover_directory(path: str | Path) -> list[PluginSource]:
+    """Plugins installed into one directory (e.g. with ``pip install --target``)."""
+    return _sources(list(md.distributions(path=[str(path)])), "directory")

@@ -1,0 +1,86 @@
+"""A small synchronous facade over :class:`Host` for scripts and REPLs."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+
+from .host import Host, ToolInfo
+
+__all__ = ["SyncHost"]
+
+T = TypeVar("T")
+_DONE = object()
+
+
+class SyncHost:
+    """Runs a :class:`Host` on a private event loop thread.
+
+    >>> with SyncHost() as host:
+    ...     host.call("textkit.upper", {"text": "hi"})
+    'HI'
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="mcphost", daemon=True)
+        self._thread.start()
+        self.host = self._run(self._make(args, kwargs))
+
+    async def _make(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Host:
+        return Host(*args, **kwargs)
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def __enter__(self) -> SyncHost:
+        self._run(self.host.start())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._run(self.host.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def tools(self) -> list[ToolInfo]:
+        return self.host.tools()
+
+    def call(self, name: str, args: dict[str, Any] | None = None, *,
+             timeout: float | None = None) -> Any:
+        return self._run(self.host.call(name, args, timeout=timeout))
+
+    def stream(self, name: str, args: dict[str, Any] | None = None) -> Iterator[Any]:
+        """Iterate a streaming tool's items (the stream keeps its backpressure)."""
+        q: queue.Queue[Any] = queue.Queue(maxsize=1)
+
+        async def pump() -> None:
+            try:
+                async for item in self.host.stream(name, args):
+                    await asyncio.to_thread(q.put, item)
+                await asyncio.to_thread(q.put, _DONE)
+            except BaseException as exc:
+                await asyncio.to_thread(q.put, exc)
+
+        fut = asyncio.run_coroutine_threadsafe(pump(), self._loop)
+        try:
+            while True:
+                item = q.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            fut.cancel()
+
+    def stats(self) -> list[dict[str, Any]]:
+        return self.host.stats()

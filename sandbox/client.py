@@ -1,0 +1,495 @@
+"""The host's side of one worker: spawn it, handshake, multiplex calls and streams.
+
+A :class:`WorkerClient` owns one worker process. Many calls run at once over its
+channel, matched by id. When the worker dies every call in flight fails with
+:class:`~mcphost.sdk.errors.WorkerCrashed` naming the plugin and the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from mcphost.sdk.errors import (
+    MCPHostError,
+    PluginError,
+    ProtocolError,
+    ToolTimeout,
+    WorkerCrashed,
+    error_from_code,
+)
+
+from .channel import Channel, open_channel
+from .isolation import IsolationBackend, LaunchPlan, WorkerSpec
+from .protocol import (
+    Call,
+    Cancel,
+    Credit,
+    Error,
+    Frame,
+    FrameCodec,
+    Hello,
+    Log,
+    Ping,
+    Pong,
+    Progress,
+    Result,
+    Shutdown,
+    StreamEnd,
+    StreamItem,
+    Welcome,
+    negotiate,
+)
+
+__all__ = ["ProgressCallback", "WorkerClient", "spawn_worker"]
+
+log = logging.getLogger("mcphost.worker")
+
+ProgressCallback = Callable[[float, float | None, str | None], None]
+LogCallback = Callable[[str, str, str, int], None]  # plugin, level, message, call id
+
+#: Extra seconds the host waits past a call's own timeout before it gives up on the worker.
+DEADLINE_GRACE = 2.0
+_END = object()
+
+
+class _Pending:
+    __slots__ = ("future", "on_progress", "queue", "received", "granted")
+
+    def __init__(
+        self,
+        future: asyncio.Future[Any] | None,
+        queue: asyncio.Queue[Any] | None,
+        on_progress: ProgressCallback | None,
+        granted: int = 0,
+    ) -> None:
+        self.future = future
+        self.queue = queue
+        self.on_progress = on_progress
+        self.received = 0
+        self.granted = granted
+
+
+class WorkerClient:
+    """One running worker process and the calls in flight on it."""
+
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        proc: asyncio.subprocess.Process,
+        plan: LaunchPlan,
+        on_log: LogCallback | None,
+    ) -> None:
+        self.spec = spec
+        self.proc = proc
+        self.plan = plan
+        self.pid = proc.pid
+        self.hello: Hello | None = None
+        self.version = 0
+        self.started_at = time.monotonic()
+        self.channel: Channel | None = None
+        self._on_log = on_log
+        self._ids = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._pings: dict[int, asyncio.Future[None]] = {}
+        self._hello: asyncio.Future[Hello] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._kill_reason: str | None = None
+        self._io_tasks: list[asyncio.Task[None]] = []
+        self.calls_total = 0
+
+    # -- state ---------------------------------------------------------------------
+    @property
+    def alive(self) -> bool:
+        return not self.closed.done()
+
+    @property
+    def inflight(self) -> int:
+        return len(self._pending)
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec.plugin} {self.spec.version} (pid {self.pid})"
+
+    # -- frames from the worker ----------------------------------------------------
+    def _on_frame(self, frame: Frame) -> None:
+        if isinstance(frame, Result):
+            p = self._pending.pop(frame.id, None)
+            if p is not None and p.future is not None and not p.future.done():
+                p.future.set_result(frame.value)
+        elif isinstance(frame, StreamItem):
+            p = self._pending.get(frame.id)
+            if p is not None and p.queue is not None:
+                p.received += 1
+                if p.received > p.granted:
+                    self._protocol_violation(
+                        f"sent item {p.received} of stream {frame.id} with only "
+                        f"{p.granted} credits"
+                    )
+                    return
+                p.queue.put_nowait(frame.value)
+        elif isinstance(frame, StreamEnd):
+            p = self._pending.pop(frame.id, None)
+            if p is not None and p.queue is not None:
+                p.queue.put_nowait(_END)
+        elif isinstance(frame, Error):
+            if frame.id == 0:
+                # The worker failed before or outside any call: it is about to exit.
+                self._kill_reason = f"{frame.message} [{frame.code}]"
+                if not self._hello.done():
+                    self._hello.set_exception(
+                        error_from_code(frame.code, f"{self.spec.plugin}: {frame.message}")
+                    )
+                return
+            p = self._pending.pop(frame.id, None)
+            if p is not None:
+                exc = error_from_code(frame.code, frame.message, frame.data)
+                if p.future is not None and not p.future.done():
+                    p.future.set_exception(exc)
+                elif p.queue is not None:
+                    p.queue.put_nowait(exc)
+        elif isinstance(frame, Progress):
+            p = self._pending.get(frame.id)
+            if p is not None and p.on_progress is not None:
+                try:
+                    p.on_progress(frame.progress, frame.total, frame.message)
+                except Exception:  # a caller's callback must not break the channel
+                    log.exception("progress callback failed")
+        elif isinstance(frame, Log):
+            self._emit_log(frame.level, frame.message, frame.id)
+        elif isinstance(frame, Pong):
+            fut = self._pings.pop(frame.n, None)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+        elif isinstance(frame, Hello):
+            if not self._hello.done():
+                self._hello.set_result(frame)
+        else:
+            self._protocol_violation(f"sent a {type(frame).__name__} frame, which only a host sends")
+
+    def _emit_log(self, level: str, message: str, call_id: int) -> None:
+        if self._on_log is not None:
+            self._on_log(self.spec.plugin, level, message, call_id)
+        else:
+            log.log(logging.getLevelName(level.upper()) if level != "warning" else 30,
+                    "[%s] %s", self.spec.plugin, message)
+
+    def _protocol_violation(self, what: str) -> None:
+        self._kill_reason = f"broke the wire protocol: it {what}"
+        self.kill()
+
+    def _on_close(self, exc: BaseException | None) -> None:
+        if isinstance(exc, ProtocolError) and self._kill_reason is None:
+            self._kill_reason = f"broke the wire protocol: {exc}"
+        # The process is surely going away now; make sure of it and collect the reason.
+        task = asyncio.get_running_loop().create_task(self._reap())
+        self._io_tasks.append(task)
+
+    async def _reap(self) -> None:
+        if self._kill_reason is not None:
+            self.kill()
+        try:
+            rc = await asyncio.wait_for(self.proc.wait(), 2.0)
+        except TimeoutError:
+            self.kill()
+            rc = await self.proc.wait()
+        self._finish(self._describe_exit(rc))
+
+    def _describe_exit(self, rc: int) -> str:
+        if self._kill_reason is not None:
+            return self._kill_reason
+        if rc < 0:
+            try:
+                name = signal.Signals(-rc).name
+            except ValueError:
+                name = str(-rc)
+            hint = {
+                "SIGXCPU": " (it used up its CPU-time limit)",
+                "SIGKILL": " (killed: out of memory, or by an operator)",
+                "SIGSEGV": " (a crash in native code)",
+            }.get(name, "")
+            return f"exited on signal {name}{hint}"
+        if rc == 0:
+            return "exited"
+        return f"exited with status {rc}"
+
+    def _finish(self, reason: str) -> None:
+        if self.closed.done():
+            return
+        self.closed.set_result(reason)
+        err_text = f"worker for {self.label} {reason}"
+        if not self._hello.done():
+            self._hello.set_exception(
+                WorkerCrashed(f"{err_text} before its handshake; see the host log for its output")
+            )
+        pending, self._pending = self._pending, {}
+        for call_id, p in pending.items():
+            exc = WorkerCrashed(
+                f"{err_text} while call {call_id} was running; the call may be retried "
+                "(the plugin is restarted)",
+                data={"plugin": self.spec.plugin, "version": self.spec.version, "reason": reason},
+            )
+            if p.future is not None and not p.future.done():
+                p.future.set_exception(exc)
+            elif p.queue is not None:
+                p.queue.put_nowait(exc)
+        for fut in self._pings.values():
+            if not fut.done():
+                fut.set_exception(WorkerCrashed(err_text))
+        self._pings.clear()
+        if self.plan.cleanup is not None:
+            try:
+                self.plan.cleanup()
+            except Exception:
+                log.exception("isolation cleanup failed for %s", self.label)
+        shutil.rmtree(self.spec.work_dir, ignore_errors=True)
+
+    # -- calls ---------------------------------------------------------------------
+    def _send(self, frame: Frame) -> None:
+        if self.channel is None or self.closed.done():
+            raise WorkerCrashed(
+                f"worker for {self.label} is not running"
+                + (f": {self.closed.result()}" if self.closed.done() else "")
+            )
+        self.channel.send(frame)
+
+    async def call(
+        self,
+        tool: str,
+        args: dict[str, Any] | None,
+        *,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Any:
+        """Run one call; cancelling the awaiting task cancels the call in the worker."""
+        call_id = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[call_id] = _Pending(fut, None, on_progress)
+        self.calls_total += 1
+        try:
+            self._send(
+                Call(
+                    id=call_id,
+                    tool=tool,
+                    args=args or {},
+                    timeout=timeout,
+                    progress=on_progress is not None,
+                )
+            )
+        except MCPHostError:
+            self._pending.pop(call_id, None)
+            raise
+        timer = None
+        if timeout is not None:
+            # A timer on the future itself: cheaper than wait_for's extra task per call.
+            timer = asyncio.get_running_loop().call_later(
+                timeout + DEADLINE_GRACE, self._expire, call_id, tool, timeout
+            )
+        try:
+            return await fut
+        except (asyncio.CancelledError, ToolTimeout):
+            if self._pending.pop(call_id, None) is not None and self.alive:
+                self.channel.send(Cancel(id=call_id))  # type: ignore[union-attr]
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _expire(self, call_id: int, tool: str, timeout: float) -> None:
+        p = self._pending.pop(call_id, None)
+        if p is not None and p.future is not None and not p.future.done():
+            p.future.set_exception(
+                ToolTimeout(
+                    f"{self.spec.plugin}.{tool} did not answer within {timeout:g}s "
+                    "and was cancelled; raise the timeout or make the tool faster"
+                )
+            )
+            if self.alive and self.channel is not None:
+                self.channel.send(Cancel(id=call_id))
+
+    async def stream(
+        self,
+        tool: str,
+        args: dict[str, Any] | None,
+        *,
+        window: int = 32,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> AsyncIterator[Any]:
+        """Yield a streaming tool's items; the worker never has more than ``window`` unread."""
+        window = max(1, window)
+        call_id = next(self._ids)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        pending = _Pending(None, queue, on_progress, granted=window)
+        self._pending[call_id] = pending
+        self.calls_total += 1
+        self._send(
+            Call(id=call_id, tool=tool, args=args or {}, timeout=timeout, stream=True,
+                 window=window, progress=on_progress is not None)
+        )
+        finished = False
+        consumed = 0
+        refill = max(1, window // 2)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    finished = True
+                    return
+                if isinstance(item, BaseException):
+                    finished = True
+                    raise item
+                yield item
+                consumed += 1
+                if consumed >= refill and self.alive:
+                    pending.granted += consumed
+                    self._send(Credit(id=call_id, n=consumed))
+                    consumed = 0
+        finally:
+            if not finished and self._pending.pop(call_id, None) is not None and self.alive:
+                self.channel.send(Cancel(id=call_id))  # type: ignore[union-attr]
+
+    async def ping(self, timeout: float) -> float:
+        """Round-trip a ping; returns seconds taken, raises TimeoutError if none came."""
+        n = next(self._ids)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pings[n] = fut
+        t0 = time.perf_counter()
+        self._send(Ping(n=n))
+        try:
+            await asyncio.wait_for(fut, timeout)
+        finally:
+            self._pings.pop(n, None)
+        return time.perf_counter() - t0
+
+    # -- lifecycle -----------------------------------------------------------------
+    def kill(self, reason: str | None = None) -> None:
+        """SIGKILL the worker's whole process group now."""
+        if reason is not None and self._kill_reason is None:
+            self._kill_reason = reason
+        if self.proc.returncode is None:
+            for target in (lambda: os.killpg(self.pid, signal.SIGKILL),
+                           lambda: os.kill(self.pid, signal.SIGKILL)):
+                try:
+                    target()
+                except (ProcessLookupError, PermissionError):
+                    continue
+        if self.channel is not None:
+            self.channel.abort()
+
+    async def close(self, grace: float = 2.0) -> None:
+        """Ask the worker to stop, wait up to ``grace`` seconds, then kill it."""
+        if self.closed.done():
+            return
+        self._kill_reason = self._kill_reason or "was stopped by the host"
+        try:
+            if self.channel is not None and not self.channel.closed:
+                self.channel.send(Shutdown(reason="host is stopping"))
+        except MCPHostError:
+            pass
+        try:
+            await asyncio.wait_for(asyncio.shield(self.closed), grace)
+        except TimeoutError:
+            self.kill()
+            await self.closed
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until no call is in flight (True) or ``timeout`` passes (False)."""
+        deadline = time.monotonic() + timeout
+        while self._pending and time.monotonic() < deadline and self.alive:
+            await asyncio.sleep(0.01)
+        return not self._pending
+
+
+async def _pump_output(stream: asyncio.StreamReader | None, plugin: str, name: str,
+                       on_log: LogCallback | None) -> None:
+    """Forward a worker's stdout/stderr lines to the host log, bounded per line."""
+    if stream is None:
+        return
+    while True:
+        try:
+            line = await stream.readline()
+        except ValueError:  # a line over the reader's limit: read and drop the rest
+            await stream.read(64 * 1024)
+            continue
+        if not line:
+            return
+        text = line[:4096].decode("utf-8", "replace").rstrip()
+        if on_log is not None:
+            on_log(plugin, "info" if name == "stdout" else "warning", text, 0)
+        else:
+            log.info("[%s %s] %s", plugin, name, text)
+
+
+async def spawn_worker(
+    spec: WorkerSpec,
+    backend: IsolationBackend,
+    *,
+    on_log: LogCallback | None = None,
+    handshake_timeout: float = 10.0,
+) -> WorkerClient:
+    """Start a worker for ``spec`` under ``backend`` and complete its handshake."""
+    os.makedirs(spec.work_dir, exist_ok=True)
+    os.makedirs(spec.data_dir, exist_ok=True)
+    host_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        plan = backend.prepare(spec, child_sock.fileno())
+        proc = await asyncio.create_subprocess_exec(
+            *plan.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=plan.env,
+            cwd=plan.cwd,
+            pass_fds=plan.pass_fds,
+            close_fds=True,
+            preexec_fn=plan.preexec_fn,
+            start_new_session=True,
+            limit=64 * 1024,
+        )
+    except BaseException:
+        host_sock.close()
+        raise
+    finally:
+        child_sock.close()
+    if plan.on_spawn is not None:
+        plan.on_spawn(proc.pid)
+    client = WorkerClient(spec, proc, plan, on_log)
+    codec = FrameCodec(spec.max_frame)
+    client.channel = await open_channel(host_sock, codec, client._on_frame, client._on_close)
+    client._io_tasks += [
+        asyncio.create_task(_pump_output(proc.stdout, spec.plugin, "stdout", on_log)),
+        asyncio.create_task(_pump_output(proc.stderr, spec.plugin, "stderr", on_log)),
+    ]
+    try:
+        hello = await asyncio.wait_for(asyncio.shield(client._hello), handshake_timeout)
+        client.version = negotiate(hello.versions)
+        if hello.plugin != spec.plugin:
+            raise PluginError(
+                f"worker for {spec.plugin} says it is plugin {hello.plugin!r}; "
+                "check the plugin's entry point"
+            )
+        client.hello = hello
+        client.channel.send(Welcome(version=client.version, max_frame=spec.max_frame))
+    except TimeoutError:
+        client.kill("did not complete its handshake in time")
+        await client.closed
+        raise WorkerCrashed(
+            f"worker for {spec.plugin} {spec.version} did not say Hello within "
+            f"{handshake_timeout:g}s; check the plugin imports quickly and the host log"
+        ) from None
+    except BaseException as exc:
+        client.kill(str(exc))
+        await client.closed
+        raise
+    return client
+
