@@ -1,0 +1,111 @@
+"""Fixtures shared by every suite: real wheels of the example plugins, installed for real.
+
+Append new shared fixtures at the end; keep suite-specific ones in that suite's conftest.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "example_plugins"
+EXAMPLE_NAMES = ("textkit", "mathkit", "notes")
+
+
+def pip(*args: str) -> None:
+    """Run pip in this interpreter, quietly, failing loudly with its output."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"pip {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+
+
+def build_wheel(project: Path, out: Path) -> Path:
+    """Build a real wheel of ``project`` into ``out`` and return its path."""
+    out.mkdir(parents=True, exist_ok=True)
+    before = set(out.glob("*.whl"))
+    pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(project))
+    new = set(out.glob("*.whl")) - before
+    if not new:  # the same wheel was built before into this directory
+        stem = project.name
+        return next(p for p in out.glob("*.whl") if stem in p.name)
+    return new.pop()
+
+
+@pytest.fixture(scope="session")
+def example_wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """name -> wheel file, built once per test session from example_plugins/."""
+    out = tmp_path_factory.mktemp("wheels")
+    return {name: build_wheel(EXAMPLES / name, out) for name in EXAMPLE_NAMES}
+
+
+@pytest.fixture(scope="session")
+def plugin_dirs(
+    example_wheels: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """name -> a directory the example plugin was pip-installed into (--target)."""
+    root = tmp_path_factory.mktemp("plugins")
+    dirs = {}
+    for name, wheel in example_wheels.items():
+        target = root / name
+        pip("install", "--no-deps", "--target", str(target), str(wheel))
+        dirs[name] = target
+    return dirs
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A fresh, empty mcphost home."""
+    h = tmp_path / "home"
+    h.mkdir()
+    return h
+
+
+def bwrap_required() -> bool:
+    """In CI (or when asked) a missing bubblewrap is a failure, never a skip."""
+    return bool(os.environ.get("CI") or os.environ.get("MCPHOST_REQUIRE_BWRAP"))
+
+
+def require_bwrap() -> None:
+    """Call at the top of a test that needs bubblewrap."""
+    from mcphost.sandbox.jail import available_backends
+
+    for backend in available_backends():
+        if backend.name == "bwrap":
+            ok, why = backend.available()
+            if ok:
+                return
+            break
+    else:
+        why = "the bubblewrap backend is not built"
+    if bwrap_required():
+        pytest.fail(f"bubblewrap is required here but cannot run: {why}")
+    pytest.skip(f"bubblewrap cannot run here: {why}")
+
+
+@pytest.fixture
+def no_leftover_workers() -> Iterator[None]:
+    """Fail the test if it leaves any child process of this test process running."""
+    import psutil
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    yield
+    gone_deadline = 5.0
+    leftovers = [p for p in me.children(recursive=True) if p.pid not in before]
+    _, alive = psutil.wait_procs(leftovers, timeout=gone_deadline)
+    assert not alive, f"processes outlived the host: {[p.pid for p in alive]}"
+
+
+def have(cmd: str) -> bool:
+    return shutil.which(cmd) is not None
