@@ -65,7 +65,13 @@ class Home:
         return self.data_dir / plugin
 
     def ensure(self) -> Home:
-        for d in (self.root, self.keys_dir, self.store_dir, self.versions_dir, self.data_dir,
-                  self.run_dir):
+        for d in (
+            self.root,
+            self.keys_dir,
+            self.store_dir,
+            self.versions_dir,
+            self.data_dir,
+            self.run_dir,
+        ):
             d.mkdir(parents=True, exist_ok=True)
         return self

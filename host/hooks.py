@@ -51,7 +51,9 @@ class HostSpecs:
         """A worker died or was killed unexpectedly."""
 
     @hookspec
-    def mcphost_plugin_swapped(self, plugin: str, old_version: str | None, new_version: str) -> None:
+    def mcphost_plugin_swapped(
+        self, plugin: str, old_version: str | None, new_version: str
+    ) -> None:
         """Routing for a plugin switched to another version."""
 
 

@@ -231,8 +231,9 @@ class Host:
         lvl = {"debug": 10, "info": 20, "warning": 30, "error": 40}.get(level, 20)
         plugin_log.log(lvl, "[%s] %s", plugin, message)
         if self._listeners:
-            self._emit(HostEvent(kind="log", plugin=plugin, level=level, message=message,
-                                 call_id=call_id))
+            self._emit(
+                HostEvent(kind="log", plugin=plugin, level=level, message=message, call_id=call_id)
+            )
 
     def _on_started(self, plugin: str, version: str, pid: int) -> None:
         self.hooks.hook.mcphost_plugin_started(plugin=plugin, version=version, pid=pid)
@@ -240,8 +241,7 @@ class Host:
 
     def _on_crashed(self, plugin: str, version: str, reason: str) -> None:
         self.hooks.hook.mcphost_plugin_crashed(plugin=plugin, version=version, reason=reason)
-        self._emit(HostEvent(kind="plugin_crashed", plugin=plugin, version=version,
-                             message=reason))
+        self._emit(HostEvent(kind="plugin_crashed", plugin=plugin, version=version, message=reason))
 
     # -- tools ---------------------------------------------------------------------
     def plugins(self) -> list[PluginSource]:
@@ -298,8 +298,7 @@ class Host:
         verdict = self.hooks.hook.mcphost_authorize_call(tool=name, plugin=plugin, arguments=args)
         if verdict is False or isinstance(verdict, str):
             why = verdict if isinstance(verdict, str) else "refused by the host's policy"
-            raise PluginError(f"call to {name} was not authorized: {why}",
-                              data={"tool": name})
+            raise PluginError(f"call to {name} was not authorized: {why}", data={"tool": name})
 
     async def call(
         self,
@@ -411,19 +410,21 @@ class Host:
             if source.tools is None:
                 await sup.acquire()
             self._supervisors[source.name] = sup
-            self._emit(HostEvent(kind="tools_changed", plugin=source.name,
-                                 version=source.version))
+            self._emit(HostEvent(kind="tools_changed", plugin=source.name, version=source.version))
             return None
         old = sup.source.version
         old_tools = {t.name for t in sup.tools}
         await sup.swap(source, self.config.drain_timeout)
-        self.hooks.hook.mcphost_plugin_swapped(plugin=source.name, old_version=old,
-                                               new_version=source.version)
-        self._emit(HostEvent(kind="plugin_swapped", plugin=source.name,
-                             version=source.version, message=old))
+        self.hooks.hook.mcphost_plugin_swapped(
+            plugin=source.name, old_version=old, new_version=source.version
+        )
+        self._emit(
+            HostEvent(
+                kind="plugin_swapped", plugin=source.name, version=source.version, message=old
+            )
+        )
         if {t.name for t in sup.tools} != old_tools or old != source.version:
-            self._emit(HostEvent(kind="tools_changed", plugin=source.name,
-                                 version=source.version))
+            self._emit(HostEvent(kind="tools_changed", plugin=source.name, version=source.version))
         return old
 
     async def deactivate(self, name: str) -> None:
@@ -435,4 +436,3 @@ class Host:
             await sup.worker.drain(self.config.drain_timeout)
         await sup.stop()
         self._emit(HostEvent(kind="tools_changed", plugin=name))
-

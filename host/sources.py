@@ -6,7 +6,9 @@ everything is read from distribution metadata.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import importlib_metadata as md
 import msgspec
@@ -45,7 +47,7 @@ class PluginSource(msgspec.Struct, kw_only=True):
         return f"{self.name} {self.version}"
 
 
-def _sources(dists: list[md.Distribution], origin: str) -> list[PluginSource]:
+def _sources(dists: Iterable[Any], origin: str) -> list[PluginSource]:
     out: list[PluginSource] = []
     seen: set[str] = set()
     for dist in dists:
@@ -72,9 +74,9 @@ def _sources(dists: list[md.Distribution], origin: str) -> list[PluginSource]:
 
 def discover_environment() -> list[PluginSource]:
     """Plugins installed in the host's own Python environment (entry-point group)."""
-    return _sources(list(md.distributions()), "environment")
+    return _sources(md.distributions(), "environment")
 
 
 def discover_directory(path: str | Path) -> list[PluginSource]:
     """Plugins installed into one directory (e.g. with ``pip install --target``)."""
-    return _sources(list(md.distributions(path=[str(path)])), "directory")
+    return _sources(md.distributions(path=[str(path)]), "directory")

@@ -138,9 +138,7 @@ class PluginSupervisor:
             raise
         except OSError as exc:
             self._record_crash(f"could not start: {exc}")
-            raise WorkerCrashed(
-                f"could not start a worker for {self.source.label}: {exc}"
-            ) from exc
+            raise WorkerCrashed(f"could not start a worker for {self.source.label}: {exc}") from exc
         finally:
             self._starting = None
         self.worker = worker
@@ -184,7 +182,7 @@ class PluginSupervisor:
             return -1.0
         self.state = "restarting"
         self.failure = reason
-        return min(cfg.backoff_max, cfg.backoff_initial * (2 ** (len(self.crashes) - 1)))
+        return float(min(cfg.backoff_max, cfg.backoff_initial * 2.0 ** (len(self.crashes) - 1)))
 
     async def _watch(self, worker: WorkerClient) -> None:
         """Health-check a worker until it ends; restart it if it ended unexpectedly."""

@@ -54,8 +54,9 @@ class SyncHost:
     def tools(self) -> list[ToolInfo]:
         return self.host.tools()
 
-    def call(self, name: str, args: dict[str, Any] | None = None, *,
-             timeout: float | None = None) -> Any:
+    def call(
+        self, name: str, args: dict[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Any:
         return self._run(self.host.call(name, args, timeout=timeout))
 
     def stream(self, name: str, args: dict[str, Any] | None = None) -> Iterator[Any]:

@@ -8,6 +8,7 @@ channel, matched by id. When the worker dies every call in flight fails with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -63,7 +64,7 @@ _END = object()
 
 
 class _Pending:
-    __slots__ = ("future", "on_progress", "queue", "received", "granted")
+    __slots__ = ("future", "granted", "on_progress", "queue", "received")
 
     def __init__(
         self,
@@ -132,8 +133,7 @@ class WorkerClient:
                 p.received += 1
                 if p.received > p.granted:
                     self._protocol_violation(
-                        f"sent item {p.received} of stream {frame.id} with only "
-                        f"{p.granted} credits"
+                        f"sent item {p.received} of stream {frame.id} with only {p.granted} credits"
                     )
                     return
                 p.queue.put_nowait(frame.value)
@@ -174,14 +174,20 @@ class WorkerClient:
             if not self._hello.done():
                 self._hello.set_result(frame)
         else:
-            self._protocol_violation(f"sent a {type(frame).__name__} frame, which only a host sends")
+            self._protocol_violation(
+                f"sent a {type(frame).__name__} frame, which only a host sends"
+            )
 
     def _emit_log(self, level: str, message: str, call_id: int) -> None:
         if self._on_log is not None:
             self._on_log(self.spec.plugin, level, message, call_id)
         else:
-            log.log(logging.getLevelName(level.upper()) if level != "warning" else 30,
-                    "[%s] %s", self.spec.plugin, message)
+            log.log(
+                logging.getLevelName(level.upper()) if level != "warning" else 30,
+                "[%s] %s",
+                self.spec.plugin,
+                message,
+            )
 
     def _protocol_violation(self, what: str) -> None:
         self._kill_reason = f"broke the wire protocol: it {what}"
@@ -333,8 +339,15 @@ class WorkerClient:
         self._pending[call_id] = pending
         self.calls_total += 1
         self._send(
-            Call(id=call_id, tool=tool, args=args or {}, timeout=timeout, stream=True,
-                 window=window, progress=on_progress is not None)
+            Call(
+                id=call_id,
+                tool=tool,
+                args=args or {},
+                timeout=timeout,
+                stream=True,
+                window=window,
+                progress=on_progress is not None,
+            )
         )
         finished = False
         consumed = 0
@@ -377,12 +390,12 @@ class WorkerClient:
         if reason is not None and self._kill_reason is None:
             self._kill_reason = reason
         if self.proc.returncode is None:
-            for target in (lambda: os.killpg(self.pid, signal.SIGKILL),
-                           lambda: os.kill(self.pid, signal.SIGKILL)):
-                try:
-                    target()
-                except (ProcessLookupError, PermissionError):
-                    continue
+            # The worker leads its own session (start_new_session), so its group is its pid.
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(self.pid, signal.SIGKILL)
         if self.channel is not None:
             self.channel.abort()
 
@@ -410,8 +423,9 @@ class WorkerClient:
         return not self._pending
 
 
-async def _pump_output(stream: asyncio.StreamReader | None, plugin: str, name: str,
-                       on_log: LogCallback | None) -> None:
+async def _pump_output(
+    stream: asyncio.StreamReader | None, plugin: str, name: str, on_log: LogCallback | None
+) -> None:
     """Forward a worker's stdout/stderr lines to the host log, bounded per line."""
     if stream is None:
         return
@@ -492,4 +506,3 @@ async def spawn_worker(
         await client.closed
         raise
     return client
-

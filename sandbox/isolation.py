@@ -122,7 +122,9 @@ class IsolationBackend(abc.ABC):
         """The launch plan for ``spec``; the worker talks to the host on ``channel_fd``."""
 
 
-def clean_env(extra: dict[str, str] | None = None, passthrough: list[str] | None = None) -> dict[str, str]:
+def clean_env(
+    extra: dict[str, str] | None = None, passthrough: list[str] | None = None
+) -> dict[str, str]:
     """A minimal environment: no host secrets, only what Python needs and what was granted."""
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",

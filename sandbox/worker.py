@@ -9,6 +9,7 @@ loop, sync tools on a bounded thread pool. It exits when the host goes away.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import os
 import signal
@@ -288,9 +289,7 @@ class Worker:
             )
         except asyncio.CancelledError:
             ctx._cancel()
-            self._send(
-                Error(id=call.id, code=CallCancelled.code, message="the call was cancelled")
-            )
+            self._send(Error(id=call.id, code=CallCancelled.code, message="the call was cancelled"))
         except MCPHostError as exc:
             self._send(Error(id=call.id, code=exc.code, message=exc.message, data=exc.data))
         except Exception as exc:  # a bug in the worker itself; keep serving
@@ -390,13 +389,11 @@ def main(argv: list[str] | None = None) -> None:
                 f"entry point {cfg.entry!r} holds plugin {plugin.name!r}, but it was "
                 f"installed as {cfg.plugin!r}; make the entry point name match Plugin(name)"
             )
-    except BaseException as exc:  # noqa: BLE001 - anything here means the worker cannot start
+    except BaseException as exc:
         _fatal(cfg, exc)
         return
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(cfg, plugin))
-    except KeyboardInterrupt:
-        pass
     os._exit(0)
 
 

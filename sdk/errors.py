@@ -151,7 +151,8 @@ def _all_subclasses(cls: type[MCPHostError]) -> list[type[MCPHostError]]:
 
 def error_from_code(code: str, message: str, data: dict[str, Any] | None = None) -> MCPHostError:
     """Re-create an error that crossed a wire; unknown codes become :class:`ToolError`."""
-    for cls in [MCPHostError, *_all_subclasses(MCPHostError)]:
-        if cls.code == code and cls is not ToolError:
+    classes: list[type[MCPHostError]] = [MCPHostError, *_all_subclasses(MCPHostError)]
+    for cls in classes:
+        if cls is not ToolError and cls.__dict__.get("code") == code:
             return cls(message, data=data)
     return ToolError(message, code=code, data=data)

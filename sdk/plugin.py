@@ -22,9 +22,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 class Tool:
     """One tool: the function, its kind, its schema and its argument validator."""
 
-    def __init__(
-        self, fn: Callable[..., Any], name: str, description: str, batch: bool
-    ) -> None:
+    def __init__(self, fn: Callable[..., Any], name: str, description: str, batch: bool) -> None:
         self.fn = fn
         self.name = name
         self.batch = batch

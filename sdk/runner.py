@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from concurrent.futures import Executor
 from typing import Any
 
@@ -68,7 +68,7 @@ async def invoke(tool: Tool, args: dict[str, Any] | None, ctx: Context, executor
 
 async def iterate(
     tool: Tool, args: dict[str, Any] | None, ctx: Context, executor: Executor
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any, None]:
     """Drive a streaming tool; closing this iterator closes the tool's generator."""
     kwargs = tool.bind(args, ctx)
     name = f"{ctx.plugin}.{tool.name}"

@@ -76,7 +76,7 @@ class Signature:
         if not isinstance(args, dict):
             raise InvalidArguments(
                 f"{tool}: arguments must be a JSON object, got {type(args).__name__}; "
-                "pass them as {\"name\": value}",
+                'pass them as {"name": value}',
                 data={"tool": tool},
             )
         try:
@@ -109,9 +109,7 @@ def build_signature(fn: Callable[..., Any], tool_name: str, context_type: type) 
             fields.append((pname, hint, param.default))
     struct_name = "".join(p.capitalize() for p in tool_name.replace(".", "_").split("_")) + "Args"
     try:
-        args_type = msgspec.defstruct(
-            struct_name, fields, kw_only=True, forbid_unknown_fields=True
-        )
+        args_type = msgspec.defstruct(struct_name, fields, kw_only=True, forbid_unknown_fields=True)
         input_schema = _schema_for(args_type)
     except (TypeError, msgspec.ValidationError) as exc:
         raise TypeError(f"tool {tool_name}: unsupported parameter type: {exc}") from exc

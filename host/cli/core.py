@@ -57,10 +57,10 @@ def call(home: Home, tool: str, arguments: str, timeout: float | None) -> None:
         args = json.loads(arguments)
     except json.JSONDecodeError as exc:
         raise click.UsageError(
-            f"ARGUMENTS is not valid JSON ({exc}); pass an object like '{{\"text\": \"hi\"}}'"
+            f'ARGUMENTS is not valid JSON ({exc}); pass an object like \'{{"text": "hi"}}\''
         ) from None
     if not isinstance(args, dict):
-        raise click.UsageError("ARGUMENTS must be a JSON object like '{\"text\": \"hi\"}'")
+        raise click.UsageError('ARGUMENTS must be a JSON object like \'{"text": "hi"}\'')
 
     async def go() -> None:
         async with Host(home) as host:
