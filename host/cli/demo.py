@@ -1,0 +1,28 @@
+"""``mcphost demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..demo import run_demo
+from .main import main, run_async
+
+
+@main.command()
+@click.option(
+    "--examples",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The example_plugins folder (default: ./example_plugins).",
+)
+@click.option("--keep", is_flag=True, help="Keep the throw-away home and print where it is.")
+@click.option(
+    "--isolation",
+    type=click.Choice(["auto", "bwrap", "rlimits"]),
+    default=None,
+    help="Force an isolation backend (default: the configuration's, usually auto).",
+)
+def demo(examples: Path | None, keep: bool, isolation: str | None) -> None:
+    """Install the example plugins into a throw-away home and show what mcphost does."""
+    run_async(run_demo(click.echo, examples=examples, keep=keep, isolation=isolation))
