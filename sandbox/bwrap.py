@@ -1,0 +1,439 @@
+"""The namespace jail: bubblewrap, a seccomp filter, per-worker cgroups, a uid drop.
+
+A worker sees a file system of its own: the interpreter, the standard library,
+site-packages and mcphost's code read-only, the plugin's code read-only, a private
+size-limited ``/tmp``, a minimal ``/dev``, its own ``/proc``, and exactly two writable
+directories (its data directory and its scratch directory). Paths inside are the same as
+outside, so the worker's configuration stays valid. It has no network unless granted,
+no view of other processes, no capabilities and a clean environment.
+
+Two ways of running, picked from who the host is:
+
+* as root: bubblewrap runs privileged (no user namespace), the worker joins its own
+  pids and memory cgroups before exec and ``setpriv`` drops it to an unprivileged uid
+  (65534 unless configured) with an empty capability bounding set; its data and scratch
+  directories are given to that uid. Nested user namespaces are refused by seccomp.
+* as anyone else: bubblewrap makes a user namespace (``--disable-userns`` inside it),
+  cgroups are used only where a delegated, writable hierarchy exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+from .cgroups import CgroupManager, WorkerCgroup
+from .isolation import (
+    IsolationBackend,
+    IsolationReport,
+    LaunchPlan,
+    WorkerSpec,
+    clean_env,
+    runtime_paths,
+    worker_argv,
+)
+from .seccomp import SeccompUnavailable, filter_fd, seccomp_status
+
+__all__ = ["NOBODY", "BubblewrapBackend"]
+
+#: The uid and gid a worker runs as when the host is root, unless configured otherwise.
+NOBODY = 65534
+
+_PR_SET_CHILD_SUBREAPER = 36
+#: Files of /etc a Python worker reads; missing ones are skipped.
+_ETC_BASE = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf")
+#: Added when the network is granted: name resolution and TLS roots.
+_ETC_NETWORK = (
+    "resolv.conf",
+    "hosts",
+    "gai.conf",
+    "services",
+    "protocols",
+    "host.conf",
+    "ssl",
+    "ca-certificates",
+    "pki",
+    "crypto-policies",
+)
+#: Top-level directories that are symlinks into /usr on merged systems.
+_TOP_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+_TRUE = shutil.which("true", path="/usr/bin:/bin") or "/bin/true"
+
+
+class BubblewrapBackend(IsolationBackend):
+    """Runs each worker inside a bubblewrap jail (see the module docstring)."""
+
+    name = "bwrap"
+    level = "namespaces"
+
+    def __init__(
+        self,
+        *,
+        bwrap: str | None = None,
+        uid: int = NOBODY,
+        gid: int | None = None,
+        use_seccomp: bool = True,
+        use_cgroups: bool = True,
+    ) -> None:
+        self.bwrap = bwrap or shutil.which("bwrap") or "bwrap"
+        self.uid = uid
+        self.gid = uid if gid is None else gid
+        self.use_seccomp = use_seccomp
+        self.use_cgroups = use_cgroups
+        self.setpriv = shutil.which("setpriv")
+        self._available: tuple[bool, str] | None = None
+        self._version: tuple[int, ...] | None = None
+        self._cgroups: CgroupManager | None = None
+
+    # -- what runs here ------------------------------------------------------------
+    @property
+    def privileged(self) -> bool:
+        """True when the host is root and workers are dropped to :attr:`uid`."""
+        return os.geteuid() == 0 and self.setpriv is not None
+
+    def version(self) -> tuple[int, ...]:
+        """The installed bubblewrap's version, ``()`` when it cannot be run."""
+        if self._version is None:
+            try:
+                out = subprocess.run(
+                    [self.bwrap, "--version"], capture_output=True, text=True, timeout=10
+                ).stdout
+            except (OSError, subprocess.TimeoutExpired):
+                out = ""
+            m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", out)
+            self._version = tuple(int(g or 0) for g in m.groups()) if m else ()
+        return self._version
+
+    def cgroups(self) -> CgroupManager | None:
+        """The cgroup hierarchy workers are placed in, ``None`` when not used."""
+        if not self.use_cgroups:
+            return None
+        if self._cgroups is None:
+            self._cgroups = CgroupManager.detect()
+        return self._cgroups if self._cgroups.version else None
+
+    def available(self) -> tuple[bool, str]:
+        if self._available is None:
+            self._available = self._probe()
+        return self._available
+
+    def _probe(self) -> tuple[bool, str]:
+        if not os.path.exists(self.bwrap) and shutil.which(self.bwrap) is None:
+            return False, "the bwrap binary is not installed (apt install bubblewrap)"
+        if not self.version():
+            return False, f"{self.bwrap} --version does not run"
+        argv = [*self._namespace_args(network=False), "--ro-bind", "/usr", "/usr"]
+        argv += self._top_dir_args()
+        argv += ["--proc", "/proc", "--dev", "/dev", "--", *self._drop_args(), _TRUE]
+        try:
+            proc = subprocess.run(
+                argv, capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return False, f"a trivial sandbox did not run: {exc}"
+        if proc.returncode != 0:
+            err = proc.stderr.strip() or f"exit status {proc.returncode}"
+            return False, (
+                f"a trivial sandbox failed here ({err}); user namespaces may be disabled "
+                "(sysctl user.max_user_namespaces) or the host lacks privileges"
+            )
+        return True, f"bubblewrap {'.'.join(map(str, self.version()))} runs"
+
+    def report(self) -> IsolationReport:
+        ok, why = self.available()
+        layers: dict[str, str] = {}
+        warnings: list[str] = []
+        if not ok:
+            return IsolationReport(self.name, self.level, False, {}, [why])
+        namespaces = "mount, pid, ipc, uts, cgroup, network (unless granted)"
+        if self.privileged:
+            layers["namespaces"] = namespaces
+            layers["user"] = (
+                f"runs as uid {self.uid} gid {self.gid} with no capabilities "
+                "(empty bounding set, no_new_privs)"
+            )
+        else:
+            layers["namespaces"] = namespaces + ", user"
+            layers["user"] = "host uid mapped in a user namespace, no capabilities"
+            if os.geteuid() == 0:
+                warnings.append(
+                    "setpriv (util-linux) is missing: workers keep uid 0 inside a user "
+                    "namespace; install util-linux to drop them to an unprivileged uid"
+                )
+        if self._supports_disable_userns() and not self.privileged:
+            layers["nested user namespaces"] = "disabled (bwrap --disable-userns)"
+        layers["filesystem"] = (
+            "read-only interpreter, stdlib, site-packages, mcphost and plugin code; "
+            "private size-limited /tmp; minimal /dev; own /proc; writable: the plugin's "
+            "data directory and its scratch directory only; no home, no repository"
+        )
+        layers["environment"] = "cleared; only PATH, LANG, HOME, TMPDIR and granted variables"
+        layers["file descriptors"] = "only the IPC channel is inherited"
+        sc_ok, sc_why = seccomp_status() if self.use_seccomp else (False, "disabled")
+        layers["seccomp"] = sc_why
+        if not sc_ok:
+            warnings.append(sc_why)
+            if self.privileged:
+                warnings.append("without seccomp a worker may create nested user namespaces")
+        cg = self.cgroups()
+        if cg is not None:
+            layers["cgroups"] = cg.describe() + "; one pids and memory cgroup per worker"
+        else:
+            reason = "disabled" if not self.use_cgroups else CgroupManager.detect().describe()
+            layers["cgroups"] = reason
+            if os.geteuid() == 0:
+                warnings.append(
+                    "no writable cgroup hierarchy: the process limit (RLIMIT_NPROC) does not "
+                    "bind root-started workers as strictly; memory is bounded by RLIMIT_AS only"
+                )
+        layers["rlimits"] = "address space, CPU seconds, open files, file size, no core dumps"
+        warnings.append(
+            "a network grant opens the whole network: host:port entries are not enforced"
+        )
+        return IsolationReport(self.name, self.level, True, layers, warnings)
+
+    # -- the launch plan -----------------------------------------------------------
+    def prepare(
+        self, spec: WorkerSpec, channel_fd: int, *, command: list[str] | None = None
+    ) -> LaunchPlan:
+        """The jail for ``spec``; ``command`` replaces the worker (tests run probes)."""
+        cg_manager = self.cgroups()
+        cgroup: WorkerCgroup | None = None
+        worker_spec = spec
+        if cg_manager is not None:
+            cgroup = cg_manager.create(
+                f"{spec.plugin}-{spec.version}", spec.limits.processes, spec.limits.memory_mb
+            )
+            if cg_manager.v1_parents.get("pids") or cg_manager.v2_parent:
+                # The pids cgroup counts this worker alone; RLIMIT_NPROC would count every
+                # process of the shared worker uid on the machine.
+                worker_spec = msgspec.structs.replace(
+                    spec, limits=msgspec.structs.replace(spec.limits, processes=None)
+                )
+        fds: list[int] = []
+        try:
+            if self.privileged:
+                _set_subreaper()
+                _give_to(spec.data_dir, self.uid, self.gid, recursive=True)
+                _give_to(spec.work_dir, self.uid, self.gid, recursive=False)
+            env = clean_env({"HOME": spec.work_dir, "TMPDIR": "/tmp"}, passthrough=spec.grants.env)
+            argv = self._namespace_args(network=spec.grants.network is not None)
+            argv += ["--clearenv"]
+            for key, value in env.items():
+                argv += ["--setenv", key, value]
+            argv += self._mount_args(spec)
+            argv += ["--chdir", spec.work_dir]
+            if self.use_seccomp:
+                with contextlib.suppress(SeccompUnavailable):
+                    fds.append(filter_fd())
+                    argv += ["--seccomp", str(fds[-1])]
+            info_read, info_write = os.pipe()
+            fds.append(info_write)
+            argv += ["--info-fd", str(info_write)]
+            argv += ["--", *self._drop_args()]
+            argv += command if command is not None else worker_argv(worker_spec, channel_fd)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            if cgroup is not None:
+                cgroup.remove()
+            raise
+        jail = _JailProcess(info_read, fds, cgroup)
+        return LaunchPlan(
+            argv=argv,
+            env=env,
+            cwd=spec.work_dir,
+            pass_fds=(channel_fd, *fds),
+            preexec_fn=cgroup.join if cgroup is not None else None,
+            on_spawn=jail.on_spawn,
+            cleanup=jail.cleanup,
+        )
+
+    def _supports_disable_userns(self) -> bool:
+        return self.version() >= (0, 8)
+
+    def _namespace_args(self, *, network: bool) -> list[str]:
+        argv = [self.bwrap]
+        if self.privileged:
+            # No user namespace: uid 65534 must be a real uid, not one mapped onto root.
+            argv += ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
+            if not network:
+                argv += ["--unshare-net"]
+        else:
+            argv += ["--unshare-all", "--unshare-user"]
+            if network:
+                argv += ["--share-net"]
+            if self._supports_disable_userns():
+                argv += ["--disable-userns"]
+        argv += ["--die-with-parent", "--new-session", "--hostname", "mcphost", "--cap-drop", "ALL"]
+        if self.privileged:
+            # setpriv needs these for the uid change; it leaves none behind.
+            argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+            argv += ["--cap-add", "CAP_SETPCAP"]
+        return argv
+
+    def _drop_args(self) -> list[str]:
+        if not self.privileged:
+            return []
+        return [
+            str(self.setpriv),
+            f"--reuid={self.uid}",
+            f"--regid={self.gid}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+        ]
+
+    def _top_dir_args(self) -> list[str]:
+        argv: list[str] = []
+        for name in _TOP_DIRS:
+            path = "/" + name
+            if os.path.islink(path):
+                argv += ["--symlink", os.readlink(path), path]
+            elif os.path.isdir(path):
+                argv += ["--ro-bind", path, path]
+        return argv
+
+    def _mount_args(self, spec: WorkerSpec) -> list[str]:
+        tmp_mb = spec.limits.tmp_mb
+        argv = ["--proc", "/proc", "--dev", "/dev", "--perms", "1777"]
+        if tmp_mb is not None:
+            argv += ["--size", str(tmp_mb * 1024 * 1024)]
+        argv += ["--tmpfs", "/tmp", "--ro-bind", "/usr", "/usr", *self._top_dir_args()]
+        etc = list(_ETC_BASE) + (list(_ETC_NETWORK) if spec.grants.network is not None else [])
+        for name in etc:
+            argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+        binds: dict[str, str] = {}  # destination -> bwrap option
+        for path in [*runtime_paths(), *spec.paths, *spec.grants.read_paths]:
+            binds.setdefault(os.path.abspath(path), "--ro-bind-try")
+        for path in spec.grants.write_paths:
+            binds[os.path.abspath(path)] = "--bind-try"
+        for path in (spec.data_dir, spec.work_dir):
+            binds[os.path.abspath(path)] = "--bind"
+        if self.setpriv and not self.setpriv.startswith("/usr/"):
+            binds.setdefault(self.setpriv, "--ro-bind")
+        mounted: list[str] = ["/usr"]
+        read_only: list[str] = ["/usr"]
+        made: set[str] = set()
+        for dest in sorted(binds, key=lambda p: Path(p).parts):
+            ro = binds[dest] in ("--ro-bind", "--ro-bind-try")
+            if dest == "/" or (ro and _under(dest, read_only)):
+                continue
+            for parent in reversed(Path(dest).parents):
+                p = str(parent)
+                if p == "/" or p in made or _under(p, mounted):
+                    continue
+                # Directories bubblewrap makes on the way would be 0700 for root.
+                argv += ["--perms", "0755", "--dir", p]
+                made.add(p)
+            argv += [binds[dest], dest, dest]
+            mounted.append(dest)
+            if ro:
+                read_only.append(dest)
+        return argv
+
+
+class _JailProcess:
+    """Host-side bookkeeping for one jail: fds to close, the jail's init to reap, cgroup."""
+
+    def __init__(self, info_fd: int, child_fds: list[int], cgroup: WorkerCgroup | None) -> None:
+        self.info_fd: int | None = info_fd
+        self.child_fds = child_fds
+        self.cgroup = cgroup
+        self.init_pidfd: int | None = None
+
+    def _close_child_fds(self) -> None:
+        fds, self.child_fds = self.child_fds, []
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def on_spawn(self, pid: int) -> None:
+        """Close the fds only the child needed; note the jail's init to reap it later."""
+        self._close_child_fds()
+        if self.info_fd is None:
+            return
+        try:
+            # bubblewrap writes the init's pid right after creating it, or exits (EOF).
+            ready, _, _ = select.select([self.info_fd], [], [], 5.0)
+            data = b""
+            while ready:
+                chunk = os.read(self.info_fd, 4096)
+                if not chunk:
+                    break
+                data += chunk
+                with contextlib.suppress(ValueError):
+                    json.loads(data)
+                    break
+                ready, _, _ = select.select([self.info_fd], [], [], 5.0)
+            init_pid = int(json.loads(data)["child-pid"]) if data else 0
+            if init_pid > 0:
+                self.init_pidfd = os.pidfd_open(init_pid)
+        except (OSError, ValueError, KeyError):
+            self.init_pidfd = None
+        finally:
+            os.close(self.info_fd)
+            self.info_fd = None
+
+    def cleanup(self) -> None:
+        """Reap the jail's init if it was left to the host, and remove the cgroup."""
+        self._close_child_fds()
+        if self.info_fd is not None:
+            os.close(self.info_fd)
+            self.info_fd = None
+        if self.init_pidfd is not None:
+            pidfd, self.init_pidfd = self.init_pidfd, None
+            try:
+                # The init dies with bubblewrap (--die-with-parent); bound the wait.
+                select.select([pidfd], [], [], 2.0)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+            finally:
+                os.close(pidfd)
+        if self.cgroup is not None:
+            cgroup, self.cgroup = self.cgroup, None
+            cgroup.remove()
+
+
+def _under(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def _give_to(path: str, uid: int, gid: int, *, recursive: bool) -> None:
+    """Make ``path`` (and what is in it) owned by the worker's uid."""
+    os.makedirs(path, exist_ok=True)
+    os.chown(path, uid, gid)
+    if not recursive:
+        return
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            p = os.path.join(root, name)
+            st = os.lstat(p)
+            if st.st_uid != uid or st.st_gid != gid:
+                os.lchown(p, uid, gid)
+
+
+_subreaper_set = False
+
+
+def _set_subreaper() -> None:
+    """Make the host adopt orphans, so a jail's init left by bubblewrap can be reaped."""
+    global _subreaper_set
+    if _subreaper_set or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    prctl: Callable[..., int] = libc.prctl
+    if prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0:
+        _subreaper_set = True
