@@ -20,7 +20,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from mcphost.sdk.errors import ConfigError
-
 from mcphost.security._files import atomic_write
 
 __all__ = [
