@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mcphost.sandbox.isolation import Limits
 from mcphost.sdk.errors import ConfigError
 
-__all__ = ["FeaturesConfig", "HostConfig", "LimitsConfig", "load_config"]
+__all__ = ["FeaturesConfig", "HostConfig", "LimitsConfig", "PolicyConfig", "load_config"]
 
 
 class _Strict(BaseModel):
@@ -33,6 +33,27 @@ class LimitsConfig(_Strict):
         return Limits(**self.model_dump())
 
 
+class PolicyConfig(_Strict):
+    """What the operator allows plugins to ask for; a plugin asking for more is refused
+    (limits are capped instead)."""
+
+    #: Allow plugins that ask for network access at all.
+    network: bool = True
+    #: When set, only these ``host:port`` entries may be granted ("*" matches any).
+    network_allow: list[str] | None = None
+    #: Allow plugins to be granted extra filesystem paths.
+    filesystem: bool = True
+    #: When set, only paths under these prefixes may be granted.
+    filesystem_allow: list[str] | None = None
+    #: Environment variables a plugin may have passed through (None: any it asks for).
+    env_allow: list[str] | None = None
+    #: Upper bounds for the limits a plugin asks for (None: no cap beyond the defaults').
+    max_memory_mb: int | None = Field(4096, ge=16)
+    max_cpu_seconds: int | None = Field(3600, ge=1)
+    max_processes: int | None = Field(256, ge=1)
+    max_open_files: int | None = Field(4096, ge=16)
+
+
 class FeaturesConfig(_Strict):
     """Switches for the advanced features."""
 
@@ -52,6 +73,7 @@ class HostConfig(_Strict):
     #: Run plugins that carry no signature (for plugin development only).
     allow_unsigned: bool = False
     limits: LimitsConfig = LimitsConfig()
+    policy: PolicyConfig = PolicyConfig()
     #: Seconds a call may run when the caller gives no timeout.
     call_timeout: float = Field(60.0, gt=0)
     #: Seconds a swapped-out version gets to finish the calls it is running.

@@ -25,6 +25,7 @@ from mcphost.sdk.errors import MCPHostError, PluginFailed, VerificationError, Wo
 from mcphost.sdk.schema import ToolSpec
 
 from .config import HostConfig
+from .policy import enforce_policy
 from .sources import PluginSource
 
 __all__ = ["PluginSupervisor", "SupervisorEnv"]
@@ -113,6 +114,7 @@ class PluginSupervisor:
     async def _spawn(self, source: PluginSource) -> WorkerClient:
         if self.env.verify is not None:
             await self.env.verify(source)
+        source = enforce_policy(source, self.env.config)
         worker = await spawn_worker(
             self._spec(source),
             self.env.backend,
