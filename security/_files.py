@@ -23,7 +23,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
         os.fchmod(fd, mode)
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     except BaseException:
         os.close(fd)

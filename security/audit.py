@@ -53,8 +53,12 @@ class AuditLog:
             "outcome": outcome,
             "actor": actor if actor is not None else _default_actor(),
         }
-        for name, value in (("plugin", plugin), ("version", version), ("key_id", key_id),
-                            ("detail", detail)):
+        for name, value in (
+            ("plugin", plugin),
+            ("version", version),
+            ("key_id", key_id),
+            ("detail", detail),
+        ):
             if value is not None:
                 entry[name] = value
         if hashes is not None:
@@ -84,8 +88,9 @@ class AuditLog:
         except FileNotFoundError:
             return []
         except OSError as exc:
-            raise ConfigError(f"cannot read the audit log {self.path}: {exc.strerror or exc}"
-                              ) from exc
+            raise ConfigError(
+                f"cannot read the audit log {self.path}: {exc.strerror or exc}"
+            ) from exc
         out: list[dict[str, Any]] = []
         for number, line in enumerate(data.splitlines(), start=1):
             if not line.strip():
@@ -95,8 +100,11 @@ class AuditLog:
             except msgspec.DecodeError:
                 entry = None
             if not isinstance(entry, dict):
-                entry = {"action": "audit.unreadable", "outcome": "error",
-                         "detail": f"line {number} of {self.path} is not a JSON object"}
+                entry = {
+                    "action": "audit.unreadable",
+                    "outcome": "error",
+                    "detail": f"line {number} of {self.path} is not a JSON object",
+                }
             out.append(entry)
         return out
 

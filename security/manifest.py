@@ -136,8 +136,10 @@ def check_manifest(m: Manifest) -> None:
     """Check a decoded manifest's fields; raise :class:`VerificationError` on the first bad one."""
     where = f"manifest of {m.name!r} {m.version!r}"
     if m.format != MANIFEST_FORMAT:
-        raise _fail(f"{where} has format {m.format}; this mcphost reads format "
-                    f"{MANIFEST_FORMAT}. Upgrade mcphost or re-sign the plugin")
+        raise _fail(
+            f"{where} has format {m.format}; this mcphost reads format "
+            f"{MANIFEST_FORMAT}. Upgrade mcphost or re-sign the plugin"
+        )
     if not _DIST_NAME.fullmatch(m.name):
         raise _fail(f"manifest names plugin {m.name!r}, which is not a distribution name")
     try:
@@ -148,8 +150,11 @@ def check_manifest(m: Manifest) -> None:
         raise _fail(f"{where}: sequence {m.sequence} is out of range")
     if not 0 <= m.issued_at < m.expires_at < 2**63:
         raise _fail(f"{where}: expires_at must come after issued_at")
-    if (not m.dist_info.endswith(".dist-info") or check_member_path(m.dist_info)
-            or "/" in m.dist_info):
+    if (
+        not m.dist_info.endswith(".dist-info")
+        or check_member_path(m.dist_info)
+        or "/" in m.dist_info
+    ):
         raise _fail(f"{where}: dist_info {m.dist_info!r} is not a .dist-info directory name")
     if not _KEY_ID.fullmatch(m.key_id):
         raise _fail(f"{where}: key_id {m.key_id!r} is not a key id")
@@ -165,12 +170,12 @@ def check_manifest(m: Manifest) -> None:
         if why is not None:
             raise _fail(f"{where}: file path {f.path!r} is {why}", file=f.path)
         if f.path <= previous:
-            raise _fail(f"{where}: files are not sorted or {f.path!r} is listed twice",
-                        file=f.path)
+            raise _fail(f"{where}: files are not sorted or {f.path!r} is listed twice", file=f.path)
         previous = f.path
         if not _SHA256.fullmatch(f.sha256):
-            raise _fail(f"{where}: sha256 of {f.path!r} is not 64 lowercase hex digits",
-                        file=f.path)
+            raise _fail(
+                f"{where}: sha256 of {f.path!r} is not 64 lowercase hex digits", file=f.path
+            )
         if not 0 <= f.size <= MAX_FILE_SIZE:
             raise _fail(f"{where}: size of {f.path!r} is out of range", file=f.path)
         total += f.size
@@ -181,15 +186,19 @@ def check_manifest(m: Manifest) -> None:
 def decode_manifest(data: bytes) -> Manifest:
     """Decode and check canonical manifest bytes; anything else is a VerificationError."""
     if len(data) > MAX_MANIFEST_BYTES:
-        raise _fail(f"manifest is {len(data)} bytes, over the {MAX_MANIFEST_BYTES} byte cap; "
-                    "it is refused unread")
+        raise _fail(
+            f"manifest is {len(data)} bytes, over the {MAX_MANIFEST_BYTES} byte cap; "
+            "it is refused unread"
+        )
     try:
         manifest = msgspec.json.decode(data, type=Manifest)
     except msgspec.DecodeError as exc:
         raise _fail(f"manifest is malformed: {exc}") from None
     if encode_manifest(manifest) != data:
-        raise _fail(f"manifest of {manifest.name!r} {manifest.version!r} is not in canonical "
-                    "form; re-sign the plugin with `mcphost plugin sign`")
+        raise _fail(
+            f"manifest of {manifest.name!r} {manifest.version!r} is not in canonical "
+            "form; re-sign the plugin with `mcphost plugin sign`"
+        )
     check_manifest(manifest)
     return manifest
 
@@ -208,8 +217,9 @@ def decode_signature(data: bytes) -> SignatureFile:
     try:
         sig = msgspec.json.decode(data, type=SignatureFile)
     except msgspec.DecodeError as exc:
-        raise VerificationError(f"signature file is malformed: {exc}",
-                                data={"reason": "bad_signature"}) from None
+        raise VerificationError(
+            f"signature file is malformed: {exc}", data={"reason": "bad_signature"}
+        ) from None
     if sig.format != 1 or sig.algorithm != "ed25519":
         raise VerificationError(
             f"signature file has format {sig.format} and algorithm {sig.algorithm!r}; "

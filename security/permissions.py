@@ -78,8 +78,10 @@ class Permissions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                         f"{source}: network entry {entry!r} is not host:port "
                         '(for example "api.example.org:443", "[::1]:8080" or "*")'
                     )
-        for key, paths in (("filesystem.read", self.read_paths),
-                           ("filesystem.write", self.write_paths)):
+        for key, paths in (
+            ("filesystem.read", self.read_paths),
+            ("filesystem.write", self.write_paths),
+        ):
             _check_list(paths, f"{source}: {key}")
             for p in paths:
                 if not p.startswith("/") or "\x00" in p or ".." in p.split("/"):

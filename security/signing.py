@@ -66,8 +66,7 @@ def build_manifest(
     files = []
     for name in _unsigned_members(archive):
         data = archive.read(name)
-        files.append(FileEntry(path=name, sha256=hashlib.sha256(data).hexdigest(),
-                               size=len(data)))
+        files.append(FileEntry(path=name, sha256=hashlib.sha256(data).hexdigest(), size=len(data)))
     manifest = Manifest(
         format=MANIFEST_FORMAT,
         name=archive.name,
@@ -91,12 +90,17 @@ def build_manifest(
 def sign_manifest(manifest: Manifest, key: PrivateKey) -> tuple[bytes, bytes]:
     """The canonical manifest bytes and the ``mcphost.sig`` bytes for them."""
     if manifest.key_id != key.key_id:
-        raise ConfigError(f"manifest names key {manifest.key_id} but the signing key is "
-                          f"{key.key_id}")
+        raise ConfigError(
+            f"manifest names key {manifest.key_id} but the signing key is {key.key_id}"
+        )
     body = encode_manifest(manifest)
     signature = key.sign(signed_payload(body))
-    sig = SignatureFile(format=1, algorithm="ed25519", key_id=key.key_id,
-                        signature=base64.b64encode(signature).decode("ascii"))
+    sig = SignatureFile(
+        format=1,
+        algorithm="ed25519",
+        key_id=key.key_id,
+        signature=base64.b64encode(signature).decode("ascii"),
+    )
     return body, encode_signature(sig)
 
 
@@ -141,8 +145,9 @@ def sign_wheel(
         archive = WheelArchive(data, source=str(wheel))
     except VerificationError as exc:
         raise ConfigError(f"cannot sign: {exc.message}") from None
-    manifest = build_manifest(archive, key, permissions=permissions, sequence=sequence,
-                              expires_in=expires_in, now=now)
+    manifest = build_manifest(
+        archive, key, permissions=permissions, sequence=sequence, expires_in=expires_in, now=now
+    )
     body, sig = sign_manifest(manifest, key)
 
     if out is None:
@@ -178,4 +183,3 @@ def sign_wheel(
         tmp.unlink(missing_ok=True)
         raise
     return target
-

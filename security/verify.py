@@ -47,12 +47,30 @@ from mcphost.security.report import VerificationReport
 from mcphost.security.truststore import TrustStore
 from mcphost.security.wheel import RECORD_NAME, WheelArchive, record_hash
 
-__all__ = ["IMPORTABLE_SUFFIXES", "VerifiedWheel", "is_importable", "verify_tree",
-           "verify_wheel_bytes"]
+__all__ = [
+    "IMPORTABLE_SUFFIXES",
+    "VerifiedWheel",
+    "is_importable",
+    "verify_tree",
+    "verify_wheel_bytes",
+]
 
 #: File name endings Python (or a loader it calls) can execute from a plugin tree.
-IMPORTABLE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyw", ".pyd", ".so", ".pth", ".dll",
-                       ".dylib", ".egg", ".whl", ".zip", ".egg-link")
+IMPORTABLE_SUFFIXES = (
+    ".py",
+    ".pyc",
+    ".pyo",
+    ".pyw",
+    ".pyd",
+    ".so",
+    ".pth",
+    ".dll",
+    ".dylib",
+    ".egg",
+    ".whl",
+    ".zip",
+    ".egg-link",
+)
 #: Files pip writes into an installed dist-info directory; they are not signed.
 _INSTALLER_FILES = frozenset({RECORD_NAME, "INSTALLER", "REQUESTED", "direct_url.json"})
 _MAX_WHEEL_BYTES = 2 * 1024 * 1024 * 1024
@@ -62,8 +80,7 @@ _MAX_REPORTED = 50
 def is_importable(path: str) -> bool:
     """Whether a file at ``path`` could be imported or loaded as code."""
     name = path.rsplit("/", 1)[-1].lower()
-    return (name.endswith(IMPORTABLE_SUFFIXES) or ".so." in name
-            or "__pycache__" in path.split("/"))
+    return name.endswith(IMPORTABLE_SUFFIXES) or ".so." in name or "__pycache__" in path.split("/")
 
 
 @dataclass
@@ -80,8 +97,9 @@ class VerifiedWheel:
     dist_info: str = ""
 
 
-def _refuse(report: VerificationReport, reason: str, message: str,
-            **data: Any) -> VerificationError:
+def _refuse(
+    report: VerificationReport, reason: str, message: str, **data: Any
+) -> VerificationError:
     report.error = message
     report.reason = reason
     payload: dict[str, Any] = {"reason": reason, "target": report.target, **data}
@@ -90,17 +108,20 @@ def _refuse(report: VerificationReport, reason: str, message: str,
     return VerificationError(message, data=payload)
 
 
-def _record_error(report: VerificationReport, exc: VerificationError,
-                  check: str, subject: str) -> VerificationError:
+def _record_error(
+    report: VerificationReport, exc: VerificationError, check: str, subject: str
+) -> VerificationError:
     """Put an error raised by a lower layer into the report and return it, enriched."""
     report.add(check, subject, False, exc.message)
     reason = str(exc.data.get("reason", "verification_failed"))
-    return _refuse(report, reason, exc.message,
-                   **{k: v for k, v in exc.data.items() if k != "reason"})
+    return _refuse(
+        report, reason, exc.message, **{k: v for k, v in exc.data.items() if k != "reason"}
+    )
 
 
-def _authenticate(manifest_bytes: bytes, sig_bytes: bytes, trust: TrustStore,
-                  report: VerificationReport) -> Manifest:
+def _authenticate(
+    manifest_bytes: bytes, sig_bytes: bytes, trust: TrustStore, report: VerificationReport
+) -> Manifest:
     """Steps 1-2 and parsing: trusted key, valid signature, then the manifest itself."""
     try:
         sig = decode_signature(sig_bytes)
@@ -121,10 +142,14 @@ def _authenticate(manifest_bytes: bytes, sig_bytes: bytes, trust: TrustStore,
     if len(raw) != 64 or not key.verify(raw, signed_payload(manifest_bytes)):
         what = "is not valid" if len(raw) == 64 else f"is {len(raw)} bytes, not 64"
         report.add("signature", sig.key_id, False, f"signature {what}")
-        raise _refuse(report, "bad_signature",
-                      f"{report.target}: the manifest signature by key {sig.key_id} {what}; "
-                      "the manifest or signature was altered. Get the plugin again from its "
-                      "publisher", key_id=sig.key_id)
+        raise _refuse(
+            report,
+            "bad_signature",
+            f"{report.target}: the manifest signature by key {sig.key_id} {what}; "
+            "the manifest or signature was altered. Get the plugin again from its "
+            "publisher",
+            key_id=sig.key_id,
+        )
     report.add("signature", sig.key_id, True, "Ed25519 signature over the manifest is valid")
     try:
         manifest = decode_manifest(manifest_bytes)
@@ -132,46 +157,86 @@ def _authenticate(manifest_bytes: bytes, sig_bytes: bytes, trust: TrustStore,
         raise _record_error(report, exc, "manifest", MANIFEST_NAME) from None
     if manifest.key_id != sig.key_id:
         report.add("manifest", MANIFEST_NAME, False, "names another key than the signature")
-        raise _refuse(report, "bad_manifest",
-                      f"{report.target}: manifest names key {manifest.key_id} but was signed "
-                      f"by {sig.key_id}; re-sign the plugin", key_id=sig.key_id)
-    report.add("manifest", MANIFEST_NAME, True,
-               f"{manifest.name} {manifest.version}, sequence {manifest.sequence}, "
-               f"{len(manifest.files)} files")
+        raise _refuse(
+            report,
+            "bad_manifest",
+            f"{report.target}: manifest names key {manifest.key_id} but was signed "
+            f"by {sig.key_id}; re-sign the plugin",
+            key_id=sig.key_id,
+        )
+    report.add(
+        "manifest",
+        MANIFEST_NAME,
+        True,
+        f"{manifest.name} {manifest.version}, sequence {manifest.sequence}, "
+        f"{len(manifest.files)} files",
+    )
     return manifest
 
 
-def _check_fresh(manifest: Manifest, report: VerificationReport, *, now: float | None,
-                 installed_sequence: int | None, allow_older_sequence: bool) -> None:
+def _check_fresh(
+    manifest: Manifest,
+    report: VerificationReport,
+    *,
+    now: float | None,
+    installed_sequence: int | None,
+    allow_older_sequence: bool,
+) -> None:
     plugin = f"{manifest.name} {manifest.version}"
     current = time.time() if now is None else now
     if current >= manifest.expires_at:
         report.add("expiry", plugin, False, f"expired at unix time {manifest.expires_at}")
-        raise _refuse(report, "expired",
-                      f"the signature of plugin {plugin} expired at unix time "
-                      f"{manifest.expires_at}; ask the publisher for a freshly signed wheel",
-                      plugin=manifest.name, version=manifest.version)
+        raise _refuse(
+            report,
+            "expired",
+            f"the signature of plugin {plugin} expired at unix time "
+            f"{manifest.expires_at}; ask the publisher for a freshly signed wheel",
+            plugin=manifest.name,
+            version=manifest.version,
+        )
     report.add("expiry", plugin, True, f"valid until unix time {manifest.expires_at}")
     if installed_sequence is None:
         return
     if manifest.sequence < installed_sequence:
         if not allow_older_sequence:
-            report.add("sequence", plugin, False,
-                       f"sequence {manifest.sequence} < installed {installed_sequence}")
-            raise _refuse(report, "rollback",
-                          f"plugin {plugin} has sequence {manifest.sequence}, older than "
-                          f"the installed sequence {installed_sequence}: refusing a rollback. "
-                          "To go back on purpose, use the rollback command",
-                          plugin=manifest.name, version=manifest.version)
-        report.add("sequence", plugin, True,
-                   f"sequence {manifest.sequence} < installed {installed_sequence}, allowed")
+            report.add(
+                "sequence",
+                plugin,
+                False,
+                f"sequence {manifest.sequence} < installed {installed_sequence}",
+            )
+            raise _refuse(
+                report,
+                "rollback",
+                f"plugin {plugin} has sequence {manifest.sequence}, older than "
+                f"the installed sequence {installed_sequence}: refusing a rollback. "
+                "To go back on purpose, use the rollback command",
+                plugin=manifest.name,
+                version=manifest.version,
+            )
+        report.add(
+            "sequence",
+            plugin,
+            True,
+            f"sequence {manifest.sequence} < installed {installed_sequence}, allowed",
+        )
     else:
-        report.add("sequence", plugin, True,
-                   f"sequence {manifest.sequence} >= installed {installed_sequence}")
+        report.add(
+            "sequence",
+            plugin,
+            True,
+            f"sequence {manifest.sequence} >= installed {installed_sequence}",
+        )
 
 
-def _check_identity(manifest: Manifest, report: VerificationReport, *, dist_info: str,
-                    name: str | None, version: str | None) -> None:
+def _check_identity(
+    manifest: Manifest,
+    report: VerificationReport,
+    *,
+    dist_info: str,
+    name: str | None,
+    version: str | None,
+) -> None:
     problems = []
     if manifest.dist_info != dist_info:
         problems.append(f"dist-info {manifest.dist_info!r} is not {dist_info!r}")
@@ -182,10 +247,14 @@ def _check_identity(manifest: Manifest, report: VerificationReport, *, dist_info
     plugin = f"{manifest.name} {manifest.version}"
     if problems:
         report.add("identity", plugin, False, "; ".join(problems))
-        raise _refuse(report, "identity_mismatch",
-                      f"{report.target}: the signed manifest is for another wheel "
-                      f"({'; '.join(problems)}); refusing a mixed-up manifest",
-                      plugin=manifest.name, version=manifest.version)
+        raise _refuse(
+            report,
+            "identity_mismatch",
+            f"{report.target}: the signed manifest is for another wheel "
+            f"({'; '.join(problems)}); refusing a mixed-up manifest",
+            plugin=manifest.name,
+            version=manifest.version,
+        )
     report.add("identity", plugin, True, "manifest matches this wheel's name and version")
 
 
@@ -195,15 +264,24 @@ def _file_failures(manifest: Manifest, report: VerificationReport) -> None:
         return
     plugin = f"{manifest.name} {manifest.version}"
     reasons = {c.check for c in failed}
-    reason = ("link" if "link" in reasons else "unlisted_file" if "unlisted" in reasons
-              and "file" not in reasons else "file_mismatch")
+    reason = (
+        "link"
+        if "link" in reasons
+        else "unlisted_file"
+        if "unlisted" in reasons and "file" not in reasons
+        else "file_mismatch"
+    )
     listed = ", ".join(f"{c.subject} ({c.detail})" for c in failed[:5])
     more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
-    raise _refuse(report, reason,
-                  f"plugin {plugin}: {len(failed)} file check(s) failed in {report.target}: "
-                  f"{listed}{more}. Reinstall the plugin from its signed wheel",
-                  plugin=manifest.name, version=manifest.version,
-                  files=[c.subject for c in failed[:_MAX_REPORTED]])
+    raise _refuse(
+        report,
+        reason,
+        f"plugin {plugin}: {len(failed)} file check(s) failed in {report.target}: "
+        f"{listed}{more}. Reinstall the plugin from its signed wheel",
+        plugin=manifest.name,
+        version=manifest.version,
+        files=[c.subject for c in failed[:_MAX_REPORTED]],
+    )
 
 
 # -- wheel --------------------------------------------------------------------------
@@ -226,12 +304,14 @@ def verify_wheel_bytes(
         source = str(data)
         try:
             if data.stat().st_size > _MAX_WHEEL_BYTES:
-                raise VerificationError(f"wheel {data} is over {_MAX_WHEEL_BYTES} bytes",
-                                        data={"reason": "bad_wheel"})
+                raise VerificationError(
+                    f"wheel {data} is over {_MAX_WHEEL_BYTES} bytes", data={"reason": "bad_wheel"}
+                )
             data = data.read_bytes()
         except OSError as exc:
-            raise VerificationError(f"cannot read wheel {source}: {exc.strerror or exc}",
-                                    data={"reason": "bad_wheel"}) from exc
+            raise VerificationError(
+                f"cannot read wheel {source}: {exc.strerror or exc}", data={"reason": "bad_wheel"}
+            ) from exc
     else:
         source = "wheel"
     if report is None:
@@ -246,20 +326,31 @@ def verify_wheel_bytes(
     sig_path = archive.dist_path(SIGNATURE_NAME)
     if not (archive.has(manifest_path) and archive.has(sig_path)):
         report.add("signature", sig_path, False, "wheel carries no mcphost signature")
-        raise _refuse(report, "unsigned",
-                      f"{source} ({archive.name} {archive.version}) is not signed: it has no "
-                      f"{MANIFEST_NAME} and {SIGNATURE_NAME}. Sign it with "
-                      "`mcphost plugin sign`", plugin=archive.name, version=archive.version)
+        raise _refuse(
+            report,
+            "unsigned",
+            f"{source} ({archive.name} {archive.version}) is not signed: it has no "
+            f"{MANIFEST_NAME} and {SIGNATURE_NAME}. Sign it with "
+            "`mcphost plugin sign`",
+            plugin=archive.name,
+            version=archive.version,
+        )
     try:
         sig_bytes = archive.read(sig_path, limit=MAX_SIGNATURE_BYTES)
         manifest_bytes = archive.read(manifest_path, limit=MAX_MANIFEST_BYTES)
     except VerificationError as exc:
         raise _record_error(report, exc, "manifest", manifest_path) from None
     manifest = _authenticate(manifest_bytes, sig_bytes, trust, report)
-    _check_fresh(manifest, report, now=now, installed_sequence=installed_sequence,
-                 allow_older_sequence=allow_older_sequence)
-    _check_identity(manifest, report, dist_info=archive.dist_info, name=archive.name,
-                    version=archive.version)
+    _check_fresh(
+        manifest,
+        report,
+        now=now,
+        installed_sequence=installed_sequence,
+        allow_older_sequence=allow_older_sequence,
+    )
+    _check_identity(
+        manifest, report, dist_info=archive.dist_info, name=archive.name, version=archive.version
+    )
 
     members: dict[str, bytes] = {manifest_path: manifest_bytes, sig_path: sig_bytes}
     listed = set()
@@ -290,13 +381,20 @@ def verify_wheel_bytes(
     if archive.has(record_path):
         _check_record(archive, record_path, members, report)
     _file_failures(manifest, report)
-    return VerifiedWheel(manifest=manifest, key_id=manifest.key_id, members=members,
-                         report=report, manifest_bytes=manifest_bytes,
-                         signature_bytes=sig_bytes, dist_info=archive.dist_info)
+    return VerifiedWheel(
+        manifest=manifest,
+        key_id=manifest.key_id,
+        members=members,
+        report=report,
+        manifest_bytes=manifest_bytes,
+        signature_bytes=sig_bytes,
+        dist_info=archive.dist_info,
+    )
 
 
-def _check_record(archive: WheelArchive, record_path: str, members: dict[str, bytes],
-                  report: VerificationReport) -> None:
+def _check_record(
+    archive: WheelArchive, record_path: str, members: dict[str, bytes], report: VerificationReport
+) -> None:
     """RECORD is not signed, but it must not contradict what was verified."""
     try:
         data = archive.read(record_path, limit=MAX_MANIFEST_BYTES)
@@ -304,12 +402,20 @@ def _check_record(archive: WheelArchive, record_path: str, members: dict[str, by
     except (VerificationError, UnicodeDecodeError, csv.Error) as exc:
         report.add("record", record_path, False, f"unreadable: {exc}")
         return
-    bad = [row[0] for row in rows
-           if len(row) >= 2 and row[1] and (row[0] not in members
-                                             or record_hash(members[row[0]]) != row[1])]
+    bad = [
+        row[0]
+        for row in rows
+        if len(row) >= 2
+        and row[1]
+        and (row[0] not in members or record_hash(members[row[0]]) != row[1])
+    ]
     if bad:
-        report.add("record", record_path, False,
-                   f"disagrees with the signed manifest on {', '.join(bad[:5])}")
+        report.add(
+            "record",
+            record_path,
+            False,
+            f"disagrees with the signed manifest on {', '.join(bad[:5])}",
+        )
         return
     members[record_path] = data
     report.add("record", record_path, True, "agrees with the signed manifest")
@@ -397,21 +503,30 @@ def verify_tree(
         st = os.lstat(root)
     except OSError as exc:
         report.add("tree", str(root), False, str(exc.strerror or exc))
-        raise _refuse(report, "missing_tree",
-                      f"plugin tree {root} cannot be read: {exc.strerror or exc}") from None
+        raise _refuse(
+            report, "missing_tree", f"plugin tree {root} cannot be read: {exc.strerror or exc}"
+        ) from None
     if not stat.S_ISDIR(st.st_mode):
         report.add("tree", str(root), False, "not a directory (or a symlink)")
         raise _refuse(report, "link", f"plugin tree {root} is not a real directory")
     if dist_info is None:
-        candidates = sorted(p.name for p in root.glob("*.dist-info")
-                            if (p / MANIFEST_NAME).exists())
+        candidates = sorted(
+            p.name for p in root.glob("*.dist-info") if (p / MANIFEST_NAME).exists()
+        )
         if len(candidates) != 1:
-            report.add("manifest", str(root), False,
-                       f"{len(candidates)} dist-info directories hold a manifest")
-            raise _refuse(report, "unsigned",
-                          f"plugin tree {root} has {len(candidates)} signed dist-info "
-                          f"directories ({', '.join(candidates) or 'none'}); expected one. "
-                          "Install the plugin from a signed wheel")
+            report.add(
+                "manifest",
+                str(root),
+                False,
+                f"{len(candidates)} dist-info directories hold a manifest",
+            )
+            raise _refuse(
+                report,
+                "unsigned",
+                f"plugin tree {root} has {len(candidates)} signed dist-info "
+                f"directories ({', '.join(candidates) or 'none'}); expected one. "
+                "Install the plugin from a signed wheel",
+            )
         dist_info = candidates[0]
     manifest_file = root / dist_info / MANIFEST_NAME
     sig_file = root / dist_info / SIGNATURE_NAME
@@ -422,26 +537,40 @@ def verify_tree(
             blob, fst = _read_regular(path, limit)
         except OSError as exc:
             report.add("manifest", member, False, str(exc.strerror or exc))
-            raise _refuse(report, "unsigned",
-                          f"plugin tree {root}: cannot read {member} ({exc.strerror or exc}); "
-                          "install the plugin from a signed wheel", file=member) from None
+            raise _refuse(
+                report,
+                "unsigned",
+                f"plugin tree {root}: cannot read {member} ({exc.strerror or exc}); "
+                "install the plugin from a signed wheel",
+                file=member,
+            ) from None
         if not stat.S_ISREG(fst.st_mode) or fst.st_nlink != 1 or fst.st_size > limit:
             report.add("manifest", member, False, "not a single-linked regular file within cap")
-            raise _refuse(report, "bad_manifest",
-                          f"plugin tree {root}: {member} is not a regular file of at most "
-                          f"{limit} bytes with one link", file=member)
+            raise _refuse(
+                report,
+                "bad_manifest",
+                f"plugin tree {root}: {member} is not a regular file of at most "
+                f"{limit} bytes with one link",
+                file=member,
+            )
         blobs.append(blob)
     manifest = _authenticate(blobs[0], blobs[1], trust, report)
-    _check_fresh(manifest, report, now=now, installed_sequence=installed_sequence,
-                 allow_older_sequence=allow_older_sequence)
+    _check_fresh(
+        manifest,
+        report,
+        now=now,
+        installed_sequence=installed_sequence,
+        allow_older_sequence=allow_older_sequence,
+    )
     _check_identity(manifest, report, dist_info=dist_info, name=None, version=None)
 
     try:
         found = _walk(root, report)
     except OSError as exc:
         report.add("tree", str(root), False, str(exc))
-        raise _refuse(report, "missing_tree",
-                      f"plugin tree {root} cannot be walked: {exc}") from None
+        raise _refuse(
+            report, "missing_tree", f"plugin tree {root} cannot be walked: {exc}"
+        ) from None
     covered = {f"{dist_info}/{MANIFEST_NAME}", f"{dist_info}/{SIGNATURE_NAME}"}
     for entry in manifest.files:
         rel = _tree_path(entry.path, dist_info)

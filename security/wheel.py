@@ -53,10 +53,14 @@ def parse_entry_points(text: str, source: str = "entry_points.txt") -> dict[str,
     try:
         parser.read_string(text, source=source)
     except configparser.Error as exc:
-        raise VerificationError(f"{source} is not a valid entry-points file: {exc}",
-                                data={"reason": "bad_wheel", "file": source}) from None
-    return {group: {name: value.strip() for name, value in parser.items(group)}
-            for group in parser.sections()}
+        raise VerificationError(
+            f"{source} is not a valid entry-points file: {exc}",
+            data={"reason": "bad_wheel", "file": source},
+        ) from None
+    return {
+        group: {name: value.strip() for name, value in parser.items(group)}
+        for group in parser.sections()
+    }
 
 
 class WheelArchive:
@@ -86,16 +90,19 @@ class WheelArchive:
                 raise self._fail(f"{source}: member {name!r} appears twice", file=name)
             mode = info.external_attr >> 16
             if mode and not (stat.S_ISREG(mode) or stat.S_IFMT(mode) == 0):
-                raise self._fail(f"{source}: member {name!r} is a symlink or special file",
-                                 file=name)
+                raise self._fail(
+                    f"{source}: member {name!r} is a symlink or special file", file=name
+                )
             if info.flag_bits & 0x1:
                 raise self._fail(f"{source}: member {name!r} is encrypted", file=name)
             self.infos[name] = info
         tops = {n.split("/", 1)[0] for n in self.infos if "/" in n}
         dist_infos = sorted(t for t in tops if t.endswith(".dist-info"))
         if len(dist_infos) != 1:
-            raise self._fail(f"{source} has {len(dist_infos)} .dist-info directories "
-                             f"({', '.join(dist_infos) or 'none'}); a wheel has exactly one")
+            raise self._fail(
+                f"{source} has {len(dist_infos)} .dist-info directories "
+                f"({', '.join(dist_infos) or 'none'}); a wheel has exactly one"
+            )
         self.dist_info = dist_infos[0]
         meta = self.read(f"{self.dist_info}/METADATA", limit=_MAX_META_FILE)
         headers = BytesHeaderParser().parsebytes(meta)
@@ -106,8 +113,9 @@ class WheelArchive:
         self.version: str = str(meta_version).strip()
 
     def _fail(self, message: str, **data: str) -> VerificationError:
-        return VerificationError(message, data={"reason": "bad_wheel", "wheel": self.source,
-                                                **data})
+        return VerificationError(
+            message, data={"reason": "bad_wheel", "wheel": self.source, **data}
+        )
 
     def dist_path(self, name: str) -> str:
         """The archive path of ``name`` inside the dist-info directory."""
@@ -125,17 +133,22 @@ class WheelArchive:
         if info is None:
             raise self._fail(f"{self.source} has no member {name!r}", file=name)
         if info.file_size > limit:
-            raise self._fail(f"{self.source}: member {name!r} is {info.file_size} bytes, "
-                             f"over the cap of {limit}", file=name)
+            raise self._fail(
+                f"{self.source}: member {name!r} is {info.file_size} bytes, "
+                f"over the cap of {limit}",
+                file=name,
+            )
         try:
             with self.zip.open(info) as f:
                 data = f.read(limit + 1)
         except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
-            raise self._fail(f"{self.source}: cannot read member {name!r}: {exc}",
-                             file=name) from None
+            raise self._fail(
+                f"{self.source}: cannot read member {name!r}: {exc}", file=name
+            ) from None
         if len(data) > limit:
-            raise self._fail(f"{self.source}: member {name!r} holds more than {limit} bytes",
-                             file=name)
+            raise self._fail(
+                f"{self.source}: member {name!r} holds more than {limit} bytes", file=name
+            )
         return data
 
     def entry_points(self) -> dict[str, dict[str, str]]:
