@@ -1,0 +1,147 @@
+"""The registry's SQLite database: schema, migrations, and one transaction per change.
+
+WAL mode lets a running host read while the CLI writes. Every change runs inside
+``BEGIN IMMEDIATE`` ... ``COMMIT`` and bumps the ``generation`` counter, which is what a
+running host polls to notice a swap made by another process.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mcphost.sdk.errors import RegistryError
+
+__all__ = ["SCHEMA_VERSION", "bump_generation", "connect", "generation", "transaction"]
+
+#: Bumped whenever the schema changes; :func:`connect` migrates older databases forward.
+SCHEMA_VERSION = 1
+
+_SCHEMA_V1 = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE plugins (
+    name           TEXT PRIMARY KEY,
+    -- The key that first installed the plugin; NULL while only unsigned wheels were seen.
+    owner_key      TEXT,
+    active_version TEXT,
+    -- Highest manifest sequence ever installed (rollback protection).
+    max_sequence   INTEGER NOT NULL DEFAULT 0,
+    -- Bumped by `mcphost plugin reset`; running hosts clear the plugin's failed state.
+    reset_serial   INTEGER NOT NULL DEFAULT 0,
+    created_at     REAL NOT NULL
+);
+CREATE TABLE versions (
+    plugin       TEXT NOT NULL REFERENCES plugins(name),
+    version      TEXT NOT NULL,
+    dist_name    TEXT NOT NULL,
+    wheel_sha256 TEXT NOT NULL,
+    wheel_name   TEXT NOT NULL,
+    entry        TEXT NOT NULL,
+    -- Directory under versions_dir, relative.
+    dir          TEXT NOT NULL UNIQUE,
+    dist_info    TEXT NOT NULL,
+    key_id       TEXT,
+    sequence     INTEGER,
+    permissions  TEXT NOT NULL,
+    tools        TEXT,
+    installed_at REAL NOT NULL,
+    installed_by TEXT NOT NULL,
+    PRIMARY KEY (plugin, version)
+);
+CREATE TABLE history (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    plugin       TEXT NOT NULL,
+    at           REAL NOT NULL,
+    user         TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    from_version TEXT,
+    to_version   TEXT,
+    reason       TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX history_plugin ON history (plugin, id);
+INSERT INTO meta (key, value) VALUES ('generation', '0');
+"""
+
+_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open (and create or migrate, unless ``readonly``) the registry database."""
+    try:
+        if readonly:
+            conn = sqlite3.connect(
+                f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=10.0,
+                check_same_thread=False,
+            )
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                str(path), isolation_level=None, timeout=30.0, check_same_thread=False
+            )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 30000")
+        if not readonly:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            _migrate(conn, path)
+        else:
+            _check_version(conn, path)
+    except sqlite3.DatabaseError as exc:
+        raise RegistryError(
+            f"cannot open the registry database {path}: {exc}; if the file is damaged, "
+            "restore it from a backup or move it away to start an empty registry"
+        ) from exc
+    return conn
+
+
+def _check_version(conn: sqlite3.Connection, path: Path) -> int:
+    have = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if have > SCHEMA_VERSION:
+        raise RegistryError(
+            f"the registry database {path} has schema version {have}, newer than this "
+            f"mcphost understands ({SCHEMA_VERSION}); upgrade mcphost"
+        )
+    return have
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    if _check_version(conn, path) == SCHEMA_VERSION:
+        return
+    with transaction(conn):
+        # Read again under the write lock: another process may have migrated meanwhile.
+        have = _check_version(conn, path)
+        for version in range(have + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version}")
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``; any exception rolls everything back."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def bump_generation(conn: sqlite3.Connection) -> int:
+    """Count one more change (inside the caller's transaction); returns the new value."""
+    conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+    return generation(conn)
+
+
+def generation(conn: sqlite3.Connection) -> int:
+    """How many changes the registry has seen; grows with every committed change."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+    return int(row[0]) if row is not None else 0
