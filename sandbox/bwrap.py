@@ -313,6 +313,7 @@ class BubblewrapBackend(IsolationBackend):
             argv += ["--size", str(tmp_mb * 1024 * 1024)]
         argv += ["--tmpfs", "/tmp", "--ro-bind", "/usr", "/usr", *self._top_dir_args()]
         etc = list(_ETC_BASE) + (list(_ETC_NETWORK) if spec.grants.network is not None else [])
+        argv += ["--perms", "0755", "--dir", "/etc"]
         for name in etc:
             argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
         binds: dict[str, str] = {}  # destination -> bwrap option

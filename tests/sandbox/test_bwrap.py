@@ -1,0 +1,547 @@
+"""The bubblewrap jail, probed from inside by real jailed processes.
+
+Each test builds the launch plan a worker would get, runs a small Python probe in the
+worker's place (spawned exactly as the host spawns workers) and checks what the probe
+could and could not do.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from mcphost.sandbox.bwrap import NOBODY, BubblewrapBackend
+from mcphost.sandbox.isolation import Grants, Limits, WorkerSpec, runtime_paths
+
+pytestmark = pytest.mark.bwrap
+
+REPO = Path(__file__).resolve().parents[2]
+ROOT = os.geteuid() == 0
+
+
+def _require(backend: BubblewrapBackend) -> None:
+    ok, why = backend.available()
+    if ok:
+        return
+    if os.environ.get("CI") or os.environ.get("MCPHOST_REQUIRE_BWRAP"):
+        pytest.fail(f"bubblewrap is required here but cannot run: {why}")
+    pytest.skip(f"bubblewrap cannot run here: {why}")
+
+
+@pytest.fixture(scope="module")
+def backend() -> BubblewrapBackend:
+    b = BubblewrapBackend()
+    _require(b)
+    return b
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> WorkerSpec:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "work").mkdir()
+    return WorkerSpec(
+        plugin="probe",
+        version="1.0",
+        entry="probe:plugin",
+        paths=[],
+        data_dir=str(tmp_path / "data"),
+        work_dir=str(tmp_path / "work"),
+    )
+
+
+@dataclass
+class Outcome:
+    returncode: int
+    out: Any
+    stderr: str
+
+
+def run_in_jail(
+    backend: BubblewrapBackend, spec: WorkerSpec, code: str, timeout: float = 60
+) -> Outcome:
+    """Run ``code`` where the worker would run, spawned as the host spawns workers.
+
+    The probe prints one JSON document; ``out`` is it decoded (``None`` if none).
+    """
+    host_sock, child_sock = socket.socketpair()
+    try:
+        plan = backend.prepare(
+            spec, child_sock.fileno(), command=[sys.executable, "-I", "-B", "-c", code]
+        )
+        try:
+            proc = subprocess.Popen(
+                plan.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=plan.env,
+                cwd=plan.cwd,
+                pass_fds=plan.pass_fds,
+                close_fds=True,
+                preexec_fn=plan.preexec_fn,
+                start_new_session=True,
+            )
+        finally:
+            child_sock.close()
+        if plan.on_spawn is not None:
+            plan.on_spawn(proc.pid)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        finally:
+            proc.kill()
+            proc.wait()
+            if plan.cleanup is not None:
+                plan.cleanup()
+    finally:
+        host_sock.close()
+    text = stdout.decode().strip()
+    return Outcome(proc.returncode, json.loads(text) if text else None, stderr.decode())
+
+
+def probe(body: str) -> str:
+    """A probe script: ``body`` fills the dict ``out``, which is printed as JSON."""
+    return "import json, os, sys\nout = {}\n" + textwrap.dedent(body) + "\nprint(json.dumps(out))\n"
+
+
+def with_limits(spec: WorkerSpec, **limits: int | None) -> WorkerSpec:
+    return msgspec.structs.replace(spec, limits=msgspec.structs.replace(Limits(), **limits))
+
+
+def with_grants(spec: WorkerSpec, **grants: Any) -> WorkerSpec:
+    return msgspec.structs.replace(spec, grants=Grants(**grants))
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    srv.setblocking(False)
+    yield srv
+    srv.close()
+
+
+CONNECT = """
+import socket
+s = socket.socket()
+s.settimeout(5)
+try:
+    s.connect(("127.0.0.1", {port}))
+    out["connected"] = True
+except OSError as exc:
+    out["connected"] = False
+    out["error"] = exc.errno
+"""
+
+
+def test_jailed_process_cannot_reach_a_listener_on_the_host_loopback(
+    backend: BubblewrapBackend, spec: WorkerSpec, listener: socket.socket
+) -> None:
+    port = listener.getsockname()[1]
+    res = run_in_jail(backend, spec, probe(CONNECT.format(port=port)))
+    assert res.out == {"connected": False, "error": errno.ENETUNREACH} or (
+        res.out is not None and res.out["connected"] is False
+    ), res.stderr
+    with pytest.raises(BlockingIOError):
+        listener.accept()
+
+
+def test_network_grant_lets_the_jailed_process_reach_the_host_loopback(
+    backend: BubblewrapBackend, spec: WorkerSpec, listener: socket.socket
+) -> None:
+    port = listener.getsockname()[1]
+    res = run_in_jail(backend, with_grants(spec, network=["*"]), probe(CONNECT.format(port=port)))
+    assert res.out == {"connected": True}, res.stderr
+    conn, _ = listener.accept()
+    conn.close()
+
+
+def test_host_home_repository_and_host_files_are_not_visible(
+    backend: BubblewrapBackend, spec: WorkerSpec, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("host secret")
+    home = os.path.expanduser("~")
+    res = run_in_jail(
+        backend,
+        spec,
+        probe(
+            f"""
+            def ls(p):
+                try:
+                    return sorted(os.listdir(p))
+                except OSError as exc:
+                    return exc.errno
+            out["secret"] = os.path.exists({str(secret)!r})
+            out["home"] = ls({home!r})
+            out["repo"] = ls({str(REPO)!r})
+            out["git"] = os.path.exists({str(REPO / ".git")!r})
+            out["tests"] = os.path.exists({str(REPO / "tests")!r})
+            out["etc"] = ls("/etc")
+            """
+        ),
+    )
+    assert res.out is not None, res.stderr
+    assert res.out["secret"] is False
+    assert res.out["git"] is False and res.out["tests"] is False
+    # Only the folders that lead to the interpreter and mcphost's code are there.
+    needed = {Path(p).relative_to(REPO).parts[0] for p in runtime_paths() if _under(p, REPO)}
+    repo_seen = res.out["repo"]
+    assert repo_seen == errno.ENOENT or set(repo_seen) <= needed
+    needed_home = {Path(p).relative_to(home).parts[0] for p in runtime_paths() if _under(p, home)}
+    home_seen = res.out["home"]
+    assert home_seen == errno.ENOENT or set(home_seen) <= needed_home
+    assert "ld.so.cache" in res.out["etc"]
+    assert "passwd" not in res.out["etc"] and "shadow" not in res.out["etc"]
+
+
+def _under(path: str, root: str | Path) -> bool:
+    return Path(path).is_relative_to(root) and Path(path) != Path(root)
+
+
+def test_proc_shows_only_the_jails_own_processes(
+    backend: BubblewrapBackend, spec: WorkerSpec
+) -> None:
+    res = run_in_jail(
+        backend,
+        spec,
+        probe(
+            """
+            pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+            out["pids"] = pids
+            out["me"] = os.getpid()
+            out["cmdlines"] = [open(f"/proc/{p}/cmdline", "rb").read().decode(errors="replace")
+                               for p in pids]
+            """
+        ),
+    )
+    assert res.out is not None, res.stderr
+    assert len(res.out["pids"]) <= 3, res.out
+    assert res.out["me"] <= 3
+    # The jail's init (bubblewrap) and the probe itself; never the test runner.
+    programs = {c.split("\0")[0] for c in res.out["cmdlines"]}
+    assert programs <= {backend.bwrap, sys.executable}, programs
+
+
+def test_only_the_data_scratch_and_tmp_directories_are_writable(
+    backend: BubblewrapBackend, spec: WorkerSpec, tmp_path: Path
+) -> None:
+    plugin_code = tmp_path / "plugin"
+    plugin_code.mkdir()
+    spec = msgspec.structs.replace(spec, paths=[str(plugin_code)])
+    targets = {
+        "data": spec.data_dir,
+        "work": spec.work_dir,
+        "tmp": "/tmp",
+        "plugin": str(plugin_code),
+        "prefix": sys.prefix,
+        "stdlib": os.path.dirname(os.__file__),
+        "mcphost": runtime_paths()[-1],
+        "usr": "/usr",
+        "root": "/",
+        "etc": "/etc",
+        "dev": "/dev",
+        "proc": "/proc",
+    }
+    res = run_in_jail(
+        backend,
+        spec,
+        probe(
+            f"""
+            for key, d in {targets!r}.items():
+                try:
+                    with open(os.path.join(d, "written-from-jail"), "w") as f:
+                        f.write("x")
+                    out[key] = "ok"
+                except OSError as exc:
+                    out[key] = exc.errno
+            """
+        ),
+    )
+    assert res.out is not None, res.stderr
+    writable = {k for k, v in res.out.items() if v == "ok"}
+    assert writable == {"data", "work", "tmp"}, res.out
+    assert Path(spec.data_dir, "written-from-jail").read_text() == "x"
+    assert not (plugin_code / "written-from-jail").exists()
+
+
+def test_tmp_is_private_to_the_jail_and_bounded_in_size(
+    backend: BubblewrapBackend, spec: WorkerSpec
+) -> None:
+    with tempfile.NamedTemporaryFile(dir="/tmp", prefix="mcphost-host-") as host_file:
+        res = run_in_jail(
+            backend,
+            with_limits(spec, tmp_mb=4),
+            probe(
+                f"""
+                out["host_file_seen"] = os.path.exists({host_file.name!r})
+                out["listing"] = os.listdir("/tmp")
+                written = 0
+                try:
+                    with open("/tmp/mcphost-jail-file", "wb") as f:
+                        for _ in range(64):
+                            f.write(b"x" * 1024 * 1024)
+                            f.flush()
+                            written += 1
+                except OSError as exc:
+                    out["error"] = exc.errno
+                out["written_mb"] = written
+                """
+            ),
+        )
+    assert res.out is not None, res.stderr
+    assert res.out["host_file_seen"] is False
+    assert res.out["error"] == errno.ENOSPC
+    assert res.out["written_mb"] < 5
+    assert not Path("/tmp/mcphost-jail-file").exists()
+
+
+FORK_BOMB = """
+import time
+r, w = os.pipe()
+children = 0
+try:
+    for _ in range(500):
+        pid = os.fork()
+        if pid == 0:
+            os.close(w)
+            os.read(r, 1)
+            os._exit(0)
+        children += 1
+except OSError as exc:
+    out["error"] = exc.errno
+out["children"] = children
+os.close(w)
+for _ in range(children):
+    os.wait()
+"""
+
+
+def _need_cgroups(backend: BubblewrapBackend) -> None:
+    if backend.cgroups() is None:
+        pytest.skip("no writable cgroup hierarchy here; workers rely on rlimits")
+
+
+def test_fork_bomb_is_stopped_by_the_workers_pids_cgroup(
+    backend: BubblewrapBackend, spec: WorkerSpec
+) -> None:
+    _need_cgroups(backend)
+    res = run_in_jail(backend, with_limits(spec, processes=16), probe(FORK_BOMB))
+    assert res.out is not None, res.stderr
+    assert res.out["error"] == errno.EAGAIN
+    assert res.out["children"] < 16
+
+
+MEMORY_BOMB = """
+chunks = []
+for _ in range(64):
+    chunk = bytearray(16 * 1024 * 1024)
+    chunk[::4096] = b"x" * len(chunk[::4096])
+    chunks.append(chunk)
+out["survived_mb"] = 16 * len(chunks)
+"""
+
+
+def test_memory_bomb_is_stopped_by_the_workers_memory_cgroup(
+    backend: BubblewrapBackend, spec: WorkerSpec
+) -> None:
+    _need_cgroups(backend)
+    res = run_in_jail(backend, with_limits(spec, memory_mb=96), probe(MEMORY_BOMB))
+    assert res.out is None, res.out
+    assert res.returncode != 0
+
+
+def test_a_worker_within_its_memory_limit_is_not_stopped(
+    backend: BubblewrapBackend, spec: WorkerSpec
+) -> None:
+    _need_cgroups(backend)
+    res = run_in_jail(backend, with_limits(spec, memory_mb=2048), probe(MEMORY_BOMB))
+    assert res.out == {"survived_mb": 1024}, res.stderr
+
+
+def test_only_the_channel_fd_is_inherited(backend: BubblewrapBackend, spec: WorkerSpec) -> None:
+    leaked = os.open(os.devnull, os.O_RDONLY)
+    os.set_inheritable(leaked, True)
+    try:
+        res = run_in_jail(
+            backend,
+            spec,
+            probe(
+                """
+                fds = {}
+                for fd in os.listdir("/proc/self/fd"):
+                    try:
+                        fds[int(fd)] = os.readlink(f"/proc/self/fd/{fd}")
+                    except OSError:
+                        pass
+                out["fds"] = {k: v for k, v in fds.items() if not v.startswith("/proc/")}
+                """
+            ),
+        )
+    finally:
+        os.close(leaked)
+    assert res.out is not None, res.stderr
+    fds = {int(k): v for k, v in res.out["fds"].items()}
+    assert set(fds) - {0, 1, 2} == {next(k for k, v in fds.items() if v.startswith("socket:"))}
+    assert sum(v.startswith("socket:") for k, v in fds.items() if k > 2) == 1
+    assert leaked not in fds or fds[leaked].startswith("socket:")
+
+
+SYSCALLS = """
+import ctypes, pty, fcntl, termios, signal
+libc = ctypes.CDLL(None, use_errno=True)
+
+def err(ret):
+    return 0 if ret == 0 else ctypes.get_errno()
+
+CLONE_NEWUSER = 0x10000000
+PTRACE_ATTACH = 16
+child = os.fork()
+if child == 0:
+    os.read(os.open("/dev/zero", os.O_RDONLY), 1)
+    signal.pause()
+    os._exit(0)
+out["ptrace"] = err(libc.ptrace(PTRACE_ATTACH, child, None, None))
+os.kill(child, signal.SIGKILL)
+os.waitpid(child, 0)
+pid = os.fork()
+if pid == 0:
+    os._exit(err(libc.unshare(CLONE_NEWUSER)))
+out["unshare_newuser"] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+pid = os.fork()
+if pid == 0:
+    # A session leader with the pty as its controlling terminal: the one case in which
+    # the kernel itself lets TIOCSTI through.
+    os.setsid()
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    try:
+        fcntl.ioctl(slave, termios.TIOCSTI, b"x")
+        os._exit(0)
+    except OSError as exc:
+        os._exit(exc.errno)
+out["tiocsti"] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+out["mount"] = err(libc.mount(b"none", b"/tmp", b"tmpfs", 0, None))
+out["fork_works"] = True
+"""
+
+
+def test_seccomp_refuses_ptrace_new_user_namespaces_and_tiocsti(
+    backend: BubblewrapBackend, spec: WorkerSpec
+) -> None:
+    if not backend.use_seccomp or not _seccomp_ok():
+        pytest.fail("seccomp is unavailable: pip install pyseccomp (in the test extra)")
+    res = run_in_jail(backend, spec, probe(SYSCALLS))
+    assert res.out == {
+        "ptrace": errno.EPERM,
+        "unshare_newuser": errno.EPERM,
+        "tiocsti": errno.EPERM,
+        "mount": errno.EPERM,
+        "fork_works": True,
+    }, res.stderr
+
+
+def test_without_the_seccomp_filter_the_same_probe_gets_further(spec: WorkerSpec) -> None:
+    """The control for the test above: the filter, not something else, refuses those."""
+    bare = BubblewrapBackend(use_seccomp=False)
+    _require(bare)
+    res = run_in_jail(bare, spec, probe(SYSCALLS))
+    assert res.out is not None, res.stderr
+    assert res.out["ptrace"] == 0
+    assert res.out["tiocsti"] != errno.EPERM
+    assert res.out["unshare_newuser"] != errno.EPERM or not ROOT
+
+
+def _seccomp_ok() -> bool:
+    from mcphost.sandbox.seccomp import seccomp_status
+
+    return seccomp_status()[0]
+
+
+def test_environment_is_clean_except_granted_variables(
+    backend: BubblewrapBackend, spec: WorkerSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MCPHOST_TEST_SECRET", "do-not-leak")
+    monkeypatch.setenv("MCPHOST_TEST_GRANTED", "granted")
+    res = run_in_jail(
+        backend,
+        with_grants(spec, env=["MCPHOST_TEST_GRANTED"]),
+        probe("out.update(os.environ)"),
+    )
+    assert res.out is not None, res.stderr
+    assert "MCPHOST_TEST_SECRET" not in res.out
+    assert res.out["MCPHOST_TEST_GRANTED"] == "granted"
+    assert set(res.out) <= {
+        "PATH",
+        "LANG",
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONUNBUFFERED",
+        "HOME",
+        "TMPDIR",
+        "PWD",
+        "MCPHOST_TEST_GRANTED",
+    }
+    assert res.out["HOME"] == spec.work_dir
+
+
+@pytest.mark.skipif(not ROOT, reason="the uid drop happens only when the host is root")
+def test_root_host_runs_the_worker_as_an_unprivileged_uid_without_capabilities(
+    backend: BubblewrapBackend, spec: WorkerSpec
+) -> None:
+    res = run_in_jail(
+        backend,
+        spec,
+        probe(
+            """
+            out["ids"] = [os.getuid(), os.geteuid(), os.getgid(), os.getegid()]
+            out["groups"] = os.getgroups()
+            status = dict(l.split(":\\t", 1) for l in open("/proc/self/status").read().splitlines()
+                          if ":\\t" in l)
+            out["caps"] = {k: status[k].strip() for k in ("CapEff", "CapPrm", "CapBnd", "CapAmb")}
+            out["nnp"] = status["NoNewPrivs"].strip()
+            """
+        ),
+    )
+    assert res.out is not None, res.stderr
+    assert res.out["ids"] == [NOBODY] * 4
+    assert res.out["groups"] in ([], [NOBODY])
+    assert set(res.out["caps"].values()) == {"0000000000000000"}
+    assert res.out["nnp"] == "1"
+    assert os.stat(spec.data_dir).st_uid == NOBODY
+
+
+def test_launch_plan_unshares_the_network_unless_granted(
+    backend: BubblewrapBackend, spec: WorkerSpec
+) -> None:
+    closed = backend.prepare(spec, 0)
+    granted = backend.prepare(with_grants(spec, network=["example.org:443"]), 0)
+    for plan in (closed, granted):
+        assert plan.cleanup is not None
+        plan.cleanup()
+    assert ("--unshare-net" in closed.argv) or (
+        "--unshare-all" in closed.argv and "--share-net" not in closed.argv
+    )
+    assert "--unshare-net" not in granted.argv
+    assert "--unshare-all" not in granted.argv or "--share-net" in granted.argv
+
+
+def test_missing_bwrap_binary_is_reported_as_unavailable_with_a_reason(tmp_path: Path) -> None:
+    backend = BubblewrapBackend(bwrap=str(tmp_path / "no-such-bwrap"))
+    ok, why = backend.available()
+    assert ok is False
+    assert "bubblewrap" in why
+    report = backend.report()
+    assert report.available is False and report.warnings == [why]
