@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import re
@@ -317,7 +318,7 @@ class BubblewrapBackend(IsolationBackend):
         for name in etc:
             argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
         binds: dict[str, str] = {}  # destination -> bwrap option
-        for path in [*runtime_paths(), *spec.paths, *spec.grants.read_paths]:
+        for path in [*runtime_paths(), *_link_targets(), *spec.paths, *spec.grants.read_paths]:
             binds.setdefault(os.path.abspath(path), "--ro-bind-try")
         for path in spec.grants.write_paths:
             binds[os.path.abspath(path)] = "--bind-try"
@@ -406,6 +407,27 @@ class _JailProcess:
         if self.cgroup is not None:
             cgroup, self.cgroup = self.cgroup, None
             cgroup.remove()
+
+
+@functools.cache
+def _link_targets() -> list[str]:
+    """Folders that mcphost's own files link to.
+
+    A strict editable install (``editable_mode=strict``) makes the package a tree of
+    symlinks into the source checkout; the jail needs the targets, not only the links.
+    """
+    import mcphost.sandbox
+    import mcphost.sdk
+
+    out: set[str] = set()
+    for pkg in (mcphost.sdk, mcphost.sandbox):
+        for root in pkg.__path__:
+            for dirpath, _, files in os.walk(root):
+                for name in files:
+                    p = os.path.join(dirpath, name)
+                    if os.path.islink(p):
+                        out.add(os.path.dirname(os.path.realpath(p)))
+    return sorted(out)
 
 
 def _under(path: str, roots: list[str]) -> bool:

@@ -7,9 +7,11 @@ could and could not do.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -545,3 +547,66 @@ def test_missing_bwrap_binary_is_reported_as_unavailable_with_a_reason(tmp_path:
     assert "bubblewrap" in why
     report = backend.report()
     assert report.available is False and report.warnings == [why]
+
+
+def test_killing_the_jail_leaves_no_process_zombie_or_cgroup_behind(
+    backend: BubblewrapBackend, spec: WorkerSpec
+) -> None:
+    import psutil
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    host_sock, child_sock = socket.socketpair()
+    code = "import os, sys; print('ready', flush=True); os.read(int(sys.argv[1]), 1)"
+    plan = backend.prepare(
+        spec,
+        child_sock.fileno(),
+        command=[sys.executable, "-I", "-B", "-c", code, str(child_sock.fileno())],
+    )
+    proc = subprocess.Popen(
+        plan.argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        env=plan.env,
+        cwd=plan.cwd,
+        pass_fds=plan.pass_fds,
+        close_fds=True,
+        preexec_fn=plan.preexec_fn,
+        start_new_session=True,
+    )
+    child_sock.close()
+    assert plan.on_spawn is not None and plan.cleanup is not None
+    plan.on_spawn(proc.pid)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"ready\n"
+        jailed = [p for p in me.children(recursive=True) if p.pid not in before]
+        assert len(jailed) >= 3  # bubblewrap, the jail's init, the probe
+        cgroup_dirs = [
+            line.split(":", 2)[2]
+            for line in Path(f"/proc/{jailed[-1].pid}/cgroup").read_text().splitlines()
+            if "pids" in line.split(":")[1]
+        ]
+        pidfds = {p.pid: os.pidfd_open(p.pid) for p in jailed if p.pid != proc.pid}
+        # What the supervisor does to a hung worker: kill bubblewrap's process group.
+        os.killpg(proc.pid, 9)
+        proc.wait(timeout=10)
+    finally:
+        host_sock.close()
+        plan.cleanup()
+    try:
+        for pid, pidfd in pidfds.items():
+            # Readable once the process has ended; it must not stay a zombie of ours.
+            assert select.select([pidfd], [], [], 5.0)[0], f"jailed process {pid} still runs"
+            with contextlib.suppress(FileNotFoundError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                assert not (fields[0] == "Z" and int(fields[1]) == os.getpid()), (
+                    f"jailed process {pid} was left unreaped"
+                )
+    finally:
+        for pidfd in pidfds.values():
+            os.close(pidfd)
+    cgroups = backend.cgroups()
+    pids_root = cgroups.v1_parents.get("pids") if cgroups is not None else None
+    if pids_root is not None and cgroup_dirs:
+        assert not Path(pids_root, Path(cgroup_dirs[0]).name).exists()
