@@ -116,7 +116,7 @@ class TrustStore:
             return _RevocationList()
         try:
             return msgspec.json.decode(data, type=_RevocationList)
-        except msgspec.ValidationError as exc:
+        except msgspec.DecodeError as exc:
             # Fail closed: without a readable revocation list no key can be trusted.
             raise ConfigError(
                 f"the revocation list {self.revocation_file} is damaged ({exc}); no plugin "
@@ -129,7 +129,7 @@ class TrustStore:
             return None
         try:
             return msgspec.json.decode(data, type=_KeyMeta)
-        except msgspec.ValidationError:
+        except msgspec.DecodeError:
             return None
 
     # -- changes -------------------------------------------------------------------

@@ -264,13 +264,14 @@ def _file_failures(manifest: Manifest, report: VerificationReport) -> None:
         return
     plugin = f"{manifest.name} {manifest.version}"
     reasons = {c.check for c in failed}
-    reason = (
-        "link"
-        if "link" in reasons
-        else "unlisted_file"
-        if "unlisted" in reasons and "file" not in reasons
-        else "file_mismatch"
-    )
+    if "link" in reasons:
+        reason = "link"
+    elif "special" in reasons:
+        reason = "special_file"
+    elif reasons == {"unlisted"}:
+        reason = "unlisted_file"
+    else:
+        reason = "file_mismatch"
     listed = ", ".join(f"{c.subject} ({c.detail})" for c in failed[:5])
     more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
     raise _refuse(
@@ -402,12 +403,16 @@ def _check_record(
     except (VerificationError, UnicodeDecodeError, csv.Error) as exc:
         report.add("record", record_path, False, f"unreadable: {exc}")
         return
+    # Files that failed their own check are reported already; RECORD must agree on the rest.
     bad = [
         row[0]
         for row in rows
         if len(row) >= 2
         and row[1]
-        and (row[0] not in members or record_hash(members[row[0]]) != row[1])
+        and (
+            row[0] not in archive.infos
+            or (row[0] in members and record_hash(members[row[0]]) != row[1])
+        )
     ]
     if bad:
         report.add(
