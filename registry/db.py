@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mcphost.sdk.errors import RegistryError
 
-__all__ = ["SCHEMA_VERSION", "bump_generation", "connect", "generation", "transaction"]
+__all__ = ["SCHEMA_VERSION", "bump_generation", "connect", "generation", "schema_version", "transaction"]
 
 #: Bumped whenever the schema changes; :func:`connect` migrates older databases forward.
 SCHEMA_VERSION = 1
@@ -26,12 +26,12 @@ CREATE TABLE meta (
 );
 CREATE TABLE plugins (
     name           TEXT PRIMARY KEY,
-    -- The key that first installed the plugin; NULL while only unsigned wheels were seen.
+    -- The key that first installed the plugin, NULL while only unsigned wheels were seen.
     owner_key      TEXT,
     active_version TEXT,
     -- Highest manifest sequence ever installed (rollback protection).
     max_sequence   INTEGER NOT NULL DEFAULT 0,
-    -- Bumped by `mcphost plugin reset`; running hosts clear the plugin's failed state.
+    -- Bumped by `mcphost plugin reset`, running hosts clear the plugin's failed state.
     reset_serial   INTEGER NOT NULL DEFAULT 0,
     created_at     REAL NOT NULL
 );
@@ -100,8 +100,13 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The schema version of an open database (0: not created yet)."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
 def _check_version(conn: sqlite3.Connection, path: Path) -> int:
-    have = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    have = schema_version(conn)
     if have > SCHEMA_VERSION:
         raise RegistryError(
             f"the registry database {path} has schema version {have}, newer than this "

@@ -129,6 +129,11 @@ class Registry:
             readonly=readonly,
         )
 
+    @property
+    def ready(self) -> bool:
+        """False for a database another process has not finished creating."""
+        return db.schema_version(self.conn) == db.SCHEMA_VERSION
+
     def close(self) -> None:
         self.conn.close()
 

@@ -1,0 +1,424 @@
+"""``mcphost plugin ...``: install, list, inspect, swap, roll back, remove, verify, reset.
+
+Every change goes through the registry (one transaction each); a running host on the
+same home follows it within a second. ``--json`` outputs are documented in docs/cli.md.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import msgspec
+
+from mcphost.registry import CheckedWheel, Registry, VersionRecord
+from mcphost.sdk.errors import MCPHostError, RegistryError
+from mcphost.security.permissions import Permissions
+
+from ..config import HostConfig, load_config
+from ..home import Home
+from ..registry_link import learn_tools, missing_tools, source_for
+from ..verification import verify_source
+from .main import echo_json, main, pass_home, run_async
+
+__all__ = ["plugin"]
+
+
+@main.group()
+def plugin() -> None:
+    """Install, swap, roll back and remove plugin versions."""
+
+
+# -- helpers -----------------------------------------------------------------------
+
+
+def _config(home: Home) -> HostConfig:
+    return load_config(home.config_file)
+
+
+def _open(home: Home, cfg: HostConfig | None = None) -> Registry:
+    cfg = cfg or _config(home)
+    return Registry.open(home.ensure(), allow_unsigned=cfg.allow_unsigned)
+
+
+def _progress(step: str) -> None:
+    """Long steps say what they do, on a terminal only (never in --json output)."""
+    if sys.stderr.isatty():
+        click.echo(f"  ... {step}", err=True)
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def describe_permissions(p: Permissions) -> list[str]:
+    """What a plugin asks for, one line per permission, for a person to approve."""
+    lines = []
+    if p.network is None:
+        lines.append("network: none")
+    else:
+        lines.append("network: " + (", ".join(p.network) or "any"))
+    lines.append("read files: " + (", ".join(p.read_paths) or "none"))
+    lines.append("write files: " + (", ".join(p.write_paths) or "none (its own data dir only)"))
+    lines.append("environment variables: " + (", ".join(p.env) or "none"))
+    lim = {k: v for k, v in msgspec.structs.asdict(p.limits).items() if v is not None}
+    lines.append("limits: " + (", ".join(f"{k}={v}" for k, v in lim.items())
+                               or "the host's defaults"))
+    return lines
+
+
+def _version_json(r: VersionRecord) -> dict[str, Any]:
+    return {
+        "version": r.version,
+        "active": r.active,
+        "dist_name": r.dist_name,
+        "key_id": r.key_id,
+        "sequence": r.sequence,
+        "wheel_sha256": r.wheel_sha256,
+        "wheel_name": r.wheel_name,
+        "installed_at": r.installed_at,
+        "installed_by": r.installed_by,
+        "path": r.root,
+        "permissions": msgspec.to_builtins(r.permissions),
+        "tools": [t.name for t in r.tools] if r.tools is not None else None,
+    }
+
+
+def _ensure_tools(home: Home, cfg: HostConfig, reg: Registry, rec: VersionRecord
+                  ) -> VersionRecord:
+    """Learn a version's tools from one handshake when the registry does not know them."""
+    if rec.tools is not None:
+        return rec
+    _progress(f"starting {rec.label} once to learn its tools")
+    try:
+        tools = run_async(learn_tools(home, cfg, source_for(rec)))
+    except MCPHostError as exc:
+        raise RegistryError(
+            f"{rec.label} is installed but could not start: {exc.message}; it stays "
+            f"inactive. Fix the plugin and install a new version, or remove it with "
+            f"`mcphost plugin remove {rec.plugin} {rec.version}`",
+            data={"plugin": rec.plugin, "version": rec.version},
+        ) from None
+    reg.set_tools(rec.plugin, rec.version, tools)
+    return reg.version(rec.plugin, rec.version)
+
+
+def _check_switch(reg: Registry, target: VersionRecord, allow_missing: bool,
+                  command: str) -> list[str]:
+    """Tools the active version has and ``target`` lacks; refuse unless allowed."""
+    active = reg.plugin(target.plugin).active_version
+    if active is None or active == target.version:
+        return []
+    missing = missing_tools(reg.version(target.plugin, active).tools, target.tools)
+    if missing and not allow_missing:
+        raise RegistryError(
+            f"{target.label} lacks tools that {target.plugin} {active} has: "
+            f"{', '.join(missing)}; callers of those tools would fail. Run `{command} "
+            "--allow-missing-tools` to switch anyway",
+            data={"plugin": target.plugin, "version": target.version, "missing": missing},
+        )
+    return missing
+
+
+def _verify_before_switch(home: Home, cfg: HostConfig, rec: VersionRecord) -> None:
+    _progress(f"verifying {rec.label}")
+    verify_source(home, cfg, source_for(rec))
+
+
+def _switch(home: Home, cfg: HostConfig, reg: Registry, rec: VersionRecord, *,
+            action: str, allow_missing: bool, command: str, reason: str) -> dict[str, Any]:
+    rec = _ensure_tools(home, cfg, reg, rec)
+    missing = _check_switch(reg, rec, allow_missing, command)
+    _verify_before_switch(home, cfg, rec)
+    t0 = time.perf_counter()
+    act = reg.activate(rec.plugin, rec.version, action=action, reason=reason)
+    return {
+        "plugin": rec.plugin,
+        "from": act.from_version,
+        "to": act.to_version,
+        "action": action,
+        "missing_tools": missing,
+        "seconds": round(time.perf_counter() - t0, 4),
+    }
+
+
+# -- commands ----------------------------------------------------------------------
+
+
+@plugin.command()
+@click.argument("wheel", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--yes", "-y", is_flag=True, help="Approve the permissions without asking.")
+@click.option("--no-activate", is_flag=True, help="Install only; keep the active version.")
+@click.option("--find-links", "find_links", multiple=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A directory of dependency wheels (repeatable); the wheel's own "
+              "directory is always searched.")
+@click.option("--allow-key-change", is_flag=True,
+              help="Accept a wheel signed by another key than the one that owns the name.")
+@click.option("--allow-missing-tools", is_flag=True,
+              help="Activate even if the new version lacks tools of the active one.")
+@click.option("--reason", default="", help="Why, for the history.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_home
+def install(home: Home, wheel: Path, yes: bool, no_activate: bool, find_links: tuple[Path, ...],
+            allow_key_change: bool, allow_missing_tools: bool, reason: str,
+            as_json: bool) -> None:
+    """Verify WHEEL, show what it asks for, install it beside the other versions and
+    (unless --no-activate) make it the active version."""
+    cfg = _config(home)
+    with _open(home, cfg) as reg:
+        _progress(f"verifying {wheel.name}")
+        checked = reg.check(wheel, allow_key_change=allow_key_change)
+        for w in checked.warnings:
+            click.echo(f"warning: {w}", err=True)
+        if not yes:
+            _approve(checked)
+        result = reg.install(checked, activate=False, find_links=find_links,
+                             allow_key_change=allow_key_change, reason=reason,
+                             progress=_progress)
+        rec = _ensure_tools(home, cfg, reg, reg.version(result.plugin, result.version))
+        switched: dict[str, Any] | None = None
+        if not no_activate and not rec.active:
+            switched = _switch(home, cfg, reg, rec, action="activate",
+                               allow_missing=allow_missing_tools,
+                               command=f"mcphost plugin swap {rec.plugin} {rec.version}",
+                               reason=reason or "installed")
+        rec = reg.version(result.plugin, result.version)
+    out = {
+        "plugin": rec.plugin,
+        "version": rec.version,
+        "installed": result.installed,
+        "active": rec.active,
+        "previous": switched["from"] if switched else None,
+        "key_id": rec.key_id,
+        "wheel_sha256": rec.wheel_sha256,
+        "tools": [t.name for t in rec.tools or []],
+        "warnings": list(result.warnings),
+    }
+    if as_json:
+        echo_json(out)
+        return
+    signer = f"signed by {rec.key_id}" if rec.key_id else "UNSIGNED"
+    verb = "installed" if result.installed else "already installed:"
+    click.echo(f"{verb} {rec.label} ({signer}; sha256 {rec.wheel_sha256[:16]})")
+    click.echo(f"tools: {', '.join(t.name for t in rec.tools or []) or 'none'}")
+    if rec.active:
+        was = f" (was {out['previous']})" if out["previous"] else ""
+        click.echo(f"active: {rec.label}{was}; running hosts switch within a second")
+    else:
+        click.echo(f"not active; activate it with `mcphost plugin swap {rec.plugin} "
+                   f"{rec.version}`")
+
+
+def _approve(w: CheckedWheel) -> None:
+    click.echo(f"{w.label} ({w.dist_name}, "
+               f"{'signed by ' + w.key_id if w.key_id else 'unsigned'}) asks for:", err=True)
+    for line in describe_permissions(w.permissions):
+        click.echo(f"  {line}", err=True)
+    if not sys.stdin.isatty():
+        raise click.UsageError(
+            "installing needs approval of the permissions above; run on a terminal to be "
+            "asked, or pass --yes to approve them")
+    if not click.confirm("Install it?", default=False, err=True):
+        click.echo("nothing installed", err=True)
+        raise SystemExit(1)
+
+
+@plugin.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the plugins as JSON.")
+@pass_home
+def list_(home: Home, as_json: bool) -> None:
+    """List installed plugins, their versions and the active one."""
+    with _open(home) as reg:
+        plugins = reg.plugins()
+    if as_json:
+        echo_json([{"name": p.name, "active": p.active_version, "versions": p.versions,
+                    "owner_key": p.owner_key} for p in plugins])
+        return
+    if not plugins:
+        click.echo("no plugins installed: install one with `mcphost plugin install WHEEL`")
+        return
+    width = max(len(p.name) for p in plugins)
+    click.echo(f"{'NAME':<{width}}  {'ACTIVE':<10}  {'VERSIONS':<24}  KEY")
+    for p in plugins:
+        click.echo(f"{p.name:<{width}}  {p.active_version or '-':<10}  "
+                   f"{', '.join(p.versions):<24}  {p.owner_key or 'unsigned'}")
+
+
+@plugin.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the details as JSON.")
+@pass_home
+def info(home: Home, name: str, as_json: bool) -> None:
+    """Show NAME's versions, active version, key, permissions and history."""
+    with _open(home) as reg:
+        p = reg.plugin(name)
+        versions = reg.versions(name)
+        history = reg.history(name)
+    if as_json:
+        echo_json({
+            "name": p.name,
+            "active": p.active_version,
+            "owner_key": p.owner_key,
+            "versions": [_version_json(v) for v in versions],
+            "history": [msgspec.to_builtins(h) for h in history],
+        })
+        return
+    click.echo(f"{p.name}: active {p.active_version or 'none'}; name owned by "
+               f"{p.owner_key or 'no key (unsigned)'}")
+    for v in versions:
+        mark = "*" if v.active else " "
+        click.echo(f" {mark} {v.version}  {v.key_id or 'unsigned'}  installed "
+                   f"{_when(v.installed_at)} by {v.installed_by}  sha256 {v.wheel_sha256[:16]}")
+        tools = ", ".join(t.name for t in v.tools) if v.tools is not None else "(not yet known)"
+        click.echo(f"     tools: {tools}")
+        for line in describe_permissions(v.permissions):
+            click.echo(f"     {line}")
+    click.echo("history:")
+    for h in history:
+        change = f"{h.from_version or '-'} -> {h.to_version or '-'}"
+        why = f"  ({h.reason})" if h.reason else ""
+        click.echo(f"  {_when(h.at)}  {h.user:<10} {h.action:<10} {change}{why}")
+
+
+@plugin.command()
+@click.argument("name")
+@click.argument("version")
+@click.option("--allow-missing-tools", is_flag=True,
+              help="Switch even if VERSION lacks tools of the active version.")
+@click.option("--reason", default="", help="Why, for the history.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_home
+def swap(home: Home, name: str, version: str, allow_missing_tools: bool, reason: str,
+         as_json: bool) -> None:
+    """Make VERSION the active version of NAME; running hosts hot-swap to it."""
+    cfg = _config(home)
+    with _open(home, cfg) as reg:
+        rec = reg.version(name, version)
+        if rec.active:
+            raise RegistryError(f"{rec.label} is the active version already; installed: "
+                                f"{', '.join(reg.plugin(name).versions)}")
+        out = _switch(home, cfg, reg, rec, action="swap", allow_missing=allow_missing_tools,
+                      command=f"mcphost plugin swap {name} {version}", reason=reason)
+    _report_switch(out, as_json)
+
+
+def _report_switch(out: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        echo_json(out)
+        return
+    if out["missing_tools"]:
+        click.echo(f"warning: {out['to']} lacks {', '.join(out['missing_tools'])}", err=True)
+    click.echo(f"{out['plugin']}: {out['from'] or 'none'} -> {out['to']} ({out['action']}); "
+               "running hosts switch within a second")
+
+
+@plugin.command()
+@click.argument("name")
+@click.option("--to", "to", help="Roll back to this installed version instead.")
+@click.option("--allow-missing-tools", is_flag=True,
+              help="Switch even if the target lacks tools of the active version.")
+@click.option("--reason", default="", help="Why, for the history.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_home
+def rollback(home: Home, name: str, to: str | None, allow_missing_tools: bool, reason: str,
+             as_json: bool) -> None:
+    """Go back to the version of NAME that was active before (or --to VERSION)."""
+    cfg = _config(home)
+    with _open(home, cfg) as reg:
+        target = to if to is not None else reg.rollback_target(name)
+        rec = reg.version(name, target)
+        if rec.active:
+            raise RegistryError(f"{rec.label} is the active version already; nothing to "
+                                "roll back")
+        out = _switch(home, cfg, reg, rec, action="rollback",
+                      allow_missing=allow_missing_tools,
+                      command=f"mcphost plugin rollback {name} --to {rec.version}",
+                      reason=reason)
+    _report_switch(out, as_json)
+
+
+@plugin.command()
+@click.argument("name")
+@click.argument("version", required=False)
+@click.option("--force", is_flag=True, help="Remove the active version too (stops the plugin).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_home
+def remove(home: Home, name: str, version: str | None, force: bool, as_json: bool) -> None:
+    """Remove VERSION of NAME, or every version when VERSION is left out."""
+    with _open(home) as reg:
+        removed = reg.remove(name, version, force=force)
+    if as_json:
+        echo_json({"plugin": name, "removed": removed})
+        return
+    click.echo(f"removed {name} {', '.join(removed)}")
+
+
+@plugin.command()
+@click.argument("target", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
+@pass_home
+def verify(home: Home, target: str | None, as_json: bool) -> None:
+    """Verify a wheel file, an installed plugin directory, an installed plugin by NAME,
+    or (without TARGET) every installed version, file by file. Exit 1 on any failure."""
+    from mcphost.security.report import VerificationReport
+
+    from .signing import verify_tree_report, verify_wheel_report
+
+    reports: list[VerificationReport] = []
+    path = Path(target) if target else None
+    if path is not None and path.is_file():
+        reports.append(verify_wheel_report(home, path))
+    elif path is not None and path.is_dir() and any(path.glob("*.dist-info")):
+        reports.append(verify_tree_report(home, path))
+    else:
+        cfg = _config(home)
+        with _open(home, cfg) as reg:
+            names = [target] if target else [p.name for p in reg.plugins()]
+            recs = [v for n in names for v in reg.versions(n)]
+        for rec in recs:
+            _progress(f"verifying {rec.label}")
+            report = VerificationReport(target=rec.plugin_dir)
+            try:
+                verify_source(home, cfg, source_for(rec), report=report)
+                if not report.checks:
+                    report.add("signature", rec.label, True,
+                               "unsigned; allowed by allow_unsigned = true")
+            except MCPHostError as exc:
+                report.error = exc.message
+            report.target = f"{rec.label} ({rec.plugin_dir})"
+            reports.append(report)
+    if as_json:
+        echo_json([r.to_dict() for r in reports])
+    else:
+        if not reports:
+            click.echo("no plugins installed: nothing to verify")
+        for r in reports:
+            click.echo(r.render())
+    if not all(r.ok for r in reports):
+        raise SystemExit(1)
+
+
+@plugin.command()
+@click.argument("name")
+@pass_home
+def reset(home: Home, name: str) -> None:
+    """Clear NAME's failed state in running hosts, so its next call starts it again."""
+    with _open(home) as reg:
+        reg.request_reset(name)
+    click.echo(f"{name}: reset requested; running hosts clear its failed state within a second")
+
+
+def _add_signing() -> None:
+    try:
+        from .signing import sign_command
+    except ImportError:  # pragma: no cover - shipped together
+        return
+    plugin.add_command(sign_command, "sign")
+
+
+_add_signing()

@@ -1,0 +1,96 @@
+"""Verification before every worker start, against the trust store as it is now.
+
+A registry version is checked as a whole tree: signature, every listed file, and no
+unlisted importable file. A plugin found in an environment or a directory shares its
+tree with other distributions, so there every signed file must match but files that
+belong to others are not held against it. Unsigned plugins run only when the
+configuration says ``allow_unsigned = true``, with a warning each time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from mcphost.sdk.errors import VerificationError
+from mcphost.security.audit import AuditLog
+from mcphost.security.report import VerificationReport
+from mcphost.security.truststore import TrustStore
+from mcphost.security.verify import verify_tree
+
+from .config import HostConfig
+from .home import Home
+from .sources import PluginSource
+
+__all__ = ["Verifier", "make_verifier", "verify_source"]
+
+log = logging.getLogger("mcphost.verification")
+
+Verifier = Callable[[PluginSource], Awaitable[None]]
+
+
+def verify_source(
+    home: Home, config: HostConfig, source: PluginSource,
+    report: VerificationReport | None = None,
+) -> VerificationReport:
+    """Check ``source``'s files against its signed manifest; raise VerificationError.
+
+    Returns the report (empty of checks for an unsigned plugin that is allowed); pass
+    ``report`` to keep the checks when it raises.
+    """
+    if not source.root:
+        raise VerificationError(
+            f"plugin {source.label} has no installed tree to verify; reinstall it",
+            data={"plugin": source.name, "version": source.version, "reason": "missing_tree"},
+        )
+    root = Path(source.root)
+    dist_info = Path(source.dist_info).name if source.dist_info else None
+    report = report if report is not None else VerificationReport(target=str(root))
+    try:
+        verify_tree(root, TrustStore(home.keys_dir), dist_info=dist_info, report=report)
+    except VerificationError as exc:
+        reason = exc.data.get("reason")
+        if reason == "unsigned":
+            if config.allow_unsigned:
+                log.warning(
+                    "plugin %s is not signed; running it only because allow_unsigned = true",
+                    source.label,
+                )
+                return report
+            raise VerificationError(
+                f"plugin {source.label} ({source.origin}, {root}) is not signed, and the "
+                "configuration does not allow unsigned plugins; sign it with `mcphost plugin "
+                "sign`, or set allow_unsigned = true in config.toml for plugin development",
+                data={"plugin": source.name, "version": source.version, "reason": "unsigned"},
+            ) from None
+        shared = source.origin in ("environment", "directory")
+        if shared and report.failures() and all(
+            c.check == "unlisted" for c in report.failures()
+        ):
+            # Files of other distributions in a shared site-packages: not this plugin's.
+            return report
+        _audit(home, source, exc)
+        raise
+    return report
+
+
+def _audit(home: Home, source: PluginSource, exc: VerificationError) -> None:
+    try:
+        AuditLog(home.audit_log).append(
+            "plugin.start", plugin=source.name, version=source.version,
+            key_id=exc.data.get("key_id") or source.key_id, outcome="refused",
+            detail=exc.message,
+        )
+    except Exception:  # the refusal itself must reach the caller even if logging fails
+        log.exception("cannot write the audit log")
+
+
+def make_verifier(home: Home, config: HostConfig) -> Verifier:
+    """The check a host runs before each worker start (in a thread: it hashes files)."""
+
+    async def verify(source: PluginSource) -> None:
+        await asyncio.to_thread(verify_source, home, config, source)
+
+    return verify
