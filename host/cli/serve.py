@@ -1,0 +1,158 @@
+"""``mcphost serve``: every hosted tool to MCP clients, over stdio or streamable HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import click
+
+from mcphost.sdk.errors import ConfigError
+
+from ..home import Home
+from .main import main, pass_home
+
+CLIENT_SNIPPET = """\
+{
+  "mcpServers": {
+    "mcphost": {
+      "command": "mcphost",
+      "args": ["serve"]
+    }
+  }
+}"""
+
+
+@main.command(
+    epilog="\b\nAdd mcphost to an MCP client (Claude Desktop, Cursor, VS Code, ...) with:\n"
+    + CLIENT_SNIPPET
+    + "\n\b\nOver HTTP: run `mcphost serve --http 127.0.0.1:8765` and point the client at"
+    "\nhttp://127.0.0.1:8765/mcp (streamable HTTP)."
+)
+@click.option(
+    "--http",
+    "http",
+    metavar="HOST:PORT",
+    help="Serve streamable HTTP on HOST:PORT instead of stdio.",
+)
+@click.option(
+    "--path", "endpoint", default="/mcp", show_default=True, help="The HTTP endpoint path."
+)
+@click.option(
+    "--allow-origin",
+    "origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="An extra browser Origin allowed to call the HTTP endpoint (repeatable).",
+)
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Allow binding HTTP to a non-loopback address (no authentication!).",
+)
+@click.option(
+    "--plugin-dir",
+    "plugin_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Also serve plugins pip-installed into this directory (repeatable).",
+)
+@click.option(
+    "--environment/--no-environment",
+    default=True,
+    show_default=True,
+    help="Also serve plugins installed in mcphost's own Python environment.",
+)
+@click.option(
+    "--max-message-bytes",
+    type=click.IntRange(min=1024),
+    default=4 * 1024 * 1024,
+    show_default=True,
+    help="Largest JSON-RPC message accepted.",
+)
+@click.option(
+    "--page-size",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Tools per tools/list page.",
+)
+@click.option(
+    "--tools-ttl-ms",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="How long 2026-07-28 clients may cache tools/list (ms).",
+)
+@pass_home
+def serve(
+    home: Home,
+    http: str | None,
+    endpoint: str,
+    origins: tuple[str, ...],
+    allow_remote: bool,
+    plugin_dirs: tuple[Path, ...],
+    environment: bool,
+    max_message_bytes: int,
+    page_size: int,
+    tools_ttl_ms: int,
+) -> None:
+    """Serve every installed tool as an MCP server (stdio by default).
+
+    Tools are named <plugin>.<tool>. Plugins run in sandboxed workers; installs, swaps
+    and rollbacks show up in a running server as notifications/tools/list_changed.
+    """
+    from mcphost.host import Host
+
+    from ..mcp import McpServer, ServerOptions
+
+    bind: tuple[str, int] | None = None
+    if http is not None:
+        host_part, sep, port_part = http.rpartition(":")
+        if not sep or not port_part.isdigit():
+            raise click.UsageError(f"--http {http!r}: expected HOST:PORT, e.g. 127.0.0.1:8765")
+        bind = (host_part.strip("[]") or "127.0.0.1", int(port_part))
+
+    async def go() -> None:
+        host = Host(home, plugin_dirs=plugin_dirs, environment=environment)
+        options = ServerOptions(
+            version=_version(),
+            page_size=page_size,
+            max_message_bytes=max_message_bytes,
+            tools_ttl_ms=tools_ttl_ms,
+        )
+        server = McpServer(host, options)
+        try:
+            if bind is None:
+                from ..mcp.stdio import serve_stdio
+
+                await serve_stdio(server)
+            else:
+                from ..mcp.http import HttpOptions, serve_http
+
+                opts = HttpOptions(
+                    host=bind[0],
+                    port=bind[1],
+                    path=endpoint,
+                    allowed_origins=list(origins),
+                    allow_remote=allow_remote,
+                )
+                try:
+                    await serve_http(server, opts)
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from None
+        finally:
+            await server.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(go())
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("mcphost")
+    except Exception:
+        return "0"

@@ -1,0 +1,137 @@
+"""The host's tools as MCP sees them: tool entries, output schemas, results, pages.
+
+MCP wants an object at the root of every output schema and of every
+``structuredContent``; a tool returning anything else (a string, a number, a list,
+a stream of items) is offered with its schema wrapped as ``{"result": <schema>}`` and
+answers ``{"result": <value>}``. The same JSON goes into a text block for clients that
+read only ``content``.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .jsonrpc import INVALID_PARAMS, RpcError
+
+if TYPE_CHECKING:
+    from ..host import ToolInfo
+
+__all__ = ["Catalog", "McpTool", "error_result", "tool_result"]
+
+_json = msgspec.json.Encoder()
+
+
+def _is_object_schema(schema: dict[str, Any]) -> bool:
+    return schema.get("type") == "object" and not any(
+        k in schema for k in ("anyOf", "oneOf", "allOf", "$ref")
+    )
+
+
+def _wrap(schema: dict[str, Any]) -> dict[str, Any]:
+    """``{"result": schema}``; ``$defs`` move to the new root so ``#/$defs/..`` still resolves."""
+    inner = dict(schema)
+    defs = inner.pop("$defs", None)
+    wrapped: dict[str, Any] = {
+        "type": "object",
+        "properties": {"result": inner},
+        "required": ["result"],
+    }
+    if defs is not None:
+        wrapped["$defs"] = defs
+    return wrapped
+
+
+class McpTool(msgspec.Struct, frozen=True):
+    """One tool as listed to MCP clients, with how its results are shaped."""
+
+    name: str
+    plugin: str
+    kind: str
+    entry: dict[str, Any]
+    #: The MCP output schema, None when the tool has none.
+    output_schema: dict[str, Any] | None
+    #: Whether structured results are wrapped as {"result": value}.
+    wrapped: bool
+
+
+def to_mcp_tool(info: ToolInfo) -> McpTool:
+    out = info.output_schema
+    if info.kind == "stream":
+        out = {"type": "array", "items": out} if out is not None else {"type": "array"}
+    wrapped = False
+    schema: dict[str, Any] | None = None
+    if out is not None:
+        if _is_object_schema(out):
+            schema = out
+        else:
+            schema, wrapped = _wrap(out), True
+    entry: dict[str, Any] = {
+        "name": info.name,
+        "description": info.description or info.name,
+        "inputSchema": info.input_schema or {"type": "object"},
+    }
+    if schema is not None:
+        entry["outputSchema"] = schema
+    entry["_meta"] = {
+        "mcphost/plugin": info.plugin,
+        "mcphost/version": info.version,
+        "mcphost/kind": info.kind,
+    }
+    return McpTool(info.name, info.plugin, info.kind, entry, schema, wrapped)
+
+
+def tool_result(tool: McpTool | None, value: Any) -> dict[str, Any]:
+    """A successful ``tools/call`` result: content, plus structuredContent when typed."""
+    if tool is not None and tool.output_schema is not None:
+        structured = {"result": value} if tool.wrapped else value
+        text = _json.encode(structured).decode()
+        return {"content": [{"type": "text", "text": text}], "structuredContent": structured}
+    text = value if isinstance(value, str) else _json.encode(value).decode()
+    return {"content": [{"type": "text", "text": text}]}
+
+
+def error_result(code: str, message: str) -> dict[str, Any]:
+    """A tool's own failure: a result with isError, readable by the model that called it."""
+    return {"content": [{"type": "text", "text": f"error [{code}]: {message}"}], "isError": True}
+
+
+class Catalog:
+    """The tool list of one moment, paged by opaque cursors."""
+
+    def __init__(self, tools: Sequence[ToolInfo], page_size: int) -> None:
+        self.tools = [to_mcp_tool(t) for t in tools]
+        self.by_name = {t.name: t for t in self.tools}
+        self.page_size = max(1, page_size)
+
+    def page(self, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        start = 0
+        if cursor is not None:
+            start = self._decode_cursor(cursor)
+        end = start + self.page_size
+        items = [t.entry for t in self.tools[start:end]]
+        nxt = self._encode_cursor(end) if end < len(self.tools) else None
+        return items, nxt
+
+    @staticmethod
+    def _encode_cursor(offset: int) -> str:
+        return base64.urlsafe_b64encode(f"tools:{offset}".encode()).decode()
+
+    @staticmethod
+    def _decode_cursor(cursor: str) -> int:
+        try:
+            raw = base64.urlsafe_b64decode(cursor.encode()).decode()
+            tag, _, num = raw.partition(":")
+            offset = int(num)
+            if tag != "tools" or offset < 0:
+                raise ValueError(raw)
+        except (ValueError, UnicodeError):
+            raise RpcError(
+                INVALID_PARAMS,
+                f"tools/list: cursor {cursor!r} is not one this server gave out; "
+                "list again without a cursor",
+            ) from None
+        return offset

@@ -1,0 +1,172 @@
+"""The MCP server state every connection shares: the host, its tool catalog, the sessions.
+
+:class:`McpServer` starts the :class:`~mcphost.host.Host` in the background so a client's
+``initialize`` (or ``server/discover``) is answered at once; ``tools/list`` and
+``tools/call`` wait until the host knows its plugins. It listens to the host's events and
+fans them out: a changed tool set becomes ``notifications/tools/list_changed``, a
+plugin's log line becomes ``notifications/message``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .catalog import Catalog
+from .jsonrpc import INTERNAL_ERROR, RpcError
+
+if TYPE_CHECKING:
+    from ..host import Host, HostEvent
+    from .session import Session
+
+__all__ = [
+    "HANDSHAKE_VERSIONS",
+    "LATEST_HANDSHAKE_VERSION",
+    "LOG_LEVELS",
+    "MODERN_VERSIONS",
+    "McpServer",
+    "ServerOptions",
+]
+
+log = logging.getLogger("mcphost.mcp")
+
+#: Revisions reached through the ``initialize`` handshake, oldest first.
+HANDSHAKE_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+LATEST_HANDSHAKE_VERSION = HANDSHAKE_VERSIONS[-1]
+#: Stateless revisions: the version travels in each request's ``_meta``.
+MODERN_VERSIONS = ("2026-07-28",)
+#: MCP log levels (RFC 5424 order) and their rank.
+LOG_LEVELS = {
+    "debug": 0,
+    "info": 1,
+    "notice": 2,
+    "warning": 3,
+    "error": 4,
+    "critical": 5,
+    "alert": 6,
+    "emergency": 7,
+}
+
+
+class ServerOptions:
+    """Knobs of the MCP front end (the CLI maps its options here)."""
+
+    def __init__(
+        self,
+        *,
+        name: str = "mcphost",
+        version: str = "0",
+        page_size: int = 100,
+        max_message_bytes: int = 4 * 1024 * 1024,
+        tools_ttl_ms: int = 0,
+        default_log_level: str = "info",
+        instructions: str | None = None,
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.page_size = page_size
+        self.max_message_bytes = max_message_bytes
+        self.tools_ttl_ms = tools_ttl_ms
+        self.default_log_level = default_log_level
+        self.instructions = instructions
+
+
+class McpServer:
+    """Serves one :class:`Host` to any number of MCP sessions (stdio: one; HTTP: many)."""
+
+    def __init__(self, host: Host, options: ServerOptions | None = None) -> None:
+        self.host = host
+        self.options = options or ServerOptions()
+        self.sessions: set[Session] = set()
+        self._catalog: Catalog | None = None
+        self._ready: asyncio.Task[None] | None = None
+        self._remove_listener: Callable[[], None] | None = None
+        self.server_info = {"name": self.options.name, "version": self.options.version}
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> None:
+        """Begin starting the host; requests that need tools wait for it."""
+        if self._ready is None:
+            self._ready = asyncio.get_running_loop().create_task(self._start_host())
+
+    async def _start_host(self) -> None:
+        await self.host.start()
+        self._remove_listener = self.host.add_listener(self._on_event)
+
+    async def ready(self) -> Host:
+        """The started host; raises an RPC error saying why if it could not start."""
+        if self._ready is None:
+            self.start()
+        assert self._ready is not None
+        try:
+            await asyncio.shield(self._ready)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise RpcError(
+                INTERNAL_ERROR,
+                f"the mcphost host could not start: {exc}; run `mcphost doctor` to see why",
+            ) from None
+        return self.host
+
+    async def close(self) -> None:
+        """Stop the host and everything it runs."""
+        for s in list(self.sessions):
+            s.close()
+        if self._remove_listener is not None:
+            with contextlib.suppress(ValueError):
+                self._remove_listener()
+        if self._ready is not None:
+            if not self._ready.done():
+                self._ready.cancel()
+            with contextlib.suppress(BaseException):
+                await self._ready
+        await self.host.close()
+
+    # -- tools ---------------------------------------------------------------------
+    async def catalog(self) -> Catalog:
+        host = await self.ready()
+        if self._catalog is None:
+            self._catalog = Catalog(host.tools(), self.options.page_size)
+        return self._catalog
+
+    def catalog_now(self) -> Catalog | None:
+        """The catalog if it is built (the hot path of tools/call avoids awaiting)."""
+        return self._catalog
+
+    # -- host events ---------------------------------------------------------------
+    def _on_event(self, event: HostEvent) -> None:
+        if event.kind == "tools_changed":
+            self._catalog = None
+            for s in list(self.sessions):
+                s.tools_changed()
+        elif event.kind == "log":
+            level = event.level if event.level in LOG_LEVELS else "info"
+            for s in list(self.sessions):
+                s.plugin_log(event.plugin, level, event.message)
+
+    def initialize_result(self, version: str) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "protocolVersion": version,
+            "capabilities": {"tools": {"listChanged": True}, "logging": {}},
+            "serverInfo": dict(self.server_info),
+        }
+        if self.options.instructions:
+            result["instructions"] = self.options.instructions
+        return result
+
+    def discover_result(self) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "supportedVersions": list(MODERN_VERSIONS),
+            "capabilities": {"tools": {"listChanged": True}, "logging": {}},
+            "ttlMs": self.options.tools_ttl_ms,
+            "cacheScope": "private",
+            "resultType": "complete",
+            "_meta": {"io.modelcontextprotocol/serverInfo": dict(self.server_info)},
+        }
+        if self.options.instructions:
+            result["instructions"] = self.options.instructions
+        return result

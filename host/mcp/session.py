@@ -1,0 +1,412 @@
+"""One MCP conversation: era, negotiated version, calls in flight, log level, listeners.
+
+A session speaks one era of the spec. The handshake era (``initialize``, revisions up to
+2025-11-25) keeps state: the version, the log level set with ``logging/setLevel``, a
+stream for notifications. The stateless 2026-07-28 era carries everything in each
+request's ``_meta``; change notifications flow only on ``subscriptions/listen`` streams
+and log lines only to requests that opted in with a log level. On a stream transport
+(stdio) the client's first request decides the era, as the spec's dual-era servers do.
+
+Transports hand each request to :meth:`Session.handle_request` with a :class:`Channel`
+for the notifications that belong to it, and write back the bytes it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from mcphost.sdk.errors import MCPHostError, PluginNotFound, ToolNotFound
+
+from .catalog import McpTool, error_result, tool_result
+from .jsonrpc import (
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    UNSUPPORTED_PROTOCOL_VERSION,
+    Message,
+    RequestId,
+    RpcError,
+    error_response,
+    notification,
+    response,
+)
+from .server import (
+    HANDSHAKE_VERSIONS,
+    LATEST_HANDSHAKE_VERSION,
+    LOG_LEVELS,
+    MODERN_VERSIONS,
+    McpServer,
+)
+
+__all__ = ["Channel", "Session", "has_envelope"]
+
+log = logging.getLogger("mcphost.mcp")
+
+PROTOCOL_VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
+CLIENT_CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
+LOG_LEVEL_KEY = "io.modelcontextprotocol/logLevel"
+SUBSCRIPTION_ID_KEY = "io.modelcontextprotocol/subscriptionId"
+
+
+class Channel(Protocol):
+    """Where the notifications of one request go (stdio: the pipe; HTTP: its SSE stream)."""
+
+    def notify(self, data: bytes) -> None: ...
+
+
+def has_envelope(params: dict[str, Any] | None) -> bool:
+    """Whether a request carries the 2026-07-28 per-request envelope."""
+    if not params:
+        return False
+    meta = params.get("_meta")
+    return isinstance(meta, dict) and PROTOCOL_VERSION_KEY in meta
+
+
+class _Call:
+    __slots__ = ("channel", "log_level", "plugin", "task")
+
+    def __init__(self, plugin: str, channel: Channel, log_level: int | None) -> None:
+        self.plugin = plugin
+        self.channel = channel
+        self.log_level = log_level
+        self.task = asyncio.current_task()
+
+
+class _Listen:
+    __slots__ = ("channel", "done", "rid", "tools")
+
+    def __init__(self, rid: RequestId, channel: Channel, tools: bool) -> None:
+        self.rid = rid
+        self.channel = channel
+        self.tools = tools
+        self.done = asyncio.Event()
+
+
+class Session:
+    """The state of one client; ``era`` is "legacy", "modern" or None until decided."""
+
+    def __init__(
+        self,
+        server: McpServer,
+        *,
+        push: Callable[[bytes], None] | None = None,
+        era: str | None = None,
+    ) -> None:
+        self.server = server
+        #: Where session-wide notifications go (None: nowhere, e.g. no HTTP GET stream).
+        self.push = push
+        self.era = era
+        self.version: str | None = None
+        self.initialized = False
+        self.log_level = LOG_LEVELS.get(server.options.default_log_level, 1)
+        self.calls: dict[RequestId, _Call] = {}
+        self.listens: dict[RequestId, _Listen] = {}
+        server.sessions.add(self)
+
+    def close(self) -> None:
+        """End listen streams and forget the session; calls end with their transport."""
+        for lst in self.listens.values():
+            lst.done.set()
+        self.server.sessions.discard(self)
+
+    # -- requests ------------------------------------------------------------------
+    async def handle_request(self, msg: Message, channel: Channel) -> bytes | None:
+        """Answer one request; None when no answer is due. Cancellation propagates."""
+        rid: RequestId = msg.id  # type: ignore[assignment]
+        method: str = msg.method  # type: ignore[assignment]
+        params = msg.params if isinstance(msg.params, dict) else {}
+        try:
+            if self.era is None:
+                self.era = "modern" if method != "initialize" and has_envelope(params) else "legacy"
+            if self.era == "modern":
+                result = await self._modern(rid, method, params, channel)
+            else:
+                result = await self._legacy(rid, method, params, channel)
+        except RpcError as err:
+            return error_response(rid, err)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must cost one request, never the server
+            log.exception("MCP request %s failed", method)
+            return error_response(rid, RpcError(-32603, f"{method} failed inside mcphost: {exc}"))
+        return response(rid, result)
+
+    def handle_notification(self, msg: Message) -> None:
+        params = msg.params if isinstance(msg.params, dict) else {}
+        if msg.method == "notifications/cancelled":
+            rid = params.get("requestId")
+            if isinstance(rid, (int, str)):
+                self.cancel(rid)
+        elif msg.method == "notifications/initialized":
+            self.initialized = True
+        # Anything else (progress, roots/list_changed, unknown) needs no action.
+
+    def cancel(self, rid: RequestId) -> None:
+        """Cancel request ``rid`` (its call is cancelled in the worker too)."""
+        call = self.calls.get(rid)
+        if call is not None and call.task is not None:
+            call.task.cancel()
+        lst = self.listens.get(rid)
+        if lst is not None:
+            lst.done.set()
+
+    async def _legacy(
+        self, rid: RequestId, method: str, params: dict[str, Any], channel: Channel
+    ) -> Any:
+        if method == "tools/call":
+            self._need_initialize(method)
+            return await self._call_tool(rid, params, channel, None)
+        if method == "initialize":
+            requested = params.get("protocolVersion")
+            if not isinstance(requested, str):
+                raise RpcError(INVALID_PARAMS, "initialize needs params.protocolVersion (a string)")
+            self.version = (
+                requested if requested in HANDSHAKE_VERSIONS else (LATEST_HANDSHAKE_VERSION)
+            )
+            self.initialized = True
+            return self.server.initialize_result(self.version)
+        if method == "ping":
+            return {}
+        if has_envelope(params):
+            raise RpcError(
+                INVALID_REQUEST,
+                "this connection speaks the initialize handshake era; requests carrying the "
+                "2026-07-28 envelope are not accepted on it (open a new connection)",
+            )
+        if method == "tools/list":
+            self._need_initialize(method)
+            return await self._list_tools(params, modern=False)
+        if method == "logging/setLevel":
+            level = params.get("level")
+            if level not in LOG_LEVELS:
+                raise RpcError(
+                    INVALID_PARAMS,
+                    f"logging/setLevel: level {level!r} is not one of " + ", ".join(LOG_LEVELS),
+                )
+            self.log_level = LOG_LEVELS[level]
+            return {}
+        raise RpcError(
+            METHOD_NOT_FOUND,
+            f"method {method!r} is not served by mcphost "
+            "(it serves initialize, ping, tools/list, tools/call, logging/setLevel)",
+            data=method,
+        )
+
+    def _need_initialize(self, method: str) -> None:
+        if self.version is None:
+            raise RpcError(INVALID_REQUEST, f"{method} before initialize: send initialize first")
+
+    async def _modern(
+        self, rid: RequestId, method: str, params: dict[str, Any], channel: Channel
+    ) -> Any:
+        if method == "initialize":
+            requested = params.get("protocolVersion")
+            raise RpcError(
+                UNSUPPORTED_PROTOCOL_VERSION,
+                "this connection speaks the stateless 2026-07-28 protocol; the initialize "
+                "handshake is not accepted on it",
+                data={
+                    "supported": list(MODERN_VERSIONS),
+                    "requested": requested if isinstance(requested, str) else "",
+                },
+            )
+        meta = params.get("_meta")
+        if (
+            not isinstance(meta, dict)
+            or PROTOCOL_VERSION_KEY not in meta
+            or (CLIENT_CAPABILITIES_KEY not in meta)
+        ):
+            raise RpcError(
+                INVALID_PARAMS,
+                f"params._meta must carry {PROTOCOL_VERSION_KEY!r} and "
+                f"{CLIENT_CAPABILITIES_KEY!r} on every request of this connection",
+            )
+        version = meta[PROTOCOL_VERSION_KEY]
+        if not isinstance(version, str):
+            raise RpcError(INVALID_PARAMS, "the protocol version in _meta must be a string")
+        if version not in MODERN_VERSIONS:
+            raise RpcError(
+                UNSUPPORTED_PROTOCOL_VERSION,
+                f"protocol version {version!r} is not supported; use one of "
+                + ", ".join(MODERN_VERSIONS),
+                data={"supported": list(MODERN_VERSIONS), "requested": version},
+            )
+        self.version = version
+        result: dict[str, Any]
+        if method == "tools/call":
+            level = meta.get(LOG_LEVEL_KEY)
+            result = await self._call_tool(
+                rid,
+                params,
+                channel,
+                LOG_LEVELS.get(level, None) if isinstance(level, str) else None,
+            )
+        elif method == "tools/list":
+            result = await self._list_tools(params, modern=True)
+        elif method == "server/discover":
+            return self.server.discover_result()
+        elif method == "subscriptions/listen":
+            result = await self._listen(rid, params, channel)
+        else:
+            raise RpcError(
+                METHOD_NOT_FOUND,
+                f"method {method!r} is not served at {version} "
+                "(mcphost serves server/discover, tools/list, tools/call, "
+                "subscriptions/listen)",
+                data=method,
+            )
+        result["resultType"] = "complete"
+        return result
+
+    # -- tools ---------------------------------------------------------------------
+    async def _list_tools(self, params: dict[str, Any], *, modern: bool) -> dict[str, Any]:
+        cursor = params.get("cursor")
+        if cursor is not None and not isinstance(cursor, str):
+            raise RpcError(INVALID_PARAMS, "tools/list: cursor must be a string")
+        catalog = await self.server.catalog()
+        tools, nxt = catalog.page(cursor)
+        result: dict[str, Any] = {"tools": tools}
+        if nxt is not None:
+            result["nextCursor"] = nxt
+        if modern:
+            result["ttlMs"] = self.server.options.tools_ttl_ms
+            result["cacheScope"] = "private"
+        return result
+
+    async def _call_tool(
+        self, rid: RequestId, params: dict[str, Any], channel: Channel, log_level: int | None
+    ) -> dict[str, Any]:
+        name = params.get("name")
+        if not isinstance(name, str):
+            raise RpcError(INVALID_PARAMS, "tools/call needs params.name, the tool's name")
+        args = params.get("arguments")
+        if args is None:
+            args = {}
+        elif not isinstance(args, dict):
+            raise RpcError(INVALID_PARAMS, f"tools/call {name}: arguments must be an object")
+        catalog = self.server.catalog_now() or await self.server.catalog()
+        tool = catalog.by_name.get(name)
+        if tool is None:
+            raise RpcError(
+                INVALID_PARAMS,
+                f"unknown tool {name!r}: tools/list shows the tools "
+                "this server offers (names are <plugin>.<tool>)",
+                data={"tool": name},
+            )
+        meta = params.get("_meta")
+        token = meta.get("progressToken") if isinstance(meta, dict) else None
+        if rid in self.calls:
+            raise RpcError(INVALID_REQUEST, f"request id {rid!r} is already in use by a call")
+        self.calls[rid] = _Call(tool.plugin, channel, log_level)
+        try:
+            if tool.kind == "stream":
+                value: Any = await self._stream(tool, args, channel, token)
+            else:
+                on_progress = None if token is None else _progress_sender(channel, token)
+                value = await self.server.host.call(name, args, on_progress=on_progress)
+        except (ToolNotFound, PluginNotFound) as exc:
+            raise RpcError(INVALID_PARAMS, exc.message, data={"tool": name}) from None
+        except MCPHostError as exc:
+            return error_result(exc.code, exc.message)
+        finally:
+            self.calls.pop(rid, None)
+        return tool_result(tool, value)
+
+    async def _stream(
+        self, tool: McpTool, args: dict[str, Any], channel: Channel, token: Any
+    ) -> list[Any]:
+        """Collect a streaming tool's items; each one is a progress notification."""
+        items: list[Any] = []
+        total: list[float | None] = [None]
+
+        def on_progress(progress: float, t: float | None, message: str | None) -> None:
+            total[0] = t
+
+        async for item in self.server.host.stream(tool.name, args, on_progress=on_progress):
+            items.append(item)
+            if token is not None:
+                params: dict[str, Any] = {"progressToken": token, "progress": len(items)}
+                if total[0] is not None:
+                    params["total"] = total[0]
+                channel.notify(notification("notifications/progress", params))
+        return items
+
+    async def _listen(
+        self, rid: RequestId, params: dict[str, Any], channel: Channel
+    ) -> dict[str, Any]:
+        wanted = params.get("notifications")
+        if not isinstance(wanted, dict):
+            raise RpcError(
+                INVALID_PARAMS,
+                'subscriptions/listen needs params.notifications, e.g. {"toolsListChanged": true}',
+            )
+        tools = wanted.get("toolsListChanged") is True
+        meta = {SUBSCRIPTION_ID_KEY: rid}
+        honored: dict[str, Any] = {"toolsListChanged": True} if tools else {}
+        lst = _Listen(rid, channel, tools)
+        self.listens[rid] = lst
+        try:
+            channel.notify(
+                notification(
+                    "notifications/subscriptions/acknowledged",
+                    {"notifications": honored, "_meta": meta},
+                )
+            )
+            await lst.done.wait()
+        finally:
+            self.listens.pop(rid, None)
+        return {"_meta": meta}
+
+    # -- events from the host ------------------------------------------------------
+    def tools_changed(self) -> None:
+        if self.era == "modern":
+            for lst in self.listens.values():
+                if lst.tools:
+                    lst.channel.notify(
+                        notification(
+                            "notifications/tools/list_changed",
+                            {"_meta": {SUBSCRIPTION_ID_KEY: lst.rid}},
+                        )
+                    )
+        elif self.version is not None and self.push is not None:
+            self.push(notification("notifications/tools/list_changed", {}))
+
+    def plugin_log(self, plugin: str, level: str, message: str) -> None:
+        rank = LOG_LEVELS[level]
+        data = notification(
+            "notifications/message", {"level": level, "logger": plugin, "data": message}
+        )
+        if self.era == "modern":
+            for call in self.calls.values():
+                if (
+                    call.plugin == plugin
+                    and call.log_level is not None
+                    and (rank >= call.log_level)
+                ):
+                    call.channel.notify(data)
+            return
+        if self.version is None or rank < self.log_level:
+            return
+        for call in self.calls.values():
+            if call.plugin == plugin:
+                call.channel.notify(data)
+                return
+        if self.push is not None:
+            self.push(data)
+
+
+def _progress_sender(
+    channel: Channel, token: Any
+) -> Callable[[float, float | None, str | None], None]:
+    def send(progress: float, total: float | None, message: str | None) -> None:
+        params: dict[str, Any] = {"progressToken": token, "progress": progress}
+        if total is not None:
+            params["total"] = total
+        if message:
+            params["message"] = message
+        channel.notify(notification("notifications/progress", params))
+
+    return send
