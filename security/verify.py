@@ -45,7 +45,7 @@ from mcphost.security.manifest import (
 )
 from mcphost.security.report import VerificationReport
 from mcphost.security.truststore import TrustStore
-from mcphost.security.wheel import RECORD_NAME, WheelArchive, record_hash
+from mcphost.security.wheel import RECORD_NAME, WheelArchive, parse_entry_points, record_hash
 
 __all__ = [
     "IMPORTABLE_SUFFIXES",
@@ -381,6 +381,7 @@ def verify_wheel_bytes(
         report.add("unlisted", name, False, "in the wheel but not in the signed manifest")
     if archive.has(record_path):
         _check_record(archive, record_path, members, report)
+    _check_entry_points(manifest, archive, members, report)
     _file_failures(manifest, report)
     return VerifiedWheel(
         manifest=manifest,
@@ -391,6 +392,24 @@ def verify_wheel_bytes(
         signature_bytes=sig_bytes,
         dist_info=archive.dist_info,
     )
+
+
+def _check_entry_points(
+    manifest: Manifest,
+    archive: WheelArchive,
+    members: dict[str, bytes],
+    report: VerificationReport,
+) -> None:
+    """The manifest's entry points must be the ones the wheel's own metadata declares."""
+    path = archive.dist_path("entry_points.txt")
+    if path not in members and archive.has(path):
+        return  # the file failed its own check, which is reported already
+    text = members[path].decode("utf-8", "replace") if path in members else ""
+    declared = parse_entry_points(text, source=path) if text else {}
+    if declared != manifest.entry_points:
+        report.add("entry_points", path, False, "differ from the signed manifest's")
+    else:
+        report.add("entry_points", path, True, "match the signed manifest")
 
 
 def _check_record(
@@ -514,6 +533,10 @@ def verify_tree(
     if not stat.S_ISDIR(st.st_mode):
         report.add("tree", str(root), False, "not a directory (or a symlink)")
         raise _refuse(report, "link", f"plugin tree {root} is not a real directory")
+    if dist_info is not None and (
+        "/" in dist_info or dist_info in (".", "..") or not dist_info.endswith(".dist-info")
+    ):
+        raise ValueError(f"dist_info must be a .dist-info directory name, not {dist_info!r}")
     if dist_info is None:
         candidates = sorted(
             p.name for p in root.glob("*.dist-info") if (p / MANIFEST_NAME).exists()

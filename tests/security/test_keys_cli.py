@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import zipfile
 from pathlib import Path
@@ -134,14 +135,14 @@ def test_sign_then_verify_prints_every_file_and_tamper_exits_1(
 
     ok = run("plugin", "verify", str(wheel))  # type: ignore[operator]
     assert ok.exit_code == 0, ok.output
-    assert f"ok    file       {INIT}" in ok.output and "verified" in ok.output
+    assert re.search(rf"ok +file +{INIT}", ok.output) and "verified" in ok.output
 
     with zipfile.ZipFile(wheel) as zf:
         original = zf.read(INIT)
     evil = rewrite_wheel(wheel, tmp_path / wheel.name, replace={INIT: original + b"#"})
     bad = run("plugin", "verify", str(evil))  # type: ignore[operator]
     assert bad.exit_code == 1
-    assert f"FAIL  file       {INIT}" in bad.output and "REFUSED" in bad.output
+    assert re.search(rf"FAIL +file +{INIT}", bad.output) and "REFUSED" in bad.output
     (as_json,) = json.loads(run("plugin", "verify", "--json", str(evil)).stdout)  # type: ignore[operator]
     assert as_json["ok"] is False and as_json["reason"] == "file_mismatch"
     # The stand-alone command gives the same verdict for the wheel and for its install.
@@ -181,8 +182,8 @@ def test_verify_an_installed_plugin_directory_file_by_file(
     pip("install", "--no-deps", "--no-compile", "--target", str(target), signed.stdout.strip())
     ok = run("plugin", "verify", str(target))  # type: ignore[operator]
     assert ok.exit_code == 0, ok.output
-    assert f"ok    file       {INIT}" in ok.output
+    assert re.search(rf"ok +file +{INIT}", ok.output)
     (target / "mcphost_textkit" / "backdoor.py").write_text("import os\n")
     bad = run("plugin", "verify", str(target))  # type: ignore[operator]
     assert bad.exit_code == 1
-    assert "FAIL  unlisted   mcphost_textkit/backdoor.py" in bad.output
+    assert re.search(r"FAIL +unlisted +mcphost_textkit/backdoor.py", bad.output)

@@ -11,6 +11,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import msgspec
 import pytest
 from security_helpers import NOW, SIGNED_AT, YEAR, build_wheel, member, pip, rewrite_wheel
 
@@ -22,11 +23,14 @@ from mcphost.security import (
     PrivateKey,
     TrustStore,
     VerificationReport,
+    build_manifest,
+    sign_manifest,
     sign_wheel,
     verify_tree,
     verify_wheel_bytes,
 )
 from mcphost.security.manifest import MAX_MANIFEST_BYTES
+from mcphost.security.wheel import WheelArchive
 
 DIST = "mcphost_textkit-1.0.0.dist-info"
 INIT = "mcphost_textkit/__init__.py"
@@ -398,3 +402,22 @@ def test_verifying_a_tree_of_three_hundred_files_takes_milliseconds(
     )
     # The target is 10 ms on a developer machine; the bound leaves room for a busy CI host.
     assert median_ms < 50
+
+
+def test_manifest_entry_points_must_match_the_wheels_own_metadata(
+    signed_wheels: dict[str, Path], signing_key: PrivateKey, trust: TrustStore, tmp_path: Path
+) -> None:
+    wheel = signed_wheels["textkit"]
+    archive = WheelArchive(wheel.read_bytes())
+    manifest = build_manifest(archive, signing_key, permissions=Permissions(), now=SIGNED_AT)
+    lying = msgspec.structs.replace(
+        manifest, entry_points={"mcphost.plugins": {"textkit": "os:system"}}
+    )
+    body, sig = sign_manifest(lying, signing_key)
+    evil = rewrite_wheel(
+        wheel,
+        tmp_path / "e.whl",
+        replace={f"{DIST}/{MANIFEST_NAME}": body, f"{DIST}/{SIGNATURE_NAME}": sig},
+    )
+    err, reason = refused(verify_wheel_bytes, evil, trust, now=NOW)
+    assert reason == "file_mismatch" and "entry_points.txt" in err.message
