@@ -1,0 +1,52 @@
+"""A real example plugin served by the Host with every worker inside the bubblewrap jail."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from mcphost.host import Host, HostConfig
+from mcphost.sandbox.bwrap import NOBODY, BubblewrapBackend
+
+pytestmark = pytest.mark.bwrap
+
+
+def _require_bwrap() -> None:
+    ok, why = BubblewrapBackend().available()
+    if ok:
+        return
+    if os.environ.get("CI") or os.environ.get("MCPHOST_REQUIRE_BWRAP"):
+        pytest.fail(f"bubblewrap is required here but cannot run: {why}")
+    pytest.skip(f"bubblewrap cannot run here: {why}")
+
+
+def test_notes_plugin_saves_and_reads_a_note_inside_the_jail(
+    home: Path, plugin_dirs: dict[str, Path]
+) -> None:
+    _require_bwrap()
+
+    async def scenario() -> tuple[str, str, list[str]]:
+        async with Host(
+            home,
+            # Signatures are not what this test is about; the security suite covers them.
+            config=HostConfig(allow_unsigned=True),
+            plugin_dirs=[plugin_dirs["notes"]],
+            environment=False,
+            registry=False,
+            isolation="bwrap",
+        ) as host:
+            saved = await host.call("notes.save", {"title": "jail", "body": "inside"})
+            body = await host.call("notes.read", {"title": "jail"})
+            titles = await host.call("notes.list", {})
+            return saved, body, titles
+
+    saved, body, titles = asyncio.run(scenario())
+    assert (saved, body, titles) == ("jail", "inside", ["jail"])
+    notes = list(home.rglob("jail.json"))
+    assert len(notes) == 1, notes
+    if os.geteuid() == 0:
+        # Written by the worker's unprivileged uid, in the only writable data directory.
+        assert notes[0].stat().st_uid == NOBODY
