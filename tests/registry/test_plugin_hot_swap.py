@@ -1,0 +1,160 @@
+"""Hot swap and rollback under load: a running host follows the CLI, and no call fails."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from registry_helpers import MCPHOST, run_cli
+
+from mcphost.host import Home, Host, HostEvent
+from mcphost.sdk.errors import PluginNotFound
+
+CALLERS = 16
+#: Calls answered in each phase (before the swap, after it, after the rollback).
+PER_PHASE = 400
+
+
+class Tally:
+    """Answers and failures of the callers, with a way to wait for a count."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[float, str, str]] = []  # (start, text sent, answer)
+        self.failures: list[BaseException] = []
+        self._waiters: list[tuple[int, asyncio.Event]] = []
+
+    def add(self, started: float, text: str, answer: str) -> None:
+        self.answers.append((started, text, answer))
+        for target, ev in self._waiters:
+            if len(self.answers) >= target:
+                ev.set()
+
+    async def wait_for(self, more: int, timeout: float = 20.0) -> None:
+        ev = asyncio.Event()
+        self._waiters.append((len(self.answers) + more, ev))
+        await asyncio.wait_for(ev.wait(), timeout)
+
+
+async def cli(home: Home, *args: str) -> float:
+    """Run the real CLI in another process; return the monotonic time it finished."""
+    proc = await asyncio.create_subprocess_exec(
+        MCPHOST, "--home", str(home.root), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    _out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return time.monotonic()
+
+
+Seen = list[tuple[float, HostEvent]]
+
+
+def listen(host: Host, kind: str) -> tuple[Seen, Callable[[], asyncio.Event]]:
+    seen: Seen = []
+    events: list[asyncio.Event] = []
+
+    def on(ev: HostEvent) -> None:
+        if ev.kind == kind:
+            seen.append((time.monotonic(), ev))
+            for e in events:
+                e.set()
+
+    host.add_listener(on)
+
+    def next_event() -> asyncio.Event:
+        e = asyncio.Event()
+        events.clear()
+        events.append(e)
+        return e
+
+    return seen, next_event
+
+
+def install_both(home: Home, wheels: dict[str, Path]) -> None:
+    for args in (["plugin", "install", str(wheels["1.0"]), "--yes"],
+                 ["plugin", "install", str(wheels["1.1"]), "--yes", "--no-activate"]):
+        proc = run_cli(home, *args)
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_plugin_hot_swap(home: Home, wheels: dict[str, Path], no_leftover_workers: None) -> None:
+    """Many callers across a CLI swap and a CLI rollback: zero failed calls; each answer
+    is the old or the new version's, and after each switch only the new one's."""
+    install_both(home, wheels)
+
+    async def scenario() -> tuple[Tally, list[tuple[float, HostEvent]], list[float]]:
+        tally = Tally()
+        stop = asyncio.Event()
+        async with Host(home, environment=False) as host:
+            swaps, next_swap = listen(host, "plugin_swapped")
+
+            async def caller(i: int) -> None:
+                n = 0
+                while not stop.is_set():
+                    text = f"c{i}-{n}"
+                    started = time.monotonic()
+                    try:
+                        answer = await host.call("textkit.echo", {"text": text})
+                    except Exception as exc:
+                        tally.failures.append(exc)
+                    else:
+                        tally.add(started, text, answer)
+                    n += 1
+
+            tasks = [asyncio.create_task(caller(i)) for i in range(CALLERS)]
+            commands: list[float] = []
+            try:
+                await tally.wait_for(PER_PHASE)
+                for args in (["plugin", "swap", "textkit", "1.1"],
+                             ["plugin", "rollback", "textkit"]):
+                    switched = next_swap()
+                    commands.append(await cli(home, *args))
+                    await asyncio.wait_for(switched.wait(), 5.0)
+                    await tally.wait_for(PER_PHASE)
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks)
+        return tally, swaps, commands
+
+    tally, swaps, commands = asyncio.run(scenario())
+    assert tally.failures == [], f"{len(tally.failures)} calls failed: {tally.failures[:3]}"
+    assert [ev.version for _, ev in swaps] == ["1.1.0", "1.0.0"]
+    (swap_at, _), (back_at, _) = swaps
+    for done, switched in zip(commands, (swap_at, back_at), strict=True):
+        assert switched - done < 1.0, "the running host switched more than 1 s after the CLI"
+    new = old = 0
+    for started, text, answer in tally.answers:
+        assert answer in (text, text + " [1.1]"), answer
+        if swap_at < started < commands[1]:
+            assert answer == text + " [1.1]", "a call after the swap reached the old version"
+            new += 1
+        elif started > back_at:
+            assert answer == text, "a call after the rollback reached the rolled-back version"
+            old += 1
+    assert new > PER_PHASE / 2 and old > PER_PHASE / 2
+
+
+def test_a_removal_made_with_the_cli_stops_the_plugin_in_a_running_host(
+    home: Home, wheels: dict[str, Path], no_leftover_workers: None
+) -> None:
+    install_both(home, wheels)
+
+    async def scenario() -> None:
+        async with Host(home, environment=False) as host:
+            assert await host.call("textkit.echo", {"text": "a"}) == "a"
+            _, next_change = listen(host, "tools_changed")
+            changed = next_change()
+            await cli(home, "plugin", "remove", "textkit", "--force")
+            await asyncio.wait_for(changed.wait(), 5.0)
+            with pytest.raises(PluginNotFound):
+                await host.call("textkit.echo", {"text": "a"})
+            # Installing again brings it back without a restart.
+            changed = next_change()
+            await cli(home, "plugin", "install", str(wheels["1.1"]), "--yes")
+            await asyncio.wait_for(changed.wait(), 5.0)
+            assert await host.call("textkit.echo", {"text": "a"}) == "a [1.1]"
+
+    asyncio.run(scenario())
