@@ -29,7 +29,12 @@ from mcphost.sdk.errors import (
 from .config import HostConfig, load_config
 from .home import Home
 from .hooks import make_plugin_manager
-from .sources import PluginSource, discover_directory, discover_environment
+from .sources import (
+    PluginSource,
+    discover_directory,
+    discover_environment,
+    discover_plugin_path,
+)
 from .supervisor import PluginSupervisor, SupervisorEnv
 
 __all__ = ["Host", "HostEvent", "ToolInfo"]
@@ -72,7 +77,8 @@ class Host:
 
     ``home``: where state lives (default ``$MCPHOST_HOME``). ``sources``: extra plugin
     versions to serve. ``plugin_dirs``: directories plugins were installed into.
-    ``environment``: also serve plugins installed in this Python environment.
+    ``environment``: also serve plugins installed in this Python environment and in
+    the directories named by ``$MCPHOST_PLUGIN_PATH``.
     ``registry``: also serve the registry's active versions (when it exists).
     ``hooks``: objects with pluggy ``@hookimpl`` methods (see :mod:`mcphost.host.hooks`).
     """
@@ -163,6 +169,7 @@ class Host:
         if self._use_registry:
             found.extend(self._registry_sources())
         if self._use_environment:
+            found.extend(discover_plugin_path())
             found.extend(discover_environment())
         return found
 

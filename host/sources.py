@@ -6,6 +6,7 @@ everything is read from distribution metadata.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,18 @@ import msgspec
 from mcphost.sandbox.isolation import Grants, Limits
 from mcphost.sdk.schema import ToolSpec
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginSource", "discover_directory", "discover_environment"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "PLUGIN_PATH_VARIABLE",
+    "PluginSource",
+    "discover_directory",
+    "discover_environment",
+    "discover_plugin_path",
+]
 
 ENTRY_POINT_GROUP = "mcphost.plugins"
+#: Environment variable naming extra plugin directories, separated like ``PATH``.
+PLUGIN_PATH_VARIABLE = "MCPHOST_PLUGIN_PATH"
 
 
 class PluginSource(msgspec.Struct, kw_only=True):
@@ -80,3 +90,16 @@ def discover_environment() -> list[PluginSource]:
 def discover_directory(path: str | Path) -> list[PluginSource]:
     """Plugins installed into one directory (e.g. with ``pip install --target``)."""
     return _sources(md.distributions(path=[str(path)]), "directory")
+
+
+def discover_plugin_path() -> list[PluginSource]:
+    """Plugins in the directories named by ``$MCPHOST_PLUGIN_PATH`` (``os.pathsep``-separated).
+
+    Each directory is one a plugin was installed into with ``pip install --target``;
+    empty entries and directories that do not exist are skipped.
+    """
+    out: list[PluginSource] = []
+    for entry in os.environ.get(PLUGIN_PATH_VARIABLE, "").split(os.pathsep):
+        if entry and Path(entry).is_dir():
+            out.extend(discover_directory(entry))
+    return out
