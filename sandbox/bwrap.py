@@ -43,7 +43,9 @@ from .isolation import (
     clean_env,
     runtime_paths,
     worker_argv,
+    worker_config,
 )
+from .landlock import abi_version, rules_for
 from .seccomp import SeccompUnavailable, filter_fd, seccomp_status
 
 __all__ = ["NOBODY", "BubblewrapBackend"]
@@ -86,12 +88,14 @@ class BubblewrapBackend(IsolationBackend):
         gid: int | None = None,
         use_seccomp: bool = True,
         use_cgroups: bool = True,
+        use_landlock: bool = True,
     ) -> None:
         self.bwrap = bwrap or shutil.which("bwrap") or "bwrap"
         self.uid = uid
         self.gid = uid if gid is None else gid
         self.use_seccomp = use_seccomp
         self.use_cgroups = use_cgroups
+        self.use_landlock = use_landlock
         self.setpriv = shutil.which("setpriv")
         self._available: tuple[bool, str] | None = None
         self._version: tuple[int, ...] | None = None
@@ -198,9 +202,20 @@ class BubblewrapBackend(IsolationBackend):
                     "no writable cgroup hierarchy: the process limit (RLIMIT_NPROC) does not "
                     "bind root-started workers as strictly; memory is bounded by RLIMIT_AS only"
                 )
+        abi = self.landlock_abi()
+        if abi:
+            net = ", TCP connect only to granted ports" if abi >= 4 else ""
+            scope = ", no signals or abstract sockets beyond the worker" if abi >= 6 else ""
+            layers["landlock"] = (
+                f"ABI {abi}: read-only code, writes only to data, scratch, /tmp and granted "
+                f"paths{net}{scope}"
+            )
+        else:
+            layers["landlock"] = "disabled" if not self.use_landlock else "unavailable (kernel)"
         layers["rlimits"] = "address space, CPU seconds, open files, file size, no core dumps"
         warnings.append(
-            "a network grant opens the whole network: host:port entries are not enforced"
+            "a network grant opens the network namespace: host names in host:port entries "
+            "are not enforced" + (" (ports are, by Landlock)" if abi >= 4 else ", nor are ports")
         )
         return IsolationReport(self.name, self.level, True, layers, warnings)
 
@@ -243,7 +258,7 @@ class BubblewrapBackend(IsolationBackend):
             fds.append(info_write)
             argv += ["--info-fd", str(info_write)]
             argv += ["--", *self._drop_args()]
-            argv += command if command is not None else worker_argv(worker_spec, channel_fd)
+            argv += self._command(worker_spec, channel_fd, command)
         except BaseException:
             for fd in fds:
                 os.close(fd)
@@ -260,6 +275,25 @@ class BubblewrapBackend(IsolationBackend):
             on_spawn=jail.on_spawn,
             cleanup=jail.cleanup,
         )
+
+    def landlock_abi(self) -> int:
+        """The Landlock ABI workers restrict themselves with; 0 when not used."""
+        return abi_version() if self.use_landlock else 0
+
+    def _command(self, spec: WorkerSpec, channel_fd: int, command: list[str] | None) -> list[str]:
+        """The worker's command, started through the Landlock step when the kernel has it."""
+        if not self.landlock_abi():
+            return command if command is not None else worker_argv(spec, channel_fd)
+        rules = rules_for(
+            [*runtime_paths(), *_link_targets(), *spec.paths, *spec.grants.read_paths],
+            [spec.data_dir, spec.work_dir, *spec.grants.write_paths],
+            spec.grants.network,
+        )
+        head = [sys.executable, "-I", "-B", "-m", "mcphost.sandbox.landlock"]
+        if command is not None:
+            return [*head, "--exec", msgspec.json.encode(rules).decode(), "--", *command]
+        config = worker_config(spec, channel_fd, landlock=msgspec.to_builtins(rules))
+        return [*head, config]
 
     def _supports_disable_userns(self) -> bool:
         return self.version() >= (0, 8)
