@@ -1,0 +1,142 @@
+"""Fixtures for the MCP front end: a home that runs unsigned example plugins, the
+``mcphost serve`` command line, and an embedded HTTP server on a free port."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mcphost.host import Host
+from mcphost.host.mcp import McpServer, ServerOptions
+from mcphost.host.mcp.http import HttpFrontEnd, HttpOptions
+
+
+@pytest.fixture
+def mcp_home(tmp_path: Path) -> Path:
+    """A home whose configuration runs the (unsigned) example plugins from directories."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text("allow_unsigned = true\n")
+    return home
+
+
+def mcphost_command() -> list[str]:
+    """The installed ``mcphost`` console script of this interpreter's environment."""
+    script = Path(sys.executable).with_name("mcphost")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from mcphost.host.cli import main; main()"]
+
+
+@pytest.fixture
+def serve_argv(mcp_home: Path, plugin_dirs: dict[str, Path]) -> list[str]:
+    """``mcphost serve`` over stdio with textkit and mathkit (argv, command first)."""
+    return [
+        *mcphost_command(),
+        "--home",
+        str(mcp_home),
+        "serve",
+        "--no-environment",
+        "--plugin-dir",
+        str(plugin_dirs["textkit"]),
+        "--plugin-dir",
+        str(plugin_dirs["mathkit"]),
+    ]
+
+
+@asynccontextmanager
+async def embedded_http(
+    home: Path, dirs: list[Path], *, page_size: int = 100
+) -> AsyncIterator[tuple[Host, HttpFrontEnd]]:
+    """A Host served over HTTP on a free loopback port, in this event loop."""
+    host = Host(home, plugin_dirs=dirs, environment=False, registry=False)
+    server = McpServer(host, ServerOptions(page_size=page_size))
+    front = HttpFrontEnd(server, HttpOptions(host="127.0.0.1", port=0))
+    await front.start()
+    await server.ready()
+    try:
+        yield host, front
+    finally:
+        await front.close()
+        await server.close()
+
+
+class RawStdio:
+    """``mcphost serve`` driven with raw bytes, for the malformed-input cases only."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        self._buf = b""
+
+    def send(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def send_json(self, obj: Any) -> None:
+        self.send(json.dumps(obj).encode() + b"\n")
+
+    def read(self, timeout: float = 20.0) -> dict[str, Any]:
+        """The next message the server writes, waiting at most ``timeout`` seconds."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError("mcphost serve wrote nothing in time")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise EOFError("mcphost serve closed its stdout")
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    def close(self) -> int:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            return self.proc.wait(timeout=20)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+@pytest.fixture
+def raw_stdio(serve_argv: list[str]) -> Iterator[RawStdio]:
+    raw = RawStdio([*serve_argv, "--max-message-bytes", "4096"])
+    try:
+        yield raw
+    finally:
+        if raw.proc.poll() is None:
+            raw.proc.kill()
+            raw.proc.wait()
+
+
+@pytest.fixture
+def embedded() -> Any:
+    """``embedded(home, dirs)``: async context manager of (Host, HttpFrontEnd)."""
+    return embedded_http
+
+
+@pytest.fixture
+def unused_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port

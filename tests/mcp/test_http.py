@@ -1,0 +1,269 @@
+"""``mcphost serve`` over streamable HTTP with the official client, both spec eras."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import mcp_types as types
+import pytest
+from mcp.client.client import Client
+from mcp.shared.exceptions import MCPError
+
+from mcphost.host import discover_directory
+
+
+def inflight(host: Any, plugin: str) -> int:
+    return sum(s.get("inflight") or 0 for s in host.stats() if s["plugin"] == plugin)
+
+
+@pytest.mark.parametrize(("mode", "version"), [("auto", "2026-07-28"), ("legacy", "2025-11-25")])
+def test_official_client_lists_calls_and_gets_errors_and_progress_over_http(
+    mcp_home: Path, plugin_dirs: dict[str, Path], embedded: Any, mode: str, version: str
+) -> None:
+    async def go() -> None:
+        dirs = [plugin_dirs["textkit"], plugin_dirs["mathkit"]]
+        async with embedded(mcp_home, dirs) as (_host, front):
+            seen: list[float] = []
+
+            async def on_progress(p: float, total: float | None, message: str | None) -> None:
+                seen.append(p)
+
+            async with Client(front.url, mode=mode) as client:
+                assert client.protocol_version == version
+                names = {t.name for t in (await client.list_tools()).tools}
+                assert "textkit.upper" in names and "mathkit.stats" in names
+                res = await client.call_tool("textkit.upper", {"text": "web"})
+                assert res.structured_content == {"result": "WEB"}
+                failed = await client.call_tool("mathkit.stats", {"values": []})
+                assert failed.is_error
+                with pytest.raises(MCPError) as err:
+                    await client.call_tool("nosuch.tool", {})
+                assert err.value.error.code == -32602
+                streamed = await client.call_tool(
+                    "textkit.count_to", {"n": 3}, progress_callback=on_progress
+                )
+                assert streamed.structured_content == {"result": [0, 1, 2]}
+                assert seen == [1, 2, 3]
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_cancelling_a_long_call_over_http_cancels_it_in_the_worker(
+    mcp_home: Path, plugin_dirs: dict[str, Path], embedded: Any, mode: str
+) -> None:
+    async def go() -> None:
+        async with embedded(mcp_home, [plugin_dirs["textkit"]]) as (host, front):
+            async with Client(front.url, mode=mode) as client:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(client.call_tool, "textkit.sleep", {"seconds": 60})
+                    with anyio.fail_after(10):
+                        while inflight(host, "textkit") == 0:
+                            await anyio.sleep(0.01)
+                    tg.cancel_scope.cancel()
+                with anyio.fail_after(10):
+                    while inflight(host, "textkit") != 0:
+                        await anyio.sleep(0.01)
+                res = await client.call_tool("textkit.upper", {"text": "next"})
+                assert res.structured_content == {"result": "NEXT"}
+
+    asyncio.run(go())
+
+
+def test_2026_listener_sees_tools_list_changed_when_a_plugin_is_added(
+    mcp_home: Path, plugin_dirs: dict[str, Path], embedded: Any
+) -> None:
+    async def go() -> None:
+        async with embedded(mcp_home, [plugin_dirs["textkit"]]) as (host, front):
+            async with Client(front.url) as client:
+                before = {t.name for t in (await client.list_tools()).tools}
+                assert "notes.save" not in before
+                async with client.listen(tools_list_changed=True) as sub:
+                    await host.activate(discover_directory(plugin_dirs["notes"])[0])
+                    with anyio.fail_after(10):
+                        event = await sub.__anext__()
+                    assert type(event).__name__ == "ToolsListChanged"
+                after = {t.name for t in (await client.list_tools()).tools}
+                assert "notes.save" in after
+
+    asyncio.run(go())
+
+
+def test_handshake_session_sees_tools_list_changed_on_its_get_stream(
+    mcp_home: Path, plugin_dirs: dict[str, Path], embedded: Any
+) -> None:
+    async def go() -> None:
+        changed = anyio.Event()
+
+        async def on_message(msg: Any) -> None:
+            if isinstance(msg, types.ToolListChangedNotification):
+                changed.set()
+
+        async with embedded(mcp_home, [plugin_dirs["textkit"]]) as (host, front):
+            async with Client(front.url, mode="legacy", message_handler=on_message) as client:
+                await client.list_tools()
+                with anyio.fail_after(10):
+                    while not any(front.streams):  # the client's GET stream is open
+                        await anyio.sleep(0.01)
+                await host.activate(discover_directory(plugin_dirs["notes"])[0])
+                with anyio.fail_after(10):
+                    await changed.wait()
+                names = {t.name for t in (await client.list_tools()).tools}
+                assert "notes.save" in names
+
+    asyncio.run(go())
+
+
+def test_large_tool_sets_are_paged_with_cursors(
+    mcp_home: Path, plugin_dirs: dict[str, Path], embedded: Any
+) -> None:
+    async def go() -> None:
+        dirs = [plugin_dirs["textkit"], plugin_dirs["mathkit"], plugin_dirs["notes"]]
+        async with embedded(mcp_home, dirs, page_size=4) as (host, front):
+            async with Client(front.url) as client:
+                pages, names, cursor = 0, [], None
+                while True:
+                    page = await client.list_tools(cursor=cursor)
+                    pages += 1
+                    assert len(page.tools) <= 4
+                    names += [t.name for t in page.tools]
+                    cursor = page.next_cursor
+                    if cursor is None:
+                        break
+                assert names == sorted(t.name for t in host.tools())
+                assert pages == -(-len(names) // 4)
+
+    asyncio.run(go())
+
+
+def raw(port: int, method: str, body: bytes | None = None, **headers: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    hdrs = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    hdrs.update({k.replace("_", "-"): v for k, v in headers.items()})
+    conn.request(method, "/mcp", body=body, headers=hdrs)
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, data
+
+
+def oversized(port: int) -> bytes:
+    """Announce a body over the 4 MiB default limit; the server refuses before reading it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(
+            b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+            b"application/json\r\nContent-Length: 5242880\r\n\r\n{"
+        )
+        return sock.recv(4096)
+
+
+def test_bad_http_requests_are_refused_with_the_right_status_and_the_server_stays_up(
+    mcp_home: Path, plugin_dirs: dict[str, Path], embedded: Any
+) -> None:
+    async def go() -> None:
+        async with embedded(mcp_home, [plugin_dirs["textkit"]]) as (_host, front):
+            port = front.port
+            modern = {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+            }
+            ping = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}).encode()
+
+            def checks() -> None:
+                status, body = raw(port, "POST", b"{broken")
+                assert status == 400 and json.loads(body)["error"]["code"] == -32700
+                assert raw(port, "POST", b'{"a": 1}')[0] == 400
+                assert raw(port, "POST", ping)[0] == 400  # no session, no envelope
+                assert raw(port, "POST", ping, Mcp_Session_Id="nope")[0] == 404
+                assert raw(port, "POST", ping, Content_Type="text/plain")[0] == 415
+                assert raw(port, "POST", ping, Origin="http://evil.example")[0] == 403
+                assert raw(port, "POST", ping, Host="evil.example")[0] == 421
+                assert oversized(port).startswith(b"HTTP/1.1 413")
+                assert raw(port, "GET")[0] == 405
+                assert raw(port, "PUT", ping)[0] == 405
+                unknown = json.dumps(
+                    {"jsonrpc": "2.0", "id": 2, "method": "nope/nope", "params": {"_meta": modern}}
+                ).encode()
+                status, body = raw(port, "POST", unknown, MCP_Protocol_Version="2026-07-28")
+                assert status == 404 and json.loads(body)["error"]["code"] == -32601
+                status, body = raw(port, "POST", unknown, MCP_Protocol_Version="2025-06-18")
+                assert status == 400 and json.loads(body)["error"]["code"] == -32020
+                # A browser page on localhost may call it.
+                status, body = raw(
+                    port,
+                    "POST",
+                    json.dumps(
+                        {
+                            "jsonrpc": "2.0",
+                            "id": 3,
+                            "method": "tools/call",
+                            "params": {
+                                "name": "textkit.upper",
+                                "arguments": {"text": "ok"},
+                                "_meta": modern,
+                            },
+                        }
+                    ).encode(),
+                    MCP_Protocol_Version="2026-07-28",
+                    Origin="http://localhost:3000",
+                )
+                assert status == 200, body
+                assert json.loads(body)["result"]["structuredContent"] == {"result": "OK"}
+                # A client that drops its connection mid-request costs nothing.
+                sock = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                sock.putrequest("POST", "/mcp")
+                sock.putheader("Content-Type", "application/json")
+                sock.putheader("Content-Length", "100")
+                sock.endheaders(b'{"jsonrpc"')
+                sock.close()
+
+            await asyncio.to_thread(checks)
+            async with Client(front.url) as client:
+                res = await client.call_tool("textkit.upper", {"text": "fine"})
+                assert res.structured_content == {"result": "FINE"}
+
+    asyncio.run(go())
+
+
+def test_mcphost_serve_http_subprocess_serves_the_official_client(
+    serve_argv: list[str], unused_port: int
+) -> None:
+    proc = subprocess.Popen(
+        [*serve_argv, "--http", f"127.0.0.1:{unused_port}"], stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                http.client.HTTPConnection("127.0.0.1", unused_port, timeout=1).connect()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "mcphost serve --http did not listen"
+                assert proc.poll() is None, "mcphost serve --http exited"
+                time.sleep(0.05)
+
+        async def go() -> None:
+            async with Client(f"http://127.0.0.1:{unused_port}/mcp") as client:
+                res = await client.call_tool("mathkit.is_prime", {"n": 97})
+                assert res.structured_content == {"result": True}
+
+        asyncio.run(go())
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) is not None
+
+
+def test_http_refuses_a_non_loopback_bind_without_allow_remote(serve_argv: list[str]) -> None:
+    out = subprocess.run(
+        [*serve_argv, "--http", "0.0.0.0:0"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode != 0
+    assert "--allow-remote" in out.stderr

@@ -1,0 +1,164 @@
+"""``mcphost serve`` over stdio, driven by the official MCP Python SDK client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import anyio
+import mcp_types as types
+import pytest
+from mcp.client.client import Client
+from mcp.client.stdio import StdioServerParameters
+from mcp.shared.exceptions import MCPError
+
+
+def params(argv: list[str]) -> StdioServerParameters:
+    return StdioServerParameters(command=argv[0], args=argv[1:])
+
+
+def test_official_client_settles_on_the_newest_revision_and_calls_example_tools(
+    serve_argv: list[str],
+) -> None:
+    async def go() -> None:
+        async with Client(params(serve_argv)) as client:
+            assert client.protocol_version == "2026-07-28"
+            caps = client.server_capabilities
+            assert caps.tools is not None and caps.tools.list_changed is True
+            listed = await client.list_tools()
+            names = {t.name for t in listed.tools}
+            assert {"textkit.upper", "textkit.count", "mathkit.stats"} <= names
+            upper = next(t for t in listed.tools if t.name == "textkit.upper")
+            assert upper.description == "Upper-case the text."
+            assert upper.input_schema["properties"]["text"]["type"] == "string"
+            # A non-object output is wrapped as {"result": ...}, schema and value alike.
+            assert upper.output_schema is not None
+            assert upper.output_schema["properties"]["result"]["type"] == "string"
+
+            res = await client.call_tool("textkit.upper", {"text": "hi"})
+            assert not res.is_error
+            assert res.structured_content == {"result": "HI"}
+            assert isinstance(res.content[0], types.TextContent)
+            assert json.loads(res.content[0].text) == {"result": "HI"}
+
+            counted = await client.call_tool("textkit.count", {"text": "a b\nc"})
+            assert counted.structured_content == {"words": 3, "characters": 5, "lines": 2}
+
+    asyncio.run(go())
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # ping exists only before 2026
+def test_handshake_era_client_gets_2025_11_25_and_the_same_tools(serve_argv: list[str]) -> None:
+    async def go() -> None:
+        async with Client(params(serve_argv), mode="legacy") as client:
+            assert client.protocol_version == "2025-11-25"
+            assert client.server_info is not None and client.server_info.name == "mcphost"
+            await client.send_ping()
+            res = await client.call_tool("mathkit.add", {"a": 2, "b": 3})
+            assert res.structured_content == {"result": 5.0}
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_a_tools_own_failure_is_a_result_with_is_error_and_an_unknown_tool_is_32602(
+    serve_argv: list[str], mode: str
+) -> None:
+    async def go() -> None:
+        async with Client(params(serve_argv), mode=mode) as client:
+            res = await client.call_tool("mathkit.stats", {"values": []})
+            assert res.is_error
+            assert isinstance(res.content[0], types.TextContent)
+            assert "stats needs at least one value" in res.content[0].text
+            assert "empty_input" in res.content[0].text
+            with pytest.raises(MCPError) as err:
+                await client.call_tool("nosuch.tool", {})
+            assert err.value.error.code == -32602
+            assert "nosuch.tool" in err.value.error.message
+            bad = await client.call_tool("mathkit.add", {"a": "x"})
+            assert bad.is_error  # invalid arguments: the model can correct itself
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_progress_arrives_for_each_streamed_item_and_from_context_progress(
+    serve_argv: list[str], mode: str
+) -> None:
+    async def go() -> None:
+        seen: list[tuple[float, float | None]] = []
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            seen.append((progress, total))
+
+        async with Client(params(serve_argv), mode=mode) as client:
+            res = await client.call_tool(
+                "textkit.count_to", {"n": 4}, progress_callback=on_progress
+            )
+            assert res.structured_content == {"result": [0, 1, 2, 3]}
+            assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+            seen.clear()
+            res = await client.call_tool(
+                "mathkit.primes_below", {"limit": 20}, progress_callback=on_progress
+            )
+            assert res.structured_content == {"result": [2, 3, 5, 7, 11, 13, 17, 19]}
+            assert seen == [(1, 1)]
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_a_cancelled_long_call_ends_and_the_server_keeps_answering(
+    serve_argv: list[str], mode: str
+) -> None:
+    async def go() -> None:
+        async with Client(params(serve_argv), mode=mode) as client:
+            with anyio.move_on_after(1.0) as scope:
+                await client.call_tool("textkit.sleep", {"seconds": 60})
+            assert scope.cancelled_caught
+            res = await client.call_tool("textkit.upper", {"text": "after"})
+            assert res.structured_content == {"result": "AFTER"}
+
+    asyncio.run(asyncio.wait_for(go(), 30))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # logging/setLevel, as above
+def test_plugin_logs_reach_a_client_that_set_a_log_level(serve_argv: list[str]) -> None:
+    async def go() -> None:
+        logs: list[types.LoggingMessageNotificationParams] = []
+
+        async def on_log(p: types.LoggingMessageNotificationParams) -> None:
+            logs.append(p)
+
+        async with Client(params(serve_argv), mode="legacy", logging_callback=on_log) as client:
+            await client.set_logging_level("info")
+            await client.call_tool("textkit.sleep", {"seconds": 0.01})
+            with anyio.fail_after(10):
+                while not logs:
+                    await anyio.sleep(0.01)
+        assert logs[0].logger == "textkit" and logs[0].level == "info"
+        assert "sleeping" in str(logs[0].data)
+
+    asyncio.run(go())
+
+
+def test_2026_client_gets_plugin_logs_only_when_it_opts_in_per_request(
+    serve_argv: list[str],
+) -> None:
+    async def go() -> None:
+        logs: list[Any] = []
+
+        async def on_log(p: types.LoggingMessageNotificationParams) -> None:
+            logs.append(p)
+
+        async with Client(params(serve_argv), logging_callback=on_log) as client:
+            await client.call_tool("textkit.sleep", {"seconds": 0.01})
+            await client.call_tool("textkit.upper", {"text": "x"})
+            assert logs == []
+        async with Client(params(serve_argv), logging_callback=on_log, log_level="info") as c2:
+            res = await c2.call_tool("textkit.sleep", {"seconds": 0.2})
+            assert not res.is_error
+        assert logs and logs[0].logger == "textkit"
+
+    asyncio.run(go())
