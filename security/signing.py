@@ -130,9 +130,9 @@ def sign_wheel(
 ) -> Path:
     """Write a signed copy of ``wheel`` and return its path.
 
-    ``out`` may be a file path or an existing directory (the wheel keeps its file name,
-    which pip needs). Without ``out`` the wheel is replaced in place, atomically.
-    Signing an already signed wheel replaces its manifest and signature.
+    ``out`` may be a ``.whl`` file path or a directory, created when missing (the wheel
+    then keeps its file name, which pip needs). Without ``out`` the wheel is replaced in
+    place, atomically. Signing an already signed wheel replaces its manifest and signature.
     """
     wheel = Path(wheel)
     try:
@@ -154,7 +154,8 @@ def sign_wheel(
         target = wheel
     else:
         out = Path(out)
-        target = out / wheel.name if out.is_dir() else out
+        # A wheel file name must end in .whl for pip; anything else names a directory.
+        target = out / wheel.name if out.is_dir() or out.suffix != ".whl" else out
     target.parent.mkdir(parents=True, exist_ok=True)
 
     record_path = archive.dist_path(RECORD_NAME)

@@ -13,7 +13,9 @@ import csv
 import hashlib
 import io
 import stat
+import struct
 import zipfile
+import zlib
 from email.parser import BytesHeaderParser
 
 from mcphost.sdk.errors import VerificationError
@@ -28,6 +30,19 @@ __all__ = [
 ]
 
 RECORD_NAME = "RECORD"
+#: What the zip and zlib modules raise on damaged or hostile archives (found by fuzzing).
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+    struct.error,
+    OverflowError,
+    UnicodeError,
+)
 _MAX_META_FILE = 1024 * 1024
 
 
@@ -74,7 +89,7 @@ class WheelArchive:
         try:
             self.zip = zipfile.ZipFile(io.BytesIO(data))
             infos = self.zip.infolist()
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        except _ZIP_ERRORS as exc:
             raise self._fail(f"{source} is not a valid wheel (zip) file: {exc}") from None
         if len(infos) > MAX_FILES + 16:
             raise self._fail(f"{source} has {len(infos)} members, over the cap of {MAX_FILES}")
@@ -141,7 +156,7 @@ class WheelArchive:
         try:
             with self.zip.open(info) as f:
                 data = f.read(limit + 1)
-        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
+        except _ZIP_ERRORS as exc:
             raise self._fail(
                 f"{self.source}: cannot read member {name!r}: {exc}", file=name
             ) from None

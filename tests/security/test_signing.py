@@ -124,3 +124,16 @@ def test_signing_refuses_invalid_permissions(
             permissions=Permissions(network=["nope"]),
             out=tmp_path,
         )
+
+
+def test_out_that_is_not_a_wheel_file_name_is_a_directory_created_on_demand(
+    built_wheels: dict[str, Path], signing_key: PrivateKey, tmp_path: Path
+) -> None:
+    out = sign_wheel(
+        built_wheels["textkit"],
+        signing_key,
+        permissions=Permissions(),
+        out=tmp_path / "new" / "dir",
+    )
+    assert out == tmp_path / "new" / "dir" / built_wheels["textkit"].name
+    assert out.is_file()

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from security_helpers import NOW, SIGNED_AT, YEAR, build_wheel, member, pip, rewrite_wheel
 
 from mcphost.sdk.errors import VerificationError
@@ -421,3 +423,30 @@ def test_manifest_entry_points_must_match_the_wheels_own_metadata(
     )
     err, reason = refused(verify_wheel_bytes, evil, trust, now=NOW)
     assert reason == "file_mismatch" and "entry_points.txt" in err.message
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_any_corrupted_byte_of_a_signed_wheel_is_refused_or_changes_nothing_verified(
+    signed_wheels: dict[str, Path], trust: TrustStore, data: st.DataObject
+) -> None:
+    original = signed_wheels["textkit"].read_bytes()
+    reference = verify_wheel_bytes(original, trust, now=NOW).members
+    blob = bytearray(original)
+    position = data.draw(st.integers(0, len(blob) - 1), label="position")
+    blob[position] ^= data.draw(st.integers(1, 255), label="xor")
+    try:
+        verified = verify_wheel_bytes(bytes(blob), trust, now=NOW)
+    except VerificationError:
+        return
+    # Only bytes outside what is verified (zip timestamps, attributes) may change.
+    assert verified.members == reference
+
+
+@settings(max_examples=100, deadline=None)
+@given(blob=st.binary(max_size=2000))
+def test_arbitrary_bytes_are_refused_with_a_verification_error(blob: bytes) -> None:
+    with pytest.raises(VerificationError):
+        verify_wheel_bytes(blob, TrustStore(Path("/nonexistent/keys")), now=NOW)
