@@ -61,19 +61,21 @@ def test_cancelling_a_long_call_over_http_cancels_it_in_the_worker(
     mcp_home: Path, plugin_dirs: dict[str, Path], embedded: Any, mode: str
 ) -> None:
     async def go() -> None:
-        async with embedded(mcp_home, [plugin_dirs["textkit"]]) as (host, front):
-            async with Client(front.url, mode=mode) as client:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(client.call_tool, "textkit.sleep", {"seconds": 60})
-                    with anyio.fail_after(10):
-                        while inflight(host, "textkit") == 0:
-                            await anyio.sleep(0.01)
-                    tg.cancel_scope.cancel()
+        async with (
+            embedded(mcp_home, [plugin_dirs["textkit"]]) as (host, front),
+            Client(front.url, mode=mode) as client,
+        ):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client.call_tool, "textkit.sleep", {"seconds": 60})
                 with anyio.fail_after(10):
-                    while inflight(host, "textkit") != 0:
+                    while inflight(host, "textkit") == 0:
                         await anyio.sleep(0.01)
-                res = await client.call_tool("textkit.upper", {"text": "next"})
-                assert res.structured_content == {"result": "NEXT"}
+                tg.cancel_scope.cancel()
+            with anyio.fail_after(10):
+                while inflight(host, "textkit") != 0:
+                    await anyio.sleep(0.01)
+            res = await client.call_tool("textkit.upper", {"text": "next"})
+            assert res.structured_content == {"result": "NEXT"}
 
     asyncio.run(go())
 
@@ -82,17 +84,19 @@ def test_2026_listener_sees_tools_list_changed_when_a_plugin_is_added(
     mcp_home: Path, plugin_dirs: dict[str, Path], embedded: Any
 ) -> None:
     async def go() -> None:
-        async with embedded(mcp_home, [plugin_dirs["textkit"]]) as (host, front):
-            async with Client(front.url) as client:
-                before = {t.name for t in (await client.list_tools()).tools}
-                assert "notes.save" not in before
-                async with client.listen(tools_list_changed=True) as sub:
-                    await host.activate(discover_directory(plugin_dirs["notes"])[0])
-                    with anyio.fail_after(10):
-                        event = await sub.__anext__()
-                    assert type(event).__name__ == "ToolsListChanged"
-                after = {t.name for t in (await client.list_tools()).tools}
-                assert "notes.save" in after
+        async with (
+            embedded(mcp_home, [plugin_dirs["textkit"]]) as (host, front),
+            Client(front.url) as client,
+        ):
+            before = {t.name for t in (await client.list_tools()).tools}
+            assert "notes.save" not in before
+            async with client.listen(tools_list_changed=True) as sub:
+                await host.activate(discover_directory(plugin_dirs["notes"])[0])
+                with anyio.fail_after(10):
+                    event = await sub.__anext__()
+                assert type(event).__name__ == "ToolsListChanged"
+            after = {t.name for t in (await client.list_tools()).tools}
+            assert "notes.save" in after
 
     asyncio.run(go())
 
@@ -107,17 +111,19 @@ def test_handshake_session_sees_tools_list_changed_on_its_get_stream(
             if isinstance(msg, types.ToolListChangedNotification):
                 changed.set()
 
-        async with embedded(mcp_home, [plugin_dirs["textkit"]]) as (host, front):
-            async with Client(front.url, mode="legacy", message_handler=on_message) as client:
-                await client.list_tools()
-                with anyio.fail_after(10):
-                    while not any(front.streams):  # the client's GET stream is open
-                        await anyio.sleep(0.01)
-                await host.activate(discover_directory(plugin_dirs["notes"])[0])
-                with anyio.fail_after(10):
-                    await changed.wait()
-                names = {t.name for t in (await client.list_tools()).tools}
-                assert "notes.save" in names
+        async with (
+            embedded(mcp_home, [plugin_dirs["textkit"]]) as (host, front),
+            Client(front.url, mode="legacy", message_handler=on_message) as client,
+        ):
+            await client.list_tools()
+            with anyio.fail_after(10):
+                while not any(front.streams):  # the client's GET stream is open
+                    await anyio.sleep(0.01)
+            await host.activate(discover_directory(plugin_dirs["notes"])[0])
+            with anyio.fail_after(10):
+                await changed.wait()
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert "notes.save" in names
 
     asyncio.run(go())
 
@@ -127,19 +133,21 @@ def test_large_tool_sets_are_paged_with_cursors(
 ) -> None:
     async def go() -> None:
         dirs = [plugin_dirs["textkit"], plugin_dirs["mathkit"], plugin_dirs["notes"]]
-        async with embedded(mcp_home, dirs, page_size=4) as (host, front):
-            async with Client(front.url) as client:
-                pages, names, cursor = 0, [], None
-                while True:
-                    page = await client.list_tools(cursor=cursor)
-                    pages += 1
-                    assert len(page.tools) <= 4
-                    names += [t.name for t in page.tools]
-                    cursor = page.next_cursor
-                    if cursor is None:
-                        break
-                assert names == sorted(t.name for t in host.tools())
-                assert pages == -(-len(names) // 4)
+        async with (
+            embedded(mcp_home, dirs, page_size=4) as (host, front),
+            Client(front.url) as client,
+        ):
+            pages, names, cursor = 0, [], None
+            while True:
+                page = await client.list_tools(cursor=cursor)
+                pages += 1
+                assert len(page.tools) <= 4
+                names += [t.name for t in page.tools]
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+            assert names == sorted(t.name for t in host.tools())
+            assert pages == -(-len(names) // 4)
 
     asyncio.run(go())
 
