@@ -450,3 +450,36 @@ def test_any_corrupted_byte_of_a_signed_wheel_is_refused_or_changes_nothing_veri
 def test_arbitrary_bytes_are_refused_with_a_verification_error(blob: bytes) -> None:
     with pytest.raises(VerificationError):
         verify_wheel_bytes(blob, TrustStore(Path("/nonexistent/keys")), now=NOW)
+
+
+def test_files_from_the_wheels_data_directory_are_checked_where_pip_puts_them(
+    tmp_path: Path, signing_key: PrivateKey, trust: TrustStore
+) -> None:
+    project = tmp_path / "withdata"
+    (project / "withdata").mkdir(parents=True)
+    (project / "withdata" / "__init__.py").write_text("VALUE = 1\n")
+    (project / "words.txt").write_text("alpha\nbeta\n")
+    (project / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "withdata"\nversion = "0.1"\n'
+        '[tool.setuptools]\npackages = ["withdata"]\n'
+        'data-files = {"share/withdata" = ["words.txt"]}\n'
+    )
+    wheel = sign_wheel(
+        build_wheel(project, tmp_path / "dist"),
+        signing_key,
+        permissions=Permissions(),
+        out=tmp_path / "signed",
+    )
+    manifest = verify_wheel_bytes(wheel, trust).manifest
+    assert "withdata-0.1.data/data/share/withdata/words.txt" in [f.path for f in manifest.files]
+    target = tmp_path / "t"
+    pip("install", "--no-deps", "--no-compile", "--target", str(target), str(wheel))
+    report = VerificationReport(target="")
+    verify_tree(target, trust, report=report, strict=True)
+    assert ("file", "share/withdata/words.txt", True) in {
+        (c.check, c.subject, c.ok) for c in report.checks
+    }
+    (target / "share" / "withdata" / "words.txt").write_text("changed\n")
+    err, reason = refused(verify_tree, target, trust)
+    assert reason == "file_mismatch" and "share/withdata/words.txt" in err.message
