@@ -113,13 +113,19 @@ async def learn_tools(home: Home, config: HostConfig, source: PluginSource) -> l
     its handshake lists. The worker is stopped before this returns."""
     from .verification import make_verifier
 
+    output: list[str] = []
+
+    def on_log(plugin: str, level: str, message: str, call_id: int) -> None:
+        log.debug("[%s] %s", plugin, message)
+        output.append(message)
+        del output[:-20]
+
     env = SupervisorEnv(
         config=config,
         backend=choose_backend(config.isolation),
         data_root=home.data_dir,
         run_root=home.run_dir,
-        on_log=lambda plugin, level, message, call_id: log.debug(
-            "[%s] %s", plugin, message),
+        on_log=on_log,
         on_started=lambda plugin, version, pid: None,
         on_crashed=lambda plugin, version, reason: None,
         verify=make_verifier(home, config),
@@ -129,6 +135,11 @@ async def learn_tools(home: Home, config: HostConfig, source: PluginSource) -> l
         worker = await sup.acquire()
         assert worker.hello is not None
         return list(worker.hello.tools)
+    except MCPHostError as exc:
+        if output:
+            exc.message += "; its last output: " + " | ".join(output[-5:])
+            exc.args = (exc.message,)
+        raise
     finally:
         await sup.stop()
         for t in list(env.tasks):
