@@ -1,0 +1,194 @@
+"""Registry: install time, and hot swaps under load through the CLI.
+
+A textkit 1.0 and a 1.1 (whose ``echo`` answers differently) are built with pip and
+signed with a throw-away key. Reported:
+
+- install time of the example plugin with ``mcphost plugin install --yes`` (the whole
+  command: verify, store, unpack, sync, learn the tools with one sandboxed start, record);
+- swap time from the moment ``mcphost plugin swap`` is started to the first answer from
+  the new version in a running embedded Host under load (p50, and from the command's exit);
+- calls that failed while swapping back and forth under load (must be 0).
+
+    python benchmarks/bench_registry.py [--quick]
+
+writes ``benchmarks/results/registry.md``; ``run(quick)`` returns the rows for a runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "registry.md"
+CALLERS = 8
+
+
+def _mcphost() -> list[str]:
+    script = Path(sys.executable).with_name("mcphost")
+    return [str(script)] if script.exists() else [
+        sys.executable, "-c", "from mcphost.host.cli import main; main()"]
+
+
+def _cli(home: Path, *args: str) -> None:
+    subprocess.run([*_mcphost(), "--home", str(home), *args], check=True,
+                   capture_output=True, text=True)
+
+
+def _prepare(work: Path) -> tuple[Path, dict[str, Path]]:
+    """A home trusting a fresh key, and signed wheels of textkit 1.0 and 1.1."""
+    from mcphost.host import Home
+    from mcphost.security import Permissions, TrustStore, generate_key, sign_wheel
+
+    key = generate_key()
+    home = Home(work / "home").ensure()
+    TrustStore(home.keys_dir).trust(key.public_key.pem(), "bench")
+    wheels: dict[str, Path] = {}
+    for version, suffix in (("1.0.0", ""), ("1.1.0", " [1.1]")):
+        src = work / f"textkit-{version}"
+        shutil.copytree(REPO / "example_plugins" / "textkit", src,
+                        ignore=shutil.ignore_patterns("build", "*.egg-info"))
+        pyproject = src / "pyproject.toml"
+        pyproject.write_text(re.sub(r'^version = ".*"$', f'version = "{version}"',
+                                    pyproject.read_text(), flags=re.M))
+        code = src / "mcphost_textkit" / "__init__.py"
+        if suffix:
+            text = code.read_text()
+            marker = "(handy for measuring the host's own overhead).\"\"\"\n    return text\n"
+            assert marker in text, "textkit's echo tool changed; update this benchmark"
+            code.write_text(text.replace(marker, marker.replace(
+                "return text\n", f"return text + {suffix!r}\n")))
+        out = work / "wheels" / version
+        subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q",
+                        "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(src)],
+                       check=True)
+        (wheel,) = out.glob("*.whl")
+        wheels[version] = sign_wheel(wheel, key, permissions=Permissions(),
+                                     sequence=len(wheels) + 1)
+    return home.root, wheels
+
+
+def _install_times(home: Path, wheel: Path, runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        _cli(home, "plugin", "install", str(wheel), "--yes")
+        times.append(time.perf_counter() - t0)
+        _cli(home, "plugin", "remove", "textkit", "--force")
+    return times
+
+
+async def _swaps(home_root: Path, swaps: int) -> dict[str, Any]:
+    from mcphost.host import Home, Host
+
+    home = Home(home_root)
+    stop = asyncio.Event()
+    failed: list[BaseException] = []
+    answers = 0
+    waiting: list[tuple[str, asyncio.Future[float]]] = []
+
+    async with Host(home, environment=False) as host:
+
+        async def caller(i: int) -> None:
+            nonlocal answers
+            while not stop.is_set():
+                try:
+                    answer = await host.call("textkit.echo", {"text": "x"})
+                except Exception as exc:
+                    failed.append(exc)
+                    continue
+                answers += 1
+                now = time.perf_counter()
+                for expected, fut in waiting:
+                    if answer == expected and not fut.done():
+                        fut.set_result(now)
+
+        tasks = [asyncio.create_task(caller(i)) for i in range(CALLERS)]
+        from_start: list[float] = []
+        from_exit: list[float] = []
+        try:
+            for n in range(swaps):
+                version, expected = ("1.1.0", "x [1.1]") if n % 2 == 0 else ("1.0.0", "x")
+                fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+                waiting[:] = [(expected, fut)]
+                t0 = time.perf_counter()
+                proc = await asyncio.create_subprocess_exec(
+                    *_mcphost(), "--home", str(home.root), "plugin", "swap", "textkit", version,
+                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+                _, err = await proc.communicate()
+                if proc.returncode != 0:
+                    raise RuntimeError(f"swap failed: {err.decode()}")
+                t_exit = time.perf_counter()
+                served = await asyncio.wait_for(fut, 10.0)
+                from_start.append(served - t0)
+                from_exit.append(max(0.0, served - t_exit))
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+    return {
+        "swaps": swaps,
+        "swap_p50_ms": statistics.median(from_start) * 1000,
+        "swap_max_ms": max(from_start) * 1000,
+        "after_exit_p50_ms": statistics.median(from_exit) * 1000,
+        "calls": answers + len(failed),
+        "failed_calls": len(failed),
+    }
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    """Rows: one for install time, one for swaps under load."""
+    installs, swaps = (3, 4) if quick else (7, 12)
+    with tempfile.TemporaryDirectory(prefix="mcphost-bench-registry-") as tmp:
+        home, wheels = _prepare(Path(tmp))
+        times = _install_times(home, wheels["1.0.0"], installs)
+        _cli(home, "plugin", "install", str(wheels["1.0.0"]), "--yes")
+        _cli(home, "plugin", "install", str(wheels["1.1.0"]), "--yes", "--no-activate")
+        swap = asyncio.run(_swaps(home, swaps))
+    return [
+        {"benchmark": "registry", "measure": "install", "runs": installs,
+         "p50_ms": statistics.median(times) * 1000, "max_ms": max(times) * 1000},
+        {"benchmark": "registry", "measure": "swap under load", "callers": CALLERS, **swap},
+    ]
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    inst, swap = rows
+    return "\n".join([
+        "# Registry: install, and hot swap under load",
+        "",
+        "textkit from example_plugins, signed; `mcphost plugin ...` run as a separate process;",
+        f"the swaps are served by an embedded Host with {swap['callers']} concurrent callers.",
+        "",
+        "| measure | value |",
+        "|---|---:|",
+        f"| install (`plugin install --yes`, whole command), p50 of {inst['runs']} | "
+        f"{inst['p50_ms']:.0f} ms |",
+        f"| install, slowest | {inst['max_ms']:.0f} ms |",
+        f"| swap: command start to first answer from the new version, p50 of "
+        f"{swap['swaps']} | {swap['swap_p50_ms']:.0f} ms |",
+        f"| swap: slowest | {swap['swap_max_ms']:.0f} ms |",
+        f"| swap: command exit to first new answer, p50 | {swap['after_exit_p50_ms']:.0f} ms |",
+        f"| calls made during the swaps | {swap['calls']} |",
+        f"| calls failed during the swaps | {swap['failed_calls']} |",
+        "",
+    ])
+
+
+def main() -> None:
+    rows = run(quick="--quick" in sys.argv)
+    text = to_markdown(rows)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
