@@ -34,13 +34,17 @@ CALLERS = 8
 
 def _mcphost() -> list[str]:
     script = Path(sys.executable).with_name("mcphost")
-    return [str(script)] if script.exists() else [
-        sys.executable, "-c", "from mcphost.host.cli import main; main()"]
+    return (
+        [str(script)]
+        if script.exists()
+        else [sys.executable, "-c", "from mcphost.host.cli import main; main()"]
+    )
 
 
 def _cli(home: Path, *args: str) -> None:
-    subprocess.run([*_mcphost(), "--home", str(home), *args], check=True,
-                   capture_output=True, text=True)
+    subprocess.run(
+        [*_mcphost(), "--home", str(home), *args], check=True, capture_output=True, text=True
+    )
 
 
 def _prepare(work: Path) -> tuple[Path, dict[str, Path]]:
@@ -54,25 +58,44 @@ def _prepare(work: Path) -> tuple[Path, dict[str, Path]]:
     wheels: dict[str, Path] = {}
     for version, suffix in (("1.0.0", ""), ("1.1.0", " [1.1]")):
         src = work / f"textkit-{version}"
-        shutil.copytree(REPO / "example_plugins" / "textkit", src,
-                        ignore=shutil.ignore_patterns("build", "*.egg-info"))
+        shutil.copytree(
+            REPO / "example_plugins" / "textkit",
+            src,
+            ignore=shutil.ignore_patterns("build", "*.egg-info"),
+        )
         pyproject = src / "pyproject.toml"
-        pyproject.write_text(re.sub(r'^version = ".*"$', f'version = "{version}"',
-                                    pyproject.read_text(), flags=re.M))
+        pyproject.write_text(
+            re.sub(r'^version = ".*"$', f'version = "{version}"', pyproject.read_text(), flags=re.M)
+        )
         code = src / "mcphost_textkit" / "__init__.py"
         if suffix:
             text = code.read_text()
-            marker = "(handy for measuring the host's own overhead).\"\"\"\n    return text\n"
+            marker = '(handy for measuring the host\'s own overhead)."""\n    return text\n'
             assert marker in text, "textkit's echo tool changed; update this benchmark"
-            code.write_text(text.replace(marker, marker.replace(
-                "return text\n", f"return text + {suffix!r}\n")))
+            code.write_text(
+                text.replace(marker, marker.replace("return text\n", f"return text + {suffix!r}\n"))
+            )
         out = work / "wheels" / version
-        subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q",
-                        "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(src)],
-                       check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "--disable-pip-version-check",
+                "-q",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "-w",
+                str(out),
+                str(src),
+            ],
+            check=True,
+        )
         (wheel,) = out.glob("*.whl")
-        wheels[version] = sign_wheel(wheel, key, permissions=Permissions(),
-                                     sequence=len(wheels) + 1)
+        wheels[version] = sign_wheel(
+            wheel, key, permissions=Permissions(), sequence=len(wheels) + 1
+        )
     return home.root, wheels
 
 
@@ -121,8 +144,16 @@ async def _swaps(home_root: Path, swaps: int) -> dict[str, Any]:
                 waiting[:] = [(expected, fut)]
                 t0 = time.perf_counter()
                 proc = await asyncio.create_subprocess_exec(
-                    *_mcphost(), "--home", str(home.root), "plugin", "swap", "textkit", version,
-                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+                    *_mcphost(),
+                    "--home",
+                    str(home.root),
+                    "plugin",
+                    "swap",
+                    "textkit",
+                    version,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.PIPE,
+                )
                 _, err = await proc.communicate()
                 if proc.returncode != 0:
                     raise RuntimeError(f"swap failed: {err.decode()}")
@@ -153,33 +184,40 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         _cli(home, "plugin", "install", str(wheels["1.1.0"]), "--yes", "--no-activate")
         swap = asyncio.run(_swaps(home, swaps))
     return [
-        {"benchmark": "registry", "measure": "install", "runs": installs,
-         "p50_ms": statistics.median(times) * 1000, "max_ms": max(times) * 1000},
+        {
+            "benchmark": "registry",
+            "measure": "install",
+            "runs": installs,
+            "p50_ms": statistics.median(times) * 1000,
+            "max_ms": max(times) * 1000,
+        },
         {"benchmark": "registry", "measure": "swap under load", "callers": CALLERS, **swap},
     ]
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
     inst, swap = rows
-    return "\n".join([
-        "# Registry: install, and hot swap under load",
-        "",
-        "textkit from example_plugins, signed; `mcphost plugin ...` run as a separate process;",
-        f"the swaps are served by an embedded Host with {swap['callers']} concurrent callers.",
-        "",
-        "| measure | value |",
-        "|---|---:|",
-        f"| install (`plugin install --yes`, whole command), p50 of {inst['runs']} | "
-        f"{inst['p50_ms']:.0f} ms |",
-        f"| install, slowest | {inst['max_ms']:.0f} ms |",
-        f"| swap: command start to first answer from the new version, p50 of "
-        f"{swap['swaps']} | {swap['swap_p50_ms']:.0f} ms |",
-        f"| swap: slowest | {swap['swap_max_ms']:.0f} ms |",
-        f"| swap: command exit to first new answer, p50 | {swap['after_exit_p50_ms']:.0f} ms |",
-        f"| calls made during the swaps | {swap['calls']} |",
-        f"| calls failed during the swaps | {swap['failed_calls']} |",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# Registry: install, and hot swap under load",
+            "",
+            "textkit from example_plugins, signed; `mcphost plugin ...` run as a separate process;",
+            f"the swaps are served by an embedded Host with {swap['callers']} concurrent callers.",
+            "",
+            "| measure | value |",
+            "|---|---:|",
+            f"| install (`plugin install --yes`, whole command), p50 of {inst['runs']} | "
+            f"{inst['p50_ms']:.0f} ms |",
+            f"| install, slowest | {inst['max_ms']:.0f} ms |",
+            f"| swap: command start to first answer from the new version, p50 of "
+            f"{swap['swaps']} | {swap['swap_p50_ms']:.0f} ms |",
+            f"| swap: slowest | {swap['swap_max_ms']:.0f} ms |",
+            f"| swap: command exit to first new answer, p50 | {swap['after_exit_p50_ms']:.0f} ms |",
+            f"| calls made during the swaps | {swap['calls']} |",
+            f"| calls failed during the swaps | {swap['failed_calls']} |",
+            "",
+        ]
+    )
 
 
 def main() -> None:

@@ -206,8 +206,12 @@ class _Follower:
             old = await self.host.activate(source_for(rec))
         except MCPHostError as exc:
             self.refused[rec.plugin] = rec.version
-            log.error("could not switch %s to %s; it keeps serving what it served: %s",
-                      rec.plugin, rec.version, exc.message)
+            log.error(
+                "could not switch %s to %s; it keeps serving what it served: %s",
+                rec.plugin,
+                rec.version,
+                exc.message,
+            )
             return
         self.refused.pop(rec.plugin, None)
         log.info("plugin %s now serves %s (was %s)", rec.plugin, rec.version, old or "none")

@@ -32,7 +32,9 @@ Verifier = Callable[[PluginSource], Awaitable[None]]
 
 
 def verify_source(
-    home: Home, config: HostConfig, source: PluginSource,
+    home: Home,
+    config: HostConfig,
+    source: PluginSource,
     report: VerificationReport | None = None,
 ) -> VerificationReport:
     """Check ``source``'s files against its signed manifest; raise VerificationError.
@@ -66,9 +68,7 @@ def verify_source(
                 data={"plugin": source.name, "version": source.version, "reason": "unsigned"},
             ) from None
         shared = source.origin in ("environment", "directory")
-        if shared and report.failures() and all(
-            c.check == "unlisted" for c in report.failures()
-        ):
+        if shared and report.failures() and all(c.check == "unlisted" for c in report.failures()):
             # Files of other distributions in a shared site-packages: not this plugin's.
             return report
         _audit(home, source, exc)
@@ -79,8 +79,11 @@ def verify_source(
 def _audit(home: Home, source: PluginSource, exc: VerificationError) -> None:
     try:
         AuditLog(home.audit_log).append(
-            "plugin.start", plugin=source.name, version=source.version,
-            key_id=exc.data.get("key_id") or source.key_id, outcome="refused",
+            "plugin.start",
+            plugin=source.name,
+            version=source.version,
+            key_id=exc.data.get("key_id") or source.key_id,
+            outcome="refused",
             detail=exc.message,
         )
     except Exception:  # the refusal itself must reach the caller even if logging fails

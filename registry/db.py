@@ -14,7 +14,14 @@ from pathlib import Path
 
 from mcphost.sdk.errors import RegistryError
 
-__all__ = ["SCHEMA_VERSION", "bump_generation", "connect", "generation", "schema_version", "transaction"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "bump_generation",
+    "connect",
+    "generation",
+    "schema_version",
+    "transaction",
+]
 
 #: Bumped whenever the schema changes; :func:`connect` migrates older databases forward.
 SCHEMA_VERSION = 1
@@ -75,7 +82,10 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     try:
         if readonly:
             conn = sqlite3.connect(
-                f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=10.0,
+                f"file:{path}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                timeout=10.0,
                 check_same_thread=False,
             )
         else:

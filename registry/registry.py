@@ -154,19 +154,23 @@ class Registry:
 
     def plugins(self) -> list[PluginRecord]:
         """Every plugin with at least one installed version, by name."""
-        names = [r[0] for r in self.conn.execute(
-            "SELECT DISTINCT plugin FROM versions ORDER BY plugin")]
+        names = [
+            r[0] for r in self.conn.execute("SELECT DISTINCT plugin FROM versions ORDER BY plugin")
+        ]
         return [self.plugin(n) for n in names]
 
     def _plugin_row(self, name: str) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self.conn.execute(
-            "SELECT * FROM plugins WHERE name = ?", (name,)).fetchone()
+            "SELECT * FROM plugins WHERE name = ?", (name,)
+        ).fetchone()
         return row
 
     def plugin(self, name: str) -> PluginRecord:
         row = self._plugin_row(name)
-        versions = sort_versions(r[0] for r in self.conn.execute(
-            "SELECT version FROM versions WHERE plugin = ?", (name,)))
+        versions = sort_versions(
+            r[0]
+            for r in self.conn.execute("SELECT version FROM versions WHERE plugin = ?", (name,))
+        )
         if row is None or not versions:
             raise self._not_installed(name)
         return PluginRecord(
@@ -178,8 +182,15 @@ class Registry:
         )
 
     def _not_installed(self, name: str) -> PluginNotFound:
-        known = ", ".join(p for (p,) in self.conn.execute(
-            "SELECT DISTINCT plugin FROM versions ORDER BY plugin")) or "none"
+        known = (
+            ", ".join(
+                p
+                for (p,) in self.conn.execute(
+                    "SELECT DISTINCT plugin FROM versions ORDER BY plugin"
+                )
+            )
+            or "none"
+        )
         return PluginNotFound(
             f"no plugin named {name!r} is in the registry (installed: {known}); install it "
             "with `mcphost plugin install WHEEL`",
@@ -259,11 +270,18 @@ class Registry:
     def history(self, name: str) -> list[Activation]:
         """Every install, activation, swap, rollback and removal of ``name``, oldest first."""
         rows = self.conn.execute(
-            "SELECT * FROM history WHERE plugin = ? ORDER BY id", (name,)).fetchall()
+            "SELECT * FROM history WHERE plugin = ? ORDER BY id", (name,)
+        ).fetchall()
         return [
-            Activation(plugin=r["plugin"], at=r["at"], user=r["user"], action=r["action"],
-                       from_version=r["from_version"], to_version=r["to_version"],
-                       reason=r["reason"])
+            Activation(
+                plugin=r["plugin"],
+                at=r["at"],
+                user=r["user"],
+                action=r["action"],
+                from_version=r["from_version"],
+                to_version=r["to_version"],
+                reason=r["reason"],
+            )
             for r in rows
         ]
 
@@ -287,11 +305,13 @@ class Registry:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         if self.readonly:
-            raise RegistryError("this registry was opened read-only; open it writable to "
-                                "change it")
+            raise RegistryError("this registry was opened read-only; open it writable to change it")
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.db_path.with_name(self.db_path.name + ".lock"),
-                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(
+            self.db_path.with_name(self.db_path.name + ".lock"),
+            os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+            0o644,
+        )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             self._sweep()
@@ -333,10 +353,12 @@ class Registry:
                     f.unlink(missing_ok=True)
                     removed_wheels.append(str(f))
         if removed_dirs or removed_wheels:
-            log.warning("registry recovery removed %d leftover directories and %d wheels",
-                        len(removed_dirs), len(removed_wheels))
-        self._last_sweep = RecoveryReport(removed_dirs=removed_dirs,
-                                          removed_wheels=removed_wheels)
+            log.warning(
+                "registry recovery removed %d leftover directories and %d wheels",
+                len(removed_dirs),
+                len(removed_wheels),
+            )
+        self._last_sweep = RecoveryReport(removed_dirs=removed_dirs, removed_wheels=removed_wheels)
         return self._last_sweep
 
     def check(self, wheel: Path, *, allow_key_change: bool = False) -> CheckedWheel:
@@ -355,14 +377,17 @@ class Registry:
                 data={"wheel": str(wheel)},
             ) from exc
         try:
-            checked = check_wheel(data, source=str(wheel), trust=self.trust,
-                                  allow_unsigned=self.allow_unsigned)
+            checked = check_wheel(
+                data, source=str(wheel), trust=self.trust, allow_unsigned=self.allow_unsigned
+            )
         except VerificationError as exc:
-            self.audit.append("plugin.install", outcome="refused",
-                              plugin=str(exc.data.get("plugin")) if exc.data.get("plugin")
-                              else None,
-                              key_id=exc.data.get("key_id"),
-                              detail=f"{wheel}: {exc.message}")
+            self.audit.append(
+                "plugin.install",
+                outcome="refused",
+                plugin=str(exc.data.get("plugin")) if exc.data.get("plugin") else None,
+                key_id=exc.data.get("key_id"),
+                detail=f"{wheel}: {exc.message}",
+            )
             raise
         self._check_allowed(checked, allow_key_change)
         return checked
@@ -379,35 +404,50 @@ class Registry:
                 if r["wheel_sha256"] == w.sha256:
                     return True
                 self._refuse(
-                    w, f"{w.plugin} {r['version']} is installed already from a different "
+                    w,
+                    f"{w.plugin} {r['version']} is installed already from a different "
                     f"wheel (sha256 {r['wheel_sha256'][:12]}, this one {w.sha256[:12]}); a "
                     "version's content never changes: publish it under a new version, or "
                     f"remove the installed one first (`mcphost plugin remove {w.plugin} "
-                    f"{r['version']}`)", "version_conflict")
+                    f"{r['version']}`)",
+                    "version_conflict",
+                )
         if row is None:
             return False
         owner = row["owner_key"]
         if owner is not None and owner != w.key_id and not allow_key_change:
             signer = f"key {w.key_id}" if w.key_id else "no key (unsigned)"
             self._refuse(
-                w, f"plugin name {w.plugin} belongs to key {owner}, but {w.source} is signed "
+                w,
+                f"plugin name {w.plugin} belongs to key {owner}, but {w.source} is signed "
                 f"by {signer}; if the publisher really changed keys, install with "
-                "--allow-key-change", "key_change")
-        if (w.sequence is not None and owner == w.key_id
-                and w.sequence < row["max_sequence"]):
+                "--allow-key-change",
+                "key_change",
+            )
+        if w.sequence is not None and owner == w.key_id and w.sequence < row["max_sequence"]:
             self._refuse(
-                w, f"{w.label} has manifest sequence {w.sequence}, older than sequence "
+                w,
+                f"{w.label} has manifest sequence {w.sequence}, older than sequence "
                 f"{row['max_sequence']} already installed for {w.plugin}: refusing a "
                 "rollback attack. To go back to an installed version use "
-                f"`mcphost plugin rollback {w.plugin} --to VERSION`", "rollback")
+                f"`mcphost plugin rollback {w.plugin} --to VERSION`",
+                "rollback",
+            )
         return False
 
     def _refuse(self, w: CheckedWheel, message: str, reason: str) -> None:
-        self.audit.append("plugin.install", plugin=w.plugin, version=w.version,
-                          key_id=w.key_id, hashes={"wheel": w.sha256}, outcome="refused",
-                          detail=message)
-        raise RegistryError(message, data={"plugin": w.plugin, "version": w.version,
-                                           "reason": reason})
+        self.audit.append(
+            "plugin.install",
+            plugin=w.plugin,
+            version=w.version,
+            key_id=w.key_id,
+            hashes={"wheel": w.sha256},
+            outcome="refused",
+            detail=message,
+        )
+        raise RegistryError(
+            message, data={"plugin": w.plugin, "version": w.version, "reason": reason}
+        )
 
     def install(
         self,
@@ -430,8 +470,15 @@ class Registry:
                 crash_point("install_stored")
                 dest = f"{w.plugin}/{w.version}-{w.sha256[:12]}"
                 links = [Path(w.source).resolve().parent, *find_links]
-                build_version_dir(self.versions_dir, dest, w.members, w.requires,
-                                  find_links=links, progress=progress, crash=crash_point)
+                build_version_dir(
+                    self.versions_dir,
+                    dest,
+                    w.members,
+                    w.requires,
+                    find_links=links,
+                    progress=progress,
+                    crash=crash_point,
+                )
                 crash_point("install_renamed")
             progress("recording the install")
             previous: str | None = None
@@ -442,17 +489,21 @@ class Registry:
                 if row is None:
                     self.conn.execute(
                         "INSERT INTO plugins (name, owner_key, max_sequence, created_at) "
-                        "VALUES (?, ?, 0, ?)", (w.plugin, w.key_id, now))
+                        "VALUES (?, ?, 0, ?)",
+                        (w.plugin, w.key_id, now),
+                    )
                     row = self._plugin_row(w.plugin)
                     assert row is not None
                 elif w.key_id is not None and row["owner_key"] != w.key_id:
                     # Unowned so far (only unsigned versions), or an allowed key change.
-                    self.conn.execute("UPDATE plugins SET owner_key = ? WHERE name = ?",
-                                      (w.key_id, w.plugin))
+                    self.conn.execute(
+                        "UPDATE plugins SET owner_key = ? WHERE name = ?", (w.key_id, w.plugin)
+                    )
                 if w.sequence is not None:
                     self.conn.execute(
                         "UPDATE plugins SET max_sequence = MAX(max_sequence, ?) WHERE name = ?",
-                        (w.sequence, w.plugin))
+                        (w.sequence, w.plugin),
+                    )
                 version = w.version
                 if already:
                     version = self._find_version_string(w.plugin, w.version)
@@ -462,41 +513,75 @@ class Registry:
                         "wheel_name, entry, dir, dist_info, key_id, sequence, permissions, "
                         "tools, installed_at, installed_by) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
-                        (w.plugin, w.version, w.dist_name, w.sha256, Path(w.source).name,
-                         w.entry, dest, w.dist_info, w.key_id, w.sequence,
-                         msgspec.json.encode(w.permissions).decode(), now, user))
+                        (
+                            w.plugin,
+                            w.version,
+                            w.dist_name,
+                            w.sha256,
+                            Path(w.source).name,
+                            w.entry,
+                            dest,
+                            w.dist_info,
+                            w.key_id,
+                            w.sequence,
+                            msgspec.json.encode(w.permissions).decode(),
+                            now,
+                            user,
+                        ),
+                    )
                     self._log(w.plugin, "install", None, w.version, reason or "installed")
                 previous = row["active_version"]
                 if activate and previous != version:
-                    self._set_active(w.plugin, previous, version, "activate",
-                                     reason or "activated on install")
+                    self._set_active(
+                        w.plugin, previous, version, "activate", reason or "activated on install"
+                    )
                     activated = True
                 db.bump_generation(self.conn)
                 crash_point("install_before_commit")
             crash_point("install_committed")
         if not already:
-            self.audit.append("plugin.install", plugin=w.plugin, version=w.version,
-                              key_id=w.key_id, hashes={"wheel": w.sha256},
-                              detail=f"from {w.source}" + ("" if w.signed else " (unsigned)"))
+            self.audit.append(
+                "plugin.install",
+                plugin=w.plugin,
+                version=w.version,
+                key_id=w.key_id,
+                hashes={"wheel": w.sha256},
+                detail=f"from {w.source}" + ("" if w.signed else " (unsigned)"),
+            )
         if activated:
-            self.audit.append("plugin.activate", plugin=w.plugin, version=version,
-                              key_id=w.key_id, detail=f"previous: {previous or 'none'}")
-        return InstallResult(plugin=w.plugin, version=version, installed=not already,
-                             activated=activated, previous=previous if activated else None,
-                             key_id=w.key_id, wheel_sha256=w.sha256, warnings=w.warnings)
+            self.audit.append(
+                "plugin.activate",
+                plugin=w.plugin,
+                version=version,
+                key_id=w.key_id,
+                detail=f"previous: {previous or 'none'}",
+            )
+        return InstallResult(
+            plugin=w.plugin,
+            version=version,
+            installed=not already,
+            activated=activated,
+            previous=previous if activated else None,
+            key_id=w.key_id,
+            wheel_sha256=w.sha256,
+            warnings=w.warnings,
+        )
 
     def _find_version_string(self, name: str, version: str) -> str:
         return self.version(name, version).version
 
-    def _log(self, plugin: str, action: str, from_v: str | None, to_v: str | None,
-             reason: str) -> None:
+    def _log(
+        self, plugin: str, action: str, from_v: str | None, to_v: str | None, reason: str
+    ) -> None:
         self.conn.execute(
             "INSERT INTO history (plugin, at, user, action, from_version, to_version, reason) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (plugin, time.time(), _user(), action, from_v, to_v, reason))
+            (plugin, time.time(), _user(), action, from_v, to_v, reason),
+        )
 
-    def _set_active(self, name: str, old: str | None, new: str | None, action: str,
-                    reason: str) -> None:
+    def _set_active(
+        self, name: str, old: str | None, new: str | None, action: str, reason: str
+    ) -> None:
         self.conn.execute("UPDATE plugins SET active_version = ? WHERE name = ?", (new, name))
         self._log(name, action, old, new, reason)
 
@@ -506,10 +591,12 @@ class Registry:
         with self._locked(), db.transaction(self.conn):
             self.conn.execute(
                 "UPDATE versions SET tools = ? WHERE plugin = ? AND version = ?",
-                (msgspec.json.encode(tools).decode(), name, rec.version))
+                (msgspec.json.encode(tools).decode(), name, rec.version),
+            )
 
-    def activate(self, name: str, version: str, *, action: str = "swap",
-                 reason: str = "") -> Activation:
+    def activate(
+        self, name: str, version: str, *, action: str = "swap", reason: str = ""
+    ) -> Activation:
         """Make ``version`` the one that serves ``name``; running hosts follow within a
         second. ``action`` ("swap" or "rollback") is what the history records."""
         with self._locked():
@@ -520,9 +607,14 @@ class Registry:
                 db.bump_generation(self.conn)
                 crash_point("swap_before_commit")
             crash_point("swap_committed")
-        self.audit.append(f"plugin.{action}", plugin=name, version=rec.version,
-                          key_id=rec.key_id, hashes={"wheel": rec.wheel_sha256},
-                          detail=f"from {old or 'none'}" + (f": {reason}" if reason else ""))
+        self.audit.append(
+            f"plugin.{action}",
+            plugin=name,
+            version=rec.version,
+            key_id=rec.key_id,
+            hashes={"wheel": rec.wheel_sha256},
+            detail=f"from {old or 'none'}" + (f": {reason}" if reason else ""),
+        )
         return self.history(name)[-1]
 
     def rollback(self, name: str, to: str | None = None, *, reason: str = "") -> Activation:
@@ -533,11 +625,13 @@ class Registry:
         if rec.version == current:
             raise RegistryError(
                 f"{name} {rec.version} is the active version already; nothing to roll back",
-                data={"plugin": name, "version": rec.version})
+                data={"plugin": name, "version": rec.version},
+            )
         return self.activate(name, rec.version, action="rollback", reason=reason)
 
-    def remove(self, name: str, version: str | None = None, *, force: bool = False,
-               reason: str = "") -> list[str]:
+    def remove(
+        self, name: str, version: str | None = None, *, force: bool = False, reason: str = ""
+    ) -> list[str]:
         """Remove one version, or every version, of ``name``; returns the versions removed.
 
         The active version is kept unless ``force``; removing it stops the plugin in
@@ -550,19 +644,26 @@ class Registry:
             doomed = {r.version for r in recs}
             if active in doomed and not force:
                 others = [v for v in plugin.versions if v != active]
-                hint = (f"swap to another version first (`mcphost plugin swap {name} "
-                        f"{others[-1]}`) or " if others and version is not None else "")
+                hint = (
+                    f"swap to another version first (`mcphost plugin swap {name} {others[-1]}`) or "
+                    if others and version is not None
+                    else ""
+                )
                 raise RegistryError(
                     f"{name} {active} is the active version; {hint}pass --force to remove it "
-                    "and stop the plugin", data={"plugin": name, "version": active})
+                    "and stop the plugin",
+                    data={"plugin": name, "version": active},
+                )
             with db.transaction(self.conn):
                 for r in recs:
-                    self.conn.execute("DELETE FROM versions WHERE plugin = ? AND version = ?",
-                                      (name, r.version))
+                    self.conn.execute(
+                        "DELETE FROM versions WHERE plugin = ? AND version = ?", (name, r.version)
+                    )
                     self._log(name, "remove", r.version, None, reason or "removed")
                 if active in doomed:
-                    self._set_active(name, active, None, "deactivate",
-                                     reason or "its active version was removed")
+                    self._set_active(
+                        name, active, None, "deactivate", reason or "its active version was removed"
+                    )
                 db.bump_generation(self.conn)
                 crash_point("remove_before_commit")
             crash_point("remove_committed")
@@ -576,9 +677,14 @@ class Registry:
                 if r.wheel_sha256 not in still:
                     wheel_path(self.store_dir, r.wheel_sha256).unlink(missing_ok=True)
         for r in recs:
-            self.audit.append("plugin.remove", plugin=name, version=r.version, key_id=r.key_id,
-                              hashes={"wheel": r.wheel_sha256},
-                              detail="was active" if r.version == active else None)
+            self.audit.append(
+                "plugin.remove",
+                plugin=name,
+                version=r.version,
+                key_id=r.key_id,
+                hashes={"wheel": r.wheel_sha256},
+                detail="was active" if r.version == active else None,
+            )
         return sort_versions(doomed)
 
     def request_reset(self, name: str) -> None:
@@ -586,5 +692,6 @@ class Registry:
         self.plugin(name)
         with self._locked(), db.transaction(self.conn):
             self.conn.execute(
-                "UPDATE plugins SET reset_serial = reset_serial + 1 WHERE name = ?", (name,))
+                "UPDATE plugins SET reset_serial = reset_serial + 1 WHERE name = ?", (name,)
+            )
             db.bump_generation(self.conn)

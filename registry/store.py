@@ -60,7 +60,7 @@ def store_wheel(store_dir: Path, sha256: str, data: bytes) -> Path:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -90,7 +90,7 @@ def _write_file(path: Path, data: bytes) -> None:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -130,9 +130,20 @@ def _install_dependencies(
     for d in find_links:
         links += ["--find-links", str(d)]
     base = [
-        sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "-q",
-        "--no-input", "--no-compile", "--no-warn-script-location", "--only-binary", ":all:",
-        "--target", str(target), *links,
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "-q",
+        "--no-input",
+        "--no-compile",
+        "--no-warn-script-location",
+        "--only-binary",
+        ":all:",
+        "--target",
+        str(target),
+        *links,
     ]
     attempts = [[*base, "--no-index", *requires]] if links else []
     attempts.append([*base, *requires])

@@ -144,14 +144,15 @@ def check_wheel(
         raise RegistryError(
             f"{source} declares {len(plugins)} entry points in the {ENTRY_POINT_GROUP!r} "
             f"group ({', '.join(sorted(plugins)) or 'none'}); a plugin wheel declares exactly "
-            f"one, e.g. [project.entry-points.\"{ENTRY_POINT_GROUP}\"] name = \"pkg:plugin\"",
+            f'one, e.g. [project.entry-points."{ENTRY_POINT_GROUP}"] name = "pkg:plugin"',
             data={"wheel": source},
         )
-    (plugin, entry), = plugins.items()
+    ((plugin, entry),) = plugins.items()
     if not plugin.isidentifier():
         raise RegistryError(
             f"{source}: plugin name {plugin!r} must be a Python identifier (letters, digits, "
-            "underscores); rename the entry point", data={"wheel": source},
+            "underscores); rename the entry point",
+            data={"wheel": source},
         )
     try:
         Version(archive.version)

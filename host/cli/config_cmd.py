@@ -43,8 +43,9 @@ def effective_config(home: Home) -> list[dict[str, Any]]:
     for key in sorted(values):
         # A table set whole in the file (e.g. `limits = {...}`) counts for its keys too.
         from_file = key in file_keys or any(key.startswith(k + ".") for k in file_keys)
-        rows.append({"key": key, "value": values[key],
-                     "source": source if from_file else "default"})
+        rows.append(
+            {"key": key, "value": values[key], "source": source if from_file else "default"}
+        )
     return rows
 
 
@@ -60,8 +61,13 @@ def show(home: Home, as_json: bool) -> None:
     """Print every setting, its effective value and where it came from."""
     rows = effective_config(home)
     if as_json:
-        echo_json({"config_file": str(home.config_file),
-                   "exists": home.config_file.exists(), "settings": rows})
+        echo_json(
+            {
+                "config_file": str(home.config_file),
+                "exists": home.config_file.exists(),
+                "settings": rows,
+            }
+        )
         return
     state = "" if home.config_file.exists() else " (not present: all defaults)"
     click.echo(f"# configuration file: {home.config_file}{state}")

@@ -66,8 +66,9 @@ def describe_permissions(p: Permissions) -> list[str]:
     lines.append("write files: " + (", ".join(p.write_paths) or "none (its own data dir only)"))
     lines.append("environment variables: " + (", ".join(p.env) or "none"))
     lim = {k: v for k, v in msgspec.structs.asdict(p.limits).items() if v is not None}
-    lines.append("limits: " + (", ".join(f"{k}={v}" for k, v in lim.items())
-                               or "the host's defaults"))
+    lines.append(
+        "limits: " + (", ".join(f"{k}={v}" for k, v in lim.items()) or "the host's defaults")
+    )
     return lines
 
 
@@ -88,8 +89,7 @@ def _version_json(r: VersionRecord) -> dict[str, Any]:
     }
 
 
-def _ensure_tools(home: Home, cfg: HostConfig, reg: Registry, rec: VersionRecord
-                  ) -> VersionRecord:
+def _ensure_tools(home: Home, cfg: HostConfig, reg: Registry, rec: VersionRecord) -> VersionRecord:
     """Learn a version's tools from one handshake when the registry does not know them."""
     if rec.tools is not None:
         return rec
@@ -107,8 +107,9 @@ def _ensure_tools(home: Home, cfg: HostConfig, reg: Registry, rec: VersionRecord
     return reg.version(rec.plugin, rec.version)
 
 
-def _check_switch(reg: Registry, target: VersionRecord, allow_missing: bool,
-                  command: str) -> list[str]:
+def _check_switch(
+    reg: Registry, target: VersionRecord, allow_missing: bool, command: str
+) -> list[str]:
     """Tools the active version has and ``target`` lacks; refuse unless allowed."""
     active = reg.plugin(target.plugin).active_version
     if active is None or active == target.version:
@@ -129,8 +130,17 @@ def _verify_before_switch(home: Home, cfg: HostConfig, rec: VersionRecord) -> No
     verify_source(home, cfg, source_for(rec))
 
 
-def _switch(home: Home, cfg: HostConfig, reg: Registry, rec: VersionRecord, *,
-            action: str, allow_missing: bool, command: str, reason: str) -> dict[str, Any]:
+def _switch(
+    home: Home,
+    cfg: HostConfig,
+    reg: Registry,
+    rec: VersionRecord,
+    *,
+    action: str,
+    allow_missing: bool,
+    command: str,
+    reason: str,
+) -> dict[str, Any]:
     rec = _ensure_tools(home, cfg, reg, rec)
     missing = _check_switch(reg, rec, allow_missing, command)
     _verify_before_switch(home, cfg, rec)
@@ -153,20 +163,38 @@ def _switch(home: Home, cfg: HostConfig, reg: Registry, rec: VersionRecord, *,
 @click.argument("wheel", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--yes", "-y", is_flag=True, help="Approve the permissions without asking.")
 @click.option("--no-activate", is_flag=True, help="Install only; keep the active version.")
-@click.option("--find-links", "find_links", multiple=True,
-              type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="A directory of dependency wheels (repeatable); the wheel's own "
-              "directory is always searched.")
-@click.option("--allow-key-change", is_flag=True,
-              help="Accept a wheel signed by another key than the one that owns the name.")
-@click.option("--allow-missing-tools", is_flag=True,
-              help="Activate even if the new version lacks tools of the active one.")
+@click.option(
+    "--find-links",
+    "find_links",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A directory of dependency wheels (repeatable); the wheel's own "
+    "directory is always searched.",
+)
+@click.option(
+    "--allow-key-change",
+    is_flag=True,
+    help="Accept a wheel signed by another key than the one that owns the name.",
+)
+@click.option(
+    "--allow-missing-tools",
+    is_flag=True,
+    help="Activate even if the new version lacks tools of the active one.",
+)
 @click.option("--reason", default="", help="Why, for the history.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_home
-def install(home: Home, wheel: Path, yes: bool, no_activate: bool, find_links: tuple[Path, ...],
-            allow_key_change: bool, allow_missing_tools: bool, reason: str,
-            as_json: bool) -> None:
+def install(
+    home: Home,
+    wheel: Path,
+    yes: bool,
+    no_activate: bool,
+    find_links: tuple[Path, ...],
+    allow_key_change: bool,
+    allow_missing_tools: bool,
+    reason: str,
+    as_json: bool,
+) -> None:
     """Verify WHEEL, show what it asks for, install it beside the other versions and
     (unless --no-activate) make it the active version."""
     cfg = _config(home)
@@ -177,16 +205,27 @@ def install(home: Home, wheel: Path, yes: bool, no_activate: bool, find_links: t
             click.echo(f"warning: {w}", err=True)
         if not yes:
             _approve(checked)
-        result = reg.install(checked, activate=False, find_links=find_links,
-                             allow_key_change=allow_key_change, reason=reason,
-                             progress=_progress)
+        result = reg.install(
+            checked,
+            activate=False,
+            find_links=find_links,
+            allow_key_change=allow_key_change,
+            reason=reason,
+            progress=_progress,
+        )
         rec = _ensure_tools(home, cfg, reg, reg.version(result.plugin, result.version))
         switched: dict[str, Any] | None = None
         if not no_activate and not rec.active:
-            switched = _switch(home, cfg, reg, rec, action="activate",
-                               allow_missing=allow_missing_tools,
-                               command=f"mcphost plugin swap {rec.plugin} {rec.version}",
-                               reason=reason or "installed")
+            switched = _switch(
+                home,
+                cfg,
+                reg,
+                rec,
+                action="activate",
+                allow_missing=allow_missing_tools,
+                command=f"mcphost plugin swap {rec.plugin} {rec.version}",
+                reason=reason or "installed",
+            )
         rec = reg.version(result.plugin, result.version)
     out = {
         "plugin": rec.plugin,
@@ -210,19 +249,22 @@ def install(home: Home, wheel: Path, yes: bool, no_activate: bool, find_links: t
         was = f" (was {out['previous']})" if out["previous"] else ""
         click.echo(f"active: {rec.label}{was}; running hosts switch within a second")
     else:
-        click.echo(f"not active; activate it with `mcphost plugin swap {rec.plugin} "
-                   f"{rec.version}`")
+        click.echo(f"not active; activate it with `mcphost plugin swap {rec.plugin} {rec.version}`")
 
 
 def _approve(w: CheckedWheel) -> None:
-    click.echo(f"{w.label} ({w.dist_name}, "
-               f"{'signed by ' + w.key_id if w.key_id else 'unsigned'}) asks for:", err=True)
+    click.echo(
+        f"{w.label} ({w.dist_name}, "
+        f"{'signed by ' + w.key_id if w.key_id else 'unsigned'}) asks for:",
+        err=True,
+    )
     for line in describe_permissions(w.permissions):
         click.echo(f"  {line}", err=True)
     if not sys.stdin.isatty():
         raise click.UsageError(
             "installing needs approval of the permissions above; run on a terminal to be "
-            "asked, or pass --yes to approve them")
+            "asked, or pass --yes to approve them"
+        )
     if not click.confirm("Install it?", default=False, err=True):
         click.echo("nothing installed", err=True)
         raise SystemExit(1)
@@ -236,8 +278,17 @@ def list_(home: Home, as_json: bool) -> None:
     with _open(home) as reg:
         plugins = reg.plugins()
     if as_json:
-        echo_json([{"name": p.name, "active": p.active_version, "versions": p.versions,
-                    "owner_key": p.owner_key} for p in plugins])
+        echo_json(
+            [
+                {
+                    "name": p.name,
+                    "active": p.active_version,
+                    "versions": p.versions,
+                    "owner_key": p.owner_key,
+                }
+                for p in plugins
+            ]
+        )
         return
     if not plugins:
         click.echo("no plugins installed: install one with `mcphost plugin install WHEEL`")
@@ -245,8 +296,10 @@ def list_(home: Home, as_json: bool) -> None:
     width = max(len(p.name) for p in plugins)
     click.echo(f"{'NAME':<{width}}  {'ACTIVE':<10}  {'VERSIONS':<24}  KEY")
     for p in plugins:
-        click.echo(f"{p.name:<{width}}  {p.active_version or '-':<10}  "
-                   f"{', '.join(p.versions):<24}  {p.owner_key or 'unsigned'}")
+        click.echo(
+            f"{p.name:<{width}}  {p.active_version or '-':<10}  "
+            f"{', '.join(p.versions):<24}  {p.owner_key or 'unsigned'}"
+        )
 
 
 @plugin.command()
@@ -260,20 +313,26 @@ def info(home: Home, name: str, as_json: bool) -> None:
         versions = reg.versions(name)
         history = reg.history(name)
     if as_json:
-        echo_json({
-            "name": p.name,
-            "active": p.active_version,
-            "owner_key": p.owner_key,
-            "versions": [_version_json(v) for v in versions],
-            "history": [msgspec.to_builtins(h) for h in history],
-        })
+        echo_json(
+            {
+                "name": p.name,
+                "active": p.active_version,
+                "owner_key": p.owner_key,
+                "versions": [_version_json(v) for v in versions],
+                "history": [msgspec.to_builtins(h) for h in history],
+            }
+        )
         return
-    click.echo(f"{p.name}: active {p.active_version or 'none'}; name owned by "
-               f"{p.owner_key or 'no key (unsigned)'}")
+    click.echo(
+        f"{p.name}: active {p.active_version or 'none'}; name owned by "
+        f"{p.owner_key or 'no key (unsigned)'}"
+    )
     for v in versions:
         mark = "*" if v.active else " "
-        click.echo(f" {mark} {v.version}  {v.key_id or 'unsigned'}  installed "
-                   f"{_when(v.installed_at)} by {v.installed_by}  sha256 {v.wheel_sha256[:16]}")
+        click.echo(
+            f" {mark} {v.version}  {v.key_id or 'unsigned'}  installed "
+            f"{_when(v.installed_at)} by {v.installed_by}  sha256 {v.wheel_sha256[:16]}"
+        )
         tools = ", ".join(t.name for t in v.tools) if v.tools is not None else "(not yet known)"
         click.echo(f"     tools: {tools}")
         for line in describe_permissions(v.permissions):
@@ -288,22 +347,36 @@ def info(home: Home, name: str, as_json: bool) -> None:
 @plugin.command()
 @click.argument("name")
 @click.argument("version")
-@click.option("--allow-missing-tools", is_flag=True,
-              help="Switch even if VERSION lacks tools of the active version.")
+@click.option(
+    "--allow-missing-tools",
+    is_flag=True,
+    help="Switch even if VERSION lacks tools of the active version.",
+)
 @click.option("--reason", default="", help="Why, for the history.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_home
-def swap(home: Home, name: str, version: str, allow_missing_tools: bool, reason: str,
-         as_json: bool) -> None:
+def swap(
+    home: Home, name: str, version: str, allow_missing_tools: bool, reason: str, as_json: bool
+) -> None:
     """Make VERSION the active version of NAME; running hosts hot-swap to it."""
     cfg = _config(home)
     with _open(home, cfg) as reg:
         rec = reg.version(name, version)
         if rec.active:
-            raise RegistryError(f"{rec.label} is the active version already; installed: "
-                                f"{', '.join(reg.plugin(name).versions)}")
-        out = _switch(home, cfg, reg, rec, action="swap", allow_missing=allow_missing_tools,
-                      command=f"mcphost plugin swap {name} {version}", reason=reason)
+            raise RegistryError(
+                f"{rec.label} is the active version already; installed: "
+                f"{', '.join(reg.plugin(name).versions)}"
+            )
+        out = _switch(
+            home,
+            cfg,
+            reg,
+            rec,
+            action="swap",
+            allow_missing=allow_missing_tools,
+            command=f"mcphost plugin swap {name} {version}",
+            reason=reason,
+        )
     _report_switch(out, as_json)
 
 
@@ -313,32 +386,43 @@ def _report_switch(out: dict[str, Any], as_json: bool) -> None:
         return
     if out["missing_tools"]:
         click.echo(f"warning: {out['to']} lacks {', '.join(out['missing_tools'])}", err=True)
-    click.echo(f"{out['plugin']}: {out['from'] or 'none'} -> {out['to']} ({out['action']}); "
-               "running hosts switch within a second")
+    click.echo(
+        f"{out['plugin']}: {out['from'] or 'none'} -> {out['to']} ({out['action']}); "
+        "running hosts switch within a second"
+    )
 
 
 @plugin.command()
 @click.argument("name")
 @click.option("--to", "to", help="Roll back to this installed version instead.")
-@click.option("--allow-missing-tools", is_flag=True,
-              help="Switch even if the target lacks tools of the active version.")
+@click.option(
+    "--allow-missing-tools",
+    is_flag=True,
+    help="Switch even if the target lacks tools of the active version.",
+)
 @click.option("--reason", default="", help="Why, for the history.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_home
-def rollback(home: Home, name: str, to: str | None, allow_missing_tools: bool, reason: str,
-             as_json: bool) -> None:
+def rollback(
+    home: Home, name: str, to: str | None, allow_missing_tools: bool, reason: str, as_json: bool
+) -> None:
     """Go back to the version of NAME that was active before (or --to VERSION)."""
     cfg = _config(home)
     with _open(home, cfg) as reg:
         target = to if to is not None else reg.rollback_target(name)
         rec = reg.version(name, target)
         if rec.active:
-            raise RegistryError(f"{rec.label} is the active version already; nothing to "
-                                "roll back")
-        out = _switch(home, cfg, reg, rec, action="rollback",
-                      allow_missing=allow_missing_tools,
-                      command=f"mcphost plugin rollback {name} --to {rec.version}",
-                      reason=reason)
+            raise RegistryError(f"{rec.label} is the active version already; nothing to roll back")
+        out = _switch(
+            home,
+            cfg,
+            reg,
+            rec,
+            action="rollback",
+            allow_missing=allow_missing_tools,
+            command=f"mcphost plugin rollback {name} --to {rec.version}",
+            reason=reason,
+        )
     _report_switch(out, as_json)
 
 
@@ -386,8 +470,9 @@ def verify(home: Home, target: str | None, as_json: bool) -> None:
             try:
                 verify_source(home, cfg, source_for(rec), report=report)
                 if not report.checks:
-                    report.add("signature", rec.label, True,
-                               "unsigned; allowed by allow_unsigned = true")
+                    report.add(
+                        "signature", rec.label, True, "unsigned; allowed by allow_unsigned = true"
+                    )
             except MCPHostError as exc:
                 report.error = exc.message
             report.target = f"{rec.label} ({rec.plugin_dir})"

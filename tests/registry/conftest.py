@@ -39,8 +39,9 @@ def wheels(tmp_path_factory: pytest.TempPathFactory, signing_key: PrivateKey) ->
         wheel = build(project, raw / name)
         result[name + "-unsigned"] = wheel
         (out / name).mkdir()
-        result[name] = sign_wheel(wheel, signing_key, permissions=Permissions(),
-                                  sequence=seq, out=out / name)
+        result[name] = sign_wheel(
+            wheel, signing_key, permissions=Permissions(), sequence=seq, out=out / name
+        )
     return result
 
 
@@ -57,9 +58,8 @@ def cli(home: Home) -> CliFn:
     """Run ``mcphost --home HOME ARGS...`` in-process; returns click's Result."""
 
     def run(*args: str, input: str | None = None) -> Result:
-        return CliRunner().invoke(main, ["--home", str(home.root), *args], input=input,
-                                  catch_exceptions=False)
+        return CliRunner().invoke(
+            main, ["--home", str(home.root), *args], input=input, catch_exceptions=False
+        )
 
     return run
-
-

@@ -22,7 +22,8 @@ MCPHOST = str(Path(sys.executable).with_name("mcphost"))
 def _pip(*args: str) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"pip {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
@@ -37,9 +38,15 @@ def build(project: Path, out: Path) -> Path:
     return new
 
 
-def textkit_variant(dest: Path, version: str, *, echo_suffix: str = "",
-                    drop_tool: str | None = None, requires: list[str] | None = None,
-                    extra_code: str = "") -> Path:
+def textkit_variant(
+    dest: Path,
+    version: str,
+    *,
+    echo_suffix: str = "",
+    drop_tool: str | None = None,
+    requires: list[str] | None = None,
+    extra_code: str = "",
+) -> Path:
     """A copy of example_plugins/textkit at ``version``: ``echo`` appends ``echo_suffix``,
     ``drop_tool`` is left out, ``requires`` become its dependencies."""
     shutil.copytree(TEXTKIT, dest, ignore=shutil.ignore_patterns("build", "*.egg-info"))
@@ -61,11 +68,13 @@ def textkit_variant(dest: Path, version: str, *, echo_suffix: str = "",
         )
         assert echo_suffix in code, "the echo tool of textkit changed; update this fixture"
     if drop_tool:
-        code = re.sub(rf"@plugin\.tool\n(async )?def {drop_tool}\(.*?(?=\n\n\n|\Z)", "", code,
-                      flags=re.S)
+        code = re.sub(
+            rf"@plugin\.tool\n(async )?def {drop_tool}\(.*?(?=\n\n\n|\Z)", "", code, flags=re.S
+        )
         assert f"def {drop_tool}(" not in code
     code_file.write_text(code + extra_code)
     return dest
+
 
 def trust_key(home: Home, key: PrivateKey) -> None:
     TrustStore(home.keys_dir).trust(key.public_key.pem(), "test publisher")
@@ -75,12 +84,15 @@ def write_config(home: Home, text: str) -> None:
     home.config_file.write_text(text)
 
 
-def run_cli(home: Home, *args: str, env: dict[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    home: Home, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run the real ``mcphost`` executable in a subprocess."""
     return subprocess.run(
         [MCPHOST, "--home", str(home.root), *args],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
 

@@ -41,8 +41,12 @@ class Tally:
 async def cli(home: Home, *args: str) -> float:
     """Run the real CLI in another process; return the monotonic time it finished."""
     proc = await asyncio.create_subprocess_exec(
-        MCPHOST, "--home", str(home.root), *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        MCPHOST,
+        "--home",
+        str(home.root),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     _out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
@@ -74,8 +78,10 @@ def listen(host: Host, kind: str) -> tuple[Seen, Callable[[], asyncio.Event]]:
 
 
 def install_both(home: Home, wheels: dict[str, Path]) -> None:
-    for args in (["plugin", "install", str(wheels["1.0"]), "--yes"],
-                 ["plugin", "install", str(wheels["1.1"]), "--yes", "--no-activate"]):
+    for args in (
+        ["plugin", "install", str(wheels["1.0"]), "--yes"],
+        ["plugin", "install", str(wheels["1.1"]), "--yes", "--no-activate"],
+    ):
         proc = run_cli(home, *args)
         assert proc.returncode == 0, proc.stderr
 
@@ -108,8 +114,10 @@ def test_plugin_hot_swap(home: Home, wheels: dict[str, Path], no_leftover_worker
             commands: list[float] = []
             try:
                 await tally.wait_for(PER_PHASE)
-                for args in (["plugin", "swap", "textkit", "1.1"],
-                             ["plugin", "rollback", "textkit"]):
+                for args in (
+                    ["plugin", "swap", "textkit", "1.1"],
+                    ["plugin", "rollback", "textkit"],
+                ):
                     switched = next_swap()
                     commands.append(await cli(home, *args))
                     await asyncio.wait_for(switched.wait(), 5.0)

@@ -37,17 +37,40 @@ def test_list_and_info_print_the_documented_json(
     assert installed["previous"] == "1.0.0" and installed["active"] is True
     assert "echo" in installed["tools"]
     listed = json.loads(cli("plugin", "list", "--json").stdout)
-    assert listed == [{"name": "textkit", "active": "1.1.0", "versions": ["1.0.0", "1.1.0"],
-                       "owner_key": signing_key.key_id}]
+    assert listed == [
+        {
+            "name": "textkit",
+            "active": "1.1.0",
+            "versions": ["1.0.0", "1.1.0"],
+            "owner_key": signing_key.key_id,
+        }
+    ]
     info = json.loads(cli("plugin", "info", "textkit", "--json").stdout)
     assert set(info) == {"name", "active", "owner_key", "versions", "history"}
     assert set(info["versions"][0]) == {
-        "version", "active", "dist_name", "key_id", "sequence", "wheel_sha256", "wheel_name",
-        "installed_at", "installed_by", "path", "permissions", "tools"}
-    assert [h["action"] for h in info["history"]] == ["install", "activate", "install",
-                                                      "activate"]
-    assert set(info["history"][0]) == {"plugin", "at", "user", "action", "from_version",
-                                       "to_version", "reason"}
+        "version",
+        "active",
+        "dist_name",
+        "key_id",
+        "sequence",
+        "wheel_sha256",
+        "wheel_name",
+        "installed_at",
+        "installed_by",
+        "path",
+        "permissions",
+        "tools",
+    }
+    assert [h["action"] for h in info["history"]] == ["install", "activate", "install", "activate"]
+    assert set(info["history"][0]) == {
+        "plugin",
+        "at",
+        "user",
+        "action",
+        "from_version",
+        "to_version",
+        "reason",
+    }
 
 
 def test_a_swap_to_a_version_not_installed_says_which_are(
@@ -83,8 +106,9 @@ def test_a_tampered_installed_file_fails_verify_and_is_refused_at_start(
 ) -> None:
     cli("plugin", "install", str(wheels["1.0"]), "--yes")
     assert cli("plugin", "verify", "textkit").exit_code == 0
-    code = Path(Registry.open(home).version("textkit", "1.0").plugin_dir,
-                "mcphost_textkit", "__init__.py")
+    code = Path(
+        Registry.open(home).version("textkit", "1.0").plugin_dir, "mcphost_textkit", "__init__.py"
+    )
     os.chmod(code, 0o644)
     code.write_text(code.read_text() + "\nimport os  # added after install\n")
     result = cli("plugin", "verify", "textkit")
@@ -140,15 +164,24 @@ def test_dependencies_are_installed_from_wheels_beside_the_plugin(
     (dep / "regdep" / "__init__.py").write_text("ANSWER = 42\n")
     (dep / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n'
-        '[project]\nname = "regdep"\nversion = "0.1"\n[tool.setuptools]\npackages = ["regdep"]\n')
+        '[project]\nname = "regdep"\nversion = "0.1"\n[tool.setuptools]\npackages = ["regdep"]\n'
+    )
     links = tmp_path / "links"
     build(dep, links)
     project = textkit_variant(
-        tmp_path / "withdep", "1.5.0", requires=["regdep>=0.1"],
-        extra_code="\n\n@plugin.tool\ndef answer() -> int:\n    \"\"\"From a dependency.\"\"\"\n"
-                   "    import regdep\n\n    return regdep.ANSWER\n")
-    wheel = sign_wheel(build(project, tmp_path / "w"), signing_key, permissions=Permissions(),
-                       sequence=1, out=tmp_path / "signed.whl")
+        tmp_path / "withdep",
+        "1.5.0",
+        requires=["regdep>=0.1"],
+        extra_code='\n\n@plugin.tool\ndef answer() -> int:\n    """From a dependency."""\n'
+        "    import regdep\n\n    return regdep.ANSWER\n",
+    )
+    wheel = sign_wheel(
+        build(project, tmp_path / "w"),
+        signing_key,
+        permissions=Permissions(),
+        sequence=1,
+        out=tmp_path / "signed.whl",
+    )
     result = cli("plugin", "install", str(wheel), "--yes", "--find-links", str(links))
     assert result.exit_code == 0, result.output
     rec = Registry.open(home).version("textkit", "1.5")
@@ -167,12 +200,14 @@ def test_config_show_names_where_each_value_came_from(cli: CliFn, home: Home) ->
     result = cli("config", "show", "--json")
     assert result.exit_code == 0, result.output
     rows = {r["key"]: r for r in json.loads(result.stdout)["settings"]}
-    assert rows["drain_timeout"] == {"key": "drain_timeout", "value": 3.0,
-                                     "source": str(home.config_file)}
+    assert rows["drain_timeout"] == {
+        "key": "drain_timeout",
+        "value": 3.0,
+        "source": str(home.config_file),
+    }
     assert rows["limits.memory_mb"]["source"] == str(home.config_file)
     assert rows["limits.cpu_seconds"]["source"] == "default"
-    assert rows["allow_unsigned"] == {"key": "allow_unsigned", "value": False,
-                                      "source": "default"}
+    assert rows["allow_unsigned"] == {"key": "allow_unsigned", "value": False, "source": "default"}
     text = cli("config", "show").stdout
     assert "drain_timeout = 3.0" in text and "# default" in text
     home.config_file.write_text("drain_timeuot = 3\n")

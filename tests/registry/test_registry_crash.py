@@ -27,8 +27,10 @@ def prepared(
     The registry stores relative paths, so copies of this home work anywhere."""
     home = Home(tmp_path_factory.mktemp("crash-template") / "home").ensure()
     trust_key(home, signing_key)
-    for args in (["plugin", "install", str(wheels["1.0"]), "--yes"],
-                 ["plugin", "install", str(wheels["1.1"]), "--yes", "--no-activate"]):
+    for args in (
+        ["plugin", "install", str(wheels["1.0"]), "--yes"],
+        ["plugin", "install", str(wheels["1.1"]), "--yes", "--no-activate"],
+    ):
         proc = run_cli(home, *args)
         assert proc.returncode == 0, proc.stderr
     return home
@@ -48,8 +50,11 @@ def state(home: Home) -> dict[str, object]:
         cfg = HostConfig()
         for rec in rows:
             verify_source(home, cfg, source_for(rec))  # every file as signed
-        dirs = {str(p) for p in (home.versions_dir / "textkit").iterdir()} if (
-            home.versions_dir / "textkit").exists() else set()
+        dirs = (
+            {str(p) for p in (home.versions_dir / "textkit").iterdir()}
+            if (home.versions_dir / "textkit").exists()
+            else set()
+        )
         assert dirs == {rec.root for rec in rows}, "a version directory without a record"
         assert not any((home.versions_dir / BUILDING).glob("*"))
         assert not any((home.versions_dir / TRASH).glob("*"))
@@ -62,8 +67,14 @@ def state(home: Home) -> dict[str, object]:
     return {p["name"]: (p["active"], tuple(p["versions"])) for p in listed}
 
 
-INSTALL_POINTS = ["install_stored", "build_unpacked", "build_synced", "install_renamed",
-                  "install_before_commit", "install_committed"]
+INSTALL_POINTS = [
+    "install_stored",
+    "build_unpacked",
+    "build_synced",
+    "install_renamed",
+    "install_before_commit",
+    "install_committed",
+]
 SWAP_POINTS = ["swap_before_commit", "swap_committed"]
 REMOVE_POINTS = ["remove_before_commit", "remove_committed", "remove_trashed"]
 
@@ -75,7 +86,8 @@ def test_every_crash_point_is_exercised() -> None:
 def killed(home: Home, point: str, *args: str) -> None:
     proc = run_cli(home, *args, env={CRASH_ENV: point})
     assert proc.returncode == -signal.SIGKILL, (
-        f"expected a kill at {point}: rc={proc.returncode} {proc.stderr}")
+        f"expected a kill at {point}: rc={proc.returncode} {proc.stderr}"
+    )
 
 
 @pytest.mark.parametrize("point", INSTALL_POINTS)
@@ -102,8 +114,10 @@ def test_a_swap_killed_at_any_point_leaves_the_old_or_the_new_active_version(
     home = copy_home(prepared, tmp_path)
     killed(home, point, "plugin", "swap", "textkit", "1.1")
     after = state(home)
-    assert after in ({"textkit": ("1.0.0", ("1.0.0", "1.1.0"))},
-                     {"textkit": ("1.1.0", ("1.0.0", "1.1.0"))})
+    assert after in (
+        {"textkit": ("1.0.0", ("1.0.0", "1.1.0"))},
+        {"textkit": ("1.1.0", ("1.0.0", "1.1.0"))},
+    )
     target = "1.0" if after["textkit"][0] == "1.1.0" else "1.1"  # type: ignore[index]
     assert run_cli(home, "plugin", "swap", "textkit", target).returncode == 0
 
@@ -114,8 +128,10 @@ def test_a_removal_killed_at_any_point_leaves_the_version_whole_or_gone(
 ) -> None:
     home = copy_home(prepared, tmp_path)
     killed(home, point, "plugin", "remove", "textkit", "1.1")
-    assert state(home) in ({"textkit": ("1.0.0", ("1.0.0", "1.1.0"))},
-                           {"textkit": ("1.0.0", ("1.0.0",))})
+    assert state(home) in (
+        {"textkit": ("1.0.0", ("1.0.0", "1.1.0"))},
+        {"textkit": ("1.0.0", ("1.0.0",))},
+    )
     proc = run_cli(home, "plugin", "remove", "textkit", "--force")
     assert proc.returncode == 0, proc.stderr
     assert state(home) == {}

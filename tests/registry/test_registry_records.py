@@ -16,8 +16,9 @@ from mcphost.sdk.errors import PluginNotFound, RegistryError, VerificationError
 from mcphost.security import Permissions, generate_key, sign_wheel
 
 
-def install(reg: Registry, wheel: Path, *, activate: bool = True,
-            allow_key_change: bool = False) -> str:
+def install(
+    reg: Registry, wheel: Path, *, activate: bool = True, allow_key_change: bool = False
+) -> str:
     checked = reg.check(wheel, allow_key_change=allow_key_change)
     return reg.install(checked, activate=activate, allow_key_change=allow_key_change).version
 
@@ -59,7 +60,8 @@ def test_a_version_is_found_by_its_value_and_a_missing_one_lists_what_is_install
         with pytest.raises(RegistryError) as err:
             reg.version("textkit", "2.0")
         assert err.value.message == (
-            "no version 2.0 of textkit is installed; installed: 1.0.0, 1.1.0")
+            "no version 2.0 of textkit is installed; installed: 1.0.0, 1.1.0"
+        )
         with pytest.raises(PluginNotFound, match="installed: textkit"):
             reg.plugin("nosuch")
 
@@ -69,8 +71,13 @@ def test_the_same_version_with_different_content_is_refused(
 ) -> None:
     # Same name and version as 1.1, but other code: rebuilt from a changed copy.
     project = textkit_variant(tmp_path / "evil", "1.1.0", echo_suffix=" [evil]")
-    other = sign_wheel(build(project, tmp_path / "w"), signing_key,  # type: ignore[arg-type]
-                       permissions=Permissions(), sequence=20, out=tmp_path / "w2.whl")
+    other = sign_wheel(
+        build(project, tmp_path / "w"),
+        signing_key,  # type: ignore[arg-type]
+        permissions=Permissions(),
+        sequence=20,
+        out=tmp_path / "w2.whl",
+    )
     with Registry.open(home) as reg:
         install(reg, wheels["1.1"])
         with pytest.raises(RegistryError, match="installed already from a different wheel"):
@@ -79,8 +86,7 @@ def test_the_same_version_with_different_content_is_refused(
         again = reg.install(reg.check(wheels["1.1"]))
         assert not again.installed
         assert reg.plugin("textkit").versions == ["1.1.0"]
-    assert any(e["action"] == "plugin.install" and e["outcome"] == "refused"
-               for e in audit(home))
+    assert any(e["action"] == "plugin.install" and e["outcome"] == "refused" for e in audit(home))
 
 
 def test_a_plugin_name_belongs_to_the_key_that_first_installed_it(
@@ -88,8 +94,13 @@ def test_a_plugin_name_belongs_to_the_key_that_first_installed_it(
 ) -> None:
     intruder = generate_key()
     trust_key(home, intruder)
-    forged = sign_wheel(wheels["1.1-unsigned"], intruder, permissions=Permissions(),
-                        sequence=50, out=tmp_path / "forged.whl")
+    forged = sign_wheel(
+        wheels["1.1-unsigned"],
+        intruder,
+        permissions=Permissions(),
+        sequence=50,
+        out=tmp_path / "forged.whl",
+    )
     with Registry.open(home) as reg:
         install(reg, wheels["1.0"])
         owner = reg.plugin("textkit").owner_key
@@ -116,8 +127,13 @@ def test_an_unsigned_wheel_is_refused_unless_the_configuration_allows_it(
 def test_a_manifest_older_than_one_installed_is_refused_as_a_rollback_attack(
     home: Home, wheels: dict[str, Path], signing_key: object, tmp_path: Path
 ) -> None:
-    stale = sign_wheel(wheels["1.0-unsigned"], signing_key,  # type: ignore[arg-type]
-                       permissions=Permissions(), sequence=3, out=tmp_path / "stale.whl")
+    stale = sign_wheel(
+        wheels["1.0-unsigned"],
+        signing_key,  # type: ignore[arg-type]
+        permissions=Permissions(),
+        sequence=3,
+        out=tmp_path / "stale.whl",
+    )
     with Registry.open(home) as reg:
         install(reg, wheels["1.1"])  # sequence 11
         with pytest.raises(RegistryError, match="older than sequence 11"):
@@ -135,8 +151,7 @@ def test_rollback_returns_to_the_version_active_before_and_history_says_who_and_
         reg.activate("textkit", "1.2")
         assert reg.rollback_target("textkit") == "1.1.0"
         back = reg.rollback("textkit", reason="1.2 misbehaves")
-        assert (back.from_version, back.to_version, back.action) == ("1.2.0", "1.1.0",
-                                                                     "rollback")
+        assert (back.from_version, back.to_version, back.action) == ("1.2.0", "1.1.0", "rollback")
         assert back.reason == "1.2 misbehaves" and back.user
         reg.rollback("textkit", to="1.0")
         assert reg.plugin("textkit").active_version == "1.0.0"
@@ -182,10 +197,14 @@ def test_a_wheel_without_exactly_one_plugin_entry_point_is_refused(
 ) -> None:
     project = textkit_variant(tmp_path / "noep", "1.0.0")
     pyproject = project / "pyproject.toml"
-    pyproject.write_text(pyproject.read_text().replace(
-        '[project.entry-points."mcphost.plugins"]\ntextkit = "mcphost_textkit:plugin"\n', ""))
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            '[project.entry-points."mcphost.plugins"]\ntextkit = "mcphost_textkit:plugin"\n', ""
+        )
+    )
     wheel = build(project, tmp_path / "w")
-    with Registry.open(home, allow_unsigned=True) as reg, pytest.raises(
-        RegistryError, match="declares 0 entry points"
+    with (
+        Registry.open(home, allow_unsigned=True) as reg,
+        pytest.raises(RegistryError, match="declares 0 entry points"),
     ):
         reg.check(wheel)
