@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from .jsonrpc import INVALID_REQUEST, RpcError, decode_message, error_response
+from .jsonrpc import INVALID_REQUEST, Message, RpcError, decode_message, error_response
 from .server import McpServer
 from .session import Session
 
@@ -22,7 +22,20 @@ __all__ = ["StdioTransport", "serve_stdio"]
 
 log = logging.getLogger("mcphost.mcp")
 
-_CHUNK = 1 << 16
+
+class _Reader(asyncio.Protocol):
+    def __init__(self, transport: StdioTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.feed(data)
+
+    def eof_received(self) -> bool:
+        self.transport.eof.set()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport.eof.set()
 
 
 class _Writer(asyncio.Protocol):
@@ -34,7 +47,7 @@ class _Writer(asyncio.Protocol):
 
 
 class StdioTransport:
-    """Reads messages from ``reader``, writes answers and notifications to ``write``."""
+    """Splits stdin into messages, runs each request as a task, writes every answer."""
 
     def __init__(self, server: McpServer, write: asyncio.WriteTransport) -> None:
         self.server = server
@@ -42,43 +55,47 @@ class StdioTransport:
         self.session = Session(server, push=self.notify)
         self.tasks: set[asyncio.Task[None]] = set()
         self.limit = server.options.max_message_bytes
+        self.eof = asyncio.Event()
+        self._buf = bytearray()
+        self._discarding = 0
 
     # Channel: every notification of this connection goes down the same pipe.
     def notify(self, data: bytes) -> None:
         if not self._out.is_closing():
             self._out.write(data + b"\n")
 
-    async def run(self, reader: asyncio.StreamReader) -> None:
-        buf = bytearray()
-        discarding = 0
+    def feed(self, chunk: bytes) -> None:
+        """Split incoming bytes into lines; each complete line is one message."""
+        start = 0
+        buf = self._buf
+        while True:
+            nl = chunk.find(b"\n", start)
+            if nl < 0:
+                rest = len(chunk) - start
+                if self._discarding:
+                    self._discarding += rest
+                elif len(buf) + rest > self.limit:
+                    self._discarding = len(buf) + rest
+                    buf.clear()
+                else:
+                    buf += chunk[start:]
+                return
+            if self._discarding:
+                self._oversized(self._discarding + nl - start)
+                self._discarding = 0
+            elif buf:
+                buf += chunk[start:nl]
+                line = bytes(buf)
+                buf.clear()
+                self._line(line)
+            else:
+                self._line(chunk[start:nl])
+            start = nl + 1
+
+    async def run(self) -> None:
+        """Serve until stdin closes, then cancel what still runs."""
         try:
-            while True:
-                chunk = await reader.read(_CHUNK)
-                if not chunk:
-                    break
-                start = 0
-                while True:
-                    nl = chunk.find(b"\n", start)
-                    if nl < 0:
-                        rest = len(chunk) - start
-                        if discarding:
-                            discarding += rest
-                        elif len(buf) + rest > self.limit:
-                            discarding = len(buf) + rest
-                            buf.clear()
-                        else:
-                            buf += chunk[start:]
-                        break
-                    if discarding:
-                        self._oversized(discarding + nl - start)
-                        discarding = 0
-                    elif buf:
-                        buf += chunk[start:nl]
-                        self._line(bytes(buf))
-                        buf.clear()
-                    else:
-                        self._line(chunk[start:nl])
-                    start = nl + 1
+            await self.eof.wait()
         finally:
             await self.shutdown()
 
@@ -109,13 +126,16 @@ class StdioTransport:
             self.session.handle_notification(msg)
         # A response from the client answers nothing: this server sends no requests.
 
-    async def _request(self, msg: object) -> None:
+    async def _request(self, msg: Message) -> None:
         try:
-            out = await self.session.handle_request(msg, self)  # type: ignore[arg-type]
+            out = await self.session.handle_request(msg, self)
         except asyncio.CancelledError:
             return  # cancelled by the client: no answer is due
         if out is not None:
             self.notify(out)
+        # The host starts once the first answer is out: initialize is never kept waiting
+        # by plugin discovery; tools/list and tools/call wait for the host instead.
+        self.server.start()
 
     async def shutdown(self) -> None:
         """Cancel what is still running (the client is gone) and close the session."""
@@ -136,16 +156,12 @@ async def serve_stdio(server: McpServer) -> None:
     out_fd = os.dup(sys.stdout.fileno())
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     out_file = os.fdopen(out_fd, "wb", buffering=0)
-    reader = asyncio.StreamReader(limit=_CHUNK)
     in_file = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
-    read_transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), in_file
-    )
     write_transport, _ = await loop.connect_write_pipe(_Writer, out_file)
-    server.start()
     transport = StdioTransport(server, write_transport)
+    read_transport, _ = await loop.connect_read_pipe(lambda: _Reader(transport), in_file)
     try:
-        await transport.run(reader)
+        await transport.run()
     finally:
         read_transport.close()
         with contextlib.suppress(Exception):

@@ -39,6 +39,11 @@ def mcphost_command() -> list[str]:
 
 
 @pytest.fixture
+def mcphost_cmd() -> list[str]:
+    return mcphost_command()
+
+
+@pytest.fixture
 def serve_argv(mcp_home: Path, plugin_dirs: dict[str, Path]) -> list[str]:
     """``mcphost serve`` over stdio with textkit and mathkit (argv, command first)."""
     return [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -48,7 +49,9 @@ def test_official_client_settles_on_the_newest_revision_and_calls_example_tools(
     asyncio.run(go())
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # ping exists only before 2026
+@pytest.mark.filterwarnings(
+    "ignore::mcp.shared.exceptions.MCPDeprecationWarning"
+)  # ping exists only before 2026
 def test_handshake_era_client_gets_2025_11_25_and_the_same_tools(serve_argv: list[str]) -> None:
     async def go() -> None:
         async with Client(params(serve_argv), mode="legacy") as client:
@@ -123,7 +126,9 @@ def test_a_cancelled_long_call_ends_and_the_server_keeps_answering(
     asyncio.run(asyncio.wait_for(go(), 30))
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # logging/setLevel, as above
+@pytest.mark.filterwarnings(
+    "ignore::mcp.shared.exceptions.MCPDeprecationWarning"
+)  # logging/setLevel, as above
 def test_plugin_logs_reach_a_client_that_set_a_log_level(serve_argv: list[str]) -> None:
     async def go() -> None:
         logs: list[types.LoggingMessageNotificationParams] = []
@@ -160,5 +165,51 @@ def test_2026_client_gets_plugin_logs_only_when_it_opts_in_per_request(
             res = await c2.call_tool("textkit.sleep", {"seconds": 0.2})
             assert not res.is_error
         assert logs and logs[0].logger == "textkit"
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_installing_a_plugin_with_the_cli_shows_up_as_tools_list_changed(
+    serve_argv: list[str],
+    mcphost_cmd: list[str],
+    mcp_home: Path,
+    example_wheels: dict[str, Path],
+    mode: str,
+) -> None:
+    install = [
+        *mcphost_cmd,
+        "--home",
+        str(mcp_home),
+        "plugin",
+        "install",
+        "--yes",
+        str(example_wheels["notes"]),
+    ]
+
+    async def go() -> None:
+        changed = anyio.Event()
+
+        async def on_message(msg: Any) -> None:
+            if isinstance(msg, types.ToolListChangedNotification):
+                changed.set()
+
+        async with Client(params(serve_argv), mode=mode, message_handler=on_message) as client:
+            before = {t.name for t in (await client.list_tools()).tools}
+            assert "notes.save" not in before
+            if mode == "auto":
+                async with client.listen(tools_list_changed=True) as sub:
+                    await anyio.run_process(install)
+                    with anyio.fail_after(20):
+                        event = await sub.__anext__()
+                    assert type(event).__name__ == "ToolsListChanged"
+            else:
+                await anyio.run_process(install)
+                with anyio.fail_after(20):
+                    await changed.wait()
+            after = {t.name for t in (await client.list_tools(cache_mode="refresh")).tools}
+            assert "notes.save" in after
+            res = await client.call_tool("notes.save", {"title": "t", "body": "b"})
+            assert res.structured_content == {"result": "t"}
 
     asyncio.run(go())
