@@ -44,27 +44,39 @@ def _prepare(work: Path) -> tuple[list[str], list[str]]:
     """Build and install textkit; return (official argv, mcphost argv)."""
     wheels, target, home = work / "wheels", work / "plugins" / "textkit", work / "home"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels),
-                    str(REPO / "example_plugins" / "textkit")], check=True)
+    subprocess.run(
+        [
+            *pip,
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(wheels),
+            str(REPO / "example_plugins" / "textkit"),
+        ],
+        check=True,
+    )
     wheel = next(wheels.glob("mcphost_textkit-*.whl"))
-    subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)],
-                   check=True)
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True)
     home.mkdir(parents=True)
     (home / "config.toml").write_text("allow_unsigned = true\n")
     official = work / "official_echo.py"
     official.write_text(OFFICIAL_SERVER)
     script = Path(sys.executable).with_name("mcphost")
-    mcphost = [str(script)] if script.exists() else [
-        sys.executable, "-c", "from mcphost.host.cli import main; main()"]
+    mcphost = (
+        [str(script)]
+        if script.exists()
+        else [sys.executable, "-c", "from mcphost.host.cli import main; main()"]
+    )
     return (
         [sys.executable, str(official)],
-        [*mcphost, "--home", str(home), "serve", "--no-environment", "--plugin-dir",
-         str(target)],
+        [*mcphost, "--home", str(home), "serve", "--no-environment", "--plugin-dir", str(target)],
     )
 
 
-async def _measure(argv: list[str], tool: str, mode: str, calls: int, starts: int
-                   ) -> dict[str, Any]:
+async def _measure(
+    argv: list[str], tool: str, mode: str, calls: int, starts: int
+) -> dict[str, Any]:
     from mcp.client.client import Client
     from mcp.client.stdio import StdioServerParameters
 

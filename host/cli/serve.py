@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from pathlib import Path
 
 import click
@@ -145,8 +146,17 @@ def serve(
         finally:
             await server.close()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(go())
+    async def until_signalled() -> None:
+        # SIGTERM and SIGINT end serving the same way: calls cancelled, workers stopped.
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await go()
+
+    asyncio.run(until_signalled())
 
 
 def _version() -> str:

@@ -115,7 +115,11 @@ class _Exchange:
         if self.closed or self.writer.is_closing():
             self.closed = True
             return
-        data = self.conn.send(event)
+        try:
+            data = self.conn.send(event)
+        except h11.LocalProtocolError:  # the answer is already complete
+            self.closed = True
+            return
         if data:
             self.writer.write(data)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import mcp_types as types
+import psutil
 import pytest
 from mcp.client.client import Client
 from mcp.shared.exceptions import MCPError
@@ -264,9 +265,16 @@ def test_mcphost_serve_http_subprocess_serves_the_official_client(
                 assert res.structured_content == {"result": True}
 
         asyncio.run(go())
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        assert workers, "the plugin ran in a worker process"
+        proc.terminate()  # SIGTERM: a clean stop, workers included
+        assert proc.wait(timeout=20) == 0
+        _gone, alive = psutil.wait_procs(workers, timeout=20)
+        assert not alive
     finally:
-        proc.terminate()
-        assert proc.wait(timeout=20) is not None
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_http_refuses_a_non_loopback_bind_without_allow_remote(serve_argv: list[str]) -> None:
