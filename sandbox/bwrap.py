@@ -45,7 +45,7 @@ from .isolation import (
     worker_argv,
     worker_config,
 )
-from .landlock import abi_version, rules_for
+from .landlock import BOOTSTRAP, JailStart, abi_version, rules_for
 from .seccomp import SeccompUnavailable, filter_fd, seccomp_status
 
 __all__ = ["NOBODY", "BubblewrapBackend"]
@@ -238,6 +238,7 @@ class BubblewrapBackend(IsolationBackend):
                     spec, limits=msgspec.structs.replace(spec.limits, processes=None)
                 )
         fds: list[int] = []
+        host_fds: list[int] = []
         try:
             if self.privileged:
                 _set_subreaper()
@@ -255,12 +256,30 @@ class BubblewrapBackend(IsolationBackend):
                     fds.append(filter_fd())
                     argv += ["--seccomp", str(fds[-1])]
             info_read, info_write = os.pipe()
+            host_fds.append(info_read)
             fds.append(info_write)
             argv += ["--info-fd", str(info_write)]
+            start = JailStart()
+            preexec: Callable[[], None] | None = None
+            cgroup_fds: list[int] = []
+            if cgroup is not None:
+                start = JailStart(cgroup=cgroup.name, cgroups=len(cgroup.dirs))
+                if _open_time_credentials():
+                    cgroup_fds = cgroup.open_procs()
+                    fds += cgroup_fds
+                else:
+                    preexec = cgroup.join
+            if self.landlock_abi():
+                rules = rules_for(
+                    [*runtime_paths(), *_link_targets(), *spec.paths, *spec.grants.read_paths],
+                    [spec.data_dir, spec.work_dir, *spec.grants.write_paths],
+                    spec.grants.network,
+                )
+                start = msgspec.structs.replace(start, landlock=rules)
             argv += ["--", *self._drop_args()]
-            argv += self._command(worker_spec, channel_fd, command)
+            argv += _command(worker_spec, channel_fd, command, start, cgroup_fds)
         except BaseException:
-            for fd in fds:
+            for fd in fds + host_fds:
                 os.close(fd)
             if cgroup is not None:
                 cgroup.remove()
@@ -271,7 +290,7 @@ class BubblewrapBackend(IsolationBackend):
             env=env,
             cwd=spec.work_dir,
             pass_fds=(channel_fd, *fds),
-            preexec_fn=cgroup.join if cgroup is not None else None,
+            preexec_fn=preexec,
             on_spawn=jail.on_spawn,
             cleanup=jail.cleanup,
         )
@@ -279,21 +298,6 @@ class BubblewrapBackend(IsolationBackend):
     def landlock_abi(self) -> int:
         """The Landlock ABI workers restrict themselves with; 0 when not used."""
         return abi_version() if self.use_landlock else 0
-
-    def _command(self, spec: WorkerSpec, channel_fd: int, command: list[str] | None) -> list[str]:
-        """The worker's command, started through the Landlock step when the kernel has it."""
-        if not self.landlock_abi():
-            return command if command is not None else worker_argv(spec, channel_fd)
-        rules = rules_for(
-            [*runtime_paths(), *_link_targets(), *spec.paths, *spec.grants.read_paths],
-            [spec.data_dir, spec.work_dir, *spec.grants.write_paths],
-            spec.grants.network,
-        )
-        head = [sys.executable, "-I", "-B", "-m", "mcphost.sandbox.landlock"]
-        if command is not None:
-            return [*head, "--exec", msgspec.json.encode(rules).decode(), "--", *command]
-        config = worker_config(spec, channel_fd, landlock=msgspec.to_builtins(rules))
-        return [*head, config]
 
     def _supports_disable_userns(self) -> bool:
         return self.version() >= (0, 8)
@@ -441,6 +445,28 @@ class _JailProcess:
         if self.cgroup is not None:
             cgroup, self.cgroup = self.cgroup, None
             cgroup.remove()
+
+
+def _command(
+    spec: WorkerSpec,
+    channel_fd: int,
+    command: list[str] | None,
+    start: JailStart,
+    cgroup_fds: list[int],
+) -> list[str]:
+    """The worker's command, started through the jail's first steps when there are any."""
+    if start == JailStart():
+        return command if command is not None else worker_argv(spec, channel_fd)
+    head = [sys.executable, "-I", "-B", "-c", BOOTSTRAP, ",".join(map(str, cgroup_fds))]
+    if command is not None:
+        return [*head, "--exec", msgspec.json.encode(start).decode(), "--", *command]
+    return [*head, worker_config(spec, channel_fd, jail=msgspec.to_builtins(start))]
+
+
+def _open_time_credentials() -> bool:
+    """Linux 5.16+ checks a cgroup move against the opener of ``cgroup.procs``."""
+    m = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    return m is not None and (int(m[1]), int(m[2])) >= (5, 16)
 
 
 @functools.cache

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["CgroupManager", "WorkerCgroup"]
+__all__ = ["CgroupManager", "WorkerCgroup", "check_member"]
 
 _MIB = 1024 * 1024
 _counter = itertools.count()
@@ -42,6 +42,27 @@ class WorkerCgroup:
                 os.write(fd, b"0")
             finally:
                 os.close(fd)
+
+    @property
+    def name(self) -> str:
+        """The directory name, the same in every hierarchy."""
+        return os.path.basename(self.dirs[0])
+
+    def open_procs(self) -> list[int]:
+        """Write fds on each ``cgroup.procs``: the worker moves itself in with them.
+
+        The kernel checks the opener's credentials, so a worker that already dropped
+        its uid can still move itself in with them (and with nothing else).
+        """
+        fds: list[int] = []
+        try:
+            for path in self._procs:
+                fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return fds
 
     def pids(self) -> set[int]:
         """Processes currently in the cgroup."""
@@ -80,6 +101,20 @@ class WorkerCgroup:
                 # Killed processes leave the cgroup within microseconds; no event to wait on
                 # exists on v1, so poll briefly.
                 time.sleep(0.005)
+
+
+def check_member(name: str, count: int) -> None:
+    """Raise :class:`OSError` unless this process is in ``count`` cgroups called ``name``.
+
+    The worker checks this before it loads plugin code: outside its limits it must not run.
+    """
+    with open("/proc/self/cgroup") as f:
+        inside = sum(line.rstrip("\n").endswith("/" + name) for line in f)
+    if inside < count:
+        raise OSError(
+            f"worker is in {inside} of its {count} cgroups named {name}; "
+            "it refuses to run outside its limits"
+        )
 
 
 @dataclass

@@ -7,10 +7,9 @@ With ABI 6+ it also cannot signal processes or reach abstract unix sockets outsi
 own domain. The rules are applied before the worker imports anything of the plugin, and
 hold for everything the worker starts.
 
-Run as ``python -m mcphost.sandbox.landlock CONFIG_JSON``: the worker configuration
-carries a ``landlock`` entry (:func:`rules_for`); the rules are applied, then the worker
-runs in this same interpreter. ``--exec RULES_JSON -- PROGRAM ARGS...`` applies the rules
-and executes another program instead.
+This module is also where the worker's first steps in the jail live: :data:`BOOTSTRAP`
+moves it into its cgroups, then :func:`main` checks that, applies the rules and runs the
+worker in the same interpreter (or executes another program, for tests).
 """
 
 from __future__ import annotations
@@ -23,7 +22,17 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["LandlockRules", "abi_version", "main", "restrict", "rules_for"]
+from .cgroups import check_member
+
+__all__ = [
+    "BOOTSTRAP",
+    "JailStart",
+    "LandlockRules",
+    "abi_version",
+    "main",
+    "restrict",
+    "rules_for",
+]
 
 # Syscall numbers are the same on every architecture that has Landlock (generic table).
 _SYS_CREATE_RULESET = 444
@@ -208,19 +217,56 @@ def rules_for(
     )
 
 
+class JailStart(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What the worker checks and applies first, inside the jail, before any plugin code."""
+
+    #: The name of the worker's cgroups, and how many it must be in (0: none).
+    cgroup: str = ""
+    cgroups: int = 0
+    landlock: LandlockRules | None = None
+
+
+#: The jail's first Python code, run as ``python -c BOOTSTRAP FDS ARGS...``. The move
+#: into the worker's cgroups (writes to the ``cgroup.procs`` fds in FDS) waits for the
+#: kernel, about one RCU grace period (~10 ms) when no cgroup move happened lately; so
+#: the imports the worker needs anyway run on a thread meanwhile. Then :func:`main`
+#: checks the move, applies Landlock and runs the worker; no plugin code runs before.
+BOOTSTRAP = (
+    "import os, sys, threading\n"
+    "t = threading.Thread(target=__import__, args=('mcphost.sandbox.worker',))\n"
+    "t.start()\n"
+    "for fd in [int(x) for x in sys.argv[1].split(',') if x]:\n"
+    "    os.write(fd, b'0')\n"
+    "    os.close(fd)\n"
+    "t.join()\n"
+    "from mcphost.sandbox.landlock import main\n"
+    "main(sys.argv[2:])\n"
+)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Apply the rules, then run the worker here (or ``--exec`` another program)."""
+    """Check the cgroups, apply Landlock, then run the worker here (or ``--exec`` a program).
+
+    ``argv`` is the worker's ``CONFIG_JSON`` (with a ``jail`` entry), or ``--exec
+    JAIL_JSON -- PROGRAM ARGS...``. A failed check ends the process before the plugin.
+    """
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "--exec":
-        rules = msgspec.json.decode(args[1], type=LandlockRules)
-        restrict(rules)
+        start = msgspec.json.decode(args[1], type=JailStart)
+    else:
+        start = msgspec.convert(msgspec.json.decode(args[0]).get("jail", {}), type=JailStart)
+    if start.cgroups:
+        check_member(start.cgroup, start.cgroups)
+    # Landlock binds the calling thread and the threads it starts later: the only one left.
+    if start.landlock is not None:
+        restrict(start.landlock)
+    if args[0] == "--exec":
         program = args[args.index("--") + 1 :]
         os.execv(program[0], program)
-    config = msgspec.json.decode(args[0])
-    restrict(msgspec.convert(config.get("landlock", {}), type=LandlockRules))
-    import runpy
+    from mcphost.sandbox.worker import main as worker_main
 
-    runpy.run_module("mcphost.sandbox.worker", run_name="__main__", alter_sys=True)
+    sys.argv[1:] = args
+    worker_main(args)
 
 
 if __name__ == "__main__":
