@@ -1,0 +1,915 @@
+"""Core benchmarks: the wire's raw floor, host.call against in-process calls, pipelined
+throughput, worker cold start, and verification before a start.
+
+Everything is measured side by side in one run, on real wheels of the example plugins
+built with ``pip wheel`` and installed with ``pip install --target``. Comparisons are
+made between medians taken in the same run, in interleaved rounds, so a machine that
+is slower (or busier) for everything moves both sides of a ratio together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import math
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "example_plugins"
+EXAMPLE_NAMES = ("textkit", "mathkit", "notes")
+
+#: Calls kept in flight for the throughput benchmarks.
+INFLIGHT = 64
+#: Units of CPU work (microseconds of ``mathkit.spin``) compared with in-process calls.
+SPIN_SIZES = (0, 100, 1000, 10000)
+
+Row = dict[str, Any]
+
+
+# -- statistics --------------------------------------------------------------------
+def percentile(samples: list[float], p: float) -> float:
+    """The nearest-rank ``p``-th percentile (0 < p <= 100) of ``samples``."""
+    if not samples:
+        return math.nan
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def median(values: list[float]) -> float:
+    """The median, as the 50th percentile (the lower middle for an even count)."""
+    return percentile(values, 50)
+
+
+def us(seconds: float) -> str:
+    """Seconds as a readable microsecond figure."""
+    return f"{seconds * 1e6:,.1f} µs"
+
+
+def ms(seconds: float) -> str:
+    """Seconds as a readable millisecond figure."""
+    return f"{seconds * 1e3:,.1f} ms"
+
+
+@dataclass
+class Plan:
+    """How many samples each part takes; ``--quick`` shrinks them about tenfold."""
+
+    rounds: int
+    noop_calls: int
+    spin_calls: dict[int, int]
+    pipelined_calls: int
+    pipelined_rounds: int
+    starts: int
+    verifies: int
+    quick: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def make(cls, quick: bool) -> Plan:
+        if quick:
+            return cls(
+                rounds=2,
+                noop_calls=400,
+                spin_calls={0: 300, 100: 200, 1000: 100, 10000: 20},
+                pipelined_calls=2000,
+                pipelined_rounds=1,
+                starts=4,
+                verifies=5,
+                quick=True,
+            )
+        return cls(
+            rounds=5,
+            noop_calls=5000,
+            spin_calls={0: 3000, 100: 2000, 1000: 1000, 10000: 150},
+            pipelined_calls=20000,
+            pipelined_rounds=3,
+            starts=20,
+            verifies=20,
+        )
+
+
+# -- the raw floor -----------------------------------------------------------------
+class RawCall(msgspec.Struct, frozen=True, tag="call", tag_field="t"):
+    """The request of the raw floor: the same fields a real call frame carries."""
+
+    id: int
+    tool: str
+    args: dict[str, Any]
+
+
+class RawResult(msgspec.Struct, frozen=True, tag="result", tag_field="t"):
+    """The answer of the raw floor."""
+
+    id: int
+    value: Any
+
+
+HEADER = struct.Struct(">I")
+
+#: The echo server of the raw floor: blocking socket, length-prefixed msgspec frames,
+#: decode the request into a struct, encode the answer, nothing else.
+RAW_SERVER = r"""
+import socket, struct, sys
+from typing import Any
+import msgspec
+
+class RawCall(msgspec.Struct, frozen=True, tag="call", tag_field="t"):
+    id: int
+    tool: str
+    args: dict[str, Any]
+
+class RawResult(msgspec.Struct, frozen=True, tag="result", tag_field="t"):
+    id: int
+    value: Any
+
+HEADER = struct.Struct(">I")
+sock = socket.socket(fileno=int(sys.argv[1]))
+rf = sock.makefile("rb")
+dec = msgspec.msgpack.Decoder(RawCall)
+enc = msgspec.msgpack.Encoder()
+while True:
+    head = rf.read(4)
+    if len(head) < 4:
+        break
+    (n,) = HEADER.unpack(head)
+    call = dec.decode(rf.read(n))
+    body = enc.encode(RawResult(id=call.id, value=call.args.get("text")))
+    sock.sendall(HEADER.pack(len(body)) + body)
+"""
+
+
+class RawFloor:
+    """A minimal two-process round trip over a socketpair: no framework at all."""
+
+    def __init__(self) -> None:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-B", "-c", RAW_SERVER, str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self.sock = mine
+        self.rf = mine.makefile("rb")
+        self.enc = msgspec.msgpack.Encoder()
+        self.dec = msgspec.msgpack.Decoder(RawResult)
+        self.ids = 0
+
+    def _send(self, text: str) -> None:
+        self.ids += 1
+        body = self.enc.encode(RawCall(id=self.ids, tool="echo", args={"text": text}))
+        self.sock.sendall(HEADER.pack(len(body)) + body)
+
+    def _recv(self) -> RawResult:
+        (n,) = HEADER.unpack(self.rf.read(4))
+        return self.dec.decode(self.rf.read(n))
+
+    def call(self, text: str) -> Any:
+        self._send(text)
+        return self._recv().value
+
+    def latencies(self, n: int) -> list[float]:
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            self.call("x")
+            out.append(time.perf_counter() - t0)
+        return out
+
+    def pipelined(self, total: int, inflight: int = INFLIGHT) -> float:
+        """Calls per second with ``inflight`` requests outstanding at all times."""
+        t0 = time.perf_counter()
+        sent = 0
+        for _ in range(min(inflight, total)):
+            self._send("x")
+            sent += 1
+        for _ in range(total):
+            self._recv()
+            if sent < total:
+                self._send("x")
+                sent += 1
+        return total / (time.perf_counter() - t0)
+
+    def close(self) -> None:
+        self.rf.close()
+        self.sock.close()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# -- halves of the real path, to tell host-side time from worker-side time --------------
+#: A worker stand-in that speaks mcphost's real protocol with blocking sockets and does
+#: nothing else: the host's WorkerClient against it measures the host side alone.
+PROTOCOL_ECHO = r"""
+import socket, sys
+from mcphost.sandbox.protocol import (
+    SUPPORTED_VERSIONS, Call, FrameCodec, Hello, Ping, Pong, Result, Shutdown,
+)
+sock = socket.socket(fileno=int(sys.argv[1]))
+rf = sock.makefile("rb")
+codec = FrameCodec()
+hello = Hello(versions=list(SUPPORTED_VERSIONS), plugin=sys.argv[2], plugin_version="0", tools=[])
+sock.sendall(codec.encode(hello))
+while True:
+    head = rf.read(4)
+    if len(head) < 4:
+        break
+    frame = codec.decode(rf.read(codec.body_length(head)))
+    if isinstance(frame, Call):
+        sock.sendall(codec.encode(Result(id=frame.id, value=frame.args.get("text"))))
+    elif isinstance(frame, Ping):
+        sock.sendall(codec.encode(Pong(n=frame.n)))
+    elif isinstance(frame, Shutdown):
+        break
+"""
+
+
+def protocol_echo_backend() -> Any:
+    """An isolation backend whose 'worker' is :data:`PROTOCOL_ECHO`."""
+    from mcphost.sandbox import IsolationBackend, IsolationReport, LaunchPlan, WorkerSpec
+    from mcphost.sandbox.isolation import clean_env
+
+    class ProtocolEchoBackend(IsolationBackend):
+        name = "protocol-echo"
+
+        def available(self) -> tuple[bool, str]:
+            return True, "benchmark stand-in"
+
+        def report(self) -> IsolationReport:
+            return IsolationReport(backend=self.name, level=self.level, available=True)
+
+        def prepare(self, spec: WorkerSpec, channel_fd: int) -> LaunchPlan:
+            argv = [sys.executable, "-I", "-B", "-c", PROTOCOL_ECHO, str(channel_fd), spec.plugin]
+            return LaunchPlan(argv=argv, env=clean_env(), cwd=spec.work_dir, pass_fds=(channel_fd,))
+
+    return ProtocolEchoBackend()
+
+
+class BlockingClient:
+    """The real worker driven by a blocking socket speaking the real protocol: the
+    worker side alone, with no asyncio on the host's side."""
+
+    def __init__(self, spec: Any, backend: Any) -> None:
+        from mcphost.sandbox.protocol import FrameCodec, Hello, Welcome
+
+        os.makedirs(spec.work_dir, exist_ok=True)
+        os.makedirs(spec.data_dir, exist_ok=True)
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        plan = backend.prepare(spec, theirs.fileno())
+        self.proc = subprocess.Popen(
+            plan.argv,
+            env=plan.env,
+            cwd=plan.cwd,
+            pass_fds=plan.pass_fds,
+            preexec_fn=plan.preexec_fn,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self.sock = mine
+        self.rf = mine.makefile("rb")
+        self.codec = FrameCodec()
+        hello = self._recv()
+        if not isinstance(hello, Hello):
+            raise RuntimeError(f"worker for {spec.plugin} sent {hello!r} instead of Hello")
+        self.sock.sendall(self.codec.encode(Welcome(version=max(hello.versions))))
+        self.ids = 0
+
+    def _recv(self) -> Any:
+        head = self.rf.read(4)
+        if len(head) < 4:
+            raise RuntimeError("the worker closed its channel")
+        return self.codec.decode(self.rf.read(self.codec.body_length(head)))
+
+    def _send(self, tool: str, args: dict[str, Any]) -> None:
+        from mcphost.sandbox.protocol import Call
+
+        self.ids += 1
+        call = Call(id=self.ids, tool=tool, args=args, timeout=60.0)
+        self.sock.sendall(self.codec.encode(call))
+
+    def latencies(self, tool: str, args: dict[str, Any], n: int) -> list[float]:
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            self._send(tool, args)
+            self._recv()
+            out.append(time.perf_counter() - t0)
+        return out
+
+    def pipelined(self, tool: str, args: dict[str, Any], total: int) -> float:
+        t0 = time.perf_counter()
+        sent = 0
+        for _ in range(min(INFLIGHT, total)):
+            self._send(tool, args)
+            sent += 1
+        for _ in range(total):
+            self._recv()
+            if sent < total:
+                self._send(tool, args)
+                sent += 1
+        return total / (time.perf_counter() - t0)
+
+    def close(self) -> None:
+        from mcphost.sandbox.protocol import Shutdown
+
+        with contextlib.suppress(OSError):
+            self.sock.sendall(self.codec.encode(Shutdown()))
+        self.rf.close()
+        self.sock.close()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# -- the example plugins, built and installed for real ---------------------------------
+def _pip(*args: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"pip {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+
+
+@dataclass
+class Plugins:
+    """The example plugins installed into one directory each, and how they were signed."""
+
+    dirs: dict[str, Path]
+    #: Directory of a trust store that trusts the signing key; None when unsigned.
+    keys_dir: Path | None
+    #: Why the plugins are unsigned, when they are.
+    unsigned_reason: str = ""
+
+
+def install_examples(tmp: Path) -> Plugins:
+    """Build the example wheels, sign them with a fresh key when the security package
+    can, and ``pip install --target`` each into its own directory under ``tmp``."""
+    raw = tmp / "wheels"
+    raw.mkdir()
+    wheels = {}
+    for name in EXAMPLE_NAMES:
+        _pip(
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(raw / name),
+            str(EXAMPLES / name),
+        )
+        wheels[name] = next((raw / name).glob("*.whl"))
+    keys_dir: Path | None = tmp / "keys"
+    reason = ""
+    try:
+        from mcphost.security import Permissions, TrustStore, generate_key, sign_wheel
+
+        key = generate_key()
+        signed = {
+            name: sign_wheel(w, key, permissions=Permissions(), out=tmp / "signed" / name)
+            for name, w in wheels.items()
+        }
+        assert keys_dir is not None
+        TrustStore(keys_dir).trust(key.public_key.pem(), "benchmark publisher")
+        wheels = signed
+    except Exception as exc:  # verification is measured only when signing works
+        keys_dir = None
+        reason = f"{type(exc).__name__}: {exc}"
+    dirs = {}
+    for name, wheel in wheels.items():
+        target = tmp / "plugins" / name
+        _pip("install", "--no-deps", "--no-compile", "--target", str(target), str(wheel))
+        dirs[name] = target
+    return Plugins(dirs, keys_dir, reason)
+
+
+def load_in_process(plugins: Plugins, name: str) -> Any:
+    """The plugin's Plugin object imported into this process, for the in-process baseline."""
+    from mcphost.host.sources import discover_directory
+
+    source = discover_directory(plugins.dirs[name])[0]
+    sys.path.insert(0, str(plugins.dirs[name]))
+    from mcphost.sandbox.worker import load_plugin
+
+    return load_plugin(source.entry, [])
+
+
+def in_process_latencies(fn: Callable[..., Any], kwargs: dict[str, Any], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn(**kwargs)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+# -- measuring async callers ---------------------------------------------------------
+async def async_latencies(call: Callable[[], Awaitable[Any]], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await call()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+async def async_pipelined(
+    call: Callable[[], Awaitable[Any]], total: int, inflight: int = INFLIGHT
+) -> float:
+    """Calls per second with ``inflight`` calls outstanding until ``total`` are done."""
+    left = total
+
+    async def lane() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await call()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(min(inflight, total))))
+    return total / (time.perf_counter() - t0)
+
+
+@contextmanager
+def quiet_gc() -> Iterator[None]:
+    """Collect before a measurement so a full collection does not land inside it."""
+    gc.collect()
+    yield
+
+
+# -- the benchmark ---------------------------------------------------------------------
+def run(quick: bool) -> list[Row]:
+    """Measure everything; return rows for the runner's table (see benchmarks/README.md)."""
+    plan = Plan.make(quick)
+    tmp = Path(tempfile.mkdtemp(prefix="mcphost-bench-"))
+    try:
+        plugins = install_examples(tmp)
+        return asyncio.run(_run(plan, plugins, tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _run(plan: Plan, plugins: Plugins, tmp: Path) -> list[Row]:
+    from mcphost.host import Home, Host, HostConfig
+
+    config = HostConfig(allow_unsigned=plugins.keys_dir is None)
+    home = tmp / "home"
+    home.mkdir()
+    if plugins.keys_dir is not None:
+        shutil.copytree(plugins.keys_dir, Home(home).keys_dir)
+    rows: list[Row] = []
+    async with (
+        Host(
+            home=home,
+            config=config,
+            plugin_dirs=[plugins.dirs["textkit"], plugins.dirs["mathkit"]],
+            environment=False,
+            isolation="rlimits",
+        ) as host,
+        CallPaths.open(host, plugins, tmp) as paths,
+    ):
+        for placement in placements():
+            with placement.applied(paths.server_pids()):
+                rows += await _noop_rows(plan, paths, placement.label)
+                rows += await _spin_rows(plan, host, plugins, placement.label)
+                rows += await _throughput_rows(plan, paths, placement.label)
+    rows += await _cold_start_rows(plan, plugins, tmp)
+    rows += _verification_rows(plan, plugins)
+    return rows
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Pin every thread of process ``pid`` to ``cpus``."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        tids = [pid]
+    for tid in tids:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(tid, cpus)
+
+
+@dataclass
+class Placement:
+    """Where the caller (this process) and the callee processes run.
+
+    On a small virtual machine a wake-up on another core costs tens of microseconds
+    (an inter-processor interrupt and an idle exit) while one on the same core costs a
+    few, so an unpinned round trip is bimodal: either figure, by the scheduler's whim.
+    Both sides of every comparison are therefore measured pinned, in both placements.
+    """
+
+    label: str
+    caller: set[int]
+    callee: set[int]
+
+    @contextlib.contextmanager
+    def applied(self, callee_pids: list[int]) -> Iterator[None]:
+        before = os.sched_getaffinity(0)
+        pin(os.getpid(), self.caller)
+        for pid in callee_pids:
+            pin(pid, self.callee)
+        try:
+            yield
+        finally:
+            pin(os.getpid(), before)
+            for pid in callee_pids:
+                pin(pid, before)
+
+
+def placements() -> list[Placement]:
+    """Cross core first: sharing one core, a worker is preempted more often, and a
+    preempted inline call can move a tool to the worker's thread pool for good."""
+    cpus = sorted(os.sched_getaffinity(0))
+    out = [Placement("same core", {cpus[0]}, {cpus[0]})]
+    if len(cpus) > 1:
+        out.insert(0, Placement("cross core", {cpus[0]}, {cpus[1]}))
+    return out
+
+
+LatencyFn = Callable[[int], Awaitable[list[float]]]
+ThroughputFn = Callable[[int], Awaitable[float]]
+
+
+@dataclass
+class CallPath:
+    """One way of making a no-op call, measured one call at a time and pipelined."""
+
+    key: str
+    name: str
+    latencies: LatencyFn
+    pipelined: ThroughputFn
+
+
+@dataclass
+class CallPaths:
+    """The raw floor, the real path (host.call) and the halves in between."""
+
+    paths: list[CallPath]
+    pids: Callable[[], list[int]]
+
+    def server_pids(self) -> list[int]:
+        """Every process on the far side of a call path."""
+        return self.pids()
+
+    def __getitem__(self, key: str) -> CallPath:
+        return next(p for p in self.paths if p.key == key)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, host: Any, plugins: Plugins, tmp: Path) -> Any:
+        from mcphost.host.sources import discover_directory
+        from mcphost.sandbox import RlimitBackend, WorkerSpec, spawn_worker
+
+        source = discover_directory(plugins.dirs["textkit"])[0]
+
+        def spec(tag: str) -> Any:
+            return WorkerSpec(
+                plugin=source.name,
+                version=source.version,
+                entry=source.entry,
+                paths=source.paths,
+                data_dir=str(tmp / "data" / tag),
+                work_dir=str(tmp / "run" / tag),
+            )
+
+        args = {"text": "x"}
+        raw = RawFloor()
+        blocking = BlockingClient(spec("blocking"), RlimitBackend())
+        echo = await spawn_worker(spec("echo"), protocol_echo_backend())
+        worker = await host._supervisors["textkit"].acquire()
+
+        def sync_lat(fn: Callable[[int], list[float]]) -> LatencyFn:
+            async def lat(n: int) -> list[float]:
+                return fn(n)
+
+            return lat
+
+        def sync_pipe(fn: Callable[[int], float]) -> ThroughputFn:
+            async def pipe(n: int) -> float:
+                return fn(n)
+
+            return pipe
+
+        def async_path(call: Callable[[], Awaitable[Any]]) -> tuple[LatencyFn, ThroughputFn]:
+            async def lat(n: int) -> list[float]:
+                return await async_latencies(call, n)
+
+            async def pipe(n: int) -> float:
+                return await async_pipelined(call, n)
+
+            return lat, pipe
+
+        paths = [
+            CallPath(
+                "raw",
+                "raw floor: blocking client and server, socketpair, msgspec frames",
+                sync_lat(raw.latencies),
+                sync_pipe(raw.pipelined),
+            ),
+            CallPath(
+                "blocking-worker",
+                "blocking client -> real worker (worker side alone)",
+                sync_lat(lambda n: blocking.latencies("echo", args, n)),
+                sync_pipe(lambda n: blocking.pipelined("echo", args, n)),
+            ),
+            CallPath(
+                "client-echo",
+                "WorkerClient.call -> blocking protocol echo (host's sandbox client alone)",
+                *async_path(lambda: echo.call("echo", args, timeout=60.0)),
+            ),
+            CallPath(
+                "client-worker",
+                "WorkerClient.call -> real worker (no Host layer)",
+                *async_path(lambda: worker.call("echo", args, timeout=60.0)),
+            ),
+            CallPath(
+                "host",
+                "host.call textkit.echo (no-op) -> real worker",
+                *async_path(lambda: host.call("textkit.echo", args)),
+            ),
+        ]
+
+        def pids() -> list[int]:
+            out = [raw.proc.pid, blocking.proc.pid, echo.pid]
+            for sup in host._supervisors.values():
+                if sup.worker is not None:
+                    out.append(sup.worker.pid)
+            return out
+
+        try:
+            yield cls(paths, pids)
+        finally:
+            raw.close()
+            blocking.close()
+            await echo.close()
+
+
+async def _noop_rows(plan: Plan, paths: CallPaths, where: str) -> list[Row]:
+    # Warm every path up (the worker learns which sync tools are fast enough to inline).
+    for path in paths.paths:
+        await path.latencies(200)
+    samples: dict[str, list[float]] = {p.key: [] for p in paths.paths}
+    per_round = max(1, plan.noop_calls // plan.rounds)
+    for _ in range(plan.rounds):
+        for path in paths.paths:
+            with quiet_gc():
+                samples[path.key] += await path.latencies(per_round)
+    raw_p50 = median(samples["raw"])
+    rows: list[Row] = []
+    for path in paths.paths:
+        got = samples[path.key]
+        ratio = median(got) / raw_p50
+        row: Row = {
+            "name": f"[{where}] {path.name}" + (" vs raw floor" if path.key == "host" else ""),
+            "value": ratio if path.key == "host" else median(got) * 1e6,
+            "unit": "x raw floor p50" if path.key == "host" else "µs p50",
+            "p50": us(median(got)),
+            "p99": us(percentile(got, 99)),
+            "vs raw floor": f"{ratio:.2f}x",
+            "n": len(got),
+        }
+        if path.key == "host":
+            row["target"] = "<= 1.5x"
+            row["passed"] = ratio <= 1.5
+        rows.append(row)
+    return rows
+
+
+async def _spin_rows(plan: Plan, host: Any, plugins: Plugins, where: str) -> list[Row]:
+    mathkit = load_in_process(plugins, "mathkit")
+    spin_fn = mathkit.tools["spin"].fn
+    for size in SPIN_SIZES:
+        args = {"microseconds": size}
+        await async_latencies(lambda a=args: host.call("mathkit.spin", a), 5)  # type: ignore[misc]
+    rows: list[Row] = []
+    for size in SPIN_SIZES:
+        per = max(1, plan.spin_calls[size] // plan.rounds)
+        h: list[float] = []
+        p: list[float] = []
+        args = {"microseconds": size}
+
+        async def host_spin(a: dict[str, Any] = args) -> Any:
+            return await host.call("mathkit.spin", a)
+
+        for _ in range(plan.rounds):
+            with quiet_gc():
+                h += await async_latencies(host_spin, per)
+            with quiet_gc():
+                p += in_process_latencies(spin_fn, args, per)
+        overhead = median(h) / median(p) - 1
+        row: Row = {
+            "name": f"[{where}] host.call mathkit.spin({size} µs) overhead vs in-process",
+            "value": overhead * 100,
+            "unit": "% overhead p50",
+            "p50": us(median(h)),
+            "p99": us(percentile(h, 99)),
+            "in-process p50": us(median(p)),
+            "added p50": us(median(h) - median(p)),
+            "n": len(h),
+        }
+        if size == 10000:
+            row["target"] = "< 5 %"
+            row["passed"] = overhead < 0.05
+        rows.append(row)
+    return rows
+
+
+async def _throughput_rows(plan: Plan, paths: CallPaths, where: str) -> list[Row]:
+    for path in paths.paths:
+        await path.pipelined(1000)
+    rates: dict[str, list[float]] = {p.key: [] for p in paths.paths}
+    for _ in range(plan.pipelined_rounds):
+        for path in paths.paths:
+            with quiet_gc():
+                rates[path.key].append(await path.pipelined(plan.pipelined_calls))
+    raw_rate = median(rates["raw"])
+    rows: list[Row] = []
+    for path in paths.paths:
+        rate = median(rates[path.key])
+        ratio = rate / raw_rate
+        row: Row = {
+            "name": f"[{where}] pipelined, {INFLIGHT} in flight: {path.name}"
+            + (" vs raw floor" if path.key == "host" else ""),
+            "value": ratio if path.key == "host" else rate,
+            "unit": "x raw floor calls/s" if path.key == "host" else "calls/s",
+            "calls/s": f"{rate:,.0f}",
+            "vs raw floor": f"{ratio:.2f}x",
+            "n": plan.pipelined_calls * plan.pipelined_rounds,
+        }
+        if path.key == "host":
+            row["target"] = ">= 0.7x"
+            row["passed"] = ratio >= 0.7
+        rows.append(row)
+    return rows
+
+
+async def _start_times(backend: Any, source: Any, tmp: Path, starts: int) -> list[float]:
+    from mcphost.sandbox import WorkerSpec, spawn_worker
+
+    out = []
+    data = tmp / "data" / backend.name
+    data.mkdir(parents=True, exist_ok=True)
+    for i in range(starts + 1):
+        spec = WorkerSpec(
+            plugin=source.name,
+            version=source.version,
+            entry=source.entry,
+            paths=source.paths,
+            data_dir=str(data),
+            work_dir=str(tmp / "run" / f"{backend.name}-{i}"),
+        )
+        t0 = time.perf_counter()
+        client = await spawn_worker(spec, backend)
+        dt = time.perf_counter() - t0
+        await client.close()
+        if i:  # the first start warms the page cache and is left out
+            out.append(dt)
+    return out
+
+
+def _interpreter_starts(n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-I", "-B", "-c", "pass"], check=True)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+async def _cold_start_rows(plan: Plan, plugins: Plugins, tmp: Path) -> list[Row]:
+    from mcphost.host.sources import discover_directory
+    from mcphost.sandbox import RlimitBackend
+
+    source = discover_directory(plugins.dirs["textkit"])[0]
+    bare = _interpreter_starts(plan.starts)
+    rl = await _start_times(RlimitBackend(), source, tmp, plan.starts)
+    rows: list[Row] = [
+        {
+            "name": "bare interpreter start (python -I -B -c pass), for reference",
+            "value": median(bare) * 1e3,
+            "unit": "ms p50",
+            "p50": ms(median(bare)),
+            "p99": ms(percentile(bare, 99)),
+            "n": len(bare),
+        },
+        {
+            "name": "worker cold start to completed handshake, rlimits backend",
+            "value": median(rl) * 1e3,
+            "unit": "ms p50",
+            "p50": ms(median(rl)),
+            "p99": ms(percentile(rl, 99)),
+            "n": len(rl),
+            "target": "< 100 ms",
+            "passed": median(rl) < 0.1,
+        },
+    ]
+    bw_backend, why = _bwrap_backend()
+    if bw_backend is None:
+        rows.append(
+            {
+                "name": "worker cold start, bubblewrap backend",
+                "value": math.nan,
+                "unit": "ms p50",
+                "note": f"not measured: {why}",
+            }
+        )
+        return rows
+    bw = await _start_times(bw_backend, source, tmp, plan.starts)
+    extra = median(bw) - median(rl)
+    rows += [
+        {
+            "name": "worker cold start to completed handshake, bubblewrap backend",
+            "value": median(bw) * 1e3,
+            "unit": "ms p50",
+            "p50": ms(median(bw)),
+            "p99": ms(percentile(bw, 99)),
+            "n": len(bw),
+            "target": "< 100 ms",
+            "passed": median(bw) < 0.1,
+        },
+        {
+            "name": "bubblewrap jail's cost: cold start p50 bwrap minus rlimits",
+            "value": extra * 1e3,
+            "unit": "ms",
+            "note": why,
+            "target": "< 20 ms",
+            "passed": extra < 0.02,
+        },
+    ]
+    return rows
+
+
+def _bwrap_backend() -> tuple[Any, str]:
+    try:
+        from mcphost.sandbox.bwrap import BubblewrapBackend
+    except ImportError as exc:
+        return None, f"mcphost.sandbox.bwrap cannot be imported ({exc})"
+    backend = BubblewrapBackend()
+    ok, why = backend.available()
+    if not ok:
+        return None, why
+    layers = backend.report().layers
+    return backend, "layers: " + ", ".join(sorted(layers))
+
+
+def _verification_rows(plan: Plan, plugins: Plugins) -> list[Row]:
+    try:
+        from mcphost.security import TrustStore, verify_tree
+    except ImportError as exc:
+        return [_not_measured("verification before a start", f"cannot import it ({exc})")]
+    if plugins.keys_dir is None:
+        reason = f"the wheels could not be signed ({plugins.unsigned_reason})"
+        return [_not_measured("verification before a start", reason)]
+    trust = TrustStore(plugins.keys_dir)
+    rows: list[Row] = []
+    for name in EXAMPLE_NAMES:
+        root = plugins.dirs[name]
+        manifest = verify_tree(root, trust)  # warm the page cache, and check it passes
+        times = []
+        for _ in range(plan.verifies):
+            t0 = time.perf_counter()
+            verify_tree(root, trust)
+            times.append(time.perf_counter() - t0)
+        rows.append(
+            {
+                "name": f"verify_tree before a start: {name} ({len(manifest.files)} files)",
+                "value": median(times) * 1e3,
+                "unit": "ms p50",
+                "p50": ms(median(times)),
+                "p99": ms(percentile(times, 99)),
+                "n": len(times),
+            }
+        )
+    return rows
+
+
+def _not_measured(name: str, why: str) -> Row:
+    return {"name": name, "value": math.nan, "unit": "", "note": f"not measured: {why}"}
+
+
+if __name__ == "__main__":  # a quick look without the runner
+    for r in run(quick="--quick" in sys.argv):
+        print(r)

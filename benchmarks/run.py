@@ -1,0 +1,234 @@
+"""Run mcphost's benchmarks and write their tables to benchmarks/results/.
+
+    python benchmarks/run.py [--quick] [--only core,mcp,...] [--out DIR]
+
+Every ``benchmarks/bench_<name>.py`` that defines ``run(quick: bool) -> list[dict]`` is a
+benchmark module. They run one after another in this process (and the processes they
+start), and each gets one markdown table, ``<name>.md``; ``summary.md`` adds the
+machine, the date, and every figure with its target and whether it was met. The rows a
+module returns are described in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_OUT = HERE / "results"
+#: Keys every row may carry; any other key becomes a column of the module's table.
+KNOWN = ("name", "value", "unit", "target", "passed", "note")
+
+Row = dict[str, Any]
+
+
+def discover() -> dict[str, Callable[[bool], list[Row]]]:
+    """name -> run function, for every benchmarks/bench_<name>.py that has ``run``."""
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    found: dict[str, Callable[[bool], list[Row]]] = {}
+    for path in sorted(HERE.glob("bench_*.py")):
+        name = path.stem.removeprefix("bench_")
+        module = importlib.import_module(path.stem)
+        fn = getattr(module, "run", None)
+        if callable(fn):
+            found[name] = fn
+    return found
+
+
+# -- formatting ----------------------------------------------------------------------
+def fmt(value: Any) -> str:
+    """A cell: floats to a readable precision, booleans as yes/no, the rest as text."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        a = abs(value)
+        if a >= 1000:
+            return f"{value:,.0f}"
+        if a >= 10:
+            return f"{value:.1f}"
+        return f"{value:.2f}"
+    text = str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def verdict(row: Row) -> str:
+    if "passed" not in row or row["passed"] is None:
+        return ""
+    return "**pass**" if row["passed"] else "**FAIL**"
+
+
+def figure(row: Row) -> str:
+    value = row.get("value")
+    if value is None:
+        return ""
+    unit = row.get("unit", "")
+    return f"{fmt(value)} {unit}".strip()
+
+
+def markdown_table(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines) + "\n"
+
+
+def module_table(rows: list[Row]) -> str:
+    """One table for a module: name, figure, its extra columns, target, result, note."""
+    extras: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in KNOWN and key not in extras:
+                extras.append(key)
+    has_target = any("target" in r for r in rows)
+    has_note = any(r.get("note") for r in rows)
+    header = ["benchmark", "figure", *extras]
+    if has_target:
+        header += ["target", "result"]
+    if has_note:
+        header.append("note")
+    body = []
+    for row in rows:
+        cells = [fmt(row.get("name", "?")), figure(row), *(fmt(row.get(k)) for k in extras)]
+        if has_target:
+            cells += [fmt(row.get("target")), verdict(row)]
+        if has_note:
+            cells.append(fmt(row.get("note")))
+        body.append(cells)
+    return markdown_table(header, body)
+
+
+# -- the machine -------------------------------------------------------------------
+def machine() -> dict[str, str]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count() or 0
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        commit = ""
+    return {
+        "cores": f"{os.cpu_count()} ({usable} usable by this process)",
+        "cpu": cpu or platform.processor() or "unknown",
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "kernel": f"{platform.system()} {platform.release()}",
+        "machine": platform.machine(),
+        "commit": commit or "unknown",
+    }
+
+
+# -- writing -----------------------------------------------------------------------
+def write_module(out: Path, name: str, rows: list[Row], seconds: float, quick: bool) -> None:
+    title = f"# Benchmark: {name}{' (quick run)' if quick else ''}\n\n"
+    meta = f"Measured {now_utc()} in {seconds:.1f} s; see summary.md for the machine.\n\n"
+    (out / f"{name}.md").write_text(title + meta + module_table(rows))
+    (out / f"{name}.json").write_text(json.dumps(rows, indent=1, default=str) + "\n")
+
+
+def write_summary(
+    out: Path,
+    results: dict[str, list[Row]],
+    errors: dict[str, str],
+    seconds: dict[str, float],
+    quick: bool,
+) -> None:
+    info = machine()
+    lines = [f"# Benchmark summary{' (quick run)' if quick else ''}", ""]
+    lines += [f"- date: {now_utc()}"]
+    lines += [f"- {k}: {v}" for k, v in info.items()]
+    lines += [f"- modules: {', '.join(f'{m} ({seconds[m]:.1f} s)' for m in seconds)}", ""]
+    targeted = [r for rows in results.values() for r in rows if "passed" in r]
+    met = sum(1 for r in targeted if r["passed"])
+    lines += [f"Targets met: {met} of {len(targeted)}.", ""]
+    body = []
+    for mod, rows in results.items():
+        for row in rows:
+            body.append(
+                [
+                    mod,
+                    fmt(row.get("name", "?")),
+                    figure(row),
+                    fmt(row.get("target")) or "-",
+                    verdict(row) or "-",
+                ]
+            )
+    lines.append(markdown_table(["module", "benchmark", "figure", "target", "result"], body))
+    for mod, err in errors.items():
+        lines += [f"## {mod}: failed", "", "```", err.rstrip(), "```", ""]
+    (out / "summary.md").write_text("\n".join(lines))
+
+
+def now_utc() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run mcphost's benchmarks side by side.")
+    parser.add_argument("--quick", action="store_true", help="fewer samples (about 30 s)")
+    parser.add_argument("--only", default="", help="comma-separated modules, e.g. core,mcp")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where tables go")
+    args = parser.parse_args(argv)
+
+    modules = discover()
+    wanted = [m.strip() for m in args.only.split(",") if m.strip()] or list(modules)
+    unknown = [m for m in wanted if m not in modules]
+    if unknown:
+        parser.error(
+            f"no benchmark module named {', '.join(unknown)}; "
+            f"available: {', '.join(modules) or 'none'}"
+        )
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, list[Row]] = {}
+    errors: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    for name in wanted:
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        try:
+            rows = list(modules[name](args.quick))
+        except Exception:
+            seconds[name] = time.perf_counter() - t0
+            errors[name] = traceback.format_exc()
+            print(errors[name], file=sys.stderr)
+            continue
+        seconds[name] = time.perf_counter() - t0
+        results[name] = rows
+        write_module(out, name, rows, seconds[name], args.quick)
+        print(module_table(rows), flush=True)
+    write_summary(out, results, errors, seconds, args.quick)
+    print(f"wrote {out / 'summary.md'}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
