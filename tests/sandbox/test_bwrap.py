@@ -668,3 +668,22 @@ def test_landlock_lets_a_network_grant_reach_only_the_granted_port(
     finally:
         other.close()
     assert res.out == {"granted": "connected", "refused": errno.EACCES}, res.stderr
+
+
+def test_a_worker_outside_its_cgroups_refuses_to_run(tmp_path: Path) -> None:
+    """The jail's first step checks the cgroup move before anything else runs."""
+    from mcphost.sandbox.landlock import BOOTSTRAP, JailStart
+
+    start = JailStart(cgroup="mcphost-never-created", cgroups=2)
+    marker = tmp_path / "ran"
+    program = [sys.executable, "-c", f"open({str(marker)!r}, 'w')"]
+    jail = msgspec.json.encode(start).decode()
+    proc = subprocess.run(
+        [sys.executable, "-I", "-B", "-c", BOOTSTRAP, "", "--exec", jail, "--", *program],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "refuses to run outside its limits" in proc.stderr
+    assert not marker.exists()

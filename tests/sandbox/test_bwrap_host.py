@@ -28,7 +28,7 @@ def test_notes_plugin_saves_and_reads_a_note_inside_the_jail(
 ) -> None:
     _require_bwrap()
 
-    async def scenario() -> tuple[str, str, list[str]]:
+    async def scenario() -> tuple[str, str, list[str], list[str]]:
         async with Host(
             home,
             # Signatures are not what this test is about; the security suite covers them.
@@ -41,12 +41,30 @@ def test_notes_plugin_saves_and_reads_a_note_inside_the_jail(
             saved = await host.call("notes.save", {"title": "jail", "body": "inside"})
             body = await host.call("notes.read", {"title": "jail"})
             titles = await host.call("notes.list", {})
-            return saved, body, titles
+            return saved, body, titles, _worker_cgroups()
 
-    saved, body, titles = asyncio.run(scenario())
+    saved, body, titles, cgroups = asyncio.run(scenario())
     assert (saved, body, titles) == ("jail", "inside", ["jail"])
     notes = list(home.rglob("jail.json"))
     assert len(notes) == 1, notes
     if os.geteuid() == 0:
         # Written by the worker's unprivileged uid, in the only writable data directory.
         assert notes[0].stat().st_uid == NOBODY
+    if BubblewrapBackend().cgroups() is not None:
+        # The worker runs inside its own cgroups (one per controller, or one on v2).
+        assert cgroups and all("/mcphost-notes-1.0.0-" in c for c in cgroups), cgroups
+
+
+def _worker_cgroups() -> list[str]:
+    """The pids/memory cgroup lines of this process's jailed Python worker."""
+    import psutil
+
+    for proc in psutil.Process().children(recursive=True):
+        if proc.name().startswith("python"):
+            lines = Path(f"/proc/{proc.pid}/cgroup").read_text().splitlines()
+            return [
+                line
+                for line in lines
+                if set(line.split(":")[1].split(",")) & {"pids", "memory", ""} and "mcphost" in line
+            ]
+    return []
