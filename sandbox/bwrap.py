@@ -27,6 +27,7 @@ import os
 import re
 import select
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -504,7 +505,10 @@ def _give_to(path: str, uid: int, gid: int, *, recursive: bool) -> None:
         for name in dirs + files:
             p = os.path.join(root, name)
             st = os.lstat(p)
-            if st.st_uid != uid or st.st_gid != gid:
+            # A hard link may be a host file a worker linked in: never give that away.
+            if (st.st_uid != uid or st.st_gid != gid) and (
+                stat.S_ISDIR(st.st_mode) or st.st_nlink == 1
+            ):
                 os.lchown(p, uid, gid)
 
 

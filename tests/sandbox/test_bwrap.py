@@ -687,3 +687,18 @@ def test_a_worker_outside_its_cgroups_refuses_to_run(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "refuses to run outside its limits" in proc.stderr
     assert not marker.exists()
+
+
+@pytest.mark.skipif(not ROOT, reason="data directories change owner only when the host is root")
+def test_data_directory_is_given_to_the_worker_uid_but_hard_links_are_not(
+    backend: BubblewrapBackend, spec: WorkerSpec, tmp_path: Path
+) -> None:
+    host_file = tmp_path / "host-file"
+    host_file.write_text("belongs to the host")
+    os.link(host_file, Path(spec.data_dir, "linked"))
+    Path(spec.data_dir, "own").write_text("the plugin's")
+    plan = backend.prepare(spec, 0)
+    assert plan.cleanup is not None
+    plan.cleanup()
+    assert Path(spec.data_dir, "own").stat().st_uid == NOBODY
+    assert host_file.stat().st_uid == 0
