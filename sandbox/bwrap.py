@@ -141,7 +141,8 @@ class BubblewrapBackend(IsolationBackend):
             return False, f"{self.bwrap} --version does not run"
         argv = [*self._namespace_args(network=False), "--ro-bind", "/usr", "/usr"]
         argv += self._top_dir_args()
-        argv += ["--proc", "/proc", "--dev", "/dev", "--", *self._drop_args(), _TRUE]
+        argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", "1048576"]
+        argv += ["--tmpfs", "/tmp", "--", *self._drop_args(), _TRUE]
         try:
             proc = subprocess.run(
                 argv, capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL
