@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from mcphost.sdk.errors import VerificationError
+from mcphost.sdk.errors import MCPHostError, VerificationError
 from mcphost.security.audit import AuditLog
 from mcphost.security.report import VerificationReport
 from mcphost.security.truststore import TrustStore
@@ -50,6 +50,20 @@ def verify_source(
     root = Path(source.root)
     dist_info = Path(source.dist_info).name if source.dist_info else None
     report = report if report is not None else VerificationReport(target=str(root))
+    _verify_tree(home, config, source, root, dist_info, report)
+    if source.origin == "registry":
+        _verify_dependencies(home, source, report)
+    return report
+
+
+def _verify_tree(
+    home: Home,
+    config: HostConfig,
+    source: PluginSource,
+    root: Path,
+    dist_info: str | None,
+    report: VerificationReport,
+) -> None:
     try:
         verify_tree(root, TrustStore(home.keys_dir), dist_info=dist_info, report=report)
     except VerificationError as exc:
@@ -60,7 +74,7 @@ def verify_source(
                     "plugin %s is not signed; running it only because allow_unsigned = true",
                     source.label,
                 )
-                return report
+                return
             raise VerificationError(
                 f"plugin {source.label} ({source.origin}, {root}) is not signed, and the "
                 "configuration does not allow unsigned plugins; sign it with `mcphost plugin "
@@ -70,10 +84,38 @@ def verify_source(
         shared = source.origin in ("environment", "directory")
         if shared and report.failures() and all(c.check == "unlisted" for c in report.failures()):
             # Files of other distributions in a shared site-packages: not this plugin's.
-            return report
+            return
         _audit(home, source, exc)
         raise
-    return report
+
+
+def _verify_dependencies(home: Home, source: PluginSource, report: VerificationReport) -> None:
+    """A registry version's dependencies against the hashes recorded at install."""
+    from mcphost.registry import Registry
+
+    if not home.registry_db.exists():
+        return
+    with Registry.open(home, readonly=True) as reg:
+        if not reg.ready:
+            return
+        try:
+            changes = reg.dependency_changes(source.name, source.version)
+        except MCPHostError:  # removed meanwhile: nothing recorded to compare with
+            return
+    subject = f"{source.label} dependencies"
+    if not changes:
+        report.add("dependencies", subject, True, "as installed")
+        return
+    report.add("dependencies", subject, False, "; ".join(changes[:5]))
+    exc = VerificationError(
+        f"plugin {source.label}: its installed dependencies changed since install: "
+        f"{', '.join(changes[:5])}{' and more' if len(changes) > 5 else ''}; reinstall "
+        "the plugin (remove this version and install its wheel again)",
+        data={"plugin": source.name, "version": source.version, "reason": "dependency_changed"},
+    )
+    report.error, report.reason = exc.message, "dependency_changed"
+    _audit(home, source, exc)
+    raise exc
 
 
 def _audit(home: Home, source: PluginSource, exc: VerificationError) -> None:

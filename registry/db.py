@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the schema changes; :func:`connect` migrates older databases forward.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA_V1 = """
 CREATE TABLE meta (
@@ -74,7 +74,12 @@ CREATE INDEX history_plugin ON history (plugin, id);
 INSERT INTO meta (key, value) VALUES ('generation', '0');
 """
 
-_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
+#: Version 2: the sha256 of every dependency file, checked before each start.
+_SCHEMA_V2 = """
+ALTER TABLE versions ADD COLUMN deps_files TEXT;
+"""
+
+_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:

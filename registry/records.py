@@ -38,6 +38,8 @@ class VersionRecord(msgspec.Struct, frozen=True, kw_only=True):
     installed_at: float
     installed_by: str
     active: bool = False
+    #: Relative path -> sha256 of every file in ``deps_dir`` at install time.
+    deps_files: dict[str, str] | None = None
 
     @property
     def label(self) -> str:

@@ -44,6 +44,7 @@ from .store import (
     discard_tree,
     move_to_trash,
     store_wheel,
+    tree_changes,
     wheel_path,
 )
 from .wheels import CheckedWheel, check_wheel
@@ -56,6 +57,7 @@ Progress = Callable[[str], None]
 _MAX_WHEEL = 2 * 1024 * 1024 * 1024
 _TOOLS = msgspec.json.Decoder(list[ToolSpec])
 _PERMS = msgspec.json.Decoder(Permissions)
+_FILES = msgspec.json.Decoder(dict[str, str])
 #: History actions that changed which version serves a plugin.
 _ACTIVATIONS = ("install", "activate", "swap", "rollback")
 
@@ -113,6 +115,11 @@ class Registry:
         self.allow_unsigned = allow_unsigned
         self.readonly = readonly
         self.conn = db.connect(self.db_path, readonly=readonly)
+        if not readonly:
+            # Recovery on open: clean up after a crashed install or removal, unless
+            # another process is changing the registry right now (it sweeps itself).
+            with self._locked(wait=False):
+                pass
 
     @classmethod
     def open(
@@ -218,6 +225,7 @@ class Registry:
             installed_at=row["installed_at"],
             installed_by=row["installed_by"],
             active=row["version"] == active,
+            deps_files=_FILES.decode(row["deps_files"]) if row["deps_files"] else None,
         )
 
     def versions(self, name: str) -> list[VersionRecord]:
@@ -303,7 +311,9 @@ class Registry:
 
     # -- changing ------------------------------------------------------------------
     @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self, wait: bool = True) -> Iterator[bool]:
+        """Hold the registry's change lock (after sweeping leftovers). With ``wait``
+        false, yield False at once when another process holds it."""
         if self.readonly:
             raise RegistryError("this registry was opened read-only; open it writable to change it")
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -313,9 +323,13 @@ class Registry:
             0o644,
         )
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
             self._sweep()
-            yield
+            yield True
         finally:
             os.close(fd)
 
@@ -470,7 +484,7 @@ class Registry:
                 crash_point("install_stored")
                 dest = f"{w.plugin}/{w.version}-{w.sha256[:12]}"
                 links = [Path(w.source).resolve().parent, *find_links]
-                build_version_dir(
+                _root, deps_files = build_version_dir(
                     self.versions_dir,
                     dest,
                     w.members,
@@ -511,8 +525,8 @@ class Registry:
                     self.conn.execute(
                         "INSERT INTO versions (plugin, version, dist_name, wheel_sha256, "
                         "wheel_name, entry, dir, dist_info, key_id, sequence, permissions, "
-                        "tools, installed_at, installed_by) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+                        "tools, installed_at, installed_by, deps_files) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
                         (
                             w.plugin,
                             w.version,
@@ -527,6 +541,7 @@ class Registry:
                             msgspec.json.encode(w.permissions).decode(),
                             now,
                             user,
+                            msgspec.json.encode(deps_files).decode(),
                         ),
                     )
                     self._log(w.plugin, "install", None, w.version, reason or "installed")
@@ -584,6 +599,15 @@ class Registry:
     ) -> None:
         self.conn.execute("UPDATE plugins SET active_version = ? WHERE name = ?", (new, name))
         self._log(name, action, old, new, reason)
+
+    def dependency_changes(self, name: str, version: str) -> list[str]:
+        """How the installed dependencies of a version differ from what was installed
+        (empty: not at all). Dependencies carry no signature of the plugin's publisher,
+        so the registry's record of their hashes is what they are checked against."""
+        rec = self.version(name, version)
+        if rec.deps_files is None:
+            return []
+        return tree_changes(Path(rec.deps_dir), rec.deps_files)
 
     def set_tools(self, name: str, version: str, tools: list[ToolSpec]) -> None:
         """Store the tool descriptors a handshake of ``name`` ``version`` reported."""

@@ -9,6 +9,7 @@ directory synced, then renamed into place; removal renames it into ``.trash/`` f
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import shutil
@@ -26,8 +27,10 @@ __all__ = [
     "build_version_dir",
     "discard_tree",
     "fsync_dir",
+    "hash_tree",
     "move_to_trash",
     "store_wheel",
+    "tree_changes",
     "wheel_path",
 ]
 
@@ -174,9 +177,12 @@ def build_version_dir(
     find_links: Iterable[Path] = (),
     progress: Progress = lambda _: None,
     crash: Callable[[str], None] = lambda _: None,
-) -> Path:
+) -> tuple[Path, dict[str, str]]:
     """Build the directory ``versions_dir/dest`` with ``plugin/`` (the wheel's files, from
-    the verified bytes) and ``deps/`` (its dependencies), crash-safely; return it."""
+    the verified bytes) and ``deps/`` (its dependencies), crash-safely.
+
+    Returns the directory and the sha256 of every file under ``deps/`` (which no
+    signature covers, so the registry records them to check before each start)."""
     target = versions_dir / dest
     if target.exists():
         raise RegistryError(
@@ -202,6 +208,7 @@ def build_version_dir(
             _install_dependencies(requires, deps_dir, find_links, progress)
         else:
             deps_dir.mkdir()
+        deps_files = hash_tree(deps_dir)
         progress("syncing files to disk")
         _sync_and_freeze(tmp)
         fsync_dir(tmp)
@@ -213,7 +220,46 @@ def build_version_dir(
     except BaseException:
         discard_tree(tmp)
         raise
-    return target
+    return target, deps_files
+
+
+def hash_tree(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under ``root``; a symlink or special file
+    maps to a marker no hash equals."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        d = Path(dirpath)
+        for name in [*filenames, *(n for n in dirnames if (d / n).is_symlink())]:
+            p = d / name
+            rel = p.relative_to(root).as_posix()
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = "symlink:" + os.readlink(p)
+            elif not stat.S_ISREG(st.st_mode):
+                out[rel] = "special"
+            else:
+                h = hashlib.sha256()
+                with open(p, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+                out[rel] = h.hexdigest()
+    return out
+
+
+def tree_changes(root: Path, expected: dict[str, str]) -> list[str]:
+    """How the files under ``root`` differ from ``expected`` (empty: not at all)."""
+    try:
+        found = hash_tree(root)
+    except OSError as exc:
+        return [f"{root}: {exc.strerror or exc}"]
+    problems = [f"{p} was added" for p in sorted(found.keys() - expected.keys())]
+    problems += [f"{p} is missing" for p in sorted(expected.keys() - found.keys())]
+    problems += [
+        f"{p} was changed"
+        for p in sorted(found.keys() & expected.keys())
+        if found[p] != expected[p]
+    ]
+    return problems
 
 
 def _make_writable(root: Path) -> None:

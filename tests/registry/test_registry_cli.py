@@ -193,6 +193,14 @@ def test_dependencies_are_installed_from_wheels_beside_the_plugin(
             return await host.call("textkit.answer", {})
 
     assert asyncio.run(call()) == 42
+    # No signature covers the dependencies: the registry's record of them does.
+    dep_code = Path(rec.deps_dir) / "regdep" / "__init__.py"
+    os.chmod(dep_code, 0o644)
+    dep_code.write_text("ANSWER = 666\n")
+    result = cli("plugin", "verify", "textkit")
+    assert result.exit_code == 1 and "regdep/__init__.py was changed" in result.stdout
+    with pytest.raises(VerificationError, match="dependencies changed"):
+        asyncio.run(call())
 
 
 def test_config_show_names_where_each_value_came_from(cli: CliFn, home: Home) -> None:

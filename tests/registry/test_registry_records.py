@@ -181,6 +181,19 @@ def test_removing_the_active_version_needs_force_and_deletes_its_files(
     assert [e["action"] for e in audit(home)].count("plugin.remove") == 2
 
 
+def test_an_older_database_is_migrated_forward_on_open(home: Home) -> None:
+    Registry.open(home).close()
+    conn = sqlite3.connect(home.registry_db)
+    conn.execute("ALTER TABLE versions DROP COLUMN deps_files")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with Registry.open(home) as reg:
+        assert reg.ready
+        columns = [r[1] for r in reg.conn.execute("PRAGMA table_info(versions)")]
+        assert "deps_files" in columns
+
+
 def test_the_database_is_versioned_and_a_newer_schema_is_refused(home: Home) -> None:
     Registry.open(home).close()
     conn = sqlite3.connect(home.registry_db)
