@@ -9,12 +9,17 @@ no view of other processes, no capabilities and a clean environment.
 
 Two ways of running, picked from who the host is:
 
-* as root: bubblewrap runs privileged (no user namespace), the worker joins its own
-  pids and memory cgroups before exec and ``setpriv`` drops it to an unprivileged uid
-  (65534 unless configured) with an empty capability bounding set; its data and scratch
-  directories are given to that uid. Nested user namespaces are refused by seccomp.
-* as anyone else: bubblewrap makes a user namespace (``--disable-userns`` inside it),
-  cgroups are used only where a delegated, writable hierarchy exists.
+* as root: bubblewrap runs privileged (no user namespace) and ``setpriv`` drops the
+  worker to an unprivileged uid (65534 unless configured) with an empty capability
+  bounding set; its data and scratch directories are given to that uid. Nested user
+  namespaces are refused by seccomp.
+* as anyone else: bubblewrap makes a user namespace (``--disable-userns`` inside it).
+
+Where a cgroup hierarchy is writable, each worker gets its own pids and memory cgroup.
+The worker moves itself in as its first step in the jail, through fds the host opened
+(:mod:`mcphost.sandbox.landlock`), and checks it before any plugin code runs; on kernels
+older than 5.16 the move happens between fork and exec instead. The same first step
+applies Landlock where the kernel has it.
 """
 
 from __future__ import annotations
