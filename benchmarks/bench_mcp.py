@@ -109,27 +109,47 @@ async def _measure(
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
-    """Rows of the side-by-side benchmark (one per server and connect mode)."""
-    calls, starts = (500, 3) if quick else (3000, 7)
+    """Rows of the side-by-side benchmark, one per server and connect mode.
+
+    The servers take turns for several rounds and each keeps its best round: on a shared
+    machine the best round is the one least disturbed by other work.
+    """
+    calls, starts, rounds = (500, 3, 1) if quick else (2000, 5, 3)
     modes = ["auto"] if quick else ["auto", "legacy"]
-    rows: list[dict[str, Any]] = []
+    best: dict[tuple[str, str], dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="mcphost-bench-mcp-") as tmp:
         official, mcphost = _prepare(Path(tmp))
-        for mode in modes:
-            for name, argv, tool in (
-                ("official MCPServer (in-process tool)", official, "echo"),
-                ("mcphost serve (sandboxed plugin)", mcphost, "textkit.echo"),
-            ):
-                row = asyncio.run(_measure(argv, tool, mode, calls, starts))
-                rows.append({"benchmark": "mcp", "server": name, "mode": mode, **row})
-    return rows
+        for _ in range(rounds):
+            for mode in modes:
+                for name, argv, tool in (
+                    ("official MCPServer (in-process tool)", official, "echo"),
+                    ("mcphost serve (sandboxed plugin)", mcphost, "textkit.echo"),
+                ):
+                    row = asyncio.run(_measure(argv, tool, mode, calls, starts))
+                    key = (name, mode)
+                    prev = best.get(key)
+                    if prev is None or row["calls_per_s"] > prev["calls_per_s"]:
+                        if prev is not None:
+                            row["initialized_ms"] = min(
+                                row["initialized_ms"], prev["initialized_ms"]
+                            )
+                        best[key] = row
+                    else:
+                        prev["initialized_ms"] = min(prev["initialized_ms"], row["initialized_ms"])
+    return [
+        {"benchmark": "mcp", "server": name, "mode": mode, "rounds": rounds, "calls": calls, **row}
+        for (name, mode), row in best.items()
+    ]
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
     out = [
         "# MCP front end: official SDK server vs mcphost serve",
         "",
-        "Same official `mcp` client, stdio, a trivial echo tool, sequential calls.",
+        "Same official `mcp` client, stdio, a trivial echo tool, sequential calls; "
+        f"best of {rows[0]['rounds']} alternating rounds of {rows[0]['calls']} calls each. "
+        "Spawn to initialized: the client's connect (spawn, handshake or discover), "
+        "best median over the rounds.",
         "",
         "| server | client mode | protocol | calls/s | p50 ms | p99 ms | spawn to initialized ms |",
         "|---|---|---|---:|---:|---:|---:|",
@@ -144,8 +164,9 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
         pair = [r for r in rows if r["mode"] == mode]
         if len(pair) == 2:
             off, ours = pair
+            ratio = ours["calls_per_s"] / off["calls_per_s"]
             out.append(
-                f"- mode {mode}: mcphost serve does {ours['calls_per_s'] / off['calls_per_s']:.2f}x "
+                f"- mode {mode}: mcphost serve does {ratio:.2f}x "
                 f"the official server's calls/s; initialized in {ours['initialized_ms']:.0f} ms "
                 f"vs {off['initialized_ms']:.0f} ms."
             )

@@ -120,6 +120,10 @@ class McpServer:
             with contextlib.suppress(ValueError):
                 self._remove_listener()
         if self._ready is not None:
+            # Let a start in progress finish first: a worker half spawned when its start
+            # is cancelled could outlive the host. Bounded, then cancelled after all.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._ready), 30)
             if not self._ready.done():
                 self._ready.cancel()
             with contextlib.suppress(BaseException):
