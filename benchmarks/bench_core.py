@@ -583,9 +583,10 @@ class CallPaths:
         from mcphost.host.sources import discover_directory
         from mcphost.sandbox import RlimitBackend, WorkerSpec, spawn_worker
 
-        source = discover_directory(plugins.dirs["textkit"])[0]
+        textkit = discover_directory(plugins.dirs["textkit"])[0]
+        mathkit = discover_directory(plugins.dirs["mathkit"])[0]
 
-        def spec(tag: str) -> Any:
+        def spec(tag: str, source: Any = textkit) -> Any:
             return WorkerSpec(
                 plugin=source.name,
                 version=source.version,
@@ -598,6 +599,10 @@ class CallPaths:
         args = {"text": "x"}
         raw = RawFloor()
         blocking = BlockingClient(spec("blocking"), RlimitBackend())
+        pool = BlockingClient(spec("pool", mathkit), RlimitBackend())
+        # One slow run and the worker sends every later spin call to its thread pool.
+        pool.latencies("spin", {"microseconds": 2000}, 1)
+        spin0 = {"microseconds": 0}
         echo = await spawn_worker(spec("echo"), protocol_echo_backend())
         worker = await host._supervisors["textkit"].acquire()
 
@@ -636,6 +641,12 @@ class CallPaths:
                 sync_pipe(lambda n: blocking.pipelined("echo", args, n)),
             ),
             CallPath(
+                "blocking-pool",
+                "blocking client -> real worker, mathkit.spin(0) on the worker's thread pool",
+                sync_lat(lambda n: pool.latencies("spin", spin0, n)),
+                sync_pipe(lambda n: pool.pipelined("spin", spin0, n)),
+            ),
+            CallPath(
                 "client-echo",
                 "WorkerClient.call -> blocking protocol echo (host's sandbox client alone)",
                 *async_path(lambda: echo.call("echo", args, timeout=60.0)),
@@ -653,7 +664,7 @@ class CallPaths:
         ]
 
         def pids() -> list[int]:
-            out = [raw.proc.pid, blocking.proc.pid, echo.pid]
+            out = [raw.proc.pid, blocking.proc.pid, pool.proc.pid, echo.pid]
             for sup in host._supervisors.values():
                 if sup.worker is not None:
                     out.append(sup.worker.pid)
@@ -664,6 +675,7 @@ class CallPaths:
         finally:
             raw.close()
             blocking.close()
+            pool.close()
             await echo.close()
 
 
@@ -762,8 +774,21 @@ async def _throughput_rows(plan: Plan, paths: CallPaths, where: str) -> list[Row
         if path.key == "host":
             row["target"] = ">= 0.7x"
             row["passed"] = ratio >= 0.7
+        if path.key == "blocking-worker":
+            row["note"] = _path_note(rate, median(rates["blocking-pool"]))
         rows.append(row)
     return rows
+
+
+def _path_note(echo_rate: float, pool_rate: float) -> str:
+    """Which of its two paths the worker ran textkit.echo on, judged by throughput: the
+    worker runs a sync tool inline only while no run of it has looked slow."""
+    if echo_rate < 1.5 * pool_rate:
+        return (
+            "echo ran on the worker's thread pool, like spin(0): a run that looked slow "
+            "(preempted, or waiting for the GIL) moved it off the inline path for good"
+        )
+    return "echo ran inline on the worker's loop"
 
 
 async def _start_times(backend: Any, source: Any, tmp: Path, starts: int) -> list[float]:

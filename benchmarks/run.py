@@ -34,14 +34,19 @@ KNOWN = ("name", "value", "unit", "target", "passed", "note")
 Row = dict[str, Any]
 
 
-def discover() -> dict[str, Callable[[bool], list[Row]]]:
-    """name -> run function, for every benchmarks/bench_<name>.py that has ``run``."""
+def discover() -> dict[str, Callable[[bool], list[Row]] | str]:
+    """name -> run function for every benchmarks/bench_<name>.py that has ``run``; a
+    module that cannot be imported maps to the traceback saying why."""
     if str(HERE) not in sys.path:
         sys.path.insert(0, str(HERE))
-    found: dict[str, Callable[[bool], list[Row]]] = {}
+    found: dict[str, Callable[[bool], list[Row]] | str] = {}
     for path in sorted(HERE.glob("bench_*.py")):
         name = path.stem.removeprefix("bench_")
-        module = importlib.import_module(path.stem)
+        try:
+            module = importlib.import_module(path.stem)
+        except Exception:
+            found[name] = traceback.format_exc()
+            continue
         fn = getattr(module, "run", None)
         if callable(fn):
             found[name] = fn
@@ -214,8 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in wanted:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
+        bench = modules[name]
+        if isinstance(bench, str):
+            seconds[name] = 0.0
+            errors[name] = bench
+            print(bench, file=sys.stderr)
+            continue
         try:
-            rows = list(modules[name](args.quick))
+            rows = list(bench(args.quick))
         except Exception:
             seconds[name] = time.perf_counter() - t0
             errors[name] = traceback.format_exc()
