@@ -486,7 +486,12 @@ async def spawn_worker(
     ]
     try:
         hello = await asyncio.wait_for(asyncio.shield(client._hello), handshake_timeout)
-        client.version = negotiate(hello.versions)
+        try:
+            client.version = negotiate(hello.versions)
+        except ProtocolError as exc:
+            raise ProtocolError(
+                f"worker for {spec.plugin} {spec.version}: {exc.message}", data=exc.data
+            ) from None
         if hello.plugin != spec.plugin:
             raise PluginError(
                 f"worker for {spec.plugin} says it is plugin {hello.plugin!r}; "
