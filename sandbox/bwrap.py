@@ -136,7 +136,11 @@ class BubblewrapBackend(IsolationBackend):
 
     def available(self) -> tuple[bool, str]:
         if self._available is None:
-            self._available = self._probe()
+            # One probe per process and setup: every backend instance shares the answer.
+            key = (self.bwrap, self.privileged, os.geteuid())
+            if key not in _PROBED:
+                _PROBED[key] = self._probe()
+            self._available = _PROBED[key]
         return self._available
 
     def _probe(self) -> tuple[bool, str]:
@@ -200,7 +204,10 @@ class BubblewrapBackend(IsolationBackend):
                 warnings.append("without seccomp a worker may create nested user namespaces")
         cg = self.cgroups()
         if cg is not None:
-            layers["cgroups"] = cg.describe() + "; one pids and memory cgroup per worker"
+            layers["cgroups"] = (
+                cg.describe() + "; one pids and memory cgroup per worker, "
+                "entered and checked before plugin code runs"
+            )
         else:
             reason = "disabled" if not self.use_cgroups else CgroupManager.detect().describe()
             layers["cgroups"] = reason
@@ -519,6 +526,7 @@ def _give_to(path: str, uid: int, gid: int, *, recursive: bool) -> None:
 
 
 _subreaper_set = False
+_PROBED: dict[tuple[str, bool, int], tuple[bool, str]] = {}
 
 
 def _set_subreaper() -> None:
