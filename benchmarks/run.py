@@ -23,6 +23,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,22 +35,33 @@ KNOWN = ("name", "value", "unit", "target", "passed", "note")
 Row = dict[str, Any]
 
 
-def discover() -> dict[str, Callable[[bool], list[Row]] | str]:
-    """name -> run function for every benchmarks/bench_<name>.py that has ``run``; a
-    module that cannot be imported maps to the traceback saying why."""
+@dataclass
+class Bench:
+    """One benchmark module: its ``run``, its own table writer if it has one, or why
+    it could not be imported."""
+
+    name: str
+    run: Callable[[bool], list[Row]] | None = None
+    to_markdown: Callable[[list[Row]], str] | None = None
+    error: str = ""
+
+
+def discover() -> dict[str, Bench]:
+    """Every benchmarks/bench_<name>.py that defines ``run``, by name."""
     if str(HERE) not in sys.path:
         sys.path.insert(0, str(HERE))
-    found: dict[str, Callable[[bool], list[Row]] | str] = {}
+    found: dict[str, Bench] = {}
     for path in sorted(HERE.glob("bench_*.py")):
         name = path.stem.removeprefix("bench_")
         try:
             module = importlib.import_module(path.stem)
         except Exception:
-            found[name] = traceback.format_exc()
+            found[name] = Bench(name, error=traceback.format_exc())
             continue
         fn = getattr(module, "run", None)
         if callable(fn):
-            found[name] = fn
+            writer = getattr(module, "to_markdown", None)
+            found[name] = Bench(name, fn, writer if callable(writer) else None)
     return found
 
 
@@ -79,10 +91,25 @@ def verdict(row: Row) -> str:
     return "**pass**" if row["passed"] else "**FAIL**"
 
 
+def label(row: Row) -> str:
+    """A row's name; for a row without one, its text fields joined."""
+    if "name" in row:
+        return fmt(row["name"])
+    words = [str(v) for k, v in row.items() if isinstance(v, str) and k != "note"]
+    return fmt(" / ".join(words)) or "?"
+
+
 def figure(row: Row) -> str:
-    value = row.get("value")
-    if value is None:
-        return ""
+    """A row's headline figure; for a row without one, its numeric fields."""
+    if "value" not in row:
+        return fmt(
+            ", ".join(
+                f"{k} {fmt(v)}"
+                for k, v in row.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            )
+        )
+    value = row["value"]
     unit = row.get("unit", "")
     return f"{fmt(value)} {unit}".strip()
 
@@ -109,7 +136,7 @@ def module_table(rows: list[Row]) -> str:
         header.append("note")
     body = []
     for row in rows:
-        cells = [fmt(row.get("name", "?")), figure(row), *(fmt(row.get(k)) for k in extras)]
+        cells = [label(row), figure(row), *(fmt(row.get(k)) for k in extras)]
         if has_target:
             cells += [fmt(row.get("target")), verdict(row)]
         if has_note:
@@ -152,11 +179,18 @@ def machine() -> dict[str, str]:
 
 
 # -- writing -----------------------------------------------------------------------
-def write_module(out: Path, name: str, rows: list[Row], seconds: float, quick: bool) -> None:
-    title = f"# Benchmark: {name}{' (quick run)' if quick else ''}\n\n"
-    meta = f"Measured {now_utc()} in {seconds:.1f} s; see summary.md for the machine.\n\n"
-    (out / f"{name}.md").write_text(title + meta + module_table(rows))
-    (out / f"{name}.json").write_text(json.dumps(rows, indent=1, default=str) + "\n")
+def write_module(out: Path, bench: Bench, rows: list[Row], seconds: float, quick: bool) -> str:
+    """Write ``<name>.md`` (the module's own table when it has a writer) and
+    ``<name>.json``; return the markdown."""
+    meta = f"Measured {now_utc()} in {seconds:.1f} s{' (quick run)' if quick else ''}; "
+    meta += "see summary.md for the machine.\n"
+    if bench.to_markdown is not None:
+        text = bench.to_markdown(rows).rstrip() + "\n\n" + meta
+    else:
+        text = f"# Benchmark: {bench.name}\n\n{meta}\n{module_table(rows)}"
+    (out / f"{bench.name}.md").write_text(text)
+    (out / f"{bench.name}.json").write_text(json.dumps(rows, indent=1, default=str) + "\n")
+    return text
 
 
 def write_summary(
@@ -180,7 +214,7 @@ def write_summary(
             body.append(
                 [
                     mod,
-                    fmt(row.get("name", "?")),
+                    label(row),
                     figure(row),
                     fmt(row.get("target")) or "-",
                     verdict(row) or "-",
@@ -220,13 +254,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         bench = modules[name]
-        if isinstance(bench, str):
+        if bench.run is None:
             seconds[name] = 0.0
-            errors[name] = bench
-            print(bench, file=sys.stderr)
+            errors[name] = bench.error
+            print(bench.error, file=sys.stderr)
             continue
         try:
-            rows = list(bench(args.quick))
+            rows = list(bench.run(args.quick))
         except Exception:
             seconds[name] = time.perf_counter() - t0
             errors[name] = traceback.format_exc()
@@ -234,8 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         seconds[name] = time.perf_counter() - t0
         results[name] = rows
-        write_module(out, name, rows, seconds[name], args.quick)
-        print(module_table(rows), flush=True)
+        print(write_module(out, bench, rows, seconds[name], args.quick), flush=True)
     write_summary(out, results, errors, seconds, args.quick)
     print(f"wrote {out / 'summary.md'}", file=sys.stderr)
     return 1 if errors else 0
