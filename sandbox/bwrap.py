@@ -54,7 +54,7 @@ from .isolation import (
 from .landlock import BOOTSTRAP, JailStart, abi_version, rules_for
 from .seccomp import SeccompUnavailable, filter_fd, seccomp_status
 
-__all__ = ["NOBODY", "BubblewrapBackend"]
+__all__ = ["NOBODY", "BubblewrapBackend", "code_paths"]
 
 #: The uid and gid a worker runs as when the host is root, unless configured otherwise.
 NOBODY = 65534
@@ -285,7 +285,7 @@ class BubblewrapBackend(IsolationBackend):
                     preexec = cgroup.join
             if self.landlock_abi():
                 rules = rules_for(
-                    [*runtime_paths(), *_link_targets(), *spec.paths, *spec.grants.read_paths],
+                    [*code_paths(), *spec.paths, *spec.grants.read_paths],
                     [spec.data_dir, spec.work_dir, *spec.grants.write_paths],
                     spec.grants.network,
                 )
@@ -370,7 +370,7 @@ class BubblewrapBackend(IsolationBackend):
         for name in etc:
             argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
         binds: dict[str, str] = {}  # destination -> bwrap option
-        for path in [*runtime_paths(), *_link_targets(), *spec.paths, *spec.grants.read_paths]:
+        for path in [*code_paths(), *spec.paths, *spec.grants.read_paths]:
             binds.setdefault(os.path.abspath(path), "--ro-bind-try")
         for path in spec.grants.write_paths:
             binds[os.path.abspath(path)] = "--bind-try"
@@ -481,6 +481,11 @@ def _open_time_credentials() -> bool:
     """Linux 5.16+ checks a cgroup move against the opener of ``cgroup.procs``."""
     m = re.match(r"(\d+)\.(\d+)", os.uname().release)
     return m is not None and (int(m[1]), int(m[2])) >= (5, 16)
+
+
+def code_paths() -> list[str]:
+    """Everything a jailed worker reads its code from, besides the plugin's own paths."""
+    return [*runtime_paths(), *_link_targets()]
 
 
 @functools.cache

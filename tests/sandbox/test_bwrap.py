@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from mcphost.sandbox.bwrap import NOBODY, BubblewrapBackend
+from mcphost.sandbox.bwrap import NOBODY, BubblewrapBackend, code_paths
 from mcphost.sandbox.isolation import Grants, Limits, WorkerSpec, runtime_paths
 
 pytestmark = pytest.mark.bwrap
@@ -173,9 +173,12 @@ def test_network_grant_lets_the_jailed_process_reach_the_host_loopback(
     conn.close()
 
 
+@pytest.mark.parametrize("landlock", [True, False], ids=["landlock", "mounts-only"])
 def test_host_home_repository_and_host_files_are_not_visible(
-    backend: BubblewrapBackend, spec: WorkerSpec, tmp_path: Path
+    spec: WorkerSpec, tmp_path: Path, landlock: bool
 ) -> None:
+    backend = BubblewrapBackend(use_landlock=landlock)
+    _require(backend)
     secret = tmp_path / "secret.txt"
     secret.write_text("host secret")
     home = os.path.expanduser("~")
@@ -202,11 +205,11 @@ def test_host_home_repository_and_host_files_are_not_visible(
     assert res.out["secret"] is False
     assert res.out["git"] is False and res.out["tests"] is False
     # Only the folders that lead to the interpreter and mcphost's code are there.
-    needed = {Path(p).relative_to(REPO).parts[0] for p in runtime_paths() if _under(p, REPO)}
+    needed = {Path(p).relative_to(REPO).parts[0] for p in code_paths() if _under(p, REPO)}
     repo_seen = res.out["repo"]
     # Unlisted (an errno: not there, or refused by Landlock) or only the needed folders.
     assert isinstance(repo_seen, int) or set(repo_seen) <= needed
-    needed_home = {Path(p).relative_to(home).parts[0] for p in runtime_paths() if _under(p, home)}
+    needed_home = {Path(p).relative_to(home).parts[0] for p in code_paths() if _under(p, home)}
     home_seen = res.out["home"]
     assert isinstance(home_seen, int) or set(home_seen) <= needed_home
     assert "ld.so.cache" in res.out["etc"]
