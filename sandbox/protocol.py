@@ -208,7 +208,8 @@ class FrameCodec:
         """One frame from its body (without the prefix); bad bytes raise ProtocolError."""
         try:
             return self._decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+            # msgspec reports a string that is not UTF-8 as UnicodeDecodeError.
             raise ProtocolError(f"malformed frame from peer: {exc}") from None
 
     def decode_stream(self, data: bytes) -> tuple[list[Frame], bytes]:

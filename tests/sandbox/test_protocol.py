@@ -1,0 +1,267 @@
+"""The wire protocol with bytes alone: round trips, arbitrary input, size limits, versions."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mcphost.sandbox.protocol import (
+    DEFAULT_MAX_FRAME,
+    PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
+    Call,
+    Cancel,
+    Credit,
+    Error,
+    Frame,
+    FrameCodec,
+    Hello,
+    Log,
+    Ping,
+    Pong,
+    Progress,
+    Result,
+    Shutdown,
+    StreamEnd,
+    StreamItem,
+    Welcome,
+    negotiate,
+)
+from mcphost.sdk import ProtocolError
+from mcphost.sdk.schema import ToolSpec
+
+ids = st.integers(min_value=0, max_value=2**63 - 1)
+counts = st.integers(min_value=0, max_value=2**31)
+text = st.text(max_size=40)
+floats = st.floats(allow_nan=False)
+# What a tool may return or take: JSON-like data (NaN is excluded only because it is
+# never equal to itself, which a round-trip comparison needs).
+json_values: st.SearchStrategy[Any] = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | floats
+    | text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
+    max_leaves=12,
+)
+json_objects = st.dictionaries(text, json_values, max_size=4)
+tool_specs = st.builds(
+    ToolSpec,
+    name=text,
+    description=text,
+    input_schema=json_objects,
+    output_schema=st.none() | json_objects,
+    kind=st.sampled_from(["call", "stream"]),
+    batch=st.booleans(),
+)
+
+FRAME_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
+    Hello: st.builds(
+        Hello,
+        versions=st.lists(counts, max_size=3),
+        plugin=text,
+        plugin_version=text,
+        tools=st.lists(tool_specs, max_size=3),
+        pid=counts,
+    ),
+    Welcome: st.builds(Welcome, version=counts, max_frame=counts),
+    Call: st.builds(
+        Call,
+        id=ids,
+        tool=text,
+        args=json_objects,
+        timeout=st.none() | floats,
+        stream=st.booleans(),
+        window=counts,
+        progress=st.booleans(),
+    ),
+    Result: st.builds(Result, id=ids, value=json_values),
+    Error: st.builds(Error, id=ids, code=text, message=text, data=json_objects),
+    StreamItem: st.builds(StreamItem, id=ids, seq=counts, value=json_values),
+    StreamEnd: st.builds(StreamEnd, id=ids, count=counts),
+    Credit: st.builds(Credit, id=ids, n=counts),
+    Cancel: st.builds(Cancel, id=ids),
+    Progress: st.builds(
+        Progress,
+        id=ids,
+        progress=floats,
+        total=st.none() | floats,
+        message=st.none() | text,
+    ),
+    Log: st.builds(Log, level=text, message=text, id=ids),
+    Ping: st.builds(Ping, n=ids),
+    Pong: st.builds(Pong, n=ids),
+    Shutdown: st.builds(Shutdown, reason=text),
+}
+frames = st.one_of(*FRAME_STRATEGIES.values())
+codec = FrameCodec()
+
+
+def test_every_frame_type_of_the_union_has_a_strategy() -> None:
+    assert set(FRAME_STRATEGIES) == set(Frame.__args__)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("frame_type", list(FRAME_STRATEGIES), ids=lambda t: t.__name__)
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_every_frame_type_survives_an_encode_decode_round_trip(
+    frame_type: type[Any], data: st.DataObject
+) -> None:
+    frame = data.draw(FRAME_STRATEGIES[frame_type])
+    wire = codec.encode(frame)
+    (length,) = struct.unpack(">I", wire[:4])
+    assert length == len(wire) - 4
+    decoded = codec.decode(wire[4:])
+    assert type(decoded) is frame_type
+    assert decoded == frame
+
+
+@settings(max_examples=100, deadline=None)
+@given(batch=st.lists(frames, max_size=8), cut=st.integers(min_value=0))
+def test_a_byte_stream_splits_into_the_frames_sent_keeping_the_incomplete_rest(
+    batch: list[Any], cut: int
+) -> None:
+    wire = b"".join(codec.encode(f) for f in batch)
+    cut = cut % (len(wire) + 1)
+    first, rest = codec.decode_stream(wire[:cut])
+    second, leftover = codec.decode_stream(rest + wire[cut:])
+    assert first + second == batch
+    assert leftover == b""
+
+
+@settings(max_examples=500, deadline=None)
+@given(body=st.binary(max_size=256))
+def test_decoding_arbitrary_bytes_raises_nothing_but_protocol_error(body: bytes) -> None:
+    try:
+        frame = codec.decode(body)
+    except ProtocolError as exc:
+        assert "malformed frame" in exc.message
+    else:
+        assert isinstance(frame, Frame.__args__)  # type: ignore[attr-defined]
+
+
+@settings(max_examples=300, deadline=None)
+@given(frame=frames, data=st.data())
+def test_corrupting_or_cutting_a_valid_frame_raises_nothing_but_protocol_error(
+    frame: Any, data: st.DataObject
+) -> None:
+    body = bytearray(codec.encode(frame)[4:])
+    for _ in range(data.draw(st.integers(min_value=1, max_value=4))):
+        i = data.draw(st.integers(min_value=0, max_value=len(body) - 1))
+        body[i] = data.draw(st.integers(min_value=0, max_value=255))
+    end = data.draw(st.integers(min_value=0, max_value=len(body)))
+    for candidate in (bytes(body), bytes(body[:end])):
+        with contextlib.suppress(ProtocolError):
+            codec.decode(candidate)
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=st.binary(max_size=512))
+def test_splitting_arbitrary_bytes_into_frames_raises_nothing_but_protocol_error(
+    data: bytes,
+) -> None:
+    small = FrameCodec(max_frame=1024)
+    try:
+        got, rest = small.decode_stream(data)
+    except ProtocolError:
+        return
+    assert len(rest) < len(data) + 1
+    assert all(isinstance(f, Frame.__args__) for f in got)  # type: ignore[attr-defined]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    tag=st.sampled_from(["call", "result", "hello", "credit", "nope", ""]),
+    fields=st.dictionaries(text, json_values, max_size=5),
+)
+def test_well_formed_msgpack_that_is_not_a_valid_frame_is_a_protocol_error(
+    tag: str, fields: dict[str, Any]
+) -> None:
+    body = msgspec.msgpack.encode({"t": tag, **fields})
+    try:
+        codec.decode(body)
+    except ProtocolError as exc:
+        assert exc.code == "protocol_error"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        msgspec.msgpack.encode({"t": "unknown", "id": 1}),
+        msgspec.msgpack.encode({"t": "call", "id": "one", "tool": "x", "args": {}}),
+        msgspec.msgpack.encode({"t": "result"}),
+        msgspec.msgpack.encode([1, 2, 3]),
+        b"",
+        b"\xc1",
+        b"\x82\xa1t\xa4call\xa4tool\xa1\x80",
+    ],
+    ids=[
+        "unknown-tag",
+        "wrong-type",
+        "missing-field",
+        "not-a-map",
+        "empty",
+        "reserved-byte",
+        "string-not-utf8",
+    ],
+)
+def test_frames_that_do_not_decode_are_refused_with_a_protocol_error(body: bytes) -> None:
+    with pytest.raises(ProtocolError, match="malformed frame from peer"):
+        codec.decode(body)
+
+
+def test_encoding_a_frame_over_the_size_limit_is_refused_with_advice() -> None:
+    small = FrameCodec(max_frame=1024)
+    assert small.encode(Result(id=1, value="x" * 900))
+    with pytest.raises(ProtocolError) as info:
+        small.encode(Result(id=1, value="x" * 2000))
+    assert "Result frame of" in info.value.message
+    assert "over the limit of 1024 bytes" in info.value.message
+    assert "stream them" in info.value.message
+
+
+def test_an_announced_length_over_the_limit_is_refused_before_the_body_arrives() -> None:
+    small = FrameCodec(max_frame=1024)
+    header = struct.pack(">I", 1025)
+    with pytest.raises(ProtocolError, match="announced a frame of 1025 bytes"):
+        small.body_length(header)
+    # Only the header is there: the body is never waited for.
+    with pytest.raises(ProtocolError):
+        small.decode_stream(header)
+    assert small.body_length(struct.pack(">I", 1024)) == 1024
+
+
+def test_the_default_frame_limit_is_sixteen_mebibytes() -> None:
+    assert DEFAULT_MAX_FRAME == FrameCodec().max_frame == 16 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("theirs", "ours", "chosen"),
+    [([1], (1,), 1), ([1, 2, 3], (1, 2), 2), ([3, 1], (1, 3, 4), 3)],
+)
+def test_negotiation_picks_the_highest_version_both_sides_speak(
+    theirs: list[int], ours: tuple[int, ...], chosen: int
+) -> None:
+    assert negotiate(theirs, ours) == chosen
+
+
+def test_negotiation_without_a_common_version_says_what_each_side_speaks() -> None:
+    with pytest.raises(ProtocolError) as info:
+        negotiate([7, 5], (1, 2))
+    msg = info.value.message
+    assert "protocol version mismatch" in msg
+    assert "the worker speaks [5, 7]" in msg and "this host speaks [1, 2]" in msg
+    assert "install matching versions of mcphost" in msg
+    assert info.value.data == {"theirs": [5, 7], "ours": [1, 2]}
+
+
+def test_this_build_speaks_its_own_protocol_version() -> None:
+    assert PROTOCOL_VERSION in SUPPORTED_VERSIONS
+    assert negotiate(list(SUPPORTED_VERSIONS)) == PROTOCOL_VERSION
