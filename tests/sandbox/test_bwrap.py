@@ -149,9 +149,12 @@ except OSError as exc:
 """
 
 
+@pytest.mark.parametrize("landlock", [True, False], ids=["landlock", "namespace-only"])
 def test_jailed_process_cannot_reach_a_listener_on_the_host_loopback(
-    backend: BubblewrapBackend, spec: WorkerSpec, listener: socket.socket
+    spec: WorkerSpec, listener: socket.socket, landlock: bool
 ) -> None:
+    backend = BubblewrapBackend(use_landlock=landlock)
+    _require(backend)
     port = listener.getsockname()[1]
     res = run_in_jail(backend, spec, probe(CONNECT.format(port=port)))
     assert res.out is not None, res.stderr
@@ -244,9 +247,12 @@ def test_proc_shows_only_the_jails_own_processes(
     assert programs <= {backend.bwrap, sys.executable}, programs
 
 
+@pytest.mark.parametrize("landlock", [True, False], ids=["landlock", "mounts-only"])
 def test_only_the_data_scratch_and_tmp_directories_are_writable(
-    backend: BubblewrapBackend, spec: WorkerSpec, tmp_path: Path
+    spec: WorkerSpec, tmp_path: Path, landlock: bool
 ) -> None:
+    backend = BubblewrapBackend(use_landlock=landlock)
+    _require(backend)
     plugin_code = tmp_path / "plugin"
     plugin_code.mkdir()
     spec = msgspec.structs.replace(spec, paths=[str(plugin_code)])
