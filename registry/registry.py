@@ -398,7 +398,8 @@ class Registry:
             self.audit.append(
                 "plugin.install",
                 outcome="refused",
-                plugin=str(exc.data.get("plugin")) if exc.data.get("plugin") else None,
+                plugin=str(exc.data["plugin"]) if exc.data.get("plugin") else None,
+                version=str(exc.data["version"]) if exc.data.get("version") else None,
                 key_id=exc.data.get("key_id"),
                 detail=f"{wheel}: {exc.message}",
             )

@@ -8,10 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from registry_helpers import MCPHOST, run_cli
+from registry_helpers import MCPHOST, build, run_cli, textkit_variant
 
 from mcphost.host import Home, Host, HostEvent
-from mcphost.sdk.errors import PluginNotFound
+from mcphost.sdk.errors import PluginFailed, PluginNotFound, WorkerCrashed
+from mcphost.security import Permissions, PrivateKey, sign_wheel
 
 CALLERS = 16
 #: Calls answered in each phase (before the swap, after it, after the rollback).
@@ -166,3 +167,59 @@ def test_a_removal_made_with_the_cli_stops_the_plugin_in_a_running_host(
             assert await host.call("textkit.echo", {"text": "a"}) == "a [1.1]"
 
     asyncio.run(scenario())
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait for a state that announces no event, checking often, within a bound."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "the state was not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def test_a_reset_made_with_the_cli_clears_a_failed_plugin_in_a_running_host(
+    home: Home, tmp_path: Path, signing_key: PrivateKey, no_leftover_workers: None
+) -> None:
+    project = textkit_variant(
+        tmp_path / "crashy",
+        "1.3.0",
+        extra_code="\n\n@plugin.tool\ndef crash() -> None:\n"
+        '    """Exit the worker at once."""\n    import os\n\n    os._exit(3)\n',
+    )
+    wheel = sign_wheel(
+        build(project, tmp_path / "w"), signing_key, permissions=Permissions(), sequence=1
+    )
+    assert run_cli(home, "plugin", "install", str(wheel), "--yes").returncode == 0
+    home.config_file.write_text("max_restarts = 0\n")
+
+    async def scenario() -> None:
+        async with Host(home, environment=False) as host:
+
+            def state() -> str:
+                return str(host.stats()[0]["state"])
+
+            with pytest.raises(WorkerCrashed):
+                await host.call("textkit.crash", {})
+            await wait_until(lambda: state() == "failed")
+            with pytest.raises(PluginFailed, match="mcphost plugin reset textkit"):
+                await host.call("textkit.upper", {"text": "x"})
+            await cli(home, "plugin", "reset", "textkit")
+            await wait_until(lambda: state() != "failed", timeout=1.0)
+            assert await host.call("textkit.upper", {"text": "x"}) == "X"
+
+    asyncio.run(scenario())
+
+
+def test_concurrent_installs_are_serialised_and_both_recorded(
+    home: Home, wheels: dict[str, Path]
+) -> None:
+    async def scenario() -> None:
+        await asyncio.gather(
+            cli(home, "plugin", "install", str(wheels["1.0"]), "--yes", "--no-activate"),
+            cli(home, "plugin", "install", str(wheels["1.1"]), "--yes", "--no-activate"),
+        )
+
+    asyncio.run(scenario())
+    proc = run_cli(home, "plugin", "list", "--json")
+    assert '"versions": [\n      "1.0.0",\n      "1.1.0"\n    ]' in proc.stdout
+    assert len(list(home.store_dir.glob("*.whl"))) == 2

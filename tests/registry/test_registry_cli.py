@@ -221,3 +221,30 @@ def test_config_show_names_where_each_value_came_from(cli: CliFn, home: Home) ->
     home.config_file.write_text("drain_timeuot = 3\n")
     result = cli("config", "show")
     assert result.exit_code == 2 and "drain_timeuot" in result.stderr
+
+
+def test_every_change_is_written_to_the_audit_log(
+    cli: CliFn, home: Home, wheels: dict[str, Path]
+) -> None:
+    cli("plugin", "install", str(wheels["1.0"]), "--yes")
+    cli("plugin", "install", str(wheels["1.1"]), "--yes", "--no-activate")
+    cli("plugin", "swap", "textkit", "1.1")
+    cli("plugin", "rollback", "textkit")
+    cli("plugin", "remove", "textkit", "1.1")
+    cli("plugin", "install", str(wheels["1.0-unsigned"]), "--yes")
+    entries = [json.loads(line) for line in home.audit_log.read_text().splitlines()]
+    plugin_entries = [
+        (e["action"], e.get("version"), e["outcome"])
+        for e in entries
+        if e["action"].startswith("plugin.")
+    ]
+    assert plugin_entries == [
+        ("plugin.install", "1.0.0", "ok"),
+        ("plugin.activate", "1.0.0", "ok"),
+        ("plugin.install", "1.1.0", "ok"),
+        ("plugin.swap", "1.1.0", "ok"),
+        ("plugin.rollback", "1.0.0", "ok"),
+        ("plugin.remove", "1.1.0", "ok"),
+        ("plugin.install", "1.0.0", "refused"),
+    ]
+    assert all(e["actor"] for e in entries)
