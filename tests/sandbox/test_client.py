@@ -15,11 +15,11 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import PluginWriter
 
 from mcphost.sandbox import (
     IsolationBackend,
@@ -32,11 +32,15 @@ from mcphost.sandbox import (
 from mcphost.sandbox.isolation import clean_env
 from mcphost.sdk import MCPHostError, ProtocolError, WorkerCrashed
 
+#: The write_plugin fixture (tests/sandbox/conftest.py).
+PluginWriter = Callable[..., WorkerSpec]
+
 FAKE_WORKER = r"""
 import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 
 from mcphost.sandbox.protocol import Call, Error, FrameCodec, Hello, Result, StreamItem
 from mcphost.sdk.schema import ToolSpec

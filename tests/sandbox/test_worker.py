@@ -12,11 +12,13 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import PluginWriter
 
 from mcphost.sandbox import Limits, RlimitBackend, WorkerClient, WorkerSpec, spawn_worker
 from mcphost.sandbox.client import LogCallback
 from mcphost.sdk import CallCancelled, MCPHostError, PluginError, ToolError, ToolTimeout
+
+#: The write_plugin fixture (tests/sandbox/conftest.py).
+PluginWriter = Callable[..., WorkerSpec]
 
 PROBE = '''
 import asyncio
