@@ -594,10 +594,11 @@ def test_killing_the_jail_leaves_no_process_zombie_or_cgroup_behind(
         assert proc.stdout.readline() == b"ready\n"
         jailed = [p for p in me.children(recursive=True) if p.pid not in before]
         assert len(jailed) >= 3  # bubblewrap, the jail's init, the probe
+        probe_proc = next(p for p in jailed if p.name().startswith("python"))
         cgroup_dirs = [
             line.split(":", 2)[2]
-            for line in Path(f"/proc/{jailed[-1].pid}/cgroup").read_text().splitlines()
-            if "pids" in line.split(":")[1]
+            for line in Path(f"/proc/{probe_proc.pid}/cgroup").read_text().splitlines()
+            if "pids" in line.split(":")[1] and "mcphost-" in line
         ]
         pidfds = {p.pid: os.pidfd_open(p.pid) for p in jailed if p.pid != proc.pid}
         # What the supervisor does to a hung worker: kill bubblewrap's process group.
@@ -620,7 +621,8 @@ def test_killing_the_jail_leaves_no_process_zombie_or_cgroup_behind(
             os.close(pidfd)
     cgroups = backend.cgroups()
     pids_root = cgroups.v1_parents.get("pids") if cgroups is not None else None
-    if pids_root is not None and cgroup_dirs:
+    if pids_root is not None:
+        assert cgroup_dirs, "the probe was not in a pids cgroup of its own"
         assert not Path(pids_root, Path(cgroup_dirs[0]).name).exists()
 
 
