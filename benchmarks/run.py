@@ -169,6 +169,7 @@ def machine() -> dict[str, str]:
     except (OSError, subprocess.TimeoutExpired):
         commit = ""
     return {
+        "load average": load_average(),
         "cores": f"{os.cpu_count()} ({usable} usable by this process)",
         "cpu": cpu or platform.processor() or "unknown",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
@@ -176,6 +177,15 @@ def machine() -> dict[str, str]:
         "machine": platform.machine(),
         "commit": commit or "unknown",
     }
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: how busy the machine was with other work."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "unknown"
+    return f"{one:.2f}, {five:.2f}, {fifteen:.2f} (1, 5, 15 min)"
 
 
 # -- writing -----------------------------------------------------------------------
@@ -199,11 +209,12 @@ def write_summary(
     errors: dict[str, str],
     seconds: dict[str, float],
     quick: bool,
+    load_before: str,
 ) -> None:
     info = machine()
     lines = [f"# Benchmark summary{' (quick run)' if quick else ''}", ""]
-    lines += [f"- date: {now_utc()}"]
-    lines += [f"- {k}: {v}" for k, v in info.items()]
+    lines += [f"- date: {now_utc()}", f"- load average before: {load_before}"]
+    lines += [f"- {k}{' after' if k == 'load average' else ''}: {v}" for k, v in info.items()]
     lines += [f"- modules: {', '.join(f'{m} ({seconds[m]:.1f} s)' for m in seconds)}", ""]
     targeted = [r for rows in results.values() for r in rows if "passed" in r]
     met = sum(1 for r in targeted if r["passed"])
@@ -247,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    load_before = load_average()
     results: dict[str, list[Row]] = {}
     errors: dict[str, str] = {}
     seconds: dict[str, float] = {}
@@ -269,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds[name] = time.perf_counter() - t0
         results[name] = rows
         print(write_module(out, bench, rows, seconds[name], args.quick), flush=True)
-    write_summary(out, results, errors, seconds, args.quick)
+    write_summary(out, results, errors, seconds, args.quick, load_before)
     print(f"wrote {out / 'summary.md'}", file=sys.stderr)
     return 1 if errors else 0
 
