@@ -13,6 +13,7 @@ writes ``benchmarks/results/mcp.md``; ``run(quick)`` returns the rows for a runn
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -142,6 +143,13 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     ]
 
 
+def _load() -> str:
+    try:
+        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
 def to_markdown(rows: list[dict[str, Any]]) -> str:
     out = [
         "# MCP front end: official SDK server vs mcphost serve",
@@ -150,6 +158,9 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
         f"best of {rows[0]['rounds']} alternating rounds of {rows[0]['calls']} calls each. "
         "Spawn to initialized: the client's connect (spawn, handshake or discover), "
         "best median over the rounds.",
+        "",
+        f"Machine: {os.cpu_count()} CPUs, load average {_load()} when the run ended "
+        "(the numbers move with other work on the machine).",
         "",
         "| server | client mode | protocol | calls/s | p50 ms | p99 ms | spawn to initialized ms |",
         "|---|---|---|---:|---:|---:|---:|",
