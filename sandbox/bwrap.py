@@ -187,8 +187,6 @@ class BubblewrapBackend(IsolationBackend):
                     "setpriv (util-linux) is missing: workers keep uid 0 inside a user "
                     "namespace; install util-linux to drop them to an unprivileged uid"
                 )
-        if self._supports_disable_userns() and not self.privileged:
-            layers["nested user namespaces"] = "disabled (bwrap --disable-userns)"
         layers["filesystem"] = (
             "read-only interpreter, stdlib, site-packages, mcphost and plugin code; "
             "private size-limited /tmp; minimal /dev; own /proc; writable: the plugin's "
@@ -196,12 +194,26 @@ class BubblewrapBackend(IsolationBackend):
         )
         layers["environment"] = "cleared; only PATH, LANG, HOME, TMPDIR and granted variables"
         layers["file descriptors"] = "only the IPC channel is inherited"
-        sc_ok, sc_why = seccomp_status() if self.use_seccomp else (False, "disabled")
+        sc_ok, sc_why = (
+            seccomp_status() if self.use_seccomp else (False, "seccomp: disabled by the host")
+        )
         layers["seccomp"] = sc_why
         if not sc_ok:
             warnings.append(sc_why)
-            if self.privileged:
-                warnings.append("without seccomp a worker may create nested user namespaces")
+        nested = []
+        if not self.privileged and self._supports_disable_userns():
+            nested.append("disabled by bwrap --disable-userns")
+        elif not self.privileged:
+            warnings.append(
+                f"bubblewrap {'.'.join(map(str, self.version()))} has no --disable-userns "
+                "(0.8+); nested user namespaces are refused by seccomp only"
+            )
+        if sc_ok:
+            nested.append("refused by seccomp (CLONE_NEWUSER)")
+        if nested:
+            layers["nested user namespaces"] = "; ".join(nested)
+        else:
+            warnings.append("a worker may create nested user namespaces: install pyseccomp")
         cg = self.cgroups()
         if cg is not None:
             layers["cgroups"] = (
