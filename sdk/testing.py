@@ -32,10 +32,10 @@ import shutil
 import sys
 import tempfile
 import time
-import types
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
@@ -159,19 +159,33 @@ class ToolTester:
         """Call ``tool`` (bare or ``<plugin>.<tool>``) and return what a caller would get."""
         t = self._tool(tool)
         ctx = self._context(t, timeout)
+        if t.is_stream:
+            coro: Any = self._collect(t, args, ctx)
+        else:
+            coro = invoke(t, args, ctx, self._executor)
+        # The tool runs in its own task, as in a worker: on a deadline or a cancel the
+        # context is marked cancelled first, then the task is cancelled.
+        inner: asyncio.Future[Any] = asyncio.ensure_future(coro)
         try:
             async with asyncio.timeout(timeout):
-                if t.is_stream:
-                    value: Any = [item async for item in iterate(t, args, ctx, self._executor)]
-                else:
-                    value = await invoke(t, args, ctx, self._executor)
+                value = await asyncio.shield(inner)
         except TimeoutError:
-            ctx._cancel()
+            await self._stop(inner, ctx)
             raise self._timeout_error(t, timeout or 0.0) from None
         except asyncio.CancelledError:
-            ctx._cancel()
+            await self._stop(inner, ctx)
             raise
         return _over_the_wire(value)
+
+    async def _collect(self, t: Tool, args: dict[str, Any] | None, ctx: Context) -> list[Any]:
+        return [item async for item in iterate(t, args, ctx, self._executor)]
+
+    @staticmethod
+    async def _stop(inner: asyncio.Future[Any], ctx: Context) -> None:
+        ctx._cancel()
+        inner.cancel()
+        with contextlib.suppress(BaseException):
+            await inner
 
     async def astream(
         self, tool: str, args: dict[str, Any] | None = None, *, timeout: float | None = None
@@ -282,16 +296,21 @@ def _locate(
 ) -> tuple[str, list[str], str | None]:
     """The entry point (``module:attr``), the sys.path roots and, if known, the name."""
     if isinstance(plugin, Plugin):
-        for mod in list(sys.modules.values()):
-            if not isinstance(mod, types.ModuleType) or mod.__name__ == "__main__":
+        # The module that defines the tools usually holds the plugin too; its globals
+        # are reachable from any tool function even if it left sys.modules.
+        namespaces = [getattr(t.fn, "__globals__", {}) for t in plugin.tools.values()]
+        namespaces += [vars(m) for m in list(sys.modules.values()) if isinstance(m, ModuleType)]
+        for ns in namespaces:
+            module_name, file = ns.get("__name__"), ns.get("__file__")
+            if not module_name or module_name == "__main__" or not file:
                 continue
-            attr = next((k for k, v in vars(mod).items() if v is plugin), None)
-            if attr is None or not getattr(mod, "__file__", None):
+            attr = next((k for k, v in ns.items() if v is plugin), None)
+            if attr is None:
                 continue
-            file = Path(str(mod.__file__)).resolve()
-            depth = mod.__name__.count(".") + (1 if file.name == "__init__.py" else 0)
-            root = file.parents[depth]
-            return f"{mod.__name__}:{attr}", [str(root), *map(str, paths)], plugin.name
+            path = Path(str(file)).resolve()
+            depth = module_name.count(".") + (1 if path.name == "__init__.py" else 0)
+            root = path.parents[depth]
+            return f"{module_name}:{attr}", [str(root), *map(str, paths)], plugin.name
         raise ValueError(
             f"plugin {plugin.name} is not a global of any imported module file; "
             "define it at module level, or pass 'module:attr' and paths="
