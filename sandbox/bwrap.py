@@ -266,8 +266,9 @@ class BubblewrapBackend(IsolationBackend):
         fds: list[int] = []
         host_fds: list[int] = []
         try:
+            # A killed bubblewrap leaves the jail's init to the nearest subreaper: the host.
+            _set_subreaper()
             if self.privileged:
-                _set_subreaper()
                 _give_to(spec.data_dir, self.uid, self.gid, recursive=True)
                 _give_to(spec.work_dir, self.uid, self.gid, recursive=False)
             env = clean_env({"HOME": spec.work_dir, "TMPDIR": "/tmp"}, passthrough=spec.grants.env)
