@@ -41,8 +41,9 @@ app.run()
 '''
 
 
-def _prepare(work: Path) -> tuple[list[str], list[str]]:
-    """Build and install textkit; return (official argv, mcphost argv)."""
+def _prepare(work: Path) -> tuple[list[str], list[str], list[str]]:
+    """Build and install textkit; return the argv of the official server, of mcphost
+    serve with the default (strongest available) isolation, and with rlimits only."""
     wheels, target, home = work / "wheels", work / "plugins" / "textkit", work / "home"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run(
@@ -69,9 +70,14 @@ def _prepare(work: Path) -> tuple[list[str], list[str]]:
         if script.exists()
         else [sys.executable, "-c", "from mcphost.host.cli import main; main()"]
     )
+    plain = work / "home-rlimits"
+    plain.mkdir()
+    (plain / "config.toml").write_text('allow_unsigned = true\nisolation = "rlimits"\n')
+    serve = ["serve", "--no-environment", "--plugin-dir", str(target)]
     return (
         [sys.executable, str(official)],
-        [*mcphost, "--home", str(home), "serve", "--no-environment", "--plugin-dir", str(target)],
+        [*mcphost, "--home", str(home), *serve],
+        [*mcphost, "--home", str(plain), *serve],
     )
 
 
@@ -119,13 +125,16 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     modes = ["auto"] if quick else ["auto", "legacy"]
     best: dict[tuple[str, str], dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="mcphost-bench-mcp-") as tmp:
-        official, mcphost = _prepare(Path(tmp))
+        official, mcphost, plain = _prepare(Path(tmp))
+        servers = [
+            ("official MCPServer (in-process tool)", official, "echo"),
+            ("mcphost serve (sandboxed plugin)", mcphost, "textkit.echo"),
+        ]
+        if not quick:
+            servers.append(("mcphost serve (rlimits-only worker)", plain, "textkit.echo"))
         for _ in range(rounds):
             for mode in modes:
-                for name, argv, tool in (
-                    ("official MCPServer (in-process tool)", official, "echo"),
-                    ("mcphost serve (sandboxed plugin)", mcphost, "textkit.echo"),
-                ):
+                for name, argv, tool in servers:
                     row = asyncio.run(_measure(argv, tool, mode, calls, starts))
                     key = (name, mode)
                     prev = best.get(key)
@@ -172,7 +181,7 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
         )
     out.append("")
     for mode in dict.fromkeys(r["mode"] for r in rows):
-        pair = [r for r in rows if r["mode"] == mode]
+        pair = [r for r in rows if r["mode"] == mode][:2]
         if len(pair) == 2:
             off, ours = pair
             ratio = ours["calls_per_s"] / off["calls_per_s"]
