@@ -121,6 +121,9 @@ class PluginSupervisor:
             on_log=self.env.on_log,
             handshake_timeout=self.env.config.handshake_timeout,
         )
+        # Bookkeeping runs as a callback of the worker's end, before any caller of a
+        # failed call resumes: a caller retrying at once must see the crash counted.
+        worker.closed.add_done_callback(lambda _: self._on_closed(worker))
         self.env.spawn_task(self._watch(worker))
         self.env.on_started(source.name, source.version, worker.pid)
         return worker
@@ -213,7 +216,11 @@ class PluginSupervisor:
                 break
             except MCPHostError:
                 break
-        reason = await worker.closed
+        await worker.closed
+
+    def _on_closed(self, worker: WorkerClient) -> None:
+        """A worker ended: count the crash and restart it, unless it was stopped on purpose."""
+        reason = worker.closed.result()
         if worker in self._retiring or self._closing:
             self._retiring.discard(worker)
             return
