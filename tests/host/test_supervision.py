@@ -1,0 +1,312 @@
+"""Supervision: crashed, hung, greedy and misbehaving workers are contained and restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from mcphost.host import Host, HostEvent, PluginSource
+from mcphost.sdk import PluginFailed, WorkerCrashed
+
+TROUBLE = '''
+import asyncio
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+
+from mcphost.sdk import Context, Plugin
+
+plugin = Plugin("trouble")
+
+
+def channel_fd() -> int:
+    """The worker's end of the channel, from its command line: a plugin can find it."""
+    return int(json.loads(sys.argv[-1])["fd"])
+
+
+@plugin.tool
+def ok() -> str:
+    return "ok"
+
+
+@plugin.tool
+def pid() -> int:
+    return os.getpid()
+
+
+@plugin.tool
+async def wait(ctx: Context) -> None:
+    ctx.info("waiting")
+    await asyncio.sleep(3600)
+
+
+@plugin.tool
+def die(status: int = 3) -> None:
+    os._exit(status)
+
+
+@plugin.tool
+async def hang(ctx: Context) -> None:
+    ctx.info("hanging")
+    time.sleep(3600)  # blocks the worker's event loop: it can no longer answer pings
+
+
+@plugin.tool
+async def hog(children: int, mb: int, ctx: Context) -> None:
+    code = f"import time; b = b'x' * ({mb} << 20); print('ready', flush=True); time.sleep(3600)"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+        for _ in range(children)
+    ]
+    (ctx.data_dir / "children").write_text(" ".join(str(p.pid) for p in procs))
+    await asyncio.sleep(3600)
+
+
+@plugin.tool
+def garbage() -> None:
+    os.write(channel_fd(), struct.pack(">I", 4) + b"\\xc1\\xc1\\xc1\\xc1")
+    time.sleep(3600)
+
+
+@plugin.tool
+def oversized() -> None:
+    os.write(channel_fd(), struct.pack(">I", 1 << 30))
+    time.sleep(3600)
+'''
+
+GOOD = """
+from mcphost.sdk import Plugin
+
+plugin = Plugin("good")
+
+
+@plugin.tool
+def echo(text: str) -> str:
+    return text
+"""
+
+
+@pytest.fixture
+def trouble(write_plugin: Callable[..., PluginSource]) -> PluginSource:
+    return write_plugin("trouble", TROUBLE)
+
+
+@pytest.fixture
+def good(write_plugin: Callable[..., PluginSource]) -> PluginSource:
+    return write_plugin("good", GOOD)
+
+
+class Events:
+    """Collects the host's events; ``wait_for`` waits for one with a bound."""
+
+    def __init__(self, host: Host) -> None:
+        self.seen: list[HostEvent] = []
+        self._changed = asyncio.Event()
+        host.add_listener(self._on)
+
+    def _on(self, event: HostEvent) -> None:
+        self.seen.append(event)
+        self._changed.set()
+
+    async def wait_for(self, pred: Callable[[HostEvent], bool], bound: float = 10) -> HostEvent:
+        async def scan() -> HostEvent:
+            while True:
+                for e in self.seen:
+                    if pred(e):
+                        return e
+                self._changed.clear()
+                await self._changed.wait()
+
+        return await asyncio.wait_for(scan(), bound)
+
+
+def worker_pid(host: Host, plugin: str) -> int:
+    (stats,) = [s for s in host.stats() if s["plugin"] == plugin]
+    assert stats["pid"], stats
+    return int(stats["pid"])
+
+
+def test_killing_a_worker_mid_call_fails_the_call_clearly_and_the_next_call_restarts_it(
+    make_host: Callable[..., Host], trouble: PluginSource, no_leftover_workers: None
+) -> None:
+    async def scenario() -> tuple[WorkerCrashed, int, int, dict[str, Any], list[HostEvent]]:
+        async with make_host(sources=[trouble]) as host:
+            events = Events(host)
+            old = worker_pid(host, "trouble")
+            call = asyncio.create_task(host.call("trouble.wait"))
+            await events.wait_for(lambda e: e.message == "waiting")
+            os.kill(old, signal.SIGKILL)
+            with pytest.raises(WorkerCrashed) as info:
+                await asyncio.wait_for(call, 10)
+            assert await host.call("trouble.ok") == "ok"
+            new = await host.call("trouble.pid")
+            (stats,) = host.stats()
+            return info.value, old, new, stats, events.seen
+
+    error, old, new, stats, seen = asyncio.run(scenario())
+    assert "trouble 1.0.0" in error.message
+    assert "exited on signal SIGKILL" in error.message
+    assert "may be retried" in error.message  # says what to do
+    assert error.data["plugin"] == "trouble" and "SIGKILL" in error.data["reason"]
+    assert new != old
+    assert stats["restarts"] == 1 and stats["state"] == "running"
+    kinds = [e.kind for e in seen if e.kind != "log"]
+    assert kinds == ["plugin_crashed", "plugin_started"]
+
+
+def test_a_plugin_crashing_on_every_call_is_marked_failed_after_max_restarts(
+    make_host: Callable[..., Host], trouble: PluginSource, no_leftover_workers: None
+) -> None:
+    async def scenario() -> tuple[list[str], PluginFailed, dict[str, Any], str]:
+        async with make_host(sources=[trouble], max_restarts=2, backoff_initial=0.01) as host:
+            crashes: list[str] = []
+            failed: PluginFailed | None = None
+            for _ in range(10):
+                try:
+                    await host.call("trouble.die", {"status": 3})
+                except WorkerCrashed as exc:
+                    crashes.append(exc.message)
+                except PluginFailed as exc:
+                    failed = exc
+                    break
+            assert failed is not None, crashes
+            (stats,) = host.stats()
+            # An operator resets it; it serves again (until the next crash).
+            host.reset_plugin("trouble")
+            return crashes, failed, stats, await host.call("trouble.ok")
+
+    crashes, failed, stats, after_reset = asyncio.run(scenario())
+    assert len(crashes) == 3
+    assert all("exited with status 3" in c for c in crashes)
+    assert "plugin trouble 1.0.0 is marked failed" in failed.message
+    assert "3 crashes within 60s (limit 2)" in failed.message
+    assert "last: exited with status 3" in failed.message
+    assert "reset" in failed.message  # what to do about it
+    assert failed.code == "plugin_failed"
+    assert stats["state"] == "failed"
+    assert after_reset == "ok"
+
+
+def test_a_hung_worker_is_detected_by_missed_pings_and_restarted(
+    make_host: Callable[..., Host], trouble: PluginSource, no_leftover_workers: None
+) -> None:
+    async def scenario() -> tuple[WorkerCrashed, float, int, int]:
+        async with make_host(sources=[trouble], ping_interval=0.2, ping_timeout=0.5) as host:
+            old = worker_pid(host, "trouble")
+            t0 = time.perf_counter()
+            with pytest.raises(WorkerCrashed) as info:
+                await asyncio.wait_for(host.call("trouble.hang"), 20)
+            took = time.perf_counter() - t0
+            return info.value, took, old, await host.call("trouble.pid")
+
+    error, took, old, new = asyncio.run(scenario())
+    assert "did not answer a ping within 0.5s (hung)" in error.message
+    assert "trouble" in error.message
+    assert took < 5
+    assert new != old
+    assert not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.mark.slow
+def test_a_worker_over_its_memory_limit_is_killed_with_a_reason_naming_the_limit(
+    make_host: Callable[..., Host], trouble: PluginSource, home: Path, no_leftover_workers: None
+) -> None:
+    async def scenario() -> tuple[WorkerCrashed, list[int], str]:
+        async with make_host(
+            sources=[trouble], limits={"memory_mb": 200}, ping_interval=0.2
+        ) as host:
+            call = asyncio.create_task(host.call("trouble.hog", {"children": 2, "mb": 150}))
+            with pytest.raises(WorkerCrashed) as info:
+                await asyncio.wait_for(call, 30)
+            children = (home / "data" / "trouble" / "children").read_text().split()
+            return info.value, [int(p) for p in children], await host.call("trouble.ok")
+
+    error, children, after = asyncio.run(scenario())
+    assert "over its limit of 200 MiB" in error.message
+    assert "MiB of memory" in error.message
+    assert after == "ok"
+    # The worker's whole process group went with it.
+    assert len(children) == 2
+    _, alive = psutil.wait_procs(
+        [psutil.Process(p) for p in children if psutil.pid_exists(p)], timeout=5
+    )
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.parametrize(
+    ("tool", "reason"),
+    [
+        ("garbage", "broke the wire protocol: malformed frame"),
+        ("oversized", "broke the wire protocol: peer announced a frame of 1073741824 bytes"),
+    ],
+)
+def test_a_plugin_writing_bad_frames_loses_its_worker_and_the_host_serves_on(
+    make_host: Callable[..., Host],
+    trouble: PluginSource,
+    good: PluginSource,
+    tool: str,
+    reason: str,
+    no_leftover_workers: None,
+) -> None:
+    async def scenario() -> tuple[WorkerCrashed, str, str]:
+        async with make_host(sources=[trouble, good]) as host:
+            with pytest.raises(WorkerCrashed) as info:
+                await asyncio.wait_for(host.call(f"trouble.{tool}"), 10)
+            return (
+                info.value,
+                await host.call("good.echo", {"text": "unaffected"}),
+                await host.call("trouble.ok"),
+            )
+
+    error, other, restarted = asyncio.run(scenario())
+    assert reason in error.message and "trouble 1.0.0" in error.message
+    assert other == "unaffected"
+    assert restarted == "ok"
+
+
+def test_closing_the_host_ends_every_worker_and_every_call_in_flight(
+    make_host: Callable[..., Host],
+    trouble: PluginSource,
+    good: PluginSource,
+    plugin_dirs: dict[str, Path],
+    no_leftover_workers: None,
+) -> None:
+    async def scenario() -> tuple[list[int], list[BaseException | None]]:
+        host = make_host(sources=[trouble, good], plugin_dirs=[plugin_dirs["textkit"]])
+        await host.start()
+        events = Events(host)
+        pids = [worker_pid(host, p) for p in ("trouble", "good", "textkit")]
+        call = asyncio.create_task(host.call("trouble.wait"))
+        stream = host.stream("textkit.count_to", {"n": 10_000, "delay": 0.01})
+        await stream.__anext__()
+        await events.wait_for(lambda e: e.message == "waiting")
+        await asyncio.wait_for(host.close(), 10)
+        results: list[BaseException | None] = []
+        try:
+            await asyncio.wait_for(call, 5)
+            results.append(None)
+        except BaseException as exc:
+            results.append(exc)
+        try:
+            async for _ in stream:
+                pass
+            results.append(None)
+        except BaseException as exc:
+            results.append(exc)
+        return pids, results
+
+    pids, results = asyncio.run(scenario())
+    assert all(isinstance(r, Exception) for r in results), results
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
