@@ -715,3 +715,23 @@ def test_data_directory_is_given_to_the_worker_uid_but_hard_links_are_not(
     plan.cleanup()
     assert Path(spec.data_dir, "own").stat().st_uid == NOBODY
     assert host_file.stat().st_uid == 0
+
+
+@pytest.mark.parametrize(
+    ("network", "ports"),
+    [
+        (None, []),
+        (["*"], None),
+        (["api.example.org:443", "[::1]:8080", "10.0.0.1:443"], [443, 8080]),
+        (["api.example.org"], None),
+    ],
+    ids=["no-grant", "any", "host-port-entries", "host-without-port"],
+)
+def test_landlock_rules_allow_exactly_the_ports_a_network_grant_names(
+    network: list[str] | None, ports: list[int] | None
+) -> None:
+    from mcphost.sandbox.landlock import rules_for
+
+    rules = rules_for(["/code"], ["/data"], network)
+    assert rules.connect_ports == ports
+    assert "/code" in rules.read and "/data" in rules.write and "/tmp" in rules.write
