@@ -219,6 +219,8 @@ class Host:
             for t in list(self._env.tasks):
                 t.cancel()
             await asyncio.gather(*self._env.tasks, return_exceptions=True)
+        # A closed host forgets its stopped supervisors, so it can be started again.
+        self._supervisors.clear()
         self._started = False
 
     # -- events --------------------------------------------------------------------
