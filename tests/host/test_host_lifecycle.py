@@ -1,0 +1,145 @@
+"""The Host's life: configuration, home, the synchronous facade, and nothing left behind."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from mcphost.host import Home, Host, HostConfig, SyncHost, default_home, load_config
+from mcphost.sdk import ConfigError, ToolError
+
+
+def test_sync_host_calls_streams_and_lists_tools_from_plain_code(
+    home: Path,
+    plugin_dirs: dict[str, Path],
+    host_config: Callable[..., HostConfig],
+    no_leftover_workers: None,
+) -> None:
+    with SyncHost(
+        home,
+        config=host_config(),
+        plugin_dirs=[plugin_dirs["textkit"], plugin_dirs["mathkit"]],
+        environment=False,
+        registry=False,
+    ) as host:
+        assert host.call("textkit.upper", {"text": "sync"}) == "SYNC"
+        assert list(host.stream("textkit.count_to", {"n": 4})) == [0, 1, 2, 3]
+        # Leaving a stream early is fine, and the host goes on serving.
+        for item in host.stream("textkit.count_to", {"n": 100_000}):
+            if item == 2:
+                break
+        assert "mathkit.add" in {t.name for t in host.tools()}
+        with pytest.raises(ToolError) as info:
+            host.call("mathkit.stats", {"values": []})
+        assert info.value.code == "empty_input"
+        pids = [s["pid"] for s in host.stats()]
+        assert len(pids) == 2 and all(pids)
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ("call_timout = 3\n", "call_timout: Extra inputs are not permitted"),
+        ("[limits]\nmemory_mb = 'lots'\n", "limits.memory_mb"),
+        ("[limits]\nmemory = 100\n", "limits.memory"),
+        ("max_restarts = -1\n", "max_restarts"),
+        ("isolation = 'docker'\n", "isolation"),
+        ("[features]\nteleport = true\n", "features.teleport"),
+    ],
+)
+def test_a_bad_configuration_key_or_value_is_named_in_the_error(
+    tmp_path: Path, toml: str, named: str
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert named in info.value.message
+    assert str(path) in info.value.message
+    assert "mcphost config show" in info.value.message
+    assert info.value.exit_code == 2
+
+
+def test_a_configuration_file_that_is_not_toml_is_refused_with_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("isolation = \n")
+    with pytest.raises(ConfigError, match="is not valid TOML") as info:
+        load_config(path)
+    assert str(path) in info.value.message
+
+
+def test_a_missing_configuration_file_means_the_defaults(tmp_path: Path) -> None:
+    cfg = load_config(tmp_path / "absent.toml")
+    assert cfg == HostConfig()
+    assert cfg.limits.memory_mb == 1024 and cfg.isolation == "auto"
+
+
+def test_the_host_reads_its_configuration_from_the_home_and_refuses_a_bad_one(
+    home: Path, plugin_dirs: dict[str, Path]
+) -> None:
+    (home / "config.toml").write_text("allow_unsigned = true\nisolation = 'rlimits'\n")
+
+    async def good() -> HostConfig:
+        async with Host(home, plugin_dirs=[plugin_dirs["textkit"]], environment=False) as host:
+            assert await host.call("textkit.echo", {"text": "x"}) == "x"
+            return host.config
+
+    cfg = asyncio.run(good())
+    assert cfg.allow_unsigned is True and cfg.isolation == "rlimits"
+
+    (home / "config.toml").write_text("[policy]\nnetwrk = false\n")
+
+    async def bad() -> None:
+        async with Host(home, environment=False):
+            raise AssertionError("the host must not start")
+
+    with pytest.raises(ConfigError, match=r"policy\.netwrk"):
+        asyncio.run(bad())
+
+
+def test_requiring_namespaces_without_a_namespace_backend_refuses_to_start(
+    home: Path, host_config: Callable[..., HostConfig]
+) -> None:
+    async def scenario() -> None:
+        async with Host(home, config=host_config(require_namespaces=True), environment=False):
+            raise AssertionError("the host must not start")
+
+    with pytest.raises(ConfigError) as info:
+        asyncio.run(scenario())
+    assert "require_namespaces" in info.value.message
+    assert "bubblewrap" in info.value.message
+
+
+def test_the_home_comes_from_the_argument_then_mcphost_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MCPHOST_HOME", str(tmp_path / "from-env"))
+    assert default_home() == tmp_path / "from-env"
+    assert Home().root == (tmp_path / "from-env").resolve()
+    assert Home(tmp_path / "given").root == (tmp_path / "given").resolve()
+    monkeypatch.delenv("MCPHOST_HOME")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert default_home() == tmp_path / "xdg" / "mcphost"
+    made = Home(tmp_path / "new").ensure()
+    for d in (made.keys_dir, made.store_dir, made.versions_dir, made.data_dir, made.run_dir):
+        assert d.is_dir()
+
+
+def test_a_host_can_be_started_and_closed_again(
+    make_host: Callable[..., Host], plugin_dirs: dict[str, Path], no_leftover_workers: None
+) -> None:
+    async def scenario() -> list[str]:
+        host = make_host(plugin_dirs=[plugin_dirs["textkit"]])
+        out = []
+        for _ in range(2):
+            async with host:
+                out.append(await host.call("textkit.upper", {"text": "again"}))
+        return out
+
+    assert asyncio.run(scenario()) == ["AGAIN", "AGAIN"]
