@@ -8,6 +8,7 @@ running host polls to notice a swap made by another process.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -101,7 +102,7 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout = 30000")
         if not readonly:
-            conn.execute("PRAGMA journal_mode = WAL")
+            _set_wal(conn)
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
             _migrate(conn, path)
@@ -113,6 +114,23 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
             "restore it from a backup or move it away to start an empty registry"
         ) from exc
     return conn
+
+
+def _set_wal(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
+    """Switch to WAL (a persistent setting). Two processes creating the database at
+    once can get SQLITE_BUSY here without the busy handler, so retry within a bound."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

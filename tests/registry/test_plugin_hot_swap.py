@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -211,15 +212,26 @@ def test_a_reset_made_with_the_cli_clears_a_failed_plugin_in_a_running_host(
 
 
 def test_concurrent_installs_are_serialised_and_both_recorded(
-    home: Home, wheels: dict[str, Path]
+    home: Home, wheels: dict[str, Path], signing_key: PrivateKey, tmp_path: Path
 ) -> None:
+    # 1.0 signed again with the sequence of 1.1, so either may be installed first.
+    v10 = sign_wheel(
+        wheels["1.0-unsigned"],
+        signing_key,
+        permissions=Permissions(),
+        sequence=11,
+        out=tmp_path / wheels["1.0"].name,
+    )
+
     async def scenario() -> None:
         await asyncio.gather(
-            cli(home, "plugin", "install", str(wheels["1.0"]), "--yes", "--no-activate"),
+            cli(home, "plugin", "install", str(v10), "--yes", "--no-activate"),
+            cli(home, "plugin", "install", str(wheels["1.1"]), "--yes", "--no-activate"),
             cli(home, "plugin", "install", str(wheels["1.1"]), "--yes", "--no-activate"),
         )
 
     asyncio.run(scenario())
     proc = run_cli(home, "plugin", "list", "--json")
-    assert '"versions": [\n      "1.0.0",\n      "1.1.0"\n    ]' in proc.stdout
+    assert json.loads(proc.stdout)[0]["versions"] == ["1.0.0", "1.1.0"]
     assert len(list(home.store_dir.glob("*.whl"))) == 2
+    assert len(list((home.versions_dir / "textkit").iterdir())) == 2
