@@ -1,0 +1,158 @@
+"""The `mcphost` console script, run as a real subprocess against a real home."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(sys.executable).with_name("mcphost")
+COMMAND = (
+    [str(SCRIPT)]
+    if SCRIPT.exists()
+    else [sys.executable, "-c", "from mcphost.host.cli import main; main()"]
+)
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def cli_home(home: Path) -> Path:
+    """A home whose configuration allows the unsigned example plugins."""
+    (home / "config.toml").write_text('allow_unsigned = true\nisolation = "rlimits"\n')
+    return home
+
+
+@pytest.fixture
+def mcphost(cli_home: Path, plugin_dirs: dict[str, Path]) -> Run:
+    """Run ``mcphost ARGS...``; the example plugins are visible via MCPHOST_PLUGIN_PATH."""
+
+    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        full_env = {
+            **os.environ,
+            "MCPHOST_HOME": str(cli_home),
+            "MCPHOST_PLUGIN_PATH": os.pathsep.join(str(p) for p in plugin_dirs.values()),
+            **(env or {}),
+        }
+        return subprocess.run(
+            [*COMMAND, *args], capture_output=True, text=True, env=full_env, timeout=60
+        )
+
+    return run
+
+
+def test_the_console_script_reports_its_version(mcphost: Run) -> None:
+    proc = mcphost("--version")
+    assert proc.returncode == 0
+    assert "0.1.0" in proc.stdout
+
+
+def test_tools_lists_every_tool_with_the_first_line_of_its_description(mcphost: Run) -> None:
+    proc = mcphost("tools")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(
+        line.startswith("textkit.upper") and "Upper-case the text." in line for line in lines
+    )
+    assert any(line.startswith("textkit.count_to") and line.endswith("(stream)") for line in lines)
+    assert any(line.startswith("notes.list") for line in lines)
+    assert any(line.startswith("mathkit.factorize") for line in lines)
+
+
+def test_tools_json_gives_names_schemas_and_kinds(mcphost: Run) -> None:
+    proc = mcphost("tools", "--json")
+    assert proc.returncode == 0, proc.stderr
+    tools = {t["name"]: t for t in json.loads(proc.stdout)}
+    assert tools["textkit.upper"]["input_schema"]["required"] == ["text"]
+    assert tools["textkit.upper"]["output_schema"] == {"type": "string"}
+    assert tools["textkit.count_to"]["kind"] == "stream"
+    assert tools["mathkit.factorize"]["batch"] is True
+    assert tools["notes.save"]["plugin"] == "notes" and tools["notes.save"]["version"] == "1.0.0"
+
+
+def test_call_prints_the_json_result_and_exits_zero(mcphost: Run) -> None:
+    proc = mcphost("call", "mathkit.stats", '{"values": [2, 4, 6]}')
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["mean"] == 4.0 and result["count"] == 3
+
+
+def test_call_of_a_streaming_tool_prints_one_json_line_per_item(mcphost: Run) -> None:
+    proc = mcphost("call", "textkit.tokens", '{"text": "alpha beta gamma"}')
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line) for line in proc.stdout.splitlines()] == ["alpha", "beta", "gamma"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("mathkit.stats", '{"values": []}'), "error [empty_input]: stats needs at least one"),
+        (("textkit.upper", '{"txt": "x"}'), "error [invalid_arguments]"),
+        (("textkit.nope", "{}"), "error [tool_not_found]: plugin textkit has no tool 'nope'"),
+        (("nosuch.tool", "{}"), "error [plugin_not_found]: no plugin named 'nosuch'"),
+        (("textkit.sleep", '{"seconds": 30}', "--timeout", "0.2"), "error [tool_timeout]"),
+    ],
+    ids=["tool-error", "bad-arguments", "unknown-tool", "unknown-plugin", "timeout"],
+)
+def test_call_failures_exit_one_with_a_clear_message(
+    mcphost: Run, args: tuple[str, ...], message: str
+) -> None:
+    proc = mcphost("call", *args)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert message in proc.stderr
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [("{not json", "ARGUMENTS is not valid JSON"), ("[1, 2]", "must be a JSON object")],
+)
+def test_call_with_arguments_that_are_not_a_json_object_is_a_usage_error(
+    mcphost: Run, arguments: str, message: str
+) -> None:
+    proc = mcphost("call", "textkit.upper", arguments)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+
+
+def test_doctor_reports_python_platform_isolation_and_limits(mcphost: Run, cli_home: Path) -> None:
+    proc = mcphost("doctor")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert f"python      {sys.version.split()[0]}" in out
+    assert "platform" in out
+    assert "isolation   rlimits" in out  # what the home's configuration chose
+    assert "backend rlimits (rlimits): available" in out
+    assert "memory_mb=1024" in out
+    assert str(cli_home.resolve()) in out
+    data = json.loads(mcphost("doctor", "--json").stdout)
+    assert data["isolation"]["chosen"] == "rlimits"
+    assert {b["backend"] for b in data["isolation"]["backends"]} >= {"rlimits"}
+    assert data["limits"]["cpu_seconds"] == 600
+
+
+def test_the_home_option_wins_over_mcphost_home(mcphost: Run, tmp_path: Path) -> None:
+    other = tmp_path / "other-home"
+    data = json.loads(mcphost("--home", str(other), "doctor", "--json").stdout)
+    assert data["home"] == str(other.resolve())
+    # That home has no configuration allowing unsigned plugins: its own rules apply.
+    proc = mcphost("--home", str(other), "call", "textkit.upper", '{"text": "x"}')
+    assert proc.returncode == 1
+    assert "not signed" in proc.stderr
+
+
+def test_a_bad_configuration_in_the_home_exits_two_naming_the_key(
+    mcphost: Run, cli_home: Path
+) -> None:
+    (cli_home / "config.toml").write_text("[limits]\nmemroy_mb = 5\n")
+    proc = mcphost("tools")
+    assert proc.returncode == 2
+    assert "limits.memroy_mb" in proc.stderr
+    doctor = mcphost("doctor")
+    assert doctor.returncode == 0  # doctor still reports, and shows the problem
+    assert "config      ERROR" in doctor.stdout and "limits.memroy_mb" in doctor.stdout
