@@ -24,6 +24,7 @@ applies Landlock where the kernel has it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import functools
@@ -420,6 +421,8 @@ class _JailProcess:
         self.child_fds = child_fds
         self.cgroup = cgroup
         self.init_pidfd: int | None = None
+        if cgroup is not None:
+            _UNCLEANED.add(cgroup)
 
     def _close_child_fds(self) -> None:
         fds, self.child_fds = self.child_fds, []
@@ -471,6 +474,7 @@ class _JailProcess:
                 os.close(pidfd)
         if self.cgroup is not None:
             cgroup, self.cgroup = self.cgroup, None
+            _UNCLEANED.discard(cgroup)
             cgroup.remove()
 
 
@@ -541,6 +545,18 @@ def _give_to(path: str, uid: int, gid: int, *, recursive: bool) -> None:
                 stat.S_ISDIR(st.st_mode) or st.st_nlink == 1
             ):
                 os.lchown(p, uid, gid)
+
+
+#: Cgroups of workers whose plan was not cleaned up yet; removed when the host exits.
+_UNCLEANED: set[WorkerCgroup] = set()
+
+
+@atexit.register
+def _remove_uncleaned_cgroups() -> None:
+    for cgroup in list(_UNCLEANED):
+        with contextlib.suppress(OSError):
+            cgroup.remove(timeout=0.5)
+    _UNCLEANED.clear()
 
 
 _subreaper_set = False

@@ -23,7 +23,7 @@ _MIB = 1024 * 1024
 _counter = itertools.count()
 
 
-@dataclass
+@dataclass(eq=False)
 class WorkerCgroup:
     """The cgroup directories one worker lives in (one per v1 controller, or one v2)."""
 
@@ -162,7 +162,7 @@ class CgroupManager:
             parent = os.path.join(v2_mount, own_v2.lstrip("/"))
             why = _v2_usable(parent)
             if not why:
-                return cls(v2_parent=parent)
+                return cls(v2_parent=parent).sweep()
             reasons.append(f"v2 at {parent}: {why}")
         parents = {}
         for c, where in v1_mounts.items():
@@ -172,10 +172,32 @@ class CgroupManager:
             else:
                 reasons.append(f"v1 {c} at {parent}: not writable")
         if parents:
-            return cls(v1_parents=parents)
+            return cls(v1_parents=parents).sweep()
         if not v1_mounts and v2_mount is None:
             reasons.append("no cgroup hierarchy is mounted")
         return cls(reason="; ".join(reasons))
+
+    def sweep(self) -> CgroupManager:
+        """Remove worker cgroups left behind by hosts that ended without cleaning up.
+
+        Only empty ones, a minute old, whose creating host process is gone; returns ``self``.
+        """
+        parents = [self.v2_parent] if self.v2_parent else list(self.v1_parents.values())
+        for parent in parents:
+            try:
+                names = os.listdir(parent)
+            except OSError:
+                continue
+            for name in names:
+                parts = name.rsplit("-", 2)
+                if not name.startswith("mcphost-") or len(parts) != 3 or not parts[1].isdigit():
+                    continue
+                path = os.path.join(parent, name)
+                # The age guards a host in another pid namespace between create and join.
+                with contextlib.suppress(OSError):  # not empty, or already gone
+                    if not _alive(int(parts[1])) and time.time() - os.stat(path).st_mtime > 60:
+                        os.rmdir(path)
+        return self
 
     @property
     def version(self) -> int | None:
@@ -248,6 +270,16 @@ def _v2_usable(parent: str) -> str:
         # run the host in a leaf cgroup of a delegated subtree.
         return f"cannot enable pids and memory for children ({exc.strerror})"
     return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _safe(label: str) -> str:

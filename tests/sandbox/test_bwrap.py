@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -735,3 +736,78 @@ def test_landlock_rules_allow_exactly_the_ports_a_network_grant_names(
     rules = rules_for(["/code"], ["/data"], network)
     assert rules.connect_ports == ports
     assert "/code" in rules.read and "/data" in rules.write and "/tmp" in rules.write
+
+
+def test_cgroups_left_by_a_host_that_died_are_swept_but_a_live_hosts_are_not(
+    backend: BubblewrapBackend,
+) -> None:
+    from mcphost.sandbox.cgroups import CgroupManager
+
+    _need_cgroups(backend)
+    manager = CgroupManager.detect()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    dead_pid = int(dead.stdout)
+    parent = manager.v2_parent or next(iter(manager.v1_parents.values()))
+    stale = Path(parent, f"mcphost-sweep-test-{dead_pid}-0")
+    live = Path(parent, f"mcphost-sweep-test-{os.getpid()}-0")
+    stale.mkdir()
+    live.mkdir()
+    try:
+        an_hour_ago = time.time() - 3600
+        for d in (stale, live):
+            os.utime(d, (an_hour_ago, an_hour_ago))
+        CgroupManager.detect()
+        assert not stale.exists()
+        assert live.exists()
+    finally:
+        for d in (stale, live):
+            with contextlib.suppress(FileNotFoundError):
+                d.rmdir()
+
+
+HOST_THAT_EXITS = """
+import json, os, socket, subprocess, sys
+from mcphost.sandbox.bwrap import BubblewrapBackend
+from mcphost.sandbox.isolation import WorkerSpec
+
+data, work = sys.argv[1], sys.argv[2]
+backend = BubblewrapBackend()
+spec = WorkerSpec(plugin="probe", version="1", entry="x:y", paths=[], data_dir=data, work_dir=work)
+host_sock, child_sock = socket.socketpair()
+code = "import os, sys; print('ready', flush=True); os.read(int(sys.argv[1]), 1)"
+plan = backend.prepare(spec, child_sock.fileno(),
+                       command=[sys.executable, "-I", "-B", "-c", code, str(child_sock.fileno())])
+proc = subprocess.Popen(plan.argv, stdout=subprocess.PIPE, env=plan.env, cwd=plan.cwd,
+                        pass_fds=plan.pass_fds, close_fds=True, preexec_fn=plan.preexec_fn,
+                        start_new_session=True)
+plan.on_spawn(proc.pid)
+assert proc.stdout.readline() == b"ready\\n"
+manager = backend.cgroups()
+parents = [manager.v2_parent] if manager.v2_parent else list(manager.v1_parents.values())
+mine = [os.path.join(p, d) for p in parents for d in os.listdir(p) if f"-{os.getpid()}-" in d]
+print(json.dumps(mine), flush=True)
+# Exit with the worker still running and without plan.cleanup().
+"""
+
+
+def test_a_host_that_exits_without_cleaning_up_leaves_no_cgroup_behind(
+    backend: BubblewrapBackend, spec: WorkerSpec, tmp_path: Path
+) -> None:
+    _need_cgroups(backend)
+    script = tmp_path / "host.py"
+    script.write_text(HOST_THAT_EXITS)
+    proc = subprocess.run(
+        [sys.executable, str(script), spec.data_dir, spec.work_dir],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    dirs = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert dirs, "the worker had no cgroup"
+    assert [d for d in dirs if Path(d).exists()] == []
