@@ -167,7 +167,7 @@ def test_many_concurrent_calls_are_multiplexed_on_one_worker(
     results, elapsed = asyncio.run(scenario())
     # Every caller gets its own answer, and the 50 naps overlapped (15 s one by one).
     assert results == [f"call-{i}" for i in range(50)]
-    assert elapsed < 3.0, elapsed
+    assert elapsed < 5.0, elapsed
 
 
 def test_sync_tools_run_side_by_side_on_the_thread_pool(
@@ -178,10 +178,11 @@ def test_sync_tools_run_side_by_side_on_the_thread_pool(
     async def scenario() -> float:
         async with running(spec, backend) as w:
             t0 = time.perf_counter()
-            await asyncio.gather(*(w.call("block", {"seconds": 0.4}) for _ in range(6)))
+            await asyncio.gather(*(w.call("block", {"seconds": 0.5}) for _ in range(8)))
             return time.perf_counter() - t0
 
-    assert asyncio.run(scenario()) < 2.0
+    # One after another they take 4 s; on the pool of 8 threads about 0.5 s.
+    assert asyncio.run(scenario()) < 2.5
 
 
 def test_a_call_past_its_deadline_fails_with_tool_timeout_and_the_worker_goes_on(
@@ -410,8 +411,8 @@ def test_the_work_dir_is_removed_when_the_worker_ends(
     assert not Path(spec.work_dir).exists()
 
 
-def test_a_cancelled_call_reports_call_cancelled_when_cancelled_from_the_worker_side(
-    write_plugin: PluginWriter, backend: RlimitBackend
+def test_closing_a_worker_ends_the_calls_it_was_running_with_an_error(
+    write_plugin: PluginWriter, backend: RlimitBackend, no_leftover_workers: None
 ) -> None:
     # Shutdown cancels what runs: the caller gets an error, never a hang.
     spec = write_plugin("probe", PROBE)
@@ -421,7 +422,8 @@ def test_a_cancelled_call_reports_call_cancelled_when_cancelled_from_the_worker_
         task = asyncio.create_task(client.call("wait_forever", {}))
         await wait_for_file(Path(spec.data_dir) / "started", bool)
         await client.close()
-        with pytest.raises((CallCancelled, MCPHostError)):
+        with pytest.raises(MCPHostError) as info:
             await asyncio.wait_for(task, 5)
+        assert info.value.code in (CallCancelled.code, "worker_crashed")
 
     asyncio.run(scenario())
