@@ -7,8 +7,9 @@ host reads it and runs what is active.
 
 from .crash import CRASH_ENV, CRASH_POINTS
 from .db import SCHEMA_VERSION
+from .reader import HomeLayout, RegistryReader, sort_versions
 from .records import Activation, InstallResult, PluginRecord, RecoveryReport, VersionRecord
-from .registry import HomeLayout, Registry, sort_versions
+from .registry import Registry
 from .wheels import ENTRY_POINT_GROUP, CheckedWheel, check_wheel
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "PluginRecord",
     "RecoveryReport",
     "Registry",
+    "RegistryReader",
     "VersionRecord",
     "check_wheel",
     "sort_versions",

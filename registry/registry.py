@@ -8,78 +8,33 @@ registry's lock deletes whatever an interrupted process left behind.
 
 from __future__ import annotations
 
-import fcntl
 import getpass
-import logging
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
 
 import msgspec
-from packaging.version import InvalidVersion, Version
 
-from mcphost.sdk.errors import PluginNotFound, RegistryError, VerificationError
+from mcphost.sdk.errors import RegistryError, VerificationError
 from mcphost.sdk.schema import ToolSpec
 from mcphost.security.audit import AuditLog
-from mcphost.security.permissions import Permissions
 from mcphost.security.truststore import TrustStore
 
 from . import db
 from .crash import crash_point
-from .records import (
-    Activation,
-    InstallResult,
-    PluginRecord,
-    RecoveryReport,
-    VersionRecord,
-)
-from .store import (
-    BUILDING,
-    TRASH,
-    build_version_dir,
-    discard_tree,
-    move_to_trash,
-    store_wheel,
-    tree_changes,
-    wheel_path,
-)
+from .reader import HomeLayout, RegistryReader, sort_versions
+from .records import Activation, InstallResult, RecoveryReport
+from .recovery import change_lock, sweep
+from .rules import check_install
+from .store import build_version_dir, discard_tree, move_to_trash, store_wheel, wheel_path
 from .wheels import CheckedWheel, check_wheel
 
-__all__ = ["HomeLayout", "Registry", "sort_versions"]
-
-log = logging.getLogger("mcphost.registry")
+__all__ = ["Registry"]
 
 Progress = Callable[[str], None]
 _MAX_WHEEL = 2 * 1024 * 1024 * 1024
-_TOOLS = msgspec.json.Decoder(list[ToolSpec])
-_PERMS = msgspec.json.Decoder(Permissions)
-_FILES = msgspec.json.Decoder(dict[str, str])
-#: History actions that changed which version serves a plugin.
-_ACTIVATIONS = ("install", "activate", "swap", "rollback")
-
-
-class HomeLayout(Protocol):
-    """The paths the registry uses (``mcphost.host.Home`` has them all)."""
-
-    @property
-    def registry_db(self) -> Path: ...
-    @property
-    def store_dir(self) -> Path: ...
-    @property
-    def versions_dir(self) -> Path: ...
-    @property
-    def keys_dir(self) -> Path: ...
-    @property
-    def audit_log(self) -> Path: ...
-
-
-def sort_versions(versions: Iterable[str]) -> list[str]:
-    """Oldest first, compared as versions (``1.10`` after ``1.9``)."""
-    return sorted(versions, key=Version)
 
 
 def _user() -> str:
@@ -89,7 +44,7 @@ def _user() -> str:
         return str(os.getuid())
 
 
-class Registry:
+class Registry(RegistryReader):
     """Installed plugin versions under one home. Open with :meth:`open`; close when done.
 
     Reading never blocks a running host; changes are serialised by a file lock and each
@@ -107,14 +62,12 @@ class Registry:
         allow_unsigned: bool = False,
         readonly: bool = False,
     ) -> None:
-        self.db_path = Path(db_path)
+        super().__init__(db_path=db_path, versions_dir=versions_dir, readonly=readonly)
         self.store_dir = Path(store_dir)
-        self.versions_dir = Path(versions_dir)
         self.trust = TrustStore(Path(keys_dir))
         self.audit = AuditLog(Path(audit_log))
         self.allow_unsigned = allow_unsigned
-        self.readonly = readonly
-        self.conn = db.connect(self.db_path, readonly=readonly)
+        self.last_recovery = RecoveryReport()
         if not readonly:
             # Recovery on open: clean up after a crashed install or removal, unless
             # another process is changing the registry right now (it sweeps itself).
@@ -136,244 +89,25 @@ class Registry:
             readonly=readonly,
         )
 
-    @property
-    def ready(self) -> bool:
-        """False for a database another process has not finished creating."""
-        return db.schema_version(self.conn) == db.SCHEMA_VERSION
-
-    def close(self) -> None:
-        self.conn.close()
-
     def __enter__(self) -> Registry:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- reading -------------------------------------------------------------------
-    def generation(self) -> int:
-        """Grows with every committed change; what a running host polls."""
-        return db.generation(self.conn)
-
-    def data_version(self) -> int:
-        """SQLite's cheap counter of commits made by other connections."""
-        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
-
-    def plugins(self) -> list[PluginRecord]:
-        """Every plugin with at least one installed version, by name."""
-        names = [
-            r[0] for r in self.conn.execute("SELECT DISTINCT plugin FROM versions ORDER BY plugin")
-        ]
-        return [self.plugin(n) for n in names]
-
-    def _plugin_row(self, name: str) -> sqlite3.Row | None:
-        row: sqlite3.Row | None = self.conn.execute(
-            "SELECT * FROM plugins WHERE name = ?", (name,)
-        ).fetchone()
-        return row
-
-    def plugin(self, name: str) -> PluginRecord:
-        row = self._plugin_row(name)
-        versions = sort_versions(
-            r[0]
-            for r in self.conn.execute("SELECT version FROM versions WHERE plugin = ?", (name,))
-        )
-        if row is None or not versions:
-            raise self._not_installed(name)
-        return PluginRecord(
-            name=name,
-            owner_key=row["owner_key"],
-            active_version=row["active_version"],
-            versions=versions,
-            reset_serial=row["reset_serial"],
-        )
-
-    def _not_installed(self, name: str) -> PluginNotFound:
-        known = (
-            ", ".join(
-                p
-                for (p,) in self.conn.execute(
-                    "SELECT DISTINCT plugin FROM versions ORDER BY plugin"
-                )
-            )
-            or "none"
-        )
-        return PluginNotFound(
-            f"no plugin named {name!r} is in the registry (installed: {known}); install it "
-            "with `mcphost plugin install WHEEL`",
-            data={"plugin": name},
-        )
-
-    def _record(self, row: sqlite3.Row, active: str | None) -> VersionRecord:
-        root = self.versions_dir / row["dir"]
-        plugin_dir = root / "plugin"
-        return VersionRecord(
-            plugin=row["plugin"],
-            version=row["version"],
-            dist_name=row["dist_name"],
-            wheel_sha256=row["wheel_sha256"],
-            wheel_name=row["wheel_name"],
-            entry=row["entry"],
-            root=str(root),
-            plugin_dir=str(plugin_dir),
-            deps_dir=str(root / "deps"),
-            dist_info=str(plugin_dir / row["dist_info"]),
-            key_id=row["key_id"],
-            sequence=row["sequence"],
-            permissions=_PERMS.decode(row["permissions"]),
-            tools=_TOOLS.decode(row["tools"]) if row["tools"] is not None else None,
-            installed_at=row["installed_at"],
-            installed_by=row["installed_by"],
-            active=row["version"] == active,
-            deps_files=_FILES.decode(row["deps_files"]) if row["deps_files"] else None,
-        )
-
-    def versions(self, name: str) -> list[VersionRecord]:
-        """Every installed version of ``name``, oldest first."""
-        prow = self._plugin_row(name)
-        active = prow["active_version"] if prow is not None else None
-        rows = self.conn.execute("SELECT * FROM versions WHERE plugin = ?", (name,)).fetchall()
-        if not rows:
-            raise self._not_installed(name)
-        recs = [self._record(r, active) for r in rows]
-        return sorted(recs, key=lambda r: Version(r.version))
-
-    def version(self, name: str, version: str) -> VersionRecord:
-        """One installed version; ``1.1`` finds ``1.1.0``. The error lists what is there."""
-        recs = self.versions(name)
-        for r in recs:
-            if r.version == version:
-                return r
-        try:
-            wanted = Version(version)
-        except InvalidVersion:
-            wanted = None
-        for r in recs:
-            if wanted is not None and Version(r.version) == wanted:
-                return r
-        have = ", ".join(r.version for r in recs)
-        raise RegistryError(
-            f"no version {version} of {name} is installed; installed: {have}",
-            data={"plugin": name, "version": version, "installed": [r.version for r in recs]},
-        )
-
-    def active(self) -> list[VersionRecord]:
-        """The active version of every plugin that has one."""
-        rows = self.conn.execute(
-            "SELECT v.*, p.active_version AS active FROM versions v JOIN plugins p "
-            "ON p.name = v.plugin AND p.active_version = v.version ORDER BY v.plugin"
-        ).fetchall()
-        return [self._record(r, r["active"]) for r in rows]
-
-    def active_state(self) -> dict[str, tuple[str, int]]:
-        """Plugin -> (active version, reset serial): what a running host follows."""
-        return {
-            r[0]: (r[1], r[2])
-            for r in self.conn.execute(
-                "SELECT name, active_version, reset_serial FROM plugins "
-                "WHERE active_version IS NOT NULL"
-            )
-        }
-
-    def history(self, name: str) -> list[Activation]:
-        """Every install, activation, swap, rollback and removal of ``name``, oldest first."""
-        rows = self.conn.execute(
-            "SELECT * FROM history WHERE plugin = ? ORDER BY id", (name,)
-        ).fetchall()
-        return [
-            Activation(
-                plugin=r["plugin"],
-                at=r["at"],
-                user=r["user"],
-                action=r["action"],
-                from_version=r["from_version"],
-                to_version=r["to_version"],
-                reason=r["reason"],
-            )
-            for r in rows
-        ]
-
-    def rollback_target(self, name: str) -> str:
-        """The version that served before the active one, from the history."""
-        rec = self.plugin(name)
-        current = rec.active_version
-        for act in reversed(self.history(name)):
-            if act.action in _ACTIVATIONS and act.to_version == current:
-                if act.from_version is None:
-                    break
-                return act.from_version
-        raise RegistryError(
-            f"{name} has no earlier active version to roll back to (active: {current}); "
-            f"pick one with `mcphost plugin rollback {name} --to VERSION` "
-            f"(installed: {', '.join(rec.versions)})",
-            data={"plugin": name},
-        )
 
     # -- changing ------------------------------------------------------------------
     @contextmanager
     def _locked(self, wait: bool = True) -> Iterator[bool]:
-        """Hold the registry's change lock (after sweeping leftovers). With ``wait``
-        false, yield False at once when another process holds it."""
+        """Hold the change lock, after sweeping leftovers of crashed changes. With
+        ``wait`` false, yield False at once when another process holds it."""
         if self.readonly:
             raise RegistryError("this registry was opened read-only; open it writable to change it")
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(
-            self.db_path.with_name(self.db_path.name + ".lock"),
-            os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-            0o644,
-        )
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            self._sweep()
-            yield True
-        finally:
-            os.close(fd)
+        with change_lock(self.db_path, wait=wait) as held:
+            if held:
+                self.last_recovery = sweep(self.conn, self.versions_dir, self.store_dir)
+            yield held
 
     def recover(self) -> RecoveryReport:
         """Delete what interrupted installs and removals left behind (under the lock)."""
         with self._locked():
-            return self._last_sweep
-
-    _last_sweep = RecoveryReport()
-
-    def _sweep(self) -> RecoveryReport:
-        removed_dirs: list[str] = []
-        removed_wheels: list[str] = []
-        known_dirs = {r[0] for r in self.conn.execute("SELECT dir FROM versions")}
-        known_shas = {r[0] for r in self.conn.execute("SELECT wheel_sha256 FROM versions")}
-        for special in (BUILDING, TRASH):
-            d = self.versions_dir / special
-            if d.is_dir():
-                for leftover in d.iterdir():
-                    discard_tree(leftover)
-                    removed_dirs.append(str(leftover))
-        if self.versions_dir.is_dir():
-            for plugin_dir in self.versions_dir.iterdir():
-                if plugin_dir.name in (BUILDING, TRASH) or not plugin_dir.is_dir():
-                    continue
-                for vdir in plugin_dir.iterdir():
-                    if f"{plugin_dir.name}/{vdir.name}" not in known_dirs:
-                        discard_tree(vdir)
-                        removed_dirs.append(str(vdir))
-                if not any(plugin_dir.iterdir()):
-                    plugin_dir.rmdir()
-        if self.store_dir.is_dir():
-            for f in self.store_dir.iterdir():
-                if f.name.startswith(".") or (f.suffix == ".whl" and f.stem not in known_shas):
-                    f.unlink(missing_ok=True)
-                    removed_wheels.append(str(f))
-        if removed_dirs or removed_wheels:
-            log.warning(
-                "registry recovery removed %d leftover directories and %d wheels",
-                len(removed_dirs),
-                len(removed_wheels),
-            )
-        self._last_sweep = RecoveryReport(removed_dirs=removed_dirs, removed_wheels=removed_wheels)
-        return self._last_sweep
+            return self.last_recovery
 
     def check(self, wheel: Path, *, allow_key_change: bool = False) -> CheckedWheel:
         """Verify a wheel and check it may be installed; nothing changes.
@@ -408,61 +142,20 @@ class Registry:
         return checked
 
     def _check_allowed(self, w: CheckedWheel, allow_key_change: bool) -> bool:
-        """Ownership, sequence and same-version rules. True when this exact wheel is
-        installed already."""
-        row = self._plugin_row(w.plugin)
-        existing = self.conn.execute(
-            "SELECT version, wheel_sha256 FROM versions WHERE plugin = ?", (w.plugin,)
-        ).fetchall()
-        for r in existing:
-            if Version(r["version"]) == Version(w.version):
-                if r["wheel_sha256"] == w.sha256:
-                    return True
-                self._refuse(
-                    w,
-                    f"{w.plugin} {r['version']} is installed already from a different "
-                    f"wheel (sha256 {r['wheel_sha256'][:12]}, this one {w.sha256[:12]}); a "
-                    "version's content never changes: publish it under a new version, or "
-                    f"remove the installed one first (`mcphost plugin remove {w.plugin} "
-                    f"{r['version']}`)",
-                    "version_conflict",
-                )
-        if row is None:
-            return False
-        owner = row["owner_key"]
-        if owner is not None and owner != w.key_id and not allow_key_change:
-            signer = f"key {w.key_id}" if w.key_id else "no key (unsigned)"
-            self._refuse(
-                w,
-                f"plugin name {w.plugin} belongs to key {owner}, but {w.source} is signed "
-                f"by {signer}; if the publisher really changed keys, install with "
-                "--allow-key-change",
-                "key_change",
+        """The install rules (see :mod:`.rules`); a refusal goes to the audit log."""
+        try:
+            return check_install(self.conn, w, allow_key_change)
+        except RegistryError as exc:
+            self.audit.append(
+                "plugin.install",
+                plugin=w.plugin,
+                version=w.version,
+                key_id=w.key_id,
+                hashes={"wheel": w.sha256},
+                outcome="refused",
+                detail=exc.message,
             )
-        if w.sequence is not None and owner == w.key_id and w.sequence < row["max_sequence"]:
-            self._refuse(
-                w,
-                f"{w.label} has manifest sequence {w.sequence}, older than sequence "
-                f"{row['max_sequence']} already installed for {w.plugin}: refusing a "
-                "rollback attack. To go back to an installed version use "
-                f"`mcphost plugin rollback {w.plugin} --to VERSION`",
-                "rollback",
-            )
-        return False
-
-    def _refuse(self, w: CheckedWheel, message: str, reason: str) -> None:
-        self.audit.append(
-            "plugin.install",
-            plugin=w.plugin,
-            version=w.version,
-            key_id=w.key_id,
-            hashes={"wheel": w.sha256},
-            outcome="refused",
-            detail=message,
-        )
-        raise RegistryError(
-            message, data={"plugin": w.plugin, "version": w.version, "reason": reason}
-        )
+            raise
 
     def install(
         self,
@@ -600,15 +293,6 @@ class Registry:
     ) -> None:
         self.conn.execute("UPDATE plugins SET active_version = ? WHERE name = ?", (new, name))
         self._log(name, action, old, new, reason)
-
-    def dependency_changes(self, name: str, version: str) -> list[str]:
-        """How the installed dependencies of a version differ from what was installed
-        (empty: not at all). Dependencies carry no signature of the plugin's publisher,
-        so the registry's record of their hashes is what they are checked against."""
-        rec = self.version(name, version)
-        if rec.deps_files is None:
-            return []
-        return tree_changes(Path(rec.deps_dir), rec.deps_files)
 
     def set_tools(self, name: str, version: str, tools: list[ToolSpec]) -> None:
         """Store the tool descriptors a handshake of ``name`` ``version`` reported."""
