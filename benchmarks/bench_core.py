@@ -707,6 +707,20 @@ async def _noop_rows(plan: Plan, paths: CallPaths, where: str) -> list[Row]:
             row["target"] = "<= 1.5x"
             row["passed"] = ratio <= 1.5
         rows.append(row)
+    p50 = {key: median(got) for key, got in samples.items()}
+    pool_cost = p50["blocking-pool"] - p50["raw"]
+    worker_cost = {
+        "blocking-worker": p50["blocking-worker"] - p50["raw"],
+        "client-worker": p50["client-worker"] - p50["client-echo"],
+    }
+    for row, path in zip(rows, paths.paths, strict=True):
+        if path.key in worker_cost:
+            on_pool = worker_cost[path.key] > 0.6 * pool_cost
+            row["note"] = (
+                f"worker side ~{worker_cost[path.key] * 1e6:.0f} µs against "
+                f"{pool_cost * 1e6:.0f} µs on the thread pool: echo "
+                + ("looks moved to the thread pool" if on_pool else "looks inline")
+            )
     return rows
 
 
