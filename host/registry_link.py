@@ -13,7 +13,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from mcphost.registry import Registry, VersionRecord
+from mcphost.registry import RegistryReader, VersionRecord
 from mcphost.sandbox.isolation import Grants, Limits
 from mcphost.sandbox.jail import choose_backend
 from mcphost.sdk.errors import MCPHostError
@@ -34,6 +34,7 @@ __all__ = [
     "learn_tools",
     "limits_for",
     "missing_tools",
+    "open_reader",
     "registry_sources",
     "source_for",
     "watch_registry",
@@ -81,10 +82,11 @@ def source_for(rec: VersionRecord) -> PluginSource:
     )
 
 
-def _open(home: Home) -> Registry | None:
+def open_reader(home: Home) -> RegistryReader | None:
+    """The registry under ``home``, read-only; None until one has been created."""
     if not home.registry_db.exists():
         return None
-    reg = Registry.open(home, readonly=True)
+    reg = RegistryReader(db_path=home.registry_db, versions_dir=home.versions_dir)
     if not reg.ready:
         reg.close()
         return None
@@ -93,7 +95,7 @@ def _open(home: Home) -> Registry | None:
 
 def registry_sources(home: Home) -> list[PluginSource]:
     """The active version of every plugin in the registry under ``home``."""
-    reg = _open(home)
+    reg = open_reader(home)
     if reg is None:
         return []
     with reg:
@@ -152,7 +154,7 @@ class _Follower:
 
     def __init__(self, host: Host) -> None:
         self.host = host
-        self.reg: Registry | None = None
+        self.reg: RegistryReader | None = None
         self.data_version = -1
         self.generation = -1
         self.serials: dict[str, int] = {}
@@ -165,7 +167,7 @@ class _Follower:
     def poll(self) -> bool:
         """Whether the registry changed since the last look (cheap when it did not)."""
         if self.reg is None:
-            self.reg = _open(self.host.home)
+            self.reg = open_reader(self.host.home)
             if self.reg is None:
                 return False
             # What the host discovered at start is the baseline for resets.

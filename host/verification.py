@@ -91,13 +91,12 @@ def _verify_tree(
 
 def _verify_dependencies(home: Home, source: PluginSource, report: VerificationReport) -> None:
     """A registry version's dependencies against the hashes recorded at install."""
-    from mcphost.registry import Registry
+    from .registry_link import open_reader
 
-    if not home.registry_db.exists():
+    reg = open_reader(home)
+    if reg is None:
         return
-    with Registry.open(home, readonly=True) as reg:
-        if not reg.ready:
-            return
+    with reg:
         try:
             changes = reg.dependency_changes(source.name, source.version)
         except MCPHostError:  # removed meanwhile: nothing recorded to compare with
