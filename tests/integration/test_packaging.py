@@ -20,13 +20,9 @@ PACKAGES = ("host", "sdk", "sandbox", "registry", "security")
 pytestmark = pytest.mark.slow
 
 
-def run(*cmd: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
+def run(*cmd: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [str(c) for c in cmd],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        **kwargs,  # type: ignore[call-overload]
+        [str(c) for c in cmd], capture_output=True, text=True, timeout=120, env=env
     )
     assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc

@@ -352,10 +352,10 @@ def test_killing_the_host_leaves_no_orphan_worker(
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert proc.stdout is not None
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 30)
         assert ready, "the host did not start its worker within 30s"
-        assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line, proc.stderr.read() if proc.stderr else ""
         pids = json.loads(line)
