@@ -13,7 +13,7 @@ from registry_helpers import build, textkit_variant, trust_key
 from mcphost.host import Home
 from mcphost.registry import SCHEMA_VERSION, Registry
 from mcphost.sdk.errors import PluginNotFound, RegistryError, VerificationError
-from mcphost.security import Permissions, generate_key, sign_wheel
+from mcphost.security import Permissions, PrivateKey, generate_key, sign_wheel
 
 
 def install(
@@ -67,13 +67,13 @@ def test_a_version_is_found_by_its_value_and_a_missing_one_lists_what_is_install
 
 
 def test_the_same_version_with_different_content_is_refused(
-    home: Home, wheels: dict[str, Path], signing_key: object, tmp_path: Path
+    home: Home, wheels: dict[str, Path], signing_key: PrivateKey, tmp_path: Path
 ) -> None:
     # Same name and version as 1.1, but other code: rebuilt from a changed copy.
     project = textkit_variant(tmp_path / "evil", "1.1.0", echo_suffix=" [evil]")
     other = sign_wheel(
         build(project, tmp_path / "w"),
-        signing_key,  # type: ignore[arg-type]
+        signing_key,
         permissions=Permissions(),
         sequence=20,
         out=tmp_path / "w2.whl",
@@ -125,11 +125,11 @@ def test_an_unsigned_wheel_is_refused_unless_the_configuration_allows_it(
 
 
 def test_a_manifest_older_than_one_installed_is_refused_as_a_rollback_attack(
-    home: Home, wheels: dict[str, Path], signing_key: object, tmp_path: Path
+    home: Home, wheels: dict[str, Path], signing_key: PrivateKey, tmp_path: Path
 ) -> None:
     stale = sign_wheel(
         wheels["1.0-unsigned"],
-        signing_key,  # type: ignore[arg-type]
+        signing_key,
         permissions=Permissions(),
         sequence=3,
         out=tmp_path / "stale.whl",
