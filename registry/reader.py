@@ -28,7 +28,7 @@ _TOOLS = msgspec.json.Decoder(list[ToolSpec])
 _PERMS = msgspec.json.Decoder(Permissions)
 _FILES = msgspec.json.Decoder(dict[str, str])
 #: History actions that changed which version serves a plugin.
-_ACTIVATIONS = ("install", "activate", "swap", "rollback")
+_ACTIVATIONS = ("activate", "swap", "rollback")
 
 
 class HomeLayout(Protocol):
@@ -225,6 +225,13 @@ class RegistryReader:
             if act.action in _ACTIVATIONS and act.to_version == current:
                 if act.from_version is None:
                     break
+                if act.from_version not in rec.versions:
+                    raise RegistryError(
+                        f"{name} {act.from_version}, the version active before {current}, is "
+                        f"no longer installed; pick one with `mcphost plugin rollback {name} "
+                        f"--to VERSION` (installed: {', '.join(rec.versions)})",
+                        data={"plugin": name, "version": act.from_version},
+                    )
                 return act.from_version
         raise RegistryError(
             f"{name} has no earlier active version to roll back to (active: {current}); "

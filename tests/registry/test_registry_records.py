@@ -160,6 +160,12 @@ def test_rollback_returns_to_the_version_active_before_and_history_says_who_and_
         assert actions[-1] == ("rollback", "1.1.0", "1.0.0")
         with pytest.raises(RegistryError, match="active version already"):
             reg.rollback("textkit", to="1.0.0")
+        reg.activate("textkit", "1.2")
+        reg.remove("textkit", "1.0")
+        with pytest.raises(
+            RegistryError, match="the version active before 1\\.2\\.0, is no longer"
+        ):
+            reg.rollback("textkit")
 
 
 def test_removing_the_active_version_needs_force_and_deletes_its_files(
