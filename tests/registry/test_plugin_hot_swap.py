@@ -235,3 +235,19 @@ def test_concurrent_installs_are_serialised_and_both_recorded(
     assert json.loads(proc.stdout)[0]["versions"] == ["1.0.0", "1.1.0"]
     assert len(list(home.store_dir.glob("*.whl"))) == 2
     assert len(list((home.versions_dir / "textkit").iterdir())) == 2
+
+
+def test_a_host_started_on_an_empty_home_serves_a_plugin_installed_later(
+    home: Home, wheels: dict[str, Path], no_leftover_workers: None
+) -> None:
+    async def scenario() -> None:
+        async with Host(home, environment=False) as host:
+            assert not home.registry_db.exists() and host.tools() == []
+            _, next_change = listen(host, "tools_changed")
+            changed = next_change()
+            await cli(home, "plugin", "install", str(wheels["1.0"]), "--yes")
+            await asyncio.wait_for(changed.wait(), 5.0)
+            assert "textkit.echo" in {t.name for t in host.tools()}
+            assert await host.call("textkit.echo", {"text": "a"}) == "a"
+
+    asyncio.run(scenario())
