@@ -21,7 +21,9 @@ from mcphost.security.permissions import Permissions
 
 from ..config import HostConfig, load_config
 from ..home import Home
-from ..registry_link import learn_tools, missing_tools, source_for
+from ..policy import enforce_policy
+from ..registry_link import grants_for, learn_tools, limits_for, missing_tools, source_for
+from ..sources import PluginSource
 from ..verification import verify_source
 from .main import echo_json, main, pass_home, run_async
 
@@ -203,6 +205,7 @@ def install(
         checked = reg.check(wheel, allow_key_change=allow_key_change)
         for w in checked.warnings:
             click.echo(f"warning: {w}", err=True)
+        _check_policy(checked, cfg)
         if not yes:
             _approve(checked)
         result = reg.install(
@@ -250,6 +253,24 @@ def install(
         click.echo(f"active: {rec.label}{was}; running hosts switch within a second")
     else:
         click.echo(f"not active; activate it with `mcphost plugin swap {rec.plugin} {rec.version}`")
+
+
+def _check_policy(w: CheckedWheel, cfg: HostConfig) -> None:
+    """Refuse, before anything is installed, a plugin the operator's policy would never
+    let start (the same check runs again before every start)."""
+    enforce_policy(
+        PluginSource(
+            name=w.plugin,
+            version=w.version,
+            entry=w.entry,
+            paths=[],
+            origin="registry",
+            grants=grants_for(w.permissions),
+            limits=limits_for(w.permissions),
+            key_id=w.key_id,
+        ),
+        cfg,
+    )
 
 
 def _approve(w: CheckedWheel) -> None:

@@ -248,3 +248,20 @@ def test_every_change_is_written_to_the_audit_log(
         ("plugin.install", "1.0.0", "refused"),
     ]
     assert all(e["actor"] for e in entries)
+
+
+def test_a_plugin_the_policy_denies_is_refused_before_anything_is_installed(
+    cli: CliFn, home: Home, wheels: dict[str, Path], signing_key: PrivateKey, tmp_path: Path
+) -> None:
+    wants_network = sign_wheel(
+        wheels["1.0-unsigned"],
+        signing_key,
+        permissions=Permissions(network=["api.example.org:443"]),
+        sequence=10,
+        out=tmp_path / wheels["1.0"].name,
+    )
+    home.config_file.write_text("[policy]\nnetwork = false\n")
+    result = cli("plugin", "install", str(wants_network), "--yes")
+    assert result.exit_code == 1
+    assert "api.example.org:443" in result.stderr and "policy.network = false" in result.stderr
+    assert json.loads(cli("plugin", "list", "--json").stdout) == []
