@@ -205,7 +205,19 @@ def install(
         checked = reg.check(wheel, allow_key_change=allow_key_change)
         for w in checked.warnings:
             click.echo(f"warning: {w}", err=True)
-        _check_policy(checked, cfg)
+        try:
+            _check_policy(checked, cfg)
+        except MCPHostError as exc:
+            reg.audit.append(
+                "plugin.install",
+                plugin=checked.plugin,
+                version=checked.version,
+                key_id=checked.key_id,
+                hashes={"wheel": checked.sha256},
+                outcome="refused",
+                detail=exc.message,
+            )
+            raise
         if not yes:
             _approve(checked)
         result = reg.install(

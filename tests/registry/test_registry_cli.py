@@ -265,3 +265,5 @@ def test_a_plugin_the_policy_denies_is_refused_before_anything_is_installed(
     assert result.exit_code == 1
     assert "api.example.org:443" in result.stderr and "policy.network = false" in result.stderr
     assert json.loads(cli("plugin", "list", "--json").stdout) == []
+    last = json.loads(home.audit_log.read_text().splitlines()[-1])
+    assert (last["action"], last["outcome"]) == ("plugin.install", "refused")
