@@ -125,7 +125,7 @@ HEADER = struct.Struct(">I")
 #: The echo server of the raw floor: blocking socket, length-prefixed msgspec frames,
 #: decode the request into a struct, encode the answer, nothing else.
 RAW_SERVER = r"""
-import socket, struct, sys
+import socket, struct, sys, time
 from typing import Any
 import msgspec
 
@@ -149,6 +149,11 @@ while True:
         break
     (n,) = HEADER.unpack(head)
     call = dec.decode(rf.read(n))
+    spin = call.args.get("spin", 0)
+    if spin:
+        end = time.perf_counter() + spin / 1e6
+        while time.perf_counter() < end:
+            pass
     body = enc.encode(RawResult(id=call.id, value=call.args.get("text")))
     sock.sendall(HEADER.pack(len(body)) + body)
 """
@@ -171,24 +176,26 @@ class RawFloor:
         self.dec = msgspec.msgpack.Decoder(RawResult)
         self.ids = 0
 
-    def _send(self, text: str) -> None:
+    def _send(self, text: str, spin: int = 0) -> None:
         self.ids += 1
-        body = self.enc.encode(RawCall(id=self.ids, tool="echo", args={"text": text}))
+        args: dict[str, Any] = {"text": text, "spin": spin} if spin else {"text": text}
+        body = self.enc.encode(RawCall(id=self.ids, tool="echo", args=args))
         self.sock.sendall(HEADER.pack(len(body)) + body)
 
     def _recv(self) -> RawResult:
         (n,) = HEADER.unpack(self.rf.read(4))
         return self.dec.decode(self.rf.read(n))
 
-    def call(self, text: str) -> Any:
-        self._send(text)
+    def call(self, text: str, spin: int = 0) -> Any:
+        self._send(text, spin)
         return self._recv().value
 
-    def latencies(self, n: int) -> list[float]:
+    def latencies(self, n: int, spin: int = 0) -> list[float]:
+        """Round trips one at a time; the server busy-loops ``spin`` µs in each."""
         out = []
         for _ in range(n):
             t0 = time.perf_counter()
-            self.call("x")
+            self.call("x", spin)
             out.append(time.perf_counter() - t0)
         return out
 
@@ -493,7 +500,7 @@ async def _run(plan: Plan, plugins: Plugins, tmp: Path) -> list[Row]:
         for placement in placements():
             with placement.applied(paths.server_pids()):
                 rows += await _noop_rows(plan, paths, placement.label)
-                rows += await _spin_rows(plan, host, plugins, placement.label)
+                rows += await _spin_rows(plan, host, plugins, paths.raw, placement)
                 rows += await _throughput_rows(plan, paths, placement.label)
     rows += await _cold_start_rows(plan, plugins, tmp)
     rows += _verification_rows(plan, plugins)
@@ -524,6 +531,15 @@ class Placement:
     label: str
     caller: set[int]
     callee: set[int]
+
+    @contextlib.contextmanager
+    def caller_on_callee_core(self) -> Iterator[None]:
+        """Run this process on the callee's core for a while (for in-process baselines)."""
+        pin(os.getpid(), self.callee)
+        try:
+            yield
+        finally:
+            pin(os.getpid(), self.caller)
 
     @contextlib.contextmanager
     def applied(self, callee_pids: list[int]) -> Iterator[None]:
@@ -569,6 +585,7 @@ class CallPaths:
 
     paths: list[CallPath]
     pids: Callable[[], list[int]]
+    raw: RawFloor
 
     def server_pids(self) -> list[int]:
         """Every process on the far side of a call path."""
@@ -671,7 +688,7 @@ class CallPaths:
             return out
 
         try:
-            yield cls(paths, pids)
+            yield cls(paths, pids, raw)
         finally:
             raw.close()
             blocking.close()
@@ -724,7 +741,13 @@ async def _noop_rows(plan: Plan, paths: CallPaths, where: str) -> list[Row]:
     return rows
 
 
-async def _spin_rows(plan: Plan, host: Any, plugins: Plugins, where: str) -> list[Row]:
+async def _spin_rows(
+    plan: Plan, host: Any, plugins: Plugins, raw: RawFloor, placement: Placement
+) -> list[Row]:
+    """host.call against the same function called here, on the core the worker uses
+    (other work on the machine then slows both alike), and against the raw floor's
+    server busy-looping as long (what two processes cost with no framework at all)."""
+    where = placement.label
     mathkit = load_in_process(plugins, "mathkit")
     spin_fn = mathkit.tools["spin"].fn
     for size in SPIN_SIZES:
@@ -735,6 +758,7 @@ async def _spin_rows(plan: Plan, host: Any, plugins: Plugins, where: str) -> lis
         per = max(1, plan.spin_calls[size] // plan.rounds)
         h: list[float] = []
         p: list[float] = []
+        r: list[float] = []
         args = {"microseconds": size}
 
         async def host_spin(a: dict[str, Any] = args) -> Any:
@@ -743,8 +767,10 @@ async def _spin_rows(plan: Plan, host: Any, plugins: Plugins, where: str) -> lis
         for _ in range(plan.rounds):
             with quiet_gc():
                 h += await async_latencies(host_spin, per)
-            with quiet_gc():
+            with quiet_gc(), placement.caller_on_callee_core():
                 p += in_process_latencies(spin_fn, args, per)
+            with quiet_gc():
+                r += raw.latencies(per, spin=size)
         overhead = median(h) / median(p) - 1
         row: Row = {
             "name": f"[{where}] host.call mathkit.spin({size} µs) overhead vs in-process",
@@ -754,6 +780,7 @@ async def _spin_rows(plan: Plan, host: Any, plugins: Plugins, where: str) -> lis
             "p99": us(percentile(h, 99)),
             "in-process p50": us(median(p)),
             "added p50": us(median(h) - median(p)),
+            "raw floor p50": us(median(r)),
             "n": len(h),
         }
         if size == 10000:
