@@ -223,6 +223,123 @@ class RawFloor:
             self.proc.wait()
 
 
+# -- the asyncio floor: the raw floor's frames with an event loop on both sides ---------
+ASYNCIO_SERVER = r"""
+import asyncio, socket, struct, sys
+from typing import Any
+import msgspec
+
+class RawCall(msgspec.Struct, frozen=True, tag="call", tag_field="t"):
+    id: int
+    tool: str
+    args: dict[str, Any]
+
+class RawResult(msgspec.Struct, frozen=True, tag="result", tag_field="t"):
+    id: int
+    value: Any
+
+HEADER = struct.Struct(">I")
+dec = msgspec.msgpack.Decoder(RawCall)
+enc = msgspec.msgpack.Encoder()
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+        self.buf = bytearray()
+
+    def data_received(self, data):
+        buf = self.buf
+        buf += data
+        pos = 0
+        while len(buf) - pos >= 4:
+            (n,) = HEADER.unpack_from(buf, pos)
+            if len(buf) - pos - 4 < n:
+                break
+            call = dec.decode(bytes(buf[pos + 4 : pos + 4 + n]))
+            pos += 4 + n
+            body = enc.encode(RawResult(id=call.id, value=call.args.get("text")))
+            self.transport.write(HEADER.pack(len(body)) + body)
+        del buf[:pos]
+
+    def connection_lost(self, exc):
+        done.set_result(None)
+
+async def main():
+    global done
+    done = asyncio.get_running_loop().create_future()
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    await asyncio.get_running_loop().create_unix_connection(Echo, sock=sock)
+    await done
+
+asyncio.run(main())
+"""
+
+
+class AsyncioFloor(asyncio.Protocol):
+    """The raw floor's frames with asyncio on both sides and nothing of mcphost: what
+    an event loop costs by itself."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.ids = 0
+        self.enc = msgspec.msgpack.Encoder()
+        self.dec = msgspec.msgpack.Decoder(RawResult)
+        self.transport: asyncio.Transport | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    async def start(cls) -> AsyncioFloor:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-B", "-c", ASYNCIO_SERVER, str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        _, floor = await asyncio.get_running_loop().create_unix_connection(cls, sock=mine)
+        floor.proc = proc
+        return floor
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        pos = 0
+        while len(buf) - pos >= 4:
+            (n,) = HEADER.unpack_from(buf, pos)
+            if len(buf) - pos - 4 < n:
+                break
+            result = self.dec.decode(bytes(buf[pos + 4 : pos + 4 + n]))
+            pos += 4 + n
+            fut = self.pending.pop(result.id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(result.value)
+        del buf[:pos]
+
+    async def call(self, text: str) -> Any:
+        assert self.transport is not None
+        self.ids += 1
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending[self.ids] = fut
+        body = self.enc.encode(RawCall(id=self.ids, tool="echo", args={"text": text}))
+        self.transport.write(HEADER.pack(len(body)) + body)
+        return await fut
+
+    async def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        if self.proc is not None:
+            try:
+                await asyncio.to_thread(self.proc.wait, 5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
 # -- halves of the real path, to tell host-side time from worker-side time --------------
 #: A worker stand-in that speaks mcphost's real protocol with blocking sockets and does
 #: nothing else: the host's WorkerClient against it measures the host side alone.
@@ -615,6 +732,7 @@ class CallPaths:
 
         args = {"text": "x"}
         raw = RawFloor()
+        aio = await AsyncioFloor.start()
         blocking = BlockingClient(spec("blocking"), RlimitBackend())
         pool = BlockingClient(spec("pool", mathkit), RlimitBackend())
         # One slow run and the worker sends every later spin call to its thread pool.
@@ -652,6 +770,11 @@ class CallPaths:
                 sync_pipe(raw.pipelined),
             ),
             CallPath(
+                "asyncio-floor",
+                "asyncio floor: the same frames, an asyncio protocol on both sides, no mcphost",
+                *async_path(lambda: aio.call("x")),
+            ),
+            CallPath(
                 "blocking-worker",
                 "blocking client -> real worker (worker side alone)",
                 sync_lat(lambda n: blocking.latencies("echo", args, n)),
@@ -682,6 +805,8 @@ class CallPaths:
 
         def pids() -> list[int]:
             out = [raw.proc.pid, blocking.proc.pid, pool.proc.pid, echo.pid]
+            if aio.proc is not None:
+                out.append(aio.proc.pid)
             for sup in host._supervisors.values():
                 if sup.worker is not None:
                     out.append(sup.worker.pid)
@@ -691,6 +816,7 @@ class CallPaths:
             yield cls(paths, pids, raw)
         finally:
             raw.close()
+            await aio.close()
             blocking.close()
             pool.close()
             await echo.close()
@@ -718,6 +844,7 @@ async def _noop_rows(plan: Plan, paths: CallPaths, where: str) -> list[Row]:
             "p50": us(median(got)),
             "p99": us(percentile(got, 99)),
             "vs raw floor": f"{ratio:.2f}x",
+            "vs asyncio floor": f"{median(got) / median(samples['asyncio-floor']):.2f}x",
             "n": len(got),
         }
         if path.key == "host":
@@ -810,6 +937,7 @@ async def _throughput_rows(plan: Plan, paths: CallPaths, where: str) -> list[Row
             "unit": "x raw floor calls/s" if path.key == "host" else "calls/s",
             "calls/s": f"{rate:,.0f}",
             "vs raw floor": f"{ratio:.2f}x",
+            "vs asyncio floor": f"{rate / median(rates['asyncio-floor']):.2f}x",
             "n": plan.pipelined_calls * plan.pipelined_rounds,
         }
         if path.key == "host":
