@@ -50,16 +50,19 @@ def find_examples(explicit: Path | None = None) -> Path:
 
 def _can_build_offline() -> bool:
     """Whether setuptools here can build a wheel without fetching build dependencies."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.version import Version
+
     try:
-        import setuptools
-        from packaging.version import Version
-    except ImportError:
+        setuptools_version = Version(version("setuptools"))
+    except PackageNotFoundError:
         return False
-    if Version(setuptools.__version__) >= Version("70.1"):
+    if setuptools_version >= Version("70.1"):
         return True
     try:
-        import wheel  # noqa: F401
-    except ImportError:
+        version("wheel")
+    except PackageNotFoundError:
         return False
     return True
 

@@ -66,6 +66,4 @@ def cli_errors(fn: Callable[..., T]) -> Callable[..., T]:
 
 
 # Commands register here; each module adds its own with main.add_command().
-from . import audit, core, demo, keys  # noqa: E402,F401
-from . import serve  # noqa: E402,F401
-from . import config_cmd, plugin  # noqa: E402,F401
+from . import audit, config_cmd, core, demo, keys, plugin, serve  # noqa: E402,F401
