@@ -138,7 +138,7 @@ def test_plugin_hot_swap(home: Home, wheels: dict[str, Path], no_leftover_worker
     new = old = 0
     for started, text, answer in tally.answers:
         assert answer in (text, text + " [1.1]"), answer
-        if swap_at < started < commands[1]:
+        if swap_at < started < back_at:
             assert answer == text + " [1.1]", "a call after the swap reached the old version"
             new += 1
         elif started > back_at:
