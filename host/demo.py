@@ -1,18 +1,20 @@
 """``mcphost demo``: the product end to end in a throw-away home, with timings.
 
-It builds wheels of the example plugins, installs them, lists their tools, calls several
-through sandboxed workers, consumes a stream, shows a crash being contained, and prints a
-short summary.
+It makes a throw-away signing key and trusts it, builds and signs wheels of the example
+plugins (and a second textkit version), installs them with ``mcphost plugin install``,
+lists the tools, calls several through sandboxed workers, consumes a stream, shows a
+crash being contained, hot-swaps textkit under load and rolls it back
+(:mod:`.demo_swap`), and prints a short summary.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,106 +22,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mcphost.sdk.errors import ConfigError, MCPHostError
+from mcphost.sandbox.jail import available_backends, choose_backend
+from mcphost.sdk.errors import MCPHostError, RegistryError
+from mcphost.security import Permissions, TrustStore, generate_key, sign_wheel
 
+from .config import load_config
+from .demo_swap import NEW_VERSION, OLD_VERSION, SUFFIX, hot_swap_under_load
+from .examples import EXAMPLES, build_wheels, copy_example, find_examples
 from .home import Home
 from .host import Host
 
 __all__ = ["find_examples", "run_demo"]
 
-EXAMPLES = ("textkit", "mathkit", "notes")
 
+class Printer:
+    """Sections and indented lines, to ``out``; remembers when the demo started."""
 
-def find_examples(explicit: Path | None = None) -> Path:
-    """The example_plugins folder: given, ``$MCPHOST_EXAMPLES``, ./example_plugins, or the
-    source checkout this module runs from."""
-    candidates = [
-        explicit,
-        Path(os.environ["MCPHOST_EXAMPLES"]) if os.environ.get("MCPHOST_EXAMPLES") else None,
-        Path.cwd() / "example_plugins",
-        Path(__file__).resolve().parents[1] / "example_plugins",
-    ]
-    for c in candidates:
-        if c is not None and all((c / n / "pyproject.toml").is_file() for n in EXAMPLES):
-            return c
-    raise ConfigError(
-        "cannot find the example plugins (example_plugins/ with textkit, mathkit, notes); "
-        "run `mcphost demo` from the root of the mcphost checkout or pass --examples DIR"
-    )
-
-
-def _can_build_offline() -> bool:
-    """Whether setuptools here can build a wheel without fetching build dependencies."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from packaging.version import Version
-
-    try:
-        setuptools_version = Version(version("setuptools"))
-    except PackageNotFoundError:
-        return False
-    if setuptools_version >= Version("70.1"):
-        return True
-    try:
-        version("wheel")
-    except PackageNotFoundError:
-        return False
-    return True
-
-
-def build_wheels(examples: Path, out: Path, names: tuple[str, ...] = EXAMPLES) -> dict[str, Path]:
-    """Build real wheels of the example plugins with pip."""
-    out.mkdir(parents=True, exist_ok=True)
-    isolation = ["--no-build-isolation"] if _can_build_offline() else []
-    wheels: dict[str, Path] = {}
-    for name in names:
-        before = set(out.glob("*.whl"))
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "--disable-pip-version-check",
-            "-q",
-            "wheel",
-            "--no-deps",
-            *isolation,
-            "-w",
-            str(out),
-            str(examples / name),
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise ConfigError(f"building the {name} example wheel failed:\n{proc.stderr[-2000:]}")
-        new = set(out.glob("*.whl")) - before
-        wheels[name] = new.pop() if new else next(out.glob(f"*{name}*.whl"))
-    return wheels
-
-
-def install_into_dirs(wheels: dict[str, Path], root: Path) -> list[Path]:
-    """Install each wheel into its own directory (the registry-less way)."""
-    dirs = []
-    for name, wheel in wheels.items():
-        target = root / name
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "--disable-pip-version-check",
-            "-q",
-            "install",
-            "--no-deps",
-            "--target",
-            str(target),
-            str(wheel),
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise ConfigError(f"installing {wheel.name} failed:\n{proc.stderr[-2000:]}")
-        dirs.append(target)
-    return dirs
-
-
-class _Printer:
     def __init__(self, out: Callable[[str], None]) -> None:
         self.out = out
         self.t0 = time.perf_counter()
@@ -131,7 +49,7 @@ class _Printer:
         self.out(f"   {text}")
 
 
-def _ms(seconds: float) -> str:
+def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
@@ -139,6 +57,105 @@ async def _timed(coro: Any) -> tuple[Any, float]:
     t0 = time.perf_counter()
     value = await coro
     return value, time.perf_counter() - t0
+
+
+def _mcphost() -> list[str]:
+    """The ``mcphost`` command of this environment."""
+    script = Path(sys.executable).with_name("mcphost")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from mcphost.host.cli import main; main()"]
+
+
+async def mcphost_cli(home: Home, *args: str) -> Any:
+    """Run ``mcphost --home HOME ARGS --json`` as its own process, as an operator would;
+    return its JSON output. A failure is an error carrying the command's message."""
+    proc = await asyncio.create_subprocess_exec(
+        *_mcphost(),
+        "--home",
+        str(home.root),
+        *args,
+        "--json",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RegistryError(
+            f"`mcphost {' '.join(args)}` failed (exit status {proc.returncode}): "
+            + (err.decode(errors="replace").strip()[-1500:] or "no message")
+        )
+    return json.loads(out)
+
+
+def _isolation(p: Printer, policy: str) -> str:
+    """Say which isolation the workers get; warn clearly when it is not bubblewrap."""
+    backend = choose_backend(policy)
+    if backend.level == "namespaces":
+        p.line(f"isolation: {backend.name} (namespaces, rlimits); every plugin in its own jail")
+        return backend.name
+    why = next((b.available()[1] for b in available_backends() if b.name == "bwrap"), "")
+    if policy == "auto":
+        p.line(f"WARNING: bubblewrap cannot run here: {why or 'it is not built in'}.")
+    else:
+        p.line(f"WARNING: the isolation policy is {policy!r}.")
+    p.line(f"Plugins run with isolation {backend.name!r} only: rlimits and a clean environment,")
+    p.line("but no namespaces (no jail for files, network or other processes). Install")
+    p.line("bubblewrap for the full sandbox; `mcphost doctor` says what is available.")
+    return backend.name
+
+
+async def _build_and_sign(p: Printer, examples: Path, h: Home, work: Path) -> dict[str, Path]:
+    """A throw-away key trusted in ``h``; signed wheels of the examples and of textkit
+    ``NEW_VERSION``, keyed by plugin name (and ``textkit-NEW_VERSION``)."""
+    p.step("a signing key, and signed wheels of the example plugins")
+    t0 = time.perf_counter()
+    key = generate_key()
+    TrustStore(h.keys_dir).trust(key.public_key.pem(), "mcphost demo (throw-away)")
+    dt = time.perf_counter() - t0
+    p.line(f"generated key {key.key_id} and trusted it in this home  [{ms(dt)}]")
+
+    projects = {n: copy_example(examples / n, work / "src" / n) for n in EXAMPLES}
+    newer = f"textkit-{NEW_VERSION}"
+    projects[newer] = copy_example(
+        examples / "textkit", work / "src" / newer, version=NEW_VERSION, echo_suffix=SUFFIX
+    )
+    t0 = time.perf_counter()
+    built = await asyncio.to_thread(build_wheels, projects, work / "wheels")
+    p.line(f"built {len(built)} wheels with pip  [{ms(time.perf_counter() - t0)}]")
+    p.line(f"  textkit {NEW_VERSION} is textkit {OLD_VERSION} whose echo appends {SUFFIX!r}")
+
+    t0 = time.perf_counter()
+    signed = {
+        name: sign_wheel(
+            wheel,
+            key,
+            permissions=Permissions(),
+            sequence=2 if name == newer else 1,
+            out=work / "signed",
+        )
+        for name, wheel in built.items()
+    }
+    p.line(f"signed them, asking for no permissions  [{ms(time.perf_counter() - t0)}]")
+    return signed
+
+
+async def _install(p: Printer, h: Home, wheels: dict[str, Path]) -> None:
+    """Install every wheel through the registry with the real CLI; textkit's second
+    version beside the first, not activated."""
+    p.step("installs through the registry (each command its own process)")
+    for name, wheel in wheels.items():
+        extra = ["--no-activate"] if name.startswith("textkit-") else []
+        shown = " ".join(["mcphost plugin install", wheel.name, "--yes", *extra])
+        res, dt = await _timed(mcphost_cli(h, "plugin", "install", str(wheel), "--yes", *extra))
+        state = "active" if res["active"] else "installed beside, not active"
+        p.line(f"$ {shown}  [{ms(dt)}]")
+        p.line(f"  {res['plugin']} {res['version']}: {state}; {len(res['tools'])} tools")
+    plugins = await mcphost_cli(h, "plugin", "list")
+    for pl in plugins:
+        versions = ", ".join(f"{v} (active)" if v == pl["active"] else v for v in pl["versions"])
+        p.line(f"registry: {pl['name']} {versions}")
 
 
 async def run_demo(
@@ -149,33 +166,28 @@ async def run_demo(
     keep: bool = False,
     isolation: str | None = None,
 ) -> dict[str, Any]:
-    """Run the demo; returns the figures it printed (for tests)."""
-    p = _Printer(out)
+    """Run the demo; returns the figures it printed (for tests and the exit status)."""
+    p = Printer(out)
     examples_dir = find_examples(examples)
     root = Path(tempfile.mkdtemp(prefix="mcphost-demo-")) if home is None else home
     figures: dict[str, Any] = {"home": str(root)}
+    work = Path(tempfile.mkdtemp(prefix="mcphost-demo-build-"))
     try:
         h = Home(root).ensure()
+        if isolation is not None:
+            # The install commands start each plugin once too: same backend as the host.
+            h.config_file.write_text(f'isolation = "{isolation}"\n')
         p.step(f"mcphost demo in a throw-away home: {h.root}")
-        t0 = time.perf_counter()
-        wheels = build_wheels(examples_dir, h.root / "wheels")
-        p.line(
-            f"built {len(wheels)} example wheels in {_ms(time.perf_counter() - t0)}: "
-            + ", ".join(w.name for w in wheels.values())
-        )
-        t0 = time.perf_counter()
-        dirs = install_into_dirs(wheels, h.root / "plugins")
-        p.line(f"installed them in {_ms(time.perf_counter() - t0)}")
+        figures["isolation"] = _isolation(p, isolation or load_config(h.config_file).isolation)
+        wheels = await _build_and_sign(p, examples_dir, h, work)
+        await _install(p, h, wheels)
 
         t0 = time.perf_counter()
-        async with Host(
-            h, plugin_dirs=dirs, environment=False, registry=False, isolation=isolation
-        ) as host:
-            backend = host._env.backend if host._env else None
+        async with Host(h, environment=False, isolation=isolation) as host:
             p.step("plugins and their tools")
             p.line(
-                f"isolation: {backend.name if backend else '?'}; host ready with "
-                f"{len(host.plugins())} plugins in {_ms(time.perf_counter() - t0)}"
+                f"host ready with {len(host.plugins())} plugins from the registry in "
+                f"{ms(time.perf_counter() - t0)}; each runs in its own sandboxed worker"
             )
             for t in host.tools():
                 kind = " [stream]" if t.kind == "stream" else ""
@@ -183,66 +195,11 @@ async def run_demo(
                 p.line(f"{t.name:<22} {desc}{kind}")
             figures["tools"] = len(host.tools())
 
-            p.step("calls through sandboxed workers")
-            calls: list[tuple[str, dict[str, Any]]] = [
-                ("textkit.upper", {"text": "hello from a sandbox"}),
-                ("textkit.slugify", {"text": "Héllo, Wörld: MCP plugins!"}),
-                ("textkit.count", {"text": "one two three\nfour"}),
-                ("mathkit.stats", {"values": [2, 4, 4, 4, 5, 5, 7, 9]}),
-                ("mathkit.is_prime", {"n": 1_000_003}),
-                ("notes.save", {"title": "demo", "body": "kept in the plugin's data dir"}),
-                ("notes.read", {"title": "demo"}),
-            ]
-            for name, args in calls:
-                value, dt = await _timed(host.call(name, args))
-                p.line(f"{name}({_short(args)}) -> {_short(value)}  [{_ms(dt)}]")
+            await _calls(p, host, figures)
 
-            p.step("a stream with backpressure: textkit.count_to(n=10)")
-            items: list[Any] = []
-            t0 = time.perf_counter()
-            async for item in host.stream("textkit.count_to", {"n": 10}, window=4):
-                items.append(item)
-            p.line(f"received {items} in {_ms(time.perf_counter() - t0)}")
-            figures["stream_items"] = len(items)
+            figures["swap"] = await hot_swap_under_load(p, host, h, mcphost_cli)
 
-            p.step("errors are clear and contained")
-            for name, args in (
-                ("textkit.upper", {"text": 42}),
-                ("mathkit.stats", {"values": []}),
-                ("textkit.nope", {}),
-            ):
-                try:
-                    await host.call(name, args)
-                except MCPHostError as exc:
-                    p.line(f"{name}: [{exc.code}] {exc.message}")
-
-            victim = asyncio.create_task(host.call("textkit.sleep", {"seconds": 10}))
-            await asyncio.sleep(0.2)
-            pid = next(s["pid"] for s in host.stats() if s["plugin"] == "textkit")
-            os.kill(pid, signal.SIGKILL)
-            try:
-                await victim
-            except MCPHostError as exc:
-                p.line(f"worker killed mid-call -> [{exc.code}] {exc.message}")
-            value, dt = await _timed(host.call("textkit.upper", {"text": "back again"}))
-            p.line(f"next call after the crash -> {value!r} [{_ms(dt)}, restarted worker]")
-
-            p.step("latency")
-            lat = []
-            for _ in range(300):
-                _, dt = await _timed(host.call("textkit.echo", {"text": "x"}))
-                lat.append(dt)
-            lat.sort()
-            figures["echo_p50_ms"] = statistics.median(lat) * 1000
-            t0 = time.perf_counter()
-            await asyncio.gather(*(host.call("textkit.echo", {"text": "x"}) for _ in range(2000)))
-            rate = 2000 / (time.perf_counter() - t0)
-            figures["pipelined_per_s"] = rate
-            p.line(
-                f"textkit.echo: p50 {figures['echo_p50_ms']:.3f} ms, "
-                f"p99 {lat[int(len(lat) * 0.99)] * 1000:.3f} ms sequential; "
-                f"{rate:,.0f} calls/s with 2000 in flight"
-            )
+            await _latency(p, host, figures)
 
             p.step("summary")
             for s in host.stats():
@@ -251,11 +208,92 @@ async def run_demo(
                     f"{s.get('calls', 0)} calls, {s['restarts']} restarts, "
                     f"{s.get('rss_mb', '?')} MiB"
                 )
-        p.line(f"all workers stopped; demo took {_ms(time.perf_counter() - p.t0)}")
+            sw = figures["swap"]
+            p.line(
+                f"hot swap under load: {sw['calls']:,} calls by {sw['callers']} callers, "
+                f"{sw['failed']} failed; swap {ms(sw['swap_s'])}, rollback "
+                f"{ms(sw['rollback_s'])} (command start to the other version answering)"
+            )
+            p.line(
+                f"textkit.echo p50 {figures['echo_p50_ms']:.3f} ms; "
+                f"{figures['pipelined_per_s']:,.0f} calls/s pipelined; isolation "
+                f"{figures['isolation']}"
+            )
+        figures["seconds"] = time.perf_counter() - p.t0
+        p.line(f"all workers stopped; demo took {ms(figures['seconds'])}")
+        if keep:
+            p.line(f"the home is kept: mcphost --home {h.root} plugin info textkit")
         return figures
     finally:
+        shutil.rmtree(work, ignore_errors=True)
         if not keep and home is None:
             shutil.rmtree(root, ignore_errors=True)
+
+
+async def _calls(p: Printer, host: Host, figures: dict[str, Any]) -> None:
+    """Plain calls, a stream, clear errors, and a killed worker being replaced."""
+    p.step("calls through sandboxed workers")
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("textkit.upper", {"text": "hello from a sandbox"}),
+        ("textkit.slugify", {"text": "Héllo, Wörld: MCP plugins!"}),
+        ("textkit.count", {"text": "one two three\nfour"}),
+        ("mathkit.stats", {"values": [2, 4, 4, 4, 5, 5, 7, 9]}),
+        ("mathkit.is_prime", {"n": 1_000_003}),
+        ("notes.save", {"title": "demo", "body": "kept in the plugin's data dir"}),
+        ("notes.read", {"title": "demo"}),
+    ]
+    for name, args in calls:
+        value, dt = await _timed(host.call(name, args))
+        p.line(f"{name}({_short(args)}) -> {_short(value)}  [{ms(dt)}]")
+
+    p.step("a stream with backpressure: textkit.count_to(n=10)")
+    items: list[Any] = []
+    t0 = time.perf_counter()
+    async for item in host.stream("textkit.count_to", {"n": 10}, window=4):
+        items.append(item)
+    p.line(f"received {items} in {ms(time.perf_counter() - t0)}")
+    figures["stream_items"] = len(items)
+
+    p.step("errors are clear and contained")
+    for name, args in (
+        ("textkit.upper", {"text": 42}),
+        ("mathkit.stats", {"values": []}),
+        ("textkit.nope", {}),
+    ):
+        try:
+            await host.call(name, args)
+        except MCPHostError as exc:
+            p.line(f"{name}: [{exc.code}] {exc.message}")
+
+    victim = asyncio.create_task(host.call("textkit.sleep", {"seconds": 10}))
+    await asyncio.sleep(0.2)
+    pid = next(s["pid"] for s in host.stats() if s["plugin"] == "textkit")
+    os.kill(pid, signal.SIGKILL)
+    try:
+        await victim
+    except MCPHostError as exc:
+        p.line(f"worker killed mid-call -> [{exc.code}] {exc.message}")
+    value, dt = await _timed(host.call("textkit.upper", {"text": "back again"}))
+    p.line(f"next call after the crash -> {value!r} [{ms(dt)}, restarted worker]")
+
+
+async def _latency(p: Printer, host: Host, figures: dict[str, Any]) -> None:
+    p.step("latency")
+    lat = []
+    for _ in range(300):
+        _, dt = await _timed(host.call("textkit.echo", {"text": "x"}))
+        lat.append(dt)
+    lat.sort()
+    figures["echo_p50_ms"] = statistics.median(lat) * 1000
+    t0 = time.perf_counter()
+    await asyncio.gather(*(host.call("textkit.echo", {"text": "x"}) for _ in range(2000)))
+    rate = 2000 / (time.perf_counter() - t0)
+    figures["pipelined_per_s"] = rate
+    p.line(
+        f"textkit.echo: p50 {figures['echo_p50_ms']:.3f} ms, "
+        f"p99 {lat[int(len(lat) * 0.99)] * 1000:.3f} ms sequential; "
+        f"{rate:,.0f} calls/s with 2000 in flight"
+    )
 
 
 def _short(value: Any, limit: int = 70) -> str:

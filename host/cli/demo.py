@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -24,5 +25,14 @@ from .main import main, run_async
     help="Force an isolation backend (default: the configuration's, usually auto).",
 )
 def demo(examples: Path | None, keep: bool, isolation: str | None) -> None:
-    """Install the example plugins into a throw-away home and show what mcphost does."""
-    run_async(run_demo(click.echo, examples=examples, keep=keep, isolation=isolation))
+    """Install the example plugins into a throw-away home, call them, hot-swap one under
+    load and roll it back, and show what mcphost does."""
+    figures = run_async(run_demo(click.echo, examples=examples, keep=keep, isolation=isolation))
+    swap = figures["swap"]
+    if swap["failed"] or swap["stale"]:
+        click.echo(
+            f"error: the hot swap under load had {swap['failed']} failed calls and "
+            f"{swap['stale']} answers from the wrong version; both must be 0",
+            err=True,
+        )
+        sys.exit(1)
