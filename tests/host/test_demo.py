@@ -1,0 +1,185 @@
+"""`mcphost demo`, run for real as a user runs it: what it prints, and what it leaves."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from mcphost.host.examples import copy_example
+from mcphost.sandbox.bwrap import BubblewrapBackend
+from mcphost.sdk.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "example_plugins"
+SCRIPT = Path(sys.executable).with_name("mcphost")
+COMMAND = (
+    [str(SCRIPT)]
+    if SCRIPT.exists()
+    else [sys.executable, "-c", "from mcphost.host.cli import main; main()"]
+)
+
+
+def _require_bwrap() -> None:
+    ok, why = BubblewrapBackend().available()
+    if ok:
+        return
+    if os.environ.get("CI") or os.environ.get("MCPHOST_REQUIRE_BWRAP"):
+        pytest.fail(f"bubblewrap is required here but cannot run: {why}")
+    pytest.skip(f"bubblewrap cannot run here: {why}")
+
+
+def run_demo(
+    tmp_path: Path, path: str | None = None
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """``mcphost demo`` from the checkout's root, with its temp files under ``tmp_path``
+    and an operator home that must stay untouched; returns the process and that home."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    operator_home = tmp_path / "operator-home"
+    env = {**os.environ, "TMPDIR": str(tmp), "MCPHOST_HOME": str(operator_home)}
+    env.pop("MCPHOST_EXAMPLES", None)
+    if path is not None:
+        env["PATH"] = path
+    proc = subprocess.run(
+        [*COMMAND, "demo"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        stdin=subprocess.DEVNULL,
+    )
+    return proc, operator_home
+
+
+def check_swap_and_rollback(out: str) -> None:
+    """The lines that show two versions installed, a swap under load with zero failed
+    calls, and a rollback."""
+    assert re.search(r"\$ mcphost plugin install mcphost_textkit-1\.0\.0-\S+\.whl --yes  \[", out)
+    assert "textkit 1.0.0: active; 7 tools" in out
+    assert re.search(
+        r"\$ mcphost plugin install mcphost_textkit-1\.1\.0-\S+\.whl --yes --no-activate  \[", out
+    )
+    assert "textkit 1.1.0: installed beside, not active; 7 tools" in out
+    assert "registry: textkit 1.0.0 (active), 1.1.0" in out
+
+    assert re.search(
+        r"\$ mcphost plugin swap textkit 1\.1\.0  -> textkit: 1\.0\.0 -> 1\.1\.0  \[[\d.]+ ms\]",
+        out,
+    )
+    assert re.search(
+        r"textkit 1\.1\.0 answered [\d.]+ ms after the command started \([\d.]+ ms after it "
+        r"returned\): '(c\d+-\d+)' -> '\1 \[1\.1\]'$",
+        out,
+        re.M,
+    )
+    assert re.search(
+        r"\$ mcphost plugin rollback textkit  -> textkit: 1\.1\.0 -> 1\.0\.0  \[[\d.]+ ms\]", out
+    )
+    assert re.search(
+        r"textkit 1\.0\.0 answered [\d.]+ ms after the command started .*: "
+        r"'(c\d+-\d+)' -> '\1'$",
+        out,
+        re.M,
+    )
+    m = re.search(
+        r"([\d,]+) calls in [\d.]+ s: ([\d,]+) answered by 1\.0\.0, then ([\d,]+) answered "
+        r"by 1\.1\.0, then ([\d,]+) answered by 1\.0\.0$",
+        out,
+        re.M,
+    )
+    assert m, out
+    total, before, during, after = (int(g.replace(",", "")) for g in m.groups())
+    assert total == before + during + after
+    assert min(before, during, after) >= 300
+    assert "failed calls: 0; answers from the old version after a switch: 0" in out
+    assert re.search(
+        r"hot swap under load: [\d,]+ calls by 8 callers, 0 failed; swap [\d.]+ ms, "
+        r"rollback [\d.]+ ms",
+        out,
+    )
+
+
+def check_the_rest(out: str) -> None:
+    """What the demo showed before the registry came in: tools, calls, a stream, errors,
+    a contained crash, latency and a summary."""
+    assert "generated key ed25519:" in out
+    assert "built 4 wheels with pip" in out
+    assert "textkit.count_to" in out and "[stream]" in out
+    assert "textkit.upper({'text': 'hello from a sandbox'}) -> 'HELLO FROM A SANDBOX'" in out
+    assert "notes.read({'title': 'demo'}) -> \"kept in the plugin's data dir\"" in out
+    assert "received [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]" in out
+    assert "textkit.nope: [tool_not_found]" in out
+    assert "worker killed mid-call -> [worker_crashed]" in out
+    assert "next call after the crash -> 'BACK AGAIN'" in out
+    assert re.search(r"textkit\.echo: p50 [\d.]+ ms", out)
+    assert re.search(r"textkit 1\.0\.0: running, pid \d+, \d+ calls, 1 restarts", out)
+    assert re.search(r"all workers stopped; demo took [\d.]+ ms", out)
+
+
+def check_nothing_left(
+    proc: subprocess.CompletedProcess[str], tmp_path: Path, operator: Path
+) -> None:
+    m = re.search(r"throw-away home: (\S+)", proc.stdout)
+    assert m, proc.stdout
+    home = m.group(1)
+    assert not Path(home).exists(), "the throw-away home was not removed"
+    assert list((tmp_path / "tmp").iterdir()) == [], "the demo left temp files"
+    assert not operator.exists(), "the demo touched the operator's home"
+    leftovers = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        if any(home in part for part in p.info["cmdline"] or []):
+            leftovers.append(p.info["pid"])
+    assert not leftovers, f"processes of the demo outlived it: {leftovers}"
+
+
+@pytest.mark.slow
+@pytest.mark.bwrap
+def test_demo_installs_two_versions_swaps_under_load_and_rolls_back(tmp_path: Path) -> None:
+    _require_bwrap()
+    proc, operator = run_demo(tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "isolation: bwrap (namespaces, rlimits)" in out
+    assert "WARNING" not in out
+    check_swap_and_rollback(out)
+    check_the_rest(out)
+    check_nothing_left(proc, tmp_path, operator)
+
+
+@pytest.mark.slow
+def test_demo_without_bubblewrap_warns_and_runs_with_rlimits(tmp_path: Path) -> None:
+    # Only this environment's bin directory on PATH: no bwrap to be found.
+    proc, operator = run_demo(tmp_path, path=str(Path(sys.executable).parent))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "WARNING: bubblewrap cannot run here: the bwrap binary is not installed" in out
+    assert "Plugins run with isolation 'rlimits' only" in out
+    assert "isolation rlimits" in out
+    check_swap_and_rollback(out)
+    check_the_rest(out)
+    check_nothing_left(proc, tmp_path, operator)
+
+
+def test_copy_example_makes_a_new_version_whose_echo_answers_differently(tmp_path: Path) -> None:
+    copy = copy_example(
+        EXAMPLES / "textkit", tmp_path / "tk", version="1.1.0", echo_suffix=" [1.1]"
+    )
+    assert 'version = "1.1.0"' in (copy / "pyproject.toml").read_text()
+    code = (copy / "mcphost_textkit" / "__init__.py").read_text()
+    assert '__version__ = "1.1.0"' in code
+    assert "    return text + ' [1.1]'\n" in code
+    assert not (copy / "build").exists() and not list(copy.glob("*.egg-info"))
+    original = (EXAMPLES / "textkit" / "mcphost_textkit" / "__init__.py").read_text()
+    assert '__version__ = "1.0.0"' in original and "[1.1]" not in original
+
+
+def test_copy_example_refuses_an_echo_suffix_for_a_plugin_without_echo(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="only textkit's echo"):
+        copy_example(EXAMPLES / "mathkit", tmp_path / "mk", echo_suffix=" [x]")
