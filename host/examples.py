@@ -12,7 +12,8 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+import tomllib
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -104,22 +105,41 @@ def _can_build_offline() -> bool:
     return True
 
 
-def _pip_wheel(project: Path, out: Path, isolation: list[str]) -> Path:
+def _pip(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+
+
+def _build_requirements(projects: Iterable[Path]) -> list[str]:
+    """Every project's ``[build-system] requires``, and ``wheel`` (which setuptools older
+    than 70.1 needs to build a wheel at all)."""
+    reqs: set[str] = {"wheel"}
+    for project in projects:
+        with open(project / "pyproject.toml", "rb") as f:
+            reqs.update(tomllib.load(f).get("build-system", {}).get("requires", ["setuptools"]))
+    return sorted(reqs)
+
+
+def _build_env(projects: Iterable[Path], out: Path) -> dict[str, str] | None:
+    """An environment for pip whose ``PYTHONPATH`` holds the projects' build requirements,
+    installed once for them all (pip's build isolation would install them once per
+    project); ``None`` when they cannot be installed (pip then isolates each build)."""
+    target = out / ".build-requirements"
+    if _pip(["install", "--target", str(target), *_build_requirements(projects)]).returncode:
+        return None
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), *([path] if path else [])])}
+
+
+def _pip_wheel(project: Path, out: Path, isolation: list[str], env: dict[str, str] | None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "--disable-pip-version-check",
-        "-q",
-        "wheel",
-        "--no-deps",
-        *isolation,
-        "-w",
-        str(out),
-        str(project),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    args = ["wheel", "--no-deps", *isolation, "-w", str(out), str(project)]
+    proc = _pip(args, env)
     if proc.returncode != 0:
         raise ConfigError(
             f"building a wheel of {project} with pip failed:\n{proc.stderr[-2000:]}\n"
@@ -137,13 +157,17 @@ def build_wheels(projects: Mapping[str, Path], out: Path) -> dict[str, Path]:
     keys mapped to the wheel files (each in its own directory under ``out``).
 
     pip builds in the project's folder, so pass copies (:func:`copy_example`) to keep a
-    checkout clean. Where setuptools here cannot build offline, pip fetches it into an
-    isolated build environment from its configured index.
+    checkout clean. Where setuptools here cannot build offline (a fresh virtualenv), the
+    build requirements come from pip's configured index, installed once for all projects.
     """
-    isolation = ["--no-build-isolation"] if _can_build_offline() else []
+    out.mkdir(parents=True, exist_ok=True)
+    env: dict[str, str] | None = None
+    if not _can_build_offline():
+        env = _build_env(projects.values(), out)
+    isolation = ["--no-build-isolation"] if _can_build_offline() or env is not None else []
     with ThreadPoolExecutor(max_workers=max(1, len(projects))) as pool:
         futures = {
-            key: pool.submit(_pip_wheel, project, out / key, isolation)
+            key: pool.submit(_pip_wheel, project, out / key, isolation, env)
             for key, project in projects.items()
         }
         return {key: f.result() for key, f in futures.items()}
