@@ -99,10 +99,11 @@ def _isolation(p: Printer, policy: str) -> str:
     if policy == "auto":
         p.line(f"WARNING: bubblewrap cannot run here: {why or 'it is not built in'}.")
     else:
-        p.line(f"WARNING: the isolation policy is {policy!r}.")
+        p.line(f"WARNING: isolation is set to {policy!r}.")
     p.line(f"Plugins run with isolation {backend.name!r} only: rlimits and a clean environment,")
-    p.line("but no namespaces (no jail for files, network or other processes). Install")
-    p.line("bubblewrap for the full sandbox; `mcphost doctor` says what is available.")
+    p.line("but no namespaces (no jail for files, network or other processes).")
+    if policy == "auto":
+        p.line("Install bubblewrap for the full sandbox; `mcphost doctor` says what runs here.")
     return backend.name
 
 

@@ -138,7 +138,7 @@ async def _switch(
     """Run one switching command under load; wait until ``to`` answers, then for a
     phase's worth of its answers. Returns the command's and the switch's durations."""
     t0 = time.perf_counter()
-    res = await cli(home, "plugin", *args)
+    res = await cli(home, "plugin", *args, "--reason", f"mcphost demo: {args[0]} under load")
     t_exit = time.perf_counter()
     p.line(
         f"$ mcphost plugin {' '.join(args)}  -> {res['plugin']}: {res['from']} -> {res['to']}"
