@@ -91,6 +91,9 @@ class InstallResult(msgspec.Struct, frozen=True, kw_only=True):
     key_id: str | None
     wheel_sha256: str
     warnings: list[str] = []
+    #: For a wheel installed already: how its installed files had changed since, now
+    #: restored from the wheel (empty when they had not).
+    repaired: list[str] = []
 
 
 class RecoveryReport(msgspec.Struct, frozen=True, kw_only=True):

@@ -27,6 +27,7 @@ from .crash import crash_point
 from .reader import HomeLayout, RegistryReader, sort_versions
 from .records import Activation, InstallResult, RecoveryReport
 from .recovery import change_lock, sweep
+from .repair import restore_version
 from .rules import check_install
 from .store import build_version_dir, discard_tree, move_to_trash, store_wheel, wheel_path
 from .wheels import CheckedWheel, check_wheel
@@ -168,16 +169,20 @@ class Registry(RegistryReader):
         progress: Progress = lambda _: None,
     ) -> InstallResult:
         """Install a checked wheel side by side with the other versions; optionally make
-        it the active one. Installing the same wheel again changes nothing else."""
+        it the active one. Installing the same wheel again changes nothing else, except
+        that installed files changed since are restored from the wheel."""
         user = _user()
+        links = [Path(w.source).resolve().parent, *find_links]
+        repaired: list[str] = []
         with self._locked():
             already = self._check_allowed(w, allow_key_change)
-            if not already:
+            if already:
+                repaired = self._restore(w, links, progress)
+            else:
                 progress("storing the wheel")
                 store_wheel(self.store_dir, w.sha256, w.data)
                 crash_point("install_stored")
                 dest = f"{w.plugin}/{w.version}-{w.sha256[:12]}"
-                links = [Path(w.source).resolve().parent, *find_links]
                 _root, deps_files = build_version_dir(
                     self.versions_dir,
                     dest,
@@ -257,6 +262,15 @@ class Registry(RegistryReader):
                 hashes={"wheel": w.sha256},
                 detail=f"from {w.source}" + ("" if w.signed else " (unsigned)"),
             )
+        if repaired:
+            self.audit.append(
+                "plugin.repair",
+                plugin=w.plugin,
+                version=version,
+                key_id=w.key_id,
+                hashes={"wheel": w.sha256},
+                detail=f"restored from {w.source}: {'; '.join(repaired[:20])}",
+            )
         if activated:
             self.audit.append(
                 "plugin.activate",
@@ -274,7 +288,22 @@ class Registry(RegistryReader):
             key_id=w.key_id,
             wheel_sha256=w.sha256,
             warnings=w.warnings,
+            repaired=repaired,
         )
+
+    def _restore(self, w: CheckedWheel, links: list[Path], progress: Progress) -> list[str]:
+        """Rebuild the files of an installed version from its verified wheel when they
+        changed after install; returns what had changed (empty: nothing, nothing done)."""
+        rec = self.version(w.plugin, w.version)
+        changes, deps_files = restore_version(self.versions_dir, rec, w, links, progress)
+        if deps_files is not None:
+            with db.transaction(self.conn):
+                self.conn.execute(
+                    "UPDATE versions SET deps_files = ? WHERE plugin = ? AND version = ?",
+                    (msgspec.json.encode(deps_files).decode(), w.plugin, rec.version),
+                )
+                db.bump_generation(self.conn)
+        return changes
 
     def _find_version_string(self, name: str, version: str) -> str:
         return self.version(name, version).version

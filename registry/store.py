@@ -29,6 +29,7 @@ __all__ = [
     "fsync_dir",
     "hash_tree",
     "move_to_trash",
+    "plugin_tree_changes",
     "store_wheel",
     "tree_changes",
     "wheel_path",
@@ -177,14 +178,19 @@ def build_version_dir(
     find_links: Iterable[Path] = (),
     progress: Progress = lambda _: None,
     crash: Callable[[str], None] = lambda _: None,
+    replace: bool = False,
+    keep_deps: Path | None = None,
 ) -> tuple[Path, dict[str, str]]:
     """Build the directory ``versions_dir/dest`` with ``plugin/`` (the wheel's files, from
     the verified bytes) and ``deps/`` (its dependencies), crash-safely.
 
-    Returns the directory and the sha256 of every file under ``deps/`` (which no
-    signature covers, so the registry records them to check before each start)."""
+    With ``replace`` an existing directory is swapped for the new one (to restore files
+    changed after install); ``keep_deps`` names a dependency directory to copy instead
+    of installing the dependencies again. Returns the directory and the sha256 of every
+    file under ``deps/`` (which no signature covers, so the registry records them to
+    check before each start)."""
     target = versions_dir / dest
-    if target.exists():
+    if target.exists() and not replace:
         raise RegistryError(
             f"{target} exists but the registry does not know it; run any `mcphost plugin` "
             "change command to clean it up, then install again"
@@ -193,6 +199,7 @@ def build_version_dir(
     building.mkdir(parents=True, exist_ok=True)
     tmp = building / f"{dest.replace('/', '_')}.{secrets.token_hex(4)}"
     tmp.mkdir()
+    old: Path | None = None
     try:
         plugin_dir = tmp / "plugin"
         plugin_dir.mkdir()
@@ -204,7 +211,9 @@ def build_version_dir(
             _write_file(plugin_dir / rel, data)
         crash("build_unpacked")
         deps_dir = tmp / "deps"
-        if requires:
+        if keep_deps is not None:
+            shutil.copytree(keep_deps, deps_dir, symlinks=True)
+        elif requires:
             _install_dependencies(requires, deps_dir, find_links, progress)
         else:
             deps_dir.mkdir()
@@ -214,12 +223,17 @@ def build_version_dir(
         fsync_dir(tmp)
         crash("build_synced")
         target.parent.mkdir(parents=True, exist_ok=True)
+        # A crash between these two renames leaves the version without files: its next
+        # start is refused (missing tree) and installing its wheel again rebuilds it.
+        old = move_to_trash(versions_dir, target) if replace else None
         os.rename(tmp, target)
         fsync_dir(target.parent)
         fsync_dir(building)
     except BaseException:
         discard_tree(tmp)
         raise
+    if old is not None:
+        discard_tree(old)
     return target, deps_files
 
 
@@ -259,6 +273,26 @@ def tree_changes(root: Path, expected: dict[str, str]) -> list[str]:
         for p in sorted(found.keys() & expected.keys())
         if found[p] != expected[p]
     ]
+    return problems
+
+
+def plugin_tree_changes(root: Path, members: dict[str, bytes]) -> list[str]:
+    """How an installed ``plugin/`` directory differs from the wheel members it was
+    built from (empty: not at all): changed, added or missing files, links, specials."""
+    expected = {
+        rel: hashlib.sha256(data).hexdigest()
+        for name, data in members.items()
+        if (rel := _tree_path(name)) is not None
+    }
+    problems = tree_changes(root, expected)
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            p = Path(dirpath) / name
+            with contextlib.suppress(OSError):
+                st = os.lstat(p)
+                if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                    rel = p.relative_to(root).as_posix()
+                    problems.append(f"{rel} has {st.st_nlink} hard links")
     return problems
 
 

@@ -252,6 +252,7 @@ def install(
         "wheel_sha256": rec.wheel_sha256,
         "tools": [t.name for t in rec.tools or []],
         "warnings": list(result.warnings),
+        "repaired": list(result.repaired),
     }
     if as_json:
         echo_json(out)
@@ -259,6 +260,12 @@ def install(
     signer = f"signed by {rec.key_id}" if rec.key_id else "UNSIGNED"
     verb = "installed" if result.installed else "already installed:"
     click.echo(f"{verb} {rec.label} ({signer}; sha256 {rec.wheel_sha256[:16]})")
+    if result.repaired:
+        more = f" and {len(result.repaired) - 5} more" if len(result.repaired) > 5 else ""
+        click.echo(
+            f"repaired {rec.label}: its installed files had changed since install "
+            f"({'; '.join(result.repaired[:5])}{more}); restored them from the wheel"
+        )
     click.echo(f"tools: {', '.join(t.name for t in rec.tools or []) or 'none'}")
     if rec.active:
         was = f" (was {out['previous']})" if out["previous"] else ""
