@@ -18,7 +18,7 @@ from mcphost.sdk.errors import MCPHostError, VerificationError
 from mcphost.security.audit import AuditLog
 from mcphost.security.report import VerificationReport
 from mcphost.security.truststore import TrustStore
-from mcphost.security.verify import verify_tree
+from mcphost.security.verify import REINSTALL_ADVICE, verify_tree
 
 from .config import HostConfig
 from .home import Home
@@ -85,8 +85,47 @@ def _verify_tree(
         if shared and report.failures() and all(c.check == "unlisted" for c in report.failures()):
             # Files of other distributions in a shared site-packages: not this plugin's.
             return
-        _audit(home, source, exc)
-        raise
+        refused = _refusal(home, source, exc)
+        report.error = refused.message
+        _audit(home, source, refused)
+        raise refused from None
+
+
+def _refusal(home: Home, source: PluginSource, exc: VerificationError) -> VerificationError:
+    """The error a refused start raises: it names the plugin as the host knows it (the
+    manifest names the distribution) and, for a registry version, says how to restore it."""
+    message = exc.message
+    distribution = exc.data.get("plugin")
+    for prefix in (f"plugin {distribution} {source.version}: ", f"plugin {source.label}: "):
+        message = message.removeprefix(prefix)
+    message = f"plugin {source.label}: {message}"
+    if source.origin == "registry" and message.endswith(REINSTALL_ADVICE):
+        message = message.removesuffix(REINSTALL_ADVICE) + _restore_advice(home, source)
+    data = {**exc.data, "plugin": source.name, "version": source.version}
+    if distribution and distribution != source.name:
+        data["distribution"] = distribution
+    return VerificationError(message, data=data)
+
+
+def _restore_advice(home: Home, source: PluginSource) -> str:
+    """How to put back the files of an installed version: install its wheel again."""
+    from .registry_link import open_reader
+
+    wheel = "WHEEL"
+    reg = open_reader(home)
+    if reg is not None:
+        with reg:
+            try:
+                sha = reg.version(source.name, source.version).wheel_sha256
+            except MCPHostError:
+                sha = ""
+        stored = home.store_dir / f"{sha}.whl"
+        if sha and stored.exists():
+            wheel = str(stored)
+    return (
+        f"To restore its signed files, install its wheel again: `mcphost plugin install "
+        f"--yes {wheel}` (the registry keeps a copy in {home.store_dir})"
+    )
 
 
 def _verify_dependencies(home: Home, source: PluginSource, report: VerificationReport) -> None:
@@ -108,8 +147,8 @@ def _verify_dependencies(home: Home, source: PluginSource, report: VerificationR
     report.add("dependencies", subject, False, "; ".join(changes[:5]))
     exc = VerificationError(
         f"plugin {source.label}: its installed dependencies changed since install: "
-        f"{', '.join(changes[:5])}{' and more' if len(changes) > 5 else ''}; reinstall "
-        "the plugin (remove this version and install its wheel again)",
+        f"{', '.join(changes[:5])}{' and more' if len(changes) > 5 else ''}. "
+        + _restore_advice(home, source),
         data={"plugin": source.name, "version": source.version, "reason": "dependency_changed"},
     )
     report.error, report.reason = exc.message, "dependency_changed"

@@ -88,6 +88,20 @@ def _unsigned_members(archive: WheelArchive, source: str) -> dict[str, bytes]:
     return members
 
 
+def _refusal(exc: VerificationError, source: str) -> VerificationError:
+    """A verification refusal as the installing operator reads it: naming the wheel,
+    and for an unsigned one saying how plugin development runs without signatures."""
+    message = exc.message
+    if source not in message:
+        message = f"{source}: {message}"
+    if exc.data.get("reason") == "unsigned":
+        message += (
+            "; or, for plugin development only, set allow_unsigned = true in the "
+            "configuration (config.toml in the mcphost home)"
+        )
+    return VerificationError(message, data=exc.data)
+
+
 def _requirements(metadata: bytes) -> list[str]:
     headers = BytesHeaderParser().parsebytes(metadata)
     out: list[str] = []
@@ -122,8 +136,12 @@ def check_wheel(
     if signed or not allow_unsigned:
         # An unsigned wheel lands here only when unsigned wheels are not allowed: the
         # verifier refuses it with reason "unsigned" and a message saying how to sign.
-        verified = verify_wheel_bytes(data, trust, installed_sequence=installed_sequence)
-        verified.report.target = source
+        try:
+            verified = verify_wheel_bytes(
+                data, trust, installed_sequence=installed_sequence, source=source
+            )
+        except VerificationError as exc:
+            raise _refusal(exc, source) from None
         members = verified.members
         key_id: str | None = verified.key_id
         sequence: int | None = verified.manifest.sequence

@@ -49,6 +49,7 @@ from mcphost.security.wheel import RECORD_NAME, WheelArchive, parse_entry_points
 
 __all__ = [
     "IMPORTABLE_SUFFIXES",
+    "REINSTALL_ADVICE",
     "VerifiedWheel",
     "is_importable",
     "verify_tree",
@@ -71,6 +72,8 @@ IMPORTABLE_SUFFIXES = (
     ".zip",
     ".egg-link",
 )
+#: How a refusal of changed files ends; a caller that knows better advice replaces it.
+REINSTALL_ADVICE = "Reinstall the plugin from its signed wheel"
 #: Files pip writes into an installed dist-info directory; they are not signed.
 _INSTALLER_FILES = frozenset({RECORD_NAME, "INSTALLER", "REQUESTED", "direct_url.json"})
 _MAX_WHEEL_BYTES = 2 * 1024 * 1024 * 1024
@@ -278,7 +281,7 @@ def _file_failures(manifest: Manifest, report: VerificationReport) -> None:
         report,
         reason,
         f"plugin {plugin}: {len(failed)} file check(s) failed in {report.target}: "
-        f"{listed}{more}. Reinstall the plugin from its signed wheel",
+        f"{listed}{more}. {REINSTALL_ADVICE}",
         plugin=manifest.name,
         version=manifest.version,
         files=[c.subject for c in failed[:_MAX_REPORTED]],
@@ -296,10 +299,12 @@ def verify_wheel_bytes(
     allow_older_sequence: bool = False,
     now: float | None = None,
     report: VerificationReport | None = None,
+    source: str | None = None,
 ) -> VerifiedWheel:
     """Verify a signed wheel (bytes or a file) before it is installed.
 
-    Pass ``report`` to keep the checks even when a :class:`VerificationError` is raised.
+    Pass ``report`` to keep the checks even when a :class:`VerificationError` is raised,
+    and ``source`` to name the wheel given as bytes in messages.
     """
     if isinstance(data, Path):
         source = str(data)
@@ -313,7 +318,7 @@ def verify_wheel_bytes(
             raise VerificationError(
                 f"cannot read wheel {source}: {exc.strerror or exc}", data={"reason": "bad_wheel"}
             ) from exc
-    else:
+    elif source is None:
         source = "wheel"
     if report is None:
         report = VerificationReport(target=source)
