@@ -3,7 +3,9 @@
 The registry never starts a plugin; this module does, once per installed version, to
 learn its tools from the handshake. A running host follows the registry with
 :func:`watch_registry`: a swap, rollback or removal made by ``mcphost plugin`` in another
-process takes effect within one poll interval.
+process takes effect within one poll interval, and so does a key revocation made by
+``mcphost keys revoke``: the workers of plugins signed by that key are stopped, and
+verification refuses to start them again.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from typing import TYPE_CHECKING
 
 from mcphost.registry import RegistryReader, VersionRecord
@@ -19,6 +22,7 @@ from mcphost.sandbox.jail import choose_backend
 from mcphost.sdk.errors import MCPHostError
 from mcphost.sdk.schema import ToolSpec
 from mcphost.security.permissions import Permissions
+from mcphost.security.truststore import TrustStore
 
 from .config import HostConfig
 from .home import Home
@@ -160,6 +164,8 @@ class _Follower:
         self.serials: dict[str, int] = {}
         #: Plugin -> version that failed to start here; not retried until it changes.
         self.refused: dict[str, str] = {}
+        self.trust = TrustStore(host.home.keys_dir)
+        self.trust_stamp = self._trust_stamp()
 
     def _served(self) -> dict[str, str]:
         return {s.name: s.version for s in self.host.plugins() if s.origin == "registry"}
@@ -203,6 +209,40 @@ class _Follower:
             await self.host.deactivate(name)
             self.refused.pop(name, None)
 
+    def _trust_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.trust.revocation_file)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def trust_changed(self) -> bool:
+        """Whether the revocation list changed since the last look (one stat)."""
+        stamp = self._trust_stamp()
+        if stamp == self.trust_stamp:
+            return False
+        self.trust_stamp = stamp
+        return True
+
+    def stop_revoked(self) -> None:
+        """Stop the running workers of registry versions signed by a key that is revoked
+        (or no longer trusted). The plugin stays routed: its next call starts it again,
+        which verification refuses with an error naming the key."""
+        for name, sup in list(self.host._supervisors.items()):
+            source, worker = sup.source, sup.worker
+            if source.origin != "registry" or source.key_id is None or worker is None:
+                continue
+            try:
+                record = self.trust.record(source.key_id)
+            except MCPHostError as exc:
+                log.error("cannot read the trust store: %s", exc.message)
+                return
+            if record is not None and not record.revoked:
+                continue
+            what = "was revoked" if record is not None else "is no longer trusted"
+            log.warning("key %s of plugin %s %s; stopping it", source.key_id, name, what)
+            worker.kill(f"was stopped: the key {source.key_id} that signed it {what}")
+
     async def _activate(self, rec: VersionRecord) -> None:
         try:
             old = await self.host.activate(source_for(rec))
@@ -234,6 +274,8 @@ async def watch_registry(host: Host, interval: float = POLL_INTERVAL) -> None:
             try:
                 if follower.poll():
                     await follower.apply()
+                if follower.trust_changed():
+                    follower.stop_revoked()
             except MCPHostError as exc:
                 log.error("cannot follow the registry: %s", exc.message)
             except Exception:

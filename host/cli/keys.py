@@ -155,3 +155,7 @@ def revoke(home: Home, key_id: str, reason: str) -> None:
         raise
     audit.append("key.revoke", key_id=key_id, detail=reason or None)
     click.echo(f"revoked {record.key_id}")
+    click.echo(
+        "plugins signed by it are refused from now on; running hosts stop them within a second",
+        err=True,
+    )
