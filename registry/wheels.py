@@ -20,7 +20,7 @@ from mcphost.sdk.errors import RegistryError, VerificationError
 from mcphost.security.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from mcphost.security.permissions import Permissions
 from mcphost.security.truststore import TrustStore
-from mcphost.security.verify import verify_wheel_bytes
+from mcphost.security.verify import REINSTALL_ADVICE, verify_wheel_bytes
 from mcphost.security.wheel import RECORD_NAME, WheelArchive, record_hash
 
 __all__ = ["ENTRY_POINT_GROUP", "CheckedWheel", "check_wheel"]
@@ -94,6 +94,10 @@ def _refusal(exc: VerificationError, source: str) -> VerificationError:
     message = exc.message
     if source not in message:
         message = f"{source}: {message}"
+    if message.endswith(REINSTALL_ADVICE):
+        message = message.removesuffix(REINSTALL_ADVICE) + (
+            "The wheel was altered after it was signed; get it again from its publisher"
+        )
     if exc.data.get("reason") == "unsigned":
         message += (
             "; or, for plugin development only, set allow_unsigned = true in the "

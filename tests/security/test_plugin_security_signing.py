@@ -593,7 +593,10 @@ def _signature_from(donor: str, *, dist_info: str = DIST_INFO) -> Callable[[Kit,
 
 SWAPS: dict[str, tuple[Callable[[Kit, Path], Path], list[str]]] = {
     # attack: (how the wheel is made, what the refusal names)
-    "module bytes swapped": (_swap_module, [INIT, "sha256 differs"]),
+    "module bytes swapped": (
+        _swap_module,
+        [INIT, "sha256 differs", "altered after it was signed; get it again from its publisher"],
+    ),
     "signature of another version": (_signature_from("good-1.1"), ["version '1.1.0'"]),
     "signature of another build of the same version": (
         _signature_from("good-1.0-rebuilt"),
