@@ -605,6 +605,8 @@ def verify_tree(
             report, "missing_tree", f"plugin tree {root} cannot be walked: {exc}"
         ) from None
     covered = {f"{dist_info}/{MANIFEST_NAME}", f"{dist_info}/{SIGNATURE_NAME}"}
+    # A listed file that is a link or special file is reported as that, not also missing.
+    not_regular = {c.subject for c in report.checks if c.check in ("link", "special")}
     for entry in manifest.files:
         rel = _tree_path(entry.path, dist_info)
         if rel is None:
@@ -613,7 +615,8 @@ def verify_tree(
         covered.add(rel)
         abs_path = found.get(rel)
         if abs_path is None:
-            report.add("file", rel, False, "listed in the manifest but missing")
+            if rel not in not_regular:
+                report.add("file", rel, False, "listed in the manifest but missing")
             continue
         try:
             content, fst = _read_regular(Path(abs_path), entry.size)
