@@ -22,7 +22,9 @@ class PolicyDenied(PluginError):
     code = "policy_denied"
 
 
-def _cap(value: int | None, cap: int | None) -> int | None:
+def _cap(asked: int | None, default: int | None, cap: int | None) -> int | None:
+    """What a plugin gets: what it asked for, else the host's default; never above the cap."""
+    value = asked if asked is not None else default
     if cap is None:
         return value
     if value is None:
@@ -77,12 +79,13 @@ def enforce_policy(source: PluginSource, config: HostConfig) -> PluginSource:
     base = source.limits
     if base is None:  # the host's own default limits apply; the operator set those
         return source
+    default = config.limits.to_limits()
     capped = Limits(
-        memory_mb=_cap(base.memory_mb, pol.max_memory_mb),
-        cpu_seconds=_cap(base.cpu_seconds, pol.max_cpu_seconds),
-        open_files=_cap(base.open_files, pol.max_open_files),
-        processes=_cap(base.processes, pol.max_processes),
-        file_size_mb=base.file_size_mb,
-        tmp_mb=base.tmp_mb,
+        memory_mb=_cap(base.memory_mb, default.memory_mb, pol.max_memory_mb),
+        cpu_seconds=_cap(base.cpu_seconds, default.cpu_seconds, pol.max_cpu_seconds),
+        open_files=_cap(base.open_files, default.open_files, pol.max_open_files),
+        processes=_cap(base.processes, default.processes, pol.max_processes),
+        file_size_mb=_cap(base.file_size_mb, default.file_size_mb, None),
+        tmp_mb=_cap(base.tmp_mb, default.tmp_mb, None),
     )
     return msgspec.structs.replace(source, limits=capped)
