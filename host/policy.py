@@ -7,19 +7,40 @@ from pathlib import Path
 
 import msgspec
 
-from mcphost.sandbox.isolation import Limits
-from mcphost.sdk.errors import PluginError
+from mcphost.sandbox.isolation import IsolationBackend, Limits
+from mcphost.sandbox.jail import choose_backend
+from mcphost.sdk.errors import ConfigError, PluginError
 
 from .config import HostConfig
 from .sources import PluginSource
 
-__all__ = ["PolicyDenied", "enforce_policy"]
+__all__ = ["PolicyDenied", "enforce_policy", "isolation_backend"]
 
 
 class PolicyDenied(PluginError):
     """A plugin asks for something the operator's configuration does not allow."""
 
     code = "policy_denied"
+
+
+def isolation_backend(config: HostConfig, override: str | None = None) -> IsolationBackend:
+    """The backend plugins run under, refusing when the configuration requires namespaces
+    and the chosen backend has none. Every place that starts a worker asks here."""
+    policy = override or config.isolation
+    backend = choose_backend(policy)
+    if config.require_namespaces and backend.level != "namespaces":
+        if policy == "auto":
+            why = (
+                f"only the {backend.name!r} backend can run here; install bubblewrap "
+                "(`apt-get install bubblewrap`)"
+            )
+        else:
+            why = f'isolation = {policy!r} has none; set isolation = "auto" or "bwrap"'
+        raise ConfigError(
+            f"the configuration requires namespaces (require_namespaces = true) but {why}, "
+            "or set require_namespaces = false; `mcphost doctor` shows what runs here"
+        )
+    return backend
 
 
 def _cap(asked: int | None, default: int | None, cap: int | None) -> int | None:

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from mcphost.registry import RegistryReader, VersionRecord
 from mcphost.sandbox.isolation import Grants, Limits
-from mcphost.sandbox.jail import choose_backend
 from mcphost.sdk.errors import MCPHostError
 from mcphost.sdk.schema import ToolSpec
 from mcphost.security.permissions import Permissions
@@ -26,6 +25,7 @@ from mcphost.security.truststore import TrustStore
 
 from .config import HostConfig
 from .home import Home
+from .policy import isolation_backend
 from .sources import PluginSource
 from .supervisor import PluginSupervisor, SupervisorEnv
 
@@ -128,7 +128,7 @@ async def learn_tools(home: Home, config: HostConfig, source: PluginSource) -> l
 
     env = SupervisorEnv(
         config=config,
-        backend=choose_backend(config.isolation),
+        backend=isolation_backend(config),
         data_root=home.data_dir,
         run_root=home.run_dir,
         on_log=on_log,

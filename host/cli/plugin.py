@@ -21,7 +21,7 @@ from mcphost.security.permissions import Permissions
 
 from ..config import HostConfig, load_config
 from ..home import Home
-from ..policy import enforce_policy
+from ..policy import enforce_policy, isolation_backend
 from ..registry_link import grants_for, learn_tools, limits_for, missing_tools, source_for
 from ..sources import PluginSource
 from ..verification import verify_source
@@ -200,6 +200,7 @@ def install(
     """Verify WHEEL, show what it asks for, install it beside the other versions and
     (unless --no-activate) make it the active version."""
     cfg = _config(home)
+    isolation_backend(cfg)  # a plugin that could not run here is not installed at all
     with _open(home, cfg) as reg:
         _progress(f"verifying {wheel.name}")
         checked = reg.check(wheel, allow_key_change=allow_key_change)

@@ -267,3 +267,14 @@ def test_a_plugin_the_policy_denies_is_refused_before_anything_is_installed(
     assert json.loads(cli("plugin", "list", "--json").stdout) == []
     last = json.loads(home.audit_log.read_text().splitlines()[-1])
     assert (last["action"], last["outcome"]) == ("plugin.install", "refused")
+
+
+def test_install_refuses_to_run_a_plugin_without_namespaces_when_the_config_requires_them(
+    cli: CliFn, home: Home, wheels: dict[str, Path]
+) -> None:
+    home.config_file.write_text('isolation = "rlimits"\nrequire_namespaces = true\n')
+    result = cli("plugin", "install", str(wheels["1.0"]), "--yes")
+    assert result.exit_code == 2, result.output  # the configuration is what needs a change
+    assert "require_namespaces = true" in result.stderr
+    assert "isolation = 'rlimits'" in result.stderr
+    assert not home.registry_db.exists() or Registry.open(home).plugins() == []
