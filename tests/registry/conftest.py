@@ -3,18 +3,15 @@ with a test key; a fresh home that trusts that key; the CLI run in-process."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from registry_helpers import build, textkit_variant, trust_key
+from registry_helpers import CliFn, build, textkit_variant, trust_key
 
 from mcphost.host import Home
 from mcphost.host.cli import main
 from mcphost.security import Permissions, PrivateKey, generate_key, sign_wheel
-
-CliFn = Callable[..., Result]
 
 
 @pytest.fixture(scope="session")

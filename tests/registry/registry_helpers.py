@@ -8,8 +8,11 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from click.testing import Result
 
 from mcphost.host import Home
 from mcphost.security import PrivateKey, TrustStore
@@ -17,6 +20,9 @@ from mcphost.security import PrivateKey, TrustStore
 REPO = Path(__file__).resolve().parents[2]
 TEXTKIT = REPO / "example_plugins" / "textkit"
 MCPHOST = str(Path(sys.executable).with_name("mcphost"))
+
+#: The ``cli`` fixture: runs ``mcphost --home HOME ARGS...`` in-process.
+CliFn = Callable[..., Result]
 
 
 def _pip(*args: str) -> None:

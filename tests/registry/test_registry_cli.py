@@ -8,8 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import CliFn
-from registry_helpers import build, textkit_variant
+from registry_helpers import CliFn, build, textkit_variant
 
 from mcphost.host import Home, Host
 from mcphost.registry import Registry
