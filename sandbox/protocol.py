@@ -45,6 +45,7 @@ SUPPORTED_VERSIONS = (1,)
 #: Frames larger than this end the connection (both sides can be configured lower).
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 HEADER = struct.Struct(">I")
+_NO_LENGTH = bytes(HEADER.size)
 
 
 class Hello(msgspec.Struct, frozen=True, tag="hello", tag_field="t"):
@@ -195,6 +196,21 @@ class FrameCodec:
             )
         return HEADER.pack(len(body)) + body
 
+    def encode_into(self, frame: Frame, out: bytearray) -> None:
+        """Append the frame with its length prefix to ``out``, so frames sent together
+        leave in one write; over the limit ``out`` is left as it was."""
+        start = len(out)
+        out += _NO_LENGTH
+        self._encoder.encode_into(frame, out, -1)
+        n = len(out) - start - HEADER.size
+        if n > self.max_frame:
+            del out[start:]
+            raise ProtocolError(
+                f"{type(frame).__name__} frame of {n} bytes is over the limit of "
+                f"{self.max_frame} bytes; return smaller results or stream them"
+            )
+        HEADER.pack_into(out, start, n)
+
     def body_length(self, header: bytes) -> int:
         """Read a length prefix; refuse lengths over the limit before reading the body."""
         (n,) = HEADER.unpack(header)
@@ -204,7 +220,7 @@ class FrameCodec:
             )
         return int(n)
 
-    def decode(self, body: bytes) -> Frame:
+    def decode(self, body: bytes | bytearray | memoryview) -> Frame:
         """One frame from its body (without the prefix); bad bytes raise ProtocolError."""
         try:
             return self._decoder.decode(body)

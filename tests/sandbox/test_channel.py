@@ -1,0 +1,210 @@
+"""The framed channel over a real socketpair: reads split anywhere, frames of any size,
+frames sent together leaving in few writes, and sends from other threads."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from typing import Any
+
+import pytest
+
+from mcphost.sandbox.channel import READ_SIZE, WRITE_BATCH, Channel, open_channel
+from mcphost.sandbox.protocol import HEADER, Call, Frame, FrameCodec, Ping, Pong, Result
+from mcphost.sdk import ProtocolError
+
+
+class Peer:
+    """The far end of a socketpair, read and written with blocking calls."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.codec = FrameCodec()
+        self.reader = sock.makefile("rb")
+
+    def read_frames(self, n: int) -> list[Frame]:
+        out = []
+        for _ in range(n):
+            head = self.reader.read(HEADER.size)
+            out.append(self.codec.decode(self.reader.read(self.codec.body_length(head))))
+        return out
+
+
+async def channel_pair(
+    received: list[Frame], max_frame: int = 16 * 1024 * 1024
+) -> tuple[Channel, Peer, asyncio.Future[BaseException | None]]:
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    closed: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+    def on_close(exc: BaseException | None) -> None:
+        if not closed.done():
+            closed.set_result(exc)
+
+    ch = await open_channel(mine, FrameCodec(max_frame), received.append, on_close)
+    return ch, Peer(theirs), closed
+
+
+async def until(predicate: Any, bound: float = 5.0) -> None:
+    async with asyncio.timeout(bound):
+        while not predicate():
+            await asyncio.sleep(0.001)
+
+
+def test_frames_split_at_any_byte_arrive_whole_and_in_order() -> None:
+    frames: list[Frame] = [Call(id=i, tool="echo", args={"text": "x" * i}) for i in range(40)]
+    wire = b"".join(FrameCodec().encode(f) for f in frames)
+
+    async def scenario() -> list[Frame]:
+        got: list[Frame] = []
+        ch, peer, _ = await channel_pair(got)
+        # Odd-sized pieces, each sent on its own: frames and headers are cut everywhere.
+        pos, step = 0, 1
+        while pos < len(wire):
+            peer.sock.sendall(wire[pos : pos + step])
+            pos += step
+            step = step % 7 + 1
+            await asyncio.sleep(0)
+        await until(lambda: len(got) == len(frames))
+        ch.close()
+        return got
+
+    assert asyncio.run(scenario()) == frames
+
+
+def test_a_frame_larger_than_the_read_buffer_is_read_whole() -> None:
+    big = Result(id=7, value="y" * (3 * READ_SIZE))
+
+    async def scenario() -> tuple[list[Frame], int]:
+        got: list[Frame] = []
+        ch, peer, _ = await channel_pair(got)
+        wire = FrameCodec().encode(big) + FrameCodec().encode(Pong(n=1))
+        await asyncio.get_running_loop().run_in_executor(None, peer.sock.sendall, wire)
+        await until(lambda: len(got) == 2)
+        size = len(ch._buf)
+        ch.close()
+        return got, size
+
+    got, size = asyncio.run(scenario())
+    assert got == [big, Pong(n=1)]
+    assert size == READ_SIZE  # back to its usual size once the big frame was read
+
+
+def test_a_frame_announced_over_the_limit_ends_the_channel_with_a_protocol_error() -> None:
+    async def scenario() -> BaseException | None:
+        got: list[Frame] = []
+        _, peer, closed = await channel_pair(got, max_frame=1000)
+        peer.sock.sendall(HEADER.pack(1001) + b"\0" * 10)
+        return await asyncio.wait_for(closed, 5)
+
+    exc = asyncio.run(scenario())
+    assert isinstance(exc, ProtocolError) and "over the limit of 1000" in exc.message
+
+
+def test_sending_a_frame_over_the_limit_fails_and_sends_nothing() -> None:
+    async def scenario() -> list[Frame]:
+        ch, peer, _ = await channel_pair([], max_frame=100)
+        with pytest.raises(ProtocolError, match="over the limit of 100 bytes"):
+            ch.send(Result(id=1, value="z" * 200))
+        ch.send(Pong(n=2))
+        return peer.read_frames(1)
+
+    assert asyncio.run(scenario()) == [Pong(n=2)]
+
+
+def test_frames_sent_while_a_read_is_handled_leave_together_after_it() -> None:
+    async def scenario() -> tuple[list[Frame], int]:
+        answered: list[Frame] = []
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        writes = 0
+
+        def on_frame(frame: Frame) -> None:
+            assert isinstance(frame, Ping)
+            ch.send(Pong(n=frame.n))
+            answered.append(frame)
+
+        ch = await open_channel(mine, FrameCodec(), on_frame, lambda exc: None)
+        assert ch._transport is not None
+        write = ch._transport.write
+
+        def counting_write(data: Any) -> None:
+            nonlocal writes
+            writes += 1
+            write(data)
+
+        ch._transport.write = counting_write  # type: ignore[method-assign]
+        n = WRITE_BATCH - 1
+        theirs.sendall(b"".join(FrameCodec().encode(Ping(n=i)) for i in range(n)))
+        await until(lambda: len(answered) == n)
+        got = Peer(theirs).read_frames(n)
+        ch.close()
+        return got, writes
+
+    got, writes = asyncio.run(scenario())
+    assert got == [Pong(n=i) for i in range(WRITE_BATCH - 1)]
+    assert writes == 1
+
+
+def test_frames_that_may_wait_leave_together_on_the_next_turn_of_the_loop() -> None:
+    async def scenario() -> tuple[list[Frame], list[int]]:
+        ch, peer, _ = await channel_pair([])
+        assert ch._transport is not None
+        sizes: list[int] = []
+        write = ch._transport.write
+
+        def counting_write(data: Any) -> None:
+            sizes.append(len(data))
+            write(data)
+
+        ch._transport.write = counting_write  # type: ignore[method-assign]
+        for i in range(5):
+            ch.send(Pong(n=i), flush=False)
+        assert sizes == []  # nothing left yet
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        ch.send(Pong(n=99))  # a frame that may not wait leaves at once
+        got = peer.read_frames(6)
+        ch.close()
+        return got, sizes
+
+    got, sizes = asyncio.run(scenario())
+    assert got == [Pong(n=i) for i in range(5)] + [Pong(n=99)]
+    assert len(sizes) == 2
+
+
+def test_frames_sent_from_many_threads_arrive_whole_each_thread_in_order() -> None:
+    per_thread = 2000
+
+    async def scenario() -> list[Frame]:
+        ch, peer, _ = await channel_pair([])
+
+        def sender(t: int) -> None:
+            for i in range(per_thread):
+                ch.send_threadsafe(Result(id=t * per_thread + i, value="v" * (i % 50)))
+
+        async def loop_sender() -> None:
+            for i in range(per_thread):
+                ch.send(Pong(n=i), flush=i % 3 == 0)
+                if i % 100 == 0:
+                    await asyncio.sleep(0)
+
+        reading = asyncio.get_running_loop().run_in_executor(None, peer.read_frames, 4 * per_thread)
+        threads = [threading.Thread(target=sender, args=(t,)) for t in range(3)]
+        for th in threads:
+            th.start()
+        await loop_sender()
+
+        def join() -> None:
+            for th in threads:
+                th.join()
+
+        await asyncio.get_running_loop().run_in_executor(None, join)
+        got = await asyncio.wait_for(reading, 20)
+        ch.close()
+        return got
+
+    got = asyncio.run(scenario())
+    assert [f.n for f in got if isinstance(f, Pong)] == list(range(per_thread))
+    for t in range(3):
+        ids = [f.id for f in got if isinstance(f, Result) and f.id // per_thread == t]
+        assert ids == list(range(t * per_thread, (t + 1) * per_thread))
