@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import importlib
 import os
 import signal
@@ -36,6 +37,7 @@ from mcphost.sdk.plugin import Plugin, Tool
 from mcphost.sdk.runner import invoke, iterate, to_wire
 
 from .channel import Channel, open_channel
+from .deadlines import Deadlines
 from .protocol import (
     SUPPORTED_VERSIONS,
     Call,
@@ -114,10 +116,56 @@ def load_plugin(entry: str, paths: list[str]) -> Plugin:
     return obj
 
 
-#: A sync tool that finished this many times in a row within FAST_SECONDS runs inline on
-#: the worker's loop from then on: a thread hop costs more than such a tool itself.
+#: A sync tool runs inline on the worker's loop once it has finished within FAST_SECONDS
+#: this many times in a row on the thread pool: a thread hop costs more than such a tool.
 FAST_STREAK = 3
 FAST_SECONDS = 0.0005
+#: An inline tool that runs slow goes back to the thread pool and must then finish fast
+#: twice as many times in a row as before to be inlined again, up to MAX_STREAK; every
+#: FORGIVE fast runs inline halve that again.
+MAX_STREAK = 1024
+FORGIVE = 1000
+
+
+class _Speed:
+    """Where a sync tool runs: inline on the loop, or on the thread pool.
+
+    A tool earns the inline path by finishing fast ``need`` times in a row on the pool.
+    A slow inline run (the tool's own time, measured by the clock on the wall: a tool
+    that sleeps or waits blocks the loop as much as one that computes) sends it back and
+    doubles ``need``. So a tool that is slow now and then blocks the loop ever more
+    rarely, while a fast tool that once looked slow (the worker was preempted in the
+    middle of it) is back inline after a few calls.
+    """
+
+    __slots__ = ("fast", "inline", "need", "streak")
+
+    def __init__(self) -> None:
+        self.inline = False
+        self.streak = 0  # fast runs in a row on the pool
+        self.need = FAST_STREAK
+        self.fast = 0  # fast runs in a row inline
+
+    def ran_on_pool(self, seconds: float) -> None:
+        # Called from pool threads: a lost update only delays a promotion.
+        if seconds <= FAST_SECONDS:
+            self.streak += 1
+            if self.streak >= self.need:
+                self.inline = True
+                self.fast = 0
+        else:
+            self.streak = 0
+
+    def ran_inline(self, seconds: float) -> None:
+        if seconds <= FAST_SECONDS:
+            self.fast += 1
+            if self.fast >= FORGIVE:
+                self.fast = 0
+                self.need = max(FAST_STREAK, self.need // 2)
+        else:
+            self.inline = False
+            self.streak = 0
+            self.need = min(self.need * 2, MAX_STREAK)
 
 
 class _Stream:
@@ -131,7 +179,12 @@ class _Stream:
 
 
 class Worker:
-    """Serves the calls arriving on one channel."""
+    """Serves the calls arriving on one channel.
+
+    Sync tools run inline when they are known to be fast (see :class:`_Speed`), else on
+    the thread pool, whose threads send their results themselves; async tools and
+    streams run as tasks on the loop.
+    """
 
     def __init__(self, cfg: WorkerConfig, plugin: Plugin) -> None:
         self.cfg = cfg
@@ -139,13 +192,18 @@ class Worker:
         self.tools: dict[str, Tool] = plugin.tools
         self.data_dir = Path(cfg.data_dir)
         self.executor = ThreadPoolExecutor(max_workers=cfg.threads, thread_name_prefix="tool")
+        #: Calls running as tasks (async tools, streams).
         self.tasks: dict[int, tuple[asyncio.Task[None], Context]] = {}
+        #: Calls of sync tools on the thread pool. Whoever pops a call from here (its
+        #: thread when done, a cancel, its deadline) is the one who answers it.
+        self.jobs: dict[int, tuple[Call, Context | None]] = {}
         self.streams: dict[int, _Stream] = {}
         self.channel: Channel | None = None
         self.loop = asyncio.get_running_loop()
         self.loop_thread = threading.get_ident()
-        #: tool name -> how many times in a row it ran fast; -1 once it was ever slow.
-        self._fast: dict[str, int] = {}
+        self._names = {name: f"{plugin.name}.{name}" for name in self.tools}
+        self._speed = {name: _Speed() for name, t in self.tools.items() if t.kind == "sync"}
+        self._deadlines = Deadlines(self.loop, self.jobs, self._job_timed_out)
         self.welcome: asyncio.Future[Welcome] = self.loop.create_future()
         self.done: asyncio.Future[None] = self.loop.create_future()
 
@@ -153,8 +211,17 @@ class Worker:
     def _send_threadsafe(self, frame: Frame) -> None:
         if threading.get_ident() == self.loop_thread:
             self._send(frame)
-        else:
-            self.loop.call_soon_threadsafe(self._send, frame)
+            return
+        ch = self.channel
+        if ch is None or ch.closed:
+            return
+        try:
+            ch.send_threadsafe(frame)
+        except MCPHostError as exc:
+            if ch.closed:
+                return
+            call_id = getattr(frame, "id", 0)
+            ch.send_threadsafe(Error(id=call_id, code=exc.code, message=exc.message))
 
     def emit_log(self, call_id: int, level: str, message: str) -> None:
         self._send_threadsafe(Log(level=level, message=message, id=call_id))
@@ -165,15 +232,17 @@ class Worker:
         self._send_threadsafe(Progress(id=call_id, progress=progress, total=total, message=message))
 
     # -- frames --------------------------------------------------------------------
-    def _send(self, frame: Frame) -> None:
+    def _send(self, frame: Frame, *, flush: bool = True) -> None:
+        """Send from the loop's thread; ``flush=False`` lets the frame wait for the
+        others sent in this turn of the loop."""
         ch = self.channel
         if ch is None or ch.closed:
             return
         try:
-            ch.send(frame)
+            ch.send(frame, flush=flush)
         except MCPHostError as exc:
             call_id = getattr(frame, "id", 0)
-            ch.send(Error(id=call_id, code=exc.code, message=exc.message))
+            ch.send(Error(id=call_id, code=exc.code, message=exc.message), flush=flush)
 
     def on_frame(self, frame: Frame) -> None:
         if isinstance(frame, Call):
@@ -188,6 +257,8 @@ class Worker:
             if entry is not None:
                 entry[1]._cancel()
                 entry[0].cancel()
+            else:
+                self._cancel_job(frame.id)
         elif isinstance(frame, Ping):
             self._send(Pong(n=frame.n))
         elif isinstance(frame, Welcome):
@@ -197,6 +268,8 @@ class Worker:
             for task, ctx in list(self.tasks.values()):
                 ctx._cancel()
                 task.cancel()
+            for call_id in list(self.jobs):
+                self._cancel_job(call_id)
             if not self.done.done():
                 self.done.set_result(None)
         # Any other frame type is not meant for a worker; ignoring it is safe.
@@ -206,13 +279,8 @@ class Worker:
         os._exit(0)
 
     # -- calls ---------------------------------------------------------------------
-    def _start_call(self, call: Call) -> None:
-        deadline = time.monotonic() + call.timeout if call.timeout is not None else None
-        tool = self.tools.get(call.tool)
-        if tool is not None and not call.stream and self._fast.get(call.tool, 0) >= FAST_STREAK:
-            self._run_inline(call, tool, deadline)
-            return
-        ctx = Context(
+    def _context(self, call: Call, deadline: float | None) -> Context:
+        return Context(
             call_id=call.id,
             plugin=self.plugin.name,
             tool=call.tool,
@@ -220,25 +288,37 @@ class Worker:
             sink=self,
             deadline=deadline,
         )
+
+    def _start_call(self, call: Call) -> None:
+        speed = self._speed.get(call.tool)
+        if speed is not None and not call.stream:
+            tool = self.tools[call.tool]
+            # A tool that takes no Context gets none: nothing could see it.
+            ctx = None
+            if tool.signature.context_param is not None:
+                ctx = self._context(call, _deadline(call))
+            if speed.inline:
+                self._run_inline(call, tool, ctx, speed)
+            else:
+                self._run_on_pool(call, tool, ctx, speed)
+            return
+        ctx = self._context(call, _deadline(call))
         task = self.loop.create_task(self._run_call(call, ctx))
         self.tasks[call.id] = (task, ctx)
 
-    def _run_inline(self, call: Call, tool: Tool, deadline: float | None) -> None:
-        """Run a known-fast sync tool right here: no task, no thread hop."""
-        ctx = Context(
-            call_id=call.id,
-            plugin=self.plugin.name,
-            tool=call.tool,
-            data_dir=self.data_dir,
-            sink=self,
-            deadline=deadline,
-        )
-        name = f"{self.plugin.name}.{tool.name}"
-        t0 = time.perf_counter()
+    def _execute(self, call: Call, tool: Tool, ctx: Context | None) -> tuple[Frame, float]:
+        """Run a sync tool in this thread: the Result or Error frame that answers it, and
+        how long the tool's function ran."""
+        name = self._names[tool.name]
+        seconds = 0.0
         try:
-            kwargs = tool.bind(call.args, ctx)
+            # Tool.bind, for a tool that may have no Context.
+            kwargs = tool.signature.bind(name, call.args)
+            if ctx is not None and tool.signature.context_param is not None:
+                kwargs[tool.signature.context_param] = ctx
+            t0 = time.perf_counter()
             try:
-                value = to_wire(tool.fn(**kwargs), name)
+                value = tool.fn(**kwargs)
             except MCPHostError:
                 raise
             except Exception as exc:
@@ -247,20 +327,60 @@ class Worker:
                     code="tool_exception",
                     data={"exception": type(exc).__name__},
                 ) from exc
+            finally:
+                seconds = time.perf_counter() - t0
+                if ctx is not None:
+                    ctx.run_seconds = seconds
+            return Result(id=call.id, value=to_wire(value, name)), seconds
         except MCPHostError as exc:
-            self._send(Error(id=call.id, code=exc.code, message=exc.message, data=exc.data))
-        else:
-            self._send(Result(id=call.id, value=value))
-        if time.perf_counter() - t0 > FAST_SECONDS:
-            self._fast[call.tool] = -1
+            return Error(id=call.id, code=exc.code, message=exc.message, data=exc.data), seconds
+        except Exception as exc:  # a bug in the worker itself; keep serving
+            return Error(
+                id=call.id,
+                code="worker_error",
+                message=f"worker error in {call.tool}: {type(exc).__name__}: {exc}",
+            ), seconds
 
-    def _note_duration(self, tool: Tool, seconds: float) -> None:
-        if tool.kind != "sync" or self._fast.get(tool.name, 0) < 0:
+    def _run_inline(self, call: Call, tool: Tool, ctx: Context | None, speed: _Speed) -> None:
+        """Run a known-fast sync tool right here: no task, no thread hop."""
+        frame, seconds = self._execute(call, tool, ctx)
+        speed.ran_inline(seconds)
+        self._send(frame)
+
+    def _run_on_pool(self, call: Call, tool: Tool, ctx: Context | None, speed: _Speed) -> None:
+        self.jobs[call.id] = (call, ctx)
+        if call.timeout is not None:
+            self._deadlines.add(self.loop.time() + call.timeout, call.id)
+        run = contextvars.copy_context().run
+        self.executor.submit(run, self._pool_job, call, tool, ctx, speed)
+
+    def _pool_job(self, call: Call, tool: Tool, ctx: Context | None, speed: _Speed) -> None:
+        """On a pool thread: run the tool and send its answer, unless a cancel or the
+        deadline answered the call first."""
+        try:
+            frame, seconds = self._execute(call, tool, ctx)
+        except BaseException as exc:  # SystemExit and the like end the worker, as on the loop
+            self.loop.call_soon_threadsafe(_reraise, exc)
+            raise
+        speed.ran_on_pool(seconds)
+        if self.jobs.pop(call.id, None) is not None:
+            self._send_threadsafe(frame)
+
+    def _cancel_job(self, call_id: int) -> None:
+        job = self.jobs.pop(call_id, None)
+        if job is not None:
+            if job[1] is not None:
+                job[1]._cancel()
+            self._send(Error(id=call_id, code=CallCancelled.code, message="the call was cancelled"))
+
+    def _job_timed_out(self, call_id: int) -> None:
+        job = self.jobs.pop(call_id, None)
+        if job is None:
             return
-        if seconds <= FAST_SECONDS:
-            self._fast[tool.name] = self._fast.get(tool.name, 0) + 1
-        else:
-            self._fast[tool.name] = -1
+        call, ctx = job
+        if ctx is not None:
+            ctx._cancel()
+        self._send(_timeout_error(self.plugin.name, call))
 
     async def _run_call(self, call: Call, ctx: Context) -> None:
         try:
@@ -275,18 +395,10 @@ class Worker:
                     await self._run_stream(call, tool, ctx)
                 else:
                     value = await invoke(tool, call.args, ctx, self.executor)
-                    self._note_duration(tool, ctx.run_seconds)
-                    self._send(Result(id=call.id, value=value))
+                    self._send(Result(id=call.id, value=value), flush=len(self.tasks) <= 1)
         except TimeoutError:
             ctx._cancel()
-            self._send(
-                Error(
-                    id=call.id,
-                    code=ToolTimeout.code,
-                    message=f"{self.plugin.name}.{call.tool} did not finish within "
-                    f"{call.timeout:g}s; raise the timeout or make the tool faster",
-                )
-            )
+            self._send(_timeout_error(self.plugin.name, call))
         except asyncio.CancelledError:
             ctx._cancel()
             self._send(Error(id=call.id, code=CallCancelled.code, message="the call was cancelled"))
@@ -323,6 +435,24 @@ class Worker:
         finally:
             await agen.aclose()
         self._send(StreamEnd(id=call.id, count=seq))
+
+
+def _deadline(call: Call) -> float | None:
+    """The call's deadline on ``time.monotonic()``, or None."""
+    return time.monotonic() + call.timeout if call.timeout is not None else None
+
+
+def _timeout_error(plugin: str, call: Call) -> Error:
+    return Error(
+        id=call.id,
+        code=ToolTimeout.code,
+        message=f"{plugin}.{call.tool} did not finish within "
+        f"{call.timeout:g}s; raise the timeout or make the tool faster",
+    )
+
+
+def _reraise(exc: BaseException) -> None:
+    raise exc
 
 
 async def serve(cfg: WorkerConfig, plugin: Plugin) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Protocol
@@ -51,7 +50,9 @@ class Context:
         #: How long a sync tool's function itself ran (set by the runner).
         self.run_seconds = 0.0
         self._sink = sink
-        self._cancelled = threading.Event()
+        # A plain flag: set by the worker's loop, read by the tool's thread; the GIL
+        # makes both safe, and a call that is never cancelled pays for no Event.
+        self._cancelled = False
 
     # -- logging -------------------------------------------------------------------
     def log(self, level: str, message: str) -> None:
@@ -85,7 +86,7 @@ class Context:
         """True once the caller cancelled the call or its deadline passed."""
         if self.deadline is not None and time.monotonic() > self.deadline:
             return True
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def check_cancelled(self) -> None:
         """Raise :class:`CallCancelled` if the call was cancelled; for long sync loops."""
@@ -99,4 +100,4 @@ class Context:
         return max(0.0, self.deadline - time.monotonic())
 
     def _cancel(self) -> None:
-        self._cancelled.set()
+        self._cancelled = True

@@ -22,10 +22,14 @@ from .plugin import Tool
 __all__ = ["invoke", "iterate", "to_wire"]
 
 _STOP = object()
+#: Values that are plain data already (exactly these types, not subclasses).
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 def to_wire(value: Any, tool: str) -> Any:
     """Convert a tool's return value to plain JSON-compatible data."""
+    if type(value) in _PLAIN:
+        return value
     try:
         return msgspec.to_builtins(value, str_keys=True)
     except TypeError as exc:

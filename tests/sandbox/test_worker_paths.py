@@ -1,0 +1,195 @@
+"""Where a real worker runs a sync tool (inline on its loop, or on its thread pool), and
+that deadlines, cancellation, progress and size limits behave the same on both paths."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from mcphost.sandbox import RlimitBackend, WorkerClient, WorkerSpec, spawn_worker
+from mcphost.sandbox.worker import FAST_STREAK
+from mcphost.sdk import MCPHostError, ToolTimeout
+
+PluginWriter = Callable[..., WorkerSpec]
+
+PATHS = '''
+import threading
+import time
+
+from mcphost.sdk import Context, Plugin
+
+plugin = Plugin("paths")
+
+
+@plugin.tool
+def where(sleep: float = 0.0) -> str:
+    """The name of the thread the tool ran on, after sleeping ``sleep`` seconds."""
+    if sleep:
+        time.sleep(sleep)
+    return threading.current_thread().name
+
+
+@plugin.tool
+def poll(ctx: Context, seconds: float) -> str:
+    """Poll the context until it is cancelled or ``seconds`` pass; say which."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if ctx.cancelled:
+            (ctx.data_dir / "saw-cancel").write_text(str(ctx.call_id))
+            return "cancelled"
+        time.sleep(0.005)
+    return "done"
+
+
+@plugin.tool
+def report(ctx: Context, steps: int) -> int:
+    """Report progress ``steps`` times, then return ``steps``."""
+    for i in range(steps):
+        ctx.progress(i + 1, steps)
+    return steps
+
+
+@plugin.tool
+def huge(size: int) -> str:
+    """A result of ``size`` bytes."""
+    return "h" * size
+'''
+
+
+@asynccontextmanager
+async def running(spec: WorkerSpec, backend: RlimitBackend) -> AsyncIterator[WorkerClient]:
+    client = await spawn_worker(spec, backend, handshake_timeout=10)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def inline(thread: str) -> bool:
+    return thread == "MainThread"
+
+
+def test_a_fast_sync_tool_moves_inline_and_back_to_the_pool_when_it_runs_slow(
+    write_plugin: PluginWriter, backend: RlimitBackend
+) -> None:
+    spec = write_plugin("paths", PATHS)
+
+    async def scenario() -> list[str]:
+        async with running(spec, backend) as w:
+            seen = [await w.call("where", {}) for _ in range(FAST_STREAK + 1)]
+            seen.append(await w.call("where", {"sleep": 0.01}))  # runs inline, slow
+            # Back on the pool, it must now be fast twice as many times to return.
+            seen += [await w.call("where", {}) for _ in range(2 * FAST_STREAK + 1)]
+            return seen
+
+    seen = asyncio.run(scenario())
+    first = FAST_STREAK
+    assert not any(inline(t) for t in seen[:first]), seen
+    assert inline(seen[first]) and inline(seen[first + 1]), seen
+    back = seen[first + 2 :]
+    assert not any(inline(t) for t in back[: 2 * FAST_STREAK]), seen
+    assert inline(back[-1]), seen
+
+
+def test_a_sync_tool_on_the_pool_past_its_deadline_fails_and_its_context_is_cancelled(
+    write_plugin: PluginWriter, backend: RlimitBackend
+) -> None:
+    spec = write_plugin("paths", PATHS)
+    data = Path(spec.data_dir)
+
+    async def scenario() -> None:
+        async with running(spec, backend) as w:
+            t0 = time.perf_counter()
+            with pytest.raises(ToolTimeout) as info:
+                await w.call("poll", {"seconds": 30}, timeout=0.3)
+            assert time.perf_counter() - t0 < 2.0
+            assert "paths.poll did not finish within 0.3s" in info.value.message
+            for _ in range(500):
+                if (data / "saw-cancel").exists():
+                    break
+                await asyncio.sleep(0.01)
+            assert (data / "saw-cancel").exists()
+            assert await w.call("where", {}) and w.inflight == 0
+
+    asyncio.run(scenario())
+
+
+def test_cancelling_a_caller_of_a_sync_tool_cancels_its_context_in_the_worker(
+    write_plugin: PluginWriter, backend: RlimitBackend
+) -> None:
+    spec = write_plugin("paths", PATHS)
+    data = Path(spec.data_dir)
+
+    async def scenario() -> None:
+        async with running(spec, backend) as w:
+            task = asyncio.create_task(w.call("poll", {"seconds": 30}))
+            await asyncio.sleep(0.2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            for _ in range(500):
+                if (data / "saw-cancel").exists():
+                    break
+                await asyncio.sleep(0.01)
+            assert (data / "saw-cancel").exists()
+            assert await w.call("poll", {"seconds": 0.01}) == "done"
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_shutting_down_answers_the_pool_calls_it_was_running(
+    write_plugin: PluginWriter, backend: RlimitBackend
+) -> None:
+    spec = write_plugin("paths", PATHS)
+
+    async def scenario() -> None:
+        w = await spawn_worker(spec, backend, handshake_timeout=10)
+        call = asyncio.create_task(w.call("poll", {"seconds": 30}))
+        await asyncio.sleep(0.2)
+        await w.close()
+        with pytest.raises(MCPHostError) as info:
+            await call
+        assert info.value.code in ("call_cancelled", "worker_crashed")
+
+    asyncio.run(scenario())
+
+
+def test_progress_from_a_pool_thread_arrives_before_the_result(
+    write_plugin: PluginWriter, backend: RlimitBackend
+) -> None:
+    spec = write_plugin("paths", PATHS)
+
+    async def scenario() -> tuple[int, list[float]]:
+        seen: list[float] = []
+        async with running(spec, backend) as w:
+            result = await w.call(
+                "report", {"steps": 50}, on_progress=lambda p, total, msg: seen.append(p)
+            )
+            return result, seen
+
+    result, seen = asyncio.run(scenario())
+    assert result == 50
+    assert seen == [float(i + 1) for i in range(50)]
+
+
+def test_a_result_over_the_frame_limit_fails_that_call_on_either_path(
+    write_plugin: PluginWriter, backend: RlimitBackend
+) -> None:
+    spec = write_plugin("paths", PATHS, max_frame=64 * 1024)
+
+    async def scenario() -> list[str]:
+        codes = []
+        async with running(spec, backend) as w:
+            for _ in range(FAST_STREAK + 2):  # the pool first, then inline
+                assert await w.call("huge", {"size": 10}) == "h" * 10
+                with pytest.raises(MCPHostError) as info:
+                    await w.call("huge", {"size": 100_000})
+                codes.append(info.value.code)
+        return codes
+
+    assert set(asyncio.run(scenario())) == {"protocol_error"}
