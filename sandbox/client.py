@@ -30,6 +30,7 @@ from mcphost.sdk.errors import (
 )
 
 from .channel import Channel, open_channel
+from .deadlines import Deadlines
 from .isolation import IsolationBackend, LaunchPlan, WorkerSpec
 from .protocol import (
     Call,
@@ -64,7 +65,7 @@ _END = object()
 
 
 class _Pending:
-    __slots__ = ("future", "granted", "on_progress", "queue", "received")
+    __slots__ = ("future", "granted", "on_progress", "queue", "received", "timeout", "tool")
 
     def __init__(
         self,
@@ -72,12 +73,16 @@ class _Pending:
         queue: asyncio.Queue[Any] | None,
         on_progress: ProgressCallback | None,
         granted: int = 0,
+        tool: str = "",
+        timeout: float | None = None,
     ) -> None:
         self.future = future
         self.queue = queue
         self.on_progress = on_progress
         self.received = 0
         self.granted = granted
+        self.tool = tool
+        self.timeout = timeout
 
 
 class WorkerClient:
@@ -102,8 +107,10 @@ class WorkerClient:
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._pings: dict[int, asyncio.Future[None]] = {}
-        self._hello: asyncio.Future[Hello] = asyncio.get_running_loop().create_future()
-        self.closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._deadlines = Deadlines(self._loop, self._pending, self._expire)
+        self._hello: asyncio.Future[Hello] = self._loop.create_future()
+        self.closed: asyncio.Future[str] = self._loop.create_future()
         self._kill_reason: str | None = None
         self._io_tasks: list[asyncio.Task[None]] = []
         self.calls_total = 0
@@ -232,6 +239,7 @@ class WorkerClient:
         if self.closed.done():
             return
         self.closed.set_result(reason)
+        self._deadlines.close()
         err_text = f"worker for {self.label} {reason}"
         if not self._hello.done():
             self._hello.set_exception(
@@ -260,13 +268,13 @@ class WorkerClient:
         shutil.rmtree(self.spec.work_dir, ignore_errors=True)
 
     # -- calls ---------------------------------------------------------------------
-    def _send(self, frame: Frame) -> None:
+    def _send(self, frame: Frame, *, flush: bool = True) -> None:
         if self.channel is None or self.closed.done():
             raise WorkerCrashed(
                 f"worker for {self.label} is not running"
                 + (f": {self.closed.result()}" if self.closed.done() else "")
             )
-        self.channel.send(frame)
+        self.channel.send(frame, flush=flush)
 
     async def call(
         self,
@@ -278,8 +286,12 @@ class WorkerClient:
     ) -> Any:
         """Run one call; cancelling the awaiting task cancels the call in the worker."""
         call_id = next(self._ids)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[call_id] = _Pending(fut, None, on_progress)
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        # A call made while others are in flight waits for the end of this turn of the
+        # loop, to leave in one write with the calls made beside it; a lone call leaves
+        # at once.
+        flush = not self._pending
+        self._pending[call_id] = _Pending(fut, None, on_progress, tool=tool, timeout=timeout)
         self.calls_total += 1
         try:
             self._send(
@@ -289,33 +301,27 @@ class WorkerClient:
                     args=args or {},
                     timeout=timeout,
                     progress=on_progress is not None,
-                )
+                ),
+                flush=flush,
             )
         except MCPHostError:
             self._pending.pop(call_id, None)
             raise
-        timer = None
         if timeout is not None:
-            # A timer on the future itself: cheaper than wait_for's extra task per call.
-            timer = asyncio.get_running_loop().call_later(
-                timeout + DEADLINE_GRACE, self._expire, call_id, tool, timeout
-            )
+            self._deadlines.add(self._loop.time() + timeout + DEADLINE_GRACE, call_id)
         try:
             return await fut
         except (asyncio.CancelledError, ToolTimeout):
             if self._pending.pop(call_id, None) is not None and self.alive:
                 self.channel.send(Cancel(id=call_id))  # type: ignore[union-attr]
             raise
-        finally:
-            if timer is not None:
-                timer.cancel()
 
-    def _expire(self, call_id: int, tool: str, timeout: float) -> None:
+    def _expire(self, call_id: int) -> None:
         p = self._pending.pop(call_id, None)
         if p is not None and p.future is not None and not p.future.done():
             p.future.set_exception(
                 ToolTimeout(
-                    f"{self.spec.plugin}.{tool} did not answer within {timeout:g}s "
+                    f"{self.spec.plugin}.{p.tool} did not answer within {p.timeout:g}s "
                     "and was cancelled; raise the timeout or make the tool faster"
                 )
             )
