@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from mcphost.sandbox.client import ProgressCallback
+from mcphost.sandbox.client import ProgressCallback, WorkerClient
 from mcphost.sandbox.jail import choose_backend
 from mcphost.sdk.errors import (
     ConfigError,
@@ -104,6 +104,8 @@ class Host:
         self.hooks = make_plugin_manager(list(hooks))
         self._isolation = isolation
         self._supervisors: dict[str, PluginSupervisor] = {}
+        #: ``<plugin>.<tool>`` -> (supervisor, tool, the worker it was checked against).
+        self._routes: dict[str, tuple[PluginSupervisor, str, WorkerClient | None]] = {}
         self._listeners: list[Listener] = []
         self._env: SupervisorEnv | None = None
         self._started = False
@@ -221,6 +223,7 @@ class Host:
             await asyncio.gather(*self._env.tasks, return_exceptions=True)
         # A closed host forgets its stopped supervisors, so it can be started again.
         self._supervisors.clear()
+        self._routes.clear()
         self._started = False
 
     # -- events --------------------------------------------------------------------
@@ -278,6 +281,14 @@ class Host:
         return sorted(out, key=lambda t: t.name)
 
     def _route(self, name: str) -> tuple[PluginSupervisor, str]:
+        # A name checked before is good while its plugin has the same supervisor and
+        # worker: the tools a supervisor offers come from its worker's handshake (or,
+        # with no worker, from its source, which changes only with a new worker).
+        hit = self._routes.get(name)
+        if hit is not None:
+            routed, tool, worker = hit
+            if routed.worker is worker and self._supervisors.get(routed.name) is routed:
+                return routed, tool
         if not self._started:
             raise PluginError("the host is not started; use `async with Host() as host:`")
         plugin, dot, tool = name.partition(".")
@@ -294,13 +305,18 @@ class Host:
                 "with `mcphost plugin install WHEEL`",
                 data={"plugin": plugin},
             )
+        worker = sup.worker
         known_tools = sup.tools
-        if known_tools and tool not in {t.name for t in known_tools}:
-            raise ToolNotFound(
-                f"plugin {plugin} has no tool {tool!r}; it has: "
-                + ", ".join(sorted(t.name for t in known_tools)),
-                data={"plugin": plugin, "tool": tool},
-            )
+        if known_tools:
+            if tool not in {t.name for t in known_tools}:
+                raise ToolNotFound(
+                    f"plugin {plugin} has no tool {tool!r}; it has: "
+                    + ", ".join(sorted(t.name for t in known_tools)),
+                    data={"plugin": plugin, "tool": tool},
+                )
+            if len(self._routes) > 4096:
+                self._routes.clear()
+            self._routes[name] = (sup, tool, worker)
         return sup, tool
 
     def _authorize(self, name: str, plugin: str, args: dict[str, Any]) -> None:
@@ -326,22 +342,31 @@ class Host:
         if not isinstance(args, dict):
             raise InvalidArguments(f"{name}: arguments must be a JSON object (a dict)")
         sup, tool = self._route(name)
+        timeout = timeout or self.config.call_timeout
         hook = self.hooks.hook
-        self._authorize(name, sup.name, args)
-        hook.mcphost_before_call(tool=name, plugin=sup.name, arguments=args)
+        after = hook.mcphost_after_call
+        # A hook with no implementation registered is not called at all: pluggy's call
+        # machinery costs more than the rest of the host's side of a call.
+        if hook.mcphost_authorize_call.get_hookimpls():
+            self._authorize(name, sup.name, args)
+        if hook.mcphost_before_call.get_hookimpls():
+            hook.mcphost_before_call(tool=name, plugin=sup.name, arguments=args)
+        if not after.get_hookimpls():
+            worker = sup.worker
+            if worker is None or not worker.alive:
+                worker = await sup.acquire()
+            return await worker.call(tool, args, timeout=timeout, on_progress=on_progress)
         t0 = time.perf_counter()
         error: BaseException | None = None
         try:
             worker = await sup.acquire()
-            return await worker.call(
-                tool, args, timeout=timeout or self.config.call_timeout, on_progress=on_progress
-            )
+            return await worker.call(tool, args, timeout=timeout, on_progress=on_progress)
         except BaseException as exc:
             error = exc
             raise
         finally:
             outcome = "ok" if error is None else getattr(error, "code", "cancelled")
-            hook.mcphost_after_call(
+            after(
                 tool=name,
                 plugin=sup.name,
                 arguments=args,
