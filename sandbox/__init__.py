@@ -1,9 +1,15 @@
 """mcphost.sandbox: the process boundary: wire protocol, worker, isolation backends."""
 
-from .client import WorkerClient, spawn_worker
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .isolation import Grants, IsolationBackend, IsolationReport, LaunchPlan, Limits, WorkerSpec
 from .jail import RlimitBackend, available_backends, choose_backend
 from .protocol import PROTOCOL_VERSION, SUPPORTED_VERSIONS, Frame, FrameCodec
+
+if TYPE_CHECKING:
+    from .client import WorkerClient, spawn_worker
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -22,3 +28,13 @@ __all__ = [
     "choose_backend",
     "spawn_worker",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The host's side of a worker (subprocess, shutil, logging set-up) is imported on
+    # first use: a worker imports this package too, and never needs it.
+    if name in ("WorkerClient", "spawn_worker"):
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
