@@ -33,7 +33,7 @@ READ_SIZE = 256 * 1024
 MIN_READ = 16 * 1024
 #: Frames held back to leave together are written once this many have gathered: the
 #: peer can start on them while this side goes on with the rest.
-WRITE_BATCH = 16
+WRITE_BATCH = 32
 
 
 class Channel(asyncio.BufferedProtocol):
