@@ -4,7 +4,8 @@ A timer per call (``loop.call_later``) costs a handle, a push onto the loop's he
 cancellation for every call, and the loop's heap fills with cancelled handles when calls
 are many and short. :class:`Deadlines` keeps one heap of ``(when, call id)`` and one loop
 timer, set for the earliest deadline. A call that finished is not removed: its entry is
-skipped when it comes up, and the heap is pruned when it holds many such entries.
+skipped when it comes up, and the heap is pruned when such entries outnumber the calls
+in flight several times over.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class Deadlines:
     def add(self, when: float, call_id: int) -> None:
         """Expire ``call_id`` at ``when`` (in ``loop.time()``) unless it has finished."""
         heap = self._heap
-        if len(heap) > 64 and len(heap) > 2 * len(self._live):
+        if len(heap) > 4 * len(self._live) + 1024:
             live = self._live
             heap[:] = [e for e in heap if e[1] in live]
             heapq.heapify(heap)
