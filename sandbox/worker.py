@@ -18,7 +18,6 @@ import socket
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from mcphost.sdk.runner import invoke, iterate, to_wire
 
 from .channel import Channel, open_channel
 from .deadlines import Deadlines
+from .pool import ThreadPool
 from .protocol import (
     SUPPORTED_VERSIONS,
     Call,
@@ -73,6 +73,8 @@ class WorkerConfig(msgspec.Struct, frozen=True):
     limits: dict[str, int | None] = {}
     max_frame: int = 16 * 1024 * 1024
     threads: int = 8
+    #: False keeps every sync tool on the thread pool, fast or not (to measure that path).
+    inline: bool = True
 
 
 def apply_limits(limits: dict[str, int | None]) -> None:
@@ -127,8 +129,8 @@ MAX_STREAK = 1024
 FORGIVE = 1000
 
 
-class _Speed:
-    """Where a sync tool runs: inline on the loop, or on the thread pool.
+class _SyncTool:
+    """A sync tool and where it runs: inline on the loop, or on the thread pool.
 
     A tool earns the inline path by finishing fast ``need`` times in a row on the pool.
     A slow inline run (the tool's own time, measured by the clock on the wall: a tool
@@ -138,9 +140,12 @@ class _Speed:
     middle of it) is back inline after a few calls.
     """
 
-    __slots__ = ("fast", "inline", "need", "streak")
+    __slots__ = ("context_param", "fast", "inline", "name", "need", "streak", "tool")
 
-    def __init__(self) -> None:
+    def __init__(self, tool: Tool, name: str) -> None:
+        self.tool = tool
+        self.name = name  # <plugin>.<tool>, for messages
+        self.context_param = tool.signature.context_param
         self.inline = False
         self.streak = 0  # fast runs in a row on the pool
         self.need = FAST_STREAK
@@ -191,7 +196,7 @@ class Worker:
         self.plugin = plugin
         self.tools: dict[str, Tool] = plugin.tools
         self.data_dir = Path(cfg.data_dir)
-        self.executor = ThreadPoolExecutor(max_workers=cfg.threads, thread_name_prefix="tool")
+        self.executor = ThreadPool(cfg.threads, "tool")
         #: Calls running as tasks (async tools, streams).
         self.tasks: dict[int, tuple[asyncio.Task[None], Context]] = {}
         #: Calls of sync tools on the thread pool. Whoever pops a call from here (its
@@ -201,8 +206,11 @@ class Worker:
         self.channel: Channel | None = None
         self.loop = asyncio.get_running_loop()
         self.loop_thread = threading.get_ident()
-        self._names = {name: f"{plugin.name}.{name}" for name in self.tools}
-        self._speed = {name: _Speed() for name, t in self.tools.items() if t.kind == "sync"}
+        self._sync = {
+            name: _SyncTool(t, f"{plugin.name}.{name}")
+            for name, t in self.tools.items()
+            if t.kind == "sync"
+        }
         self._deadlines = Deadlines(self.loop, self.jobs, self._job_timed_out)
         self.welcome: asyncio.Future[Welcome] = self.loop.create_future()
         self.done: asyncio.Future[None] = self.loop.create_future()
@@ -290,32 +298,34 @@ class Worker:
         )
 
     def _start_call(self, call: Call) -> None:
-        speed = self._speed.get(call.tool)
-        if speed is not None and not call.stream:
-            tool = self.tools[call.tool]
-            # A tool that takes no Context gets none: nothing could see it.
-            ctx = None
-            if tool.signature.context_param is not None:
-                ctx = self._context(call, _deadline(call))
-            if speed.inline:
-                self._run_inline(call, tool, ctx, speed)
-            else:
-                self._run_on_pool(call, tool, ctx, speed)
+        st = self._sync.get(call.tool)
+        if st is None or call.stream:
+            task_ctx = self._context(call, _deadline(call))
+            task = self.loop.create_task(self._run_call(call, task_ctx))
+            self.tasks[call.id] = (task, task_ctx)
             return
-        ctx = self._context(call, _deadline(call))
-        task = self.loop.create_task(self._run_call(call, ctx))
-        self.tasks[call.id] = (task, ctx)
+        # A tool that takes no Context gets none: nothing could see it.
+        ctx = self._context(call, _deadline(call)) if st.context_param is not None else None
+        if st.inline and self.cfg.inline:
+            # Known to be fast: run it right here, with no task and no thread hop.
+            self._send(self._execute(call, st, ctx, inline=True))
+            return
+        self.jobs[call.id] = (call, ctx)
+        if call.timeout is not None:
+            self._deadlines.add(self.loop.time() + call.timeout, call.id)
+        run = contextvars.copy_context().run
+        self.executor.post(run, self._pool_job, call, st, ctx)
 
-    def _execute(self, call: Call, tool: Tool, ctx: Context | None) -> tuple[Frame, float]:
-        """Run a sync tool in this thread: the Result or Error frame that answers it, and
-        how long the tool's function ran."""
-        name = self._names[tool.name]
+    def _execute(self, call: Call, st: _SyncTool, ctx: Context | None, *, inline: bool) -> Frame:
+        """Run a sync tool in this thread; the Result or Error frame that answers it."""
+        tool = st.tool
+        name = st.name
         seconds = 0.0
         try:
             # Tool.bind, for a tool that may have no Context.
             kwargs = tool.signature.bind(name, call.args)
-            if ctx is not None and tool.signature.context_param is not None:
-                kwargs[tool.signature.context_param] = ctx
+            if ctx is not None and st.context_param is not None:
+                kwargs[st.context_param] = ctx
             t0 = time.perf_counter()
             try:
                 value = tool.fn(**kwargs)
@@ -331,38 +341,29 @@ class Worker:
                 seconds = time.perf_counter() - t0
                 if ctx is not None:
                     ctx.run_seconds = seconds
-            return Result(id=call.id, value=to_wire(value, name)), seconds
+            return Result(id=call.id, value=to_wire(value, name))
         except MCPHostError as exc:
-            return Error(id=call.id, code=exc.code, message=exc.message, data=exc.data), seconds
+            return Error(id=call.id, code=exc.code, message=exc.message, data=exc.data)
         except Exception as exc:  # a bug in the worker itself; keep serving
             return Error(
                 id=call.id,
                 code="worker_error",
                 message=f"worker error in {call.tool}: {type(exc).__name__}: {exc}",
-            ), seconds
+            )
+        finally:
+            if inline:
+                st.ran_inline(seconds)
+            else:
+                st.ran_on_pool(seconds)
 
-    def _run_inline(self, call: Call, tool: Tool, ctx: Context | None, speed: _Speed) -> None:
-        """Run a known-fast sync tool right here: no task, no thread hop."""
-        frame, seconds = self._execute(call, tool, ctx)
-        speed.ran_inline(seconds)
-        self._send(frame)
-
-    def _run_on_pool(self, call: Call, tool: Tool, ctx: Context | None, speed: _Speed) -> None:
-        self.jobs[call.id] = (call, ctx)
-        if call.timeout is not None:
-            self._deadlines.add(self.loop.time() + call.timeout, call.id)
-        run = contextvars.copy_context().run
-        self.executor.submit(run, self._pool_job, call, tool, ctx, speed)
-
-    def _pool_job(self, call: Call, tool: Tool, ctx: Context | None, speed: _Speed) -> None:
+    def _pool_job(self, call: Call, st: _SyncTool, ctx: Context | None) -> None:
         """On a pool thread: run the tool and send its answer, unless a cancel or the
         deadline answered the call first."""
         try:
-            frame, seconds = self._execute(call, tool, ctx)
+            frame = self._execute(call, st, ctx, inline=False)
         except BaseException as exc:  # SystemExit and the like end the worker, as on the loop
             self.loop.call_soon_threadsafe(_reraise, exc)
             raise
-        speed.ran_on_pool(seconds)
         if self.jobs.pop(call.id, None) is not None:
             self._send_threadsafe(frame)
 
