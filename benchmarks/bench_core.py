@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "example_plugins"
@@ -392,15 +393,19 @@ class BlockingClient:
     """The real worker driven by a blocking socket speaking the real protocol: the
     worker side alone, with no asyncio on the host's side."""
 
-    def __init__(self, spec: Any, backend: Any) -> None:
+    def __init__(self, spec: Any, backend: Any, *, inline: bool = True) -> None:
         from mcphost.sandbox.protocol import FrameCodec, Hello, Welcome
 
         os.makedirs(spec.work_dir, exist_ok=True)
         os.makedirs(spec.data_dir, exist_ok=True)
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         plan = backend.prepare(spec, theirs.fileno())
+        argv = list(plan.argv)
+        if not inline:  # the worker's configuration is its last argument, as JSON
+            config = {**msgspec.json.decode(argv[-1]), "inline": False}
+            argv[-1] = msgspec.json.encode(config).decode()
         self.proc = subprocess.Popen(
-            plan.argv,
+            argv,
             env=plan.env,
             cwd=plan.cwd,
             pass_fds=plan.pass_fds,
@@ -673,8 +678,7 @@ class Placement:
 
 
 def placements() -> list[Placement]:
-    """Cross core first: sharing one core, a worker is preempted more often, and a
-    preempted inline call can move a tool to the worker's thread pool for good."""
+    """Cross core first, then both on one core."""
     cpus = sorted(os.sched_getaffinity(0))
     out = [Placement("same core", {cpus[0]}, {cpus[0]})]
     if len(cpus) > 1:
@@ -694,6 +698,62 @@ class CallPath:
     name: str
     latencies: LatencyFn
     pipelined: ThroughputFn
+    #: The real worker serving this path, whose threads are watched (None: no worker).
+    worker_pid: Callable[[], int] | None = None
+    #: CPU seconds of that worker's loop thread and of its other (thread pool) threads
+    #: while this path was measured, one call at a time and pipelined.
+    loop_cpu: dict[str, float] = field(default_factory=lambda: {"latency": 0.0, "pipelined": 0.0})
+    pool_cpu: dict[str, float] = field(default_factory=lambda: {"latency": 0.0, "pipelined": 0.0})
+
+    @contextlib.contextmanager
+    def watched(self, kind: str) -> Iterator[None]:
+        """Add the CPU time the worker's threads use in the block to ``kind``."""
+        pid = self.worker_pid() if self.worker_pid is not None else None
+        before = thread_cpu(pid) if pid is not None else (0.0, 0.0)
+        yield
+        if pid is not None:
+            after = thread_cpu(pid)
+            self.loop_cpu[kind] += after[0] - before[0]
+            self.pool_cpu[kind] += after[1] - before[1]
+
+    def where_note(self, kind: str, tool: str) -> str | None:
+        """Which of the worker's paths ran the tool, from where its CPU time went."""
+        total = self.loop_cpu[kind] + self.pool_cpu[kind]
+        if self.worker_pid is None or total <= 0:
+            return None
+        share = self.pool_cpu[kind] / total
+        where = "inline on the worker's loop" if share < 0.05 else "on the worker's thread pool"
+        return f"{tool} ran {where} (its thread pool used {share:.0%} of the worker's CPU)"
+
+
+def thread_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds so far of a process's main thread and of all its other threads.
+
+    From /proc/<pid>/task/<tid>/schedstat (nanoseconds) where the kernel has it: the
+    clock-tick figures of psutil are too coarse for a few thousand short calls.
+    """
+    main = other = 0.0
+    try:
+        for tid in [int(t) for t in os.listdir(f"/proc/{pid}/task")]:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    seconds = int(f.read().split()[0]) / 1e9
+            except FileNotFoundError:  # the thread ended meanwhile
+                continue
+            if tid == pid:
+                main += seconds
+            else:
+                other += seconds
+        return main, other
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        threads = psutil.Process(pid).threads()
+    except psutil.Error:
+        return 0.0, 0.0
+    main = sum(t.user_time + t.system_time for t in threads if t.id == pid)
+    other = sum(t.user_time + t.system_time for t in threads if t.id != pid)
+    return main, other
 
 
 @dataclass
@@ -734,12 +794,15 @@ class CallPaths:
         raw = RawFloor()
         aio = await AsyncioFloor.start()
         blocking = BlockingClient(spec("blocking"), RlimitBackend())
-        pool = BlockingClient(spec("pool", mathkit), RlimitBackend())
-        # One slow run and the worker sends every later spin call to its thread pool.
-        pool.latencies("spin", {"microseconds": 2000}, 1)
+        # A worker that never runs a sync tool inline: spin(0) stays on its thread pool.
+        pool = BlockingClient(spec("pool", mathkit), RlimitBackend(), inline=False)
         spin0 = {"microseconds": 0}
         echo = await spawn_worker(spec("echo"), protocol_echo_backend())
         worker = await host._supervisors["textkit"].acquire()
+
+        def textkit_pid() -> int:
+            w = host._supervisors["textkit"].worker
+            return int(w.pid) if w is not None else worker.pid
 
         def sync_lat(fn: Callable[[int], list[float]]) -> LatencyFn:
             async def lat(n: int) -> list[float]:
@@ -779,12 +842,14 @@ class CallPaths:
                 "blocking client -> real worker (worker side alone)",
                 sync_lat(lambda n: blocking.latencies("echo", args, n)),
                 sync_pipe(lambda n: blocking.pipelined("echo", args, n)),
+                worker_pid=lambda: blocking.proc.pid,
             ),
             CallPath(
                 "blocking-pool",
                 "blocking client -> real worker, mathkit.spin(0) on the worker's thread pool",
                 sync_lat(lambda n: pool.latencies("spin", spin0, n)),
                 sync_pipe(lambda n: pool.pipelined("spin", spin0, n)),
+                worker_pid=lambda: pool.proc.pid,
             ),
             CallPath(
                 "client-echo",
@@ -795,11 +860,13 @@ class CallPaths:
                 "client-worker",
                 "WorkerClient.call -> real worker (no Host layer)",
                 *async_path(lambda: worker.call("echo", args, timeout=60.0)),
+                worker_pid=lambda: worker.pid,
             ),
             CallPath(
                 "host",
                 "host.call textkit.echo (no-op) -> real worker",
                 *async_path(lambda: host.call("textkit.echo", args)),
+                worker_pid=textkit_pid,
             ),
         ]
 
@@ -830,7 +897,7 @@ async def _noop_rows(plan: Plan, paths: CallPaths, where: str) -> list[Row]:
     per_round = max(1, plan.noop_calls // plan.rounds)
     for _ in range(plan.rounds):
         for path in paths.paths:
-            with quiet_gc():
+            with quiet_gc(), path.watched("latency"):
                 samples[path.key] += await path.latencies(per_round)
     raw_p50 = median(samples["raw"])
     rows: list[Row] = []
@@ -851,20 +918,11 @@ async def _noop_rows(plan: Plan, paths: CallPaths, where: str) -> list[Row]:
             row["target"] = "<= 1.5x"
             row["passed"] = ratio <= 1.5
         rows.append(row)
-    p50 = {key: median(got) for key, got in samples.items()}
-    pool_cost = p50["blocking-pool"] - p50["raw"]
-    worker_cost = {
-        "blocking-worker": p50["blocking-worker"] - p50["raw"],
-        "client-worker": p50["client-worker"] - p50["client-echo"],
-    }
     for row, path in zip(rows, paths.paths, strict=True):
-        if path.key in worker_cost:
-            on_pool = worker_cost[path.key] > 0.6 * pool_cost
-            row["note"] = (
-                f"worker side ~{worker_cost[path.key] * 1e6:.0f} µs against "
-                f"{pool_cost * 1e6:.0f} µs on the thread pool: echo "
-                + ("looks moved to the thread pool" if on_pool else "looks inline")
-            )
+        tool = "spin(0)" if path.key == "blocking-pool" else "echo"
+        note = path.where_note("latency", tool)
+        if note is not None:
+            row["note"] = note
     return rows
 
 
@@ -923,7 +981,7 @@ async def _throughput_rows(plan: Plan, paths: CallPaths, where: str) -> list[Row
     rates: dict[str, list[float]] = {p.key: [] for p in paths.paths}
     for _ in range(plan.pipelined_rounds):
         for path in paths.paths:
-            with quiet_gc():
+            with quiet_gc(), path.watched("pipelined"):
                 rates[path.key].append(await path.pipelined(plan.pipelined_calls))
     raw_rate = median(rates["raw"])
     rows: list[Row] = []
@@ -943,21 +1001,11 @@ async def _throughput_rows(plan: Plan, paths: CallPaths, where: str) -> list[Row
         if path.key == "host":
             row["target"] = ">= 0.7x"
             row["passed"] = ratio >= 0.7
-        if path.key == "blocking-worker":
-            row["note"] = _path_note(rate, median(rates["blocking-pool"]))
+        note = path.where_note("pipelined", "spin(0)" if path.key == "blocking-pool" else "echo")
+        if note is not None:
+            row["note"] = note
         rows.append(row)
     return rows
-
-
-def _path_note(echo_rate: float, pool_rate: float) -> str:
-    """Which of its two paths the worker ran textkit.echo on, judged by throughput: the
-    worker runs a sync tool inline only while no run of it has looked slow."""
-    if echo_rate < 1.5 * pool_rate:
-        return (
-            "echo ran on the worker's thread pool, like spin(0): a run that looked slow "
-            "(preempted, or waiting for the GIL) moved it off the inline path for good"
-        )
-    return "echo ran inline on the worker's loop"
 
 
 async def _start_time(backend: Any, source: Any, tmp: Path, tag: str) -> float:
