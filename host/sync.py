@@ -60,26 +60,36 @@ class SyncHost:
         return self._run(self.host.call(name, args, timeout=timeout))
 
     def stream(self, name: str, args: dict[str, Any] | None = None) -> Iterator[Any]:
-        """Iterate a streaming tool's items (the stream keeps its backpressure)."""
-        q: queue.Queue[Any] = queue.Queue(maxsize=1)
+        """Iterate a streaming tool's items (the stream keeps its backpressure).
+
+        The next item is asked for only when the caller comes back for it; leaving the
+        loop early cancels the stream in its worker. No thread ever waits on the caller.
+        """
+        items: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        wanted = asyncio.Event()
 
         async def pump() -> None:
             try:
                 async for item in self.host.stream(name, args):
-                    await asyncio.to_thread(q.put, item)
-                await asyncio.to_thread(q.put, _DONE)
+                    items.put(item)
+                    await wanted.wait()
+                    wanted.clear()
+                items.put(_DONE)
+            except asyncio.CancelledError:
+                raise  # the caller left the loop: nobody reads on
             except BaseException as exc:
-                await asyncio.to_thread(q.put, exc)
+                items.put(exc)
 
         fut = asyncio.run_coroutine_threadsafe(pump(), self._loop)
         try:
             while True:
-                item = q.get()
+                item = items.get()
                 if item is _DONE:
                     return
                 if isinstance(item, BaseException):
                     raise item
                 yield item
+                self._loop.call_soon_threadsafe(wanted.set)
         finally:
             fut.cancel()
 

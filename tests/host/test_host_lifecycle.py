@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import stat
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,7 +48,7 @@ def test_sync_host_calls_streams_and_lists_tools_from_plain_code(
 @pytest.mark.parametrize(
     ("toml", "named"),
     [
-        ("call_timout = 3\n", "call_timout: Extra inputs are not permitted"),
+        ("call_timout = 3\n", "call_timout: unknown key (valid keys here: isolation,"),
         ("[limits]\nmemory_mb = 'lots'\n", "limits.memory_mb"),
         ("[limits]\nmemory = 100\n", "limits.memory"),
         ("max_restarts = -1\n", "max_restarts"),
@@ -62,8 +65,22 @@ def test_a_bad_configuration_key_or_value_is_named_in_the_error(
         load_config(path)
     assert named in info.value.message
     assert str(path) in info.value.message
-    assert "mcphost config show" in info.value.message
+    assert "docs/operators.md" in info.value.message
     assert info.value.exit_code == 2
+
+
+def test_an_unknown_key_error_lists_the_keys_valid_in_its_table(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("[limits]\nmemmory_mb = 100\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "limits.memmory_mb: unknown key" in info.value.message
+    assert "memory_mb, cpu_seconds, open_files" in info.value.message
+
+
+def test_a_new_home_is_private_to_its_owner(tmp_path: Path) -> None:
+    home = Home(tmp_path / "fresh" / "home").ensure()
+    assert stat.S_IMODE(home.root.stat().st_mode) == 0o700
 
 
 def test_a_configuration_file_that_is_not_toml_is_refused_with_its_path(tmp_path: Path) -> None:
@@ -143,3 +160,30 @@ def test_a_host_can_be_started_and_closed_again(
         return out
 
     assert asyncio.run(scenario()) == ["AGAIN", "AGAIN"]
+
+
+def test_a_script_that_leaves_a_sync_stream_early_exits_promptly(
+    tmp_path: Path, plugin_dirs: dict[str, Path]
+) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import sys, time\n"
+        "from mcphost.host import HostConfig, SyncHost\n"
+        "with SyncHost(sys.argv[1], config=HostConfig(isolation='rlimits', allow_unsigned=True),\n"
+        "              plugin_dirs=[sys.argv[2]], environment=False, registry=False) as host:\n"
+        "    items = host.stream('textkit.count_to', {'n': 100000})\n"
+        "    for item in items:\n"
+        "        if item == 3:\n"
+        "            break\n"
+        "    time.sleep(0.5)  # the stream runs ahead as far as its backpressure lets it\n"
+        "    items.close()\n"
+        "    print('left at', item, flush=True)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "home"), str(plugin_dirs["textkit"])],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "left at 3"
