@@ -97,11 +97,27 @@ class HostConfig(_Strict):
     features: FeaturesConfig = FeaturesConfig()
 
 
+def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys valid in the table that holds ``loc`` (an unknown key's location)."""
+    model: type[BaseModel] = HostConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = field.annotation if field is not None else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
 def _describe(exc: ValidationError, source: str) -> str:
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        parts.append(f"{where}: {err['msg']}")
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            valid = _fields_at(tuple(err["loc"]))
+            msg = "unknown key" + (f" (valid keys here: {', '.join(valid)})" if valid else "")
+        parts.append(f"{where}: {msg}")
     return f"invalid configuration in {source}: " + "; ".join(parts)
 
 
@@ -123,5 +139,6 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> H
         return HostConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(
-            _describe(exc, source) + "; see `mcphost config show` for the valid keys"
+            _describe(exc, source) + "; fix the file (docs/operators.md lists every key with "
+            "its default), then `mcphost config show` prints the effective configuration"
         ) from None

@@ -65,8 +65,10 @@ class Home:
         return self.data_dir / plugin
 
     def ensure(self) -> Home:
+        # The home holds keys, the trust store and the audit log: its owner's alone.
+        if not self.root.exists():
+            self.root.mkdir(parents=True, mode=0o700)
         for d in (
-            self.root,
             self.keys_dir,
             self.store_dir,
             self.versions_dir,

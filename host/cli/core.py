@@ -115,6 +115,9 @@ def doctor(home: Home, as_json: bool) -> None:
     if config_error:
         click.echo(f"config      ERROR: {config_error}")
     click.echo(f"isolation   {chosen}")
+    if cfg:
+        need = "yes: plugins run only in namespaces" if cfg.require_namespaces else "no"
+        click.echo(f"require_namespaces {need}")
     for r in reports:
         state = "available" if r.available else "NOT available"
         click.echo(f"  backend {r.backend} ({r.level}): {state}")

@@ -37,7 +37,10 @@ class _Group(click.Group):
     "--home",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="MCPHOST_HOME",
-    help="Where mcphost keeps its state (default: $MCPHOST_HOME or ~/.local/share/mcphost).",
+    help=(
+        "Where mcphost keeps its state (default: $MCPHOST_HOME, else "
+        "$XDG_DATA_HOME/mcphost, else ~/.local/share/mcphost)."
+    ),
 )
 @click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
 @click.version_option(package_name="mcphost")
