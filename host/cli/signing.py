@@ -1,6 +1,6 @@
 """``mcphost plugin sign`` and ``mcphost plugin verify``: the commands and their helpers.
 
-The ``plugin`` group adds :data:`sign_command` and :data:`verify_command`; other code
+The ``plugin`` group adds :data:`sign_command` (its ``verify`` command uses these); other code
 can call :func:`verify_wheel_report` and :func:`verify_tree_report`, which never raise
 for a plugin that fails verification: they return the report and log the refusal.
 """
@@ -28,12 +28,11 @@ from mcphost.security import (
 
 from ..home import Home
 from .keys import passphrase_from_env_or_prompt
-from .main import echo_json, pass_home
+from .main import pass_home
 
 __all__ = [
     "load_signing_key",
     "sign_command",
-    "verify_command",
     "verify_tree_report",
     "verify_wheel",
     "verify_wheel_report",
@@ -175,29 +174,3 @@ def sign_command(
     )
     click.echo(str(signed))
     click.echo(f"signed by {key.key_id}, sha256 {digest}", err=True)
-
-
-@click.command("verify")
-@click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option(
-    "--installed-sequence",
-    type=click.IntRange(min=0),
-    help="Refuse a manifest older than this sequence (rollback check).",
-)
-@pass_home
-def verify_command(home: Home, path: Path, as_json: bool, installed_sequence: int | None) -> None:
-    """Verify a signed wheel, or an installed plugin directory, file by file.
-
-    Exits with status 1 when anything fails.
-    """
-    if path.is_dir():
-        report = verify_tree_report(home, path, installed_sequence=installed_sequence)
-    else:
-        report = verify_wheel_report(home, path, installed_sequence=installed_sequence)
-    if as_json:
-        echo_json(report.to_dict())
-    else:
-        click.echo(report.render())
-    if not report.ok:
-        raise SystemExit(1)
