@@ -36,11 +36,14 @@ def verify_source(
     config: HostConfig,
     source: PluginSource,
     report: VerificationReport | None = None,
+    *,
+    action: str = "plugin.start",
 ) -> VerificationReport:
     """Check ``source``'s files against its signed manifest; raise VerificationError.
 
     Returns the report (empty of checks for an unsigned plugin that is allowed); pass
-    ``report`` to keep the checks when it raises.
+    ``report`` to keep the checks when it raises. A refusal goes to the audit log under
+    ``action`` (what the check was for: a start, a swap, an operator's verify).
     """
     if not source.root:
         raise VerificationError(
@@ -50,9 +53,9 @@ def verify_source(
     root = Path(source.root)
     dist_info = Path(source.dist_info).name if source.dist_info else None
     report = report if report is not None else VerificationReport(target=str(root))
-    _verify_tree(home, config, source, root, dist_info, report)
+    _verify_tree(home, config, source, root, dist_info, report, action)
     if source.origin == "registry":
-        _verify_dependencies(home, source, report)
+        _verify_dependencies(home, source, report, action)
     return report
 
 
@@ -63,6 +66,7 @@ def _verify_tree(
     root: Path,
     dist_info: str | None,
     report: VerificationReport,
+    action: str,
 ) -> None:
     try:
         verify_tree(root, TrustStore(home.keys_dir), dist_info=dist_info, report=report)
@@ -87,7 +91,7 @@ def _verify_tree(
             return
         refused = _refusal(home, source, exc)
         report.error = refused.message
-        _audit(home, source, refused)
+        _audit(home, source, refused, action)
         raise refused from None
 
 
@@ -128,7 +132,9 @@ def _restore_advice(home: Home, source: PluginSource) -> str:
     )
 
 
-def _verify_dependencies(home: Home, source: PluginSource, report: VerificationReport) -> None:
+def _verify_dependencies(
+    home: Home, source: PluginSource, report: VerificationReport, action: str
+) -> None:
     """A registry version's dependencies against the hashes recorded at install."""
     from .registry_link import open_reader
 
@@ -152,14 +158,14 @@ def _verify_dependencies(home: Home, source: PluginSource, report: VerificationR
         data={"plugin": source.name, "version": source.version, "reason": "dependency_changed"},
     )
     report.error, report.reason = exc.message, "dependency_changed"
-    _audit(home, source, exc)
+    _audit(home, source, exc, action)
     raise exc
 
 
-def _audit(home: Home, source: PluginSource, exc: VerificationError) -> None:
+def _audit(home: Home, source: PluginSource, exc: VerificationError, action: str) -> None:
     try:
         AuditLog(home.audit_log).append(
-            "plugin.start",
+            action,
             plugin=source.name,
             version=source.version,
             key_id=exc.data.get("key_id") or source.key_id,

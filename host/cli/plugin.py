@@ -127,9 +127,9 @@ def _check_switch(
     return missing
 
 
-def _verify_before_switch(home: Home, cfg: HostConfig, rec: VersionRecord) -> None:
+def _verify_before_switch(home: Home, cfg: HostConfig, rec: VersionRecord, action: str) -> None:
     _progress(f"verifying {rec.label}")
-    verify_source(home, cfg, source_for(rec))
+    verify_source(home, cfg, source_for(rec), action=f"plugin.{action}")
 
 
 def _switch(
@@ -145,7 +145,7 @@ def _switch(
 ) -> dict[str, Any]:
     rec = _ensure_tools(home, cfg, reg, rec)
     missing = _check_switch(reg, rec, allow_missing, command)
-    _verify_before_switch(home, cfg, rec)
+    _verify_before_switch(home, cfg, rec, action)
     t0 = time.perf_counter()
     act = reg.activate(rec.plugin, rec.version, action=action, reason=reason)
     return {
@@ -509,7 +509,7 @@ def verify(home: Home, target: str | None, as_json: bool) -> None:
             _progress(f"verifying {rec.label}")
             report = VerificationReport(target=rec.plugin_dir)
             try:
-                verify_source(home, cfg, source_for(rec), report=report)
+                verify_source(home, cfg, source_for(rec), report=report, action="plugin.verify")
                 if not report.checks:
                     report.add(
                         "signature", rec.label, True, "unsigned; allowed by allow_unsigned = true"

@@ -120,6 +120,10 @@ def test_a_tampered_installed_file_fails_verify_and_is_refused_at_start(
 
     with pytest.raises(VerificationError, match=r"mcphost_textkit/__init__\.py"):
         asyncio.run(call())
+    # The audit log says which check refused it: the operator's verify, then a start.
+    audit = json.loads(cli("audit", "--json").stdout)
+    refused = [e["action"] for e in audit if e["outcome"] == "refused"]
+    assert refused == ["plugin.verify", "plugin.start"]
 
 
 def test_a_revoked_key_stops_plugins_it_signed_that_are_installed(
