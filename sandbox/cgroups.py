@@ -1,7 +1,10 @@
 """One pids and memory cgroup per worker, on cgroup v2 or v1, whichever is writable.
 
-rlimits count processes per user and memory per process; a cgroup counts them for the
-worker and everything it starts, whatever uid they run as. The worker joins its cgroups
+rlimits count processes per user and memory and CPU time per process; a cgroup counts
+them for the worker and everything it starts, whatever uid they run as. The kernel
+enforces the pids and memory limits; the CPU time the cgroup accounts (v2 always, v1
+with the ``cpuacct`` controller) and its memory in use are what the host's supervisor
+reads to watch the worker as a whole. The worker joins its cgroups
 between fork and exec (:meth:`WorkerCgroup.join`), before any uid change, so nothing it
 runs is ever outside them. Cgroups are created below the host's own cgroup, so any limit
 placed on the host still applies to its workers.
@@ -21,6 +24,8 @@ __all__ = ["CgroupManager", "WorkerCgroup", "check_member"]
 
 _MIB = 1024 * 1024
 _counter = itertools.count()
+#: v1 controllers a worker gets a cgroup in: limits (pids, memory) and CPU accounting.
+_V1_CONTROLLERS = ("cpuacct", "memory", "pids")
 
 
 @dataclass(eq=False)
@@ -78,6 +83,63 @@ class WorkerCgroup:
             with contextlib.suppress(OSError):
                 return Path(d, name).read_text().strip()
         return None
+
+    def _stat(self, name: str) -> dict[str, int]:
+        text = self.read(name) or ""
+        out: dict[str, int] = {}
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            with contextlib.suppress(ValueError):
+                out[key] = int(value)
+        return out
+
+    def memory_bytes(self) -> int | None:
+        """Memory the worker's processes hold, each page counted once: what the cgroup is
+        charged less the file cache it could drop (the "working set"); ``None`` when no
+        memory controller accounts it."""
+        if self.version == 2:
+            current, inactive = self.read("memory.current"), "inactive_file"
+        else:
+            current, inactive = self.read("memory.usage_in_bytes"), "total_inactive_file"
+        if current is None:
+            return None
+        return max(0, int(current) - self._stat("memory.stat").get(inactive, 0))
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time used by every process that ever ran in the cgroup; ``None`` when no
+        controller accounts it (v1 without ``cpuacct``)."""
+        if self.version == 2:
+            usec = self._stat("cpu.stat").get("usage_usec")
+            return None if usec is None else usec / 1e6
+        ns = self.read("cpuacct.usage")
+        return None if ns is None else int(ns) / 1e9
+
+    def oom_kills(self) -> int:
+        """How many of the worker's processes the kernel killed for want of memory."""
+        if self.version == 2:
+            return self._stat("memory.events").get("oom_kill", 0)
+        return self._stat("memory.oom_control").get("oom_kill", 0)
+
+    def try_remove(self) -> bool:
+        """Kill what is left inside and remove the directories if they are empty now;
+        True once they are all gone. Never waits."""
+        gone = True
+        for d in self.dirs:
+            try:
+                os.rmdir(d)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                gone = False
+        if not gone:
+            if self.version == 2:
+                for d in self.dirs:
+                    with contextlib.suppress(OSError):
+                        Path(d, "cgroup.kill").write_text("1")
+            for pid in self.pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        return gone
 
     def remove(self, timeout: float = 2.0) -> None:
         """Kill what is left inside and remove the directories (bounded by ``timeout``)."""
@@ -154,7 +216,7 @@ class CgroupManager:
             if fstype == "cgroup2" and v2_mount is None:
                 v2_mount = where
             elif fstype == "cgroup":
-                for c in ("pids", "memory"):
+                for c in _V1_CONTROLLERS:
                     if c in opts:
                         v1_mounts[c] = where
         reasons = []
@@ -171,7 +233,7 @@ class CgroupManager:
                 parents[c] = parent
             else:
                 reasons.append(f"v1 {c} at {parent}: not writable")
-        if parents:
+        if parents.keys() & {"pids", "memory"}:
             return cls(v1_parents=parents).sweep()
         if not v1_mounts and v2_mount is None:
             reasons.append("no cgroup hierarchy is mounted")

@@ -22,6 +22,7 @@ __all__ = [
     "IsolationReport",
     "LaunchPlan",
     "Limits",
+    "ResourceUsage",
     "WorkerSpec",
     "clean_env",
     "runtime_paths",
@@ -75,6 +76,15 @@ class WorkerSpec(msgspec.Struct, frozen=True):
     threads: int = 8
 
 
+class ResourceUsage(msgspec.Struct, frozen=True):
+    """What a worker uses, counted for all its processes together; ``None``: not known."""
+
+    #: Bytes of memory held, each page counted once (shared pages are not summed twice).
+    memory: int | None = None
+    #: CPU seconds used so far by the worker and every process it ever started.
+    cpu_seconds: float | None = None
+
+
 class LaunchPlan(msgspec.Struct):
     """How to spawn the worker: what the supervisor passes to the process spawner."""
 
@@ -87,8 +97,15 @@ class LaunchPlan(msgspec.Struct):
     preexec_fn: Callable[[], None] | None = None
     #: Called with the child's pid right after spawn (e.g. to reap or account it).
     on_spawn: Callable[[int], None] | None = None
-    #: Called once the worker has exited, to release what the backend set up.
+    #: Called once the worker has exited (or could not be spawned), to release what the
+    #: backend set up; a second call does nothing.
     cleanup: Callable[[], None] | None = None
+    #: Reads the worker's use of memory and CPU as the kernel accounts it for the whole
+    #: worker (e.g. its cgroup); ``None`` when the backend cannot tell.
+    usage: Callable[[], ResourceUsage] | None = None
+    #: Maps the spawned process's exit status to the worker's own, as ``returncode``
+    #: reports it for a direct child (negative: killed by that signal); ``None``: same.
+    exit_status: Callable[[int], int] | None = None
 
 
 class IsolationReport(msgspec.Struct, frozen=True):
