@@ -15,7 +15,9 @@ Two ways of running, picked from who the host is:
   namespaces are refused by seccomp.
 * as anyone else: bubblewrap makes a user namespace (``--disable-userns`` inside it).
 
-Where a cgroup hierarchy is writable, each worker gets its own pids and memory cgroup.
+Where a cgroup hierarchy is writable, each worker gets its own pids and memory cgroup
+(and, on v1, a ``cpuacct`` one): the launch plan reads the worker's memory in use and
+CPU time from it, for the supervisor's watch.
 The worker moves itself in as its first step in the jail, through fds the host opened
 (:mod:`mcphost.sandbox.landlock`), and checks it before any plugin code runs; on kernels
 older than 5.16 the move happens between fork and exec instead. The same first step
@@ -24,15 +26,12 @@ applies Landlock where the kernel has it.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import ctypes
 import functools
-import json
 import os
 import re
-import select
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -53,14 +52,14 @@ from .isolation import (
     worker_config,
 )
 from .landlock import BOOTSTRAP, JailStart, abi_version, rules_for
+from .reaper import Jail, set_subreaper
 from .seccomp import SeccompUnavailable, filter_fd, seccomp_status
 
-__all__ = ["NOBODY", "BubblewrapBackend", "code_paths"]
+__all__ = ["NOBODY", "BubblewrapBackend", "code_paths", "exit_status"]
 
 #: The uid and gid a worker runs as when the host is root, unless configured otherwise.
 NOBODY = 65534
 
-_PR_SET_CHILD_SUBREAPER = 36
 #: Files of /etc a Python worker reads; missing ones are skipped.
 _ETC_BASE = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf")
 #: Added when the network is granted: name resolution and TLS roots.
@@ -268,7 +267,7 @@ class BubblewrapBackend(IsolationBackend):
         host_fds: list[int] = []
         try:
             # A killed bubblewrap leaves the jail's init to the nearest subreaper: the host.
-            _set_subreaper()
+            set_subreaper()
             if self.privileged:
                 _give_to(spec.data_dir, self.uid, self.gid, recursive=True)
                 _give_to(spec.work_dir, self.uid, self.gid, recursive=False)
@@ -312,7 +311,7 @@ class BubblewrapBackend(IsolationBackend):
             if cgroup is not None:
                 cgroup.remove()
             raise
-        jail = _JailProcess(info_read, fds, cgroup)
+        jail = Jail(argv, info_read, fds, cgroup)
         return LaunchPlan(
             argv=argv,
             env=env,
@@ -321,6 +320,8 @@ class BubblewrapBackend(IsolationBackend):
             preexec_fn=preexec,
             on_spawn=jail.on_spawn,
             cleanup=jail.cleanup,
+            usage=jail.usage if cgroup is not None else None,
+            exit_status=exit_status,
         )
 
     def landlock_abi(self) -> int:
@@ -413,71 +414,6 @@ class BubblewrapBackend(IsolationBackend):
         return argv
 
 
-class _JailProcess:
-    """Host-side bookkeeping for one jail: fds to close, the jail's init to reap, cgroup."""
-
-    def __init__(self, info_fd: int, child_fds: list[int], cgroup: WorkerCgroup | None) -> None:
-        self.info_fd: int | None = info_fd
-        self.child_fds = child_fds
-        self.cgroup = cgroup
-        self.init_pidfd: int | None = None
-        if cgroup is not None:
-            _UNCLEANED.add(cgroup)
-
-    def _close_child_fds(self) -> None:
-        fds, self.child_fds = self.child_fds, []
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-    def on_spawn(self, pid: int) -> None:
-        """Close the fds only the child needed; note the jail's init to reap it later."""
-        self._close_child_fds()
-        if self.info_fd is None:
-            return
-        try:
-            # bubblewrap writes the init's pid right after creating it, or exits (EOF).
-            ready, _, _ = select.select([self.info_fd], [], [], 5.0)
-            data = b""
-            while ready:
-                chunk = os.read(self.info_fd, 4096)
-                if not chunk:
-                    break
-                data += chunk
-                with contextlib.suppress(ValueError):
-                    json.loads(data)
-                    break
-                ready, _, _ = select.select([self.info_fd], [], [], 5.0)
-            init_pid = int(json.loads(data)["child-pid"]) if data else 0
-            if init_pid > 0:
-                self.init_pidfd = os.pidfd_open(init_pid)
-        except (OSError, ValueError, KeyError):
-            self.init_pidfd = None
-        finally:
-            os.close(self.info_fd)
-            self.info_fd = None
-
-    def cleanup(self) -> None:
-        """Reap the jail's init if it was left to the host, and remove the cgroup."""
-        self._close_child_fds()
-        if self.info_fd is not None:
-            os.close(self.info_fd)
-            self.info_fd = None
-        if self.init_pidfd is not None:
-            pidfd, self.init_pidfd = self.init_pidfd, None
-            try:
-                # The init dies with bubblewrap (--die-with-parent); bound the wait.
-                select.select([pidfd], [], [], 2.0)
-                with contextlib.suppress(ChildProcessError):
-                    os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
-            finally:
-                os.close(pidfd)
-        if self.cgroup is not None:
-            cgroup, self.cgroup = self.cgroup, None
-            _UNCLEANED.discard(cgroup)
-            cgroup.remove()
-
-
 def _command(
     spec: WorkerSpec,
     channel_fd: int,
@@ -492,6 +428,14 @@ def _command(
     if command is not None:
         return [*head, "--exec", msgspec.json.encode(start).decode(), "--", *command]
     return [*head, worker_config(spec, channel_fd, jail=msgspec.to_builtins(start))]
+
+
+def exit_status(returncode: int) -> int:
+    """The worker's own exit status from bubblewrap's: a worker killed by signal N makes
+    bubblewrap exit with 128 + N, which this turns back into -N (as for a direct child)."""
+    if 128 < returncode <= 128 + signal.SIGRTMAX:
+        return -(returncode - 128)
+    return returncode
 
 
 def _open_time_credentials() -> bool:
@@ -547,28 +491,4 @@ def _give_to(path: str, uid: int, gid: int, *, recursive: bool) -> None:
                 os.lchown(p, uid, gid)
 
 
-#: Cgroups of workers whose plan was not cleaned up yet; removed when the host exits.
-_UNCLEANED: set[WorkerCgroup] = set()
-
-
-@atexit.register
-def _remove_uncleaned_cgroups() -> None:
-    for cgroup in list(_UNCLEANED):
-        with contextlib.suppress(OSError):
-            cgroup.remove(timeout=0.5)
-    _UNCLEANED.clear()
-
-
-_subreaper_set = False
 _PROBED: dict[tuple[str, bool, int], tuple[bool, str]] = {}
-
-
-def _set_subreaper() -> None:
-    """Make the host adopt orphans, so a jail's init left by bubblewrap can be reaped."""
-    global _subreaper_set
-    if _subreaper_set or not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    prctl: Callable[..., int] = libc.prctl
-    if prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0:
-        _subreaper_set = True
