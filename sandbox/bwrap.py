@@ -3,7 +3,8 @@
 A worker sees a file system of its own: the interpreter, the standard library,
 site-packages and mcphost's code read-only, the plugin's code read-only, a private
 size-limited ``/tmp``, a minimal ``/dev``, its own ``/proc``, and exactly two writable
-directories (its data directory and its scratch directory). Paths inside are the same as
+directories: its data directory, and its scratch directory (``$HOME``, a private tmpfs of
+the same size as ``/tmp``, gone with the worker). Paths inside are the same as
 outside, so the worker's configuration stays valid. It has no network unless granted,
 no view of other processes, no capabilities and a clean environment.
 
@@ -270,7 +271,6 @@ class BubblewrapBackend(IsolationBackend):
             set_subreaper()
             if self.privileged:
                 _give_to(spec.data_dir, self.uid, self.gid, recursive=True)
-                _give_to(spec.work_dir, self.uid, self.gid, recursive=False)
             env = clean_env({"HOME": spec.work_dir, "TMPDIR": "/tmp"}, passthrough=spec.grants.env)
             argv = self._namespace_args(network=spec.grants.network is not None)
             argv += ["--clearenv"]
@@ -376,9 +376,8 @@ class BubblewrapBackend(IsolationBackend):
 
     def _mount_args(self, spec: WorkerSpec) -> list[str]:
         tmp_mb = spec.limits.tmp_mb
-        argv = ["--proc", "/proc", "--dev", "/dev", "--perms", "1777"]
-        if tmp_mb is not None:
-            argv += ["--size", str(tmp_mb * 1024 * 1024)]
+        size = ["--size", str(tmp_mb * 1024 * 1024)] if tmp_mb is not None else []
+        argv = ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", *size]
         argv += ["--tmpfs", "/tmp", "--ro-bind", "/usr", "/usr", *self._top_dir_args()]
         etc = list(_ETC_BASE) + (list(_ETC_NETWORK) if spec.grants.network is not None else [])
         argv += ["--perms", "0755", "--dir", "/etc"]
@@ -389,8 +388,9 @@ class BubblewrapBackend(IsolationBackend):
             binds.setdefault(os.path.abspath(path), "--ro-bind-try")
         for path in spec.grants.write_paths:
             binds[os.path.abspath(path)] = "--bind-try"
-        for path in (spec.data_dir, spec.work_dir):
-            binds[os.path.abspath(path)] = "--bind"
+        binds[os.path.abspath(spec.data_dir)] = "--bind"
+        # The scratch directory is memory, not the host's disk: bounded like /tmp.
+        binds[os.path.abspath(spec.work_dir)] = "--tmpfs"
         if self.setpriv and not self.setpriv.startswith("/usr/"):
             binds.setdefault(self.setpriv, "--ro-bind")
         mounted: list[str] = ["/usr"]
@@ -407,7 +407,10 @@ class BubblewrapBackend(IsolationBackend):
                 # Directories bubblewrap makes on the way would be 0700 for root.
                 argv += ["--perms", "0755", "--dir", p]
                 made.add(p)
-            argv += [binds[dest], dest, dest]
+            if binds[dest] == "--tmpfs":
+                argv += ["--perms", "1777", *size, "--tmpfs", dest]
+            else:
+                argv += [binds[dest], dest, dest]
             mounted.append(dest)
             if ro:
                 read_only.append(dest)
