@@ -3,6 +3,12 @@
 OTP style: a crashed worker is restarted after an exponential backoff; more than
 ``max_restarts`` crashes within ``restart_period`` seconds mark the plugin failed, and
 it says so on every call until an operator resets it.
+
+The health check runs every ``ping_interval``: a ping, and a reading of the worker's
+memory and CPU time as a whole (everything it started included). The reading comes from
+the worker's cgroup where the isolation backend has one; otherwise memory is the
+proportional set size of its process tree, so pages that forked processes share are
+counted once, not once per process.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,7 +27,14 @@ from typing import Any
 import psutil
 
 from mcphost.sandbox.client import LogCallback, WorkerClient, spawn_worker
-from mcphost.sandbox.isolation import IsolationBackend, Limits, WorkerSpec
+from mcphost.sandbox.isolation import (
+    IsolationBackend,
+    IsolationReport,
+    LaunchPlan,
+    Limits,
+    ResourceUsage,
+    WorkerSpec,
+)
 from mcphost.sdk.errors import MCPHostError, PluginFailed, VerificationError, WorkerCrashed
 from mcphost.sdk.schema import ToolSpec
 
@@ -28,9 +42,11 @@ from .config import HostConfig
 from .policy import enforce_policy
 from .sources import PluginSource
 
-__all__ = ["PluginSupervisor", "SupervisorEnv"]
+__all__ = ["PluginSupervisor", "SupervisorEnv", "describe_exit", "over_limits"]
 
 log = logging.getLogger("mcphost.supervisor")
+
+_MIB = 1024 * 1024
 
 
 @dataclass
@@ -115,12 +131,19 @@ class PluginSupervisor:
         if self.env.verify is not None:
             await self.env.verify(source)
         source = enforce_policy(source, self.env.config)
-        worker = await spawn_worker(
-            self._spec(source),
-            self.env.backend,
-            on_log=self.env.on_log,
-            handshake_timeout=self.env.config.handshake_timeout,
-        )
+        backend = _PlanKeeper(self.env.backend)
+        try:
+            worker = await spawn_worker(
+                self._spec(source),
+                backend,
+                on_log=self.env.on_log,
+                handshake_timeout=self.env.config.handshake_timeout,
+            )
+        except BaseException:
+            # A worker that never started leaves its jail's fds and cgroup behind unless
+            # released here; releasing twice is harmless.
+            backend.release()
+            raise
         # Bookkeeping runs as a callback of the worker's end, before any caller of a
         # failed call resumes: a caller retrying at once must see the crash counted.
         worker.closed.add_done_callback(lambda _: self._on_closed(worker))
@@ -190,25 +213,17 @@ class PluginSupervisor:
         return float(min(cfg.backoff_max, cfg.backoff_initial * 2.0 ** (len(self.crashes) - 1)))
 
     async def _watch(self, worker: WorkerClient) -> None:
-        """Health-check a worker until it ends; restart it if it ended unexpectedly."""
+        """Health-check a worker until it ends: resource use, then a ping, each interval."""
         cfg = self.env.config
-        limit_mb = worker.spec.limits.memory_mb
-        try:
-            proc: psutil.Process | None = psutil.Process(worker.pid)
-        except psutil.Error:
-            proc = None
+        meter = _Meter(worker)
         while worker.alive:
             done, _ = await asyncio.wait([worker.closed], timeout=cfg.ping_interval)
             if done:
                 break
-            if limit_mb is not None and proc is not None:
-                rss = _tree_rss(proc)
-                if rss > limit_mb * 1024 * 1024:
-                    worker.kill(
-                        f"used {rss // (1024 * 1024)} MiB of memory, over its limit of "
-                        f"{limit_mb} MiB"
-                    )
-                    break
+            over = over_limits(meter.read(), worker.spec.limits)
+            if over is not None:
+                worker.kill(over)
+                break
             try:
                 await worker.ping(cfg.ping_timeout)
             except TimeoutError:
@@ -220,7 +235,7 @@ class PluginSupervisor:
 
     def _on_closed(self, worker: WorkerClient) -> None:
         """A worker ended: count the crash and restart it, unless it was stopped on purpose."""
-        reason = worker.closed.result()
+        reason = _explain_exit(worker, worker.closed.result())
         if worker in self._retiring or self._closing:
             self._retiring.discard(worker)
             return
@@ -286,28 +301,129 @@ class PluginSupervisor:
             "pid": w.pid if w is not None and w.alive else None,
         }
         if w is not None and w.alive:
-            try:
-                p = psutil.Process(w.pid)
-                out["rss_mb"] = round(_tree_rss(p) / 1024 / 1024, 1)
-                t = p.cpu_times()
-                out["cpu_seconds"] = round(t.user + t.system, 3)
-            except psutil.Error:
-                pass
+            usage = _Meter(w).read()
+            if usage.memory is not None:
+                out["rss_mb"] = round(usage.memory / _MIB, 1)
+            if usage.cpu_seconds is not None:
+                out["cpu_seconds"] = round(usage.cpu_seconds, 3)
             out["inflight"] = w.inflight
             out["calls"] = w.calls_total
         return out
 
 
-def _tree_rss(proc: psutil.Process) -> int:
-    total = 0
+class _PlanKeeper(IsolationBackend):
+    """The host's backend for one worker start, remembering the launch plan it made."""
+
+    def __init__(self, backend: IsolationBackend) -> None:
+        self.backend = backend
+        self.name, self.level = backend.name, backend.level
+        self.plan: LaunchPlan | None = None
+
+    def available(self) -> tuple[bool, str]:
+        return self.backend.available()
+
+    def report(self) -> IsolationReport:
+        return self.backend.report()
+
+    def prepare(self, spec: WorkerSpec, channel_fd: int) -> LaunchPlan:
+        self.plan = self.backend.prepare(spec, channel_fd)
+        return self.plan
+
+    def release(self) -> None:
+        """Release what the plan holds (fds, a cgroup) if a plan was made."""
+        if self.plan is not None and self.plan.cleanup is not None:
+            try:
+                self.plan.cleanup()
+            except Exception:
+                log.exception("isolation cleanup failed after a failed start")
+
+
+class _Meter:
+    """Reads a worker's memory and CPU use as a whole: from its launch plan (the
+    kernel's accounting for its cgroup) where the backend offers it, else from its
+    process tree: proportional set size, CPU time of the live processes."""
+
+    def __init__(self, worker: WorkerClient) -> None:
+        self.plan_usage = worker.plan.usage
+        try:
+            self.proc: psutil.Process | None = psutil.Process(worker.pid)
+        except psutil.Error:
+            self.proc = None
+
+    def read(self) -> ResourceUsage:
+        usage = self.plan_usage() if self.plan_usage is not None else ResourceUsage()
+        complete = usage.memory is not None and usage.cpu_seconds is not None
+        if complete or self.proc is None:
+            return usage
+        memory, cpu = _tree_usage(self.proc)
+        return ResourceUsage(
+            memory=usage.memory if usage.memory is not None else memory,
+            cpu_seconds=usage.cpu_seconds if usage.cpu_seconds is not None else cpu,
+        )
+
+
+def _tree_usage(proc: psutil.Process) -> tuple[int | None, float | None]:
+    """Proportional set size and CPU seconds of a process and its live descendants."""
     try:
         procs = [proc, *proc.children(recursive=True)]
     except psutil.Error:
-        return 0
+        return None, None
+    memory = 0
+    cpu = 0.0
     for p in procs:
         with contextlib.suppress(psutil.Error):
-            total += p.memory_info().rss
-    return total
+            try:
+                memory += p.memory_full_info().pss
+            except psutil.AccessDenied:
+                memory += p.memory_info().rss  # no access to its page map: the upper bound
+            t = p.cpu_times()
+            cpu += t.user + t.system
+    return memory, cpu
+
+
+def over_limits(usage: ResourceUsage, limits: Limits) -> str | None:
+    """Why a worker using ``usage`` must be stopped, or ``None`` while it is within limits.
+
+    CPU time counts the whole worker, processes it started included: each process's own
+    ``RLIMIT_CPU`` cannot see that a worker spreads its work over many processes.
+    """
+    memory, cpu = usage.memory, usage.cpu_seconds
+    if limits.memory_mb is not None and memory is not None and memory > limits.memory_mb * _MIB:
+        return f"used {memory // _MIB} MiB of memory, over its limit of {limits.memory_mb} MiB"
+    if limits.cpu_seconds is not None and cpu is not None and cpu > limits.cpu_seconds:
+        return (
+            f"used {cpu:.1f} CPU seconds with the processes it started, over its limit "
+            f"of {limits.cpu_seconds}"
+        )
+    return None
+
+
+def describe_exit(returncode: int) -> str:
+    """How a worker process ended, in words: negative codes are the signal that killed it."""
+    if returncode >= 0:
+        return "exited" if returncode == 0 else f"exited with status {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = str(-returncode)
+    hint = {
+        "SIGXCPU": " (it used up its CPU-time limit)",
+        "SIGKILL": " (killed: out of memory, or by an operator)",
+        "SIGSEGV": " (a crash in native code)",
+    }.get(name, "")
+    return f"exited on signal {name}{hint}"
+
+
+def _explain_exit(worker: WorkerClient, reason: str) -> str:
+    """The reason a worker ended, with the signal named where the backend reports one as
+    an exit status (bubblewrap exits with 128 + N when the worker died of signal N)."""
+    rc = worker.proc.returncode
+    if rc is None or worker.plan.exit_status is None:
+        return reason
+    own = worker.plan.exit_status(rc)
+    if own == rc or reason != describe_exit(rc):
+        return reason  # already explained, or killed by the host for a reason it gave
+    return describe_exit(own)
 
 
 def _consume(task: asyncio.Task[Any]) -> None:
