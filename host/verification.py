@@ -86,13 +86,37 @@ def _verify_tree(
                 data={"plugin": source.name, "version": source.version, "reason": "unsigned"},
             ) from None
         shared = source.origin in ("environment", "directory")
-        if shared and report.failures() and all(c.check == "unlisted" for c in report.failures()):
-            # Files of other distributions in a shared site-packages: not this plugin's.
+        if shared and _only_others_files(report, dist_info):
             return
         refused = _refusal(home, source, exc)
         report.error = refused.message
         _audit(home, source, refused, action)
         raise refused from None
+
+
+def _only_others_files(report: VerificationReport, dist_info: str | None) -> bool:
+    """Whether every failure of a tree in a shared directory (a site-packages, a pip
+    ``--target``) is an unlisted file that is not this plugin's to answer for.
+
+    Other distributions' files share the directory: they are not the plugin's. Inside the
+    plugin's own top-level packages an unlisted module, extension, ``.pth`` or sourceless
+    ``.pyc`` is refused; bytecode in ``__pycache__`` is not, because the worker compiles
+    a plugin's modules from their verified source and never reads it (pip writes it at
+    every ordinary install).
+    """
+    failures = report.failures()
+    if not failures or any(c.check != "unlisted" for c in failures):
+        return False
+    own = {
+        c.subject.split("/", 1)[0]
+        for c in report.checks
+        if c.check == "file" and "/" in c.subject and not c.subject.startswith(f"{dist_info}/")
+    }
+    for c in failures:
+        parts = c.subject.split("/")
+        if parts[0] in own and "__pycache__" not in parts[:-1]:
+            return False
+    return True
 
 
 def _refusal(home: Home, source: PluginSource, exc: VerificationError) -> VerificationError:
