@@ -42,6 +42,8 @@ CLEANUP_WAIT = 1.0
 #: children (its init may have been adopted), until it is this old.
 _LOST_AFTER = 0.25
 _LOST_UNTIL = 30.0
+#: Looks, 50 ms apart, for the init of a bubblewrap that ended without naming it.
+_EOF_SCANS = 3
 
 
 class Jail:
@@ -63,6 +65,10 @@ class Jail:
         self._info_fd: int | None = info_fd
         #: What bubblewrap wrote on its info fd so far; ``None`` once the init is known.
         self._info: bytes | None = b""
+        #: The info fd ended without the init's pid: looked for among the children this
+        #: many times (bubblewrap's children are adopted just after its fds close).
+        self._info_eof = False
+        self._eof_scans = 0
         self._bwrap_pidfd: int | None = None
         self._spawned_pidfd: int | None = None
         self._bwrap_gone = False
@@ -144,6 +150,7 @@ class Jail:
         if not chunk:
             os.close(self._info_fd)
             self._info_fd = None
+            self._info_eof = self._info is not None
         if self._info is None:
             return  # the init is known; the rest does not matter
         self._info += chunk
@@ -172,17 +179,18 @@ class Jail:
             self._bwrap_gone = True
 
     def _unknown(self, now: float) -> bool:
-        """bubblewrap has not said who the init is, nor is it known to be alive."""
-        return (
-            self._info_fd is not None
-            and self._info is not None
-            and (self._bwrap_gone or (self._bwrap_pidfd is None and self._spawned_pidfd is None))
-            and now - self.started < _LOST_UNTIL
-        )
+        """bubblewrap has not said who the init is, and is gone or was never named."""
+        if self._info is None or not (
+            self._bwrap_gone or (self._bwrap_pidfd is None and self._spawned_pidfd is None)
+        ):
+            return False
+        if self._info_eof:
+            return self._eof_scans < _EOF_SCANS
+        return self._info_fd is not None and now - self.started < _LOST_UNTIL
 
     def _lost(self, now: float) -> bool:
-        """Unknown for a while: its init may have been adopted by the host."""
-        return self._unknown(now) and now - self.started > _LOST_AFTER
+        """Unknown for a while (or for good): its init may have been adopted by the host."""
+        return self._unknown(now) and (self._info_eof or now - self.started > _LOST_AFTER)
 
     def _find(self, children: list[int]) -> None:
         """Look for this jail's bubblewrap, or its adopted init, among the host's children."""
@@ -240,7 +248,12 @@ class Jail:
     def _over(self) -> bool:
         """Nothing of the jail runs or waits to be reaped (as far as the host can tell)."""
         bwrap_done = self._bwrap_gone or (self._bwrap_pidfd is None and self._spawned_pidfd is None)
-        return self._info_fd is None and self._init_pidfd is None and bwrap_done
+        return (
+            self._info_fd is None
+            and self._init_pidfd is None
+            and bwrap_done
+            and not self._unknown(time.monotonic())
+        )
 
     def _retrying(self) -> bool:
         """Cleaned up but the cgroup is not empty yet: try again shortly."""
@@ -281,8 +294,12 @@ class _JailThread:
                         poller.register(fd, select.POLLIN)
                         owners[fd] = jail
                 retrying = any(jail._retrying() for jail in self.jails)
-                unknown = any(j._unknown(time.monotonic()) for j in self.jails)
-            timeout = 20 if retrying else int(_LOST_AFTER * 1000) if unknown else None
+                now = time.monotonic()
+                unknown = [j for j in self.jails if j._unknown(now)]
+            if retrying or any(j._info_eof for j in unknown):
+                timeout: int | None = 20 if retrying else 50
+            else:
+                timeout = int(_LOST_AFTER * 1000) if unknown else None
             events = poller.poll(timeout)
             with contextlib.suppress(BlockingIOError):
                 while os.read(self._wake_r, 4096):
@@ -297,6 +314,7 @@ class _JailThread:
                     children = _children()
                     for jail in lost:
                         jail._find(children)
+                        jail._eof_scans += jail._info_eof
                 for jail in list(self.jails):
                     # One jail's trouble must not stop the thread from following the others.
                     with contextlib.suppress(OSError):
