@@ -89,6 +89,9 @@ def _verify_tree(
         if shared and _only_others_files(report, dist_info):
             return
         refused = _refusal(home, source, exc)
+        if shared and any("__pycache__" in c.subject.split("/") for c in report.failures()):
+            refused.message += BYTECODE_ADVICE
+            refused.args = (refused.message,)
         report.error = refused.message
         _audit(home, source, refused, action)
         raise refused from None
@@ -96,27 +99,32 @@ def _verify_tree(
 
 def _only_others_files(report: VerificationReport, dist_info: str | None) -> bool:
     """Whether every failure of a tree in a shared directory (a site-packages, a pip
-    ``--target``) is an unlisted file that is not this plugin's to answer for.
+    ``--target``) is an unlisted file of another distribution there.
 
-    Other distributions' files share the directory: they are not the plugin's. Inside the
-    plugin's own top-level packages an unlisted module, extension, ``.pth`` or sourceless
-    ``.pyc`` is refused; bytecode in ``__pycache__`` is not, because the worker compiles
-    a plugin's modules from their verified source and never reads it (pip writes it at
-    every ordinary install).
+    Inside the plugin's own top-level packages any unlisted importable file is refused,
+    bytecode in ``__pycache__`` included: Python would run it instead of the verified
+    source, so such a plugin must be installed with ``pip install --no-compile``.
     """
     failures = report.failures()
     if not failures or any(c.check != "unlisted" for c in failures):
         return False
-    own = {
+    own = _own_packages(report, dist_info)
+    return not any(c.subject.split("/", 1)[0] in own for c in failures)
+
+
+def _own_packages(report: VerificationReport, dist_info: str | None) -> set[str]:
+    """The top-level directories that hold files the plugin's manifest lists."""
+    return {
         c.subject.split("/", 1)[0]
         for c in report.checks
         if c.check == "file" and "/" in c.subject and not c.subject.startswith(f"{dist_info}/")
     }
-    for c in failures:
-        parts = c.subject.split("/")
-        if parts[0] in own and "__pycache__" not in parts[:-1]:
-            return False
-    return True
+
+
+BYTECODE_ADVICE = (
+    "; bytecode is not covered by the signature: install the plugin with "
+    "`pip install --no-compile`, or delete its __pycache__ directories"
+)
 
 
 def _refusal(home: Home, source: PluginSource, exc: VerificationError) -> VerificationError:

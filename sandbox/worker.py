@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import contextvars
 import importlib
-import importlib.machinery
 import os
 import signal
 import socket
@@ -102,46 +101,8 @@ def apply_limits(limits: dict[str, int | None]) -> None:
     cap(resource.RLIMIT_FSIZE, fsize * mib if fsize else None)
 
 
-class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
-    """Compiles a module from its source file and never reads bytecode for it.
-
-    The host verified the plugin's source files against the signed manifest; a ``.pyc``
-    beside them (pip writes them at install) is not covered by that, so it is not used.
-    """
-
-    def get_code(self, fullname: str) -> Any:
-        return self.source_to_code(self.get_data(self.path), self.path)
-
-
-def read_source_only(roots: list[str]) -> None:
-    """Import modules under ``roots`` from source files and extensions only: no
-    ``__pycache__`` bytecode and no sourceless ``.pyc`` (what verification checked is
-    exactly what runs)."""
-    real = [os.path.realpath(r) for r in roots]
-
-    def under(entry: str) -> bool:
-        path = os.path.realpath(entry or os.getcwd())
-        return any(path == r or path.startswith(r + os.sep) for r in real)
-
-    finder = importlib.machinery.FileFinder.path_hook(
-        (_SourceOnlyLoader, importlib.machinery.SOURCE_SUFFIXES),
-        (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES),
-    )
-
-    def hook(entry: str) -> Any:
-        if not under(entry):
-            raise ImportError("not a plugin path")  # the next hook takes it
-        return finder(entry)
-
-    sys.path_hooks.insert(0, hook)
-    for key in list(sys.path_importer_cache):
-        if under(key):
-            del sys.path_importer_cache[key]
-
-
 def load_plugin(entry: str, paths: list[str]) -> Plugin:
     """Import the object named by ``module:attr`` from ``paths`` and check it is a Plugin."""
-    read_source_only(paths)
     for p in reversed(paths):
         if p not in sys.path:
             sys.path.insert(0, p)

@@ -1,5 +1,5 @@
 """Signed plugins run from a directory (``pip install --target``, ``MCPHOST_PLUGIN_PATH``):
-what runs is exactly what was verified, though pip wrote bytecode beside it."""
+what runs is exactly what was verified; bytecode beside it is refused with advice."""
 
 from __future__ import annotations
 
@@ -20,22 +20,25 @@ INIT = "mcphost_textkit/__init__.py"
 
 
 @pytest.fixture(scope="module")
-def compiled_install(
+def signed_textkit(
     built_wheels: dict[str, Path], signing_key: PrivateKey, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    """textkit signed now and installed by pip as an operator would: with its bytecode."""
     out = tmp_path_factory.mktemp("dir-signed")
-    wheel = sign_wheel(built_wheels["textkit"], signing_key, permissions=Permissions(), out=out)
+    return sign_wheel(built_wheels["textkit"], signing_key, permissions=Permissions(), out=out)
+
+
+@pytest.fixture(scope="module")
+def clean_install(signed_textkit: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """textkit installed as docs/operators.md says: ``pip install --no-compile``."""
     target = tmp_path_factory.mktemp("dir-installed") / "textkit"
-    pip("install", "--no-deps", "--target", str(target), str(wheel))
-    assert list(target.glob("mcphost_textkit/__pycache__/*.pyc")), "pip wrote no bytecode"
+    pip("install", "--no-deps", "--no-compile", "--target", str(target), str(signed_textkit))
     return target
 
 
 @pytest.fixture
-def plugin_dir(compiled_install: Path, tmp_path: Path) -> Path:
+def plugin_dir(clean_install: Path, tmp_path: Path) -> Path:
     target = tmp_path / "textkit"
-    shutil.copytree(compiled_install, target, symlinks=True)
+    shutil.copytree(clean_install, target, symlinks=True)
     return target
 
 
@@ -59,23 +62,39 @@ def upper(home: Home, plugin_dir: Path, text: str) -> str:
     return asyncio.run(run())
 
 
-def test_a_signed_directory_plugin_with_pips_bytecode_runs(home: Home, plugin_dir: Path) -> None:
+def test_a_signed_directory_plugin_installed_without_bytecode_runs(
+    home: Home, plugin_dir: Path
+) -> None:
     assert upper(home, plugin_dir, "hi") == "HI"
 
 
-def test_bytecode_beside_a_verified_module_is_never_what_runs(home: Home, plugin_dir: Path) -> None:
-    source = plugin_dir / INIT
-    evil_source = source.read_text() + "\nupper = None\n"
+def test_bytecode_pip_wrote_beside_the_verified_source_is_refused_with_advice(
+    home: Home, signed_textkit: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "compiled"
+    pip("install", "--no-deps", "--target", str(target), str(signed_textkit))
+    with pytest.raises(VerificationError) as info:
+        upper(home, target, "hi")
+    assert "mcphost_textkit/__pycache__/" in info.value.message
+    assert "pip install --no-compile" in info.value.message
+
+
+def test_bytecode_made_to_pass_for_the_verified_source_is_refused(
+    home: Home, plugin_dir: Path
+) -> None:
     # Bytecode of other code, with a header that matches the real source's mtime and size,
     # so an ordinary import would take it instead of the verified source.
-    (pyc,) = plugin_dir.glob("mcphost_textkit/__pycache__/__init__.*.pyc")
+    source = plugin_dir / INIT
     st = source.stat()
-    code = compile(evil_source.replace("text.upper()", "'tampered'"), str(source), "exec")
-    data = importlib.util.MAGIC_NUMBER + (0).to_bytes(4, "little")
-    data += (int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little")
-    data += (st.st_size & 0xFFFFFFFF).to_bytes(4, "little")
-    pyc.write_bytes(data + marshal.dumps(code))
-    assert upper(home, plugin_dir, "hi") == "HI"
+    evil = compile(source.read_text().replace("text.upper()", "'tampered'"), str(source), "exec")
+    header = importlib.util.MAGIC_NUMBER + (0).to_bytes(4, "little")
+    header += (int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little")
+    header += (st.st_size & 0xFFFFFFFF).to_bytes(4, "little")
+    pyc = Path(importlib.util.cache_from_source(str(source)))
+    pyc.parent.mkdir()
+    pyc.write_bytes(header + marshal.dumps(evil))
+    with pytest.raises(VerificationError, match=r"__pycache__/__init__\.cpython"):
+        upper(home, plugin_dir, "hi")
 
 
 @pytest.mark.parametrize(
