@@ -17,7 +17,6 @@ from typing import Any
 import msgspec
 
 from mcphost.sandbox.client import ProgressCallback, WorkerClient
-from mcphost.sandbox.jail import choose_backend
 from mcphost.sdk.errors import (
     ConfigError,
     InvalidArguments,
@@ -29,6 +28,7 @@ from mcphost.sdk.errors import (
 from .config import HostConfig, load_config
 from .home import Home
 from .hooks import make_plugin_manager
+from .policy import isolation_backend
 from .sources import (
     PluginSource,
     discover_directory,
@@ -127,14 +127,7 @@ class Host:
         self.home.ensure()
         if self._config is None:
             self.config = load_config(self.home.config_file)
-        policy = self._isolation or self.config.isolation
-        backend = choose_backend(policy)
-        if self.config.require_namespaces and backend.level != "namespaces":
-            raise ConfigError(
-                "the configuration requires namespaces (require_namespaces = true) but "
-                f"only the {backend.name!r} backend can run here; install bubblewrap "
-                "(`apt-get install bubblewrap`) or set require_namespaces = false"
-            )
+        backend = isolation_backend(self.config, self._isolation)
         if backend.level != "namespaces":
             log.warning(
                 "plugins run with isolation %r only (no namespaces); run `mcphost doctor`",
