@@ -75,6 +75,7 @@ PERMISSIONS: dict[str, Permissions] = {
     "oversized_frame": Permissions(),
     "garbage_frame": Permissions(),
     "output_flood": Permissions(),
+    "unix_socket": Permissions(),
     # Not an attack: a worker whose forked children share its memory, within its limit.
     "shared_pages": Permissions(limits=PermissionLimits(memory_mb=128)),
 }
@@ -100,6 +101,9 @@ packages = ["mcphost_attack_{name}"]
 
 #: The fd number the host holds the canary file open on, inheritable.
 INHERITED_FD = 200
+#: The host's unix sockets: an abstract name, and a file in the host user's home.
+UNIX_ABSTRACT = f"mcphost-attack-suite-{os.getpid()}"
+UNIX_PATH = "agent.sock"
 
 CONFIG = """\
 isolation = "bwrap"
@@ -361,6 +365,8 @@ class AttackedHost:
     installed: Installed
     inherited_fd: int
     listener: socket.socket
+    #: Unix sockets the host listens on: an abstract one and one in the user's home.
+    unix_listeners: list[socket.socket]
 
     @property
     def secrets(self) -> Secrets:
@@ -383,8 +389,9 @@ class AttackedHost:
         assert self.server.proc.poll() is None, f"{attack}: the host process exited"
         status = psutil.Process(self.server.pid).status()
         assert status not in (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE), status
-        with pytest.raises(BlockingIOError):
-            self.listener.accept()
+        for listener in (self.listener, *self.unix_listeners):
+            with pytest.raises(BlockingIOError):
+                listener.accept()
         # Another plugin is served as before, in the same host.
         title = f"after-{attack}-{secrets.token_hex(4)}"
         saved = self.server.call("notes.save", {"title": title, "body": attack})
@@ -404,6 +411,13 @@ def host(installed: Installed, tmp_path_factory: pytest.TempPathFactory) -> Iter
     listener.bind(("127.0.0.1", 0))
     listener.listen()
     listener.setblocking(False)
+    unix_listeners = []
+    for address in ("\0" + UNIX_ABSTRACT, str(installed.user_home / UNIX_PATH)):
+        unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        unix.bind(address)
+        unix.listen()
+        unix.setblocking(False)
+        unix_listeners.append(unix)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(installed.user_home),
@@ -415,14 +429,15 @@ def host(installed: Installed, tmp_path_factory: pytest.TempPathFactory) -> Iter
     argv = [MCPHOST, "-v", "--home", str(installed.home.root), "serve", "--no-environment"]
     server = Server(argv, env, log, pass_fds=(fd,))
     try:
-        yield AttackedHost(server, installed, fd, listener)
+        yield AttackedHost(server, installed, fd, listener, unix_listeners)
     finally:
         pid = server.pid
         try:
             assert server.close() == 0, server.log_text()[-4000:]
         finally:
             os.close(fd)
-            listener.close()
+            for sock in (listener, *unix_listeners):
+                sock.close()
         _assert_nothing_left(installed.home, pid)
 
 
@@ -710,6 +725,17 @@ def test_plugin_security_output_flood(host: AttackedHost) -> None:
     assert longest < 4096 + 200, longest
     assert psutil.Process(host.server.pid).memory_info().rss < 300 * 1024 * 1024
     host.check_contained(out, "output_flood")
+
+
+def test_plugin_security_unix_socket(host: AttackedHost) -> None:
+    path = str(host.installed.user_home / UNIX_PATH)
+    out = host.server.attack("unix_socket", {"abstract": UNIX_ABSTRACT, "path": path})
+    assert not out.is_error, out.text
+    # Abstract sockets belong to a network namespace (and Landlock ABI 6 scopes them);
+    # the socket file is not mounted.
+    assert out.value["abstract"] in (errno.ECONNREFUSED, errno.EPERM), out.value
+    assert out.value["path"] == errno.ENOENT, out.value
+    host.check_contained(out, "unix_socket")  # and the listeners accepted nothing
 
 
 def test_forked_children_sharing_a_workers_memory_are_not_counted_once_each(
