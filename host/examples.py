@@ -164,7 +164,7 @@ def build_wheels(projects: Mapping[str, Path], out: Path) -> dict[str, Path]:
     env: dict[str, str] | None = None
     if not _can_build_offline():
         env = _build_env(projects.values(), out)
-    isolation = ["--no-build-isolation"] if _can_build_offline() or env is not None else []
+    isolation = ["--no-build-isolation"]  # offline-capable here, or given its build env
     with ThreadPoolExecutor(max_workers=max(1, len(projects))) as pool:
         futures = {
             key: pool.submit(_pip_wheel, project, out / key, isolation, env)

@@ -186,7 +186,7 @@ class _Stream:
 class Worker:
     """Serves the calls arriving on one channel.
 
-    Sync tools run inline when they are known to be fast (see :class:`_Speed`), else on
+    Sync tools run inline when they are known to be fast (see :class:`_SyncTool`), else on
     the thread pool, whose threads send their results themselves; async tools and
     streams run as tasks on the loop.
     """

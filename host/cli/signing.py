@@ -34,7 +34,6 @@ __all__ = [
     "load_signing_key",
     "sign_command",
     "verify_tree_report",
-    "verify_wheel",
     "verify_wheel_report",
 ]
 
@@ -84,10 +83,6 @@ def verify_wheel_report(
         report.error = report.error or exc.message
         _refused(home, report, exc)
     return report
-
-
-#: The name the ``plugin verify`` command uses.
-verify_wheel = verify_wheel_report
 
 
 def verify_tree_report(
