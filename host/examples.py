@@ -161,10 +161,9 @@ def build_wheels(projects: Mapping[str, Path], out: Path) -> dict[str, Path]:
     build requirements come from pip's configured index, installed once for all projects.
     """
     out.mkdir(parents=True, exist_ok=True)
-    env: dict[str, str] | None = None
-    if not _can_build_offline():
-        env = _build_env(projects.values(), out)
-    isolation = ["--no-build-isolation"]  # offline-capable here, or given its build env
+    offline = _can_build_offline()
+    env = None if offline else _build_env(projects.values(), out)
+    isolation = ["--no-build-isolation"] if offline or env is not None else []
     with ThreadPoolExecutor(max_workers=max(1, len(projects))) as pool:
         futures = {
             key: pool.submit(_pip_wheel, project, out / key, isolation, env)
