@@ -76,6 +76,7 @@ PERMISSIONS: dict[str, Permissions] = {
     "garbage_frame": Permissions(),
     "output_flood": Permissions(),
     "unix_socket": Permissions(),
+    "kernel_surface": Permissions(),
     # Not an attack: a worker whose forked children share its memory, within its limit.
     "shared_pages": Permissions(limits=PermissionLimits(memory_mb=128)),
 }
@@ -736,6 +737,14 @@ def test_plugin_security_unix_socket(host: AttackedHost) -> None:
     assert out.value["abstract"] in (errno.ECONNREFUSED, errno.EPERM), out.value
     assert out.value["path"] == errno.ENOENT, out.value
     host.check_contained(out, "unix_socket")  # and the listeners accepted nothing
+
+
+def test_plugin_security_kernel_surface(host: AttackedHost) -> None:
+    out = host.server.attack("kernel_surface")
+    assert not out.is_error, out.text
+    # The seccomp filter answers EPERM before the kernel looks at the arguments.
+    assert out.value == dict.fromkeys(out.value, errno.EPERM), out.value
+    host.check_contained(out, "kernel_surface")
 
 
 def test_forked_children_sharing_a_workers_memory_are_not_counted_once_each(
