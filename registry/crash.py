@@ -13,11 +13,12 @@ __all__ = ["CRASH_ENV", "CRASH_POINTS", "crash_point"]
 
 CRASH_ENV = "MCPHOST_TEST_CRASH_AT"
 
-#: Every named point, in the order an install, swap or removal passes them.
+#: Every named point, in the order an install (or a repair), swap or removal passes them.
 CRASH_POINTS = (
     "install_stored",
     "build_unpacked",
     "build_synced",
+    "repair_swapped",
     "install_renamed",
     "install_before_commit",
     "install_committed",

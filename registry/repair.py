@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from .crash import crash_point
 from .records import VersionRecord
 from .store import build_version_dir, plugin_tree_changes, tree_changes
 from .wheels import CheckedWheel
@@ -49,6 +50,7 @@ def restore_version(
         find_links=links,
         progress=progress,
         replace=True,
+        crash=crash_point,
         # Intact dependencies are copied; changed ones are installed again.
         keep_deps=None if deps_changes else Path(rec.deps_dir),
     )

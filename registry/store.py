@@ -9,6 +9,8 @@ directory synced, then renamed into place; removal renames it into ``.trash/`` f
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import os
 import secrets
@@ -223,10 +225,17 @@ def build_version_dir(
         fsync_dir(tmp)
         crash("build_synced")
         target.parent.mkdir(parents=True, exist_ok=True)
-        # A crash between these two renames leaves the version without files: its next
-        # start is refused (missing tree) and installing its wheel again rebuilds it.
-        old = move_to_trash(versions_dir, target) if replace else None
-        os.rename(tmp, target)
+        if replace and exchange_dirs(tmp, target):
+            # One atomic step: the version holds the new tree, ``tmp`` the old one, which
+            # a crash from here on leaves in .building for the next sweep.
+            old = tmp
+            crash("repair_swapped")
+        else:
+            # Where the file system cannot exchange, a crash between these two renames
+            # leaves the version without files: its next start is refused (missing tree)
+            # and installing its wheel again rebuilds it.
+            old = move_to_trash(versions_dir, target) if replace else None
+            os.rename(tmp, target)
         fsync_dir(target.parent)
         fsync_dir(building)
     except BaseException:
@@ -311,6 +320,24 @@ def discard_tree(path: Path) -> None:
         return
     _make_writable(path)
     shutil.rmtree(path, ignore_errors=True)
+
+
+def exchange_dirs(a: Path, b: Path) -> bool:
+    """Swap two directories in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns False where the C library or the file system cannot; raises OSError for any
+    other failure.
+    """
+    fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if fn is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def move_to_trash(versions_dir: Path, path: Path) -> Path | None:

@@ -4,6 +4,7 @@ removal; the registry is then usable and in the old state or the new one."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 from pathlib import Path
@@ -76,10 +77,12 @@ INSTALL_POINTS = [
 ]
 SWAP_POINTS = ["swap_before_commit", "swap_committed"]
 REMOVE_POINTS = ["remove_before_commit", "remove_committed", "remove_trashed"]
+REPAIR_POINTS = ["build_synced", "repair_swapped"]
 
 
 def test_every_crash_point_is_exercised() -> None:
-    assert sorted(INSTALL_POINTS + SWAP_POINTS + REMOVE_POINTS) == sorted(CRASH_POINTS)
+    points = set(INSTALL_POINTS + SWAP_POINTS + REMOVE_POINTS + REPAIR_POINTS)
+    assert sorted(points) == sorted(CRASH_POINTS)
 
 
 def killed(home: Home, point: str, *args: str) -> None:
@@ -139,3 +142,23 @@ def test_a_removal_killed_at_any_point_leaves_the_version_whole_or_gone(
     proc = run_cli(home, "plugin", "remove", "textkit", "--force")
     assert proc.returncode == 0, proc.stderr
     assert state(home) == {}
+
+
+@pytest.mark.parametrize("point", REPAIR_POINTS)
+def test_a_repair_killed_at_any_point_leaves_the_version_with_whole_files(
+    point: str, prepared: Home, wheels: dict[str, Path], tmp_path: Path
+) -> None:
+    home = copy_home(prepared, tmp_path)
+    with Registry.open(home) as reg:
+        code = Path(reg.version("textkit", "1.0").plugin_dir, "mcphost_textkit", "__init__.py")
+    os.chmod(code, 0o644)
+    original = code.read_bytes()
+    code.write_bytes(original + b"\n# changed after install\n")
+    killed(home, point, "plugin", "install", str(wheels["1.0"]), "--yes")
+    # Either the changed tree (the kill came before the swap) or the restored one; never
+    # a version without files.
+    assert code.read_bytes() in (original, original + b"\n# changed after install\n")
+    proc = run_cli(home, "plugin", "install", str(wheels["1.0"]), "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert code.read_bytes() == original
+    assert state(home) == {"textkit": ("1.0.0", ("1.0.0", "1.1.0"))}
