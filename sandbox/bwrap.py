@@ -190,8 +190,9 @@ class BubblewrapBackend(IsolationBackend):
                 )
         layers["filesystem"] = (
             "read-only interpreter, stdlib, site-packages, mcphost and plugin code; "
-            "private size-limited /tmp; minimal /dev; own /proc; writable: the plugin's "
-            "data directory and its scratch directory only; no home, no repository"
+            "private size-limited /tmp and scratch directory ($HOME, tmpfs); minimal /dev; "
+            "own /proc; writable: the plugin's data directory, its scratch directory and "
+            "/tmp only; no home, no repository"
         )
         layers["environment"] = "cleared; only PATH, LANG, HOME, TMPDIR and granted variables"
         layers["file descriptors"] = "only the IPC channel is inherited"
@@ -218,8 +219,9 @@ class BubblewrapBackend(IsolationBackend):
         cg = self.cgroups()
         if cg is not None:
             layers["cgroups"] = (
-                cg.describe() + "; one pids and memory cgroup per worker, "
-                "entered and checked before plugin code runs"
+                cg.describe() + "; one pids and memory cgroup per worker (and cpuacct on v1), "
+                "entered and checked before plugin code runs; the host watches the "
+                "worker's memory in use and CPU time through it"
             )
         else:
             reason = "disabled" if not self.use_cgroups else CgroupManager.detect().describe()
