@@ -5,7 +5,6 @@ Append new shared fixtures at the end; keep suite-specific ones in that suite's 
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -69,28 +68,6 @@ def home(tmp_path: Path) -> Path:
     h = tmp_path / "home"
     h.mkdir()
     return h
-
-
-def bwrap_required() -> bool:
-    """In CI (or when asked) a missing bubblewrap is a failure, never a skip."""
-    return bool(os.environ.get("CI") or os.environ.get("MCPHOST_REQUIRE_BWRAP"))
-
-
-def require_bwrap() -> None:
-    """Call at the top of a test that needs bubblewrap."""
-    from mcphost.sandbox.jail import available_backends
-
-    for backend in available_backends():
-        if backend.name == "bwrap":
-            ok, why = backend.available()
-            if ok:
-                return
-            break
-    else:
-        why = "the bubblewrap backend is not built"
-    if bwrap_required():
-        pytest.fail(f"bubblewrap is required here but cannot run: {why}")
-    pytest.skip(f"bubblewrap cannot run here: {why}")
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from bwrap_check import require_bwrap
 
 from mcphost.host.examples import copy_example
-from mcphost.sandbox.bwrap import BubblewrapBackend
 from mcphost.sdk.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,15 +23,6 @@ COMMAND = (
     if SCRIPT.exists()
     else [sys.executable, "-c", "from mcphost.host.cli import main; main()"]
 )
-
-
-def _require_bwrap() -> None:
-    ok, why = BubblewrapBackend().available()
-    if ok:
-        return
-    if os.environ.get("CI") or os.environ.get("MCPHOST_REQUIRE_BWRAP"):
-        pytest.fail(f"bubblewrap is required here but cannot run: {why}")
-    pytest.skip(f"bubblewrap cannot run here: {why}")
 
 
 def run_demo(
@@ -142,7 +133,7 @@ def check_nothing_left(
 @pytest.mark.slow
 @pytest.mark.bwrap
 def test_demo_installs_two_versions_swaps_under_load_and_rolls_back(tmp_path: Path) -> None:
-    _require_bwrap()
+    require_bwrap()
     proc, operator = run_demo(tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout

@@ -25,6 +25,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from bwrap_check import require_bwrap
 
 from mcphost.sandbox.bwrap import NOBODY, BubblewrapBackend, code_paths
 from mcphost.sandbox.isolation import Grants, Limits, WorkerSpec, runtime_paths
@@ -35,19 +36,10 @@ REPO = Path(__file__).resolve().parents[2]
 ROOT = os.geteuid() == 0
 
 
-def _require(backend: BubblewrapBackend) -> None:
-    ok, why = backend.available()
-    if ok:
-        return
-    if os.environ.get("CI") or os.environ.get("MCPHOST_REQUIRE_BWRAP"):
-        pytest.fail(f"bubblewrap is required here but cannot run: {why}")
-    pytest.skip(f"bubblewrap cannot run here: {why}")
-
-
 @pytest.fixture(scope="module")
 def backend() -> BubblewrapBackend:
     b = BubblewrapBackend()
-    _require(b)
+    require_bwrap()
     return b
 
 
@@ -155,7 +147,7 @@ def test_jailed_process_cannot_reach_a_listener_on_the_host_loopback(
     spec: WorkerSpec, listener: socket.socket, landlock: bool
 ) -> None:
     backend = BubblewrapBackend(use_landlock=landlock)
-    _require(backend)
+    require_bwrap()
     port = listener.getsockname()[1]
     res = run_in_jail(backend, spec, probe(CONNECT.format(port=port)))
     assert res.out is not None, res.stderr
@@ -182,7 +174,7 @@ def test_host_home_repository_and_host_files_are_not_visible(
     spec: WorkerSpec, tmp_path: Path, landlock: bool
 ) -> None:
     backend = BubblewrapBackend(use_landlock=landlock)
-    _require(backend)
+    require_bwrap()
     secret = tmp_path / "secret.txt"
     secret.write_text("host secret")
     home = os.path.expanduser("~")
@@ -253,7 +245,7 @@ def test_only_the_data_scratch_and_tmp_directories_are_writable(
     spec: WorkerSpec, tmp_path: Path, landlock: bool
 ) -> None:
     backend = BubblewrapBackend(use_landlock=landlock)
-    _require(backend)
+    require_bwrap()
     plugin_code = tmp_path / "plugin"
     plugin_code.mkdir()
     spec = msgspec.structs.replace(spec, paths=[str(plugin_code)])
@@ -472,7 +464,7 @@ def test_seccomp_refuses_ptrace_new_user_namespaces_and_tiocsti(
 def test_without_the_seccomp_filter_the_same_probe_gets_further(spec: WorkerSpec) -> None:
     """The control for the test above: the filter, not something else, refuses those."""
     bare = BubblewrapBackend(use_seccomp=False)
-    _require(bare)
+    require_bwrap()
     res = run_in_jail(bare, spec, probe(SYSCALLS))
     assert res.out is not None, res.stderr
     assert res.out["ptrace"] == 0

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from bwrap_check import require_bwrap
 
 from mcphost.host import Host, HostConfig
 from mcphost.sandbox.bwrap import NOBODY, BubblewrapBackend
@@ -14,19 +15,10 @@ from mcphost.sandbox.bwrap import NOBODY, BubblewrapBackend
 pytestmark = pytest.mark.bwrap
 
 
-def _require_bwrap() -> None:
-    ok, why = BubblewrapBackend().available()
-    if ok:
-        return
-    if os.environ.get("CI") or os.environ.get("MCPHOST_REQUIRE_BWRAP"):
-        pytest.fail(f"bubblewrap is required here but cannot run: {why}")
-    pytest.skip(f"bubblewrap cannot run here: {why}")
-
-
 def test_notes_plugin_saves_and_reads_a_note_inside_the_jail(
     home: Path, plugin_dirs: dict[str, Path]
 ) -> None:
-    _require_bwrap()
+    require_bwrap()
 
     async def scenario() -> tuple[str, str, list[str], list[str]]:
         async with Host(

@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bwrap_check import require_bwrap
 from click.testing import CliRunner
 from security_helpers import pip
 
 from mcphost.host import Home, Host, HostEvent
 from mcphost.host.cli.main import main
-from mcphost.sandbox.bwrap import BubblewrapBackend
 from mcphost.sdk.errors import VerificationError
 from mcphost.security.wheel import record_hash, render_record
 
@@ -189,12 +189,7 @@ class Kit:
 @pytest.fixture(scope="module", autouse=True)
 def _bubblewrap() -> None:
     """These attacks are only meaningful inside the jail; in CI a missing bwrap fails."""
-    usable, why = BubblewrapBackend().available()
-    if usable:
-        return
-    if os.environ.get("CI") or os.environ.get("MCPHOST_REQUIRE_BWRAP"):
-        pytest.fail(f"bubblewrap is required here but cannot run: {why}")
-    pytest.skip(f"bubblewrap cannot run here: {why}")
+    require_bwrap()
 
 
 @pytest.fixture(scope="module")
