@@ -149,18 +149,37 @@ class BubblewrapBackend(IsolationBackend):
             return False, "the bwrap binary is not installed (apt install bubblewrap)"
         if not self.version():
             return False, f"{self.bwrap} --version does not run"
-        argv = [*self._namespace_args(network=False), "--ro-bind", "/usr", "/usr"]
-        argv += self._top_dir_args()
+        # bubblewrap exits without reaping the jail's init: it falls to the nearest
+        # subreaper. Be that subreaper, and let the jail thread reap it.
+        set_subreaper()
+        info_read, info_write = os.pipe()
+        argv = [*self._namespace_args(network=False), "--info-fd", str(info_write)]
+        argv += ["--ro-bind", "/usr", "/usr", *self._top_dir_args()]
         argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", "1048576"]
         argv += ["--tmpfs", "/tmp", "--", *self._drop_args(), _TRUE]
+        jail = Jail(argv, info_read, [info_write], None)
         try:
-            proc = subprocess.run(
-                argv, capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL
+            probe = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                pass_fds=(info_write,),
             )
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            jail.on_spawn(probe.pid)
+            try:
+                _, stderr = probe.communicate(timeout=20)
+            except subprocess.TimeoutExpired as exc:
+                probe.kill()
+                probe.wait()
+                return False, f"a trivial sandbox did not run: {exc}"
+        except OSError as exc:
             return False, f"a trivial sandbox did not run: {exc}"
-        if proc.returncode != 0:
-            err = proc.stderr.strip() or f"exit status {proc.returncode}"
+        finally:
+            jail.cleanup()
+        if probe.returncode != 0:
+            err = stderr.strip() or f"exit status {probe.returncode}"
             return False, (
                 f"a trivial sandbox failed here ({err}); user namespaces may be disabled "
                 "(sysctl user.max_user_namespaces) or the host lacks privileges"
