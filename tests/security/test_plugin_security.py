@@ -40,6 +40,7 @@ from typing import Any
 
 import psutil
 import pytest
+from bwrap_check import require_bwrap
 from security_helpers import EXAMPLES, REPO
 
 from mcphost.host import Home, Host, HostConfig
@@ -196,21 +197,10 @@ class Installed:
     notes_version_dir: Path
 
 
-def require_bwrap(request: pytest.FixtureRequest) -> None:
-    """``require_bwrap()`` of tests/conftest.py: in CI a missing bubblewrap fails."""
-    shared = request.config.pluginmanager.get_plugin(str(REPO / "tests" / "conftest.py"))
-    assert shared is not None, "tests/conftest.py is not loaded"
-    shared.require_bwrap()
-
-
 @pytest.fixture(scope="module")
-def installed(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    signing_key: PrivateKey,
-) -> Installed:
+def installed(tmp_path_factory: pytest.TempPathFactory, signing_key: PrivateKey) -> Installed:
     """Build, sign and install notes and every attack plugin with the real CLI."""
-    require_bwrap(request)
+    require_bwrap()
     root = tmp_path_factory.mktemp("attacks")
     projects = [_write_distribution(name, root / "src") for name in PERMISSIONS]
     # A copy of notes: building writes into the project's directory.
