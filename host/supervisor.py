@@ -17,7 +17,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from .config import HostConfig
 from .policy import enforce_policy
 from .sources import PluginSource
 
-__all__ = ["PluginSupervisor", "SupervisorEnv", "describe_exit", "over_limits"]
+__all__ = ["PluginSupervisor", "SupervisorEnv", "over_limits"]
 
 log = logging.getLogger("mcphost.supervisor")
 
@@ -235,7 +234,7 @@ class PluginSupervisor:
 
     def _on_closed(self, worker: WorkerClient) -> None:
         """A worker ended: count the crash and restart it, unless it was stopped on purpose."""
-        reason = _explain_exit(worker, worker.closed.result())
+        reason = worker.closed.result()
         if worker in self._retiring or self._closing:
             self._retiring.discard(worker)
             return
@@ -250,6 +249,17 @@ class PluginSupervisor:
             self._starting = asyncio.ensure_future(self._start(delay))
             # A failed restart is recorded as a crash and retried by the next call.
             self._starting.add_done_callback(_consume)
+
+    def stop_worker(self, reason: str) -> None:
+        """Stop the running worker on purpose: not a crash, so nothing is counted and
+        nothing restarts now; the next call starts (and verifies) the plugin again."""
+        worker = self.worker
+        if worker is None:
+            return
+        self.worker = None
+        self._retiring.add(worker)
+        self.state, self.failure = "stopped", reason
+        worker.kill(reason)
 
     def reset(self) -> None:
         """Clear a failed state so the next call tries again."""
@@ -396,34 +406,6 @@ def over_limits(usage: ResourceUsage, limits: Limits) -> str | None:
             f"of {limits.cpu_seconds}"
         )
     return None
-
-
-def describe_exit(returncode: int) -> str:
-    """How a worker process ended, in words: negative codes are the signal that killed it."""
-    if returncode >= 0:
-        return "exited" if returncode == 0 else f"exited with status {returncode}"
-    try:
-        name = signal.Signals(-returncode).name
-    except ValueError:
-        name = str(-returncode)
-    hint = {
-        "SIGXCPU": " (it used up its CPU-time limit)",
-        "SIGKILL": " (killed: out of memory, or by an operator)",
-        "SIGSEGV": " (a crash in native code)",
-    }.get(name, "")
-    return f"exited on signal {name}{hint}"
-
-
-def _explain_exit(worker: WorkerClient, reason: str) -> str:
-    """The reason a worker ended, with the signal named where the backend reports one as
-    an exit status (bubblewrap exits with 128 + N when the worker died of signal N)."""
-    rc = worker.proc.returncode
-    if rc is None or worker.plan.exit_status is None:
-        return reason
-    own = worker.plan.exit_status(rc)
-    if own == rc or reason != describe_exit(rc):
-        return reason  # already explained, or killed by the host for a reason it gave
-    return describe_exit(own)
 
 
 def _consume(task: asyncio.Task[Any]) -> None:

@@ -52,7 +52,7 @@ from .protocol import (
     negotiate,
 )
 
-__all__ = ["ProgressCallback", "WorkerClient", "spawn_worker"]
+__all__ = ["ProgressCallback", "WorkerClient", "describe_exit", "spawn_worker"]
 
 log = logging.getLogger("mcphost.worker")
 
@@ -83,6 +83,22 @@ class _Pending:
         self.granted = granted
         self.tool = tool
         self.timeout = timeout
+
+
+def describe_exit(returncode: int) -> str:
+    """How a worker process ended, in words: negative codes are the signal that killed it."""
+    if returncode >= 0:
+        return "exited" if returncode == 0 else f"exited with status {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = str(-returncode)
+    hint = {
+        "SIGXCPU": " (it used up its CPU-time limit)",
+        "SIGKILL": " (killed: out of memory, or by an operator)",
+        "SIGSEGV": " (a crash in native code)",
+    }.get(name, "")
+    return f"exited on signal {name}{hint}"
 
 
 class WorkerClient:
@@ -220,20 +236,9 @@ class WorkerClient:
     def _describe_exit(self, rc: int) -> str:
         if self._kill_reason is not None:
             return self._kill_reason
-        if rc < 0:
-            try:
-                name = signal.Signals(-rc).name
-            except ValueError:
-                name = str(-rc)
-            hint = {
-                "SIGXCPU": " (it used up its CPU-time limit)",
-                "SIGKILL": " (killed: out of memory, or by an operator)",
-                "SIGSEGV": " (a crash in native code)",
-            }.get(name, "")
-            return f"exited on signal {name}{hint}"
-        if rc == 0:
-            return "exited"
-        return f"exited with status {rc}"
+        if self.plan.exit_status is not None:  # e.g. bubblewrap's 128 + N for signal N
+            rc = self.plan.exit_status(rc)
+        return describe_exit(rc)
 
     def _finish(self, reason: str) -> None:
         if self.closed.done():
@@ -461,6 +466,7 @@ async def spawn_worker(
     os.makedirs(spec.work_dir, exist_ok=True)
     os.makedirs(spec.data_dir, exist_ok=True)
     host_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    plan: LaunchPlan | None = None
     try:
         plan = backend.prepare(spec, child_sock.fileno())
         proc = await asyncio.create_subprocess_exec(
@@ -478,12 +484,16 @@ async def spawn_worker(
         )
     except BaseException:
         host_sock.close()
+        if plan is not None and plan.cleanup is not None:
+            plan.cleanup()  # the plan's fds and cgroup, for a process that never ran
         raise
     finally:
         child_sock.close()
     if plan.on_spawn is not None:
         plan.on_spawn(proc.pid)
     client = WorkerClient(spec, proc, plan, on_log)
+    # A start that fails later also fails the Hello nobody waits for any more.
+    client._hello.add_done_callback(lambda f: None if f.cancelled() else f.exception())
     codec = FrameCodec(spec.max_frame)
     client.channel = await open_channel(host_sock, codec, client._on_frame, client._on_close)
     client._io_tasks += [

@@ -627,8 +627,8 @@ def test_plugin_security_memory_bomb(host: AttackedHost) -> None:
 
 def test_plugin_security_cpu_spin(host: AttackedHost) -> None:
     out = host.server.attack("cpu_spin")
-    _crashed(out, "cpu_spin")
-    # RLIMIT_CPU ended it at its declared 2 seconds; the host's log says so.
+    # RLIMIT_CPU ended it at its declared 2 seconds; the caller and the host's log say so.
+    _crashed(out, "cpu_spin", "exited on signal SIGXCPU (it used up its CPU-time limit)")
     assert "worker for attack_cpu_spin 1.0.0" in host.server.log_text()
     assert "exited on signal SIGXCPU (it used up its CPU-time limit)" in host.server.log_text()
     host.check_contained(out, "cpu_spin")
