@@ -217,17 +217,15 @@ class _Follower:
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def trust_changed(self) -> bool:
-        """Whether the revocation list changed since the last look (one stat)."""
-        stamp = self._trust_stamp()
-        if stamp == self.trust_stamp:
-            return False
-        self.trust_stamp = stamp
-        return True
+        """Whether the revocation list changed since it was last acted on (one stat)."""
+        return self._trust_stamp() != self.trust_stamp
 
     def stop_revoked(self) -> None:
         """Stop the running workers of registry versions signed by a key that is revoked
         (or no longer trusted). The plugin stays routed: its next call starts it again,
-        which verification refuses with an error naming the key."""
+        which verification refuses with an error naming the key. The change counts as
+        handled only once the trust store could be read."""
+        stamp = self._trust_stamp()
         for name, sup in list(self.host._supervisors.items()):
             source, worker = sup.source, sup.worker
             if source.origin != "registry" or source.key_id is None or worker is None:
@@ -241,7 +239,8 @@ class _Follower:
                 continue
             what = "was revoked" if record is not None else "is no longer trusted"
             log.warning("key %s of plugin %s %s; stopping it", source.key_id, name, what)
-            worker.kill(f"was stopped: the key {source.key_id} that signed it {what}")
+            sup.stop_worker(f"was stopped: the key {source.key_id} that signed it {what}")
+        self.trust_stamp = stamp
 
     async def _activate(self, rec: VersionRecord) -> None:
         try:
