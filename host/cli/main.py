@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import sys
@@ -21,8 +22,34 @@ __all__ = ["cli_errors", "echo_json", "main", "pass_home", "run_async"]
 T = TypeVar("T")
 
 
+#: Command name -> the module under mcphost.host.cli that defines it. A command's module
+#: is imported only when that command runs (or help lists them all): `mcphost serve`
+#: answers its client sooner without the registry, signing and demo code loaded.
+COMMAND_MODULES = {
+    "audit": "audit",
+    "call": "core",
+    "config": "config_cmd",
+    "demo": "demo",
+    "doctor": "core",
+    "keys": "keys",
+    "plugin": "plugin",
+    "serve": "serve",
+    "tools": "core",
+}
+
+
 class _Group(click.Group):
-    """Turns any :class:`MCPHostError` into a clear message and its exit code."""
+    """Loads commands on first use; turns any :class:`MCPHostError` into a clear message
+    and its exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(COMMAND_MODULES))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMAND_MODULES.get(cmd_name)
+        if cmd_name not in self.commands and module is not None:
+            importlib.import_module(f"{__package__}.{module}")
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -66,7 +93,3 @@ def echo_json(data: Any) -> None:
 def cli_errors(fn: Callable[..., T]) -> Callable[..., T]:
     """Kept for commands defined outside the root group; the group already maps errors."""
     return fn
-
-
-# Commands register here; each module adds its own with main.add_command().
-from . import audit, config_cmd, core, demo, keys, plugin, serve  # noqa: E402,F401

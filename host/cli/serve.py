@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,6 +14,9 @@ from mcphost.sdk.errors import ConfigError
 
 from ..home import Home
 from .main import main, pass_home
+
+if TYPE_CHECKING:
+    from ..host import Host
 
 CLIENT_SNIPPET = """\
 {
@@ -104,8 +108,6 @@ def serve(
     Tools are named <plugin>.<tool>. Plugins run in sandboxed workers; installs, swaps
     and rollbacks show up in a running server as notifications/tools/list_changed.
     """
-    from mcphost.host import Host
-
     from ..mcp import McpServer, ServerOptions
 
     bind: tuple[str, int] | None = None
@@ -115,15 +117,19 @@ def serve(
             raise click.UsageError(f"--http {http!r}: expected HOST:PORT, e.g. 127.0.0.1:8765")
         bind = (host_part.strip("[]") or "127.0.0.1", int(port_part))
 
+    def make_host() -> Host:
+        from ..host import Host
+
+        return Host(home, plugin_dirs=plugin_dirs, environment=environment)
+
     async def go() -> None:
-        host = Host(home, plugin_dirs=plugin_dirs, environment=environment)
         options = ServerOptions(
             version=_version(),
             page_size=page_size,
             max_message_bytes=max_message_bytes,
             tools_ttl_ms=tools_ttl_ms,
         )
-        server = McpServer(host, options)
+        server = McpServer(make_host, options)
         try:
             if bind is None:
                 from ..mcp.stdio import serve_stdio

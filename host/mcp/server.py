@@ -77,14 +77,26 @@ class ServerOptions:
 class McpServer:
     """Serves one :class:`Host` to any number of MCP sessions (stdio: one; HTTP: many)."""
 
-    def __init__(self, host: Host, options: ServerOptions | None = None) -> None:
-        self.host = host
+    def __init__(
+        self, host: Host | Callable[[], Host], options: ServerOptions | None = None
+    ) -> None:
+        # A factory makes the host on first use: `mcphost serve` answers initialize before
+        # the host's modules (configuration models, supervision) are even imported.
+        self._host: Host | None = None if callable(host) else host
+        self._make_host: Callable[[], Host] | None = host if callable(host) else None
         self.options = options or ServerOptions()
         self.sessions: set[Session] = set()
         self._catalog: Catalog | None = None
         self._ready: asyncio.Task[None] | None = None
         self._remove_listener: Callable[[], None] | None = None
         self.server_info = {"name": self.options.name, "version": self.options.version}
+
+    @property
+    def host(self) -> Host:
+        if self._host is None:
+            assert self._make_host is not None
+            self._host = self._make_host()
+        return self._host
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -128,7 +140,8 @@ class McpServer:
                 self._ready.cancel()
             with contextlib.suppress(BaseException):
                 await self._ready
-        await self.host.close()
+        if self._host is not None:
+            await self._host.close()
 
     # -- tools ---------------------------------------------------------------------
     async def catalog(self) -> Catalog:
