@@ -6,15 +6,14 @@ import asyncio
 import os
 import resource
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import psutil
 import pytest
+from worker_helpers import running, wait_for_file
 
 from mcphost.sandbox import Limits, RlimitBackend, WorkerClient, WorkerSpec, spawn_worker
-from mcphost.sandbox.client import LogCallback
 from mcphost.sdk import CallCancelled, MCPHostError, PluginError, ToolError, ToolTimeout
 
 #: The write_plugin fixture (tests/sandbox/conftest.py).
@@ -103,32 +102,6 @@ def fail(code: str) -> None:
 '''
 
 Serve = Callable[..., Awaitable[WorkerClient]]
-
-
-@asynccontextmanager
-async def running(
-    spec: WorkerSpec, backend: RlimitBackend, on_log: LogCallback | None = None
-) -> AsyncIterator[WorkerClient]:
-    """A worker for ``spec`` for the body of the block; always closed afterwards."""
-    client = await spawn_worker(spec, backend, on_log=on_log, handshake_timeout=10)
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
-async def wait_for_file(path: Path, predicate: Callable[[str], bool], bound: float = 5.0) -> str:
-    """Wait until ``path`` exists and its text satisfies ``predicate``, at most ``bound``."""
-    deadline = time.monotonic() + bound
-    while time.monotonic() < deadline:
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            text = None
-        if text is not None and predicate(text):
-            return text
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{path} did not reach the expected state within {bound}s")
 
 
 def test_handshake_lists_the_tools_with_their_schemas(

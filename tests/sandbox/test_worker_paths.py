@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from worker_helpers import running, wait_for_file
 
 from mcphost.sandbox import RlimitBackend, WorkerClient, WorkerSpec, spawn_worker
 from mcphost.sandbox.worker import FAST_STREAK
@@ -61,15 +61,6 @@ def huge(size: int) -> str:
 '''
 
 
-@asynccontextmanager
-async def running(spec: WorkerSpec, backend: RlimitBackend) -> AsyncIterator[WorkerClient]:
-    client = await spawn_worker(spec, backend, handshake_timeout=10)
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
 def inline(thread: str) -> bool:
     return thread == "MainThread"
 
@@ -114,11 +105,7 @@ def test_a_sync_tool_on_the_pool_past_its_deadline_fails_and_its_context_is_canc
                 await w.call("poll", {"seconds": 30}, timeout=0.3)
             assert time.perf_counter() - t0 < 2.0
             assert "paths.poll did not finish within 0.3s" in info.value.message
-            for _ in range(500):
-                if (data / "saw-cancel").exists():
-                    break
-                await asyncio.sleep(0.01)
-            assert (data / "saw-cancel").exists()
+            await wait_for_file(data / "saw-cancel", lambda _: True)
             assert await w.call("where", {}) and w.inflight == 0
 
     asyncio.run(scenario())
@@ -137,11 +124,7 @@ def test_cancelling_a_caller_of_a_sync_tool_cancels_its_context_in_the_worker(
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            for _ in range(500):
-                if (data / "saw-cancel").exists():
-                    break
-                await asyncio.sleep(0.01)
-            assert (data / "saw-cancel").exists()
+            await wait_for_file(data / "saw-cancel", lambda _: True)
             assert await w.call("poll", {"seconds": 0.01}) == "done"
 
     asyncio.run(scenario())
