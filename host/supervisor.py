@@ -287,7 +287,10 @@ class PluginSupervisor:
 
     async def _retire(self, worker: WorkerClient, drain_timeout: float) -> None:
         await worker.drain(drain_timeout)
-        await worker.close()
+        await worker.close(
+            reason=f"{worker.label} was swapped out and its drain time of {drain_timeout:g}s "
+            "(drain_timeout) ran out; call again to reach the version now active"
+        )
 
     async def stop(self, grace: float = 2.0) -> None:
         self._closing = True

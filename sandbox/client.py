@@ -410,14 +410,15 @@ class WorkerClient:
         if self.channel is not None:
             self.channel.abort()
 
-    async def close(self, grace: float = 2.0) -> None:
-        """Ask the worker to stop, wait up to ``grace`` seconds, then kill it."""
+    async def close(self, grace: float = 2.0, reason: str = "the host is stopping") -> None:
+        """Ask the worker to stop, wait up to ``grace`` seconds, then kill it. Calls still
+        running there are cancelled, and their callers are told ``reason``."""
         if self.closed.done():
             return
         self._kill_reason = self._kill_reason or "was stopped by the host"
         try:
             if self.channel is not None and not self.channel.closed:
-                self.channel.send(Shutdown(reason="host is stopping"))
+                self.channel.send(Shutdown(reason=reason))
         except MCPHostError:
             pass
         try:

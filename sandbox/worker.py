@@ -214,6 +214,8 @@ class Worker:
         self._deadlines = Deadlines(self.loop, self.jobs, self._job_timed_out)
         self.welcome: asyncio.Future[Welcome] = self.loop.create_future()
         self.done: asyncio.Future[None] = self.loop.create_future()
+        #: Why the host asked this worker to stop (Shutdown.reason), for cancelled calls.
+        self.stop_reason = ""
 
     # -- ContextSink ---------------------------------------------------------------
     def _send_threadsafe(self, frame: Frame) -> None:
@@ -273,6 +275,7 @@ class Worker:
             if not self.welcome.done():
                 self.welcome.set_result(frame)
         elif isinstance(frame, Shutdown):
+            self.stop_reason = frame.reason
             for task, ctx in list(self.tasks.values()):
                 ctx._cancel()
                 task.cancel()
@@ -367,12 +370,19 @@ class Worker:
         if self.jobs.pop(call.id, None) is not None:
             self._send_threadsafe(frame)
 
+    def _cancelled(self, call_id: int) -> Error:
+        """A cancelled call's answer: with the host's reason when the host stopped us."""
+        message = "the call was cancelled"
+        if self.stop_reason:
+            message += f": {self.stop_reason}"
+        return Error(id=call_id, code=CallCancelled.code, message=message)
+
     def _cancel_job(self, call_id: int) -> None:
         job = self.jobs.pop(call_id, None)
         if job is not None:
             if job[1] is not None:
                 job[1]._cancel()
-            self._send(Error(id=call_id, code=CallCancelled.code, message="the call was cancelled"))
+            self._send(self._cancelled(call_id))
 
     def _job_timed_out(self, call_id: int) -> None:
         job = self.jobs.pop(call_id, None)
@@ -402,7 +412,7 @@ class Worker:
             self._send(_timeout_error(self.plugin.name, call))
         except asyncio.CancelledError:
             ctx._cancel()
-            self._send(Error(id=call.id, code=CallCancelled.code, message="the call was cancelled"))
+            self._send(self._cancelled(call.id))
         except MCPHostError as exc:
             self._send(Error(id=call.id, code=exc.code, message=exc.message, data=exc.data))
         except Exception as exc:  # a bug in the worker itself; keep serving

@@ -310,3 +310,41 @@ def test_closing_the_host_ends_every_worker_and_every_call_in_flight(
     assert all(isinstance(r, Exception) for r in results), results
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+
+
+SLOW = """
+import asyncio
+from mcphost.sdk import Plugin
+
+plugin = Plugin("slow")
+
+
+@plugin.tool
+async def wait(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "done"
+"""
+
+
+def test_a_call_outlasting_a_swaps_drain_time_is_cancelled_saying_so(
+    write_plugin: Callable[..., PluginSource],
+    make_host: Callable[..., Host],
+    no_leftover_workers: None,
+) -> None:
+    old = write_plugin("slow", SLOW, version="1.0.0")
+    new = write_plugin("slow", SLOW, version="2.0.0")
+
+    async def scenario() -> tuple[BaseException, Any]:
+        async with make_host(sources=[old], drain_timeout=0.3) as host:
+            long_call = asyncio.ensure_future(host.call("slow.wait", {"seconds": 30}))
+            await asyncio.sleep(0.3)
+            assert await host.activate(new) == "1.0.0"
+            with pytest.raises(Exception) as info:
+                await asyncio.wait_for(long_call, 10)
+            return info.value, await host.call("slow.wait", {"seconds": 0})
+
+    error, after = asyncio.run(scenario())
+    assert getattr(error, "code", None) == "call_cancelled"
+    assert "slow 1.0.0" in str(error) and "was swapped out" in str(error)
+    assert "drain_timeout" in str(error)
+    assert after == "done"
