@@ -219,7 +219,8 @@ class PluginSupervisor:
             done, _ = await asyncio.wait([worker.closed], timeout=cfg.ping_interval)
             if done:
                 break
-            over = over_limits(meter.read(), worker.spec.limits)
+            # Reading /proc (smaps_rollup) takes a moment: off the event loop.
+            over = over_limits(await asyncio.to_thread(meter.read), worker.spec.limits)
             if over is not None:
                 worker.kill(over)
                 break
@@ -376,7 +377,8 @@ class _Meter:
 
 
 def _tree_usage(proc: psutil.Process) -> tuple[int | None, float | None]:
-    """Proportional set size and CPU seconds of a process and its live descendants."""
+    """Proportional set size of a process and its live descendants, and their CPU seconds
+    with those of the descendants that have ended."""
     try:
         procs = [proc, *proc.children(recursive=True)]
     except psutil.Error:
@@ -390,7 +392,8 @@ def _tree_usage(proc: psutil.Process) -> tuple[int | None, float | None]:
             except psutil.AccessDenied:
                 memory += p.memory_info().rss  # no access to its page map: the upper bound
             t = p.cpu_times()
-            cpu += t.user + t.system
+            # children_*: processes it started that have ended and been reaped.
+            cpu += t.user + t.system + t.children_user + t.children_system
     return memory, cpu
 
 

@@ -10,10 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psutil
 import pytest
 
 from mcphost.host import Host, HostEvent, PluginSource
+from mcphost.sandbox.isolation import Limits
 from mcphost.sdk import PluginFailed, WorkerCrashed
 
 TROUBLE = '''
@@ -348,3 +350,46 @@ def test_a_call_outlasting_a_swaps_drain_time_is_cancelled_saying_so(
     assert "slow 1.0.0" in str(error) and "was swapped out" in str(error)
     assert "drain_timeout" in str(error)
     assert after == "done"
+
+
+BURN = """
+import os
+import time
+
+from mcphost.sdk import Plugin
+
+plugin = Plugin("burn")
+
+
+@plugin.tool
+def burn(children: int, seconds: float) -> int:
+    # One short-lived child after another: each stays under its own RLIMIT_CPU.
+    for _ in range(children):
+        pid = os.fork()
+        if pid == 0:
+            end = time.process_time() + seconds
+            while time.process_time() < end:
+                pass
+            os._exit(0)
+        os.waitpid(pid, 0)
+    return children
+"""
+
+
+def test_cpu_time_of_children_that_already_ended_counts_against_the_limit(
+    write_plugin: Callable[..., PluginSource],
+    make_host: Callable[..., Host],
+    no_leftover_workers: None,
+) -> None:
+    source = msgspec.structs.replace(
+        write_plugin("burn", BURN), limits=Limits(cpu_seconds=2, processes=None)
+    )
+
+    async def scenario() -> None:
+        async with make_host(sources=[source], ping_interval=0.2) as host:
+            with pytest.raises(WorkerCrashed) as info:
+                await host.call("burn.burn", {"children": 12, "seconds": 0.5}, timeout=30)
+            assert "CPU seconds" in info.value.message
+            assert "over its limit of 2" in info.value.message
+
+    asyncio.run(scenario())
