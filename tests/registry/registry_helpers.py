@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from typing import Any
 from click.testing import Result
 
 from mcphost.host import Home
+from mcphost.host.examples import copy_example
 from mcphost.security import PrivateKey, TrustStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,24 +55,16 @@ def textkit_variant(
 ) -> Path:
     """A copy of example_plugins/textkit at ``version``: ``echo`` appends ``echo_suffix``,
     ``drop_tool`` is left out, ``requires`` become its dependencies."""
-    shutil.copytree(TEXTKIT, dest, ignore=shutil.ignore_patterns("build", "*.egg-info"))
-    pyproject = dest / "pyproject.toml"
-    text = pyproject.read_text()
-    text = re.sub(r'^version = ".*"$', f'version = "{version}"', text, flags=re.M)
+    copy_example(TEXTKIT, dest, version=version, echo_suffix=echo_suffix)
     if requires:
-        text = text.replace("dependencies = []", f"dependencies = {json.dumps(requires)}")
-    pyproject.write_text(text)
+        pyproject = dest / "pyproject.toml"
+        text = pyproject.read_text()
+        assert "dependencies = []" in text, "textkit's pyproject changed; update this fixture"
+        pyproject.write_text(
+            text.replace("dependencies = []", f"dependencies = {json.dumps(requires)}")
+        )
     code_file = dest / "mcphost_textkit" / "__init__.py"
     code = code_file.read_text()
-    code = code.replace('__version__ = "1.0.0"', f'__version__ = "{version}"')
-    if echo_suffix:
-        code = code.replace(
-            '    """Return the text unchanged (handy for measuring the host\'s own overhead)."""\n'
-            "    return text\n",
-            '    """Return the text unchanged (handy for measuring the host\'s own overhead)."""\n'
-            f"    return text + {echo_suffix!r}\n",
-        )
-        assert echo_suffix in code, "the echo tool of textkit changed; update this fixture"
     if drop_tool:
         code = re.sub(
             rf"@plugin\.tool\n(async )?def {drop_tool}\(.*?(?=\n\n\n|\Z)", "", code, flags=re.S
