@@ -621,7 +621,13 @@ def test_plugin_security_memory_bomb(host: AttackedHost) -> None:
         # stops the children together: some are killed, the rest hold less than 128 MiB.
         assert out.value["in_process_mb"] < 128, out.value
         assert "SIGKILL" in out.value["children"], out.value
-        assert sum(out.value["children_mb"]) < 128, out.value
+        # A child can be killed after it said what it grabbed: count those that lived.
+        alive = [
+            mb
+            for mb, end in zip(out.value["children_mb"], out.value["children"], strict=True)
+            if end == 0
+        ]
+        assert sum(alive) < 128, out.value
     host.check_contained(out, "memory_bomb")
 
 

@@ -40,7 +40,7 @@ def attack(children: int, most_mb: int) -> dict[str, Any]:
             os.close(report_r)
             os.close(release_w)
             held: list[bytearray] = []
-            os.write(report_w, b"%d\n" % _grab(most_mb, held))
+            os.write(report_w, b"%d %d\n" % (os.getpid(), _grab(most_mb, held)))
             os.close(report_w)
             os.read(release_r, 1)  # hold it until every child has grabbed its share
             os._exit(0)
@@ -56,7 +56,9 @@ def attack(children: int, most_mb: int) -> dict[str, Any]:
     for pid in pids:
         _, status = os.waitpid(pid, 0)
         ends.append(signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else status)
-    got["children_mb"] = [int(line) for line in reports.split()]
+    grabbed = dict(tuple(map(int, line.split())) for line in reports.splitlines())
+    # Aligned with ``children``: what each grabbed (0: killed before it could say).
+    got["children_mb"] = [grabbed.get(pid, 0) for pid in pids]
     got["children"] = ends
     print(got, flush=True)
     return got
