@@ -28,8 +28,6 @@ import psutil
 from mcphost.sandbox.client import LogCallback, WorkerClient, spawn_worker
 from mcphost.sandbox.isolation import (
     IsolationBackend,
-    IsolationReport,
-    LaunchPlan,
     Limits,
     ResourceUsage,
     WorkerSpec,
@@ -130,19 +128,12 @@ class PluginSupervisor:
         if self.env.verify is not None:
             await self.env.verify(source)
         source = enforce_policy(source, self.env.config)
-        backend = _PlanKeeper(self.env.backend)
-        try:
-            worker = await spawn_worker(
-                self._spec(source),
-                backend,
-                on_log=self.env.on_log,
-                handshake_timeout=self.env.config.handshake_timeout,
-            )
-        except BaseException:
-            # A worker that never started leaves its jail's fds and cgroup behind unless
-            # released here; releasing twice is harmless.
-            backend.release()
-            raise
+        worker = await spawn_worker(
+            self._spec(source),
+            self.env.backend,
+            on_log=self.env.on_log,
+            handshake_timeout=self.env.config.handshake_timeout,
+        )
         # Bookkeeping runs as a callback of the worker's end, before any caller of a
         # failed call resumes: a caller retrying at once must see the crash counted.
         worker.closed.add_done_callback(lambda _: self._on_closed(worker))
@@ -323,33 +314,6 @@ class PluginSupervisor:
             out["inflight"] = w.inflight
             out["calls"] = w.calls_total
         return out
-
-
-class _PlanKeeper(IsolationBackend):
-    """The host's backend for one worker start, remembering the launch plan it made."""
-
-    def __init__(self, backend: IsolationBackend) -> None:
-        self.backend = backend
-        self.name, self.level = backend.name, backend.level
-        self.plan: LaunchPlan | None = None
-
-    def available(self) -> tuple[bool, str]:
-        return self.backend.available()
-
-    def report(self) -> IsolationReport:
-        return self.backend.report()
-
-    def prepare(self, spec: WorkerSpec, channel_fd: int) -> LaunchPlan:
-        self.plan = self.backend.prepare(spec, channel_fd)
-        return self.plan
-
-    def release(self) -> None:
-        """Release what the plan holds (fds, a cgroup) if a plan was made."""
-        if self.plan is not None and self.plan.cleanup is not None:
-            try:
-                self.plan.cleanup()
-            except Exception:
-                log.exception("isolation cleanup failed after a failed start")
 
 
 class _Meter:

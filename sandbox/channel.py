@@ -82,19 +82,14 @@ class Channel(asyncio.BufferedProtocol):
         view = self._view
         pos = self._start
         size = HEADER.size
-        limit = self.codec.max_frame
+        body_length = self.codec.body_length
         decode = self.codec.decode
         on_frame = self._on_frame
         need = size
         self._receiving = True
         try:
             while end - pos >= size:
-                (n,) = HEADER.unpack_from(buf, pos)
-                if n > limit:
-                    raise ProtocolError(
-                        f"peer announced a frame of {n} bytes, over the limit of {limit}"
-                    )
-                need = size + n
+                need = size + body_length(buf, pos)
                 if end - pos < need:
                     break
                 frame = decode(view[pos + size : pos + need])

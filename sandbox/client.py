@@ -468,6 +468,7 @@ async def spawn_worker(
     os.makedirs(spec.data_dir, exist_ok=True)
     host_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     plan: LaunchPlan | None = None
+    proc: asyncio.subprocess.Process | None = None
     try:
         plan = backend.prepare(spec, child_sock.fileno())
         proc = await asyncio.create_subprocess_exec(
@@ -483,20 +484,25 @@ async def spawn_worker(
             start_new_session=True,
             limit=64 * 1024,
         )
-    except BaseException:
-        host_sock.close()
-        if plan is not None and plan.cleanup is not None:
-            plan.cleanup()  # the plan's fds and cgroup, for a process that never ran
-        raise
-    finally:
         child_sock.close()
-    if plan.on_spawn is not None:
-        plan.on_spawn(proc.pid)
-    client = WorkerClient(spec, proc, plan, on_log)
-    # A start that fails later also fails the Hello nobody waits for any more.
-    client._hello.add_done_callback(lambda f: None if f.cancelled() else f.exception())
-    codec = FrameCodec(spec.max_frame)
-    client.channel = await open_channel(host_sock, codec, client._on_frame, client._on_close)
+        if plan.on_spawn is not None:
+            plan.on_spawn(proc.pid)
+        client = WorkerClient(spec, proc, plan, on_log)
+        # A start that fails later also fails the Hello nobody waits for any more.
+        client._hello.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+        codec = FrameCodec(spec.max_frame)
+        client.channel = await open_channel(host_sock, codec, client._on_frame, client._on_close)
+    except BaseException:
+        # Failed or cancelled before the client owns the worker: release here what the
+        # start made (the process, the plan's fds and cgroup); a client's end does it later.
+        child_sock.close()
+        host_sock.close()
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        if plan is not None and plan.cleanup is not None:
+            plan.cleanup()
+        raise
     client._io_tasks += [
         asyncio.create_task(_pump_output(proc.stdout, spec.plugin, "stdout", on_log)),
         asyncio.create_task(_pump_output(proc.stderr, spec.plugin, "stderr", on_log)),

@@ -211,9 +211,10 @@ class FrameCodec:
             )
         HEADER.pack_into(out, start, n)
 
-    def body_length(self, header: bytes) -> int:
-        """Read a length prefix; refuse lengths over the limit before reading the body."""
-        (n,) = HEADER.unpack(header)
+    def body_length(self, header: bytes | bytearray | memoryview, pos: int = 0) -> int:
+        """Read the length prefix at ``pos``; refuse lengths over the limit before the body
+        is read."""
+        (n,) = HEADER.unpack_from(header, pos)
         if n > self.max_frame:
             raise ProtocolError(
                 f"peer announced a frame of {n} bytes, over the limit of {self.max_frame}"
@@ -234,7 +235,7 @@ class FrameCodec:
         view = memoryview(data)
         pos = 0
         while len(view) - pos >= HEADER.size:
-            n = self.body_length(bytes(view[pos : pos + HEADER.size]))
+            n = self.body_length(view, pos)
             if len(view) - pos - HEADER.size < n:
                 break
             start = pos + HEADER.size

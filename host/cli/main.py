@@ -7,7 +7,7 @@ import importlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,7 +17,7 @@ from mcphost.sdk.errors import MCPHostError
 
 from ..home import Home
 
-__all__ = ["cli_errors", "echo_json", "main", "pass_home", "run_async"]
+__all__ = ["echo_json", "main", "pass_home", "run_async"]
 
 T = TypeVar("T")
 
@@ -88,8 +88,3 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
-def cli_errors(fn: Callable[..., T]) -> Callable[..., T]:
-    """Kept for commands defined outside the root group; the group already maps errors."""
-    return fn
