@@ -1,12 +1,14 @@
 """The namespace jail: bubblewrap, a seccomp filter, per-worker cgroups, a uid drop.
 
-A worker sees a file system of its own: the interpreter, the standard library,
-site-packages and mcphost's code read-only, the plugin's code read-only, a private
-size-limited ``/tmp``, a minimal ``/dev``, its own ``/proc``, and exactly two writable
-directories: its data directory, and its scratch directory (``$HOME``, a private tmpfs of
-the same size as ``/tmp``, gone with the worker). Paths inside are the same as
-outside, so the worker's configuration stays valid. It has no network unless granted,
-no view of other processes, no capabilities and a clean environment.
+A worker sees a file system of its own (:mod:`mcphost.sandbox.layout`): the interpreter,
+the standard library, site-packages and mcphost's code read-only at their own paths, the
+plugin's code read-only at ``/app/N``, a private size-limited ``/tmp``, a minimal
+``/dev``, its own ``/proc``, and exactly two writable directories: its data directory at
+``/data``, and its scratch directory at ``/home/plugin`` (``$HOME``, a private tmpfs of
+the same size as ``/tmp``, gone with the worker). bubblewrap reads its options from an
+fd, so the jail's init shows no bind, host path or environment on its command line. The
+worker has no network unless granted, no view of other processes, no capabilities and a
+clean environment.
 
 Two ways of running, picked from who the host is:
 
@@ -31,15 +33,17 @@ import contextlib
 import functools
 import os
 import re
+import secrets
 import shutil
 import signal
 import stat
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import msgspec
+
+from mcphost.sdk.errors import ConfigError
 
 from .cgroups import CgroupManager, WorkerCgroup
 from .isolation import (
@@ -53,6 +57,7 @@ from .isolation import (
     worker_config,
 )
 from .landlock import BOOTSTRAP, JailStart, abi_version, rules_for
+from .layout import APP, DATA, HOME, inside, mount_args, overlaps, top_dir_args
 from .reaper import Jail, set_subreaper
 from .seccomp import SeccompUnavailable, filter_fd, seccomp_status
 
@@ -61,23 +66,6 @@ __all__ = ["NOBODY", "BubblewrapBackend", "code_paths", "exit_status"]
 #: The uid and gid a worker runs as when the host is root, unless configured otherwise.
 NOBODY = 65534
 
-#: Files of /etc a Python worker reads; missing ones are skipped.
-_ETC_BASE = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf")
-#: Added when the network is granted: name resolution and TLS roots.
-_ETC_NETWORK = (
-    "resolv.conf",
-    "hosts",
-    "gai.conf",
-    "services",
-    "protocols",
-    "host.conf",
-    "ssl",
-    "ca-certificates",
-    "pki",
-    "crypto-policies",
-)
-#: Top-level directories that are symlinks into /usr on merged systems.
-_TOP_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 _TRUE = shutil.which("true", path="/usr/bin:/bin") or "/bin/true"
 
 
@@ -153,8 +141,8 @@ class BubblewrapBackend(IsolationBackend):
         # subreaper. Be that subreaper, and let the jail thread reap it.
         set_subreaper()
         info_read, info_write = os.pipe()
-        argv = [*self._namespace_args(network=False), "--info-fd", str(info_write)]
-        argv += ["--ro-bind", "/usr", "/usr", *self._top_dir_args()]
+        argv = [self.bwrap, *self._namespace_args(network=False), "--info-fd", str(info_write)]
+        argv += ["--ro-bind", "/usr", "/usr", *top_dir_args()]
         argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", "1048576"]
         argv += ["--tmpfs", "/tmp", "--", *self._drop_args(), _TRUE]
         jail = Jail(argv, info_read, [info_write], None)
@@ -208,10 +196,10 @@ class BubblewrapBackend(IsolationBackend):
                     "namespace; install util-linux to drop them to an unprivileged uid"
                 )
         layers["filesystem"] = (
-            "read-only interpreter, stdlib, site-packages, mcphost and plugin code; "
-            "private size-limited /tmp and scratch directory ($HOME, tmpfs); minimal /dev; "
-            "own /proc; writable: the plugin's data directory, its scratch directory and "
-            "/tmp only; no home, no repository"
+            f"read-only interpreter, stdlib, site-packages, mcphost, and plugin code at {APP}; "
+            f"data directory at {DATA}; private size-limited /tmp and scratch directory "
+            f"({HOME}, $HOME, tmpfs); minimal /dev; own /proc; writable: data, scratch and "
+            "/tmp only; no home, no repository; bubblewrap's options passed on an fd"
         )
         layers["environment"] = "cleared; only PATH, LANG, HOME, TMPDIR and granted variables"
         layers["file descriptors"] = "only the IPC channel is inherited"
@@ -271,7 +259,18 @@ class BubblewrapBackend(IsolationBackend):
     def prepare(
         self, spec: WorkerSpec, channel_fd: int, *, command: list[str] | None = None
     ) -> LaunchPlan:
-        """The jail for ``spec``; ``command`` replaces the worker (tests run probes)."""
+        """The jail for ``spec``; ``command`` replaces the worker (tests run probes).
+
+        bubblewrap reads its options from an fd (``--args``): its command line, which
+        every process in the jail can read as ``/proc/1/cmdline``, holds only the
+        worker's own command, and that names the jail's paths, not the host's.
+        """
+        clash = overlaps(spec)
+        if clash:
+            raise ConfigError(
+                f"{spec.plugin}: granted path {clash[0]!r} overlaps the jail's own "
+                f"{APP}, {DATA} or {HOME}; grant a path outside them"
+            )
         cg_manager = self.cgroups()
         cgroup: WorkerCgroup | None = None
         worker_spec = spec
@@ -292,21 +291,22 @@ class BubblewrapBackend(IsolationBackend):
             set_subreaper()
             if self.privileged:
                 _give_to(spec.data_dir, self.uid, self.gid, recursive=True)
-            env = clean_env({"HOME": spec.work_dir, "TMPDIR": "/tmp"}, passthrough=spec.grants.env)
-            argv = self._namespace_args(network=spec.grants.network is not None)
-            argv += ["--clearenv"]
+            env = clean_env({"HOME": HOME, "TMPDIR": "/tmp"}, passthrough=spec.grants.env)
+            args = self._namespace_args(network=spec.grants.network is not None)
+            args += ["--clearenv"]
             for key, value in env.items():
-                argv += ["--setenv", key, value]
-            argv += self._mount_args(spec)
-            argv += ["--chdir", spec.work_dir]
+                args += ["--setenv", key, value]
+            system = code_paths() + ([self.setpriv] if self.setpriv else [])
+            args += mount_args(spec, system)
+            args += ["--chdir", HOME]
             if self.use_seccomp:
                 with contextlib.suppress(SeccompUnavailable):
                     fds.append(filter_fd())
-                    argv += ["--seccomp", str(fds[-1])]
+                    args += ["--seccomp", str(fds[-1])]
             info_read, info_write = os.pipe()
             host_fds.append(info_read)
             fds.append(info_write)
-            argv += ["--info-fd", str(info_write)]
+            args += ["--info-fd", str(info_write)]
             start = JailStart()
             preexec: Callable[[], None] | None = None
             cgroup_fds: list[int] = []
@@ -317,15 +317,20 @@ class BubblewrapBackend(IsolationBackend):
                     fds += cgroup_fds
                 else:
                     preexec = cgroup.join
+            jailed = inside(worker_spec)
             if self.landlock_abi():
                 rules = rules_for(
-                    [*code_paths(), *spec.paths, *spec.grants.read_paths],
-                    [spec.data_dir, spec.work_dir, *spec.grants.write_paths],
+                    [*code_paths(), *jailed.paths, *spec.grants.read_paths],
+                    [jailed.data_dir, jailed.work_dir, *spec.grants.write_paths],
                     spec.grants.network,
                 )
                 start = msgspec.structs.replace(start, landlock=rules)
+            fds.append(_args_fd(args))
+            # The token tells this jail's processes from every other's (the jail thread
+            # finds a lost jail by its command line); unsetting an unset name does nothing.
+            argv = [self.bwrap, "--args", str(fds[-1]), "--unsetenv", _token()]
             argv += ["--", *self._drop_args()]
-            argv += _command(worker_spec, channel_fd, command, start, cgroup_fds)
+            argv += _command(jailed, channel_fd, command, start, cgroup_fds)
         except BaseException:
             for fd in fds + host_fds:
                 os.close(fd)
@@ -353,7 +358,7 @@ class BubblewrapBackend(IsolationBackend):
         return self.version() >= (0, 8)
 
     def _namespace_args(self, *, network: bool) -> list[str]:
-        argv = [self.bwrap]
+        argv: list[str] = []
         if self.privileged:
             # No user namespace: uid 65534 must be a real uid, not one mapped onto root.
             argv += ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
@@ -385,58 +390,6 @@ class BubblewrapBackend(IsolationBackend):
             "--",
         ]
 
-    def _top_dir_args(self) -> list[str]:
-        argv: list[str] = []
-        for name in _TOP_DIRS:
-            path = "/" + name
-            if os.path.islink(path):
-                argv += ["--symlink", os.readlink(path), path]
-            elif os.path.isdir(path):
-                argv += ["--ro-bind", path, path]
-        return argv
-
-    def _mount_args(self, spec: WorkerSpec) -> list[str]:
-        tmp_mb = spec.limits.tmp_mb
-        size = ["--size", str(tmp_mb * 1024 * 1024)] if tmp_mb is not None else []
-        argv = ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", *size]
-        argv += ["--tmpfs", "/tmp", "--ro-bind", "/usr", "/usr", *self._top_dir_args()]
-        etc = list(_ETC_BASE) + (list(_ETC_NETWORK) if spec.grants.network is not None else [])
-        argv += ["--perms", "0755", "--dir", "/etc"]
-        for name in etc:
-            argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-        binds: dict[str, str] = {}  # destination -> bwrap option
-        for path in [*code_paths(), *spec.paths, *spec.grants.read_paths]:
-            binds.setdefault(os.path.abspath(path), "--ro-bind-try")
-        for path in spec.grants.write_paths:
-            binds[os.path.abspath(path)] = "--bind-try"
-        binds[os.path.abspath(spec.data_dir)] = "--bind"
-        # The scratch directory is memory, not the host's disk: bounded like /tmp.
-        binds[os.path.abspath(spec.work_dir)] = "--tmpfs"
-        if self.setpriv and not self.setpriv.startswith("/usr/"):
-            binds.setdefault(self.setpriv, "--ro-bind")
-        mounted: list[str] = ["/usr"]
-        read_only: list[str] = ["/usr"]
-        made: set[str] = set()
-        for dest in sorted(binds, key=lambda p: Path(p).parts):
-            ro = binds[dest] in ("--ro-bind", "--ro-bind-try")
-            if dest == "/" or (ro and _under(dest, read_only)):
-                continue
-            for parent in reversed(Path(dest).parents):
-                p = str(parent)
-                if p == "/" or p in made or _under(p, mounted):
-                    continue
-                # Directories bubblewrap makes on the way would be 0700 for root.
-                argv += ["--perms", "0755", "--dir", p]
-                made.add(p)
-            if binds[dest] == "--tmpfs":
-                argv += ["--perms", "1777", *size, "--tmpfs", dest]
-            else:
-                argv += [binds[dest], dest, dest]
-            mounted.append(dest)
-            if ro:
-                read_only.append(dest)
-        return argv
-
 
 def _command(
     spec: WorkerSpec,
@@ -452,6 +405,22 @@ def _command(
     if command is not None:
         return [*head, "--exec", msgspec.json.encode(start).decode(), "--", *command]
     return [*head, worker_config(spec, channel_fd, jail=msgspec.to_builtins(start))]
+
+
+def _args_fd(args: list[str]) -> int:
+    """A memory file holding ``args`` NUL-separated, read from its start by ``--args``."""
+    fd = os.memfd_create("bwrap-args", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, b"".join(os.fsencode(a) + b"\0" for a in args))
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _token() -> str:
+    return f"MCPHOST_JAIL_{secrets.token_hex(8)}"
 
 
 def exit_status(returncode: int) -> int:
@@ -492,10 +461,6 @@ def _link_targets() -> list[str]:
                     if os.path.islink(p):
                         out.add(os.path.dirname(os.path.realpath(p)))
     return sorted(out)
-
-
-def _under(path: str, roots: list[str]) -> bool:
-    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 
 def _give_to(path: str, uid: int, gid: int, *, recursive: bool) -> None:

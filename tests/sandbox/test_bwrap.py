@@ -28,7 +28,9 @@ import pytest
 from bwrap_check import require_bwrap
 
 from mcphost.sandbox.bwrap import NOBODY, BubblewrapBackend, code_paths
-from mcphost.sandbox.isolation import Grants, Limits, WorkerSpec, runtime_paths
+from mcphost.sandbox.isolation import Grants, LaunchPlan, Limits, WorkerSpec, runtime_paths
+from mcphost.sandbox.layout import DATA, HOME
+from mcphost.sdk.errors import ConfigError
 
 pytestmark = pytest.mark.bwrap
 
@@ -250,10 +252,10 @@ def test_only_the_data_scratch_and_tmp_directories_are_writable(
     plugin_code.mkdir()
     spec = msgspec.structs.replace(spec, paths=[str(plugin_code)])
     targets = {
-        "data": spec.data_dir,
-        "work": spec.work_dir,
+        "data": DATA,
+        "work": HOME,
         "tmp": "/tmp",
-        "plugin": str(plugin_code),
+        "plugin": "/app/0",
         "prefix": sys.prefix,
         "stdlib": os.path.dirname(os.__file__),
         "mcphost": runtime_paths()[-1],
@@ -501,7 +503,7 @@ def test_environment_is_clean_except_granted_variables(
         "PWD",
         "MCPHOST_TEST_GRANTED",
     }
-    assert res.out["HOME"] == spec.work_dir
+    assert res.out["HOME"] == HOME
 
 
 @pytest.mark.skipif(not ROOT, reason="the uid drop happens only when the host is root")
@@ -530,19 +532,94 @@ def test_root_host_runs_the_worker_as_an_unprivileged_uid_without_capabilities(
     assert os.stat(spec.data_dir).st_uid == NOBODY
 
 
+def bwrap_args(plan: LaunchPlan) -> list[str]:
+    """The options bubblewrap reads from its ``--args`` fd (before the plan is spawned)."""
+    fd = int(plan.argv[plan.argv.index("--args") + 1])
+    data = os.pread(fd, os.fstat(fd).st_size, 0)
+    return [a.decode() for a in data.split(b"\0")[:-1]]
+
+
 def test_launch_plan_unshares_the_network_unless_granted(
     backend: BubblewrapBackend, spec: WorkerSpec
 ) -> None:
-    closed = backend.prepare(spec, 0)
-    granted = backend.prepare(with_grants(spec, network=["example.org:443"]), 0)
-    for plan in (closed, granted):
+    closed_plan = backend.prepare(spec, 0)
+    granted_plan = backend.prepare(with_grants(spec, network=["example.org:443"]), 0)
+    closed, granted = bwrap_args(closed_plan), bwrap_args(granted_plan)
+    for plan in (closed_plan, granted_plan):
         assert plan.cleanup is not None
         plan.cleanup()
-    assert ("--unshare-net" in closed.argv) or (
-        "--unshare-all" in closed.argv and "--share-net" not in closed.argv
+    unshared_all = "--unshare-all" in closed and "--share-net" not in closed
+    assert "--unshare-net" in closed or unshared_all
+    assert "--unshare-net" not in granted
+    assert "--unshare-all" not in granted or "--share-net" in granted
+
+
+LAYOUT = """
+def link(path):
+    try:
+        return os.readlink(path)
+    except OSError as exc:
+        return exc.errno
+out["init"] = open("/proc/1/cmdline", "rb").read().decode()
+out["self"] = open("/proc/self/cmdline", "rb").read().decode()
+out["environ"] = dict(os.environ)
+out["cwd"] = os.getcwd()
+out["links"] = [link(f"/proc/{p}/{n}") for p in (1, "self") for n in ("cwd", "root")]
+# Each mount's point and options; its fourth field is the source's own folder.
+out["mounts"] = [l.split(" ", 4)[4] for l in open("/proc/self/mountinfo").read().splitlines()]
+out["dirs"] = [root for root, names, _ in os.walk("/")
+               if not root.startswith(("/proc", "/sys", "/dev", "/usr"))]
+out["data"] = sorted(os.listdir("/data"))
+out["app"] = sorted(os.listdir("/app/0"))
+# Host paths a plugin might guess (kept in its data directory): are they there?
+out["there"] = [p for p in json.load(open("/data/guesses.json")) if os.path.lexists(p)]
+"""
+
+
+@pytest.mark.parametrize("landlock", [True, False], ids=["landlock", "mounts-only"])
+def test_the_jail_names_none_of_the_hosts_paths_for_the_workers_own_directories(
+    tmp_path: Path, landlock: bool
+) -> None:
+    backend = BubblewrapBackend(use_landlock=landlock)
+    require_bwrap()
+    home = tmp_path / "mcphost-home"
+    spec = WorkerSpec(
+        plugin="probe",
+        version="1.0",
+        entry="probe:plugin",
+        paths=[str(home / "versions" / "probe" / "1.0" / "plugin")],
+        data_dir=str(home / "data" / "probe"),
+        work_dir=str(home / "run" / "probe-1"),
     )
-    assert "--unshare-net" not in granted.argv
-    assert "--unshare-all" not in granted.argv or "--share-net" in granted.argv
+    for d in (*spec.paths, spec.data_dir, spec.work_dir):
+        Path(d).mkdir(parents=True)
+    Path(spec.paths[0], "probe.py").write_text("")
+    guesses = [str(home), *(str(home / d) for d in ("versions", "data", "run"))]
+    Path(spec.data_dir, "guesses.json").write_text(json.dumps(guesses))
+    plan = backend.prepare(spec, 0)
+    assert plan.cleanup is not None
+    plan.cleanup()
+    # bubblewrap's own command line and environment, which its init in the jail shares.
+    assert str(home) not in " ".join(plan.argv) + json.dumps(plan.env)
+    assert not {"--bind", "--ro-bind", "--setenv"} & set(plan.argv)
+    res = run_in_jail(backend, spec, probe(LAYOUT))
+    assert res.out is not None, res.stderr
+    assert res.out.pop("there") == []
+    assert str(home) not in json.dumps(res.out), res.out
+    assert (res.out["data"], res.out["app"]) == (["guesses.json"], ["probe.py"])
+    assert res.out["cwd"] == res.out["environ"]["HOME"] == HOME
+    # Nor the home's folders, wherever they might be (the interpreter's own path may hold
+    # a "versions" folder: pyenv's does).
+    skeleton = ("/versions/probe", "/data/probe", "/run/probe")
+    assert [d for d in res.out["dirs"] if any(s in d for s in skeleton)] == []
+
+
+@pytest.mark.parametrize("granted", ["/data", "/data/shared", "/app", "/home", "/"])
+def test_a_grant_over_the_jails_own_directories_is_refused_with_a_clear_error(
+    backend: BubblewrapBackend, spec: WorkerSpec, granted: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"granted path '{granted}' overlaps the jail's own"):
+        backend.prepare(with_grants(spec, read_paths=[granted]), 0)
 
 
 def test_missing_bwrap_binary_is_reported_as_unavailable_with_a_reason(tmp_path: Path) -> None:

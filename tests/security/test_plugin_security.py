@@ -24,6 +24,7 @@ import errno
 import json
 import os
 import random
+import re
 import secrets
 import select
 import shutil
@@ -78,6 +79,7 @@ PERMISSIONS: dict[str, Permissions] = {
     "output_flood": Permissions(),
     "unix_socket": Permissions(),
     "kernel_surface": Permissions(),
+    "host_layout": Permissions(),
     # Not an attack: a worker whose forked children share its memory, within its limit.
     "shared_pages": Permissions(limits=PermissionLimits(memory_mb=128)),
 }
@@ -433,12 +435,18 @@ def host(installed: Installed, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 def _assert_nothing_left(home: Home, host_pid: int) -> None:
-    """No process of the host's workers outlives it, and none of their cgroups either."""
+    """No process of the host's workers outlives it, and none of their cgroups either.
+
+    A jail's command line names no host path; its worker's names the worker's cgroup,
+    which is named after the host's pid, and bubblewrap runs in the worker's scratch
+    directory under the home."""
     root = str(home.root)
+    mark = re.compile(rf'"cgroup":"mcphost-[^"]*-{host_pid}-\d+"')
     left = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
         cmdline = " ".join(proc.info["cmdline"] or [])
-        if root in cmdline and proc.pid != os.getpid():
+        ours = mark.search(cmdline) is not None or root in (proc.info["cwd"] or "")
+        if ours and proc.pid != os.getpid():
             left.append((proc.pid, cmdline[:200]))
     assert not left, f"processes outlived the host: {left}"
     assert _cgroups_of(host_pid) == [], "cgroups outlived the host"
@@ -535,11 +543,17 @@ def test_plugin_security_other_files(host: AttackedHost) -> None:
     # on the way to them. Nothing of another plugin, the registry, keys or the store.
     code = {Path(p).relative_to(REPO).parts[0] for p in code_paths() if p.startswith(f"{REPO}/")}
     assert isinstance(seen[str(REPO)], int) or set(seen[str(REPO)]) <= code, seen
-    assert set(seen[str(home.root)]) <= {"versions", "data", "run"}, seen
-    assert seen[str(home.versions_dir)] == ["attack_other_files"], seen
-    assert seen[str(home.data_dir)] == ["attack_other_files"], seen
-    for path in (REPO / "tests", notes_data, host.installed.notes_version_dir):
+    # Its own code and data are at /app and /data: nothing of the home is there at all.
+    for path in (
+        home.root,
+        home.versions_dir,
+        home.data_dir,
+        REPO / "tests",
+        notes_data,
+        host.installed.notes_version_dir,
+    ):
         assert isinstance(seen[str(path)], int), seen
+    assert seen[str(home.root)] == errno.ENOENT, seen
     host.check_contained(out, "other_files")
 
 
@@ -741,6 +755,43 @@ def test_plugin_security_kernel_surface(host: AttackedHost) -> None:
     # The seccomp filter answers EPERM before the kernel looks at the arguments.
     assert out.value == dict.fromkeys(out.value, errno.EPERM), out.value
     host.check_contained(out, "kernel_surface")
+
+
+def _without_mount_roots(mountinfo: str) -> str:
+    """/proc/self/mountinfo less each mount's fourth field: the folder of its source file
+    system the mount shows, which for a bind is the source's path there (see
+    docs/security.md: no bind can hide it)."""
+    return "\n".join(
+        " ".join(fields[:3] + fields[4:])
+        for fields in (line.split(" ") for line in mountinfo.splitlines())
+    )
+
+
+def test_plugin_security_host_layout(host: AttackedHost) -> None:
+    home = str(host.home.root)
+    guesses = [home, *(str(host.home.root / d) for d in ("versions", "data", "run"))]
+    out = host.server.attack("host_layout", {"guesses": guesses})
+    assert not out.is_error, out.text
+    report = out.value
+    # Where Landlock stops it listing a folder, it can still tell that the folder is there.
+    assert report.pop("guessed") == [], report
+    mountinfo = report["files"].pop("/proc/self/mountinfo")
+    # The jail's init shows bubblewrap's command line: no bind, no home, no environment.
+    init = report["files"]["/proc/1/cmdline"]
+    words = init.split(" ")
+    assert (os.path.basename(words[0]), words[1]) == ("bwrap", "--args"), init
+    assert "--bind" not in init and "--setenv" not in init, init
+    # The plugin's own directories are at fixed paths that say nothing of the host.
+    assert report["data_dir"] == "/data", report
+    assert report["cwd"] == report["environ"]["HOME"] == "/home/plugin", report
+    assert report["module"].startswith("/app/0/"), report
+    assert [p for p in report["sys.path"] if p.startswith("/app/")] == ["/app/0", "/app/1"]
+    # Nothing it read, listed or was told names the home, nor any of its folders.
+    assert home not in json.dumps(report), report
+    assert home not in _without_mount_roots(mountinfo), mountinfo
+    skeleton = [f"/{d}/attack_host_layout" for d in ("versions", "data", "run")]
+    assert [d for d in report["dirs"] if any(s in d for s in skeleton)] == [], report["dirs"]
+    host.check_contained(out, "host_layout")
 
 
 def test_forked_children_sharing_a_workers_memory_are_not_counted_once_each(
