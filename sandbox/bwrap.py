@@ -265,11 +265,12 @@ class BubblewrapBackend(IsolationBackend):
         every process in the jail can read as ``/proc/1/cmdline``, holds only the
         worker's own command, and that names the jail's paths, not the host's.
         """
-        clash = overlaps(spec)
+        system = code_paths() + ([self.setpriv] if self.setpriv else [])
+        clash = overlaps(spec, system)
         if clash:
             raise ConfigError(
-                f"{spec.plugin}: granted path {clash[0]!r} overlaps the jail's own "
-                f"{APP}, {DATA} or {HOME}; grant a path outside them"
+                f"{spec.plugin}: {clash} overlaps the jail's own {APP}, {DATA} or "
+                f"{HOME}; grant (or install into) a path outside them"
             )
         cg_manager = self.cgroups()
         cgroup: WorkerCgroup | None = None
@@ -296,7 +297,6 @@ class BubblewrapBackend(IsolationBackend):
             args += ["--clearenv"]
             for key, value in env.items():
                 args += ["--setenv", key, value]
-            system = code_paths() + ([self.setpriv] if self.setpriv else [])
             args += mount_args(spec, system)
             args += ["--chdir", HOME]
             if self.use_seccomp:

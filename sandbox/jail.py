@@ -40,8 +40,9 @@ class RlimitBackend(IsolationBackend):
                 "supervision": "psutil memory readings, pings, restart with backoff",
             },
             warnings=[
-                "no namespaces: the plugin can read what the host user can read and "
-                "reach the network; install bubblewrap for a real jail"
+                "no namespaces: the plugin can read what the host user can read, "
+                "reach the network and sees its directories at the host's paths; "
+                "install bubblewrap for a real jail"
             ],
         )
 

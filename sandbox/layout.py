@@ -63,15 +63,19 @@ def inside(spec: WorkerSpec) -> WorkerSpec:
     )
 
 
-def overlaps(spec: WorkerSpec) -> list[str]:
-    """Granted paths that would land on (or above) the jail's own fixed directories."""
+def overlaps(spec: WorkerSpec, system: list[str]) -> str | None:
+    """What of ``spec``'s grants and the ``system`` folders would land on (or above) the
+    jail's own fixed directories, said in words; ``None`` when nothing would."""
     fixed = (APP, DATA, HOME)
-    out = []
-    for path in [*spec.grants.read_paths, *spec.grants.write_paths]:
-        p = os.path.abspath(path)
-        if any(_under(p, [f]) or _under(f, [p]) for f in fixed):
-            out.append(path)
-    return out
+    for what, paths in (
+        ("the granted path", [*spec.grants.read_paths, *spec.grants.write_paths]),
+        ("the interpreter's or mcphost's folder", system),
+    ):
+        for path in paths:
+            p = os.path.abspath(path)
+            if any(_under(p, [f]) or _under(f, [p]) for f in fixed):
+                return f"{what} {path!r}"
+    return None
 
 
 def top_dir_args() -> list[str]:

@@ -618,8 +618,19 @@ def test_the_jail_names_none_of_the_hosts_paths_for_the_workers_own_directories(
 def test_a_grant_over_the_jails_own_directories_is_refused_with_a_clear_error(
     backend: BubblewrapBackend, spec: WorkerSpec, granted: str
 ) -> None:
-    with pytest.raises(ConfigError, match=f"granted path '{granted}' overlaps the jail's own"):
+    match = f"the granted path '{granted}' overlaps the jail's own"
+    with pytest.raises(ConfigError, match=match):
         backend.prepare(with_grants(spec, read_paths=[granted]), 0)
+
+
+def test_an_interpreter_installed_over_the_jails_own_directories_is_named_as_the_clash(
+    spec: WorkerSpec,
+) -> None:
+    from mcphost.sandbox.layout import overlaps
+
+    assert overlaps(spec, ["/usr/lib/python3", "/opt/venv"]) is None
+    clash = overlaps(spec, ["/opt/venv", "/data/venv"])
+    assert clash == "the interpreter's or mcphost's folder '/data/venv'"
 
 
 def test_missing_bwrap_binary_is_reported_as_unavailable_with_a_reason(tmp_path: Path) -> None:
