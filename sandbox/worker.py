@@ -307,20 +307,34 @@ class Worker:
             task = self.loop.create_task(self._run_call(call, task_ctx))
             self.tasks[call.id] = (task, task_ctx)
             return
+        deadline = _deadline(call)
         # A tool that takes no Context gets none: nothing could see it.
-        ctx = self._context(call, _deadline(call)) if st.context_param is not None else None
+        ctx = self._context(call, deadline) if st.context_param is not None else None
         if st.inline and self.cfg.inline:
             # Known to be fast: run it right here, with no task and no thread hop.
-            self._send(self._execute(call, st, ctx, inline=True))
+            self._send(self._execute(call, st, ctx, deadline, inline=True))
             return
         self.jobs[call.id] = (call, ctx)
         if call.timeout is not None:
             self._deadlines.add(self.loop.time() + call.timeout, call.id)
         run = contextvars.copy_context().run
-        self.executor.post(run, self._pool_job, call, st, ctx)
+        self.executor.post(run, self._pool_job, call, st, ctx, deadline)
 
-    def _execute(self, call: Call, st: _SyncTool, ctx: Context | None, *, inline: bool) -> Frame:
-        """Run a sync tool in this thread; the Result or Error frame that answers it."""
+    def _execute(
+        self,
+        call: Call,
+        st: _SyncTool,
+        ctx: Context | None,
+        deadline: float | None,
+        *,
+        inline: bool,
+    ) -> Frame:
+        """Run a sync tool in this thread; the Result or Error frame that answers it.
+
+        A tool that returns after its deadline answers ``tool_timeout``, not its value:
+        it may have returned *because* the deadline passed (``ctx.cancelled``), before
+        the worker's deadline timer could answer for it.
+        """
         tool = st.tool
         name = st.name
         seconds = 0.0
@@ -344,6 +358,8 @@ class Worker:
                 seconds = time.perf_counter() - t0
                 if ctx is not None:
                     ctx.run_seconds = seconds
+            if deadline is not None and time.monotonic() > deadline:
+                return _timeout_error(self.plugin.name, call)
             return Result(id=call.id, value=to_wire(value, name))
         except MCPHostError as exc:
             return Error(id=call.id, code=exc.code, message=exc.message, data=exc.data)
@@ -359,11 +375,13 @@ class Worker:
             else:
                 st.ran_on_pool(seconds)
 
-    def _pool_job(self, call: Call, st: _SyncTool, ctx: Context | None) -> None:
+    def _pool_job(
+        self, call: Call, st: _SyncTool, ctx: Context | None, deadline: float | None
+    ) -> None:
         """On a pool thread: run the tool and send its answer, unless a cancel or the
         deadline answered the call first."""
         try:
-            frame = self._execute(call, st, ctx, inline=False)
+            frame = self._execute(call, st, ctx, deadline, inline=False)
         except BaseException as exc:  # SystemExit and the like end the worker, as on the loop
             self.loop.call_soon_threadsafe(_reraise, exc)
             raise
@@ -406,6 +424,9 @@ class Worker:
                     await self._run_stream(call, tool, ctx)
                 else:
                     value = await invoke(tool, call.args, ctx, self.executor)
+                    if ctx.deadline is not None and time.monotonic() > ctx.deadline:
+                        # Returned past the deadline (perhaps because of it): a timeout.
+                        raise TimeoutError
                     self._send(Result(id=call.id, value=value), flush=len(self.tasks) <= 1)
         except TimeoutError:
             ctx._cancel()

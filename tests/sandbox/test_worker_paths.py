@@ -47,6 +47,13 @@ def poll(ctx: Context, seconds: float) -> str:
 
 
 @plugin.tool
+async def block(seconds: float) -> str:
+    """Block the worker's event loop for ``seconds`` (its deadline timer cannot fire)."""
+    time.sleep(seconds)
+    return "unblocked"
+
+
+@plugin.tool
 def report(ctx: Context, steps: int) -> int:
     """Report progress ``steps`` times, then return ``steps``."""
     for i in range(steps):
@@ -107,6 +114,27 @@ def test_a_sync_tool_on_the_pool_past_its_deadline_fails_and_its_context_is_canc
             assert "paths.poll did not finish within 0.3s" in info.value.message
             await wait_for_file(data / "saw-cancel", lambda _: True)
             assert await w.call("where", {}) and w.inflight == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_pool_call_that_sees_its_deadline_before_the_worker_does_still_fails_with_tool_timeout(
+    write_plugin: PluginWriter, backend: RlimitBackend
+) -> None:
+    # The tool sees ctx.cancelled (its deadline passed) and returns while the worker's
+    # loop is blocked, so the worker's own deadline timer cannot answer first: the
+    # answer the tool's thread sends must still be the timeout, not the tool's value.
+    spec = write_plugin("paths", PATHS)
+
+    async def scenario() -> None:
+        async with running(spec, backend) as w:
+            late = asyncio.create_task(w.call("poll", {"seconds": 30}, timeout=0.3))
+            blocker = asyncio.create_task(w.call("block", {"seconds": 1.5}))
+            with pytest.raises(ToolTimeout) as info:
+                await late
+            assert "paths.poll did not finish within 0.3s" in info.value.message
+            assert await blocker == "unblocked"
+            assert w.inflight == 0
 
     asyncio.run(scenario())
 
