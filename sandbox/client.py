@@ -61,6 +61,8 @@ LogCallback = Callable[[str, str, str, int], None]  # plugin, level, message, ca
 
 #: Extra seconds the host waits past a call's own timeout before it gives up on the worker.
 DEADLINE_GRACE = 2.0
+#: Seconds a worker whose channel closed has to exit on its own before the host kills it.
+CHANNEL_CLOSE_GRACE = 2.0
 _END = object()
 
 
@@ -227,9 +229,14 @@ class WorkerClient:
         if self._kill_reason is not None:
             self.kill()
         try:
-            rc = await asyncio.wait_for(self.proc.wait(), 2.0)
+            rc = await asyncio.wait_for(self.proc.wait(), CHANNEL_CLOSE_GRACE)
         except TimeoutError:
-            self.kill()
+            # Alive with its channel closed: it closed the channel itself, and its
+            # SIGKILL is the host's doing, not the kernel's.
+            self.kill(
+                f"closed its channel to the host and did not exit within "
+                f"{CHANNEL_CLOSE_GRACE:g}s; the host killed it"
+            )
             rc = await self.proc.wait()
         self._finish(self._describe_exit(rc))
 
@@ -388,8 +395,10 @@ class WorkerClient:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pings[n] = fut
         t0 = time.perf_counter()
-        self._send(Ping(n=n))
         try:
+            # Inside the try: a ping that cannot be sent must not stay in _pings, where
+            # the worker's end would fail it with nobody to retrieve the error.
+            self._send(Ping(n=n))
             await asyncio.wait_for(fut, timeout)
         finally:
             self._pings.pop(n, None)

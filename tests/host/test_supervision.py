@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import os
 import signal
 import time
@@ -78,6 +80,12 @@ async def hog(children: int, mb: int, ctx: Context) -> None:
 @plugin.tool
 def garbage() -> None:
     os.write(channel_fd(), struct.pack(">I", 4) + b"\\xc1\\xc1\\xc1\\xc1")
+    time.sleep(3600)
+
+
+@plugin.tool
+def hangup() -> None:
+    os.close(channel_fd())  # the worker's end of the channel, closed under its feet
     time.sleep(3600)
 
 
@@ -275,6 +283,31 @@ def test_a_plugin_writing_bad_frames_loses_its_worker_and_the_host_serves_on(
     assert reason in error.message and "trouble 1.0.0" in error.message
     assert other == "unaffected"
     assert restarted == "ok"
+
+
+def test_a_worker_closing_its_channel_is_reported_as_such_and_leaves_no_unretrieved_error(
+    make_host: Callable[..., Host],
+    trouble: PluginSource,
+    caplog: pytest.LogCaptureFixture,
+    no_leftover_workers: None,
+) -> None:
+    async def scenario() -> tuple[WorkerCrashed, str]:
+        # Pings every 0.1 s: one is sure to be sent to the closed channel.
+        async with make_host(sources=[trouble], ping_interval=0.1) as host:
+            with pytest.raises(WorkerCrashed) as info:
+                await asyncio.wait_for(host.call("trouble.hangup"), 20)
+            return info.value, await host.call("trouble.ok")
+
+    with caplog.at_level(logging.WARNING):
+        error, after = asyncio.run(scenario())
+        gc.collect()
+    assert "closed its channel to the host" in error.message
+    assert "the host killed it" in error.message
+    assert "SIGKILL" not in error.message and "out of memory" not in error.message
+    assert after == "ok"
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "closed its channel to the host" in logged
+    assert "never retrieved" not in logged
 
 
 def test_closing_the_host_ends_every_worker_and_every_call_in_flight(
