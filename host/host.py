@@ -59,7 +59,8 @@ class ToolInfo(msgspec.Struct, frozen=True, kw_only=True):
 
 class HostEvent(msgspec.Struct, frozen=True, kw_only=True):
     """Something listeners may want to know: ``kind`` is "tools_changed", "log",
-    "plugin_started", "plugin_crashed" or "plugin_swapped"."""
+    "plugin_started", "plugin_crashed", "plugin_swapped" or "plugin_replaced" (a wedged
+    worker was replaced by a new one of the same version; ``message`` says why)."""
 
     kind: str
     plugin: str = ""
@@ -141,6 +142,7 @@ class Host:
             on_log=self._on_plugin_log,
             on_started=self._on_started,
             on_crashed=self._on_crashed,
+            on_replaced=self._on_replaced,
             verify=self._make_verifier(),
         )
         self._started = True
@@ -247,6 +249,11 @@ class Host:
     def _on_crashed(self, plugin: str, version: str, reason: str) -> None:
         self.hooks.hook.mcphost_plugin_crashed(plugin=plugin, version=version, reason=reason)
         self._emit(HostEvent(kind="plugin_crashed", plugin=plugin, version=version, message=reason))
+
+    def _on_replaced(self, plugin: str, version: str, reason: str) -> None:
+        self._emit(
+            HostEvent(kind="plugin_replaced", plugin=plugin, version=version, message=reason)
+        )
 
     # -- tools ---------------------------------------------------------------------
     def plugins(self) -> list[PluginSource]:

@@ -57,6 +57,8 @@ class SupervisorEnv:
     on_log: LogCallback
     on_started: Callable[[str, str, int], None]
     on_crashed: Callable[[str, str, str], None]
+    #: A wedged worker was replaced by a new one: plugin, version, why.
+    on_replaced: Callable[[str, str, str], None] | None = None
     #: Checks a source before each start; raises VerificationError.
     verify: Callable[[PluginSource], Awaitable[None]] | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -90,6 +92,8 @@ class PluginSupervisor:
         self.state = "stopped"
         self.failure: str | None = None
         self.restarts = 0
+        #: Workers replaced because their threads were stuck (not crashes).
+        self.replaced = 0
         self.crashes: collections.deque[float] = collections.deque()
         self._starting: asyncio.Task[WorkerClient] | None = None
         self._retiring: set[WorkerClient] = set()
@@ -222,6 +226,15 @@ class PluginSupervisor:
                 break
             except MCPHostError:
                 break
+            threads = worker.spec.threads
+            if worker.stuck >= threads:
+                # It answers pings, but every sync call would wait for a thread for ever.
+                await self._replace(
+                    worker,
+                    f"all {threads} of its threads are stuck in calls that timed out or "
+                    "were cancelled (a thread cannot be stopped)",
+                )
+                break
         await worker.closed
 
     def _on_closed(self, worker: WorkerClient) -> None:
@@ -254,13 +267,23 @@ class PluginSupervisor:
         worker.kill(reason)
 
     def reset(self) -> None:
-        """Clear a failed state so the next call tries again."""
+        """Clear a failed state so the next call tries again, and replace a running
+        worker that has threads stuck in calls that timed out or were cancelled."""
         self.crashes.clear()
         if self.state in ("failed", "refused"):
             self.state = "stopped"
             self.failure = None
+        worker = self.worker
+        if worker is not None and worker.alive and worker.stuck > 0:
+            self.env.spawn_task(
+                self._replace(
+                    worker,
+                    f"reset by an operator while {worker.stuck} of its {worker.spec.threads} "
+                    "threads were stuck in calls that timed out or were cancelled",
+                )
+            )
 
-    # -- swap and stop -------------------------------------------------------------
+    # -- swap, replace and stop ----------------------------------------------------
     async def swap(self, source: PluginSource, drain_timeout: float) -> WorkerClient:
         """Start ``source``, switch routing to it at once, drain and stop the old worker.
 
@@ -269,20 +292,62 @@ class PluginSupervisor:
         """
         new = await self._spawn(source)
         old = self.worker
-        self.source, self.worker = source, new
-        self.state, self.failure = "running", None
+        self._switch(
+            source,
+            new,
+            drain_timeout,
+            None
+            if old is None
+            else f"{old.label} was swapped out and its drain time of {drain_timeout:g}s "
+            "(drain_timeout) ran out; call again to reach the version now active",
+        )
         self.crashes.clear()
-        if old is not None:
-            self._retiring.add(old)
-            self.env.spawn_task(self._retire(old, drain_timeout))
         return new
 
-    async def _retire(self, worker: WorkerClient, drain_timeout: float) -> None:
-        await worker.drain(drain_timeout)
-        await worker.close(
-            reason=f"{worker.label} was swapped out and its drain time of {drain_timeout:g}s "
-            "(drain_timeout) ran out; call again to reach the version now active"
+    def _switch(
+        self, source: PluginSource, new: WorkerClient, drain_timeout: float, why: str | None
+    ) -> None:
+        """Route to ``new`` from now on; drain the old worker, then stop it telling the
+        calls still running there ``why``."""
+        old = self.worker
+        self.source, self.worker = source, new
+        self.state, self.failure = "running", None
+        if old is not None:
+            self._retiring.add(old)
+            self.env.spawn_task(self._retire(old, drain_timeout, why or "it was replaced"))
+
+    async def _replace(self, worker: WorkerClient, why: str) -> None:
+        """Replace a worker that still runs but can no longer serve, the way a swap does
+        (start the same version anew, switch, drain and stop the old one). Not a crash:
+        nothing counts towards marking the plugin failed."""
+        if worker is not self.worker or self._closing:
+            return
+        log.warning("plugin %s: replacing worker %s: %s", self.source.label, worker.label, why)
+        if self.env.on_replaced is not None:
+            self.env.on_replaced(worker.spec.plugin, worker.spec.version, why)
+        try:
+            new = await self._spawn(self.source)
+        except (MCPHostError, OSError) as exc:
+            # No replacement: end the wedged worker; the next call starts one (a crash).
+            worker.kill(f"{why}, and no new worker could start: {exc}")
+            return
+        if worker is not self.worker or self._closing:
+            # It ended, or the host began to stop, while the new one started.
+            self._retiring.add(new)
+            self.env.spawn_task(new.close())
+            return
+        self.replaced += 1
+        drain = self.env.config.drain_timeout
+        self._switch(
+            self.source,
+            new,
+            drain,
+            f"{worker.label} was replaced ({why}); call again to reach the new worker",
         )
+
+    async def _retire(self, worker: WorkerClient, drain_timeout: float, why: str) -> None:
+        await worker.drain(drain_timeout)
+        await worker.close(reason=why)
 
     async def stop(self, grace: float = 2.0) -> None:
         self._closing = True
@@ -313,6 +378,8 @@ class PluginSupervisor:
                 out["cpu_seconds"] = round(usage.cpu_seconds, 3)
             out["inflight"] = w.inflight
             out["calls"] = w.calls_total
+            out["stuck"] = w.stuck
+        out["replaced"] = self.replaced
         return out
 
 

@@ -132,6 +132,8 @@ class WorkerClient:
         self._kill_reason: str | None = None
         self._io_tasks: list[asyncio.Task[None]] = []
         self.calls_total = 0
+        #: Pool threads stuck in calls already answered, as of the worker's last Pong.
+        self.stuck = 0
 
     # -- state ---------------------------------------------------------------------
     @property
@@ -192,6 +194,7 @@ class WorkerClient:
         elif isinstance(frame, Log):
             self._emit_log(frame.level, frame.message, frame.id)
         elif isinstance(frame, Pong):
+            self.stuck = frame.stuck
             fut = self._pings.pop(frame.n, None)
             if fut is not None and not fut.done():
                 fut.set_result(None)

@@ -149,9 +149,12 @@ class Ping(msgspec.Struct, frozen=True, tag="ping", tag_field="t"):
 
 
 class Pong(msgspec.Struct, frozen=True, tag="pong", tag_field="t"):
-    """Worker -> host: answer to :class:`Ping`."""
+    """Worker -> host: answer to :class:`Ping`. ``stuck`` counts the worker's pool
+    threads still running calls that were already answered (past their deadline, or
+    cancelled); when all of them are, the host replaces the worker."""
 
     n: int
+    stuck: int = 0
 
 
 class Shutdown(msgspec.Struct, frozen=True, tag="shutdown", tag_field="t"):

@@ -202,6 +202,9 @@ class Worker:
         #: Calls of sync tools on the thread pool. Whoever pops a call from here (its
         #: thread when done, a cancel, its deadline) is the one who answers it.
         self.jobs: dict[int, tuple[Call, Context | None]] = {}
+        #: Ids of the calls whose tools are running on pool threads now. One that is no
+        #: longer in ``jobs`` was answered (deadline, cancel) and holds its thread still.
+        self.running: set[int] = set()
         self.streams: dict[int, _Stream] = {}
         self.channel: Channel | None = None
         self.loop = asyncio.get_running_loop()
@@ -270,7 +273,7 @@ class Worker:
             else:
                 self._cancel_job(frame.id)
         elif isinstance(frame, Ping):
-            self._send(Pong(n=frame.n))
+            self._send(Pong(n=frame.n, stuck=self.stuck_threads()))
         elif isinstance(frame, Welcome):
             if not self.welcome.done():
                 self.welcome.set_result(frame)
@@ -375,16 +378,28 @@ class Worker:
             else:
                 st.ran_on_pool(seconds)
 
+    def stuck_threads(self) -> int:
+        """Pool threads still running a call that was already answered (its deadline
+        passed, or it was cancelled): a thread cannot be stopped, so each is lost until
+        its tool returns. The host replaces a worker once all of them are."""
+        jobs = self.jobs
+        return sum(1 for call_id in list(self.running) if call_id not in jobs)
+
     def _pool_job(
         self, call: Call, st: _SyncTool, ctx: Context | None, deadline: float | None
     ) -> None:
         """On a pool thread: run the tool and send its answer, unless a cancel or the
         deadline answered the call first."""
+        if call.id not in self.jobs:
+            return  # answered while it waited for a thread: nobody wants its result
+        self.running.add(call.id)
         try:
             frame = self._execute(call, st, ctx, deadline, inline=False)
         except BaseException as exc:  # SystemExit and the like end the worker, as on the loop
             self.loop.call_soon_threadsafe(_reraise, exc)
             raise
+        finally:
+            self.running.discard(call.id)
         if self.jobs.pop(call.id, None) is not None:
             self._send_threadsafe(frame)
 

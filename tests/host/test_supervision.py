@@ -18,7 +18,7 @@ import pytest
 
 from mcphost.host import Host, HostEvent, PluginSource
 from mcphost.sandbox.isolation import Limits
-from mcphost.sdk import PluginFailed, WorkerCrashed
+from mcphost.sdk import PluginFailed, ToolTimeout, WorkerCrashed
 
 TROUBLE = '''
 import asyncio
@@ -426,3 +426,115 @@ def test_cpu_time_of_children_that_already_ended_counts_against_the_limit(
             assert "over its limit of 2" in info.value.message
 
     asyncio.run(scenario())
+
+
+WEDGE = """
+import os
+import time
+
+from mcphost.sdk import Plugin
+
+plugin = Plugin("wedge")
+
+
+@plugin.tool
+def nap() -> None:
+    time.sleep(86400)  # a day: past any deadline, and a thread cannot be stopped
+
+
+@plugin.tool
+def ok() -> str:
+    return "ok"
+
+
+@plugin.tool
+def pid() -> int:
+    return os.getpid()
+"""
+
+
+async def stuck_calls(host: Host, plugin: str, n: int) -> None:
+    """Make ``n`` calls that each sleep for a day and time out."""
+    results = await asyncio.gather(
+        *(host.call(f"{plugin}.nap", timeout=0.3) for _ in range(n)), return_exceptions=True
+    )
+    assert all(isinstance(r, ToolTimeout) for r in results), results
+
+
+async def until_served(host: Host, name: str, bound: float) -> Any:
+    """Call ``name`` (each try with a short timeout) until it answers, at most ``bound``."""
+
+    async def attempt() -> Any:
+        while True:
+            try:
+                return await host.call(name, timeout=0.5)
+            except ToolTimeout:
+                continue
+
+    return await asyncio.wait_for(attempt(), bound)
+
+
+async def until_gone(pid: int, bound: float) -> None:
+    """Wait, at most ``bound`` seconds, for a process to be gone (or a zombie)."""
+    deadline = time.monotonic() + bound
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, f"process {pid} still runs after {bound}s"
+        await asyncio.sleep(0.02)
+
+
+def test_a_worker_whose_threads_are_all_stuck_past_their_deadline_is_replaced_and_serves_again(
+    write_plugin: Callable[..., PluginSource],
+    make_host: Callable[..., Host],
+    no_leftover_workers: None,
+) -> None:
+    wedge = write_plugin("wedge", WEDGE)
+
+    async def scenario() -> tuple[int, int, str, HostEvent, dict[str, Any]]:
+        async with make_host(sources=[wedge], worker_threads=8, ping_interval=0.2) as host:
+            events = Events(host)
+            old = worker_pid(host, "wedge")
+            await stuck_calls(host, "wedge", 8)
+            answer = await until_served(host, "wedge.ok", 20)
+            new = await host.call("wedge.pid")
+            replaced = await events.wait_for(lambda e: e.kind == "plugin_replaced")
+            await until_gone(old, 20)
+            (stats,) = host.stats()
+            return old, new, answer, replaced, stats
+
+    old, new, answer, replaced, stats = asyncio.run(scenario())
+    assert answer == "ok"
+    assert new != old
+    assert replaced.plugin == "wedge" and replaced.version == "1.0.0"
+    assert "all 8 of its threads are stuck in calls that timed out" in replaced.message
+    # A replacement is not a crash: nothing counts towards marking the plugin failed.
+    assert stats["state"] == "running" and stats["restarts"] == 0
+
+
+def test_resetting_a_plugin_replaces_a_worker_with_threads_stuck_in_timed_out_calls(
+    write_plugin: Callable[..., PluginSource],
+    make_host: Callable[..., Host],
+    no_leftover_workers: None,
+) -> None:
+    wedge = write_plugin("wedge", WEDGE)
+
+    async def scenario() -> tuple[int, int, HostEvent]:
+        async with make_host(sources=[wedge], worker_threads=8, ping_interval=0.2) as host:
+            events = Events(host)
+            old = worker_pid(host, "wedge")
+            await stuck_calls(host, "wedge", 3)  # not all of them: the worker still serves
+            assert await host.call("wedge.ok") == "ok"
+
+            async def stuck_seen() -> None:
+                # The worker reports its stuck threads in its answer to each ping.
+                while host.stats()[0].get("stuck", 0) < 3:
+                    await asyncio.sleep(0.02)
+
+            await asyncio.wait_for(stuck_seen(), 10)
+            host.reset_plugin("wedge")
+            replaced = await events.wait_for(lambda e: e.kind == "plugin_replaced")
+            await until_gone(old, 20)
+            return old, await host.call("wedge.pid"), replaced
+
+    old, new, replaced = asyncio.run(scenario())
+    assert new != old
+    assert "reset" in replaced.message and "3 of its 8 threads" in replaced.message
