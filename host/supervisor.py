@@ -32,7 +32,13 @@ from mcphost.sandbox.isolation import (
     ResourceUsage,
     WorkerSpec,
 )
-from mcphost.sdk.errors import MCPHostError, PluginFailed, VerificationError, WorkerCrashed
+from mcphost.sdk.errors import (
+    HandshakeRefused,
+    MCPHostError,
+    PluginFailed,
+    VerificationError,
+    WorkerCrashed,
+)
 from mcphost.sdk.schema import ToolSpec
 
 from .config import HostConfig
@@ -151,7 +157,8 @@ class PluginSupervisor:
         self.state = "starting"
         try:
             worker = await self._spawn(self.source)
-        except VerificationError as exc:
+        except (VerificationError, HandshakeRefused) as exc:
+            # Starting the same version again would be refused again: not a crash.
             self.state = "refused"
             self.failure = exc.message
             raise

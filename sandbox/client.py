@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from mcphost.sdk.errors import (
+    HandshakeRefused,
     MCPHostError,
     PluginError,
     ProtocolError,
@@ -28,6 +29,7 @@ from mcphost.sdk.errors import (
     WorkerCrashed,
     error_from_code,
 )
+from mcphost.sdk.tool_rules import tools_problem
 
 from .channel import Channel, open_channel
 from .deadlines import Deadlines
@@ -531,6 +533,14 @@ async def spawn_worker(
             raise PluginError(
                 f"worker for {spec.plugin} says it is plugin {hello.plugin!r}; "
                 "check the plugin's entry point"
+            )
+        # Never trusted: a worker is plugin code and its Hello may hold anything.
+        problem = tools_problem(spec.plugin, hello.tools)
+        if problem is not None:
+            raise HandshakeRefused(
+                f"worker for {spec.plugin} {spec.version} was refused: {problem}; the "
+                "plugin must be fixed (tool rules: docs/plugin-authors.md, Tools)",
+                data={"plugin": spec.plugin, "version": spec.version, "problem": problem},
             )
         client.hello = hello
         client.channel.send(Welcome(version=client.version, max_frame=spec.max_frame))

@@ -8,6 +8,7 @@ from .context import Context
 from .errors import (
     CallCancelled,
     ConfigError,
+    HandshakeRefused,
     InvalidArguments,
     MCPHostError,
     PluginError,
@@ -28,6 +29,7 @@ __all__ = [
     "CallCancelled",
     "ConfigError",
     "Context",
+    "HandshakeRefused",
     "InvalidArguments",
     "MCPHostError",
     "Plugin",

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 __all__ = [
     "CallCancelled",
     "ConfigError",
+    "HandshakeRefused",
     "InvalidArguments",
     "MCPHostError",
     "PluginError",
@@ -56,6 +57,13 @@ class ProtocolError(MCPHostError):
     """A peer broke the wire protocol: bad frame, oversized frame, version mismatch."""
 
     code = "protocol_error"
+
+
+class HandshakeRefused(ProtocolError):
+    """A worker's handshake declared tools the host does not accept (a bad name, a
+    duplicate, an oversized description or schema, too many tools); it was stopped."""
+
+    code = "handshake_refused"
 
 
 class ConfigError(MCPHostError):

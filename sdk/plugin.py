@@ -9,6 +9,7 @@ from typing import Any, TypeVar, overload
 
 from .context import Context
 from .schema import Signature, ToolSpec, build_signature
+from .tool_rules import MAX_TOOLS, tool_problem
 
 __all__ = ["Plugin", "Tool"]
 
@@ -105,8 +106,15 @@ class Plugin:
                 )
             if tool_name in self.tools:
                 raise ValueError(f"plugin {self.name} already has a tool {tool_name!r}")
+            if len(self.tools) >= MAX_TOOLS:
+                raise ValueError(f"plugin {self.name} has {MAX_TOOLS} tools, the most it may")
             doc = description if description is not None else inspect.getdoc(f) or ""
-            self.tools[tool_name] = Tool(f, tool_name, doc.strip(), batch)
+            tool = Tool(f, tool_name, doc.strip(), batch)
+            # The host checks the same rules at every worker's handshake.
+            problem = tool_problem(self.name, tool.spec)
+            if problem is not None:
+                raise ValueError(f"plugin {self.name}: {problem}")
+            self.tools[tool_name] = tool
             return f
 
         if fn is not None:

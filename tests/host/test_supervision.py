@@ -18,7 +18,7 @@ import pytest
 
 from mcphost.host import Host, HostEvent, PluginSource
 from mcphost.sandbox.isolation import Limits
-from mcphost.sdk import PluginFailed, ToolTimeout, WorkerCrashed
+from mcphost.sdk import HandshakeRefused, PluginFailed, ToolTimeout, WorkerCrashed
 
 TROUBLE = '''
 import asyncio
@@ -538,3 +538,42 @@ def test_resetting_a_plugin_replaces_a_worker_with_threads_stuck_in_timed_out_ca
     old, new, replaced = asyncio.run(scenario())
     assert new != old
     assert "reset" in replaced.message and "3 of its 8 threads" in replaced.message
+
+
+FORGED = """
+from mcphost.sdk import Plugin, ToolSpec
+
+plugin = Plugin("forged")
+
+
+@plugin.tool
+def ok() -> str:
+    return "ok"
+
+
+# Past the SDK's checks: a tool name with the host's separator in it.
+plugin.specs = lambda: [ToolSpec(name="ok.evil")]
+"""
+
+
+def test_a_worker_with_a_bad_handshake_is_refused_not_restarted_and_others_serve_on(
+    write_plugin: Callable[..., PluginSource],
+    make_host: Callable[..., Host],
+    good: PluginSource,
+    no_leftover_workers: None,
+) -> None:
+    forged = write_plugin("forged", FORGED)
+
+    async def scenario() -> tuple[HandshakeRefused, dict[str, Any], str]:
+        async with make_host(sources=[forged, good]) as host:
+            with pytest.raises(HandshakeRefused) as info:
+                await host.call("forged.ok")
+            (stats,) = [s for s in host.stats() if s["plugin"] == "forged"]
+            return info.value, stats, await host.call("good.echo", {"text": "unaffected"})
+
+    error, stats, other = asyncio.run(scenario())
+    assert "worker for forged 1.0.0 was refused: tool name 'ok.evil' is not allowed" in (
+        error.message
+    )
+    assert stats["state"] == "refused" and stats["restarts"] == 0 and stats["pid"] is None
+    assert other == "unaffected"
