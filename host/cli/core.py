@@ -12,6 +12,7 @@ import msgspec
 
 from mcphost.sandbox.jail import available_backends, choose_backend
 from mcphost.sdk.errors import ConfigError, InvalidArguments
+from mcphost.sdk.text import printable
 
 from ..config import load_config
 from ..home import Home
@@ -38,9 +39,10 @@ def tools(home: Home, as_json: bool) -> None:
         return
     width = max(len(t.name) for t in found)
     for t in found:
-        first = t.description.splitlines()[0] if t.description else ""
+        # A description is the plugin's text: no control character reaches the terminal.
+        first = printable(t.description.splitlines()[0]) if t.description else ""
         kind = " (stream)" if t.kind == "stream" else ""
-        click.echo(f"{t.name:<{width}}  {first}{kind}")
+        click.echo(f"{printable(t.name):<{width}}  {first}{kind}")
 
 
 @main.command()

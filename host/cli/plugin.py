@@ -17,6 +17,7 @@ import msgspec
 
 from mcphost.registry import CheckedWheel, Registry, VersionRecord
 from mcphost.sdk.errors import MCPHostError, RegistryError
+from mcphost.sdk.text import printable
 from mcphost.security.permissions import Permissions
 
 from ..config import HostConfig, load_config
@@ -364,25 +365,30 @@ def info(home: Home, name: str, as_json: bool) -> None:
             }
         )
         return
-    click.echo(
+    _show(
         f"{p.name}: active {p.active_version or 'none'}; name owned by "
         f"{p.owner_key or 'no key (unsigned)'}"
     )
     for v in versions:
         mark = "*" if v.active else " "
-        click.echo(
+        _show(
             f" {mark} {v.version}  {v.key_id or 'unsigned'}  installed "
             f"{_when(v.installed_at)} by {v.installed_by}  sha256 {v.wheel_sha256[:16]}"
         )
         tools = ", ".join(t.name for t in v.tools) if v.tools is not None else "(not yet known)"
-        click.echo(f"     tools: {tools}")
+        _show(f"     tools: {tools}")
         for line in describe_permissions(v.permissions):
-            click.echo(f"     {line}")
-    click.echo("history:")
+            _show(f"     {line}")
+    _show("history:")
     for h in history:
         change = f"{h.from_version or '-'} -> {h.to_version or '-'}"
         why = f"  ({h.reason})" if h.reason else ""
-        click.echo(f"  {_when(h.at)}  {h.user:<10} {h.action:<10} {change}{why}")
+        _show(f"  {_when(h.at)}  {h.user:<10} {h.action:<10} {change}{why}")
+
+
+def _show(line: str) -> None:
+    """Print a line that holds text a plugin wrote (names, versions, permissions)."""
+    click.echo(printable(line))
 
 
 @plugin.command()

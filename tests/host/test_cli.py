@@ -156,3 +156,55 @@ def test_a_bad_configuration_in_the_home_exits_two_naming_the_key(
     doctor = mcphost("doctor")
     assert doctor.returncode == 0  # doctor still reports, and shows the problem
     assert "config      ERROR" in doctor.stdout and "limits.memroy_mb" in doctor.stdout
+
+
+ESCAPES = '''
+from mcphost.sdk import Plugin
+
+plugin = Plugin("esc")
+
+
+@plugin.tool
+def shout(text: str) -> str:
+    """\\x1b]0;pwned\\x07\\x1b[2J\\x1b[31mRed\\x08\\u202egnp.exe\\x9b1m: upper-case it.\\x1b[0m"""
+    return text.upper()
+'''
+
+
+def test_tools_prints_no_control_character_a_plugin_wrote(
+    mcphost: Run, plugin_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    project = tmp_path / "esc-project"
+    project.mkdir()
+    (project / "esc.py").write_text(ESCAPES)
+    (project / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "esc"\nversion = "1.0.0"\n'
+        '[project.entry-points."mcphost.plugins"]\nesc = "esc:plugin"\n'
+        '[tool.setuptools]\npy-modules = ["esc"]\n'
+    )
+    target = tmp_path / "esc-installed"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "-q",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-compile",
+            "--target",
+            str(target),
+            str(project),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    path = os.pathsep.join(str(p) for p in [*plugin_dirs.values(), target])
+    proc = mcphost("tools", env={"MCPHOST_PLUGIN_PATH": path})
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("esc.shout")]
+    assert "Red" in line and "upper-case it." in line
+    assert line.isprintable(), repr(line)
+    assert not any(c in proc.stdout for c in "\x1b\x07\x08\u202e\x9b")
