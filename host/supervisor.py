@@ -1,14 +1,12 @@
-"""Supervision of one plugin: lazy start, health checks, restarts with backoff, swaps.
+"""Supervision of one plugin: lazy start, health checks, restarts with backoff, swaps,
+and the replacement of a worker whose threads are all stuck.
 
 OTP style: a crashed worker is restarted after an exponential backoff; more than
 ``max_restarts`` crashes within ``restart_period`` seconds mark the plugin failed, and
 it says so on every call until an operator resets it.
 
 The health check runs every ``ping_interval``: a ping, and a reading of the worker's
-memory and CPU time as a whole (everything it started included). The reading comes from
-the worker's cgroup where the isolation backend has one; otherwise memory is the
-proportional set size of its process tree, so pages that forked processes share are
-counted once, not once per process.
+memory and CPU time as a whole (everything it started included; see :mod:`.usage`).
 """
 
 from __future__ import annotations
@@ -23,13 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from mcphost.sandbox.client import LogCallback, WorkerClient, spawn_worker
 from mcphost.sandbox.isolation import (
     IsolationBackend,
     Limits,
-    ResourceUsage,
     WorkerSpec,
 )
 from mcphost.sdk.errors import (
@@ -44,12 +39,11 @@ from mcphost.sdk.schema import ToolSpec
 from .config import HostConfig
 from .policy import enforce_policy
 from .sources import PluginSource
+from .usage import MIB, Meter, over_limits
 
 __all__ = ["PluginSupervisor", "SupervisorEnv", "over_limits"]
 
 log = logging.getLogger("mcphost.supervisor")
-
-_MIB = 1024 * 1024
 
 
 @dataclass
@@ -216,7 +210,7 @@ class PluginSupervisor:
     async def _watch(self, worker: WorkerClient) -> None:
         """Health-check a worker until it ends: resource use, then a ping, each interval."""
         cfg = self.env.config
-        meter = _Meter(worker)
+        meter = Meter(worker)
         while worker.alive:
             done, _ = await asyncio.wait([worker.closed], timeout=cfg.ping_interval)
             if done:
@@ -378,9 +372,9 @@ class PluginSupervisor:
             "pid": w.pid if w is not None and w.alive else None,
         }
         if w is not None and w.alive:
-            usage = _Meter(w).read()
+            usage = Meter(w).read()
             if usage.memory is not None:
-                out["rss_mb"] = round(usage.memory / _MIB, 1)
+                out["rss_mb"] = round(usage.memory / MIB, 1)
             if usage.cpu_seconds is not None:
                 out["cpu_seconds"] = round(usage.cpu_seconds, 3)
             out["inflight"] = w.inflight
@@ -388,68 +382,6 @@ class PluginSupervisor:
             out["stuck"] = w.stuck
         out["replaced"] = self.replaced
         return out
-
-
-class _Meter:
-    """Reads a worker's memory and CPU use as a whole: from its launch plan (the
-    kernel's accounting for its cgroup) where the backend offers it, else from its
-    process tree: proportional set size, CPU time of the live processes."""
-
-    def __init__(self, worker: WorkerClient) -> None:
-        self.plan_usage = worker.plan.usage
-        try:
-            self.proc: psutil.Process | None = psutil.Process(worker.pid)
-        except psutil.Error:
-            self.proc = None
-
-    def read(self) -> ResourceUsage:
-        usage = self.plan_usage() if self.plan_usage is not None else ResourceUsage()
-        complete = usage.memory is not None and usage.cpu_seconds is not None
-        if complete or self.proc is None:
-            return usage
-        memory, cpu = _tree_usage(self.proc)
-        return ResourceUsage(
-            memory=usage.memory if usage.memory is not None else memory,
-            cpu_seconds=usage.cpu_seconds if usage.cpu_seconds is not None else cpu,
-        )
-
-
-def _tree_usage(proc: psutil.Process) -> tuple[int | None, float | None]:
-    """Proportional set size of a process and its live descendants, and their CPU seconds
-    with those of the descendants that have ended."""
-    try:
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.Error:
-        return None, None
-    memory = 0
-    cpu = 0.0
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            try:
-                memory += p.memory_full_info().pss
-            except psutil.AccessDenied:
-                memory += p.memory_info().rss  # no access to its page map: the upper bound
-            t = p.cpu_times()
-            # children_*: processes it started that have ended and been reaped.
-            cpu += t.user + t.system + t.children_user + t.children_system
-    return memory, cpu
-
-
-def over_limits(usage: ResourceUsage, limits: Limits) -> str | None:
-    """Why a worker using ``usage`` must be stopped, or ``None`` while it is within limits.
-
-    CPU time counts the whole worker, processes it started included: each process's own
-    ``RLIMIT_CPU`` cannot see that a worker spreads its work over many processes.
-    """
-    memory, cpu = usage.memory, usage.cpu_seconds
-    if limits.memory_mb is not None and memory is not None and memory > limits.memory_mb * _MIB:
-        return f"used {memory // _MIB} MiB of memory, over its limit of {limits.memory_mb} MiB"
-    if limits.cpu_seconds is not None and cpu is not None and cpu > limits.cpu_seconds:
-        return (
-            f"used {cpu:.1f} CPU seconds with the processes it started, over its limit "
-            f"of {limits.cpu_seconds}"
-        )
-    return None
 
 
 def _consume(task: asyncio.Task[Any]) -> None:
