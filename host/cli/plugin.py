@@ -72,7 +72,8 @@ def describe_permissions(p: Permissions) -> list[str]:
     lines.append(
         "limits: " + (", ".join(f"{k}={v}" for k, v in lim.items()) or "the host's defaults")
     )
-    return lines
+    # The publisher wrote these paths and names: no control character reaches the terminal.
+    return [printable(line) for line in lines]
 
 
 def _version_json(r: VersionRecord) -> dict[str, Any]:
