@@ -10,10 +10,10 @@ crash being contained, hot-swaps textkit under load and rolls it back
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
-import os
+import logging
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mcphost.sandbox.jail import available_backends, choose_backend
-from mcphost.sdk.errors import MCPHostError, RegistryError
+from mcphost.sdk.errors import MCPHostError, PluginError, RegistryError
 from mcphost.security import Permissions, TrustStore, generate_key, sign_wheel
 
 from .config import load_config
@@ -47,6 +47,40 @@ class Printer:
 
     def line(self, text: str) -> None:
         self.out(f"   {text}")
+
+
+class HostLog(logging.Handler):
+    """Keeps the host's own log lines off the demo's output while the demo runs.
+
+    A warning such as the one for the worker the demo kills on purpose would break into
+    the demo's lines and repeat what the next line says. Unless ``-v`` asked for the
+    log (the ``mcphost`` logger logs INFO or below), its lines are kept here instead and
+    shown after the demo only if the demo fails.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        self.lines: collections.deque[str] = collections.deque(maxlen=200)
+        self.logger = logging.getLogger("mcphost")
+        self._propagate = self.logger.propagate
+        self.active = self.logger.getEffectiveLevel() > logging.INFO
+        if self.active:
+            self.logger.addHandler(self)
+            self.logger.propagate = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    def restore(self, failed: bool) -> None:
+        """Give the log back to its handlers; after a failure, show what was kept."""
+        if not self.active:
+            return
+        self.logger.removeHandler(self)
+        self.logger.propagate = self._propagate
+        self.active = False
+        if failed and self.lines:
+            print("the host's log during the demo:", *self.lines, sep="\n", file=sys.stderr)
 
 
 def ms(seconds: float) -> str:
@@ -173,6 +207,8 @@ async def run_demo(
     root = Path(tempfile.mkdtemp(prefix="mcphost-demo-")) if home is None else home
     figures: dict[str, Any] = {"home": str(root)}
     work = Path(tempfile.mkdtemp(prefix="mcphost-demo-build-"))
+    host_log = HostLog()
+    failed = True
     try:
         h = Home(root).ensure()
         if isolation is not None:
@@ -224,8 +260,10 @@ async def run_demo(
         p.line(f"all workers stopped; demo took {ms(figures['seconds'])}")
         if keep:
             p.line(f"the home is kept: mcphost --home {h.root} plugin info textkit")
+        failed = False
         return figures
     finally:
+        host_log.restore(failed)
         shutil.rmtree(work, ignore_errors=True)
         if not keep and home is None:
             shutil.rmtree(root, ignore_errors=True)
@@ -268,8 +306,15 @@ async def _calls(p: Printer, host: Host, figures: dict[str, Any]) -> None:
 
     victim = asyncio.create_task(host.call("textkit.sleep", {"seconds": 10}))
     await asyncio.sleep(0.2)
-    pid = next(s["pid"] for s in host.stats() if s["plugin"] == "textkit")
-    os.kill(pid, signal.SIGKILL)
+    worker = host._supervisors["textkit"].worker
+    if worker is None:
+        raise PluginError("textkit has no running worker for the demo to kill")
+    p.line(
+        f"the demo kills textkit's worker (pid {worker.pid}) with SIGKILL while "
+        "textkit.sleep(seconds=10) runs, as a crash would"
+    )
+    # Told why, the host reports this kill as what it is, not as a guess at its cause.
+    worker.kill("was killed by `mcphost demo` on purpose (SIGKILL)")
     try:
         await victim
     except MCPHostError as exc:

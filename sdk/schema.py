@@ -75,7 +75,7 @@ class Signature:
             args = {}
         if not isinstance(args, dict):
             raise InvalidArguments(
-                f"{tool}: arguments must be a JSON object, got {type(args).__name__}; "
+                f"arguments must be a JSON object, got {type(args).__name__}; "
                 'pass them as {"name": value}',
                 data={"tool": tool},
             )
@@ -83,7 +83,7 @@ class Signature:
             value = msgspec.convert(args, self.args_type, strict=False)
         except msgspec.ValidationError as exc:
             raise InvalidArguments(
-                f"{tool}: invalid arguments: {exc}; see the tool's input schema "
+                f"invalid arguments: {exc}; see the tool's input schema "
                 "(`mcphost tools --json`)",
                 data={"tool": tool, "detail": str(exc)},
             ) from None

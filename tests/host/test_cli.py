@@ -108,6 +108,18 @@ def test_call_failures_exit_one_with_a_clear_message(
     assert proc.stdout == ""
 
 
+def test_call_with_invalid_arguments_does_not_repeat_the_tool_name_it_was_given(
+    mcphost: Run,
+) -> None:
+    proc = mcphost("call", "textkit.upper", '{"text": 42}')
+    assert proc.returncode == 1
+    (error,) = [line for line in proc.stderr.splitlines() if line.startswith("error")]
+    assert error.startswith(
+        "error [invalid_arguments]: invalid arguments: Expected `str`, got `int` - at `$.text`"
+    ), error
+    assert "textkit.upper" not in error
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [("{not json", "ARGUMENTS is not valid JSON"), ("[1, 2]", "must be a JSON object")],

@@ -29,7 +29,8 @@ def run_demo(
     tmp_path: Path, path: str | None = None
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
     """``mcphost demo`` from the checkout's root, with its temp files under ``tmp_path``
-    and an operator home that must stay untouched; returns the process and that home."""
+    and an operator home that must stay untouched; returns the process and that home.
+    Its stderr goes into the same stream as its stdout, in the order a terminal shows it."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     operator_home = tmp_path / "operator-home"
@@ -41,7 +42,8 @@ def run_demo(
         [*COMMAND, "demo"],
         cwd=REPO,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
         timeout=110,
         stdin=subprocess.DEVNULL,
@@ -108,10 +110,23 @@ def check_the_rest(out: str) -> None:
     assert "received [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]" in out
     assert "textkit.nope: [tool_not_found]" in out
     assert "worker killed mid-call -> [worker_crashed]" in out
+    check_reads_cleanly(out)
     assert "next call after the crash -> 'BACK AGAIN'" in out
     assert re.search(r"textkit\.echo: p50 [\d.]+ ms", out)
     assert re.search(r"textkit 1\.0\.0: running, pid \d+, \d+ calls, 1 restarts", out)
     assert re.search(r"all workers stopped; demo took [\d.]+ ms", out)
+
+
+#: A line in the format of the host's own log (``mcphost -v`` shows these on stderr).
+LOG_LINE = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL) mcphost[.\w]*: ", re.M)
+
+
+def check_reads_cleanly(out: str) -> None:
+    """Every line is the demo's own: a section title or an indented line, and no line
+    of the host's log breaks in between them."""
+    assert not LOG_LINE.search(out), out
+    strays = [line for line in out.splitlines() if line and not line.startswith(("== ", "   "))]
+    assert not strays, strays
 
 
 def check_nothing_left(
@@ -130,12 +145,24 @@ def check_nothing_left(
     assert not leftovers, f"processes of the demo outlived it: {leftovers}"
 
 
+@pytest.fixture(scope="module")
+def bwrap_demo(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
+    """One run of ``mcphost demo`` with bubblewrap, read by the tests below."""
+    require_bwrap()
+    tmp_path = tmp_path_factory.mktemp("demo")
+    proc, operator = run_demo(tmp_path)
+    return proc, tmp_path, operator
+
+
 @pytest.mark.slow
 @pytest.mark.bwrap
-def test_demo_installs_two_versions_swaps_under_load_and_rolls_back(tmp_path: Path) -> None:
-    require_bwrap()
-    proc, operator = run_demo(tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+def test_demo_installs_two_versions_swaps_under_load_and_rolls_back(
+    bwrap_demo: tuple[subprocess.CompletedProcess[str], Path, Path],
+) -> None:
+    proc, tmp_path, operator = bwrap_demo
+    assert proc.returncode == 0, proc.stdout
     out = proc.stdout
     assert "isolation: bwrap (namespaces, rlimits)" in out
     assert "WARNING" not in out
@@ -145,10 +172,52 @@ def test_demo_installs_two_versions_swaps_under_load_and_rolls_back(tmp_path: Pa
 
 
 @pytest.mark.slow
+@pytest.mark.bwrap
+def test_demo_output_reads_from_top_to_bottom_with_no_line_of_the_host_log_in_it(
+    bwrap_demo: tuple[subprocess.CompletedProcess[str], Path, Path],
+) -> None:
+    proc, _, _ = bwrap_demo
+    assert proc.returncode == 0, proc.stdout
+    check_reads_cleanly(proc.stdout)
+
+
+@pytest.mark.slow
+@pytest.mark.bwrap
+def test_demo_says_it_killed_the_worker_itself_rather_than_guessing_why_it_died(
+    bwrap_demo: tuple[subprocess.CompletedProcess[str], Path, Path],
+) -> None:
+    out = bwrap_demo[0].stdout
+    m = re.search(
+        r"the demo kills textkit's worker \(pid (\d+)\) with SIGKILL while "
+        r"textkit\.sleep\(seconds=10\) runs, as a crash would\n",
+        out,
+    )
+    assert m, out
+    assert (
+        f"worker killed mid-call -> [worker_crashed] worker for textkit 1.0.0 (pid {m[1]}) "
+        "was killed by `mcphost demo` on purpose (SIGKILL) while call"
+    ) in out
+    assert "out of memory" not in out
+
+
+@pytest.mark.slow
+@pytest.mark.bwrap
+def test_demo_names_the_tool_once_in_its_invalid_arguments_error(
+    bwrap_demo: tuple[subprocess.CompletedProcess[str], Path, Path],
+) -> None:
+    (line,) = [x for x in bwrap_demo[0].stdout.splitlines() if "[invalid_arguments]" in x]
+    assert line.strip().startswith(
+        "textkit.upper: [invalid_arguments] invalid arguments: Expected `str`, got `int` - "
+        "at `$.text`"
+    ), line
+    assert line.count("textkit.upper") == 1, line
+
+
+@pytest.mark.slow
 def test_demo_without_bubblewrap_warns_and_runs_with_rlimits(tmp_path: Path) -> None:
     # Only this environment's bin directory on PATH: no bwrap to be found.
     proc, operator = run_demo(tmp_path, path=str(Path(sys.executable).parent))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stdout
     out = proc.stdout
     assert "WARNING: bubblewrap cannot run here: the bwrap binary is not installed" in out
     assert "Plugins run with isolation 'rlimits' only" in out

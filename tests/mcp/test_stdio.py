@@ -81,6 +81,9 @@ def test_a_tools_own_failure_is_a_result_with_is_error_and_an_unknown_tool_is_32
             assert "nosuch.tool" in err.value.error.message
             bad = await client.call_tool("mathkit.add", {"a": "x"})
             assert bad.is_error  # invalid arguments: the model can correct itself
+            assert isinstance(bad.content[0], types.TextContent)
+            assert bad.content[0].text.startswith("error [invalid_arguments]: invalid arguments")
+            assert "mathkit.add" not in bad.content[0].text  # the call names it already
 
     asyncio.run(go())
 

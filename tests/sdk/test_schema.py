@@ -216,8 +216,19 @@ def test_invalid_arguments_are_refused_with_an_error_naming_the_field(
         plugin.tools[tool].signature.bind(f"schemas.{tool}", args)
     assert info.value.code == "invalid_arguments"
     assert named in info.value.message
-    assert f"schemas.{tool}" in info.value.message
     assert "input schema" in info.value.message  # says where to look
+    assert info.value.data["tool"] == f"schemas.{tool}"
+
+
+def test_an_invalid_arguments_message_leaves_the_tool_name_to_whoever_shows_it() -> None:
+    # The CLI, MCP clients and the demo show the error next to the tool's name already.
+    with pytest.raises(InvalidArguments) as info:
+        plugin.tools["basic"].signature.bind("schemas.basic", {"text": 3})
+    assert info.value.message.startswith("invalid arguments: Expected `str`, got `int`")
+    assert "schemas.basic" not in info.value.message
+    with pytest.raises(InvalidArguments) as info:
+        plugin.tools["basic"].signature.bind("schemas.basic", [1])  # type: ignore[arg-type]
+    assert "schemas.basic" not in info.value.message
 
 
 def test_arguments_that_are_not_an_object_are_refused() -> None:
