@@ -31,20 +31,29 @@ _ECHO = re.compile(r'(def echo\(text: str\) -> str:\n(?:    """.*?"""\n)?    ret
 
 
 def find_examples(explicit: Path | None = None) -> Path:
-    """The example_plugins folder: given, ``$MCPHOST_EXAMPLES``, ./example_plugins, or the
-    source checkout this module runs from."""
+    """The example_plugins folder: given, ``$MCPHOST_EXAMPLES``, ./example_plugins, the
+    copy installed with mcphost (its package data), or the source checkout this module
+    runs from."""
+    here = Path(__file__)
     candidates = [
         explicit,
         Path(os.environ["MCPHOST_EXAMPLES"]) if os.environ.get("MCPHOST_EXAMPLES") else None,
         Path.cwd() / "example_plugins",
-        Path(__file__).resolve().parents[1] / "example_plugins",
+        here.with_name("example_plugins"),
+        here.resolve().parents[1] / "example_plugins",
     ]
     for c in candidates:
         if c is not None and all((c / n / "pyproject.toml").is_file() for n in EXAMPLES):
             return c
+    if explicit is not None:
+        raise ConfigError(
+            f"{explicit} does not hold the example plugins (textkit, mathkit, notes, each "
+            "with its pyproject.toml); pass the example_plugins folder of an mcphost "
+            "checkout, or leave --examples out to use the copy installed with mcphost"
+        )
     raise ConfigError(
-        "cannot find the example plugins (example_plugins/ with textkit, mathkit, notes); "
-        "run `mcphost demo` from the root of the mcphost checkout or pass --examples DIR"
+        f"cannot find the example plugins: this mcphost installation has no copy of them "
+        f"in {here.with_name('example_plugins')}; reinstall mcphost, or pass --examples DIR"
     )
 
 

@@ -222,7 +222,7 @@ class BubblewrapBackend(IsolationBackend):
         if nested:
             layers["nested user namespaces"] = "; ".join(nested)
         else:
-            warnings.append("a worker may create nested user namespaces: install pyseccomp")
+            warnings.append("a worker may create nested user namespaces: no seccomp filter")
         cg = self.cgroups()
         if cg is not None:
             layers["cgroups"] = (

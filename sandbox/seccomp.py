@@ -5,8 +5,8 @@ calls that serve only to attack the kernel or to leave the jail: debugging other
 processes, mounting, loading BPF or kernels, kernel keyrings, userfaultfd, perf events,
 io_uring, new user namespaces, joining other namespaces, and faking terminal input.
 
-It is built with `pyseccomp <https://pypi.org/project/pyseccomp/>`_ (the ``seccomp``
-extra), imported only when a filter is first needed.
+It is built with `pyseccomp <https://pypi.org/project/pyseccomp/>`_ (a dependency of
+mcphost, over the system's libseccomp), imported only when a filter is first needed.
 """
 
 from __future__ import annotations
@@ -83,8 +83,19 @@ class SeccompUnavailable(RuntimeError):
 def _pyseccomp() -> Any:
     try:
         import pyseccomp
-    except (ImportError, OSError) as exc:
-        raise SeccompUnavailable(f"seccomp: unavailable (pip install pyseccomp): {exc}") from exc
+    except ImportError as exc:
+        raise SeccompUnavailable(
+            f"seccomp: unavailable: pyseccomp, a dependency of mcphost, is missing ({exc}); "
+            "reinstall mcphost with its dependencies"
+        ) from exc
+    except (OSError, RuntimeError) as exc:
+        # pyseccomp raises RuntimeError when it finds no libseccomp, OSError when it
+        # cannot load the one it found.
+        raise SeccompUnavailable(
+            f"seccomp: unavailable: the libseccomp library cannot be loaded ({exc}); "
+            "install it (Debian/Ubuntu: apt install libseccomp2, Fedora: dnf install "
+            "libseccomp) for the seccomp filter"
+        ) from exc
     return pyseccomp
 
 

@@ -15,7 +15,7 @@ from .main import main, run_async
 @click.option(
     "--examples",
     type=click.Path(file_okay=False, path_type=Path),
-    help="The example_plugins folder (default: ./example_plugins).",
+    help="The example_plugins folder (default: the copy installed with mcphost).",
 )
 @click.option("--keep", is_flag=True, help="Keep the throw-away home and print where it is.")
 @click.option(

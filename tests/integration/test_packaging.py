@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import email
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
-import sysconfig
 import textwrap
 import zipfile
+from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 import pytest
+from bwrap_check import require_bwrap
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("host", "sdk", "sandbox", "registry", "security")
@@ -35,7 +40,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "build", "*.egg-info")
-    for pkg in PACKAGES:
+    for pkg in (*PACKAGES, "example_plugins"):
         shutil.copytree(REPO / pkg, src / pkg, ignore=ignore)
     out = tmp_path_factory.mktemp("mcphost-wheel")
     run(
@@ -55,13 +60,35 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
+#: What a venv made by ``python -m venv`` brings to build the demo's wheels with.
+VENV_TOOLS = ("pip", "setuptools", "wheel")
+
+
+def dependency_closure(wheel: Path) -> set[str]:
+    """The distributions of this environment that ``wheel``'s default dependencies (no
+    extras) need, transitively: what ``pip install WHEEL`` would bring."""
+    with zipfile.ZipFile(wheel) as zf:
+        meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        todo = email.message_from_bytes(zf.read(meta)).get_all("Requires-Dist") or []
+    seen: set[str] = set()
+    while todo:
+        req = Requirement(todo.pop())
+        name = canonicalize_name(req.name)
+        if name in seen or (req.marker is not None and not req.marker.evaluate({"extra": ""})):
+            continue
+        seen.add(name)
+        todo.extend(importlib_metadata.distribution(name).requires or [])
+    return seen
+
+
 @pytest.fixture(scope="module")
 def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv with the wheel installed by pip.
+    """A fresh venv with the wheel installed by pip, as a user's normal install has it.
 
-    The dependencies (msgspec, pydantic, ...) are not downloaded again: a .pth line adds
-    this environment's site-packages *after* the venv's own, where mcphost itself is not
-    (the development install lives elsewhere), so mcphost comes from the wheel only.
+    The dependencies are not downloaded again: the distributions the wheel's metadata
+    asks for (and theirs, and pip, setuptools and wheel) are linked in from this
+    environment, and nothing else is, so a dependency missing from the metadata is
+    missing here too.
     """
     root = tmp_path_factory.mktemp("venv") / "v"
     run(sys.executable, "-m", "venv", "--without-pip", root)
@@ -78,14 +105,18 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--no-deps",
         wheel,
     )
-    deps = Path(sysconfig.get_paths()["purelib"])
-    assert not (deps / "mcphost").exists(), "the dependency path must not hold mcphost"
     site = Path(
         run(
             python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"
         ).stdout.strip()
     )
-    (site / "zz_test_dependencies.pth").write_text(f"{deps}\n")
+    for name in sorted(dependency_closure(wheel) | set(VENV_TOOLS)):
+        dist = importlib_metadata.distribution(name)
+        tops = {f.parts[0] for f in dist.files or []} - {"__pycache__"}
+        for top in sorted(t for t in tops if not t.startswith("..")):
+            source = Path(str(dist.locate_file(top)))
+            if source.exists() and not (site / top).exists():
+                (site / top).symlink_to(source)
     return root
 
 
@@ -120,6 +151,88 @@ def test_the_wheel_declares_the_console_script_and_its_dependencies(wheel: Path)
     assert "mcphost = mcphost.host.cli:main" in entry_points
     for dep in ("msgspec", "pluggy", "psutil", "click", "pydantic"):
         assert f"Requires-Dist: {dep}" in metadata
+
+
+def test_the_seccomp_layer_is_a_default_dependency_not_an_extra(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as zf:
+        meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        requires = [
+            line
+            for line in zf.read(meta).decode().splitlines()
+            if line.startswith("Requires-Dist: pyseccomp")
+        ]
+    assert requires and all("extra ==" not in line for line in requires), requires
+
+
+@pytest.mark.bwrap
+def test_doctor_in_a_normal_install_reports_the_seccomp_layer_active(
+    venv: Path, tmp_path: Path
+) -> None:
+    require_bwrap()
+    env = {**os.environ, "MCPHOST_HOME": str(tmp_path / "home")}
+    out = run(venv / "bin" / "mcphost", "doctor", env=env).stdout
+    assert "  backend bwrap (namespaces): available" in out, out
+    assert re.search(r"^    seccomp +EPERM for ptrace, mount, bpf", out, re.M), out
+    assert "unavailable" not in out and "nested user namespaces: no seccomp" not in out, out
+
+
+@pytest.mark.bwrap
+def test_doctor_says_plainly_when_libseccomp_cannot_be_loaded(venv: Path, tmp_path: Path) -> None:
+    require_bwrap()
+    import pyseccomp  # noqa: F401  (loads libseccomp, so its file shows in our maps)
+
+    maps = Path("/proc/self/maps").read_text().split()
+    (lib,) = {word for word in maps if "/libseccomp.so" in word}
+    # The same machine without libseccomp: its file and the loader's cache read as empty.
+    hide = ["--ro-bind", "/dev/null", lib, "--ro-bind", "/dev/null", "/etc/ld.so.cache"]
+    env = {**os.environ, "MCPHOST_HOME": str(tmp_path / "home")}
+    proc = run("bwrap", "--dev-bind", "/", "/", *hide, venv / "bin" / "mcphost", "doctor", env=env)
+    assert re.search(
+        r"^    seccomp +seccomp: unavailable: the libseccomp library cannot be loaded \(.+\); "
+        r"install it \(Debian/Ubuntu: apt install libseccomp2",
+        proc.stdout,
+        re.M,
+    ), proc.stdout
+    assert "nested user namespaces: no seccomp filter" in proc.stdout
+
+
+def test_the_wheel_ships_the_example_plugins_sources(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("textkit", "mathkit", "notes"):
+        ours = REPO / "example_plugins" / name
+        for path in [ours / "pyproject.toml", *ours.glob("mcphost_*/*.py")]:
+            shipped = f"mcphost/host/example_plugins/{path.relative_to(ours.parent).as_posix()}"
+            assert shipped in names, f"{shipped} is not in the wheel"
+
+
+def test_mcphost_demo_runs_from_a_pip_install_outside_any_checkout(
+    venv: Path, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "tmp").mkdir()
+    env = {
+        **os.environ,
+        "MCPHOST_HOME": str(tmp_path / "home"),
+        "TMPDIR": str(tmp_path / "tmp"),
+        "PATH": os.pathsep.join([str(venv / "bin"), os.environ.get("PATH", "")]),
+    }
+    env.pop("MCPHOST_EXAMPLES", None)
+    proc = subprocess.run(
+        [venv / "bin" / "mcphost", "demo"],
+        cwd=elsewhere,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=110,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stdout
+    assert "built 4 wheels with pip" in proc.stdout
+    assert "-> 'HELLO FROM A SANDBOX'" in proc.stdout
+    assert "failed calls: 0; answers from the old version after a switch: 0" in proc.stdout
+    assert list(elsewhere.iterdir()) == []
 
 
 WHERE = '''
