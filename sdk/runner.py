@@ -17,6 +17,7 @@ import msgspec
 
 from .context import Context
 from .errors import MCPHostError, ToolError
+from .models import dump_model
 from .plugin import Tool
 
 __all__ = ["invoke", "iterate", "to_wire"]
@@ -31,11 +32,12 @@ def to_wire(value: Any, tool: str) -> Any:
     if type(value) in _PLAIN:
         return value
     try:
-        return msgspec.to_builtins(value, str_keys=True)
+        return msgspec.to_builtins(value, str_keys=True, enc_hook=dump_model)
     except TypeError as exc:
         raise ToolError(
             f"{tool}: returned a value that cannot be sent as JSON ({exc}); return "
-            "str, int, float, bool, None, lists, dicts, dataclasses or msgspec Structs",
+            "str, int, float, bool, None, lists, dicts, dataclasses, msgspec Structs or "
+            "pydantic models",
             code="bad_result",
         ) from None
 

@@ -3,7 +3,9 @@
 msgspec builds both the schema and the validator from the same type hints, so what a
 client is told and what the worker enforces cannot drift apart. msgspec is used rather
 than pydantic here because this code runs at every worker start: importing pydantic
-costs more than the whole cold-start budget.
+costs more than the whole cold-start budget. Parameters and results typed with a
+plugin's own pydantic models are the exception: the models give their schema and
+validate their values (:mod:`.models`), and pydantic is then loaded already.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, get_args, get_origin
 import msgspec
 
 from .errors import InvalidArguments
+from .models import ModelParams, has_model, model_schema
 
 __all__ = ["ToolSpec", "build_signature"]
 
@@ -62,12 +65,18 @@ class Signature:
         context_param: str | None,
         input_schema: dict[str, Any],
         output_schema: dict[str, Any] | None,
+        models: ModelParams | None = None,
+        model_defaults: dict[str, Any] | None = None,
     ) -> None:
         self.args_type = args_type
         self.context_param = context_param
         self.input_schema = input_schema
         self.output_schema = output_schema
         self._decoder_fields = args_type.__struct_fields__
+        #: Parameters whose types hold pydantic models: the Struct takes any JSON value
+        #: for them (UNSET when left out) and pydantic validates it.
+        self.models = models
+        self._model_defaults = model_defaults or {}
 
     def bind(self, tool: str, args: dict[str, Any] | None) -> dict[str, Any]:
         """Validate ``args`` and return keyword arguments for the function."""
@@ -83,11 +92,23 @@ class Signature:
             value = msgspec.convert(args, self.args_type, strict=False)
         except msgspec.ValidationError as exc:
             raise InvalidArguments(
-                f"invalid arguments: {exc}; see the tool's input schema "
-                "(`mcphost tools --json`)",
+                f"invalid arguments: {exc}; {_SEE_SCHEMA}",
                 data={"tool": tool, "detail": str(exc)},
             ) from None
-        return {f: getattr(value, f) for f in self._decoder_fields}
+        kwargs = {f: getattr(value, f) for f in self._decoder_fields}
+        if self.models is not None:
+            for name, default in self._model_defaults.items():
+                if kwargs[name] is msgspec.UNSET:
+                    kwargs[name] = default
+            try:
+                self.models.validate(kwargs, skip=self._model_defaults)
+            except InvalidArguments as exc:
+                exc.data["tool"] = tool
+                raise
+        return kwargs
+
+
+_SEE_SCHEMA = "see the tool's input schema (`mcphost tools --json`)"
 
 
 def build_signature(fn: Callable[..., Any], tool_name: str, context_type: type) -> Signature:
@@ -108,13 +129,36 @@ def build_signature(fn: Callable[..., Any], tool_name: str, context_type: type) 
         else:
             fields.append((pname, hint, param.default))
     struct_name = "".join(p.capitalize() for p in tool_name.replace(".", "_").split("_")) + "Args"
+    # Parameters typed with pydantic models: any JSON value here, pydantic validates it.
+    model_hints = {f[0]: f[1] for f in fields if has_model(f[1])}
+    model_defaults = {f[0]: f[2] for f in fields if f[0] in model_hints and len(f) == 3}
+    fields = [
+        (f[0], Any, msgspec.UNSET)
+        if f[0] in model_defaults
+        else (f[0], Any)
+        if f[0] in model_hints
+        else f
+        for f in fields
+    ]
     try:
         args_type = msgspec.defstruct(struct_name, fields, kw_only=True, forbid_unknown_fields=True)
         input_schema = _schema_for(args_type)
     except (TypeError, msgspec.ValidationError) as exc:
-        raise TypeError(f"tool {tool_name}: unsupported parameter type: {exc}") from exc
+        raise TypeError(
+            f"tool {tool_name}: unsupported parameter type: {_unsupported(exc)}; {_SUPPORTED}"
+        ) from exc
     input_schema.pop("title", None)
+    if not input_schema.get("required", True):  # every parameter has a default
+        del input_schema["required"]
     input_schema["additionalProperties"] = False
+    models: ModelParams | None = None
+    if model_hints:
+        models = ModelParams(model_hints)
+        for name, hint in model_hints.items():
+            prop = _merge_defs(input_schema, model_schema(hint, "validation"), tool_name)
+            if name in model_defaults:
+                prop["default"] = models.dump(name, model_defaults[name])
+            input_schema["properties"][name] = prop
     output_schema: dict[str, Any] | None = None
     ret = hints.get("return", inspect.Signature.empty)
     if ret not in (inspect.Signature.empty, None, type(None), Any):
@@ -123,7 +167,41 @@ def build_signature(fn: Callable[..., Any], tool_name: str, context_type: type) 
             ret = args[0] if args else Any
         if ret is not Any:
             try:
-                output_schema = _schema_for(ret)
+                output_schema = (
+                    model_schema(ret, "serialization") if has_model(ret) else _schema_for(ret)
+                )
             except TypeError as exc:
-                raise TypeError(f"tool {tool_name}: unsupported return type: {exc}") from exc
-    return Signature(args_type, context_param, input_schema, output_schema)
+                raise TypeError(
+                    f"tool {tool_name}: unsupported return type: {_unsupported(exc)}; {_SUPPORTED}"
+                ) from exc
+    return Signature(args_type, context_param, input_schema, output_schema, models, model_defaults)
+
+
+_SUPPORTED = (
+    "use str, int, float, bool, None, lists, dicts, Literal, enums, dataclasses, "
+    "TypedDicts, msgspec Structs or pydantic models"
+)
+
+
+def _unsupported(exc: Exception) -> str:
+    """msgspec's complaint without its advice for msgspec's own API (``schema_hook``),
+    which a tool cannot pass."""
+    return str(exc).strip().splitlines()[-1]
+
+
+def _merge_defs(root: dict[str, Any], schema: dict[str, Any], tool_name: str) -> dict[str, Any]:
+    """Move ``schema``'s ``$defs`` into ``root``'s (where ``#/$defs/..`` points); return
+    what is left of ``schema``."""
+    schema = dict(schema)
+    defs = schema.pop("$defs", {})
+    into = root.setdefault("$defs", {})
+    for name, definition in defs.items():
+        if into.get(name, definition) != definition:
+            raise TypeError(
+                f"tool {tool_name}: two different types are both named {name!r} in its "
+                "parameters; rename one of them"
+            )
+        into[name] = definition
+    if not into:
+        root.pop("$defs")
+    return schema
