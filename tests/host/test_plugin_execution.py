@@ -119,7 +119,7 @@ def test_plugin_execution_errors_keep_their_stable_codes(examples: Callable[...,
     assert "at least one value" in tool_error.message
     invalid = errors["invalid"]
     assert isinstance(invalid, InvalidArguments)
-    assert "textkit.upper" in invalid.message and "`txt`" in invalid.message
+    assert invalid.data["tool"] == "textkit.upper" and "`txt`" in invalid.message
     no_tool = errors["no_tool"]
     assert isinstance(no_tool, ToolNotFound)
     assert "plugin textkit has no tool 'lower'" in no_tool.message
