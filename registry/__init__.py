@@ -5,7 +5,7 @@ roll back, remove; every change is crash-safe. The registry never starts a plugi
 host reads it and runs what is active.
 """
 
-from .crash import CRASH_ENV, CRASH_POINTS
+from .crash import CRASH_POINTS
 from .db import SCHEMA_VERSION
 from .reader import HomeLayout, RegistryReader, sort_versions
 from .records import Activation, InstallResult, PluginRecord, RecoveryReport, VersionRecord
@@ -13,7 +13,6 @@ from .registry import Registry
 from .wheels import ENTRY_POINT_GROUP, CheckedWheel, check_wheel
 
 __all__ = [
-    "CRASH_ENV",
     "CRASH_POINTS",
     "ENTRY_POINT_GROUP",
     "SCHEMA_VERSION",

@@ -1,7 +1,9 @@
 """Named points where a test can kill the registry's process, to prove crash safety.
 
-Setting ``MCPHOST_TEST_CRASH_AT=<point>`` makes the process SIGKILL itself when it
-reaches that point; nothing else reads the variable.
+A point is armed only by code running in the process (:func:`arm`): no environment
+variable, file or option reaches it, so an installed mcphost never kills itself. The
+test suite arms a point in a subprocess through its own launcher
+(``tests/registry/crash_launcher.py``), which then runs the CLI.
 """
 
 from __future__ import annotations
@@ -9,9 +11,7 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["CRASH_ENV", "CRASH_POINTS", "crash_point"]
-
-CRASH_ENV = "MCPHOST_TEST_CRASH_AT"
+__all__ = ["CRASH_POINTS", "arm", "crash_point"]
 
 #: Every named point, in the order an install (or a repair), swap or removal passes them.
 CRASH_POINTS = (
@@ -29,8 +29,18 @@ CRASH_POINTS = (
     "remove_trashed",
 )
 
+_armed: str | None = None
+
+
+def arm(point: str | None) -> None:
+    """Make this process SIGKILL itself when it reaches ``point`` (``None`` disarms)."""
+    global _armed
+    if point is not None and point not in CRASH_POINTS:
+        raise ValueError(f"unknown crash point {point!r}; one of {', '.join(CRASH_POINTS)}")
+    _armed = point
+
 
 def crash_point(name: str) -> None:
-    """Kill this process with SIGKILL if the test asked for a crash at ``name``."""
-    if os.environ.get(CRASH_ENV) == name:
+    """Kill this process with SIGKILL if a test armed the point ``name``."""
+    if _armed == name:
         os.kill(os.getpid(), signal.SIGKILL)

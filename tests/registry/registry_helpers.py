@@ -83,11 +83,16 @@ def write_config(home: Home, text: str) -> None:
 
 
 def run_cli(
-    home: Home, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    home: Home,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    launcher: list[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real ``mcphost`` executable in a subprocess."""
+    """Run the real ``mcphost`` executable in a subprocess (or ``launcher``, a command
+    that runs the CLI with the arguments that follow it)."""
     return subprocess.run(
-        [MCPHOST, "--home", str(home.root), *args],
+        [*(launcher or [MCPHOST]), "--home", str(home.root), *args],
         capture_output=True,
         text=True,
         timeout=timeout,

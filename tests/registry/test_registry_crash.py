@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from registry_helpers import run_cli, trust_key
 from mcphost.host import Home, HostConfig
 from mcphost.host.registry_link import source_for
 from mcphost.host.verification import verify_source
-from mcphost.registry import CRASH_ENV, CRASH_POINTS, Registry
+from mcphost.registry import CRASH_POINTS, Registry
 from mcphost.registry.store import BUILDING, TRASH
 from mcphost.security import PrivateKey
 
@@ -67,6 +68,8 @@ def state(home: Home) -> dict[str, object]:
     return {p["name"]: (p["active"], tuple(p["versions"])) for p in listed}
 
 
+CRASH_LAUNCHER = Path(__file__).with_name("crash_launcher.py")
+
 INSTALL_POINTS = [
     "install_stored",
     "build_unpacked",
@@ -86,7 +89,7 @@ def test_every_crash_point_is_exercised() -> None:
 
 
 def killed(home: Home, point: str, *args: str) -> None:
-    proc = run_cli(home, *args, env={CRASH_ENV: point})
+    proc = run_cli(home, *args, launcher=[sys.executable, str(CRASH_LAUNCHER), point])
     assert proc.returncode == -signal.SIGKILL, (
         f"expected a kill at {point}: rc={proc.returncode} {proc.stderr}"
     )
@@ -162,3 +165,20 @@ def test_a_repair_killed_at_any_point_leaves_the_version_with_whole_files(
     assert proc.returncode == 0, proc.stderr
     assert code.read_bytes() == original
     assert state(home) == {"textkit": ("1.0.0", ("1.0.0", "1.1.0"))}
+
+
+def test_the_old_crash_variable_does_not_kill_an_installed_mcphost(
+    prepared: Home, wheels: dict[str, Path], tmp_path: Path
+) -> None:
+    home = copy_home(prepared, tmp_path)
+    assert run_cli(home, "plugin", "remove", "textkit", "1.1").returncode == 0
+    proc = run_cli(
+        home,
+        "plugin",
+        "install",
+        str(wheels["1.1"]),
+        "--yes",
+        env={"MCPHOST_TEST_CRASH_AT": "install_stored"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert state(home) == {"textkit": ("1.1.0", ("1.0.0", "1.1.0"))}
