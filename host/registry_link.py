@@ -88,9 +88,13 @@ def source_for(rec: VersionRecord) -> PluginSource:
 
 def open_reader(home: Home) -> RegistryReader | None:
     """The registry under ``home``, read-only; None until one has been created."""
-    if not home.registry_db.exists():
+    from mcphost.registry.damage import check_database_present
+
+    if not check_database_present(home.registry_db, home.versions_dir, home.store_dir):
         return None
-    reg = RegistryReader(db_path=home.registry_db, versions_dir=home.versions_dir)
+    reg = RegistryReader(
+        db_path=home.registry_db, versions_dir=home.versions_dir, store_dir=home.store_dir
+    )
     if not reg.ready:
         reg.close()
         return None

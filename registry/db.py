@@ -7,25 +7,35 @@ running host polls to notice a swap made by another process.
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from mcphost.sdk.errors import RegistryError
+from mcphost.sdk.errors import RegistryDamaged, RegistryError
 
 __all__ = [
+    "REBUILD_ADVICE",
     "SCHEMA_VERSION",
     "bump_generation",
     "connect",
+    "database_error",
     "generation",
     "schema_version",
     "transaction",
 ]
 
 #: Bumped whenever the schema changes; :func:`connect` migrates older databases forward.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+#: What every message about a lost or damaged database tells the operator to do.
+REBUILD_ADVICE = (
+    "nothing was changed. Run `mcphost registry rebuild` to rebuild the records from the "
+    "signed wheels in the store"
+)
 
 _SCHEMA_V1 = """
 CREATE TABLE meta (
@@ -80,7 +90,92 @@ _SCHEMA_V2 = """
 ALTER TABLE versions ADD COLUMN deps_files TEXT;
 """
 
-_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+#: Version 3: the journal of changes in progress. A change records here, before it
+#: writes a file, which version directory and wheel it is about to make (or, for a
+#: removal, to delete), and clears the row when it is done; the sweep after a crash
+#: deletes only what these rows name and no version record claims.
+_SCHEMA_V3 = """
+CREATE TABLE IF NOT EXISTS pending (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    dir          TEXT,
+    wheel_sha256 TEXT,
+    started_at   REAL NOT NULL
+);
+"""
+
+_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
+
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def database_error(exc: Exception, path: Path) -> RegistryError:
+    """A failure of the registry database (or of a file beside it) as one clear error:
+    the disk is full, the home is read-only, the file is damaged, or anything else."""
+    text = str(exc.strerror if isinstance(exc, OSError) and exc.strerror else exc)
+    lower = text.lower()
+    err = exc.errno if isinstance(exc, OSError) else None
+    if err in _FULL or "disk is full" in lower:
+        return RegistryError(
+            f"the disk holding the mcphost home {path.parent} is full ({text}); nothing was "
+            "changed. Free some space there and run the command again",
+            data={"reason": "disk_full", "path": str(path)},
+        )
+    if err in _READ_ONLY or "readonly" in lower or "read-only" in lower:
+        return RegistryError(
+            f"the mcphost home {path.parent} is read-only here ({text}): commands that only "
+            "read (plugin list, plugin info, tools, call, serve) work; run changes where the "
+            "home is writable",
+            data={"reason": "read_only", "path": str(path)},
+        )
+    if "malformed" in lower or "not a database" in lower or "corrupt" in lower:
+        return RegistryDamaged(
+            f"the registry database {path} is damaged ({text}); {REBUILD_ADVICE}",
+            data={"reason": "damaged", "path": str(path)},
+        )
+    return RegistryError(
+        f"cannot use the registry database {path}: {text}; check the file and its directory",
+        data={"path": str(path)},
+    )
+
+
+class _Cursor(sqlite3.Cursor):
+    """Rows are read lazily: a damaged page can surface while fetching, not only in
+    ``execute``, so fetching translates errors too."""
+
+    def _fail(self, exc: sqlite3.Error) -> RegistryError:
+        conn = self.connection
+        return database_error(exc, conn.path if isinstance(conn, _Connection) else Path("?"))
+
+    def fetchone(self) -> Any:
+        try:
+            return super().fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._fail(exc) from None
+
+    def fetchall(self) -> list[Any]:
+        try:
+            return super().fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self._fail(exc) from None
+
+    def __next__(self) -> Any:
+        try:
+            return super().__next__()
+        except sqlite3.DatabaseError as exc:
+            raise self._fail(exc) from None
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose every failure is a :class:`RegistryError` saying what to do."""
+
+    path: Path = Path("?")
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        try:
+            return self.cursor(_Cursor).execute(sql, parameters)
+        except sqlite3.DatabaseError as exc:
+            raise database_error(exc, self.path) from None
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -93,12 +188,18 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
                 isolation_level=None,
                 timeout=10.0,
                 check_same_thread=False,
+                factory=_Connection,
             )
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
-                str(path), isolation_level=None, timeout=30.0, check_same_thread=False
+                str(path),
+                isolation_level=None,
+                timeout=30.0,
+                check_same_thread=False,
+                factory=_Connection,
             )
+        conn.path = path
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout = 30000")
         if not readonly:
@@ -108,11 +209,8 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
             _migrate(conn, path)
         else:
             _check_version(conn, path)
-    except sqlite3.DatabaseError as exc:
-        raise RegistryError(
-            f"cannot open the registry database {path}: {exc}; if the file is damaged, "
-            "restore it from a backup or move it away to start an empty registry"
-        ) from exc
+    except (sqlite3.DatabaseError, OSError) as exc:
+        raise database_error(exc, path) from None
     return conn
 
 
@@ -125,7 +223,7 @@ def _set_wal(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode = WAL")
             return
-        except sqlite3.OperationalError as exc:
+        except (sqlite3.OperationalError, RegistryError) as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
             if time.monotonic() > deadline:

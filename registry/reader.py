@@ -19,6 +19,7 @@ from mcphost.sdk.schema import ToolSpec
 from mcphost.security.permissions import Permissions
 
 from . import db
+from .damage import check_database_present
 from .records import Activation, PluginRecord, VersionRecord
 from .store import tree_changes
 
@@ -54,10 +55,23 @@ def sort_versions(versions: Iterable[str]) -> list[str]:
 class RegistryReader:
     """The registry's records, read from its database; see :class:`Registry` to change them."""
 
-    def __init__(self, *, db_path: Path, versions_dir: Path, readonly: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        db_path: Path,
+        versions_dir: Path,
+        store_dir: Path | None = None,
+        readonly: bool = True,
+    ) -> None:
         self.db_path = Path(db_path)
         self.versions_dir = Path(versions_dir)
+        self.store_dir = (
+            Path(store_dir) if store_dir is not None else versions_dir.with_name("store")
+        )
         self.readonly = readonly
+        # A database lost or emptied beside installed versions is refused before it could
+        # be created afresh (see .damage).
+        check_database_present(self.db_path, self.versions_dir, self.store_dir)
         self.conn = db.connect(self.db_path, readonly=readonly)
 
     @property

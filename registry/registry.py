@@ -9,6 +9,7 @@ registry's lock deletes whatever an interrupted process left behind.
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -17,16 +18,17 @@ from pathlib import Path
 
 import msgspec
 
-from mcphost.sdk.errors import RegistryError, VerificationError
+from mcphost.sdk.errors import MCPHostError, RegistryError, VerificationError
 from mcphost.sdk.schema import ToolSpec
 from mcphost.security.audit import AuditLog
 from mcphost.security.truststore import TrustStore
 
 from . import db
 from .crash import crash_point
+from .damage import check_records
 from .reader import HomeLayout, RegistryReader, sort_versions
 from .records import Activation, InstallResult, RecoveryReport
-from .recovery import change_lock, sweep
+from .recovery import change_lock, journal, settle, sweep
 from .repair import restore_version
 from .rules import check_install
 from .store import build_version_dir, discard_tree, move_to_trash, store_wheel, wheel_path
@@ -34,7 +36,11 @@ from .wheels import CheckedWheel, check_wheel
 
 __all__ = ["Registry"]
 
+log = logging.getLogger("mcphost.registry")
+
 Progress = Callable[[str], None]
+#: ``data["reason"]`` of the install rules' refusals (.rules), audited where they happen.
+_REFUSALS = ("version_conflict", "key_change", "rollback")
 _MAX_WHEEL = 2 * 1024 * 1024 * 1024
 
 
@@ -63,8 +69,9 @@ class Registry(RegistryReader):
         allow_unsigned: bool = False,
         readonly: bool = False,
     ) -> None:
-        super().__init__(db_path=db_path, versions_dir=versions_dir, readonly=readonly)
-        self.store_dir = Path(store_dir)
+        super().__init__(
+            db_path=db_path, versions_dir=versions_dir, store_dir=store_dir, readonly=readonly
+        )
         self.trust = TrustStore(Path(keys_dir))
         self.audit = AuditLog(Path(audit_log))
         self.allow_unsigned = allow_unsigned
@@ -103,6 +110,7 @@ class Registry(RegistryReader):
         with change_lock(self.db_path, wait=wait) as held:
             if held:
                 self.last_recovery = sweep(self.conn, self.versions_dir, self.store_dir)
+                check_records(self.conn, self.db_path, self.versions_dir, self.store_dir)
             yield held
 
     def recover(self) -> RecoveryReport:
@@ -174,85 +182,42 @@ class Registry(RegistryReader):
         user = _user()
         links = [Path(w.source).resolve().parent, *find_links]
         repaired: list[str] = []
+        pending: list[int] = []
         with self._locked():
-            already = self._check_allowed(w, allow_key_change)
-            if already:
-                repaired = self._restore(w, links, progress)
-            else:
-                progress("storing the wheel")
-                store_wheel(self.store_dir, w.sha256, w.data)
-                crash_point("install_stored")
-                dest = f"{w.plugin}/{w.version}-{w.sha256[:12]}"
-                _root, deps_files = build_version_dir(
-                    self.versions_dir,
-                    dest,
-                    w.members,
-                    w.requires,
-                    find_links=links,
-                    progress=progress,
-                    crash=crash_point,
-                )
-                crash_point("install_renamed")
-            progress("recording the install")
-            previous: str | None = None
-            activated = False
-            with db.transaction(self.conn):
-                now = time.time()
-                row = self._plugin_row(w.plugin)
-                if row is None:
-                    self.conn.execute(
-                        "INSERT INTO plugins (name, owner_key, max_sequence, created_at) "
-                        "VALUES (?, ?, 0, ?)",
-                        (w.plugin, w.key_id, now),
-                    )
-                    row = self._plugin_row(w.plugin)
-                    assert row is not None
-                elif w.key_id is not None and row["owner_key"] != w.key_id:
-                    # Unowned so far (only unsigned versions), or an allowed key change.
-                    self.conn.execute(
-                        "UPDATE plugins SET owner_key = ? WHERE name = ?", (w.key_id, w.plugin)
-                    )
-                if w.sequence is not None:
-                    self.conn.execute(
-                        "UPDATE plugins SET max_sequence = MAX(max_sequence, ?) WHERE name = ?",
-                        (w.sequence, w.plugin),
-                    )
-                version = w.version
+            try:
+                already = self._check_allowed(w, allow_key_change)
                 if already:
+                    repaired = self._restore(w, links, progress)
                     version = self._find_version_string(w.plugin, w.version)
+                    activated, previous = (
+                        self._activate_installed(w.plugin, version, reason)
+                        if activate
+                        else (False, None)
+                    )
                 else:
-                    self.conn.execute(
-                        "INSERT INTO versions (plugin, version, dist_name, wheel_sha256, "
-                        "wheel_name, entry, dir, dist_info, key_id, sequence, permissions, "
-                        "tools, installed_at, installed_by, deps_files) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
-                        (
-                            w.plugin,
-                            w.version,
-                            w.dist_name,
-                            w.sha256,
-                            Path(w.source).name,
-                            w.entry,
-                            dest,
-                            w.dist_info,
-                            w.key_id,
-                            w.sequence,
-                            msgspec.json.encode(w.permissions).decode(),
-                            now,
-                            user,
-                            msgspec.json.encode(deps_files).decode(),
-                        ),
+                    dest = f"{w.plugin}/{w.version}-{w.sha256[:12]}"
+                    pending.append(self._begin_install(w, dest))
+                    progress("storing the wheel")
+                    store_wheel(self.store_dir, w.sha256, w.data)
+                    crash_point("install_stored")
+                    _root, deps_files = build_version_dir(
+                        self.versions_dir,
+                        dest,
+                        w.members,
+                        w.requires,
+                        find_links=links,
+                        progress=progress,
+                        crash=crash_point,
                     )
-                    self._log(w.plugin, "install", None, w.version, reason or "installed")
-                previous = row["active_version"]
-                if activate and previous != version:
-                    self._set_active(
-                        w.plugin, previous, version, "activate", reason or "activated on install"
+                    crash_point("install_renamed")
+                    progress("recording the install")
+                    version = w.version
+                    activated, previous = self._record_install(
+                        w, dest, deps_files, user, reason, pending[0], activate
                     )
-                    activated = True
-                db.bump_generation(self.conn)
-                crash_point("install_before_commit")
-            crash_point("install_committed")
+                    crash_point("install_committed")
+            except (OSError, RegistryError) as exc:
+                raise self._install_failed(w, exc, pending) from None
         if not already:
             self.audit.append(
                 "plugin.install",
@@ -289,6 +254,133 @@ class Registry(RegistryReader):
             wheel_sha256=w.sha256,
             warnings=w.warnings,
             repaired=repaired,
+        )
+
+    def _begin_install(self, w: CheckedWheel, dest: str) -> int:
+        """Journal the install before its first file is written (see .recovery)."""
+        if (self.versions_dir / dest).exists():
+            raise RegistryError(
+                f"{self.versions_dir / dest} exists but no record of the registry names it, "
+                "so it is left alone. If the registry database was lost or replaced, run "
+                "`mcphost registry rebuild`; otherwise move that directory out of the home "
+                "and install again",
+                data={"plugin": w.plugin, "version": w.version},
+            )
+        stored = wheel_path(self.store_dir, w.sha256).exists()
+        with db.transaction(self.conn):
+            return journal(self.conn, dest, None if stored else w.sha256)
+
+    def _record_install(
+        self,
+        w: CheckedWheel,
+        dest: str,
+        deps_files: dict[str, str],
+        user: str,
+        reason: str,
+        pending: int,
+        activate: bool,
+    ) -> tuple[bool, str | None]:
+        """The install's one transaction: the plugin, the version, the end of its journal
+        and (with ``activate``) the switch to it; returns (activated, previous)."""
+        with db.transaction(self.conn):
+            now = time.time()
+            row = self._plugin_row(w.plugin)
+            if row is None:
+                self.conn.execute(
+                    "INSERT INTO plugins (name, owner_key, max_sequence, created_at) "
+                    "VALUES (?, ?, 0, ?)",
+                    (w.plugin, w.key_id, now),
+                )
+            elif w.key_id is not None and row["owner_key"] != w.key_id:
+                # Unowned so far (only unsigned versions), or an allowed key change.
+                self.conn.execute(
+                    "UPDATE plugins SET owner_key = ? WHERE name = ?", (w.key_id, w.plugin)
+                )
+            if w.sequence is not None:
+                self.conn.execute(
+                    "UPDATE plugins SET max_sequence = MAX(max_sequence, ?) WHERE name = ?",
+                    (w.sequence, w.plugin),
+                )
+            self.conn.execute(
+                "INSERT INTO versions (plugin, version, dist_name, wheel_sha256, "
+                "wheel_name, entry, dir, dist_info, key_id, sequence, permissions, "
+                "tools, installed_at, installed_by, deps_files) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
+                (
+                    w.plugin,
+                    w.version,
+                    w.dist_name,
+                    w.sha256,
+                    Path(w.source).name,
+                    w.entry,
+                    dest,
+                    w.dist_info,
+                    w.key_id,
+                    w.sequence,
+                    msgspec.json.encode(w.permissions).decode(),
+                    now,
+                    user,
+                    msgspec.json.encode(deps_files).decode(),
+                ),
+            )
+            self.conn.execute("DELETE FROM pending WHERE id = ?", (pending,))
+            self._log(w.plugin, "install", None, w.version, reason or "installed")
+            previous = row["active_version"] if row is not None else None
+            activated = activate and previous != w.version
+            if activated:
+                self._set_active(
+                    w.plugin, previous, w.version, "activate", reason or "activated on install"
+                )
+            db.bump_generation(self.conn)
+            crash_point("install_before_commit")
+        return activated, previous
+
+    def _activate_installed(self, name: str, version: str, reason: str) -> tuple[bool, str | None]:
+        """Make a version just installed the active one (no change if it is already)."""
+        with db.transaction(self.conn):
+            row = self._plugin_row(name)
+            previous: str | None = row["active_version"] if row is not None else None
+            if previous == version:
+                return False, None
+            self._set_active(name, previous, version, "activate", reason or "activated on install")
+            db.bump_generation(self.conn)
+        return True, previous
+
+    def _install_failed(
+        self, w: CheckedWheel, exc: OSError | RegistryError, pending: list[int]
+    ) -> RegistryError:
+        """Undo what a failed install wrote (the journal names it) and audit the failure;
+        returns the error to raise."""
+        error = exc if isinstance(exc, RegistryError) else self._file_error(exc)
+        if isinstance(exc, RegistryError) and exc.data.get("reason") in _REFUSALS:
+            return error  # a rule refused it; audited already, nothing was written
+        try:
+            settle(self.conn, self.versions_dir, self.store_dir, pending)
+        except (OSError, RegistryError):
+            log.warning("the failed install is cleaned up by the next change")
+        try:
+            self.audit.append(
+                "plugin.install",
+                plugin=w.plugin,
+                version=w.version,
+                key_id=w.key_id,
+                hashes={"wheel": w.sha256},
+                outcome="error",
+                detail=error.message,
+            )
+        except MCPHostError as audit_exc:
+            log.error("cannot write the audit log: %s", audit_exc.message)
+        return error
+
+    def _file_error(self, exc: OSError) -> RegistryError:
+        error = db.database_error(exc, self.db_path)
+        if error.data.get("reason") in ("disk_full", "read_only"):
+            return error
+        return RegistryError(
+            f"cannot write {exc.filename or 'a file of the registry'}: "
+            f"{exc.strerror or exc}; nothing was installed. Check the disk and the "
+            f"permissions of {self.db_path.parent}",
+            data={"path": str(exc.filename or "")},
         )
 
     def _restore(self, w: CheckedWheel, links: list[Path], progress: Progress) -> list[str]:
@@ -392,11 +484,14 @@ class Registry(RegistryReader):
                     "and stop the plugin",
                     data={"plugin": name, "version": active},
                 )
+            pending: list[int] = []
             with db.transaction(self.conn):
                 for r in recs:
                     self.conn.execute(
                         "DELETE FROM versions WHERE plugin = ? AND version = ?", (name, r.version)
                     )
+                    rel = Path(r.root).relative_to(self.versions_dir).as_posix()
+                    pending.append(journal(self.conn, rel, r.wheel_sha256))
                     self._log(name, "remove", r.version, None, reason or "removed")
                 if active in doomed:
                     self._set_active(
@@ -410,10 +505,8 @@ class Registry(RegistryReader):
             for t in trashed:
                 if t is not None:
                     discard_tree(t)
-            still = {r[0] for r in self.conn.execute("SELECT wheel_sha256 FROM versions")}
-            for r in recs:
-                if r.wheel_sha256 not in still:
-                    wheel_path(self.store_dir, r.wheel_sha256).unlink(missing_ok=True)
+            # The wheels no other version was installed from, and the journal rows.
+            settle(self.conn, self.versions_dir, self.store_dir, pending)
         for r in recs:
             self.audit.append(
                 "plugin.remove",

@@ -23,6 +23,7 @@ __all__ = [
     "PluginFailed",
     "PluginNotFound",
     "ProtocolError",
+    "RegistryDamaged",
     "RegistryError",
     "ToolError",
     "ToolNotFound",
@@ -147,6 +148,13 @@ class RegistryError(MCPHostError):
     """The plugin registry refused or failed an operation."""
 
     code = "registry_error"
+
+
+class RegistryDamaged(RegistryError):
+    """The registry's database is lost, empty or unreadable while installed versions
+    remain; nothing is changed until ``mcphost registry rebuild`` restores its records."""
+
+    code = "registry_damaged"
 
 
 def _all_subclasses(cls: type[MCPHostError]) -> list[type[MCPHostError]]:

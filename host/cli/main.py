@@ -33,6 +33,7 @@ COMMAND_MODULES = {
     "doctor": "core",
     "keys": "keys",
     "plugin": "plugin",
+    "registry": "registry_cmd",
     "serve": "serve",
     "tools": "core",
 }

@@ -28,7 +28,7 @@ from ..sources import PluginSource
 from ..verification import verify_source
 from .main import echo_json, main, pass_home, run_async
 
-__all__ = ["plugin"]
+__all__ = ["ensure_tools", "plugin"]
 
 
 @main.group()
@@ -93,7 +93,7 @@ def _version_json(r: VersionRecord) -> dict[str, Any]:
     }
 
 
-def _ensure_tools(home: Home, cfg: HostConfig, reg: Registry, rec: VersionRecord) -> VersionRecord:
+def ensure_tools(home: Home, cfg: HostConfig, reg: Registry, rec: VersionRecord) -> VersionRecord:
     """Learn a version's tools from one handshake when the registry does not know them."""
     if rec.tools is not None:
         return rec
@@ -145,7 +145,7 @@ def _switch(
     command: str,
     reason: str,
 ) -> dict[str, Any]:
-    rec = _ensure_tools(home, cfg, reg, rec)
+    rec = ensure_tools(home, cfg, reg, rec)
     missing = _check_switch(reg, rec, allow_missing, command)
     _verify_before_switch(home, cfg, rec, action)
     t0 = time.perf_counter()
@@ -231,7 +231,7 @@ def install(
             reason=reason,
             progress=_progress,
         )
-        rec = _ensure_tools(home, cfg, reg, reg.version(result.plugin, result.version))
+        rec = ensure_tools(home, cfg, reg, reg.version(result.plugin, result.version))
         switched: dict[str, Any] | None = None
         if not no_activate and not rec.active:
             switched = _switch(

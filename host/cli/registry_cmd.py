@@ -1,0 +1,67 @@
+"""``mcphost registry ...``: the registry as a whole; ``rebuild`` its records from the
+store's signed wheels when its database was lost or damaged."""
+
+from __future__ import annotations
+
+import click
+
+from mcphost.registry import Registry
+from mcphost.registry.rebuild import rebuild as rebuild_records
+from mcphost.sdk.errors import MCPHostError
+
+from ..config import load_config
+from ..home import Home
+from .main import echo_json, main, pass_home
+from .plugin import ensure_tools
+
+__all__ = ["registry"]
+
+
+@main.group()
+def registry() -> None:
+    """The registry as a whole: rebuild its records."""
+
+
+@registry.command()
+@click.option(
+    "--force", is_flag=True, help="Rebuild even an intact database (its history is replaced)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_home
+def rebuild(home: Home, force: bool, as_json: bool) -> None:
+    """Rebuild the registry's records from the signed wheels in the store.
+
+    For a registry database that was lost, emptied or damaged: every wheel in the store
+    is verified against the trust store and recorded with its version, key, sequence
+    and permissions; the audit log says which version was active (else the highest).
+    The old database is kept beside the new one."""
+    cfg = load_config(home.config_file)
+    report = rebuild_records(home, allow_unsigned=cfg.allow_unsigned, force=force)
+    warnings: list[str] = []
+    with Registry.open(home, allow_unsigned=cfg.allow_unsigned) as reg:
+        for plugin in report.plugins:
+            for rec in reg.versions(plugin):
+                try:
+                    ensure_tools(home, cfg, reg, rec)
+                except MCPHostError as exc:
+                    warnings.append(exc.message)
+    if as_json:
+        echo_json(
+            {
+                "plugins": report.plugins,
+                "active": report.active,
+                "skipped": report.skipped,
+                "kept": report.kept,
+                "warnings": warnings,
+            }
+        )
+        return
+    for plugin, versions in report.plugins.items():
+        click.echo(f"{plugin} {', '.join(versions)}: active {report.active[plugin] or 'none'}")
+    for wheel, why in report.skipped.items():
+        click.echo(f"left out {wheel}: {why}", err=True)
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+    total = sum(len(v) for v in report.plugins.values())
+    kept = f"; the old database is kept as {report.kept}" if report.kept else ""
+    click.echo(f"rebuilt the registry: {total} versions of {len(report.plugins)} plugins{kept}")
