@@ -64,13 +64,18 @@ def store_wheel(store_dir: Path, sha256: str, data: bytes) -> Path:
     tmp = store_dir / f".{sha256}.{secrets.token_hex(4)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, target)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        # A full disk must not stay full of a half-written wheel.
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(store_dir)
     return target
 
@@ -164,8 +169,9 @@ def _install_dependencies(
             shutil.rmtree(target / "bin", ignore_errors=True)
             return
         error = (proc.stderr or proc.stdout).strip()
+    error = " | ".join(line.strip() for line in error[-800:].splitlines() if line.strip())
     raise RegistryError(
-        f"could not install the dependencies {', '.join(requires)}: {error[-800:]}; put their "
+        f"could not install the dependencies {', '.join(requires)}: {error}; put their "
         "wheels in a directory and pass it with --find-links DIR, or check pip's index "
         "configuration"
     )

@@ -77,6 +77,11 @@ class AuditLog:
             if written != len(line):
                 raise ConfigError(f"short write to the audit log {self.path}; is the disk full?")
             os.fsync(fd)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot write the audit log {self.path}: {exc.strerror or exc}; free some "
+                "space on its disk or check the permissions of the mcphost home"
+            ) from None
         finally:
             os.close(fd)
         return entry
