@@ -8,6 +8,7 @@ running host polls to notice a swap made by another process.
 from __future__ import annotations
 
 import errno
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -121,7 +122,8 @@ def database_error(exc: Exception, path: Path) -> RegistryError:
             "changed. Free some space there and run the command again",
             data={"reason": "disk_full", "path": str(path)},
         )
-    if err in _READ_ONLY or "readonly" in lower or "read-only" in lower:
+    cannot_open = "unable to open" in lower and not os.access(path.parent, os.W_OK)
+    if err in _READ_ONLY or "readonly" in lower or "read-only" in lower or cannot_open:
         return RegistryError(
             f"the mcphost home {path.parent} is read-only here ({text}): commands that only "
             "read (plugin list, plugin info, tools, call, serve) work; run changes where the "
@@ -182,14 +184,7 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """Open (and create or migrate, unless ``readonly``) the registry database."""
     try:
         if readonly:
-            conn = sqlite3.connect(
-                f"file:{path}?mode=ro",
-                uri=True,
-                isolation_level=None,
-                timeout=10.0,
-                check_same_thread=False,
-                factory=_Connection,
-            )
+            conn = _connect_readonly(path)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
@@ -212,6 +207,23 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     except (sqlite3.DatabaseError, OSError) as exc:
         raise database_error(exc, path) from None
     return conn
+
+
+def _connect_readonly(path: Path) -> _Connection:
+    """Open for reading. A WAL database needs its ``-shm`` file, which a read-only home
+    cannot create: there, unless a writer elsewhere has the file open (its ``-shm``
+    exists), it is read as a snapshot (``immutable``)."""
+    uri = f"file:{path}?mode=ro"
+    if not os.access(path.parent, os.W_OK) and not Path(f"{path}-shm").exists():
+        uri += "&immutable=1"
+    return sqlite3.connect(
+        uri,
+        uri=True,
+        isolation_level=None,
+        timeout=10.0,
+        check_same_thread=False,
+        factory=_Connection,
+    )
 
 
 def _set_wal(conn: sqlite3.Connection, timeout: float = 30.0) -> None:

@@ -43,9 +43,12 @@ def _config(home: Home) -> HostConfig:
     return load_config(home.config_file)
 
 
-def _open(home: Home, cfg: HostConfig | None = None) -> Registry:
+def _open(home: Home, cfg: HostConfig | None = None, *, reading: bool = False) -> Registry:
+    """The registry of ``home``; a command that only reads opens a read-only home
+    read-only instead of failing on the change lock."""
     cfg = cfg or _config(home)
-    return Registry.open(home.ensure(), allow_unsigned=cfg.allow_unsigned)
+    readonly = reading and not home.writable
+    return Registry.open(home.ensure(), allow_unsigned=cfg.allow_unsigned, readonly=readonly)
 
 
 def _progress(step: str) -> None:
@@ -318,7 +321,7 @@ def _approve(w: CheckedWheel) -> None:
 @pass_home
 def list_(home: Home, as_json: bool) -> None:
     """List installed plugins, their versions and the active one."""
-    with _open(home) as reg:
+    with _open(home, reading=True) as reg:
         plugins = reg.plugins()
     if as_json:
         echo_json(
@@ -351,7 +354,7 @@ def list_(home: Home, as_json: bool) -> None:
 @pass_home
 def info(home: Home, name: str, as_json: bool) -> None:
     """Show NAME's versions, active version, key, permissions and history."""
-    with _open(home) as reg:
+    with _open(home, reading=True) as reg:
         p = reg.plugin(name)
         versions = reg.versions(name)
         history = reg.history(name)
@@ -509,7 +512,7 @@ def verify(home: Home, target: str | None, as_json: bool) -> None:
         reports.append(verify_tree_report(home, path))
     else:
         cfg = _config(home)
-        with _open(home, cfg) as reg:
+        with _open(home, cfg, reading=True) as reg:
             names = [target] if target else [p.name for p in reg.plugins()]
             recs = [v for n in names for v in reg.versions(n)]
         for rec in recs:
