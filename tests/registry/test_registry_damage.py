@@ -145,3 +145,22 @@ def test_a_fresh_database_in_place_of_the_old_one_deletes_nothing(
     assert proc.returncode == 1
     assert "error [registry_damaged]" in proc.stderr and "registry rebuild" in proc.stderr
     assert files_of(home) == before
+
+
+def test_a_database_restored_from_an_older_backup_keeps_the_versions_installed_since(
+    home_copy: Home, wheels: dict[str, Path], tmp_path: Path
+) -> None:
+    home = home_copy
+    with_two = tmp_path / "backup.sqlite3"
+    assert run_cli(home, "plugin", "remove", "textkit", "1.2").returncode == 0
+    shutil.copy(home.registry_db, with_two)
+    proc = run_cli(home, "plugin", "install", str(wheels["1.2"]), "--yes", "--no-activate")
+    assert proc.returncode == 0, proc.stderr
+    before = files_of(home)
+    shutil.copy(with_two, home.registry_db)
+    listed = cli_json(home, "plugin", "list")
+    assert listed[0]["versions"] == ["1.0.0", "1.1.0"]
+    assert files_of(home) == before  # 1.2's directory and wheel are still there
+    proc = run_cli(home, "registry", "rebuild", "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert cli_json(home, "plugin", "list")[0]["versions"] == ["1.0.0", "1.1.0", "1.2.0"]
