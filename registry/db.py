@@ -24,6 +24,7 @@ __all__ = [
     "bump_generation",
     "connect",
     "database_error",
+    "file_error",
     "generation",
     "schema_version",
     "transaction",
@@ -138,6 +139,19 @@ def database_error(exc: Exception, path: Path) -> RegistryError:
     return RegistryError(
         f"cannot use the registry database {path}: {text}; check the file and its directory",
         data={"path": str(path)},
+    )
+
+
+def file_error(exc: OSError, db_path: Path) -> RegistryError:
+    """A failure to write a file of the registry (a wheel, a version directory) during a
+    change, as one clear error; ``db_path`` locates the home."""
+    error = database_error(exc, db_path)
+    if error.data.get("reason") in ("disk_full", "read_only"):
+        return error
+    return RegistryError(
+        f"cannot write {exc.filename or 'a file of the registry'}: {exc.strerror or exc}; "
+        f"nothing was installed. Check the disk and the permissions of {db_path.parent}",
+        data={"path": str(exc.filename or "")},
     )
 
 

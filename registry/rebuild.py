@@ -29,6 +29,7 @@ from .reader import HomeLayout, sort_versions
 from .recovery import change_lock
 from .store import fsync_dir, hash_tree
 from .wheels import CheckedWheel, check_wheel
+from .writes import current_user
 
 __all__ = ["RebuildReport", "rebuild"]
 
@@ -218,9 +219,7 @@ def rebuild(
     """Rebuild the records from the store's wheels; refuse a healthy database that
     records versions unless ``force``. Crash-safe: a crash leaves the old database or
     the new one (or none, which the next rebuild handles)."""
-    from .registry import _user
-
-    user = _user()
+    user = current_user()
     report = RebuildReport()
     path = home.registry_db
     with change_lock(path):

@@ -2,16 +2,15 @@
 
 Every change follows the same order, so a crash at any point leaves the old state or
 the new one: files are built aside and renamed into place, then one SQLite transaction
-records the change; removal commits first and deletes files after. A sweep under the
-registry's lock deletes whatever an interrupted process left behind.
+records the change; removal commits first and deletes files after. A change journals
+the files it is about to make or delete before it touches them, and the sweep under the
+registry's lock deletes only what an interrupted change left, as its journal names it
+(see :mod:`.recovery`).
 """
 
 from __future__ import annotations
 
-import getpass
 import logging
-import os
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +32,7 @@ from .repair import restore_version
 from .rules import check_install
 from .store import build_version_dir, discard_tree, move_to_trash, store_wheel, wheel_path
 from .wheels import CheckedWheel, check_wheel
+from .writes import log_change, record_install, set_active
 
 __all__ = ["Registry"]
 
@@ -42,13 +42,6 @@ Progress = Callable[[str], None]
 #: ``data["reason"]`` of the install rules' refusals (.rules), audited where they happen.
 _REFUSALS = ("version_conflict", "key_change", "rollback")
 _MAX_WHEEL = 2 * 1024 * 1024 * 1024
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
 
 
 class Registry(RegistryReader):
@@ -179,7 +172,6 @@ class Registry(RegistryReader):
         """Install a checked wheel side by side with the other versions; optionally make
         it the active one. Installing the same wheel again changes nothing else, except
         that installed files changed since are restored from the wheel."""
-        user = _user()
         links = [Path(w.source).resolve().parent, *find_links]
         repaired: list[str] = []
         pending: list[int] = []
@@ -212,9 +204,17 @@ class Registry(RegistryReader):
                     crash_point("install_renamed")
                     progress("recording the install")
                     version = w.version
-                    activated, previous = self._record_install(
-                        w, dest, deps_files, user, reason, pending[0], activate
-                    )
+                    with db.transaction(self.conn):
+                        activated, previous = record_install(
+                            self.conn,
+                            w,
+                            dest,
+                            deps_files,
+                            reason=reason,
+                            pending=pending[0],
+                            activate=activate,
+                        )
+                        db.bump_generation(self.conn)
                     crash_point("install_committed")
             except (OSError, RegistryError) as exc:
                 raise self._install_failed(w, exc, pending) from None
@@ -259,6 +259,7 @@ class Registry(RegistryReader):
     def _begin_install(self, w: CheckedWheel, dest: str) -> int:
         """Journal the install before its first file is written (see .recovery)."""
         if (self.versions_dir / dest).exists():
+            # Never journal a directory this change did not make: the sweep would delete it.
             raise RegistryError(
                 f"{self.versions_dir / dest} exists but no record of the registry names it, "
                 "so it is left alone. If the registry database was lost or replaced, run "
@@ -270,71 +271,6 @@ class Registry(RegistryReader):
         with db.transaction(self.conn):
             return journal(self.conn, dest, None if stored else w.sha256)
 
-    def _record_install(
-        self,
-        w: CheckedWheel,
-        dest: str,
-        deps_files: dict[str, str],
-        user: str,
-        reason: str,
-        pending: int,
-        activate: bool,
-    ) -> tuple[bool, str | None]:
-        """The install's one transaction: the plugin, the version, the end of its journal
-        and (with ``activate``) the switch to it; returns (activated, previous)."""
-        with db.transaction(self.conn):
-            now = time.time()
-            row = self._plugin_row(w.plugin)
-            if row is None:
-                self.conn.execute(
-                    "INSERT INTO plugins (name, owner_key, max_sequence, created_at) "
-                    "VALUES (?, ?, 0, ?)",
-                    (w.plugin, w.key_id, now),
-                )
-            elif w.key_id is not None and row["owner_key"] != w.key_id:
-                # Unowned so far (only unsigned versions), or an allowed key change.
-                self.conn.execute(
-                    "UPDATE plugins SET owner_key = ? WHERE name = ?", (w.key_id, w.plugin)
-                )
-            if w.sequence is not None:
-                self.conn.execute(
-                    "UPDATE plugins SET max_sequence = MAX(max_sequence, ?) WHERE name = ?",
-                    (w.sequence, w.plugin),
-                )
-            self.conn.execute(
-                "INSERT INTO versions (plugin, version, dist_name, wheel_sha256, "
-                "wheel_name, entry, dir, dist_info, key_id, sequence, permissions, "
-                "tools, installed_at, installed_by, deps_files) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
-                (
-                    w.plugin,
-                    w.version,
-                    w.dist_name,
-                    w.sha256,
-                    Path(w.source).name,
-                    w.entry,
-                    dest,
-                    w.dist_info,
-                    w.key_id,
-                    w.sequence,
-                    msgspec.json.encode(w.permissions).decode(),
-                    now,
-                    user,
-                    msgspec.json.encode(deps_files).decode(),
-                ),
-            )
-            self.conn.execute("DELETE FROM pending WHERE id = ?", (pending,))
-            self._log(w.plugin, "install", None, w.version, reason or "installed")
-            previous = row["active_version"] if row is not None else None
-            activated = activate and previous != w.version
-            if activated:
-                self._set_active(
-                    w.plugin, previous, w.version, "activate", reason or "activated on install"
-                )
-            db.bump_generation(self.conn)
-            crash_point("install_before_commit")
-        return activated, previous
-
     def _activate_installed(self, name: str, version: str, reason: str) -> tuple[bool, str | None]:
         """Make a version just installed the active one (no change if it is already)."""
         with db.transaction(self.conn):
@@ -342,7 +278,9 @@ class Registry(RegistryReader):
             previous: str | None = row["active_version"] if row is not None else None
             if previous == version:
                 return False, None
-            self._set_active(name, previous, version, "activate", reason or "activated on install")
+            set_active(
+                self.conn, name, previous, version, "activate", reason or "activated on install"
+            )
             db.bump_generation(self.conn)
         return True, previous
 
@@ -351,7 +289,7 @@ class Registry(RegistryReader):
     ) -> RegistryError:
         """Undo what a failed install wrote (the journal names it) and audit the failure;
         returns the error to raise."""
-        error = exc if isinstance(exc, RegistryError) else self._file_error(exc)
+        error = exc if isinstance(exc, RegistryError) else db.file_error(exc, self.db_path)
         if isinstance(exc, RegistryError) and exc.data.get("reason") in _REFUSALS:
             return error  # a rule refused it; audited already, nothing was written
         try:
@@ -372,17 +310,6 @@ class Registry(RegistryReader):
             log.error("cannot write the audit log: %s", audit_exc.message)
         return error
 
-    def _file_error(self, exc: OSError) -> RegistryError:
-        error = db.database_error(exc, self.db_path)
-        if error.data.get("reason") in ("disk_full", "read_only"):
-            return error
-        return RegistryError(
-            f"cannot write {exc.filename or 'a file of the registry'}: "
-            f"{exc.strerror or exc}; nothing was installed. Check the disk and the "
-            f"permissions of {self.db_path.parent}",
-            data={"path": str(exc.filename or "")},
-        )
-
     def _restore(self, w: CheckedWheel, links: list[Path], progress: Progress) -> list[str]:
         """Rebuild the files of an installed version from its verified wheel when they
         changed after install; returns what had changed (empty: nothing, nothing done)."""
@@ -399,21 +326,6 @@ class Registry(RegistryReader):
 
     def _find_version_string(self, name: str, version: str) -> str:
         return self.version(name, version).version
-
-    def _log(
-        self, plugin: str, action: str, from_v: str | None, to_v: str | None, reason: str
-    ) -> None:
-        self.conn.execute(
-            "INSERT INTO history (plugin, at, user, action, from_version, to_version, reason) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (plugin, time.time(), _user(), action, from_v, to_v, reason),
-        )
-
-    def _set_active(
-        self, name: str, old: str | None, new: str | None, action: str, reason: str
-    ) -> None:
-        self.conn.execute("UPDATE plugins SET active_version = ? WHERE name = ?", (new, name))
-        self._log(name, action, old, new, reason)
 
     def set_tools(self, name: str, version: str, tools: list[ToolSpec]) -> None:
         """Store the tool descriptors a handshake of ``name`` ``version`` reported."""
@@ -433,7 +345,7 @@ class Registry(RegistryReader):
             rec = self.version(name, version)
             old = self.plugin(name).active_version
             with db.transaction(self.conn):
-                self._set_active(name, old, rec.version, action, reason or action)
+                set_active(self.conn, name, old, rec.version, action, reason or action)
                 db.bump_generation(self.conn)
                 crash_point("swap_before_commit")
             crash_point("swap_committed")
@@ -492,10 +404,15 @@ class Registry(RegistryReader):
                     )
                     rel = Path(r.root).relative_to(self.versions_dir).as_posix()
                     pending.append(journal(self.conn, rel, r.wheel_sha256))
-                    self._log(name, "remove", r.version, None, reason or "removed")
+                    log_change(self.conn, name, "remove", r.version, None, reason or "removed")
                 if active in doomed:
-                    self._set_active(
-                        name, active, None, "deactivate", reason or "its active version was removed"
+                    set_active(
+                        self.conn,
+                        name,
+                        active,
+                        None,
+                        "deactivate",
+                        reason or "its active version was removed",
                     )
                 db.bump_generation(self.conn)
                 crash_point("remove_before_commit")

@@ -3,7 +3,7 @@
 Nothing here is visible half-made. A wheel is written to a temp file, synced and renamed
 to ``<sha256>.whl``. A version directory is built under ``.building/``, every file and
 directory synced, then renamed into place; removal renames it into ``.trash/`` first.
-:func:`sweep` deletes what an interrupted process left in either place.
+:func:`~.recovery.sweep` deletes what an interrupted process left in either place.
 """
 
 from __future__ import annotations
@@ -200,8 +200,9 @@ def build_version_dir(
     target = versions_dir / dest
     if target.exists() and not replace:
         raise RegistryError(
-            f"{target} exists but the registry does not know it; run any `mcphost plugin` "
-            "change command to clean it up, then install again"
+            f"{target} exists but no record of the registry names it, so it is left alone. "
+            "If the registry database was lost or replaced, run `mcphost registry rebuild`; "
+            "otherwise move that directory out of the home and install again"
         )
     building = versions_dir / BUILDING
     building.mkdir(parents=True, exist_ok=True)
