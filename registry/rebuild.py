@@ -129,6 +129,16 @@ def _checked(
             skipped[str(path)] = f"{w.label} is also installed from {other.source}"
             continue
         found[key] = w
+    named = {_dest(w) for w in found.values()}
+    for plugin_dir in sorted(home.versions_dir.iterdir()) if home.versions_dir.is_dir() else []:
+        if plugin_dir.name.startswith(".") or not plugin_dir.is_dir():
+            continue
+        for vdir in sorted(plugin_dir.iterdir()):
+            if f"{plugin_dir.name}/{vdir.name}" not in named:
+                skipped[str(vdir)] = (
+                    "no verified wheel in the store belongs to it; it is left alone (move "
+                    "it out of the home if it is not needed)"
+                )
     return list(found.values()), skipped
 
 

@@ -38,13 +38,15 @@ def rebuild(home: Home, force: bool, as_json: bool) -> None:
     cfg = load_config(home.config_file)
     report = rebuild_records(home, allow_unsigned=cfg.allow_unsigned, force=force)
     warnings: list[str] = []
-    with Registry.open(home, allow_unsigned=cfg.allow_unsigned) as reg:
-        for plugin in report.plugins:
-            for rec in reg.versions(plugin):
-                try:
-                    ensure_tools(home, cfg, reg, rec)
-                except MCPHostError as exc:
-                    warnings.append(exc.message)
+    if report.plugins:
+        # Tools are not in the manifests: learn them as an install does, one start each.
+        with Registry.open(home, allow_unsigned=cfg.allow_unsigned) as reg:
+            for plugin in report.plugins:
+                for rec in reg.versions(plugin):
+                    try:
+                        ensure_tools(home, cfg, reg, rec)
+                    except MCPHostError as exc:
+                        warnings.append(exc.message)
     if as_json:
         echo_json(
             {

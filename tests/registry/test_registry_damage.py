@@ -164,3 +164,20 @@ def test_a_database_restored_from_an_older_backup_keeps_the_versions_installed_s
     proc = run_cli(home, "registry", "rebuild", "--force")
     assert proc.returncode == 0, proc.stderr
     assert cli_json(home, "plugin", "list")[0]["versions"] == ["1.0.0", "1.1.0", "1.2.0"]
+
+
+def test_rebuild_records_only_wheels_that_verify_against_the_trust_store(
+    home_copy: Home, signing_key: PrivateKey
+) -> None:
+    home = home_copy
+    before = files_of(home)
+    lose_database(home, "emptied")
+    proc = run_cli(home, "keys", "revoke", signing_key.key_id, "--reason", "test")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli(home, "registry", "rebuild", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["plugins"] == {}
+    reasons = [why for path, why in out["skipped"].items() if path.endswith(".whl")]
+    assert len(reasons) == 3 and all("revoked" in why for why in reasons), reasons
+    assert files_of(home) == before
