@@ -66,4 +66,8 @@ def rebuild(home: Home, force: bool, as_json: bool) -> None:
         click.echo(f"warning: {w}", err=True)
     total = sum(len(v) for v in report.plugins.values())
     kept = f"; the old database is kept as {report.kept}" if report.kept else ""
-    click.echo(f"rebuilt the registry: {total} versions of {len(report.plugins)} plugins{kept}")
+    plugins = len(report.plugins)
+    click.echo(
+        f"rebuilt the registry: {total} version{'' if total == 1 else 's'} of {plugins} "
+        f"plugin{'' if plugins == 1 else 's'}{kept}"
+    )
