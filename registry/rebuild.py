@@ -31,7 +31,7 @@ from .store import fsync_dir, hash_tree
 from .wheels import CheckedWheel, check_wheel
 from .writes import current_user
 
-__all__ = ["RebuildReport", "rebuild"]
+__all__ = ["RebuildReport", "rebuild_registry"]
 
 _REASON = "recovered by `mcphost registry rebuild`"
 _SWITCHES = ("plugin.activate", "plugin.swap", "plugin.rollback")
@@ -223,7 +223,7 @@ def _write(
         db.bump_generation(conn)
 
 
-def rebuild(
+def rebuild_registry(
     home: HomeLayout, *, allow_unsigned: bool = False, force: bool = False
 ) -> RebuildReport:
     """Rebuild the records from the store's wheels; refuse a healthy database that

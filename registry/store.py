@@ -169,6 +169,8 @@ def _install_dependencies(
             shutil.rmtree(target / "bin", ignore_errors=True)
             return
         error = (proc.stderr or proc.stdout).strip()
+    if "No space left on device" in error:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
     error = " | ".join(line.strip() for line in error[-800:].splitlines() if line.strip())
     raise RegistryError(
         f"could not install the dependencies {', '.join(requires)}: {error}; put their "

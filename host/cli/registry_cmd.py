@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import click
 
-from mcphost.registry import Registry
-from mcphost.registry.rebuild import rebuild as rebuild_records
+from mcphost.registry import Registry, rebuild_registry
 from mcphost.sdk.errors import MCPHostError
 
 from ..config import load_config
@@ -36,7 +35,7 @@ def rebuild(home: Home, force: bool, as_json: bool) -> None:
     and permissions; the audit log says which version was active (else the highest).
     The old database is kept beside the new one."""
     cfg = load_config(home.config_file)
-    report = rebuild_records(home, allow_unsigned=cfg.allow_unsigned, force=force)
+    report = rebuild_registry(home, allow_unsigned=cfg.allow_unsigned, force=force)
     warnings: list[str] = []
     if report.plugins:
         # Tools are not in the manifests: learn them as an install does, one start each.
