@@ -4,8 +4,9 @@ When the database is lost, emptied or damaged, every installed version is still 
 disk: its wheel in ``store/`` (named by its sha256) and its files in ``versions/``. Each
 wheel is verified against the trust store as an install would; its signed manifest
 gives the plugin, version, key, sequence and permissions. The audit log, when it is
-there, says which version was active (its last activation, swap or rollback) and who
-installed what when; without it the highest version becomes active. The new database is
+there, says which version was active (its last activation, swap or rollback), which
+one was active before it (where ``plugin rollback`` goes) and who installed what when;
+without it the highest version becomes active. The new database is
 built beside the old one and renamed into place; the old one is kept, renamed.
 """
 
@@ -56,6 +57,8 @@ class _History:
     """What the audit log remembers of each plugin and wheel."""
 
     active: dict[str, str | None] = field(default_factory=dict)
+    #: The version active before the last switch (what ``plugin rollback`` returns to).
+    previous: dict[str, str | None] = field(default_factory=dict)
     installed: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -70,8 +73,10 @@ def _history(audit: AuditLog) -> _History:
             continue
         plugin, action = e["plugin"], e.get("action")
         if action in _SWITCHES:
+            h.previous[plugin] = h.active.get(plugin)
             h.active[plugin] = e.get("version")
         elif action == "plugin.remove" and e.get("detail") == "was active":
+            h.previous[plugin] = None
             h.active[plugin] = None
         elif action == "plugin.install" and isinstance(e.get("hashes"), dict):
             h.installed[str(e["hashes"].get("wheel"))] = e
@@ -213,10 +218,11 @@ def _write(
                     (plugin, now, user, w.version, _REASON),
                 )
             if active is not None:
+                before = h.previous.get(plugin) if active == h.active.get(plugin) else None
                 conn.execute(
                     "INSERT INTO history (plugin, at, user, action, from_version, to_version, "
-                    "reason) VALUES (?, ?, ?, 'activate', NULL, ?, ?)",
-                    (plugin, now, user, active, _REASON),
+                    "reason) VALUES (?, ?, ?, 'activate', ?, ?, ?)",
+                    (plugin, now, user, before if before in versions else None, active, _REASON),
                 )
             report.plugins[plugin] = sort_versions(versions)
             report.active[plugin] = active

@@ -115,6 +115,11 @@ def test_rebuild_restores_versions_active_version_rollback_ownership_and_sequenc
     foreign = sign_wheel(textkit_13, other, permissions=Permissions(), sequence=99, out=tmp_path)
     proc = run_cli(home, "plugin", "install", str(foreign), "--yes")
     assert proc.returncode == 1 and "belongs to key" in proc.stderr, proc.stderr
+    # Rollback goes back to the version active before, as the audit log remembers it.
+    proc = run_cli(home, "plugin", "rollback", "textkit")
+    assert proc.returncode == 0, proc.stderr
+    assert cli_json(home, "plugin", "list")[0]["active"] == "1.0.0"
+    assert run_cli(home, "plugin", "rollback", "textkit").returncode == 0
     # Swaps and rollbacks work as before.
     proc = run_cli(home, "plugin", "swap", "textkit", "1.2", "--allow-missing-tools")
     assert proc.returncode == 0, proc.stderr
