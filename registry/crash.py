@@ -13,7 +13,8 @@ import signal
 
 __all__ = ["CRASH_POINTS", "arm", "crash_point"]
 
-#: Every named point, in the order an install (or a repair), swap or removal passes them.
+#: Every named point, in the order an install (or a repair), swap, removal or rebuild
+#: passes them.
 CRASH_POINTS = (
     "install_stored",
     "build_unpacked",
@@ -27,6 +28,8 @@ CRASH_POINTS = (
     "remove_before_commit",
     "remove_committed",
     "remove_trashed",
+    "rebuild_written",
+    "rebuild_set_aside",
 )
 
 _armed: str | None = None

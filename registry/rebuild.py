@@ -26,6 +26,7 @@ from mcphost.security.audit import AuditLog
 from mcphost.security.truststore import TrustStore
 
 from . import db
+from .crash import crash_point
 from .reader import HomeLayout, sort_versions
 from .recovery import change_lock
 from .store import fsync_dir, hash_tree
@@ -264,6 +265,7 @@ def rebuild_registry(
             os.fsync(fd)
         finally:
             os.close(fd)
+        crash_point("rebuild_written")
         # The old database and its WAL go aside together: a stale -wal beside the new
         # file would be read as part of it.
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
@@ -274,6 +276,7 @@ def rebuild_registry(
                 os.rename(old, kept)
                 if not suffix:
                     report.kept = str(kept)
+        crash_point("rebuild_set_aside")
         os.rename(fresh, path)
         fsync_dir(path.parent)
     AuditLog(home.audit_log).append(

@@ -81,10 +81,11 @@ INSTALL_POINTS = [
 SWAP_POINTS = ["swap_before_commit", "swap_committed"]
 REMOVE_POINTS = ["remove_before_commit", "remove_committed", "remove_trashed"]
 REPAIR_POINTS = ["build_synced", "repair_swapped"]
+REBUILD_POINTS = ["rebuild_written", "rebuild_set_aside"]
 
 
 def test_every_crash_point_is_exercised() -> None:
-    points = set(INSTALL_POINTS + SWAP_POINTS + REMOVE_POINTS + REPAIR_POINTS)
+    points = set(INSTALL_POINTS + SWAP_POINTS + REMOVE_POINTS + REPAIR_POINTS + REBUILD_POINTS)
     assert sorted(points) == sorted(CRASH_POINTS)
 
 
@@ -182,3 +183,24 @@ def test_the_old_crash_variable_does_not_kill_an_installed_mcphost(
     )
     assert proc.returncode == 0, proc.stderr
     assert state(home) == {"textkit": ("1.1.0", ("1.0.0", "1.1.0"))}
+
+
+@pytest.mark.parametrize("point", REBUILD_POINTS)
+def test_a_rebuild_killed_at_any_point_deletes_nothing_and_can_run_again(
+    point: str, prepared: Home, tmp_path: Path
+) -> None:
+    home = copy_home(prepared, tmp_path)
+    files = {
+        p.relative_to(home.root) for p in [*home.versions_dir.rglob("*"), *home.store_dir.iterdir()]
+    }
+    home.registry_db.write_bytes(b"")
+    killed(home, point, "registry", "rebuild")
+    proc = run_cli(home, "plugin", "list")
+    assert proc.returncode == 1 and "registry rebuild" in proc.stderr, proc.stderr
+    after = {
+        p.relative_to(home.root) for p in [*home.versions_dir.rglob("*"), *home.store_dir.iterdir()]
+    }
+    assert after == files
+    proc = run_cli(home, "registry", "rebuild")
+    assert proc.returncode == 0, proc.stderr
+    assert state(home) == {"textkit": ("1.0.0", ("1.0.0", "1.1.0"))}
