@@ -12,7 +12,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,7 @@ def database_error(exc: Exception, path: Path) -> RegistryError:
     text = str(exc.strerror if isinstance(exc, OSError) and exc.strerror else exc)
     lower = text.lower()
     err = exc.errno if isinstance(exc, OSError) else None
-    if err in _FULL or "disk is full" in lower:
+    if err in _FULL or "disk is full" in lower or ("disk i/o error" in lower and _full(path)):
         return RegistryError(
             f"the disk holding the mcphost home {path.parent} is full ({text}); nothing was "
             "changed. Free some space there and run the command again",
@@ -155,6 +155,16 @@ def file_error(exc: OSError, db_path: Path) -> RegistryError:
     )
 
 
+def _full(path: Path) -> bool:
+    """Whether the file system holding ``path`` has (nearly) no space left: SQLite
+    reports a shared-memory file it cannot grow as an I/O error."""
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 1024 * 1024
+
+
 class _Cursor(sqlite3.Cursor):
     """Rows are read lazily: a damaged page can surface while fetching, not only in
     ``execute``, so fetching translates errors too."""
@@ -190,6 +200,12 @@ class _Connection(sqlite3.Connection):
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
         try:
             return self.cursor(_Cursor).execute(sql, parameters)
+        except sqlite3.DatabaseError as exc:
+            raise database_error(exc, self.path) from None
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        try:
+            return self.cursor(_Cursor).executemany(sql, parameters)
         except sqlite3.DatabaseError as exc:
             raise database_error(exc, self.path) from None
 
@@ -292,9 +308,19 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     try:
         yield conn
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite may have rolled back already (a full disk does); the first error is
+        # the one that says what happened.
+        if conn.in_transaction:
+            with suppress(RegistryError):
+                conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with suppress(RegistryError):
+                conn.execute("ROLLBACK")
+        raise
 
 
 def bump_generation(conn: sqlite3.Connection) -> int:

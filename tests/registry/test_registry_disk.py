@@ -92,6 +92,22 @@ def test_a_full_disk_during_install_is_one_line_audited_and_changes_nothing(
     assert cli_json(home, "plugin", "list")[0]["active"] == "1.1.0"
 
 
+def test_a_disk_with_no_space_at_all_makes_registry_commands_say_so_and_change_nothing(
+    small_disk: Path, wheels: dict[str, Path], signing_key: PrivateKey
+) -> None:
+    home = Home(small_disk / "home").ensure()
+    trust_key(home, signing_key)
+    proc = run_cli(home, "plugin", "install", str(wheels["1.0"]), "--yes")
+    assert proc.returncode == 0, proc.stderr
+    listed = cli_json(home, "plugin", "list")
+    filler = fill(small_disk, leave=0)
+    for args in (["plugin", "remove", "textkit", "--force"], ["plugin", "list"]):
+        line = one_error_line(run_cli(home, *args))
+        assert line.startswith("error [registry_error]: the disk holding the mcphost home"), line
+    filler.unlink()
+    assert cli_json(home, "plugin", "list") == listed
+
+
 def test_a_damaged_database_page_is_one_line_pointing_at_rebuild(
     home: Home, wheels: dict[str, Path]
 ) -> None:
