@@ -88,7 +88,7 @@ def source_for(rec: VersionRecord) -> PluginSource:
 
 def open_reader(home: Home) -> RegistryReader | None:
     """The registry under ``home``, read-only; None until one has been created."""
-    from mcphost.registry.damage import check_database_present
+    from mcphost.registry.damage import check_database_present, check_records
 
     if not check_database_present(home.registry_db, home.versions_dir, home.store_dir):
         return None
@@ -98,6 +98,11 @@ def open_reader(home: Home) -> RegistryReader | None:
     if not reg.ready:
         reg.close()
         return None
+    try:
+        check_records(reg.conn, home.registry_db, home.versions_dir, home.store_dir)
+    except BaseException:
+        reg.close()
+        raise
     return reg
 
 

@@ -59,19 +59,28 @@ def check_database_present(db_path: Path, versions_dir: Path, store_dir: Path) -
     return size is not None
 
 
+def _records(conn: sqlite3.Connection) -> int:
+    """Versions recorded plus changes in progress (a reader may see a schema before the
+    journal's)."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    sql = "SELECT (SELECT COUNT(*) FROM versions)"
+    if "pending" in tables:
+        sql += " + (SELECT COUNT(*) FROM pending)"
+    return int(conn.execute(sql).fetchone()[0])
+
+
 def check_records(
     conn: sqlite3.Connection, db_path: Path, versions_dir: Path, store_dir: Path
 ) -> None:
     """Raise :class:`RegistryDamaged` when the database records no version and no
-    change in progress while versions or wheels remain (call under the change lock,
-    after the sweep)."""
-    row = conn.execute(
-        "SELECT (SELECT COUNT(*) FROM versions) + (SELECT COUNT(*) FROM pending)"
-    ).fetchone()
-    if row[0]:
+    change in progress while versions or wheels remain (a writer calls it under the
+    change lock, after the sweep)."""
+    if _records(conn):
         return
     dirs, wheels = installed_content(versions_dir, store_dir)
-    if dirs or wheels:
+    # Asked again after looking at the files: an install that journalled its files
+    # meanwhile is not damage (a reader does not hold the change lock).
+    if (dirs or wheels) and not _records(conn):
         raise _damaged(
             "records no installed version (it is not the database they were installed with)",
             db_path,

@@ -28,6 +28,8 @@ __all__ = ["HomeLayout", "RegistryReader", "sort_versions"]
 _TOOLS = msgspec.json.Decoder(list[ToolSpec])
 _PERMS = msgspec.json.Decoder(Permissions)
 _FILES = msgspec.json.Decoder(dict[str, str])
+#: The oldest schema a reader reads (version 2 added the dependency hashes).
+_READABLE_SCHEMA = 2
 #: History actions that changed which version serves a plugin.
 _ACTIVATIONS = ("activate", "swap", "rollback")
 
@@ -76,8 +78,9 @@ class RegistryReader:
 
     @property
     def ready(self) -> bool:
-        """False for a database another process has not finished creating."""
-        return db.schema_version(self.conn) == db.SCHEMA_VERSION
+        """False for a database another process has not finished creating. A reader
+        reads every schema from version 2 on (later ones only add what changes use)."""
+        return db.schema_version(self.conn) >= _READABLE_SCHEMA
 
     def close(self) -> None:
         self.conn.close()

@@ -146,9 +146,10 @@ def test_a_fresh_database_in_place_of_the_old_one_deletes_nothing(
     empty = Home(tmp_path / "empty").ensure()
     assert run_cli(empty, "plugin", "list").returncode == 0
     shutil.copy(empty.registry_db, home.registry_db)
-    proc = run_cli(home, "plugin", "list")
-    assert proc.returncode == 1
-    assert "error [registry_damaged]" in proc.stderr and "registry rebuild" in proc.stderr
+    for args in (["plugin", "list"], ["tools"]):
+        proc = run_cli(home, *args)
+        assert proc.returncode == 1, proc.stdout
+        assert "error [registry_damaged]" in proc.stderr and "registry rebuild" in proc.stderr
     assert files_of(home) == before
 
 

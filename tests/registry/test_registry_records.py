@@ -227,3 +227,21 @@ def test_a_wheel_without_exactly_one_plugin_entry_point_is_refused(
         pytest.raises(RegistryError, match="declares 0 entry points"),
     ):
         reg.check(wheel)
+
+
+def test_a_host_reads_a_database_of_the_previous_schema_until_a_change_migrates_it(
+    home: Home, wheels: dict[str, Path]
+) -> None:
+    from mcphost.host.registry_link import registry_sources
+
+    with Registry.open(home) as reg:
+        install(reg, wheels["1.0"])
+    conn = sqlite3.connect(home.registry_db)
+    conn.execute("DROP TABLE pending")
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    assert [(s.name, s.version) for s in registry_sources(home)] == [("textkit", "1.0.0")]
+    with Registry.open(home) as reg:
+        assert reg.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert reg.plugin("textkit").active_version == "1.0.0"
