@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import pytest
-from bwrap_check import require_bwrap
+from bwrap_check import has_cgroups, has_root, require_bwrap
 
 from mcphost.host import Host, HostConfig
 from mcphost.sandbox.bwrap import NOBODY, BubblewrapBackend
@@ -39,10 +38,10 @@ def test_notes_plugin_saves_and_reads_a_note_inside_the_jail(
     assert (saved, body, titles) == ("jail", "inside", ["jail"])
     notes = list(home.rglob("jail.json"))
     assert len(notes) == 1, notes
-    if os.geteuid() == 0:
+    if has_root("workers drop to an unprivileged uid only when the host is root"):
         # Written by the worker's unprivileged uid, in the only writable data directory.
         assert notes[0].stat().st_uid == NOBODY
-    if BubblewrapBackend().cgroups() is not None:
+    if has_cgroups(BubblewrapBackend()):
         # The worker runs inside its own cgroups (one per controller, or one on v2).
         assert cgroups and all("/mcphost-notes-1.0.0-" in c for c in cgroups), cgroups
 
