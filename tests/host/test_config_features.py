@@ -64,7 +64,7 @@ def test_worker_threads_is_how_many_sync_calls_one_worker_runs_at_once(
 
     async def scenario() -> list[Any]:
         async with serve_dir(tmp_path / "home", probekit_dir, f"worker_threads = {threads}\n") as h:
-            calls = [h.call("probekit.meet", {"parties": 3, "bound": 3.0}) for _ in range(3)]
+            calls = [h.call("probekit.meet", {"parties": 3, "bound": 5.0}) for _ in range(3)]
             return await asyncio.gather(*calls, return_exceptions=True)
 
     results = asyncio.run(scenario())
@@ -219,11 +219,16 @@ class Events:
         await asyncio.wait_for(until(), timeout)
 
 
-def install_versions(home: Home, key: PrivateKey, wheels: dict[str, Path], **perms: Any) -> None:
+def install_versions(
+    home: Home,
+    key: PrivateKey,
+    wheels: dict[str, Path],
+    perms: dict[str, Permissions] | None = None,
+) -> None:
     """Install 1.0.0 (active) and the other versions (inactive), signed with rising
-    sequences; ``perms`` maps a version to the permissions it asks for."""
+    sequences; ``perms`` maps a version to the permissions it asks for (default none)."""
     for seq, (version, wheel) in enumerate(sorted(wheels.items()), start=1):
-        p = perms.get(version.replace(".", "_"), Permissions())
+        p = (perms or {}).get(version, Permissions())
         out = wheel.parent.parent / f"signed-{version}-{digest(p)}"
         args = ["plugin", "install", "--yes", str(signed(wheel, key, p, out, sequence=seq))]
         if version != "1.0.0":
@@ -297,7 +302,7 @@ def test_a_swap_the_running_host_cannot_start_leaves_it_serving_the_old_version(
     after the install): the host keeps serving 1.0.0, says why once, and follows the next
     swap it can start."""
     home = trusting_home(tmp_path / "home", key)
-    install_versions(home, key, unsigned, **{"1_1_0": Permissions(network=["*"])})
+    install_versions(home, key, unsigned, {"1.1.0": Permissions(network=["*"])})
     home.config_file.write_text("[policy]\nnetwork = false\n")
 
     async def scenario() -> tuple[list[str], list[logging.LogRecord]]:
