@@ -5,6 +5,24 @@ OTP style: a crashed worker is restarted after an exponential backoff; more than
 ``max_restarts`` crashes within ``restart_period`` seconds mark the plugin failed, and
 it says so on every call until an operator resets it.
 
+One state machine routes every change of the worker (``state``):
+
+========== ===========================================================================
+stopped    no worker; the next call starts one (start, after ``stop_worker`` or reset)
+starting   a start is under way (first use, or the next call after a failed start)
+running    a worker serves
+restarting it crashed: a start follows after a backoff (or, when a start failed, the
+           next call tries again)
+failed     too many crashes: only a reset or a swap leaves it
+refused    the version failed verification or its handshake: a reset, a swap or the
+           next call tries again
+========== ===========================================================================
+
+A start commits its worker only if nothing changed the routing while it ran: a swap, a
+replacement or a stop moves the supervisor to a new *epoch*, and a start begun in an
+older epoch stops the worker it made instead of routing to it. Every failure of a start
+is logged with the plugin and version and leaves one of the states above.
+
 The health check runs every ``ping_interval``: a ping, and a reading of the worker's
 memory and CPU time as a whole (everything it started included; see :mod:`.usage`).
 """
@@ -25,6 +43,7 @@ from mcphost.sandbox.client import LogCallback, WorkerClient, spawn_worker
 from mcphost.sandbox.isolation import (
     IsolationBackend,
     Limits,
+    ResourceUsage,
     WorkerSpec,
 )
 from mcphost.sdk.errors import (
@@ -95,10 +114,17 @@ class PluginSupervisor:
         #: Workers replaced because their threads were stuck (not crashes).
         self.replaced = 0
         self.crashes: collections.deque[float] = collections.deque()
-        self._starting: asyncio.Task[WorkerClient] | None = None
+        self._starting: asyncio.Task[WorkerClient | None] | None = None
         self._retiring: set[WorkerClient] = set()
         self._closing = False
         self._seq = 0
+        #: Moves on with every swap, replacement and stop (see the module docstring).
+        self._epoch = 0
+        #: Resolved when the epoch moves on: callers waiting for a start look again.
+        self._moved: asyncio.Future[None] | None = None
+        self._swapping = asyncio.Lock()
+        #: The watcher's last reading of the routed worker's resource use.
+        self._usage: tuple[WorkerClient, ResourceUsage] | None = None
 
     @property
     def name(self) -> str:
@@ -129,6 +155,8 @@ class PluginSupervisor:
         )
 
     async def _spawn(self, source: PluginSource) -> WorkerClient:
+        """A verified, started worker of ``source`` that this supervisor follows; if any
+        step fails, nothing it started is left running."""
         if self.env.verify is not None:
             await self.env.verify(source)
         source = enforce_policy(source, self.env.config)
@@ -138,54 +166,123 @@ class PluginSupervisor:
             on_log=self.env.on_log,
             handshake_timeout=self.env.config.handshake_timeout,
         )
-        # Bookkeeping runs as a callback of the worker's end, before any caller of a
-        # failed call resumes: a caller retrying at once must see the crash counted.
-        worker.closed.add_done_callback(lambda _: self._on_closed(worker))
-        self.env.spawn_task(self._watch(worker))
-        self.env.on_started(source.name, source.version, worker.pid)
+        try:
+            # Bookkeeping runs as a callback of the worker's end, before any caller of a
+            # failed call resumes: a caller retrying at once must see the crash counted.
+            worker.closed.add_done_callback(lambda _: self._on_closed(worker))
+            self.env.spawn_task(self._watch(worker))
+            self.env.on_started(source.name, source.version, worker.pid)
+        except BaseException as exc:
+            self._retiring.add(worker)
+            worker.kill(f"was stopped: its start failed ({exc!r})")
+            raise
         return worker
 
-    async def _start(self, delay: float) -> WorkerClient:
-        if delay > 0:
-            await asyncio.sleep(delay)
-        self.state = "starting"
+    def _begin(self, delay: float) -> asyncio.Task[WorkerClient | None]:
+        """Start a worker of the routed version after ``delay`` seconds."""
+        task = asyncio.ensure_future(self._start(delay, self._epoch))
+        # Callers that wait read its failure; with none waiting (a restart) it was logged.
+        task.add_done_callback(_consume)
+        self._starting = task
+        return task
+
+    async def _start(self, delay: float, epoch: int) -> WorkerClient | None:
+        """One start; ``None`` when a swap, replacement or stop made it unwanted."""
         try:
-            worker = await self._spawn(self.source)
-        except (VerificationError, HandshakeRefused) as exc:
-            # Starting the same version again would be refused again: not a crash.
-            self.state = "refused"
-            self.failure = exc.message
-            raise
-        except MCPHostError as exc:
-            self._record_crash(f"could not start: {exc.message}")
-            raise
-        except OSError as exc:
-            self._record_crash(f"could not start: {exc}")
-            raise WorkerCrashed(f"could not start a worker for {self.source.label}: {exc}") from exc
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if epoch != self._epoch:
+                return None
+            source = self.source
+            self.state = "starting"
+            try:
+                worker = await self._spawn(source)
+            except Exception as exc:
+                if epoch != self._epoch:
+                    log.info("plugin %s: a start no longer wanted failed: %s", source.label, exc)
+                    return None
+                error = self._start_failed(source, exc)
+                if error is exc:
+                    raise
+                raise error from exc
+            if epoch != self._epoch or self._closing:
+                # Routing changed while it started: what it made is not wanted.
+                log.info(
+                    "plugin %s: worker %s started after the plugin moved on; stopping it",
+                    self.source.label,
+                    worker.label,
+                )
+                self._retiring.add(worker)
+                self.env.spawn_task(worker.close(reason="its start was overtaken"))
+                return None
+            self.worker = worker
+            self.state, self.failure = "running", None
+            return worker
         finally:
-            self._starting = None
-        self.worker = worker
-        self.state = "running"
-        self.failure = None
-        return worker
+            if self._starting is asyncio.current_task():
+                self._starting = None
+            if self.state == "starting" and epoch == self._epoch:
+                self.state = "stopped"  # cancelled: the host is stopping
+
+    def _start_failed(self, source: PluginSource, exc: Exception) -> MCPHostError:
+        """Record and log a failed start; return the error its callers see."""
+        if isinstance(exc, (VerificationError, HandshakeRefused)):
+            # Starting the same version again would be refused again: not a crash.
+            self.state, self.failure = "refused", exc.message
+            log.error("plugin %s was refused: %s", source.label, exc.message)
+            return exc
+        if isinstance(exc, MCPHostError):
+            reason, error = exc.message, exc
+        else:
+            reason = str(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+            error = WorkerCrashed(
+                f"could not start a worker for {source.label}: {reason}",
+                data={"plugin": source.name, "version": source.version, "reason": reason},
+            )
+        delay = self._record_crash(f"could not start: {reason}")
+        log.error(
+            "plugin %s could not start: %s; %s",
+            source.label,
+            reason,
+            "marked failed" if delay < 0 else "the next call tries again",
+            exc_info=None if isinstance(exc, (MCPHostError, OSError)) else exc,
+        )
+        return error
 
     async def acquire(self) -> WorkerClient:
         """The running worker, starting it (lazily, once) when there is none."""
-        w = self.worker
-        if w is not None and w.alive:
-            return w
-        if self.state == "failed":
-            raise PluginFailed(
-                f"plugin {self.source.label} is marked failed: {self.failure}; fix the "
-                "plugin and reinstall it, or reset it with `mcphost plugin reset "
-                f"{self.name}` / Host.reset_plugin()",
-                data={"plugin": self.name, "reason": self.failure},
-            )
-        if self._closing:
-            raise WorkerCrashed(f"the host is stopping; {self.name} takes no new calls")
-        if self._starting is None:
-            self._starting = asyncio.ensure_future(self._start(0.0))
-        return await asyncio.shield(self._starting)
+        while True:
+            w = self.worker
+            if w is not None and w.alive:
+                return w
+            if self.state == "failed":
+                raise PluginFailed(
+                    f"plugin {self.source.label} is marked failed: {self.failure}; fix the "
+                    "plugin and reinstall it, or reset it with `mcphost plugin reset "
+                    f"{self.name}` / Host.reset_plugin()",
+                    data={"plugin": self.name, "reason": self.failure},
+                )
+            if self._closing:
+                raise WorkerCrashed(f"the host is stopping; {self.name} takes no new calls")
+            task = self._starting if self._starting is not None else self._begin(0.0)
+            # A swap may route to a new worker before this start ends: look again then.
+            waits: list[asyncio.Future[Any]] = [task, self._moves()]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if task.done() and not task.cancelled():
+                worker = task.result()  # raises the start's failure
+                if worker is not None:
+                    return worker
+
+    def _moves(self) -> asyncio.Future[None]:
+        if self._moved is None or self._moved.done():
+            self._moved = asyncio.get_running_loop().create_future()
+        return self._moved
+
+    def _move_on(self) -> None:
+        """A new epoch: starts begun before it no longer route to what they start."""
+        self._epoch += 1
+        if self._moved is not None and not self._moved.done():
+            self._moved.set_result(None)
 
     # -- crashes -------------------------------------------------------------------
     def _record_crash(self, reason: str) -> float:
@@ -211,12 +308,15 @@ class PluginSupervisor:
         """Health-check a worker until it ends: resource use, then a ping, each interval."""
         cfg = self.env.config
         meter = Meter(worker)
+        # Reading /proc or a cgroup takes a moment: always off the event loop.
+        self._usage = (worker, await asyncio.to_thread(meter.read))
         while worker.alive:
             done, _ = await asyncio.wait([worker.closed], timeout=cfg.ping_interval)
             if done:
                 break
-            # Reading /proc (smaps_rollup) takes a moment: off the event loop.
-            over = over_limits(await asyncio.to_thread(meter.read), worker.spec.limits)
+            usage = await asyncio.to_thread(meter.read)
+            self._usage = (worker, usage)
+            over = over_limits(usage, worker.spec.limits)
             if over is not None:
                 worker.kill(over)
                 break
@@ -252,26 +352,27 @@ class PluginSupervisor:
         log.warning("worker for %s %s", worker.label, reason)
         delay = self._record_crash(reason)
         if delay >= 0 and self._starting is None:
-            self._starting = asyncio.ensure_future(self._start(delay))
-            # A failed restart is recorded as a crash and retried by the next call.
-            self._starting.add_done_callback(_consume)
+            self._begin(delay)  # a failed restart is logged; the next call tries again
 
     def stop_worker(self, reason: str) -> None:
-        """Stop the running worker on purpose: not a crash, so nothing is counted and
-        nothing restarts now; the next call starts (and verifies) the plugin again."""
+        """Stop the running worker (and a start under way) on purpose: not a crash, so
+        nothing is counted and nothing restarts now; the next call starts (and verifies)
+        the plugin again."""
         worker = self.worker
-        if worker is None:
+        if worker is None and self._starting is None:
             return
+        self._move_on()
         self.worker = None
-        self._retiring.add(worker)
         self.state, self.failure = "stopped", reason
-        worker.kill(reason)
+        if worker is not None:
+            self._retiring.add(worker)
+            worker.kill(reason)
 
     def reset(self) -> None:
         """Clear a failed state so the next call tries again, and replace a running
         worker that has threads stuck in calls that timed out or were cancelled."""
         self.crashes.clear()
-        if self.state in ("failed", "refused"):
+        if self.state in ("failed", "refused", "restarting") and self._starting is None:
             self.state = "stopped"
             self.failure = None
         worker = self.worker
@@ -289,28 +390,37 @@ class PluginSupervisor:
         """Start ``source``, switch routing to it at once, drain and stop the old worker.
 
         If the new version fails to verify or start, nothing changes and the error
-        propagates.
+        propagates. A start of the old version still under way is overtaken: it stops
+        what it started. Swaps run one at a time, in the order they were asked for.
         """
-        new = await self._spawn(source)
-        old = self.worker
-        self._switch(
-            source,
-            new,
-            drain_timeout,
-            None
-            if old is None
-            else f"{old.label} was swapped out and its drain time of {drain_timeout:g}s "
-            "(drain_timeout) ran out; call again to reach the version now active",
-        )
-        self.crashes.clear()
-        return new
+        async with self._swapping:
+            if self._closing:
+                raise WorkerCrashed(f"the host is stopping; {self.name} is not swapped")
+            new = await self._spawn(source)
+            if self._closing:
+                self._retiring.add(new)
+                self.env.spawn_task(new.close())
+                raise WorkerCrashed(f"the host is stopping; {self.name} is not swapped")
+            old = self.worker
+            self._switch(
+                source,
+                new,
+                drain_timeout,
+                None
+                if old is None
+                else f"{old.label} was swapped out and its drain time of {drain_timeout:g}s "
+                "(drain_timeout) ran out; call again to reach the version now active",
+            )
+            self.crashes.clear()
+            return new
 
     def _switch(
         self, source: PluginSource, new: WorkerClient, drain_timeout: float, why: str | None
     ) -> None:
-        """Route to ``new`` from now on; drain the old worker, then stop it telling the
-        calls still running there ``why``."""
+        """Route to ``new`` from now on (a new epoch); drain the old worker, then stop it
+        telling the calls still running there ``why``."""
         old = self.worker
+        self._move_on()
         self.source, self.worker = source, new
         self.state, self.failure = "running", None
         if old is not None:
@@ -326,16 +436,19 @@ class PluginSupervisor:
         log.warning("plugin %s: replacing worker %s: %s", self.source.label, worker.label, why)
         if self.env.on_replaced is not None:
             self.env.on_replaced(worker.spec.plugin, worker.spec.version, why)
+        epoch = self._epoch
         try:
             new = await self._spawn(self.source)
-        except (MCPHostError, OSError) as exc:
+        except Exception as exc:
             # No replacement: end the wedged worker; the next call starts one (a crash).
+            label = self.source.label
+            log.error("plugin %s: no worker could replace %s: %r", label, worker.label, exc)
             worker.kill(f"{why}, and no new worker could start: {exc}")
             return
-        if worker is not self.worker or self._closing:
-            # It ended, or the host began to stop, while the new one started.
+        if worker is not self.worker or epoch != self._epoch or self._closing:
+            # It ended, was swapped out, or the host began to stop while the new one started.
             self._retiring.add(new)
-            self.env.spawn_task(new.close())
+            self.env.spawn_task(new.close(reason="its start was overtaken"))
             return
         self.replaced += 1
         drain = self.env.config.drain_timeout
@@ -352,6 +465,7 @@ class PluginSupervisor:
 
     async def stop(self, grace: float = 2.0) -> None:
         self._closing = True
+        self._move_on()
         if self._starting is not None:
             self._starting.cancel()
             with contextlib.suppress(BaseException):
@@ -362,6 +476,8 @@ class PluginSupervisor:
         self.state = "stopped"
 
     def stats(self) -> dict[str, Any]:
+        """State and the watcher's last reading of resource use (never reads /proc here:
+        this runs on the event loop)."""
         w = self.worker
         out: dict[str, Any] = {
             "plugin": self.name,
@@ -372,11 +488,13 @@ class PluginSupervisor:
             "pid": w.pid if w is not None and w.alive else None,
         }
         if w is not None and w.alive:
-            usage = Meter(w).read()
-            if usage.memory is not None:
-                out["rss_mb"] = round(usage.memory / MIB, 1)
-            if usage.cpu_seconds is not None:
-                out["cpu_seconds"] = round(usage.cpu_seconds, 3)
+            reading = self._usage
+            if reading is not None and reading[0] is w:
+                usage = reading[1]
+                if usage.memory is not None:
+                    out["rss_mb"] = round(usage.memory / MIB, 1)
+                if usage.cpu_seconds is not None:
+                    out["cpu_seconds"] = round(usage.cpu_seconds, 3)
             out["inflight"] = w.inflight
             out["calls"] = w.calls_total
             out["stuck"] = w.stuck
