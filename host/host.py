@@ -8,15 +8,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from mcphost.sandbox.client import ProgressCallback, WorkerClient
+from mcphost.sandbox.isolation import IsolationBackend
 from mcphost.sdk.errors import (
     ConfigError,
     InvalidArguments,
@@ -36,6 +38,9 @@ from .sources import (
     discover_plugin_path,
 )
 from .supervisor import PluginSupervisor, SupervisorEnv
+
+if TYPE_CHECKING:
+    from .registry_link import RegistryFailure
 
 __all__ = ["Host", "HostEvent", "ToolInfo"]
 
@@ -112,6 +117,9 @@ class Host:
         self._started = False
         self._background: list[asyncio.Task[Any]] = []
         self.config: HostConfig = config or HostConfig()
+        #: The last change of the registry this host could not apply (it is tried again
+        #: with backoff); ``None`` once the registry's state is served in full.
+        self.registry_error: RegistryFailure | None = None
 
     # -- lifecycle -----------------------------------------------------------------
     async def __aenter__(self) -> Host:
@@ -125,15 +133,9 @@ class Host:
         """Discover plugins and learn their tools; workers start on first use."""
         if self._started:
             return
-        self.home.ensure()
-        if self._config is None:
-            self.config = load_config(self.home.config_file)
-        backend = isolation_backend(self.config, self._isolation)
-        if backend.level != "namespaces":
-            log.warning(
-                "plugins run with isolation %r only (no namespaces); run `mcphost doctor`",
-                backend.name,
-            )
+        # Reading the configuration, probing the sandbox (bubblewrap runs a trial jail)
+        # and discovering plugins read files and run processes: off the event loop.
+        backend = await asyncio.to_thread(self._setup)
         self._env = SupervisorEnv(
             config=self.config,
             backend=backend,
@@ -146,7 +148,7 @@ class Host:
             verify=self._make_verifier(),
         )
         self._started = True
-        for source in self._discover():
+        for source in await asyncio.to_thread(self._discover):
             if source.name in self._supervisors:
                 log.warning(
                     "plugin %s found twice (%s and %s); serving the first",
@@ -158,6 +160,25 @@ class Host:
             self._supervisors[source.name] = PluginSupervisor(source, self._env)
         await self._learn_tools(list(self._supervisors.values()))
         self._background.extend(self._start_background())
+
+    def _setup(self) -> IsolationBackend:
+        # What the start loads next (verification, the registry link) is imported here
+        # too: a first import of cryptography or the registry takes a while.
+        with contextlib.suppress(ImportError):
+            from . import verification  # noqa: F401
+
+            if self._use_registry:
+                from . import registry_link  # noqa: F401
+        self.home.ensure()
+        if self._config is None:
+            self.config = load_config(self.home.config_file)
+        backend = isolation_backend(self.config, self._isolation)
+        if backend.level != "namespaces":
+            log.warning(
+                "plugins run with isolation %r only (no namespaces); run `mcphost doctor`",
+                backend.name,
+            )
+        return backend
 
     def _discover(self) -> list[PluginSource]:
         found = list(self._extra_sources)
@@ -186,11 +207,11 @@ class Host:
         return make_verifier(self.home, self.config)
 
     def _start_background(self) -> list[asyncio.Task[Any]]:
+        if not self._use_registry:
+            return []
         try:
             from .registry_link import watch_registry
         except ImportError:
-            return []
-        if not self._use_registry:
             return []
         return [asyncio.create_task(watch_registry(self))]
 

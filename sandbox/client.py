@@ -131,6 +131,7 @@ class WorkerClient:
         self._deadlines = Deadlines(self._loop, self._pending, self._expire)
         self._hello: asyncio.Future[Hello] = self._loop.create_future()
         self.closed: asyncio.Future[str] = self._loop.create_future()
+        self._released: asyncio.Future[None] | None = None
         self._kill_reason: str | None = None
         self._io_tasks: list[asyncio.Task[None]] = []
         self.calls_total = 0
@@ -277,6 +278,11 @@ class WorkerClient:
             if not fut.done():
                 fut.set_exception(WorkerCrashed(err_text))
         self._pings.clear()
+        # Ending the jail may wait for its processes, and removing the scratch directory
+        # walks it: both off the event loop. close() waits for them.
+        self._released = self._loop.run_in_executor(None, self._release)
+
+    def _release(self) -> None:
         if self.plan.cleanup is not None:
             try:
                 self.plan.cleanup()
@@ -428,6 +434,7 @@ class WorkerClient:
         """Ask the worker to stop, wait up to ``grace`` seconds, then kill it. Calls still
         running there are cancelled, and their callers are told ``reason``."""
         if self.closed.done():
+            await self._wait_released()
             return
         self._kill_reason = self._kill_reason or "was stopped by the host"
         try:
@@ -440,6 +447,12 @@ class WorkerClient:
         except TimeoutError:
             self.kill()
             await self.closed
+        await self._wait_released()
+
+    async def _wait_released(self) -> None:
+        """Until the jail is ended and the scratch directory removed."""
+        if self._released is not None:
+            await asyncio.shield(self._released)
 
     async def drain(self, timeout: float) -> bool:
         """Wait until no call is in flight (True) or ``timeout`` passes (False)."""
@@ -470,6 +483,26 @@ async def _pump_output(
             log.info("[%s %s] %s", plugin, name, text)
 
 
+async def _prepare(backend: IsolationBackend, spec: WorkerSpec, channel_fd: int) -> LaunchPlan:
+    """``backend.prepare`` in a thread; a plan finished after its start was cancelled is
+    released (in a thread too)."""
+    loop = asyncio.get_running_loop()
+    fut = loop.run_in_executor(None, backend.prepare, spec, channel_fd)
+
+    def release(done: asyncio.Future[LaunchPlan]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
+        cleanup = done.result().cleanup
+        if cleanup is not None:
+            loop.run_in_executor(None, cleanup)
+
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        fut.add_done_callback(release)
+        raise
+
+
 async def spawn_worker(
     spec: WorkerSpec,
     backend: IsolationBackend,
@@ -484,7 +517,9 @@ async def spawn_worker(
     plan: LaunchPlan | None = None
     proc: asyncio.subprocess.Process | None = None
     try:
-        plan = backend.prepare(spec, child_sock.fileno())
+        # Preparing a jail writes cgroups and may hand the data directory to the worker's
+        # uid (a walk of it): off the event loop.
+        plan = await _prepare(backend, spec, child_sock.fileno())
         proc = await asyncio.create_subprocess_exec(
             *plan.argv,
             stdin=subprocess.DEVNULL,
@@ -515,7 +550,7 @@ async def spawn_worker(
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
         if plan is not None and plan.cleanup is not None:
-            plan.cleanup()
+            await asyncio.shield(asyncio.to_thread(plan.cleanup))
         raise
     client._io_tasks += [
         asyncio.create_task(_pump_output(proc.stdout, spec.plugin, "stdout", on_log)),
