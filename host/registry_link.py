@@ -14,14 +14,17 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from mcphost.registry import RegistryReader, VersionRecord
 from mcphost.sandbox.isolation import Grants, Limits
 from mcphost.sdk.errors import MCPHostError
 from mcphost.sdk.schema import ToolSpec
 from mcphost.security.permissions import Permissions
-from mcphost.security.truststore import TrustStore
+from mcphost.security.truststore import KeyRecord, TrustStore
 
 from .config import HostConfig
 from .home import Home
@@ -34,6 +37,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "POLL_INTERVAL",
+    "RETRY_INITIAL",
+    "RETRY_MAX",
+    "RegistryFailure",
     "grants_for",
     "learn_tools",
     "limits_for",
@@ -48,6 +54,26 @@ log = logging.getLogger("mcphost.registry")
 
 #: Seconds between two looks at the registry from a running host.
 POLL_INTERVAL = 0.25
+#: Seconds before the first new try of a registry change that could not be applied;
+#: each failure doubles it, up to :data:`RETRY_MAX`.
+RETRY_INITIAL = 0.5
+RETRY_MAX = 30.0
+
+
+class RegistryFailure(msgspec.Struct, frozen=True, kw_only=True):
+    """The last registry change a running host could not apply (``Host.registry_error``);
+    it keeps serving what it served and tries again after ``retry_in`` seconds."""
+
+    #: The plugin and version it could not switch to; ``None`` when reading the
+    #: registry itself failed.
+    plugin: str | None
+    version: str | None
+    reason: str
+    #: Tries so far, this one included.
+    attempts: int
+    retry_in: float
+    #: When it failed (seconds since the epoch).
+    at: float
 
 
 def grants_for(permissions: Permissions) -> Grants:
@@ -137,7 +163,7 @@ async def learn_tools(home: Home, config: HostConfig, source: PluginSource) -> l
 
     env = SupervisorEnv(
         config=config,
-        backend=isolation_backend(config),
+        backend=await asyncio.to_thread(isolation_backend, config),
         data_root=home.data_dir,
         run_root=home.run_dir,
         on_log=on_log,
@@ -163,7 +189,13 @@ async def learn_tools(home: Home, config: HostConfig, source: PluginSource) -> l
 
 
 class _Follower:
-    """Applies the registry's active versions to one running host."""
+    """Applies the registry's active versions to one running host.
+
+    A change is applied when the registry's generation moves; one that fails to apply
+    (in whole or for one plugin) is tried again with a capped exponential backoff until
+    it succeeds or the registry changes again. SQLite and the trust store are read in
+    threads: the event loop only switches routing.
+    """
 
     def __init__(self, host: Host) -> None:
         self.host = host
@@ -171,8 +203,10 @@ class _Follower:
         self.data_version = -1
         self.generation = -1
         self.serials: dict[str, int] = {}
-        #: Plugin -> version that failed to start here; not retried until it changes.
-        self.refused: dict[str, str] = {}
+        #: A change not applied yet (new, or failed and waiting for its next try).
+        self.due = False
+        self.attempts = 0
+        self.retry_at = 0.0
         self.trust = TrustStore(host.home.keys_dir)
         self.trust_stamp = self._trust_stamp()
 
@@ -180,7 +214,8 @@ class _Follower:
         return {s.name: s.version for s in self.host.plugins() if s.origin == "registry"}
 
     def poll(self) -> bool:
-        """Whether the registry changed since the last look (cheap when it did not)."""
+        """Whether the registry changed since the last look (cheap when it did not).
+        Runs in a thread."""
         if self.reg is None:
             self.reg = open_reader(self.host.home)
             if self.reg is None:
@@ -197,17 +232,37 @@ class _Follower:
         self.generation = gen
         return True
 
-    async def apply(self) -> None:
+    def _read_active(self) -> tuple[dict[str, tuple[str, int]], dict[str, VersionRecord]]:
         assert self.reg is not None
-        state = self.reg.active_state()
-        records = {r.plugin: r for r in self.reg.active()}
+        return self.reg.active_state(), {r.plugin: r for r in self.reg.active()}
+
+    async def step(self) -> None:
+        """One look: apply a new or retried change when due, then the revocation list."""
+        if await asyncio.to_thread(self.poll):
+            self.due, self.attempts, self.retry_at = True, 0, 0.0
+        if self.due and time.monotonic() >= self.retry_at:
+            try:
+                failures = await self.apply()
+            except Exception as exc:
+                reason = exc.message if isinstance(exc, MCPHostError) else repr(exc)
+                failures = [(None, None, f"cannot read the registry: {reason}")]
+            self._settle(failures)
+        if await asyncio.to_thread(self.trust_changed):
+            await self.stop_revoked()
+
+    async def apply(self) -> list[tuple[str | None, str | None, str]]:
+        """Make the host serve the registry's active versions; return what failed."""
+        state, records = await asyncio.to_thread(self._read_active)
         served = self._served()
+        failures: list[tuple[str | None, str | None, str]] = []
         for name, (version, serial) in sorted(state.items()):
             rec = records.get(name)
             if rec is None:
                 continue
-            if served.get(name) != version and self.refused.get(name) != version:
-                await self._activate(rec)
+            if served.get(name) != version:
+                why = await self._activate(rec)
+                if why is not None:
+                    failures.append((name, version, why))
             if serial != self.serials.get(name, serial):
                 with contextlib.suppress(MCPHostError):
                     self.host.reset_plugin(name)
@@ -215,8 +270,41 @@ class _Follower:
             self.serials[name] = serial
         for name in sorted(served.keys() - state.keys()):
             log.info("plugin %s is no longer active in the registry; stopping it", name)
-            await self.host.deactivate(name)
-            self.refused.pop(name, None)
+            try:
+                await self.host.deactivate(name)
+            except Exception as exc:
+                failures.append((name, None, f"could not stop it: {exc!r}"))
+        return failures
+
+    def _settle(self, failures: list[tuple[str | None, str | None, str]]) -> None:
+        """Mark the change applied, or log each failure and schedule the next try."""
+        if not failures:
+            if self.attempts:
+                log.info("the registry's state is applied after %d failed tries", self.attempts)
+            self.due, self.attempts = False, 0
+            self.host.registry_error = None
+            return
+        self.attempts += 1
+        delay = min(RETRY_MAX, RETRY_INITIAL * 2.0 ** (self.attempts - 1))
+        self.retry_at = time.monotonic() + delay
+        for plugin, version, reason in failures:
+            what = f"switch {plugin} to {version}" if version else f"apply {plugin or 'it'}"
+            log.error(
+                "could not apply a registry change: %s (try %d, next in %gs); the host keeps "
+                "serving what it served: %s",
+                what,
+                self.attempts,
+                delay,
+                reason,
+            )
+            self.host.registry_error = RegistryFailure(
+                plugin=plugin,
+                version=version,
+                reason=reason,
+                attempts=self.attempts,
+                retry_in=delay,
+                at=time.time(),
+            )
 
     def _trust_stamp(self) -> tuple[int, int, int] | None:
         try:
@@ -229,42 +317,51 @@ class _Follower:
         """Whether the revocation list changed since it was last acted on (one stat)."""
         return self._trust_stamp() != self.trust_stamp
 
-    def stop_revoked(self) -> None:
+    async def stop_revoked(self) -> None:
         """Stop the running workers of registry versions signed by a key that is revoked
         (or no longer trusted). The plugin stays routed: its next call starts it again,
         which verification refuses with an error naming the key. The change counts as
-        handled only once the trust store could be read."""
-        stamp = self._trust_stamp()
-        for name, sup in list(self.host._supervisors.items()):
-            source, worker = sup.source, sup.worker
-            if source.origin != "registry" or source.key_id is None or worker is None:
+        handled only once the trust store could be read (in a thread)."""
+        keys = {
+            name: sup.source.key_id
+            for name, sup in self.host._supervisors.items()
+            if sup.source.origin == "registry"
+            and sup.source.key_id is not None
+            and sup.worker is not None
+        }
+
+        def read() -> tuple[tuple[int, int, int] | None, dict[str, KeyRecord | None]]:
+            stamp = self._trust_stamp()
+            return stamp, {k: self.trust.record(k) for k in set(keys.values()) if k}
+
+        try:
+            stamp, records = await asyncio.to_thread(read)
+        except MCPHostError as exc:
+            log.error("cannot read the trust store: %s", exc.message)
+            return
+        for name, key_id in keys.items():
+            sup = self.host._supervisors.get(name)
+            if sup is None or sup.source.key_id != key_id or sup.worker is None:
                 continue
-            try:
-                record = self.trust.record(source.key_id)
-            except MCPHostError as exc:
-                log.error("cannot read the trust store: %s", exc.message)
-                return
+            record = records.get(key_id or "")
             if record is not None and not record.revoked:
                 continue
             what = "was revoked" if record is not None else "is no longer trusted"
-            log.warning("key %s of plugin %s %s; stopping it", source.key_id, name, what)
-            sup.stop_worker(f"was stopped: the key {source.key_id} that signed it {what}")
+            log.warning("key %s of plugin %s %s; stopping it", key_id, name, what)
+            sup.stop_worker(f"was stopped: the key {key_id} that signed it {what}")
         self.trust_stamp = stamp
 
-    async def _activate(self, rec: VersionRecord) -> None:
+    async def _activate(self, rec: VersionRecord) -> str | None:
+        """Serve ``rec``; ``None`` when done, else why not."""
         try:
             old = await self.host.activate(source_for(rec))
         except MCPHostError as exc:
-            self.refused[rec.plugin] = rec.version
-            log.error(
-                "could not switch %s to %s; it keeps serving what it served: %s",
-                rec.plugin,
-                rec.version,
-                exc.message,
-            )
-            return
-        self.refused.pop(rec.plugin, None)
+            return exc.message
+        except Exception as exc:
+            log.exception("switching %s to %s failed", rec.plugin, rec.version)
+            return repr(exc)
         log.info("plugin %s now serves %s (was %s)", rec.plugin, rec.version, old or "none")
+        return None
 
 
 async def watch_registry(host: Host, interval: float = POLL_INTERVAL) -> None:
@@ -272,18 +369,16 @@ async def watch_registry(host: Host, interval: float = POLL_INTERVAL) -> None:
 
     Each poll reads SQLite's ``data_version`` (no disk I/O when nothing changed); on a
     change it compares the active versions with what the host serves and hot-swaps,
-    starts or stops plugins to match. Errors are logged; the watch goes on.
+    starts or stops plugins to match. A change that fails to apply is logged, kept in
+    ``host.registry_error`` and tried again with backoff; the watch goes on.
     """
     if not host.config.features.hot_swap:
         return
-    follower = _Follower(host)
+    follower = await asyncio.to_thread(_Follower, host)
     try:
         while True:
             try:
-                if follower.poll():
-                    await follower.apply()
-                if follower.trust_changed():
-                    follower.stop_revoked()
+                await follower.step()
             except MCPHostError as exc:
                 log.error("cannot follow the registry: %s", exc.message)
             except Exception:

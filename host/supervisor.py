@@ -396,7 +396,13 @@ class PluginSupervisor:
         async with self._swapping:
             if self._closing:
                 raise WorkerCrashed(f"the host is stopping; {self.name} is not swapped")
-            new = await self._spawn(source)
+            try:
+                new = await self._spawn(source)
+            except OSError as exc:
+                raise WorkerCrashed(
+                    f"could not start a worker for {source.label}: {exc}",
+                    data={"plugin": source.name, "version": source.version, "reason": str(exc)},
+                ) from exc
             if self._closing:
                 self._retiring.add(new)
                 self.env.spawn_task(new.close())
