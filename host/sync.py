@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-from .host import Host, ToolInfo
+from .host import Host, HostEvent, ToolInfo
 
 __all__ = ["SyncHost"]
 
@@ -51,8 +51,22 @@ class SyncHost:
         self._thread.join()
         self._loop.close()
 
+    def _read(self, fn: Callable[[], T]) -> T:
+        """``fn()`` run on the host's loop: the host's state belongs to that thread."""
+
+        async def read() -> T:
+            return fn()
+
+        return self._run(read())
+
+    def add_listener(self, listener: Callable[[HostEvent], None]) -> Callable[[], None]:
+        """Call ``listener`` with every :class:`HostEvent`, on the host's loop thread;
+        returns a function to remove it."""
+        remove = self._read(lambda: self.host.add_listener(listener))
+        return lambda: self._read(remove)
+
     def tools(self) -> list[ToolInfo]:
-        return self.host.tools()
+        return self._read(self.host.tools)
 
     def call(
         self, name: str, args: dict[str, Any] | None = None, *, timeout: float | None = None
@@ -94,4 +108,4 @@ class SyncHost:
             fut.cancel()
 
     def stats(self) -> list[dict[str, Any]]:
-        return self.host.stats()
+        return self._read(self.host.stats)

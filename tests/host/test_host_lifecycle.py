@@ -6,13 +6,24 @@ import asyncio
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
-from mcphost.host import Home, Host, HostConfig, SyncHost, default_home, load_config
+from mcphost.host import (
+    Home,
+    Host,
+    HostConfig,
+    HostEvent,
+    PluginSource,
+    SyncHost,
+    default_home,
+    load_config,
+)
 from mcphost.sdk import ConfigError, ToolError
 
 
@@ -187,3 +198,50 @@ def test_a_script_that_leaves_a_sync_stream_early_exits_promptly(
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "left at 3"
+
+
+NOTE = """
+from mcphost.sdk import Context, Plugin
+
+plugin = Plugin("note")
+
+
+@plugin.tool
+def note(ctx: Context) -> str:
+    ctx.info("noted")
+    return "ok"
+"""
+
+
+def test_sync_host_reads_the_hosts_state_on_its_loop_never_beside_a_step_running_there(
+    home: Path,
+    write_plugin: Callable[..., PluginSource],
+    host_config: Callable[..., HostConfig],
+    no_leftover_workers: None,
+) -> None:
+    source = write_plugin("note", NOTE)
+    with SyncHost(
+        home, config=host_config(), sources=[source], environment=False, registry=False
+    ) as host:
+        read: dict[str, Any] = {}
+        finished = threading.Event()
+        held: list[bool] = []
+
+        def reader() -> None:
+            read["tools"] = host.tools()
+            read["stats"] = host.stats()
+            finished.set()
+
+        def on_event(event: HostEvent) -> None:
+            # Runs on the host's loop, in the middle of its work: a read from another
+            # thread must wait until the loop is free.
+            if event.kind == "log" and not held:
+                threading.Thread(target=reader).start()
+                held.append(finished.wait(1.0))
+
+        host.add_listener(on_event)
+        assert host.call("note.note") == "ok"
+        assert finished.wait(10)
+    assert held == [False], "tools() and stats() read the host's state beside its loop"
+    assert [t.name for t in read["tools"]] == ["note.note"]
+    assert read["stats"][0]["plugin"] == "note" and read["stats"][0]["state"] == "running"
