@@ -34,18 +34,10 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from mcphost.sandbox.client import LogCallback, WorkerClient, spawn_worker
-from mcphost.sandbox.isolation import (
-    IsolationBackend,
-    Limits,
-    ResourceUsage,
-    WorkerSpec,
-)
+from mcphost.sandbox.client import WorkerClient, spawn_worker
+from mcphost.sandbox.isolation import ResourceUsage
 from mcphost.sdk.errors import (
     HandshakeRefused,
     MCPHostError,
@@ -55,50 +47,14 @@ from mcphost.sdk.errors import (
 )
 from mcphost.sdk.schema import ToolSpec
 
-from .config import HostConfig
 from .policy import enforce_policy
 from .sources import PluginSource
+from .supervisor_env import SupervisorEnv
 from .usage import MIB, Meter, over_limits
 
 __all__ = ["PluginSupervisor", "SupervisorEnv", "over_limits"]
 
 log = logging.getLogger("mcphost.supervisor")
-
-
-@dataclass
-class SupervisorEnv:
-    """What every supervisor of one host shares."""
-
-    config: HostConfig
-    backend: IsolationBackend
-    data_root: Path
-    run_root: Path
-    on_log: LogCallback
-    on_started: Callable[[str, str, int], None]
-    on_crashed: Callable[[str, str, str], None]
-    #: A wedged worker was replaced by a new one: plugin, version, why.
-    on_replaced: Callable[[str, str, str], None] | None = None
-    #: Checks a source before each start; raises VerificationError.
-    verify: Callable[[PluginSource], Awaitable[None]] | None = None
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
-
-    def spawn_task(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
-
-
-def _merge_limits(default: Limits, asked: Limits | None) -> Limits:
-    """A plugin's own limits apply where it sets them; the host's default elsewhere."""
-    if asked is None:
-        return default
-    return Limits(
-        **{
-            f: getattr(asked, f) if getattr(asked, f) is not None else getattr(default, f)
-            for f in Limits.__struct_fields__
-        }
-    )
 
 
 class PluginSupervisor:
@@ -117,7 +73,6 @@ class PluginSupervisor:
         self._starting: asyncio.Task[WorkerClient | None] | None = None
         self._retiring: set[WorkerClient] = set()
         self._closing = False
-        self._seq = 0
         #: Moves on with every swap, replacement and stop (see the module docstring).
         self._epoch = 0
         #: Resolved when the epoch moves on: callers waiting for a start look again.
@@ -137,23 +92,6 @@ class PluginSupervisor:
         return list(self.source.tools or [])
 
     # -- starting ------------------------------------------------------------------
-    def _spec(self, source: PluginSource) -> WorkerSpec:
-        cfg = self.env.config
-        self._seq += 1
-        work = self.env.run_root / f"{source.name}-{source.version}-{time.time_ns()}-{self._seq}"
-        return WorkerSpec(
-            plugin=source.name,
-            version=source.version,
-            entry=source.entry,
-            paths=source.paths,
-            data_dir=str(self.env.data_root / source.name),
-            work_dir=str(work),
-            limits=_merge_limits(cfg.limits.to_limits(), source.limits),
-            grants=source.grants,
-            max_frame=cfg.max_frame,
-            threads=cfg.worker_threads,
-        )
-
     async def _spawn(self, source: PluginSource) -> WorkerClient:
         """A verified, started worker of ``source`` that this supervisor follows; if any
         step fails, nothing it started is left running."""
@@ -161,7 +99,7 @@ class PluginSupervisor:
             await self.env.verify(source)
         source = enforce_policy(source, self.env.config)
         worker = await spawn_worker(
-            self._spec(source),
+            self.env.worker_spec(source),
             self.env.backend,
             on_log=self.env.on_log,
             handshake_timeout=self.env.config.handshake_timeout,
