@@ -92,7 +92,7 @@ def test_a_start_overtaken_by_a_swap_stops_its_worker_and_calls_reach_the_swappe
     old = gated_source(write_plugin, gate, "1.0.0")
     new = gated_source(write_plugin, gate, "2.0.0")
 
-    async def scenario() -> tuple[Any, int, list[int], dict[str, Any], str, int]:
+    async def scenario() -> tuple[Any, int, list[tuple[int, str]], dict[str, Any], str, int]:
         async with make_host(sources=[old]) as host:
             (gate.parent / "gated").touch()  # the next import of 1.0.0 waits at the gate
             first = asyncio.ensure_future(host.call("gated.version"))
@@ -110,7 +110,9 @@ def test_a_start_overtaken_by_a_swap_stops_its_worker_and_calls_reach_the_swappe
                 20,
                 "the overtaken worker did not stop",
             )
-            alive = [p.pid for p in worker_processes("gated")]
+            alive = [
+                (p.pid, json.loads(p.cmdline()[-1])["version"]) for p in worker_processes("gated")
+            ]
             (stats,) = host.stats()
             return (
                 answer,
@@ -126,10 +128,10 @@ def test_a_start_overtaken_by_a_swap_stops_its_worker_and_calls_reach_the_swappe
     assert answer == "2.0.0"
     assert later == "2.0.0"
     assert stats["version"] == "2.0.0" and stats["state"] == "running"
-    # Exactly one worker runs, it is the one the host routes to, and it is not the
-    # overtaken start's.
-    assert alive == [stats["pid"]] == [serving]
-    assert serving != slow_pid
+    # Exactly one worker runs: the swapped-in version's, the one the host routes to, not
+    # the overtaken start's.
+    assert alive == [(stats["pid"], "2.0.0")]
+    assert serving == stats["pid"] != slow_pid
 
 
 class FailingOnce:
