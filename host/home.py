@@ -52,6 +52,11 @@ class Home:
         return self.root / "audit.jsonl"
 
     @property
+    def tokens_file(self) -> Path:
+        """Bearer tokens of ``mcphost serve --http``, as hashes (mode 0600)."""
+        return self.root / "tokens.json"
+
+    @property
     def registry_db(self) -> Path:
         return self.root / "registry.sqlite3"
 

@@ -33,6 +33,14 @@ from mcphost.security.permissions import (
 )
 from mcphost.security.report import Check, VerificationReport
 from mcphost.security.signing import build_manifest, sign_manifest, sign_wheel
+from mcphost.security.tokens import (
+    Token,
+    TokenError,
+    create_token,
+    find_token,
+    load_tokens,
+    revoke_token,
+)
 from mcphost.security.truststore import KeyRecord, TrustStore
 from mcphost.security.verify import (
     VerifiedWheel,
@@ -54,20 +62,26 @@ __all__ = [
     "Permissions",
     "PrivateKey",
     "PublicKey",
+    "Token",
+    "TokenError",
     "TrustStore",
     "VerificationReport",
     "VerifiedWheel",
     "build_manifest",
+    "create_token",
     "decode_manifest",
     "encode_manifest",
+    "find_token",
     "generate_key",
     "is_importable",
     "key_id",
     "load_permissions",
     "load_private_key",
     "load_public_key",
+    "load_tokens",
     "parse_permissions",
     "public_key_from_pem",
+    "revoke_token",
     "sign_manifest",
     "sign_wheel",
     "verify_tree",

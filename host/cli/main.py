@@ -35,6 +35,7 @@ COMMAND_MODULES = {
     "plugin": "plugin",
     "registry": "registry_cmd",
     "serve": "serve",
+    "tokens": "tokens",
     "tools": "core",
 }
 
