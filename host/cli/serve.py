@@ -32,8 +32,10 @@ CLIENT_SNIPPET = """\
 @main.command(
     epilog="\b\nAdd mcphost to an MCP client (Claude Desktop, Cursor, VS Code, ...) with:\n"
     + CLIENT_SNIPPET
-    + "\n\b\nOver HTTP: run `mcphost serve --http 127.0.0.1:8765` and point the client at"
-    "\nhttp://127.0.0.1:8765/mcp (streamable HTTP)."
+    + "\n\b\nOver HTTP: make a token with `mcphost tokens create NAME`, run"
+    "\n`mcphost serve --http 127.0.0.1:8765` and point the client at"
+    "\nhttp://127.0.0.1:8765/mcp (streamable HTTP) with the header"
+    "\n'Authorization: Bearer <token>'."
 )
 @click.option(
     "--http",
@@ -54,7 +56,73 @@ CLIENT_SNIPPET = """\
 @click.option(
     "--allow-remote",
     is_flag=True,
-    help="Allow binding HTTP to a non-loopback address (no authentication!).",
+    help="Allow binding HTTP to a non-loopback address (tokens stay required).",
+)
+@click.option(
+    "--allow-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Another name clients may send in the Host header (repeatable; DNS rebinding "
+    "protection allows only the bind address and localhost's names otherwise).",
+)
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Serve HTTP without bearer tokens: only on a loopback address, with a warning.",
+)
+@click.option(
+    "--session-idle",
+    type=click.FloatRange(min=0.1),
+    default=1800.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Forget a handshake-era HTTP session unused this long (its client re-initialises).",
+)
+@click.option(
+    "--max-sessions",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Most handshake-era HTTP sessions at once.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Most open HTTP connections (lowered to half the open-files limit).",
+)
+@click.option(
+    "--max-connections-per-client",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Most open HTTP connections from one client address.",
+)
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Time a client has to send a request's headers.",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Time a client has to send a request's body.",
+)
+@click.option(
+    "--keep-alive",
+    type=click.FloatRange(min=1),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long an idle HTTP connection is kept open between requests.",
 )
 @click.option(
     "--plugin-dir",
@@ -97,6 +165,15 @@ def serve(
     endpoint: str,
     origins: tuple[str, ...],
     allow_remote: bool,
+    allowed_hosts: tuple[str, ...],
+    no_auth: bool,
+    session_idle: float,
+    max_sessions: int,
+    max_connections: int,
+    max_connections_per_client: int,
+    header_timeout: float,
+    body_timeout: float,
+    keep_alive: float,
     plugin_dirs: tuple[Path, ...],
     environment: bool,
     max_message_bytes: int,
@@ -136,14 +213,26 @@ def serve(
 
                 await serve_stdio(server)
             else:
-                from ..mcp.http import HttpOptions, serve_http
+                from ..mcp.http import HttpOptions, Limits, serve_http
 
                 opts = HttpOptions(
                     host=bind[0],
                     port=bind[1],
                     path=endpoint,
                     allowed_origins=list(origins),
+                    allowed_hosts=list(allowed_hosts),
                     allow_remote=allow_remote,
+                    auth=not no_auth,
+                    tokens_file=home.tokens_file,
+                    session_idle_seconds=session_idle,
+                    max_sessions=max_sessions,
+                    limits=Limits(
+                        header_timeout=header_timeout,
+                        body_timeout=body_timeout,
+                        keep_alive=keep_alive,
+                        max_connections=max_connections,
+                        max_per_client=max_connections_per_client,
+                    ),
                 )
                 try:
                     await serve_http(server, opts)

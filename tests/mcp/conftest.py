@@ -9,16 +9,12 @@ import select
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from mcphost.host import Host
-from mcphost.host.mcp import McpServer, ServerOptions
-from mcphost.host.mcp.http import HttpFrontEnd, HttpOptions
+from http_helpers import embedded_http
 
 
 @pytest.fixture
@@ -57,23 +53,6 @@ def serve_argv(mcp_home: Path, plugin_dirs: dict[str, Path]) -> list[str]:
         "--plugin-dir",
         str(plugin_dirs["mathkit"]),
     ]
-
-
-@asynccontextmanager
-async def embedded_http(
-    home: Path, dirs: list[Path], *, page_size: int = 100
-) -> AsyncIterator[tuple[Host, HttpFrontEnd]]:
-    """A Host served over HTTP on a free loopback port, in this event loop."""
-    host = Host(home, plugin_dirs=dirs, environment=False, registry=False)
-    server = McpServer(host, ServerOptions(page_size=page_size))
-    front = HttpFrontEnd(server, HttpOptions(host="127.0.0.1", port=0))
-    await front.start()
-    await server.ready()
-    try:
-        yield host, front
-    finally:
-        await front.close()
-        await server.close()
 
 
 class RawStdio:
@@ -133,7 +112,7 @@ def raw_stdio(serve_argv: list[str]) -> Iterator[RawStdio]:
 
 @pytest.fixture
 def embedded() -> Any:
-    """``embedded(home, dirs)``: async context manager of (Host, HttpFrontEnd)."""
+    """``embedded(home, dirs, **HttpOptions)``: async context manager of :class:`Served`."""
     return embedded_http
 
 

@@ -7,7 +7,6 @@ import http.client
 import json
 import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import anyio
 import mcp_types as types
 import psutil
 import pytest
-from mcp.client.client import Client
+from http_helpers import http_client, serve_http_process
 from mcp.shared.exceptions import MCPError
 
 from mcphost.host import discover_directory
@@ -31,13 +30,13 @@ def test_official_client_lists_calls_and_gets_errors_and_progress_over_http(
 ) -> None:
     async def go() -> None:
         dirs = [plugin_dirs["textkit"], plugin_dirs["mathkit"]]
-        async with embedded(mcp_home, dirs) as (_host, front):
+        async with embedded(mcp_home, dirs) as served:
             seen: list[float] = []
 
             async def on_progress(p: float, total: float | None, message: str | None) -> None:
                 seen.append(p)
 
-            async with Client(front.url, mode=mode) as client:
+            async with served.client(mode=mode) as client:
                 assert client.protocol_version == version
                 names = {t.name for t in (await client.list_tools()).tools}
                 assert "textkit.upper" in names and "mathkit.stats" in names
@@ -63,17 +62,17 @@ def test_cancelling_a_long_call_over_http_cancels_it_in_the_worker(
 ) -> None:
     async def go() -> None:
         async with (
-            embedded(mcp_home, [plugin_dirs["textkit"]]) as (host, front),
-            Client(front.url, mode=mode) as client,
+            embedded(mcp_home, [plugin_dirs["textkit"]]) as served,
+            served.client(mode=mode) as client,
         ):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(client.call_tool, "textkit.sleep", {"seconds": 60})
                 with anyio.fail_after(10):
-                    while inflight(host, "textkit") == 0:
+                    while inflight(served.host, "textkit") == 0:
                         await anyio.sleep(0.01)
                 tg.cancel_scope.cancel()
             with anyio.fail_after(10):
-                while inflight(host, "textkit") != 0:
+                while inflight(served.host, "textkit") != 0:
                     await anyio.sleep(0.01)
             res = await client.call_tool("textkit.upper", {"text": "next"})
             assert res.structured_content == {"result": "NEXT"}
@@ -86,13 +85,13 @@ def test_2026_listener_sees_tools_list_changed_when_a_plugin_is_added(
 ) -> None:
     async def go() -> None:
         async with (
-            embedded(mcp_home, [plugin_dirs["textkit"]]) as (host, front),
-            Client(front.url) as client,
+            embedded(mcp_home, [plugin_dirs["textkit"]]) as served,
+            served.client() as client,
         ):
             before = {t.name for t in (await client.list_tools()).tools}
             assert "notes.save" not in before
             async with client.listen(tools_list_changed=True) as sub:
-                await host.activate(discover_directory(plugin_dirs["notes"])[0])
+                await served.host.activate(discover_directory(plugin_dirs["notes"])[0])
                 with anyio.fail_after(10):
                     event = await sub.__anext__()
                 assert type(event).__name__ == "ToolsListChanged"
@@ -113,14 +112,14 @@ def test_handshake_session_sees_tools_list_changed_on_its_get_stream(
                 changed.set()
 
         async with (
-            embedded(mcp_home, [plugin_dirs["textkit"]]) as (host, front),
-            Client(front.url, mode="legacy", message_handler=on_message) as client,
+            embedded(mcp_home, [plugin_dirs["textkit"]]) as served,
+            served.client(mode="legacy", message_handler=on_message) as client,
         ):
             await client.list_tools()
             with anyio.fail_after(10):
-                while not any(front.streams):  # the client's GET stream is open
+                while not any(served.front.streams):  # the client's GET stream is open
                     await anyio.sleep(0.01)
-            await host.activate(discover_directory(plugin_dirs["notes"])[0])
+            await served.host.activate(discover_directory(plugin_dirs["notes"])[0])
             with anyio.fail_after(10):
                 await changed.wait()
             names = {t.name for t in (await client.list_tools()).tools}
@@ -135,8 +134,8 @@ def test_large_tool_sets_are_paged_with_cursors(
     async def go() -> None:
         dirs = [plugin_dirs["textkit"], plugin_dirs["mathkit"], plugin_dirs["notes"]]
         async with (
-            embedded(mcp_home, dirs, page_size=4) as (host, front),
-            Client(front.url) as client,
+            embedded(mcp_home, dirs, page_size=4) as served,
+            served.client() as client,
         ):
             pages, names, cursor = 0, [], None
             while True:
@@ -147,15 +146,20 @@ def test_large_tool_sets_are_paged_with_cursors(
                 cursor = page.next_cursor
                 if cursor is None:
                     break
-            assert names == sorted(t.name for t in host.tools())
+            assert names == sorted(t.name for t in served.host.tools())
             assert pages == -(-len(names) // 4)
 
     asyncio.run(go())
 
 
-def raw(port: int, method: str, body: bytes | None = None, **headers: str) -> tuple[int, bytes]:
+def raw(
+    port: int, token: str | None, method: str, body: bytes | None = None, **headers: str
+) -> tuple[int, bytes]:
+    """One request with the usual headers (and ``token``), replaced or added by ``headers``."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
     hdrs = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    if token is not None:
+        hdrs["Authorization"] = f"Bearer {token}"
     hdrs.update({k.replace("_", "-"): v for k, v in headers.items()})
     conn.request(method, "/mcp", body=body, headers=hdrs)
     resp = conn.getresponse()
@@ -164,12 +168,14 @@ def raw(port: int, method: str, body: bytes | None = None, **headers: str) -> tu
     return resp.status, data
 
 
-def oversized(port: int) -> bytes:
+def oversized(port: int, token: str) -> bytes:
     """Announce a body over the 4 MiB default limit; the server refuses before reading it."""
     with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
         sock.sendall(
-            b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-            b"application/json\r\nContent-Length: 5242880\r\n\r\n{"
+            b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Accept: application/json, text/event-stream\r\nAuthorization: Bearer "
+            + token.encode()
+            + b"\r\nContent-Length: 5242880\r\n\r\n{"
         )
         return sock.recv(4096)
 
@@ -178,8 +184,8 @@ def test_bad_http_requests_are_refused_with_the_right_status_and_the_server_stay
     mcp_home: Path, plugin_dirs: dict[str, Path], embedded: Any
 ) -> None:
     async def go() -> None:
-        async with embedded(mcp_home, [plugin_dirs["textkit"]]) as (_host, front):
-            port = front.port
+        async with embedded(mcp_home, [plugin_dirs["textkit"]]) as served:
+            port, token = served.front.port, served.token
             modern = {
                 "io.modelcontextprotocol/protocolVersion": "2026-07-28",
                 "io.modelcontextprotocol/clientCapabilities": {},
@@ -187,27 +193,28 @@ def test_bad_http_requests_are_refused_with_the_right_status_and_the_server_stay
             ping = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}).encode()
 
             def checks() -> None:
-                status, body = raw(port, "POST", b"{broken")
+                status, body = raw(port, token, "POST", b"{broken")
                 assert status == 400 and json.loads(body)["error"]["code"] == -32700
-                assert raw(port, "POST", b'{"a": 1}')[0] == 400
-                assert raw(port, "POST", ping)[0] == 400  # no session, no envelope
-                assert raw(port, "POST", ping, Mcp_Session_Id="nope")[0] == 404
-                assert raw(port, "POST", ping, Content_Type="text/plain")[0] == 415
-                assert raw(port, "POST", ping, Origin="http://evil.example")[0] == 403
-                assert raw(port, "POST", ping, Host="evil.example")[0] == 421
-                assert oversized(port).startswith(b"HTTP/1.1 413")
-                assert raw(port, "GET")[0] == 405
-                assert raw(port, "PUT", ping)[0] == 405
+                assert raw(port, token, "POST", b'{"a": 1}')[0] == 400
+                assert raw(port, token, "POST", ping)[0] == 400  # no session, no envelope
+                assert raw(port, token, "POST", ping, Mcp_Session_Id="nope")[0] == 404
+                assert raw(port, token, "POST", ping, Content_Type="text/plain")[0] == 415
+                assert raw(port, token, "POST", ping, Origin="http://evil.example")[0] == 403
+                assert raw(port, token, "POST", ping, Host="evil.example")[0] == 421
+                assert oversized(port, token).startswith(b"HTTP/1.1 413")
+                assert raw(port, token, "GET")[0] == 405
+                assert raw(port, token, "PUT", ping)[0] == 405
                 unknown = json.dumps(
                     {"jsonrpc": "2.0", "id": 2, "method": "nope/nope", "params": {"_meta": modern}}
                 ).encode()
-                status, body = raw(port, "POST", unknown, MCP_Protocol_Version="2026-07-28")
+                status, body = raw(port, token, "POST", unknown, MCP_Protocol_Version="2026-07-28")
                 assert status == 404 and json.loads(body)["error"]["code"] == -32601
-                status, body = raw(port, "POST", unknown, MCP_Protocol_Version="2025-06-18")
+                status, body = raw(port, token, "POST", unknown, MCP_Protocol_Version="2025-06-18")
                 assert status == 400 and json.loads(body)["error"]["code"] == -32020
                 # A browser page on localhost may call it.
                 status, body = raw(
                     port,
+                    token,
                     "POST",
                     json.dumps(
                         {
@@ -235,7 +242,7 @@ def test_bad_http_requests_are_refused_with_the_right_status_and_the_server_stay
                 sock.close()
 
             await asyncio.to_thread(checks)
-            async with Client(front.url) as client:
+            async with served.client() as client:
                 res = await client.call_tool("textkit.upper", {"text": "fine"})
                 assert res.structured_content == {"result": "FINE"}
 
@@ -243,38 +250,22 @@ def test_bad_http_requests_are_refused_with_the_right_status_and_the_server_stay
 
 
 def test_mcphost_serve_http_subprocess_serves_the_official_client(
-    serve_argv: list[str], unused_port: int
+    serve_argv: list[str], mcp_home: Path, unused_port: int
 ) -> None:
-    proc = subprocess.Popen(
-        [*serve_argv, "--http", f"127.0.0.1:{unused_port}"], stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                http.client.HTTPConnection("127.0.0.1", unused_port, timeout=1).connect()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "mcphost serve --http did not listen"
-                assert proc.poll() is None, "mcphost serve --http exited"
-                time.sleep(0.05)
+    with serve_http_process(serve_argv, mcp_home, unused_port) as served:
 
         async def go() -> None:
-            async with Client(f"http://127.0.0.1:{unused_port}/mcp") as client:
+            async with http_client(served.url, served.token) as client:
                 res = await client.call_tool("mathkit.is_prime", {"n": 97})
                 assert res.structured_content == {"result": True}
 
         asyncio.run(go())
-        workers = psutil.Process(proc.pid).children(recursive=True)
+        workers = psutil.Process(served.proc.pid).children(recursive=True)
         assert workers, "the plugin ran in a worker process"
-        proc.terminate()  # SIGTERM: a clean stop, workers included
-        assert proc.wait(timeout=20) == 0
+        served.proc.terminate()  # SIGTERM: a clean stop, workers included
+        assert served.proc.wait(timeout=20) == 0
         _gone, alive = psutil.wait_procs(workers, timeout=20)
         assert not alive
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_http_refuses_a_non_loopback_bind_without_allow_remote(serve_argv: list[str]) -> None:

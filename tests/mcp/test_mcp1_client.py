@@ -46,7 +46,11 @@ async def main():
         async with stdio_client(params) as (r, w), ClientSession(r, w) as s:
             print(json.dumps(await exercise(s)))
     else:
-        async with streamablehttp_client(target) as (r, w, _), ClientSession(r, w) as s:
+        headers = {"Authorization": "Bearer " + target["token"]}
+        async with (
+            streamablehttp_client(target["url"], headers=headers) as (r, w, _),
+            ClientSession(r, w) as s,
+        ):
             print(json.dumps(await exercise(s)))
 
 
@@ -102,7 +106,8 @@ def test_mcp_1x_client_works_over_http(
 ) -> None:
     async def go() -> dict[str, Any]:
         dirs = [plugin_dirs["textkit"], plugin_dirs["mathkit"]]
-        async with embedded(mcp_home, dirs) as (_host, front):
-            return await asyncio.to_thread(run_client, mcp1_python, front.url)
+        async with embedded(mcp_home, dirs) as served:
+            target = {"url": served.front.url, "token": served.token}
+            return await asyncio.to_thread(run_client, mcp1_python, target)
 
     check(asyncio.run(go()))

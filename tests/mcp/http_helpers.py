@@ -1,0 +1,122 @@
+"""Helpers of the HTTP tests: an embedded server, ``mcphost serve --http`` as a process,
+and the official client presenting a bearer token."""
+
+from __future__ import annotations
+
+import resource
+import secrets
+import subprocess
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from mcp.client.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+from mcphost.host import Host
+from mcphost.host.home import Home
+from mcphost.host.mcp import McpServer, ServerOptions
+from mcphost.host.mcp.http import HttpFrontEnd, HttpOptions
+from mcphost.security.tokens import create_token
+
+
+def http_client(url: str, token: str | None, **kwargs: Any) -> Client:
+    """The official client over streamable HTTP, presenting ``token`` as a bearer token."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    transport = streamable_http_client(url, http_client=create_mcp_http_client(headers=headers))
+    return Client(transport, **kwargs)
+
+
+class Served(NamedTuple):
+    """An embedded server: its host, its HTTP front end and a token for all its tools."""
+
+    host: Host
+    front: HttpFrontEnd
+    token: str
+
+    def client(self, **kwargs: Any) -> Client:
+        return http_client(self.front.url, self.token, **kwargs)
+
+
+@asynccontextmanager
+async def embedded_http(
+    home: Path, dirs: list[Path], *, page_size: int = 100, **options: Any
+) -> AsyncIterator[Served]:
+    """A Host served over HTTP on a free loopback port, in this event loop."""
+    tokens = Home(home).tokens_file
+    token, _ = create_token(tokens, f"test-{secrets.token_hex(4)}")
+    host = Host(home, plugin_dirs=dirs, environment=False, registry=False)
+    server = McpServer(host, ServerOptions(page_size=page_size))
+    front = HttpFrontEnd(
+        server, HttpOptions(host="127.0.0.1", port=0, tokens_file=tokens, **options)
+    )
+    await front.start()
+    await server.ready()
+    try:
+        yield Served(host, front, token)
+    finally:
+        await front.close()
+        await server.close()
+
+
+class ServedProcess(NamedTuple):
+    """A running ``mcphost serve --http`` process, a token for it, and what it logged."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    token: str
+    log: list[str]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+
+@contextmanager
+def serve_http_process(
+    argv: list[str], home: Path, port: int, *extra: str, limit_files: int | None = None
+) -> Iterator[ServedProcess]:
+    """Run ``argv --http 127.0.0.1:port *extra`` until it says it serves (bounded wait)."""
+    token, _ = create_token(Home(home).tokens_file, f"test-{secrets.token_hex(4)}")
+
+    def lower_limit() -> None:
+        if limit_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit_files, limit_files))
+
+    proc = subprocess.Popen(
+        [*argv, "--http", f"127.0.0.1:{port}", *extra],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=lower_limit,
+    )
+    lines: list[str] = []
+    serving = threading.Event()
+
+    def drain() -> None:
+        assert proc.stderr is not None
+        for raw_line in proc.stderr:
+            line = raw_line.decode(errors="replace").rstrip()
+            lines.append(line)
+            if "serving MCP at" in line:
+                serving.set()
+        serving.set()
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        assert serving.wait(30), "mcphost serve --http did not start in 30 s"
+        assert proc.poll() is None, "mcphost serve --http exited:\n" + "\n".join(lines)
+        yield ServedProcess(proc, port, token, lines)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        reader.join(timeout=10)
