@@ -224,6 +224,11 @@ async def accept_forever(
                 conn.send(_canned(_REFUSED, reason + "; try again later"))
             conn.close()
             continue
+        # asyncio sets TCP_NODELAY only on sockets made with proto=IPPROTO_TCP, which an
+        # accepted socket is not: without it an answer's body waits for the client's
+        # delayed ACK of its headers (40 ms a request).
+        with contextlib.suppress(OSError):
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             await loop.connect_accepted_socket(make_protocol, conn)
         except OSError:

@@ -4,11 +4,13 @@ accept errors, a port already in use. Resource bounds are measured on the real p
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import psutil
@@ -244,3 +246,47 @@ def test_serving_stdio_never_imports_uvicorn() -> None:
         "assert 'uvicorn' not in sys.modules, 'uvicorn was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+INIT = json.dumps(
+    {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}},
+    }
+).encode()
+
+#: Growth allowed over 20,000 initialize calls with at most 100 sessions kept (one
+#: session costs about 560 bytes: unbounded, the same calls grew the server by 11 MB).
+INITIALIZE_GROWTH_MB = 5
+
+
+def test_many_initialize_calls_keep_the_server_rss_bounded_by_the_session_cap(
+    serve_argv: list[str], mcp_home: Path, unused_port: int
+) -> None:
+    limits = ["--max-sessions", "100", "--session-idle", "1"]
+    with serve_http_process(serve_argv, mcp_home, unused_port, *limits) as served:
+        proc = psutil.Process(served.proc.pid)
+        conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=20)
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+            "Authorization": f"Bearer {served.token}",
+        }
+
+        def initialize() -> int:
+            conn.request("POST", "/mcp", body=INIT, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status
+
+        for _ in range(200):
+            initialize()
+        base = proc.memory_info().rss
+        statuses = Counter(initialize() for _ in range(20_000))
+        growth = (proc.memory_info().rss - base) / 2**20
+        print(f"20,000 initialize calls: {dict(statuses)}; RSS growth {growth:.2f} MB")
+        print(f"bound {INITIALIZE_GROWTH_MB} MB")
+        assert set(statuses) <= {200, 503}
+        assert growth <= INITIALIZE_GROWTH_MB
