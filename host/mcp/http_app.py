@@ -9,18 +9,15 @@ Both eras share the endpoint:
   header equal to it); closing the response stream cancels the call; ``GET`` is 405.
 
 An answer starts as JSON and turns into an SSE stream the moment a notification for it
-(progress, log) has to go out first. Every stream is written by one coroutine from an
-:class:`~.outbox.Outbox`: while the client does not read, ``send`` waits (transport flow
-control) and notifications are coalesced by progress token or dropped and counted, so
-nothing toward a client grows without bound.
+(progress, log) has to go out first; :mod:`.http_streams` writes both kinds of stream
+from bounded outboxes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Awaitable, Callable, Hashable, MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import msgspec
@@ -37,6 +34,17 @@ from .http_checks import (
     header,
 )
 from .http_sessions import HttpSession, SessionTable
+from .http_streams import (
+    Channel,
+    Headers,
+    Receive,
+    Send,
+    answer_request,
+    new_outbox,
+    send_json,
+    send_plain,
+    stream_session,
+)
 from .jsonrpc import (
     HEADER_MISMATCH,
     INTERNAL_ERROR,
@@ -49,18 +57,13 @@ from .jsonrpc import (
     RpcError,
     decode_message,
     error_response,
-    notification,
 )
-from .outbox import Outbox
 from .server import HANDSHAKE_VERSIONS, McpServer
 from .session import PROTOCOL_VERSION_KEY, Session, has_envelope
 
 __all__ = ["McpApp"]
 
 Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-Headers = list[tuple[bytes, bytes]]
 
 _ERROR_STATUS = {
     PARSE_ERROR: 400,
@@ -70,7 +73,6 @@ _ERROR_STATUS = {
     UNSUPPORTED_PROTOCOL_VERSION: 400,
     METHOD_NOT_FOUND: 404,
 }
-_SSE_HEADERS: Headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 _CLOSE: Headers = [(b"connection", b"close")]
 
 
@@ -88,40 +90,6 @@ class _ToolsReply(msgspec.Struct):
 _reply_decoder = msgspec.json.Decoder(_Reply)
 _tools_decoder = msgspec.json.Decoder(_ToolsReply)
 _encoder = msgspec.json.Encoder()
-
-
-def _dropped_notice(n: int) -> bytes:
-    return notification(
-        "notifications/message",
-        {
-            "level": "warning",
-            "logger": "mcphost",
-            "data": f"{n} log lines or notifications dropped: this client did not read "
-            "them in time",
-        },
-    )
-
-
-def _event(data: bytes) -> bytes:
-    return b"event: message\ndata: " + data + b"\n\n"
-
-
-class _Channel:
-    """Where one request's notifications go: its outbox (see session.Channel)."""
-
-    __slots__ = ("outbox",)
-
-    def __init__(self, outbox: Outbox) -> None:
-        self.outbox = outbox
-
-    def notify(self, data: bytes, key: Hashable | None = None) -> None:
-        self.outbox.notify(data, key)
-
-
-async def _disconnected(receive: Receive) -> None:
-    """Return once the client has gone (its request body is already read)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 class McpApp:
@@ -160,36 +128,8 @@ class McpApp:
             h.cancel()
 
     # -- plain answers ---------------------------------------------------------------
-    @staticmethod
-    async def _plain(send: Send, status: int, text: str, headers: Headers | None = None) -> None:
-        body = (text + "\n").encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                    *(headers or []),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-    @staticmethod
-    async def _json(send: Send, status: int, data: bytes, headers: Headers | None = None) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(data)).encode()),
-                    *(headers or []),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": data})
+    _plain = staticmethod(send_plain)
+    _json = staticmethod(send_json)
 
     async def _rpc_error(
         self,
@@ -434,71 +374,24 @@ class McpApp:
         if forbidden is not None:
             await self._rpc_error(send, 400 if modern else 200, forbidden, msg.id, headers)
             return
-        outbox = Outbox(self.outbox_bytes, dropped_notice=_dropped_notice)
-        handler = asyncio.ensure_future(session.handle_request(msg, _Channel(outbox)))
+        outbox = new_outbox(self.outbox_bytes)
+        handler = asyncio.ensure_future(session.handle_request(msg, Channel(outbox)))
         self._handlers.add(handler)
         handler.add_done_callback(self._handlers.discard)
-        gone = asyncio.ensure_future(_disconnected(receive))
-        sse = False
-        try:
-            while not handler.done():
-                getter = asyncio.ensure_future(outbox.get())
-                await asyncio.wait({handler, gone, getter}, return_when=asyncio.FIRST_COMPLETED)
-                if not getter.done():
-                    getter.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await getter
-                elif (data := getter.result()) is not None:
-                    if not sse:
-                        sse = True
-                        await send(
-                            {
-                                "type": "http.response.start",
-                                "status": 200,
-                                "headers": [*_SSE_HEADERS, *headers],
-                            }
-                        )
-                    await send(
-                        {"type": "http.response.body", "body": _event(data), "more_body": True}
-                    )
-                    continue
-                if gone.done() and not handler.done():
-                    outbox.close()
-                    if modern:
-                        handler.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await handler
-                    return
-        finally:
-            outbox.close()
-            gone.cancel()
-            if not handler.done():
-                handler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await gone
-        out = None if handler.cancelled() else handler.result()
-        if out is not None and token is not None and token.tools and msg.method == "tools/list":
-            out = self._filter_tools(out, token)
-        if sse:
-            while (data := outbox.get_nowait()) is not None:
-                await send({"type": "http.response.body", "body": _event(data), "more_body": True})
-            await send({"type": "http.response.body", "body": _event(out) if out else b""})
-        elif out is None:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 202,
-                    "headers": [(b"content-length", b"0"), *headers],
-                }
-            )
-            await send({"type": "http.response.body", "body": b""})
-        else:
+
+        def finish(out: bytes) -> tuple[bytes, int]:
+            if token is not None and token.tools and msg.method == "tools/list":
+                out = self._filter_tools(out, token)
             status = 200
             if modern:
                 err = _reply_decoder.decode(out).error
                 if err is not None:
                     status = _ERROR_STATUS.get(err.get("code", 0), 200)
-            await self._json(send, status, out, headers)
+            return out, status
+
+        await answer_request(
+            receive, send, handler, outbox, headers=headers, cancel_when_gone=modern, finish=finish
+        )
 
     # -- GET -------------------------------------------------------------------------
     async def _get(
@@ -524,28 +417,13 @@ class McpApp:
         if entry.stream is not None:
             await self._plain(send, 409, "this session already has a GET stream")
             return
-        outbox = Outbox(self.outbox_bytes, dropped_notice=_dropped_notice)
+        outbox = new_outbox(self.outbox_bytes)
         entry.stream = outbox
         session = entry.session
         session.push = outbox.notify
-        gone = asyncio.ensure_future(_disconnected(receive))
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-            await send({"type": "http.response.body", "body": b"", "more_body": True})
-            while True:
-                getter = asyncio.ensure_future(outbox.get())
-                await asyncio.wait({getter, gone}, return_when=asyncio.FIRST_COMPLETED)
-                if not getter.done():
-                    getter.cancel()
-                    break
-                data = getter.result()
-                if data is None:  # the session ended (DELETE, expiry, shutdown)
-                    await send({"type": "http.response.body", "body": b""})
-                    break
-                await send({"type": "http.response.body", "body": _event(data), "more_body": True})
+            await stream_session(receive, send, outbox)
         finally:
-            gone.cancel()
-            outbox.close()
             if session.push == outbox.notify:
                 session.push = None
             if entry.stream is outbox:
