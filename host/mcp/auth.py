@@ -37,6 +37,11 @@ class TokenBook:
             self._tokens = load_tokens(self.path) if stamp != (0, 0, 0) else []
             self._stamp = stamp
 
+    def count(self) -> int:
+        """How many tokens there are (expired ones included)."""
+        self._refresh()
+        return len(self._tokens)
+
     def authenticate(self, authorization: str | None) -> tuple[Token | None, str]:
         """The token an ``Authorization`` header presents, or None and why not."""
         if authorization is None:

@@ -135,6 +135,11 @@ class HttpFrontEnd:
                 self.url,
             )
         tokens = TokenBook(opts.tokens_file) if opts.auth and opts.tokens_file else None
+        if tokens is not None and not tokens.count():
+            log.warning(
+                "no bearer tokens yet: every request will be refused (401) until one is "
+                "made with `mcphost tokens create NAME`"
+            )
         self.app = McpApp(
             self.server,
             path=opts.path,

@@ -8,7 +8,7 @@ import secrets
 import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -23,11 +23,15 @@ from mcphost.host.mcp.http import HttpFrontEnd, HttpOptions
 from mcphost.security.tokens import create_token
 
 
-def http_client(url: str, token: str | None, **kwargs: Any) -> Client:
+@asynccontextmanager
+async def http_client(url: str, token: str | None, **kwargs: Any) -> AsyncIterator[Client]:
     """The official client over streamable HTTP, presenting ``token`` as a bearer token."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    transport = streamable_http_client(url, http_client=create_mcp_http_client(headers=headers))
-    return Client(transport, **kwargs)
+    async with (
+        create_mcp_http_client(headers=headers) as http,
+        Client(streamable_http_client(url, http_client=http), **kwargs) as client,
+    ):
+        yield client
 
 
 class Served(NamedTuple):
@@ -37,7 +41,7 @@ class Served(NamedTuple):
     front: HttpFrontEnd
     token: str
 
-    def client(self, **kwargs: Any) -> Client:
+    def client(self, **kwargs: Any) -> AbstractAsyncContextManager[Client]:
         return http_client(self.front.url, self.token, **kwargs)
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from http_helpers import http_client
+from http_helpers import http_client, serve_http_process
 from mcp.shared.exceptions import MCPError
 
+from mcphost.host import Host
 from mcphost.host.home import Home
 from mcphost.host.mcp import McpServer
 from mcphost.host.mcp.http import HttpFrontEnd, HttpOptions
@@ -231,11 +232,26 @@ def test_no_auth_is_refused_off_loopback_and_warns_on_loopback(
         proc.wait(timeout=20)
 
 
+def test_serving_http_with_no_tokens_yet_says_how_to_make_one(
+    serve_argv: list[str], unused_port: int
+) -> None:
+    proc = subprocess.Popen(
+        [*serve_argv, "--http", f"127.0.0.1:{unused_port}"], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        assert "no bearer tokens yet" in first and "mcphost tokens create" in first
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
 def test_allow_remote_keeps_the_host_check_and_allow_host_adds_names(mcp_home: Path) -> None:
     async def go() -> None:
         tokens_file = Home(mcp_home).tokens_file
         token, _ = create_token(tokens_file, "remote")
-        server = McpServer(lambda: pytest.fail("the host is not needed"))
+        server = McpServer(Host(mcp_home, environment=False, registry=False))
         options = HttpOptions(
             host="0.0.0.0",
             port=0,
@@ -258,6 +274,7 @@ def test_allow_remote_keeps_the_host_check_and_allow_host_adds_names(mcp_home: P
             await asyncio.to_thread(checks)
         finally:
             await front.close()
+            await server.close()
 
     asyncio.run(go())
 
@@ -298,13 +315,23 @@ def test_smuggling_userinfo_origins_wrong_media_types_and_missing_accept_are_ref
                     + b"\r\n0\r\n\r\n"
                 )
                 assert raw_request(port, both).startswith(b"HTTP/1.1 400")
-                nested = b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"a": ' + (
-                    b"[" * 100_000 + b"]" * 100_000 + b"}}"
-                )
-                status, _, text = post(port, nested, token)
-                assert status == 400 and "error" in json.loads(text)
                 assert post(port, body, token)[0] == 200
 
             await asyncio.to_thread(checks)
 
     asyncio.run(go())
+
+
+def test_json_nested_too_deeply_gets_a_json_rpc_error_and_400_not_a_closed_connection(
+    serve_argv: list[str], mcp_home: Path, unused_port: int
+) -> None:
+    # A real server process: a RecursionError inside the test process would upset it.
+    with serve_http_process(serve_argv, mcp_home, unused_port) as served:
+        nested = b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"a": ' + (
+            b"[" * 100_000 + b"]" * 100_000 + b"}}"
+        )
+        status, _, text = post(served.port, nested, served.token)
+        assert status == 400
+        assert json.loads(text)["error"]["code"] == -32700
+        body = modern_call("textkit.upper", {"text": "x"})
+        assert post(served.port, body, served.token)[0] == 200
