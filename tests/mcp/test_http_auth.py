@@ -81,6 +81,17 @@ def test_tokens_create_shows_the_token_once_and_stores_only_its_hash_0600_and_au
     listed = run_cli(mcphost_cmd, mcp_home, "tokens", "list")
     assert "ci" in listed.stdout and "textkit.*" in listed.stdout
     assert secret not in listed.stdout
+    dated = run_cli(mcphost_cmd, mcp_home, "tokens", "create", "nightly", "--expires", "2d")
+    assert dated.returncode == 0, dated.stderr
+    (nightly,) = [
+        t
+        for t in json.loads(run_cli(mcphost_cmd, mcp_home, "tokens", "list", "--json").stdout)
+        if t["name"] == "nightly"
+    ]
+    assert nightly["expires"] is not None and nightly["expired"] is False
+    vague = run_cli(mcphost_cmd, mcp_home, "tokens", "create", "x", "--expires", "soon")
+    assert vague.returncode == 2 and "--expires 'soon'" in vague.stderr
+    assert "Traceback" not in vague.stderr
     again = run_cli(mcphost_cmd, mcp_home, "tokens", "create", "ci")
     assert again.returncode != 0 and "exists already" in again.stderr
     assert "Traceback" not in again.stderr
