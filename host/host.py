@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from mcphost.sandbox.client import ProgressCallback, WorkerClient
+from mcphost.sandbox.client import CallLogCallback, ProgressCallback, WorkerClient
 from mcphost.sandbox.isolation import IsolationBackend
 from mcphost.sdk.errors import (
     ConfigError,
@@ -65,7 +65,10 @@ class ToolInfo(msgspec.Struct, frozen=True, kw_only=True):
 class HostEvent(msgspec.Struct, frozen=True, kw_only=True):
     """Something listeners may want to know: ``kind`` is "tools_changed", "log",
     "plugin_started", "plugin_crashed", "plugin_swapped" or "plugin_replaced" (a wedged
-    worker was replaced by a new one of the same version; ``message`` says why)."""
+    worker was replaced by a new one of the same version; ``message`` says why). A "log"
+    event's ``call_id`` is the worker's id of the call that wrote the line, 0 for lines
+    outside any call (what a plugin prints, or logs at import); a call's own lines also
+    reach that call's ``on_log``."""
 
     kind: str
     plugin: str = ""
@@ -353,11 +356,14 @@ class Host:
         *,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
+        on_log: CallLogCallback | None = None,
     ) -> Any:
         """Call ``<plugin>.<tool>`` with ``args`` and return its result as plain data.
 
         Cancelling the awaiting task cancels the call in the worker. Errors are
         :class:`~mcphost.sdk.errors.MCPHostError` subclasses with stable codes.
+        ``on_progress`` and ``on_log`` (level, message) receive this call's progress
+        and log lines, and no other call's.
         """
         args = {} if args is None else args
         if not isinstance(args, dict):
@@ -376,12 +382,16 @@ class Host:
             worker = sup.worker
             if worker is None or not worker.alive:
                 worker = await sup.acquire()
-            return await worker.call(tool, args, timeout=timeout, on_progress=on_progress)
+            return await worker.call(
+                tool, args, timeout=timeout, on_progress=on_progress, on_log=on_log
+            )
         t0 = time.perf_counter()
         error: BaseException | None = None
         try:
             worker = await sup.acquire()
-            return await worker.call(tool, args, timeout=timeout, on_progress=on_progress)
+            return await worker.call(
+                tool, args, timeout=timeout, on_progress=on_progress, on_log=on_log
+            )
         except BaseException as exc:
             error = exc
             raise
@@ -404,6 +414,7 @@ class Host:
         timeout: float | None = None,
         window: int | None = None,
         on_progress: ProgressCallback | None = None,
+        on_log: CallLogCallback | None = None,
     ) -> AsyncIterator[Any]:
         """Yield the items of a streaming tool, with credit-based backpressure.
 
@@ -425,6 +436,7 @@ class Host:
                 window=window or self.config.stream_window,
                 timeout=timeout,
                 on_progress=on_progress,
+                on_log=on_log,
             ):
                 yield item
         except BaseException as exc:

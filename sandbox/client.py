@@ -34,6 +34,7 @@ from mcphost.sdk.tool_rules import tools_problem
 from .channel import Channel, open_channel
 from .deadlines import Deadlines
 from .isolation import IsolationBackend, LaunchPlan, WorkerSpec
+from .output import OutputBudget, pump_output
 from .protocol import (
     Call,
     Cancel,
@@ -54,12 +55,21 @@ from .protocol import (
     negotiate,
 )
 
-__all__ = ["ProgressCallback", "WorkerClient", "describe_exit", "spawn_worker"]
+__all__ = [
+    "CallLogCallback",
+    "LogCallback",
+    "ProgressCallback",
+    "WorkerClient",
+    "describe_exit",
+    "spawn_worker",
+]
 
 log = logging.getLogger("mcphost.worker")
 
 ProgressCallback = Callable[[float, float | None, str | None], None]
 LogCallback = Callable[[str, str, str, int], None]  # plugin, level, message, call id
+#: Where one call's own log lines go: level, message.
+CallLogCallback = Callable[[str, str], None]
 
 #: Extra seconds the host waits past a call's own timeout before it gives up on the worker.
 DEADLINE_GRACE = 2.0
@@ -69,7 +79,16 @@ _END = object()
 
 
 class _Pending:
-    __slots__ = ("future", "granted", "on_progress", "queue", "received", "timeout", "tool")
+    __slots__ = (
+        "future",
+        "granted",
+        "on_log",
+        "on_progress",
+        "queue",
+        "received",
+        "timeout",
+        "tool",
+    )
 
     def __init__(
         self,
@@ -79,10 +98,12 @@ class _Pending:
         granted: int = 0,
         tool: str = "",
         timeout: float | None = None,
+        on_log: CallLogCallback | None = None,
     ) -> None:
         self.future = future
         self.queue = queue
         self.on_progress = on_progress
+        self.on_log = on_log
         self.received = 0
         self.granted = granted
         self.tool = tool
@@ -195,6 +216,14 @@ class WorkerClient:
                 except Exception:  # a caller's callback must not break the channel
                     log.exception("progress callback failed")
         elif isinstance(frame, Log):
+            # A call's own lines go to its caller (when it asked for them) and to the host
+            # log; lines outside any call (id 0) only to the host log.
+            p = self._pending.get(frame.id) if frame.id else None
+            if p is not None and p.on_log is not None:
+                try:
+                    p.on_log(frame.level, frame.message)
+                except Exception:  # a caller's callback must not break the channel
+                    log.exception("log callback failed")
             self._emit_log(frame.level, frame.message, frame.id)
         elif isinstance(frame, Pong):
             self.stuck = frame.stuck
@@ -306,15 +335,20 @@ class WorkerClient:
         *,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
+        on_log: CallLogCallback | None = None,
     ) -> Any:
-        """Run one call; cancelling the awaiting task cancels the call in the worker."""
+        """Run one call; cancelling the awaiting task cancels the call in the worker.
+
+        ``on_progress`` and ``on_log`` receive this call's progress and log lines."""
         call_id = next(self._ids)
         fut: asyncio.Future[Any] = self._loop.create_future()
         # A call made while others are in flight waits for the end of this turn of the
         # loop, to leave in one write with the calls made beside it; a lone call leaves
         # at once.
         flush = not self._pending
-        self._pending[call_id] = _Pending(fut, None, on_progress, tool=tool, timeout=timeout)
+        self._pending[call_id] = _Pending(
+            fut, None, on_progress, tool=tool, timeout=timeout, on_log=on_log
+        )
         self.calls_total += 1
         try:
             self._send(
@@ -359,12 +393,13 @@ class WorkerClient:
         window: int = 32,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
+        on_log: CallLogCallback | None = None,
     ) -> AsyncIterator[Any]:
         """Yield a streaming tool's items; the worker never has more than ``window`` unread."""
         window = max(1, window)
         call_id = next(self._ids)
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        pending = _Pending(None, queue, on_progress, granted=window)
+        pending = _Pending(None, queue, on_progress, granted=window, on_log=on_log)
         self._pending[call_id] = pending
         self.calls_total += 1
         self._send(
@@ -462,27 +497,6 @@ class WorkerClient:
         return not self._pending
 
 
-async def _pump_output(
-    stream: asyncio.StreamReader | None, plugin: str, name: str, on_log: LogCallback | None
-) -> None:
-    """Forward a worker's stdout/stderr lines to the host log, bounded per line."""
-    if stream is None:
-        return
-    while True:
-        try:
-            line = await stream.readline()
-        except ValueError:  # a line over the reader's limit: read and drop the rest
-            await stream.read(64 * 1024)
-            continue
-        if not line:
-            return
-        text = line[:4096].decode("utf-8", "replace").rstrip()
-        if on_log is not None:
-            on_log(plugin, "info" if name == "stdout" else "warning", text, 0)
-        else:
-            log.info("[%s %s] %s", plugin, name, text)
-
-
 async def _prepare(backend: IsolationBackend, spec: WorkerSpec, channel_fd: int) -> LaunchPlan:
     """``backend.prepare`` in a thread; a plan finished after its start was cancelled is
     released (in a thread too)."""
@@ -552,9 +566,10 @@ async def spawn_worker(
         if plan is not None and plan.cleanup is not None:
             await asyncio.shield(asyncio.to_thread(plan.cleanup))
         raise
+    budget = OutputBudget()  # one per worker: stdout and stderr share it
     client._io_tasks += [
-        asyncio.create_task(_pump_output(proc.stdout, spec.plugin, "stdout", on_log)),
-        asyncio.create_task(_pump_output(proc.stderr, spec.plugin, "stderr", on_log)),
+        asyncio.create_task(pump_output(proc.stdout, spec.plugin, "stdout", on_log, budget)),
+        asyncio.create_task(pump_output(proc.stderr, spec.plugin, "stderr", on_log, budget)),
     ]
     try:
         hello = await asyncio.wait_for(asyncio.shield(client._hello), handshake_timeout)

@@ -158,6 +158,12 @@ CLIENT_SNIPPET = """\
     show_default=True,
     help="How long 2026-07-28 clients may cache tools/list (ms).",
 )
+@click.option(
+    "--forward-plugin-logs",
+    is_flag=True,
+    help="Also send plugins' log lines from outside any call (what they print, log at "
+    "import) to every client session; a call's own lines always go to its caller only.",
+)
 @pass_home
 def serve(
     home: Home,
@@ -179,6 +185,7 @@ def serve(
     max_message_bytes: int,
     page_size: int,
     tools_ttl_ms: int,
+    forward_plugin_logs: bool,
 ) -> None:
     """Serve every installed tool as an MCP server (stdio by default).
 
@@ -205,6 +212,7 @@ def serve(
             page_size=page_size,
             max_message_bytes=max_message_bytes,
             tools_ttl_ms=tools_ttl_ms,
+            forward_plugin_logs=forward_plugin_logs,
         )
         server = McpServer(make_host, options)
         try:

@@ -88,7 +88,7 @@ def _salvage_id(data: bytes | str) -> RequestId | None:
     """The id of a message that failed validation, if it is readable at all."""
     try:
         obj = _any_decoder.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     if isinstance(obj, dict):
         rid = obj.get("id")
@@ -113,6 +113,14 @@ def decode_message(data: bytes | str) -> Message:
         ) from None
     except msgspec.DecodeError as exc:
         raise RpcError(PARSE_ERROR, f"the message is not valid JSON: {exc}") from None
+    except RecursionError:
+        # msgspec decodes recursively; input nested deeper than the interpreter's
+        # recursion limit would otherwise escape as an exception nobody answers.
+        raise RpcError(
+            PARSE_ERROR,
+            "the message is nested too deeply to decode; send JSON nested at most a few "
+            "hundred levels deep",
+        ) from None
     if msg.jsonrpc != "2.0":
         rid = msg.id if isinstance(msg.id, (int, str)) else None
         raise RpcError(
@@ -129,7 +137,7 @@ def decode_message(data: bytes | str) -> Message:
 def _safe_any(data: bytes | str) -> Any:
     try:
         return _any_decoder.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
 
 

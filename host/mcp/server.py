@@ -3,8 +3,10 @@
 :class:`McpServer` starts the :class:`~mcphost.host.Host` in the background so a client's
 ``initialize`` (or ``server/discover``) is answered at once; ``tools/list`` and
 ``tools/call`` wait until the host knows its plugins. It listens to the host's events and
-fans them out: a changed tool set becomes ``notifications/tools/list_changed``, a
-plugin's log line becomes ``notifications/message``.
+fans them out: a changed tool set becomes ``notifications/tools/list_changed``. A log
+line written during a call goes to the session that made the call only (the session
+passes its own callback down with the call); lines outside any call, such as what a
+plugin prints, go to the server log, and to sessions only with ``forward_plugin_logs``.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class ServerOptions:
         tools_ttl_ms: int = 0,
         default_log_level: str = "info",
         instructions: str | None = None,
+        forward_plugin_logs: bool = False,
     ) -> None:
         self.name = name
         self.version = version
@@ -72,6 +75,8 @@ class ServerOptions:
         self.tools_ttl_ms = tools_ttl_ms
         self.default_log_level = default_log_level
         self.instructions = instructions
+        #: Also send plugin log lines written outside any call to every session.
+        self.forward_plugin_logs = forward_plugin_logs
 
 
 class McpServer:
@@ -150,6 +155,12 @@ class McpServer:
             self._catalog = Catalog(host.tools(), self.options.page_size)
         return self._catalog
 
+    @property
+    def call_timeout(self) -> float:
+        """Seconds a call may run: the host's configuration, or its default while no
+        host exists yet (making one just to ask would import it on the stdio start path)."""
+        return self._host.config.call_timeout if self._host is not None else 60.0
+
     def catalog_now(self) -> Catalog | None:
         """The catalog if it is built (the hot path of tools/call avoids awaiting)."""
         return self._catalog
@@ -160,7 +171,8 @@ class McpServer:
             self._catalog = None
             for s in list(self.sessions):
                 s.tools_changed()
-        elif event.kind == "log":
+        elif event.kind == "log" and event.call_id == 0 and self.options.forward_plugin_logs:
+            # A call's own lines reach its session through the call; see the module doc.
             level = event.level if event.level in LOG_LEVELS else "info"
             for s in list(self.sessions):
                 s.plugin_log(event.plugin, level, event.message)

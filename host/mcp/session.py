@@ -8,14 +8,15 @@ and log lines only to requests that opted in with a log level. On a stream trans
 (stdio) the client's first request decides the era, as the spec's dual-era servers do.
 
 Transports hand each request to :meth:`Session.handle_request` with a :class:`Channel`
-for the notifications that belong to it, and write back the bytes it returns.
+for the notifications that belong to it, and write back the bytes it returns. A call's
+progress and log lines go down its own channel and nowhere else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
 from mcphost.sdk.errors import MCPHostError, PluginNotFound, ToolNotFound
@@ -41,7 +42,7 @@ from .server import (
     McpServer,
 )
 
-__all__ = ["Channel", "Session", "has_envelope"]
+__all__ = ["Channel", "Session", "dropped_notice", "has_envelope"]
 
 log = logging.getLogger("mcphost.mcp")
 
@@ -52,9 +53,26 @@ SUBSCRIPTION_ID_KEY = "io.modelcontextprotocol/subscriptionId"
 
 
 class Channel(Protocol):
-    """Where the notifications of one request go (stdio: the pipe; HTTP: its SSE stream)."""
+    """Where the notifications of one request go (stdio: the pipe; HTTP: its SSE stream).
 
-    def notify(self, data: bytes) -> None: ...
+    ``notify`` never waits: a channel toward a slow client keeps only the newest of the
+    notifications sent with the same ``key`` (a progress token) and drops others it has
+    no room for, saying how many (see :mod:`mcphost.host.mcp.outbox`)."""
+
+    def notify(self, data: bytes, key: Hashable | None = None) -> None: ...
+
+
+def dropped_notice(count: int) -> bytes:
+    """The log notification that stands in for ``count`` notifications a client lost."""
+    return notification(
+        "notifications/message",
+        {
+            "level": "warning",
+            "logger": "mcphost",
+            "data": f"{count} log lines or progress notifications dropped "
+            "(the client did not read them fast enough)",
+        },
+    )
 
 
 def has_envelope(params: dict[str, Any] | None) -> bool:
@@ -300,13 +318,19 @@ class Session:
         token = meta.get("progressToken") if isinstance(meta, dict) else None
         if rid in self.calls:
             raise RpcError(INVALID_REQUEST, f"request id {rid!r} is already in use by a call")
-        self.calls[rid] = _Call(tool.plugin, channel, log_level)
+        call = self.calls[rid] = _Call(tool.plugin, channel, log_level)
+
+        def on_log(level: str, message: str) -> None:
+            self._call_log(call, level, message)
+
         try:
             if tool.kind == "stream":
-                value: Any = await self._stream(tool, args, channel, token)
+                value: Any = await self._stream(tool, args, channel, token, on_log)
             else:
                 on_progress = None if token is None else _progress_sender(channel, token)
-                value = await self.server.host.call(name, args, on_progress=on_progress)
+                value = await self.server.host.call(
+                    name, args, on_progress=on_progress, on_log=on_log
+                )
         except (ToolNotFound, PluginNotFound) as exc:
             raise RpcError(INVALID_PARAMS, exc.message, data={"tool": name}) from None
         except MCPHostError as exc:
@@ -316,7 +340,12 @@ class Session:
         return tool_result(tool, value)
 
     async def _stream(
-        self, tool: McpTool, args: dict[str, Any], channel: Channel, token: Any
+        self,
+        tool: McpTool,
+        args: dict[str, Any],
+        channel: Channel,
+        token: Any,
+        on_log: Callable[[str, str], None],
     ) -> list[Any]:
         """Collect a streaming tool's items; each one is a progress notification."""
         items: list[Any] = []
@@ -325,13 +354,15 @@ class Session:
         def on_progress(progress: float, t: float | None, message: str | None) -> None:
             total[0] = t
 
-        async for item in self.server.host.stream(tool.name, args, on_progress=on_progress):
+        key = _progress_key(token)
+        stream = self.server.host.stream(tool.name, args, on_progress=on_progress, on_log=on_log)
+        async for item in stream:
             items.append(item)
             if token is not None:
                 params: dict[str, Any] = {"progressToken": token, "progress": len(items)}
                 if total[0] is not None:
                     params["total"] = total[0]
-                channel.notify(notification("notifications/progress", params))
+                channel.notify(notification("notifications/progress", params), key)
         return items
 
     async def _listen(
@@ -375,27 +406,37 @@ class Session:
             self.push(notification("notifications/tools/list_changed", {}))
 
     def plugin_log(self, plugin: str, level: str, message: str) -> None:
-        rank = LOG_LEVELS[level]
-        data = notification(
-            "notifications/message", {"level": level, "logger": plugin, "data": message}
-        )
+        """A plugin's line from outside any call (forwarded only when the operator asked):
+        to a handshake-era session's own stream, at or above its level. A stateless
+        session has no stream of its own, so it gets only its calls' lines."""
+        if self.era == "modern" or self.version is None or self.push is None:
+            return
+        if LOG_LEVELS[level] >= self.log_level:
+            self.push(_log_message(plugin, level, message))
+
+    def _call_log(self, call: _Call, level: str, message: str) -> None:
+        """One of ``call``'s own log lines: down its channel, if the level is wanted."""
+        rank = LOG_LEVELS.get(level, LOG_LEVELS["info"])
         if self.era == "modern":
-            for call in self.calls.values():
-                if (
-                    call.plugin == plugin
-                    and call.log_level is not None
-                    and (rank >= call.log_level)
-                ):
-                    call.channel.notify(data)
-            return
-        if self.version is None or rank < self.log_level:
-            return
-        for call in self.calls.values():
-            if call.plugin == plugin:
-                call.channel.notify(data)
-                return
-        if self.push is not None:
-            self.push(data)
+            wanted = call.log_level
+        else:
+            wanted = None if self.version is None else self.log_level
+        if wanted is not None and rank >= wanted:
+            call.channel.notify(_log_message(call.plugin, level, message))
+
+
+def _log_message(plugin: str, level: str, message: str) -> bytes:
+    if level not in LOG_LEVELS:
+        level = "info"
+    return notification(
+        "notifications/message", {"level": level, "logger": plugin, "data": message}
+    )
+
+
+def _progress_key(token: Any) -> Hashable | None:
+    """Progress with the same token replaces older unsent progress (tokens are unique
+    among a client's requests in flight)."""
+    return token if isinstance(token, (int, str)) else None
 
 
 def _progress_sender(
@@ -407,6 +448,7 @@ def _progress_sender(
             params["total"] = total
         if message:
             params["message"] = message
-        channel.notify(notification("notifications/progress", params))
+        channel.notify(notification("notifications/progress", params), key)
 
+    key = _progress_key(token)
     return send

@@ -124,3 +124,74 @@ def unused_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
     return port
+
+
+#: Tools added to a copy of textkit for the flood tests: each writes ``done-<tag>`` into
+#: the plugin's data directory when it has produced everything, so a test whose client
+#: reads nothing can tell when the flood is over.
+CHATTY_TOOLS = '''
+
+def _done(ctx: Context, tag: str) -> None:
+    (ctx.data_dir / f"done-{tag}").write_text("done")
+
+
+@plugin.tool
+def shout(lines: int, ctx: Context, width: int = 100, tag: str = "shout") -> int:
+    """Print ``lines`` lines of ``width`` characters to stdout."""
+    import sys
+
+    row = "x" * width + "\\n"
+    for _ in range(lines):
+        sys.stdout.write(row)
+    sys.stdout.flush()
+    _done(ctx, tag)
+    return lines
+
+
+@plugin.tool
+def chatter(lines: int, ctx: Context, tag: str = "chatter") -> int:
+    """Log ``lines`` lines at info level, all inside this call."""
+    for i in range(lines):
+        ctx.info(f"chatter line {i} of {lines}")
+    _done(ctx, tag)
+    return lines
+
+
+@plugin.tool
+def progress_flood(steps: int, ctx: Context, tag: str = "progress") -> int:
+    """Report progress ``steps`` times."""
+    for i in range(steps):
+        ctx.progress(i + 1, steps)
+    _done(ctx, tag)
+    return steps
+'''
+
+
+@pytest.fixture(scope="session")
+def chatty_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """textkit, plus the flood tools above, built as a wheel and pip-installed (--target)."""
+    from mcphost.host.examples import build_wheels, copy_example, find_examples
+
+    root = tmp_path_factory.mktemp("chatty")
+    source = find_examples(Path(__file__).resolve().parents[2] / "example_plugins")
+    project = copy_example(source / "textkit", root / "src", version="1.0.1")
+    init = project / "mcphost_textkit" / "__init__.py"
+    init.write_text(init.read_text() + CHATTY_TOOLS)
+    wheel = build_wheels({"textkit": project}, root / "wheels")["textkit"]
+    target = root / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "-q",
+            "install",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return target

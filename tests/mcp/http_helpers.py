@@ -47,13 +47,18 @@ class Served(NamedTuple):
 
 @asynccontextmanager
 async def embedded_http(
-    home: Path, dirs: list[Path], *, page_size: int = 100, **options: Any
+    home: Path,
+    dirs: list[Path],
+    *,
+    page_size: int = 100,
+    forward_plugin_logs: bool = False,
+    **options: Any,
 ) -> AsyncIterator[Served]:
     """A Host served over HTTP on a free loopback port, in this event loop."""
     tokens = Home(home).tokens_file
     token, _ = create_token(tokens, f"test-{secrets.token_hex(4)}")
     host = Host(home, plugin_dirs=dirs, environment=False, registry=False)
-    server = McpServer(host, ServerOptions(page_size=page_size))
+    server = McpServer(host, ServerOptions(page_size=page_size, forward_plugin_logs=forward_plugin_logs))
     front = HttpFrontEnd(
         server, HttpOptions(host="127.0.0.1", port=0, tokens_file=tokens, **options)
     )

@@ -94,15 +94,6 @@ def test_malformed_and_wrong_messages_get_errors_and_a_normal_call_then_succeeds
     assert raw.close() == 0
 
 
-def test_client_disconnecting_mid_call_ends_the_server_cleanly(raw_stdio: Any) -> None:
-    raw = raw_stdio
-    raw.send_json(INIT)
-    raw.read()
-    raw.send_json(call(2, "textkit.sleep", {"seconds": 60}))
-    # Closing stdin mid-call: the call is cancelled in its worker and the server exits.
-    assert raw.close() == 0
-
-
 def test_a_2026_request_with_an_unknown_version_gets_32022_naming_the_supported_ones(
     raw_stdio: Any,
 ) -> None:
