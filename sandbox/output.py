@@ -105,7 +105,8 @@ class _Folder:
     def line(self, raw: bytes, size: int) -> None:
         """A complete line: ``raw`` is its kept head, ``size`` its full length."""
         if self.budget.take(min(size, MAX_LINE_BYTES)):
-            self.flush()
+            if self.summary_due and time.monotonic() >= self.summary_due:
+                self.flush()
             self.emit(raw[:MAX_LINE_BYTES].decode("utf-8", "replace").rstrip())
         else:
             self.drop(1, size)
