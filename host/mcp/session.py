@@ -34,6 +34,7 @@ from .jsonrpc import (
     notification,
     response,
 )
+from .notices import log_message, progress_key, progress_sender
 from .server import (
     HANDSHAKE_VERSIONS,
     LATEST_HANDSHAKE_VERSION,
@@ -42,7 +43,7 @@ from .server import (
     McpServer,
 )
 
-__all__ = ["Channel", "Session", "dropped_notice", "has_envelope"]
+__all__ = ["Channel", "Session", "has_envelope"]
 
 log = logging.getLogger("mcphost.mcp")
 
@@ -60,19 +61,6 @@ class Channel(Protocol):
     no room for, saying how many (see :mod:`mcphost.host.mcp.outbox`)."""
 
     def notify(self, data: bytes, key: Hashable | None = None) -> None: ...
-
-
-def dropped_notice(count: int) -> bytes:
-    """The log notification that stands in for ``count`` notifications a client lost."""
-    return notification(
-        "notifications/message",
-        {
-            "level": "warning",
-            "logger": "mcphost",
-            "data": f"{count} log lines or progress notifications dropped "
-            "(the client did not read them fast enough)",
-        },
-    )
 
 
 def has_envelope(params: dict[str, Any] | None) -> bool:
@@ -327,7 +315,7 @@ class Session:
             if tool.kind == "stream":
                 value: Any = await self._stream(tool, args, channel, token, on_log)
             else:
-                on_progress = None if token is None else _progress_sender(channel, token)
+                on_progress = None if token is None else progress_sender(channel, token)
                 value = await self.server.host.call(
                     name, args, on_progress=on_progress, on_log=on_log
                 )
@@ -354,7 +342,7 @@ class Session:
         def on_progress(progress: float, t: float | None, message: str | None) -> None:
             total[0] = t
 
-        key = _progress_key(token)
+        key = progress_key(token)
         stream = self.server.host.stream(tool.name, args, on_progress=on_progress, on_log=on_log)
         async for item in stream:
             items.append(item)
@@ -412,7 +400,7 @@ class Session:
         if self.era == "modern" or self.version is None or self.push is None:
             return
         if LOG_LEVELS[level] >= self.log_level:
-            self.push(_log_message(plugin, level, message))
+            self.push(log_message(plugin, level, message))
 
     def _call_log(self, call: _Call, level: str, message: str) -> None:
         """One of ``call``'s own log lines: down its channel, if the level is wanted."""
@@ -422,33 +410,4 @@ class Session:
         else:
             wanted = None if self.version is None else self.log_level
         if wanted is not None and rank >= wanted:
-            call.channel.notify(_log_message(call.plugin, level, message))
-
-
-def _log_message(plugin: str, level: str, message: str) -> bytes:
-    if level not in LOG_LEVELS:
-        level = "info"
-    return notification(
-        "notifications/message", {"level": level, "logger": plugin, "data": message}
-    )
-
-
-def _progress_key(token: Any) -> Hashable | None:
-    """Progress with the same token replaces older unsent progress (tokens are unique
-    among a client's requests in flight)."""
-    return token if isinstance(token, (int, str)) else None
-
-
-def _progress_sender(
-    channel: Channel, token: Any
-) -> Callable[[float, float | None, str | None], None]:
-    def send(progress: float, total: float | None, message: str | None) -> None:
-        params: dict[str, Any] = {"progressToken": token, "progress": progress}
-        if total is not None:
-            params["total"] = total
-        if message:
-            params["message"] = message
-        channel.notify(notification("notifications/progress", params), key)
-
-    key = _progress_key(token)
-    return send
+            call.channel.notify(log_message(call.plugin, level, message))

@@ -25,9 +25,10 @@ import sys
 from collections.abc import Hashable
 
 from .jsonrpc import INVALID_REQUEST, Message, RpcError, decode_message, error_response
+from .notices import dropped_notice
 from .outbox import Outbox
 from .server import McpServer
-from .session import Session, dropped_notice
+from .session import Session
 from .stdio_pipes import ByteSink, ByteSource, open_sink, open_source
 
 __all__ = ["StdioTransport", "serve_stdio"]
