@@ -29,7 +29,7 @@ from .notices import dropped_notice
 from .outbox import Outbox
 from .server import McpServer
 from .session import Session
-from .stdio_pipes import ByteSink, ByteSource, open_sink, open_source
+from .stdio_pipes import ByteSink, ByteSource, open_stdio
 
 __all__ = ["StdioTransport", "serve_stdio"]
 
@@ -226,13 +226,7 @@ async def serve_stdio(server: McpServer) -> None:
     """
     out_fd = os.dup(sys.stdout.fileno())
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    in_fd = os.dup(sys.stdin.fileno())
-    source = await open_source(in_fd)
-    try:
-        sink = await open_sink(out_fd)
-    except BaseException:
-        source.close()
-        raise
+    source, sink = await open_stdio(os.dup(sys.stdin.fileno()), out_fd)
     try:
         await StdioTransport(server, source, sink).run()
     finally:

@@ -1,10 +1,11 @@
 """Byte sources and sinks for stdio: pipes, sockets and terminals on the event loop,
 regular files with plain blocking calls in a thread (the event loop cannot watch files).
 
-A sink's :meth:`ByteSink.write` returns once the data is handed over and the pipe has
-room again, so a writer that awaits it holds at most the pipe's own buffer; it raises
-:class:`BrokenPipeError` once the reader has gone, and :meth:`ByteSink.wait_lost` tells
-of that even when nothing is being written.
+A sink's ``write`` returns once the data is handed over and the pipe has room again, so
+a writer that awaits it holds at most the pipe's own buffer; it raises
+:class:`ConnectionError` (e.g. :class:`BrokenPipeError`) once the reader has gone, and
+``wait_lost`` tells of that even when nothing is being written. When stdin and stdout
+are one socket (inetd style), one connection serves both.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import stat
+from typing import Protocol
 
-__all__ = ["ByteSink", "ByteSource", "is_pipe_like", "open_sink", "open_source"]
+__all__ = ["ByteSink", "ByteSource", "is_pipe_like", "open_stdio"]
 
 READ_SIZE = 64 * 1024
 
@@ -25,44 +28,67 @@ def is_pipe_like(fd: int) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
 
 
-class ByteSource:
-    """Reads chunks from a file descriptor; b"" at end of input."""
+class ByteSource(Protocol):
+    async def read(self) -> bytes:
+        """The next chunk of input; b"" at its end."""
 
-    def __init__(self, fd: int, reader: asyncio.StreamReader | None) -> None:
+    def close(self) -> None: ...
+
+
+class ByteSink(Protocol):
+    async def write(self, data: bytes) -> None: ...
+
+    async def wait_lost(self) -> None:
+        """Return once the reader has gone (never, for a regular file)."""
+
+    async def close(self) -> None: ...
+
+
+class _FileSource:
+    def __init__(self, fd: int) -> None:
         self.fd = fd
-        self._reader = reader
-        self._transport: asyncio.ReadTransport | None = None
 
     async def read(self) -> bytes:
-        if self._reader is None:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(None, os.read, self.fd, READ_SIZE)
+        return await asyncio.get_running_loop().run_in_executor(None, os.read, self.fd, READ_SIZE)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+class _StreamSource:
+    def __init__(self, reader: asyncio.StreamReader, transport: asyncio.BaseTransport) -> None:
+        self.reader = reader
+        self.transport = transport
+
+    async def read(self) -> bytes:
         try:
-            return await self._reader.read(READ_SIZE)
+            return await self.reader.read(READ_SIZE)
         except OSError:  # e.g. a reset socket: no more input either way
             return b""
 
     def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()  # closes the fd too
-        else:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
+        self.transport.close()
 
 
-async def open_source(fd: int) -> ByteSource:
-    """A source reading ``fd`` (which it owns from now on)."""
-    if not is_pipe_like(fd):
-        return ByteSource(fd, None)
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader, loop=loop),
-        os.fdopen(fd, "rb", buffering=0),
-    )
-    source = ByteSource(fd, reader)
-    source._transport = transport
-    return source
+class _FileSink:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    async def write(self, data: bytes) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, _write_fully, self.fd, data)
+
+    async def wait_lost(self) -> None:
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        os.close(self.fd)
+
+
+def _write_fully(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class _Flow(asyncio.Protocol):
@@ -84,48 +110,68 @@ class _Flow(asyncio.Protocol):
         self.room.set()
 
 
-class ByteSink:
-    """Writes to a file descriptor; see the module doc."""
-
-    def __init__(self, fd: int, transport: asyncio.WriteTransport | None, flow: _Flow) -> None:
-        self.fd = fd
-        self._transport = transport
-        self._flow = flow
+class _PipeSink:
+    def __init__(self, transport: asyncio.WriteTransport, flow: _Flow) -> None:
+        self.transport = transport
+        self.flow = flow
 
     async def write(self, data: bytes) -> None:
-        if self._flow.lost.is_set():
-            raise BrokenPipeError("the reader of stdout has gone")
-        if self._transport is None:
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, _write_fully, self.fd, data)
-            return
-        self._transport.write(data)
-        await self._flow.room.wait()
-        if self._flow.lost.is_set():
+        if not self.flow.lost.is_set():
+            self.transport.write(data)
+            await self.flow.room.wait()
+        if self.flow.lost.is_set():
             raise BrokenPipeError("the reader of stdout has gone")
 
     async def wait_lost(self) -> None:
-        """Return once the reader has gone (never, for a regular file)."""
-        await self._flow.lost.wait()
+        await self.flow.lost.wait()
 
     async def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()  # sends what it buffered first, then closes the fd
-        else:
-            os.close(self.fd)
+        self.transport.close()  # sends what it buffered first, then closes the fd
 
 
-def _write_fully(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+class _StreamSink:
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+
+    async def write(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def wait_lost(self) -> None:
+        await self.writer.wait_closed()
+
+    async def close(self) -> None:
+        self.writer.close()
 
 
-async def open_sink(fd: int) -> ByteSink:
-    """A sink writing to ``fd`` (which it owns from now on)."""
-    flow = _Flow()
-    if not is_pipe_like(fd):
-        return ByteSink(fd, None, flow)
+async def open_stdio(in_fd: int, out_fd: int) -> tuple[ByteSource, ByteSink]:
+    """A source reading ``in_fd`` and a sink writing ``out_fd``; both fds are theirs."""
     loop = asyncio.get_running_loop()
-    transport, _ = await loop.connect_write_pipe(lambda: flow, os.fdopen(fd, "wb", buffering=0))
-    return ByteSink(fd, transport, flow)
+    a, b = os.fstat(in_fd), os.fstat(out_fd)
+    if stat.S_ISSOCK(a.st_mode) and (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
+        # One socket both ways: a write-only transport would take the client's requests
+        # for the end of the connection, so one duplex connection serves both.
+        os.close(out_fd)
+        reader, writer = await asyncio.open_connection(
+            sock=socket.socket(fileno=in_fd), limit=READ_SIZE
+        )
+        return _StreamSource(reader, writer.transport), _StreamSink(writer)
+    source: ByteSource
+    if is_pipe_like(in_fd):
+        reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader, loop=loop),
+            os.fdopen(in_fd, "rb", buffering=0),
+        )
+        source = _StreamSource(reader, transport)
+    else:
+        source = _FileSource(in_fd)
+    try:
+        if not is_pipe_like(out_fd):
+            return source, _FileSink(out_fd)
+        flow = _Flow()
+        out, _ = await loop.connect_write_pipe(lambda: flow, os.fdopen(out_fd, "wb", buffering=0))
+        return source, _PipeSink(out, flow)
+    except BaseException:
+        source.close()
+        raise

@@ -4,6 +4,7 @@ pipes, a client that closes stdout, and input no decoder should choke on."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -155,3 +156,32 @@ def test_json_nested_a_thousand_levels_deep_gets_32700_and_the_same_reads_other_
     assert got[3]["result"] == {}
     assert got[4]["result"]["structuredContent"] == {"result": "FINE"}
     assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_serve_works_over_sockets_one_for_both_directions_or_one_each(
+    serve_argv: list[str], shared: bool
+) -> None:
+    # inetd-style servers get one socket as stdin and stdout; libuv-based clients
+    # (Node, Electron) give a socketpair for each.
+    client_in, server_in = socket.socketpair()
+    client_out, server_out = (client_in, server_in) if shared else socket.socketpair()
+    with client_in, client_out:
+        proc = subprocess.Popen(
+            serve_argv, stdin=server_in, stdout=server_out, stderr=subprocess.DEVNULL
+        )
+        server_in.close()
+        server_out.close()
+        try:
+            client_in.sendall(script(trailing_newline=False))
+            client_in.shutdown(socket.SHUT_WR)
+            client_out.settimeout(60)
+            out = b""
+            while chunk := client_out.recv(65536):
+                out += chunk
+            check_answers(out)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
