@@ -145,11 +145,11 @@ def test_a_client_that_reads_nothing_while_calls_flood_it_costs_bounded_memory(
             call(11, "textkit.chatter", {"lines": n}),
             call(12, "textkit.shout", {"lines": n}),
         )
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 90
         while not all((done / f"done-{t}").exists() for t in ("progress", "chatter", "shout")):
             grew = (rss.peak - base) / 2**20
             assert grew < SILENT_BOUND_MB, f"serve grew by {grew:.0f} MB"
-            assert time.monotonic() < deadline, "the flood did not end in time"
+            assert time.monotonic() < deadline, f"the flood did not end: {sorted(os.listdir(done))}"
             time.sleep(0.05)
         grew = (rss.stop() - base) / 2**20
         print(f"serve grew by {grew:.1f} MB (bound {SILENT_BOUND_MB} MB) while not read")
