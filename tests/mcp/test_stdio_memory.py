@@ -110,6 +110,10 @@ class Serve:
 
 
 def serve_chatty(mcphost_cmd: list[str], home: Path, chatty_dir: Path) -> Serve:
+    # A worker busy flooding may answer the health-check ping late on a loaded machine;
+    # these tests are about memory, so it is given time rather than restarted.
+    config = home / "config.toml"
+    config.write_text(config.read_text() + "ping_timeout = 120\n")
     argv = [*mcphost_cmd, "--home", str(home), "serve", "--no-environment"]
     return Serve([*argv, "--plugin-dir", str(chatty_dir), "--forward-plugin-logs"])
 
