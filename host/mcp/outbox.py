@@ -5,8 +5,9 @@ bound. Every transport writes through an :class:`Outbox`:
 
 * answers (JSON-RPC responses, a call's output) wait for room with :meth:`Outbox.put`,
   so a slow client slows the call that produced them: backpressure, nothing lost;
-* notifications never wait. One sent with a ``key`` (a progress token) replaces an
-  unsent one with the same key, since only the newest progress matters; any other that
+* notifications never wait. Once the outbox is half full, one sent with a ``key`` (a
+  progress token) replaces an unsent one with the same key, since only the newest
+  progress matters to a client that has fallen behind; any other that
   does not fit is dropped and counted, and the count goes out as one notice (made by
   ``dropped_notice``) in the place of the first line lost.
 
@@ -84,11 +85,12 @@ class Outbox:
             self._room.clear()
 
     def notify(self, data: bytes, key: Hashable | None = None) -> None:
-        """Queue a notification without waiting: coalesce it by ``key``, or drop it
-        (and count it) when there is no room."""
+        """Queue a notification without waiting: coalesce it by ``key`` (when half
+        full), or drop it (and count it) when there is no room."""
         if self._closed:
             return
-        if key is not None:
+        if key is not None and self._size >= self.limit // 2:
+            # Only a client falling behind loses steps: one that keeps up sees them all.
             old = self._keyed.get(key)
             if old is not None:
                 self._size += len(data) - len(old.data)
@@ -132,7 +134,7 @@ class Outbox:
             assert self._notice is not None
             n, self._unreported, self._marked = self._unreported, 0, False
             return self._notice(n)
-        if entry.key is not None:
+        if entry.key is not None and self._keyed.get(entry.key) is entry:
             del self._keyed[entry.key]
         self._size -= len(entry.data)
         if self._size < self.limit:

@@ -60,10 +60,6 @@ class StdioTransport:
 
     # Channel: every notification of this connection goes down the same pipe.
     def notify(self, data: bytes, key: Hashable | None = None) -> None:
-        # Progress is coalesced only once the client falls behind: one that keeps up
-        # sees every step.
-        if key is not None and self.outbox.size < self.outbox.limit // 2:
-            key = None
         self.outbox.notify(data, key)
 
     # -- input ---------------------------------------------------------------------

@@ -58,7 +58,9 @@ async def embedded_http(
     tokens = Home(home).tokens_file
     token, _ = create_token(tokens, f"test-{secrets.token_hex(4)}")
     host = Host(home, plugin_dirs=dirs, environment=False, registry=False)
-    server = McpServer(host, ServerOptions(page_size=page_size, forward_plugin_logs=forward_plugin_logs))
+    server = McpServer(
+        host, ServerOptions(page_size=page_size, forward_plugin_logs=forward_plugin_logs)
+    )
     front = HttpFrontEnd(
         server, HttpOptions(host="127.0.0.1", port=0, tokens_file=tokens, **options)
     )

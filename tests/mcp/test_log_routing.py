@@ -49,10 +49,10 @@ def test_over_http_each_session_gets_only_its_own_calls_log_lines(
     async def go() -> None:
         a, b, idle = Logs(), Logs(), Logs()
         async with (
-            embedded(mcp_home, [chatty_dir], forward_plugin_logs=True) as (host, front),
-            Client(front.url, mode="legacy", logging_callback=a) as ca,
-            Client(front.url, mode="legacy", logging_callback=b) as cb,
-            Client(front.url, mode="legacy", logging_callback=idle) as cidle,
+            embedded(mcp_home, [chatty_dir], forward_plugin_logs=True) as served,
+            served.client(mode="legacy", logging_callback=a) as ca,
+            served.client(mode="legacy", logging_callback=b) as cb,
+            served.client(mode="legacy", logging_callback=idle) as cidle,
         ):
             for c in (ca, cb, cidle):
                 await c.set_logging_level("info")
@@ -64,7 +64,7 @@ def test_over_http_each_session_gets_only_its_own_calls_log_lines(
             async with anyio.create_task_group() as tg:
                 # B's call of the same plugin is running while A's call logs.
                 tg.start_soon(cb.call_tool, "textkit.sleep", {"seconds": 3})
-                await wait_until(lambda: inflight(host, "textkit") == 1)
+                await wait_until(lambda: inflight(served.host, "textkit") == 1)
                 res = await ca.call_tool("textkit.chatter", {"lines": 2})
                 assert res.structured_content == {"result": 2}
             # B's answer came after everything sent to it while A's call ran.
@@ -83,9 +83,9 @@ def test_a_session_below_its_own_log_level_gets_none_of_its_calls_lines(
     async def go() -> None:
         quiet, loud = Logs(), Logs()
         async with (
-            embedded(mcp_home, [chatty_dir]) as (_host, front),
-            Client(front.url, mode="legacy", logging_callback=quiet) as cq,
-            Client(front.url, mode="legacy", logging_callback=loud) as cl,
+            embedded(mcp_home, [chatty_dir]) as served,
+            served.client(mode="legacy", logging_callback=quiet) as cq,
+            served.client(mode="legacy", logging_callback=loud) as cl,
         ):
             await cq.set_logging_level("error")
             await cl.set_logging_level("debug")

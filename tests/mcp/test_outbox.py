@@ -35,15 +35,39 @@ def test_log_lines_past_the_limit_are_dropped_and_counted_in_one_notice() -> Non
     assert frames[5:] == [b"dropped 45"]  # in the place of the first line lost
 
 
-def test_progress_with_the_same_key_keeps_only_the_newest() -> None:
+def test_progress_reaches_a_client_that_keeps_up_step_by_step() -> None:
     async def scenario() -> list[bytes]:
         box = Outbox(1000)
+        frames = []
+        for i in range(100):
+            box.notify(b"progress %d" % i, key="token-1")
+            frames.extend(await drain(box))
+        return frames
+
+    assert asyncio.run(scenario()) == [b"progress %d" % i for i in range(100)]
+
+
+def test_progress_for_a_client_behind_keeps_only_the_newest_of_each_token() -> None:
+    async def scenario() -> list[bytes]:
+        box = Outbox(100)
+        await box.put(b"a" * 60)  # the client is behind: over half full
         for i in range(1000):
             box.notify(b"progress %d" % i, key="token-1")
         box.notify(b"other", key="token-2")
         return await drain(box)
 
-    assert asyncio.run(scenario()) == [b"progress 999", b"other"]
+    assert asyncio.run(scenario()) == [b"a" * 60, b"progress 999", b"other"]
+
+
+def test_progress_queued_step_by_step_then_coalesced_goes_out_in_order() -> None:
+    async def scenario() -> list[bytes]:
+        box = Outbox(100)
+        for i in range(10):  # 10 bytes each: half full after five
+            box.notify(b"progress %d" % i, key="t")
+        return await drain(box)
+
+    frames = asyncio.run(scenario())
+    assert frames == [b"progress %d" % i for i in range(4)] + [b"progress 9"]
 
 
 def test_an_answer_waits_for_room_and_goes_out_in_order() -> None:
