@@ -194,7 +194,7 @@ def test_a_worker_for_a_plugin_without_pydantic_never_imports_it(
     tmp_path: Path, no_leftover_workers: None
 ) -> None:
     async def scenario() -> Any:
-        async with run_in_worker(str(_write(tmp_path, "probe", PROBE)), isolation="rlimits") as w:
+        async with run_in_worker(str(_write(tmp_path, "lean", PROBE)), isolation="rlimits") as w:
             return await w.call("pydantic_loaded")
 
     assert "pydantic" in sys.modules  # this test process has it: the worker must not
