@@ -25,6 +25,7 @@ from mcphost.sdk.errors import (
     PluginError,
     PluginNotFound,
     ToolNotFound,
+    VerificationError,
 )
 
 from .config import HostConfig, load_config
@@ -41,6 +42,7 @@ from .supervisor import PluginSupervisor, SupervisorEnv
 
 if TYPE_CHECKING:
     from .registry_link import RegistryFailure
+    from .verification import Verifier
 
 __all__ = ["Host", "HostEvent", "ToolInfo"]
 
@@ -138,7 +140,7 @@ class Host:
             return
         # Reading the configuration, probing the sandbox (bubblewrap runs a trial jail)
         # and discovering plugins read files and run processes: off the event loop.
-        backend = await asyncio.to_thread(self._setup)
+        backend, verify = await asyncio.to_thread(self._setup)
         self._env = SupervisorEnv(
             config=self.config,
             backend=backend,
@@ -148,7 +150,7 @@ class Host:
             on_started=self._on_started,
             on_crashed=self._on_crashed,
             on_replaced=self._on_replaced,
-            verify=self._make_verifier(),
+            verify=verify,
         )
         self._started = True
         for source in await asyncio.to_thread(self._discover):
@@ -164,24 +166,20 @@ class Host:
         await self._learn_tools(list(self._supervisors.values()))
         self._background.extend(self._start_background())
 
-    def _setup(self) -> IsolationBackend:
-        # What the start loads next (verification, the registry link) is imported here
-        # too: a first import of cryptography or the registry takes a while.
-        with contextlib.suppress(ImportError):
-            from . import verification  # noqa: F401
-
-            if self._use_registry:
-                from . import registry_link  # noqa: F401
+    def _setup(self) -> tuple[IsolationBackend, Verifier]:
+        # Loading verification (cryptography) and the registry link takes a while: it
+        # happens here, in the start's thread, with the rest of the setup.
         self.home.ensure()
         if self._config is None:
             self.config = load_config(self.home.config_file)
+        verify = self._make_verifier()
         backend = isolation_backend(self.config, self._isolation)
         if backend.level != "namespaces":
             log.warning(
                 "plugins run with isolation %r only (no namespaces); run `mcphost doctor`",
                 backend.name,
             )
-        return backend
+        return backend, verify
 
     def _discover(self) -> list[PluginSource]:
         found = list(self._extra_sources)
@@ -196,26 +194,33 @@ class Host:
 
     def _registry_sources(self) -> list[PluginSource]:
         """Active versions from the registry under this home (none until one exists)."""
-        try:
-            from .registry_link import registry_sources
-        except ImportError:
-            return []
+        from .registry_link import registry_sources
+
         return registry_sources(self.home)
 
-    def _make_verifier(self) -> Any:
+    def _make_verifier(self) -> Verifier:
+        """The check before every worker start. When it cannot be loaded or built (nor,
+        with the registry, the link that stops the workers of a revoked key), the host
+        refuses to start: no plugin ever runs unverified."""
         try:
             from .verification import make_verifier
-        except ImportError:
-            return None
-        return make_verifier(self.home, self.config)
+
+            if self._use_registry:
+                from .registry_link import watch_registry  # noqa: F401
+            return make_verifier(self.home, self.config)
+        except Exception as exc:
+            raise VerificationError(
+                f"plugin verification cannot be set up ({type(exc).__name__}: {exc}), so "
+                "no plugin is started; reinstall mcphost (`pip install --force-reinstall "
+                "mcphost`)",
+                data={"reason": "verification_unavailable"},
+            ) from exc
 
     def _start_background(self) -> list[asyncio.Task[Any]]:
         if not self._use_registry:
             return []
-        try:
-            from .registry_link import watch_registry
-        except ImportError:
-            return []
+        from .registry_link import watch_registry
+
         return [asyncio.create_task(watch_registry(self))]
 
     async def _learn_tools(self, sups: list[PluginSupervisor]) -> None:

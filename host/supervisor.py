@@ -95,8 +95,7 @@ class PluginSupervisor:
     async def _spawn(self, source: PluginSource) -> WorkerClient:
         """A verified, started worker of ``source`` that this supervisor follows; if any
         step fails, nothing it started is left running."""
-        if self.env.verify is not None:
-            await self.env.verify(source)
+        await self.env.verify(source)
         source = enforce_policy(source, self.env.config)
         worker = await spawn_worker(
             self.env.worker_spec(source),

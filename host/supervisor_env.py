@@ -30,10 +30,11 @@ class SupervisorEnv:
     on_log: LogCallback
     on_started: Callable[[str, str, int], None]
     on_crashed: Callable[[str, str, str], None]
+    #: Checks a source before each start; raises VerificationError. Required: a
+    #: worker never starts unverified.
+    verify: Callable[[PluginSource], Awaitable[None]]
     #: A wedged worker was replaced by a new one: plugin, version, why.
     on_replaced: Callable[[str, str, str], None] | None = None
-    #: Checks a source before each start; raises VerificationError.
-    verify: Callable[[PluginSource], Awaitable[None]] | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _seq: itertools.count[int] = field(default_factory=itertools.count, init=False, repr=False)
 
