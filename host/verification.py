@@ -13,8 +13,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import NoReturn
 
-from mcphost.sdk.errors import MCPHostError, VerificationError
+from mcphost.sdk.errors import MCPHostError, RegistryError, VerificationError
 from mcphost.security.audit import AuditLog
 from mcphost.security.report import VerificationReport
 from mcphost.security.truststore import TrustStore
@@ -167,29 +168,59 @@ def _restore_advice(home: Home, source: PluginSource) -> str:
 def _verify_dependencies(
     home: Home, source: PluginSource, report: VerificationReport, action: str
 ) -> None:
-    """A registry version's dependencies against the hashes recorded at install."""
+    """A registry version's dependencies against the hashes recorded at install. When
+    that record cannot be read (no registry, the version gone from it), the start is
+    refused: no version starts with its dependencies unchecked."""
     from .registry_link import open_reader
 
-    reg = open_reader(home)
-    if reg is None:
-        return
-    with reg:
-        try:
-            changes = reg.dependency_changes(source.name, source.version)
-        except MCPHostError:  # removed meanwhile: nothing recorded to compare with
-            return
     subject = f"{source.label} dependencies"
+    reg = open_reader(home)
+    try:
+        if reg is None:
+            raise RegistryError(f"there is no registry in {home.root}")
+        with reg:
+            recorded = reg.version(source.name, source.version).deps_files is not None
+            changes = reg.dependency_changes(source.name, source.version)
+    except MCPHostError as exc:
+        report.add("dependencies", subject, False, exc.message)
+        _refuse_dependencies(
+            home,
+            source,
+            report,
+            action,
+            f"plugin {source.label}: its dependencies cannot be checked ({exc.message}); "
+            "install its wheel again with `mcphost plugin install`",
+            "dependencies_unknown",
+        )
     if not changes:
-        report.add("dependencies", subject, True, "as installed")
+        detail = "as installed" if recorded else "no hashes recorded at install to check"
+        report.add("dependencies", subject, True, detail)
         return
     report.add("dependencies", subject, False, "; ".join(changes[:5]))
-    exc = VerificationError(
+    _refuse_dependencies(
+        home,
+        source,
+        report,
+        action,
         f"plugin {source.label}: its installed dependencies changed since install: "
         f"{', '.join(changes[:5])}{' and more' if len(changes) > 5 else ''}. "
         + _restore_advice(home, source),
-        data={"plugin": source.name, "version": source.version, "reason": "dependency_changed"},
+        "dependency_changed",
     )
-    report.error, report.reason = exc.message, "dependency_changed"
+
+
+def _refuse_dependencies(
+    home: Home,
+    source: PluginSource,
+    report: VerificationReport,
+    action: str,
+    message: str,
+    reason: str,
+) -> NoReturn:
+    exc = VerificationError(
+        message, data={"plugin": source.name, "version": source.version, "reason": reason}
+    )
+    report.error, report.reason = exc.message, reason
     _audit(home, source, exc, action)
     raise exc
 
