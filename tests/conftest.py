@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import coverage_table, subprocess_coverage
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "example_plugins"
@@ -86,3 +87,59 @@ def no_leftover_workers() -> Iterator[None]:
 
 def have(cmd: str) -> bool:
     return shutil.which(cmd) is not None
+
+
+# -- coverage: subprocesses measured, one line per package, floors held ---------------
+
+#: The packages' figures, and whether the whole suite ran (floors are held only then).
+COVERAGE_ROWS = pytest.StashKey[tuple[list[coverage_table.Row], bool]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Workers and the processes the tests start are measured like this one.
+    subprocess_coverage.install()
+    subprocess_coverage.export()
+
+
+def _measuring(config: pytest.Config) -> bool:
+    return bool(config.getoption("cov_source", None)) and not config.getoption("no_cov", False)
+
+
+def _whole_suite(session: pytest.Session) -> bool:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    deselected = reporter.stats.get("deselected") if reporter is not None else None
+    return session.config.args_source == pytest.Config.ArgsSource.TESTPATHS and not deselected
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> object:
+    # Registered after pytest-cov, this wraps it: its data is combined by now.
+    result = yield
+    if _measuring(session.config):
+        rows, whole = coverage_table.rows(), _whole_suite(session)
+        session.config.stash[COVERAGE_ROWS] = (rows, whole)
+        if whole and any(r.below_floor for r in rows):
+            session.testsfailed += 1
+    return result
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    found = terminalreporter.config.stash.get(COVERAGE_ROWS, None)
+    if found is None:
+        return
+    rows, whole = found
+    terminalreporter.write_sep("-", "coverage by package: lines, subprocesses and workers included")
+    for line in coverage_table.table(rows):
+        terminalreporter.write_line(line)
+    terminalreporter.write_line("each file: `coverage report -m`")
+    if not whole:
+        terminalreporter.write_line("floors are held when the whole suite runs")
+        return
+    for r in rows:
+        if r.below_floor:
+            terminalreporter.write_line(
+                f"FAIL: {r.package} is {r.percent:.1f}% covered, below its floor of "
+                f"{r.floor:.0f}% ([tool.mcphost.coverage-floors])",
+                red=True,
+                bold=True,
+            )

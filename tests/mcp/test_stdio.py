@@ -13,10 +13,13 @@ import pytest
 from mcp.client.client import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.shared.exceptions import MCPError
+from support import subprocess_coverage
 
 
 def params(argv: list[str]) -> StdioServerParameters:
-    return StdioServerParameters(command=argv[0], args=argv[1:])
+    # The client gives the server a few variables only; coverage's are added.
+    env = subprocess_coverage.environment()
+    return StdioServerParameters(command=argv[0], args=argv[1:], env=env)
 
 
 def test_official_client_settles_on_the_newest_revision_and_calls_example_tools(

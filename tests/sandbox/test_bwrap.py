@@ -32,6 +32,7 @@ from bwrap_check import (
     require_landlock,
     require_root,
 )
+from support.subprocess_coverage import without_coverage
 
 from mcphost.sandbox.bwrap import NOBODY, BubblewrapBackend, code_paths
 from mcphost.sandbox.isolation import Grants, LaunchPlan, Limits, WorkerSpec, runtime_paths
@@ -498,7 +499,7 @@ def test_environment_is_clean_except_granted_variables(
     assert res.out is not None, res.stderr
     assert "MCPHOST_TEST_SECRET" not in res.out
     assert res.out["MCPHOST_TEST_GRANTED"] == "granted"
-    assert set(res.out) <= {
+    assert set(without_coverage(res.out)) <= {
         "PATH",
         "LANG",
         "PYTHONDONTWRITEBYTECODE",

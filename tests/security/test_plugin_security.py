@@ -43,6 +43,7 @@ import psutil
 import pytest
 from bwrap_check import require_bwrap
 from security_helpers import EXAMPLES, REPO
+from support.subprocess_coverage import environment, without_coverage
 
 from mcphost.host import Home, Host, HostConfig
 from mcphost.sandbox.bwrap import BubblewrapBackend, code_paths
@@ -417,6 +418,7 @@ def host(installed: Installed, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "MCPHOST_TEST_SECRET": installed.secrets.env,
         "AWS_SECRET_ACCESS_KEY": installed.secrets.env,
         "LANG": "C.UTF-8",
+        **environment(),  # coverage's, while the suite measures it
     }
     log = tmp_path_factory.mktemp("attack-log") / "serve.log"
     argv = [MCPHOST, "-v", "--home", str(installed.home.root), "serve", "--no-environment"]
@@ -608,7 +610,7 @@ def test_plugin_security_tcp_ungranted_port(host: AttackedHost) -> None:
 def test_plugin_security_host_env(host: AttackedHost) -> None:
     out = host.server.attack("host_env", {"host_pid": host.server.pid})
     assert not out.is_error, out.text
-    env = out.value["os.environ"]
+    env = without_coverage(out.value["os.environ"])
     assert set(env) <= {
         *("PATH", "LANG", "HOME", "PWD", "TMPDIR", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED")
     }, env
