@@ -8,10 +8,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from coverage.exceptions import CoverageWarning
 from support import coverage_table, subprocess_coverage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,6 +115,9 @@ def _whole_suite(session: pytest.Session) -> bool:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtestloop(session: pytest.Session) -> object:
+    # A worker killed while it saved its data (a crash test, a memory limit) leaves a
+    # partial file, which coverage skips when it combines, with a warning about it.
+    warnings.filterwarnings("ignore", r"Data file .* isn't a coverage data file", CoverageWarning)
     # Registered after pytest-cov, this wraps it: its data is combined by now.
     result = yield
     if _measuring(session.config):
