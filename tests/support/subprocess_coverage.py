@@ -14,11 +14,12 @@ module changes that in each process that starts workers:
   the worker's uid) bound writable at ``/coverage``, its Landlock rules allow writing
   there, and its configuration says to save there.
 
-In the test process ``tests/conftest.py`` calls :func:`install`. In the processes the
-tests start, coverage loads this module as a plugin (``export`` names it in the
-configuration they inherit and puts its folder on their ``PYTHONPATH``), and it changes
-the sandbox's modules when they are imported there. Nothing here is part of mcphost: the
-product's jail never grants such a folder nor passes such a variable.
+In the test process ``tests/conftest.py`` calls :func:`install` and :func:`export`. In
+the processes the tests start, coverage loads this module as a plugin (:func:`export`
+names it in the configuration they inherit and puts its folder on their
+``PYTHONPATH``), and it changes the sandbox's modules when they are imported there.
+Nothing here is part of mcphost: the product's jail never grants such a folder nor
+passes such a variable.
 
 Tests that check a worker's exact environment compare :func:`without_coverage` of it;
 tests that start ``mcphost serve`` with an environment of their own add
