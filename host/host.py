@@ -244,6 +244,9 @@ class Host:
             for t in list(self._env.tasks):
                 t.cancel()
             await asyncio.gather(*self._env.tasks, return_exceptions=True)
+            # Workers whose stop was left to a task just cancelled (a start overtaken, a
+            # retirement), and the ends of jails handed to threads: all waited for here.
+            await self._env.stop_workers()
         # A closed host forgets its stopped supervisors, so it can be started again.
         self._supervisors.clear()
         self._routes.clear()

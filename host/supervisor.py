@@ -103,6 +103,7 @@ class PluginSupervisor:
             on_log=self.env.on_log,
             handshake_timeout=self.env.config.handshake_timeout,
         )
+        self.env.track(worker)
         try:
             # Bookkeeping runs as a callback of the worker's end, before any caller of a
             # failed call resumes: a caller retrying at once must see the crash counted.

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mcphost.sandbox.client import LogCallback
+from mcphost.sandbox.client import LogCallback, WorkerClient
 from mcphost.sandbox.isolation import IsolationBackend, Limits, WorkerSpec
 
 from .config import HostConfig
@@ -36,6 +36,8 @@ class SupervisorEnv:
     #: A wedged worker was replaced by a new one: plugin, version, why.
     on_replaced: Callable[[str, str, str], None] | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: Every worker started and not yet released (ended, its jail and scratch gone).
+    workers: set[WorkerClient] = field(default_factory=set)
     _seq: itertools.count[int] = field(default_factory=itertools.count, init=False, repr=False)
 
     def spawn_task(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
@@ -43,6 +45,16 @@ class SupervisorEnv:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
+
+    def track(self, worker: WorkerClient) -> None:
+        """Follow ``worker`` until it is released: the host waits for that when it closes."""
+        self.workers.add(worker)
+        worker.released.add_done_callback(lambda _: self.workers.discard(worker))
+
+    async def stop_workers(self) -> None:
+        """Stop every worker still followed and wait until each is released."""
+        workers = list(self.workers)
+        await asyncio.gather(*(w.close() for w in workers), return_exceptions=True)
 
     def worker_spec(self, source: PluginSource) -> WorkerSpec:
         """What a worker of ``source`` runs with: its limits, grants, paths and a

@@ -54,6 +54,7 @@ from .protocol import (
     Welcome,
     negotiate,
 )
+from .settle import in_thread, wait_out
 
 __all__ = [
     "CallLogCallback",
@@ -152,7 +153,8 @@ class WorkerClient:
         self._deadlines = Deadlines(self._loop, self._pending, self._expire)
         self._hello: asyncio.Future[Hello] = self._loop.create_future()
         self.closed: asyncio.Future[str] = self._loop.create_future()
-        self._released: asyncio.Future[None] | None = None
+        #: Done once the jail is ended and the scratch directory removed (after ``closed``).
+        self.released: asyncio.Future[None] = self._loop.create_future()
         self._kill_reason: str | None = None
         self._io_tasks: list[asyncio.Task[None]] = []
         self.calls_total = 0
@@ -309,7 +311,13 @@ class WorkerClient:
         self._pings.clear()
         # Ending the jail may wait for its processes, and removing the scratch directory
         # walks it: both off the event loop. close() waits for them.
-        self._released = self._loop.run_in_executor(None, self._release)
+        in_thread(self._loop, self._release).add_done_callback(self._on_released)
+
+    def _on_released(self, done: asyncio.Future[None]) -> None:
+        if not done.cancelled():
+            done.exception()  # _release logs its own failures
+        if not self.released.done():
+            self.released.set_result(None)
 
     def _release(self) -> None:
         if self.plan.cleanup is not None:
@@ -486,8 +494,16 @@ class WorkerClient:
 
     async def _wait_released(self) -> None:
         """Until the jail is ended and the scratch directory removed."""
-        if self._released is not None:
-            await asyncio.shield(self._released)
+        await asyncio.shield(self.released)
+
+    async def stopped(self) -> None:
+        """Kill the worker if it still runs and wait until it is gone and released, even
+        if the waiting task is cancelled meanwhile (that cancellation is raised after)."""
+        self.kill()
+        cancelled = await wait_out(self.closed)
+        cancelled = await wait_out(self.released) or cancelled
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def drain(self, timeout: float) -> bool:
         """Wait until no call is in flight (True) or ``timeout`` passes (False)."""
@@ -498,23 +514,29 @@ class WorkerClient:
 
 
 async def _prepare(backend: IsolationBackend, spec: WorkerSpec, channel_fd: int) -> LaunchPlan:
-    """``backend.prepare`` in a thread; a plan finished after its start was cancelled is
-    released (in a thread too)."""
+    """``backend.prepare`` in a thread. A start cancelled meanwhile waits for the thread
+    and releases the plan it made (in a thread too) before the cancellation goes on:
+    whoever cancelled it (a host closing) finds nothing of it left."""
     loop = asyncio.get_running_loop()
     fut = loop.run_in_executor(None, backend.prepare, spec, channel_fd)
-
-    def release(done: asyncio.Future[LaunchPlan]) -> None:
-        if done.cancelled() or done.exception() is not None:
-            return
-        cleanup = done.result().cleanup
-        if cleanup is not None:
-            loop.run_in_executor(None, cleanup)
-
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
-        fut.add_done_callback(release)
+        await wait_out(fut)
+        if not fut.cancelled() and fut.exception() is None:
+            cleanup = fut.result().cleanup
+            if cleanup is not None:
+                await _cleaned(loop, cleanup)
         raise
+
+
+async def _cleaned(loop: asyncio.AbstractEventLoop, cleanup: Callable[[], None]) -> None:
+    """A plan's cleanup, in a thread, waited for whatever cancellation comes meanwhile
+    (the caller raises its own error after)."""
+    done = in_thread(loop, cleanup)
+    await wait_out(done)
+    if not done.cancelled() and done.exception() is not None:
+        log.error("isolation cleanup failed", exc_info=done.exception())
 
 
 async def spawn_worker(
@@ -564,7 +586,7 @@ async def spawn_worker(
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
         if plan is not None and plan.cleanup is not None:
-            await asyncio.shield(asyncio.to_thread(plan.cleanup))
+            await _cleaned(asyncio.get_running_loop(), plan.cleanup)
         raise
     budget = OutputBudget()  # one per worker: stdout and stderr share it
     client._io_tasks += [
@@ -596,13 +618,13 @@ async def spawn_worker(
         client.channel.send(Welcome(version=client.version, max_frame=spec.max_frame))
     except TimeoutError:
         client.kill("did not complete its handshake in time")
-        await client.closed
+        await client.stopped()
         raise WorkerCrashed(
             f"worker for {spec.plugin} {spec.version} did not say Hello within "
             f"{handshake_timeout:g}s; check the plugin imports quickly and the host log"
         ) from None
     except BaseException as exc:
         client.kill(str(exc))
-        await client.closed
+        await client.stopped()
         raise
     return client

@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -920,4 +921,56 @@ def test_starts_cancelled_as_bubblewrap_starts_neither_hang_nor_leave_a_process(
     for plan in backend.plans:  # a start that never spawned leaves its plan to its caller
         assert plan.cleanup is not None
         plan.cleanup()
+    _assert_no_jail_left_here()
+
+
+class _Gated(BubblewrapBackend):
+    """The bubblewrap backend, holding each prepared plan until the test lets it go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.plans: list[LaunchPlan] = []
+        self.prepared = threading.Event()
+        self.gate = threading.Event()
+
+    def prepare(
+        self, spec: WorkerSpec, channel_fd: int, *, command: list[str] | None = None
+    ) -> LaunchPlan:
+        plan = super().prepare(spec, channel_fd, command=command)
+        self.plans.append(plan)
+        self.prepared.set()
+        self.gate.wait(30)
+        return plan
+
+
+def test_a_start_cancelled_while_its_jail_is_prepared_has_released_it_once_it_ends(
+    installed: Installed, tmp_path: Path
+) -> None:
+    """The thread preparing a jail cannot be stopped: a start cancelled meanwhile waits
+    for it and releases the plan it made (its cgroup) before it ends, so whoever cancelled
+    it (a host closing) finds nothing left, even if its event loop ends right after."""
+    backend = _Gated()
+    spec = WorkerSpec(
+        plugin="notes",
+        version="1.0.0",
+        entry="mcphost_notes:plugin",
+        paths=[str(installed.notes_version_dir / "plugin")],
+        data_dir=str(tmp_path / "data"),
+        work_dir=str(tmp_path / "run"),
+    )
+
+    async def cancelled_start() -> bool:
+        start = asyncio.ensure_future(spawn_worker(spec, backend))
+        assert await asyncio.to_thread(backend.prepared.wait, 30), "prepare never ran"
+        start.cancel()
+        backend.gate.set()
+        await asyncio.wait([start], timeout=30)
+        assert start.cancelled(), start
+        # The loop is held here: nothing it had left to run does the cleanup now.
+        (plan,) = backend.plans
+        jail = getattr(plan.cleanup, "__self__", None)
+        assert jail is not None, plan
+        return bool(jail.released.wait(10))
+
+    assert asyncio.run(cancelled_start()), "the cancelled start left its jail to be released"
     _assert_no_jail_left_here()
