@@ -15,12 +15,14 @@ import contextlib
 import logging
 import os
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
 from mcphost.registry import RegistryReader, VersionRecord
 from mcphost.sandbox.isolation import Grants, Limits
+from mcphost.sandbox.settle import wait_out
 from mcphost.sdk.errors import MCPHostError
 from mcphost.sdk.schema import ToolSpec
 from mcphost.security.permissions import Permissions
@@ -53,6 +55,8 @@ __all__ = [
 log = logging.getLogger("mcphost.registry")
 
 #: Seconds between two looks at the registry from a running host.
+_T = TypeVar("_T")
+
 POLL_INTERVAL = 0.25
 #: Seconds before the first new try of a registry change that could not be applied;
 #: each failure doubles it, up to :data:`RETRY_MAX`.
@@ -209,6 +213,27 @@ class _Follower:
         self.retry_at = 0.0
         self.trust = TrustStore(host.home.keys_dir)
         self.trust_stamp = self._trust_stamp()
+        #: The read running in a thread, if any: the database is closed only after it.
+        self._reading: asyncio.Future[Any] | None = None
+
+    async def _in_thread(self, fn: Callable[[], _T]) -> _T:
+        """``fn()`` in a thread. A thread cannot be stopped: when the watch is cancelled
+        the read goes on, and :meth:`close` waits for it before closing the database."""
+        fut = asyncio.get_running_loop().run_in_executor(None, fn)
+        self._reading = fut
+        return await asyncio.shield(fut)
+
+    async def close(self) -> None:
+        """Close the database once no read of it runs any more."""
+        reading, self._reading = self._reading, None
+        cancelled = reading is not None and await wait_out(reading)
+        if reading is not None and not reading.cancelled():
+            reading.exception()  # the watch, cancelled, no longer wants it
+        if self.reg is not None:
+            self.reg.close()
+            self.reg = None
+        if cancelled:
+            raise asyncio.CancelledError
 
     def _served(self) -> dict[str, str]:
         return {s.name: s.version for s in self.host.plugins() if s.origin == "registry"}
@@ -238,7 +263,7 @@ class _Follower:
 
     async def step(self) -> None:
         """One look: apply a new or retried change when due, then the revocation list."""
-        if await asyncio.to_thread(self.poll):
+        if await self._in_thread(self.poll):
             self.due, self.attempts, self.retry_at = True, 0, 0.0
         if self.due and time.monotonic() >= self.retry_at:
             try:
@@ -247,12 +272,12 @@ class _Follower:
                 reason = exc.message if isinstance(exc, MCPHostError) else repr(exc)
                 failures = [(None, None, f"cannot read the registry: {reason}")]
             self._settle(failures)
-        if await asyncio.to_thread(self.trust_changed):
+        if await self._in_thread(self.trust_changed):
             await self.stop_revoked()
 
     async def apply(self) -> list[tuple[str | None, str | None, str]]:
         """Make the host serve the registry's active versions; return what failed."""
-        state, records = await asyncio.to_thread(self._read_active)
+        state, records = await self._in_thread(self._read_active)
         served = self._served()
         failures: list[tuple[str | None, str | None, str]] = []
         for name, (version, serial) in sorted(state.items()):
@@ -335,7 +360,7 @@ class _Follower:
             return stamp, {k: self.trust.record(k) for k in set(keys.values()) if k}
 
         try:
-            stamp, records = await asyncio.to_thread(read)
+            stamp, records = await self._in_thread(read)
         except MCPHostError as exc:
             log.error("cannot read the trust store: %s", exc.message)
             return
@@ -385,5 +410,4 @@ async def watch_registry(host: Host, interval: float = POLL_INTERVAL) -> None:
                 log.exception("cannot follow the registry")
             await asyncio.sleep(interval)
     finally:
-        if follower.reg is not None:
-            follower.reg.close()
+        await follower.close()
