@@ -270,6 +270,7 @@ class _JailThread:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._thread: threading.Thread | None = None
+        self._stopping = False
 
     def add(self, jail: Jail) -> None:
         with self.lock:
@@ -283,8 +284,22 @@ class _JailThread:
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"\0")
 
+    def stop(self, timeout: float) -> None:
+        """Let the thread finish the cleanups under way (up to ``timeout`` seconds) and
+        end, so it runs no code while the interpreter finalizes."""
+        thread = self._thread
+        if thread is None:
+            return
+        with self.lock:
+            self._stopping = True
+        self.wake()
+        thread.join(timeout)
+
     def _run(self) -> None:
         while True:
+            with self.lock:
+                if self._stopping and not any(j._cleaning for j in self.jails):
+                    return
             poller = select.poll()
             poller.register(self._wake_r, select.POLLIN)
             owners: dict[int, Jail] = {}
@@ -341,6 +356,9 @@ _UNCLEANED: set[WorkerCgroup] = set()
 
 @atexit.register
 def _remove_uncleaned_cgroups() -> None:
+    """At exit: the jail thread ends first (it must run no code while the interpreter
+    finalizes), then the cgroups of plans never cleaned up go."""
+    _THREAD.stop(CLEANUP_WAIT)
     for cgroup in list(_UNCLEANED):
         with contextlib.suppress(OSError):
             cgroup.remove(timeout=0.5)
