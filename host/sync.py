@@ -47,6 +47,9 @@ class SyncHost:
         if self._loop.is_closed():
             return
         self._run(self.host.close())
+        # Threads the host handed work to (reads, verification) end before the loop
+        # does: closing a loop does not wait for its executor.
+        self._run(self._loop.shutdown_default_executor())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()

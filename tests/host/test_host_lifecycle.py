@@ -27,6 +27,31 @@ from mcphost.host import (
 from mcphost.sdk import ConfigError, ToolError
 
 
+def test_a_closed_sync_host_leaves_no_thread_of_its_own_running(
+    home: Path,
+    plugin_dirs: dict[str, Path],
+    host_config: Callable[..., HostConfig],
+    no_leftover_workers: None,
+) -> None:
+    """Closing its loop does not wait for the threads the host handed work to: a
+    SyncHost ends them before it returns (the jail thread, shared by the process, stays)."""
+    before = set(threading.enumerate())
+    with SyncHost(
+        home,
+        config=host_config(),
+        plugin_dirs=[plugin_dirs["textkit"]],
+        environment=False,
+        registry=False,
+    ) as host:
+        assert host.call("textkit.upper", {"text": "sync"}) == "SYNC"
+    left = [
+        t.name
+        for t in threading.enumerate()
+        if t not in before and t.is_alive() and t.name != "mcphost-jails"
+    ]
+    assert left == []
+
+
 def test_sync_host_calls_streams_and_lists_tools_from_plain_code(
     home: Path,
     plugin_dirs: dict[str, Path],
