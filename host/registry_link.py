@@ -190,6 +190,7 @@ async def learn_tools(home: Home, config: HostConfig, source: PluginSource) -> l
         for t in list(env.tasks):
             t.cancel()
         await asyncio.gather(*env.tasks, return_exceptions=True)
+        await env.stop_workers()  # and their jails released, as a host's close does
 
 
 class _Follower:
