@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bwrap_check import bwrap_required, require_root
 from registry_helpers import build, cli_json, run_cli, textkit_variant, trust_key
 
 from mcphost.host import Home
@@ -31,13 +32,15 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 16 MiB tmpfs, mounted for this test only (needs root)."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs to fill needs root")
+    require_root("mounting a small tmpfs to fill")
     proc = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], capture_output=True
     )
     if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+        why = f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}"
+        if bwrap_required():
+            pytest.fail(why)
+        pytest.skip(why)
     try:
         yield mnt
     finally:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from bwrap_check import bwrap_required, require_root
 from mcp.client.client import Client
 from mcp.client.stdio import StdioServerParameters
 from registry_helpers import MCPHOST, run_cli, trust_key
@@ -35,15 +35,19 @@ def run_read_only(home: Home, *args: str) -> subprocess.CompletedProcess[str]:
 def installed(
     tmp_path_factory: pytest.TempPathFactory, wheels: dict[str, Path], signing_key: PrivateKey
 ) -> Home:
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        pytest.skip("a read-only bind mount needs root and unshare")
+    require_root("a read-only bind mount")
+    if shutil.which("unshare") is None:
+        pytest.fail("a read-only bind mount needs unshare (util-linux)")
     home = Home(tmp_path_factory.mktemp("ro") / "home").ensure()
     trust_key(home, signing_key)
     proc = run_cli(home, "plugin", "install", str(wheels["1.0"]), "--yes")
     assert proc.returncode == 0, proc.stderr
     probe = run_read_only(home, "--version")
     if probe.returncode != 0:
-        pytest.skip(f"cannot make a read-only bind mount here: {probe.stderr.strip()}")
+        why = f"cannot make a read-only bind mount here: {probe.stderr.strip()}"
+        if bwrap_required():
+            pytest.fail(why)
+        pytest.skip(why)
     return home
 
 
