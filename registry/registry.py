@@ -143,20 +143,24 @@ class Registry(RegistryReader):
         self._check_allowed(checked, allow_key_change)
         return checked
 
+    def _audit_install(self, w: CheckedWheel, detail: str, outcome: str = "ok") -> None:
+        """One audit entry for an install of the checked wheel ``w``."""
+        self.audit.append(
+            "plugin.install",
+            plugin=w.plugin,
+            version=w.version,
+            key_id=w.key_id,
+            hashes={"wheel": w.sha256},
+            outcome=outcome,
+            detail=detail,
+        )
+
     def _check_allowed(self, w: CheckedWheel, allow_key_change: bool) -> bool:
         """The install rules (see :mod:`.rules`); a refusal goes to the audit log."""
         try:
             return check_install(self.conn, w, allow_key_change)
         except RegistryError as exc:
-            self.audit.append(
-                "plugin.install",
-                plugin=w.plugin,
-                version=w.version,
-                key_id=w.key_id,
-                hashes={"wheel": w.sha256},
-                outcome="refused",
-                detail=exc.message,
-            )
+            self._audit_install(w, exc.message, "refused")
             raise
 
     def install(
@@ -219,14 +223,7 @@ class Registry(RegistryReader):
             except (OSError, RegistryError) as exc:
                 raise self._install_failed(w, exc, pending) from None
         if not already:
-            self.audit.append(
-                "plugin.install",
-                plugin=w.plugin,
-                version=w.version,
-                key_id=w.key_id,
-                hashes={"wheel": w.sha256},
-                detail=f"from {w.source}" + ("" if w.signed else " (unsigned)"),
-            )
+            self._audit_install(w, f"from {w.source}" + ("" if w.signed else " (unsigned)"))
         if repaired:
             self.audit.append(
                 "plugin.repair",
@@ -297,15 +294,7 @@ class Registry(RegistryReader):
         except (OSError, RegistryError):
             log.warning("the failed install is cleaned up by the next change")
         try:
-            self.audit.append(
-                "plugin.install",
-                plugin=w.plugin,
-                version=w.version,
-                key_id=w.key_id,
-                hashes={"wheel": w.sha256},
-                outcome="error",
-                detail=error.message,
-            )
+            self._audit_install(w, error.message, "error")
         except MCPHostError as audit_exc:
             log.error("cannot write the audit log: %s", audit_exc.message)
         return error
