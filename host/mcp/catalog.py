@@ -3,8 +3,14 @@
 MCP wants an object at the root of every output schema and of every
 ``structuredContent``; a tool returning anything else (a string, a number, a list,
 a stream of items) is offered with its schema wrapped as ``{"result": <schema>}`` and
-answers ``{"result": <value>}``. The same JSON goes into a text block for clients that
-read only ``content``.
+answers ``{"result": <value>}``.
+
+The text blocks, which is what a model reads, hold the value itself as the official
+SDK's server (MCPServer) writes it: a string as it is, a list as one block per item
+(nested lists flattened, ``None`` items left out), anything else as JSON indented by
+two spaces; a ``None`` result has no block. A tool's failure is a result with
+``isError``, a text line, and the whole error (code, message, data) in
+``_meta["mcphost/error"]``, which no client validates against the output schema.
 """
 
 from __future__ import annotations
@@ -15,12 +21,17 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from mcphost.sdk.errors import MCPHostError
+
 from .jsonrpc import INVALID_PARAMS, RpcError
 
 if TYPE_CHECKING:
     from ..host import ToolInfo
 
-__all__ = ["Catalog", "McpTool", "error_result", "tool_result"]
+__all__ = ["ERROR_META", "Catalog", "McpTool", "error_result", "text_blocks", "tool_result"]
+
+#: The ``_meta`` key of an error result that holds the error: code, message, data.
+ERROR_META = "mcphost/error"
 
 _json = msgspec.json.Encoder()
 
@@ -84,19 +95,34 @@ def to_mcp_tool(info: ToolInfo) -> McpTool:
     return McpTool(info.name, info.plugin, info.kind, entry, schema, wrapped)
 
 
+def text_blocks(value: Any) -> list[dict[str, Any]]:
+    """The text content of a result, block for block as the official SDK's server writes it."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [block for item in value for block in text_blocks(item)]
+    if isinstance(value, str):
+        return [{"type": "text", "text": value}]
+    pretty = msgspec.json.format(_json.encode(value), indent=2).decode()
+    return [{"type": "text", "text": pretty}]
+
+
 def tool_result(tool: McpTool | None, value: Any) -> dict[str, Any]:
     """A successful ``tools/call`` result: content, plus structuredContent when typed."""
+    result: dict[str, Any] = {"content": text_blocks(value)}
     if tool is not None and tool.output_schema is not None:
-        structured = {"result": value} if tool.wrapped else value
-        text = _json.encode(structured).decode()
-        return {"content": [{"type": "text", "text": text}], "structuredContent": structured}
-    text = value if isinstance(value, str) else _json.encode(value).decode()
-    return {"content": [{"type": "text", "text": text}]}
+        result["structuredContent"] = {"result": value} if tool.wrapped else value
+    return result
 
 
-def error_result(code: str, message: str) -> dict[str, Any]:
-    """A tool's own failure: a result with isError, readable by the model that called it."""
-    return {"content": [{"type": "text", "text": f"error [{code}]: {message}"}], "isError": True}
+def error_result(error: MCPHostError) -> dict[str, Any]:
+    """A tool's own failure: a result with isError, readable by the model that called it,
+    with the whole error (code, message, data) for clients that branch on it."""
+    return {
+        "content": [{"type": "text", "text": f"error [{error.code}]: {error.message}"}],
+        "isError": True,
+        "_meta": {ERROR_META: error.to_dict()},
+    }
 
 
 class Catalog:

@@ -322,7 +322,7 @@ class Session:
         except (ToolNotFound, PluginNotFound) as exc:
             raise RpcError(INVALID_PARAMS, exc.message, data={"tool": name}) from None
         except MCPHostError as exc:
-            return error_result(exc.code, exc.message)
+            return error_result(exc)
         finally:
             self.calls.pop(rid, None)
         return tool_result(tool, value)
