@@ -11,7 +11,7 @@ import click
 import msgspec
 
 from mcphost.sandbox.jail import available_backends, choose_backend
-from mcphost.sdk.errors import ConfigError, InvalidArguments
+from mcphost.sdk.errors import ConfigError, MCPHostError
 from mcphost.sdk.text import printable
 
 from ..config import load_config
@@ -49,8 +49,14 @@ def tools(home: Home, as_json: bool) -> None:
 @click.argument("tool")
 @click.argument("arguments", required=False, default="{}")
 @click.option("--timeout", type=float, help="Seconds before the call is cancelled.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='On failure print {"error": {"code", "message", "data"}} on stdout.',
+)
 @pass_home
-def call(home: Home, tool: str, arguments: str, timeout: float | None) -> None:
+def call(home: Home, tool: str, arguments: str, timeout: float | None, as_json: bool) -> None:
     """Call TOOL (<plugin>.<tool>) with ARGUMENTS as a JSON object; print the JSON result.
 
     A streaming tool prints one JSON line per item.
@@ -76,9 +82,11 @@ def call(home: Home, tool: str, arguments: str, timeout: float | None) -> None:
 
     try:
         run_async(go())
-    except InvalidArguments as exc:
-        click.echo(f"error [{exc.code}]: {exc.message}", err=True)
-        sys.exit(1)
+    except MCPHostError as exc:
+        if not as_json:
+            raise  # the command group prints `error [code]: message`
+        click.echo(json.dumps({"error": exc.to_dict()}, indent=2))
+        sys.exit(exc.exit_code)
 
 
 @main.command()

@@ -220,3 +220,26 @@ def test_tools_prints_no_control_character_a_plugin_wrote(
     assert "Red" in line and "upper-case it." in line
     assert line.isprintable(), repr(line)
     assert not any(c in proc.stdout for c in "\x1b\x07\x08\u202e\x9b")
+
+
+def test_call_json_prints_a_tools_whole_error_code_message_and_data_on_stdout(
+    mcphost: Run,
+) -> None:
+    proc = mcphost("call", "--json", "mathkit.primes_below", '{"limit": 20000000}')
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert json.loads(proc.stdout) == {
+        "error": {
+            "code": "too_large",
+            "message": "limit 20000000 is too large; use at most 10000000",
+            "data": {"limit": 20000000, "max": 10000000},
+        }
+    }
+    assert "error [" not in proc.stderr
+
+
+def test_call_json_gives_the_hosts_own_errors_whole_too(mcphost: Run) -> None:
+    proc = mcphost("call", "--json", "textkit.nope", "{}")
+    assert proc.returncode == 1
+    error = json.loads(proc.stdout)["error"]
+    assert error["code"] == "tool_not_found"
+    assert error["data"] == {"plugin": "textkit", "tool": "nope"}

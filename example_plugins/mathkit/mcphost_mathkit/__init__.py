@@ -88,7 +88,11 @@ def spin(microseconds: int) -> int:
 def primes_below(limit: int, ctx: Context) -> list[int]:
     """All primes below the limit (sieve), with progress; refuses limits over 10^7."""
     if limit > 10_000_000:
-        raise ToolError(f"limit {limit} is too large; use at most 10000000", code="too_large")
+        raise ToolError(
+            f"limit {limit} is too large; use at most 10000000",
+            code="too_large",
+            data={"limit": limit, "max": 10_000_000},
+        )
     sieve = bytearray([1]) * max(limit, 0)
     sieve[0:2] = b"\x00\x00"[: min(2, limit)]
     for i in range(2, math.isqrt(max(limit, 1)) + 1):
