@@ -7,10 +7,11 @@ answers ``{"result": <value>}``.
 
 The text blocks, which is what a model reads, hold the value itself as the official
 SDK's server (MCPServer) writes it: a string as it is, a list as one block per item
-(nested lists flattened, ``None`` items left out), anything else as JSON indented by
-two spaces; a ``None`` result has no block. A tool's failure is a result with
-``isError``, a text line, and the whole error (code, message, data) in
-``_meta["mcphost/error"]``, which no client validates against the output schema.
+(nested lists flattened, ``None`` items left out; more than :data:`MAX_TEXT_BLOCKS`
+items are one block of JSON instead), anything else as JSON indented by two spaces; a
+``None`` result has no block. A tool's failure is a result with ``isError``, a text
+line, and the whole error (code, message, data) in ``_meta["mcphost/error"]``, where
+no client checks it against the tool's output schema.
 """
 
 from __future__ import annotations
@@ -28,10 +29,23 @@ from .jsonrpc import INVALID_PARAMS, RpcError
 if TYPE_CHECKING:
     from ..host import ToolInfo
 
-__all__ = ["ERROR_META", "Catalog", "McpTool", "error_result", "text_blocks", "tool_result"]
+__all__ = [
+    "ERROR_META",
+    "MAX_TEXT_BLOCKS",
+    "Catalog",
+    "McpTool",
+    "error_result",
+    "text_blocks",
+    "tool_result",
+]
 
 #: The ``_meta`` key of an error result that holds the error: code, message, data.
 ERROR_META = "mcphost/error"
+
+#: A list result gets one text block per item up to this many items; a longer one is a
+#: single block of JSON, so that a big result (a worker's answer may be 16 MiB of small
+#: numbers) does not become millions of objects in the host and on the wire.
+MAX_TEXT_BLOCKS = 1000
 
 _json = msgspec.json.Encoder()
 
@@ -95,16 +109,42 @@ def to_mcp_tool(info: ToolInfo) -> McpTool:
     return McpTool(info.name, info.plugin, info.kind, entry, schema, wrapped)
 
 
+def _text_block(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        return {"type": "text", "text": value}
+    pretty = msgspec.json.format(_json.encode(value), indent=2).decode()
+    return {"type": "text", "text": pretty}
+
+
+def _list_items(value: list[Any], limit: int) -> list[Any] | None:
+    """The items of a list, nested lists flattened and None left out; None when there
+    are more than ``limit``."""
+    items: list[Any] = []
+    stack = [iter(value)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            if item is not None:
+                if len(items) == limit:
+                    return None
+                items.append(item)
+        else:
+            stack.pop()
+    return items
+
+
 def text_blocks(value: Any) -> list[dict[str, Any]]:
-    """The text content of a result, block for block as the official SDK's server writes it."""
+    """The text content of a result, block for block as the official SDK's server writes
+    it, except that a list of more than :data:`MAX_TEXT_BLOCKS` items is one block."""
     if value is None:
         return []
     if isinstance(value, list):
-        return [block for item in value for block in text_blocks(item)]
-    if isinstance(value, str):
-        return [{"type": "text", "text": value}]
-    pretty = msgspec.json.format(_json.encode(value), indent=2).decode()
-    return [{"type": "text", "text": pretty}]
+        items = _list_items(value, MAX_TEXT_BLOCKS)
+        if items is not None:
+            return [_text_block(item) for item in items]
+    return [_text_block(value)]
 
 
 def tool_result(tool: McpTool | None, value: Any) -> dict[str, Any]:

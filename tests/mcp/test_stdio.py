@@ -86,6 +86,8 @@ def test_a_tools_own_failure_is_a_result_with_is_error_and_an_unknown_tool_is_32
             assert isinstance(bad.content[0], types.TextContent)
             assert bad.content[0].text.startswith("error [invalid_arguments]: invalid arguments")
             assert "mathkit.add" not in bad.content[0].text  # the call names it already
+            assert bad.meta is not None  # the host's own errors come whole too
+            assert bad.meta["mcphost/error"]["code"] == "invalid_arguments"
 
     asyncio.run(go())
 
