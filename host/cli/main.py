@@ -1,4 +1,5 @@
-"""The root ``mcphost`` group, its global options and the error-to-exit-code mapping."""
+"""The root ``mcphost`` group, its global options and the one place an error becomes an
+exit code (every command's :class:`MCPHostError` ends here)."""
 
 from __future__ import annotations
 
