@@ -15,6 +15,7 @@ import importlib_metadata as md
 import msgspec
 
 from mcphost.sandbox.isolation import Grants, Limits
+from mcphost.sdk.plugin import ENTRY_POINT_GROUP
 from mcphost.sdk.schema import ToolSpec
 
 __all__ = [
@@ -26,7 +27,6 @@ __all__ = [
     "discover_plugin_path",
 ]
 
-ENTRY_POINT_GROUP = "mcphost.plugins"
 #: Environment variable naming extra plugin directories, separated like ``PATH``.
 PLUGIN_PATH_VARIABLE = "MCPHOST_PLUGIN_PATH"
 

@@ -17,6 +17,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from mcphost.sdk.errors import RegistryError, VerificationError
+from mcphost.sdk.plugin import ENTRY_POINT_GROUP
 from mcphost.security.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from mcphost.security.permissions import Permissions
 from mcphost.security.truststore import TrustStore
@@ -27,7 +28,6 @@ __all__ = ["ENTRY_POINT_GROUP", "CheckedWheel", "check_wheel"]
 
 log = logging.getLogger("mcphost.registry")
 
-ENTRY_POINT_GROUP = "mcphost.plugins"
 #: Distributions the host itself provides to every worker; never installed per plugin.
 _PROVIDED = frozenset({"mcphost"})
 

@@ -23,10 +23,11 @@ from .errors import (
     VerificationError,
     WorkerCrashed,
 )
-from .plugin import Plugin, Tool
+from .plugin import ENTRY_POINT_GROUP, Plugin, Tool
 from .schema import ToolSpec
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "CallCancelled",
     "ConfigError",
     "Context",

@@ -11,7 +11,11 @@ from .context import Context
 from .schema import Signature, ToolSpec, build_signature
 from .tool_rules import MAX_TOOLS, tool_problem
 
-__all__ = ["Plugin", "Tool"]
+__all__ = ["ENTRY_POINT_GROUP", "Plugin", "Tool"]
+
+#: The entry-point group a plugin's distribution names its :class:`Plugin` object in;
+#: the host discovers plugins and the registry checks wheels by this one name.
+ENTRY_POINT_GROUP = "mcphost.plugins"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
