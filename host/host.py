@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
@@ -376,7 +377,7 @@ class Host:
         if not isinstance(args, dict):
             raise InvalidArguments(f"{name}: arguments must be a JSON object (a dict)")
         sup, tool = self._route(name)
-        timeout = timeout or self.config.call_timeout
+        timeout = self.config.call_timeout if timeout is None else _checked_timeout(timeout)
         hook = self.hooks.hook
         after = hook.mcphost_after_call
         # A hook with no implementation registered is not called at all: pluggy's call
@@ -430,6 +431,8 @@ class Host:
         if not self.config.features.streaming:
             raise ConfigError("streaming is switched off (features.streaming = false)")
         args = {} if args is None else args
+        if timeout is not None:
+            timeout = _checked_timeout(timeout)
         sup, tool = self._route(name)
         self._authorize(name, sup.name, args)
         self.hooks.hook.mcphost_before_call(tool=name, plugin=sup.name, arguments=args)
@@ -510,3 +513,18 @@ class Host:
             await sup.worker.drain(self.config.drain_timeout)
         await sup.stop()
         self._emit(HostEvent(kind="tools_changed", plugin=name))
+
+
+def _checked_timeout(timeout: float) -> float:
+    """A caller's timeout: a finite number of seconds above 0 (None, left out, means the
+    configuration's ``call_timeout`` for a call and no deadline for a stream)."""
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not (0 < timeout < math.inf)
+    ):
+        raise InvalidArguments(
+            f"timeout must be a number of seconds above 0, got {timeout!r}; leave it out "
+            "for the configured call_timeout"
+        )
+    return float(timeout)

@@ -48,7 +48,11 @@ def tools(home: Home, as_json: bool) -> None:
 @main.command()
 @click.argument("tool")
 @click.argument("arguments", required=False, default="{}")
-@click.option("--timeout", type=float, help="Seconds before the call is cancelled.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds (above 0) before the call is cancelled (default: call_timeout).",
+)
 @click.option(
     "--json",
     "as_json",

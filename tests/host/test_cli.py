@@ -132,6 +132,16 @@ def test_call_with_arguments_that_are_not_a_json_object_is_a_usage_error(
     assert message in proc.stderr
 
 
+@pytest.mark.parametrize("timeout", ["0", "-1"])
+def test_call_with_a_timeout_of_zero_or_less_is_a_usage_error_not_the_default(
+    mcphost: Run, timeout: str
+) -> None:
+    proc = mcphost("call", "textkit.upper", '{"text": "x"}', "--timeout", timeout)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "--timeout" in proc.stderr
+    assert proc.stdout == ""
+
+
 def test_doctor_reports_python_platform_isolation_and_limits(mcphost: Run, cli_home: Path) -> None:
     proc = mcphost("doctor")
     assert proc.returncode == 0, proc.stderr

@@ -158,6 +158,22 @@ def test_the_configured_call_timeout_applies_when_the_caller_gives_none(
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("timeout", [0, -1.0, float("nan"), float("inf")])
+def test_a_timeout_that_is_not_a_positive_number_of_seconds_is_refused_not_replaced(
+    examples: Callable[..., Host], timeout: float
+) -> None:
+    async def scenario() -> None:
+        async with examples() as host:
+            with pytest.raises(InvalidArguments, match="timeout must be a number of seconds"):
+                await host.call("textkit.echo", {"text": "x"}, timeout=timeout)
+            with pytest.raises(InvalidArguments, match="timeout must be a number of seconds"):
+                async for _ in host.stream("textkit.count_to", {"n": 2}, timeout=timeout):
+                    pass
+            assert await host.call("textkit.echo", {"text": "x"}, timeout=5) == "x"
+
+    asyncio.run(scenario())
+
+
 def test_cancelling_the_caller_cancels_the_call_and_the_plugin_keeps_serving(
     examples: Callable[..., Host],
 ) -> None:
