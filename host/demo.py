@@ -240,10 +240,14 @@ async def run_demo(
 
             p.step("summary")
             for s in host.stats():
+                memory = (
+                    f"{s['memory_mb']} MiB of memory ({s['memory_source']})"
+                    if "memory_mb" in s
+                    else "memory not read yet"
+                )
                 p.line(
                     f"{s['plugin']} {s['version']}: {s['state']}, pid {s['pid']}, "
-                    f"{s.get('calls', 0)} calls, {s['restarts']} restarts, "
-                    f"{s.get('rss_mb', '?')} MiB"
+                    f"{s.get('calls', 0)} calls, {s['restarts']} restarts, {memory}"
                 )
             sw = figures["swap"]
             p.line(

@@ -464,7 +464,8 @@ class Host:
 
     # -- operations ----------------------------------------------------------------
     def stats(self) -> list[dict[str, Any]]:
-        """Per plugin: state, version, pid, memory, CPU, calls, restarts."""
+        """Per plugin: state, version, pid, memory (``memory_mb``, counted as
+        ``memory_source`` says: ``cgroup``, ``pss`` or ``rss``), CPU, calls, restarts."""
         return [s.stats() for s in self._supervisors.values()]
 
     def reset_plugin(self, name: str) -> None:

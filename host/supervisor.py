@@ -436,7 +436,8 @@ class PluginSupervisor:
             if reading is not None and reading[0] is w:
                 usage = reading[1]
                 if usage.memory is not None:
-                    out["rss_mb"] = round(usage.memory / MIB, 1)
+                    out["memory_mb"] = round(usage.memory / MIB, 1)
+                    out["memory_source"] = usage.memory_source
                 if usage.cpu_seconds is not None:
                     out["cpu_seconds"] = round(usage.cpu_seconds, 3)
             out["inflight"] = w.inflight

@@ -36,21 +36,32 @@ class Meter:
         complete = usage.memory is not None and usage.cpu_seconds is not None
         if complete or self.proc is None:
             return usage
-        memory, cpu = _tree_usage(self.proc)
+        tree = _tree_usage(self.proc)
+        if usage.memory is not None:
+            return ResourceUsage(
+                memory=usage.memory,
+                memory_source=usage.memory_source,
+                cpu_seconds=usage.cpu_seconds
+                if usage.cpu_seconds is not None
+                else tree.cpu_seconds,
+            )
         return ResourceUsage(
-            memory=usage.memory if usage.memory is not None else memory,
-            cpu_seconds=usage.cpu_seconds if usage.cpu_seconds is not None else cpu,
+            memory=tree.memory,
+            memory_source=tree.memory_source,
+            cpu_seconds=usage.cpu_seconds if usage.cpu_seconds is not None else tree.cpu_seconds,
         )
 
 
-def _tree_usage(proc: psutil.Process) -> tuple[int | None, float | None]:
-    """Proportional set size of a process and its live descendants, and their CPU seconds
-    with those of the descendants that have ended."""
+def _tree_usage(proc: psutil.Process) -> ResourceUsage:
+    """Proportional set size of a process and its live descendants (``"pss"``; ``"rss"``
+    when a page map could not be read), and their CPU seconds with those of the
+    descendants that have ended."""
     try:
         procs = [proc, *proc.children(recursive=True)]
     except psutil.Error:
-        return None, None
+        return ResourceUsage()
     memory = 0
+    source = "pss"
     cpu = 0.0
     for p in procs:
         with contextlib.suppress(psutil.Error):
@@ -58,10 +69,11 @@ def _tree_usage(proc: psutil.Process) -> tuple[int | None, float | None]:
                 memory += p.memory_full_info().pss
             except psutil.AccessDenied:
                 memory += p.memory_info().rss  # no access to its page map: the upper bound
+                source = "rss"
             t = p.cpu_times()
             # children_*: processes it started that have ended and been reaped.
             cpu += t.user + t.system + t.children_user + t.children_system
-    return memory, cpu
+    return ResourceUsage(memory=memory, memory_source=source, cpu_seconds=cpu)
 
 
 def over_limits(usage: ResourceUsage, limits: Limits) -> str | None:

@@ -81,6 +81,10 @@ class ResourceUsage(msgspec.Struct, frozen=True):
 
     #: Bytes of memory held, each page counted once (shared pages are not summed twice).
     memory: int | None = None
+    #: What ``memory`` counts: ``"cgroup"`` (the kernel's charge to the worker's cgroup),
+    #: ``"pss"`` (proportional set size of its process tree) or ``"rss"`` (resident set
+    #: size where a page map could not be read: an upper bound).
+    memory_source: str | None = None
     #: CPU seconds used so far by the worker and every process it ever started.
     cpu_seconds: float | None = None
 

@@ -103,7 +103,12 @@ class Jail:
         cgroup = self.cgroup
         if cgroup is None:
             return ResourceUsage()
-        return ResourceUsage(memory=cgroup.memory_bytes(), cpu_seconds=cgroup.cpu_seconds())
+        memory = cgroup.memory_bytes()
+        return ResourceUsage(
+            memory=memory,
+            memory_source="cgroup" if memory is not None else None,
+            cpu_seconds=cgroup.cpu_seconds(),
+        )
 
     def cleanup(self) -> None:
         """End the jail if anything of it is left, reap its init and remove its cgroup.

@@ -79,6 +79,29 @@ def test_plugin_execution_streams_items_in_order_with_progress(
     assert progress[-1] == (50.0, 50.0) and len(progress) == 50
 
 
+def test_stats_give_a_workers_memory_with_what_it_counts_without_a_cgroup_its_pss(
+    examples: Callable[..., Host],
+) -> None:
+    async def scenario() -> dict[str, Any]:
+        async with examples() as host:
+            assert await host.call("textkit.echo", {"text": "x"}) == "x"
+            async with asyncio.timeout(10):  # the watcher's first reading, off the loop
+                while "memory_mb" not in _stats(host, "textkit"):
+                    await asyncio.sleep(0.01)
+            return _stats(host, "textkit")
+
+    stats = asyncio.run(scenario())
+    # The rlimits backend has no cgroup: the proportional set size of the worker's tree.
+    assert stats["memory_source"] == "pss", stats
+    assert 1 < stats["memory_mb"] < 1024, stats
+    assert "rss_mb" not in stats
+
+
+def _stats(host: Host, plugin: str) -> dict[str, Any]:
+    (stats,) = [s for s in host.stats() if s["plugin"] == plugin]
+    return stats
+
+
 def test_a_plugins_data_dir_keeps_its_files_across_worker_restarts(
     examples: Callable[..., Host], home: Path
 ) -> None:

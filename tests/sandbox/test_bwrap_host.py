@@ -32,9 +32,12 @@ def test_notes_plugin_saves_and_reads_a_note_inside_the_jail(
             saved = await host.call("notes.save", {"title": "jail", "body": "inside"})
             body = await host.call("notes.read", {"title": "jail"})
             titles = await host.call("notes.list", {})
-            return saved, body, titles, _worker_cgroups()
+            async with asyncio.timeout(10):  # the watcher's first reading, off the loop
+                while "memory_mb" not in host.stats()[0]:
+                    await asyncio.sleep(0.01)
+            return saved, body, titles, _worker_cgroups(), host.stats()[0]
 
-    saved, body, titles, cgroups = asyncio.run(scenario())
+    saved, body, titles, cgroups, stats = asyncio.run(scenario())
     assert (saved, body, titles) == ("jail", "inside", ["jail"])
     notes = list(home.rglob("jail.json"))
     assert len(notes) == 1, notes
@@ -44,6 +47,11 @@ def test_notes_plugin_saves_and_reads_a_note_inside_the_jail(
     if has_cgroups(BubblewrapBackend()):
         # The worker runs inside its own cgroups (one per controller, or one on v2).
         assert cgroups and all("/mcphost-notes-1.0.0-" in c for c in cgroups), cgroups
+        # Memory is the kernel's charge to the worker's cgroup, and says so.
+        assert stats["memory_source"] == "cgroup", stats
+    else:
+        assert stats["memory_source"] in ("pss", "rss"), stats
+    assert stats["memory_mb"] > 0 and "rss_mb" not in stats, stats
 
 
 def _worker_cgroups() -> list[str]:
