@@ -123,20 +123,20 @@ async def mcphost_cli(home: Home, *args: str) -> Any:
     return json.loads(out)
 
 
-def _isolation(p: Printer, policy: str) -> str:
+def _isolation(p: Printer, isolation: str) -> str:
     """Say which isolation the workers get; warn clearly when it is not bubblewrap."""
-    backend = choose_backend(policy)
+    backend = choose_backend(isolation)
     if backend.level == "namespaces":
         p.line(f"isolation: {backend.name} (namespaces, rlimits); every plugin in its own jail")
         return backend.name
     why = next((b.available()[1] for b in available_backends() if b.name == "bwrap"), "")
-    if policy == "auto":
+    if isolation == "auto":
         p.line(f"WARNING: bubblewrap cannot run here: {why or 'it is not built in'}.")
     else:
-        p.line(f"WARNING: isolation is set to {policy!r}.")
+        p.line(f"WARNING: isolation is set to {isolation!r}.")
     p.line(f"Plugins run with isolation {backend.name!r} only: rlimits and a clean environment,")
     p.line("but no namespaces (no jail for files, network or other processes).")
-    if policy == "auto":
+    if isolation == "auto":
         p.line("Install bubblewrap for the full sandbox; `mcphost doctor` says what runs here.")
     return backend.name
 

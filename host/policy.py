@@ -26,16 +26,16 @@ class PolicyDenied(PluginError):
 def isolation_backend(config: HostConfig, override: str | None = None) -> IsolationBackend:
     """The backend plugins run under, refusing when the configuration requires namespaces
     and the chosen backend has none. Every place that starts a worker asks here."""
-    policy = override or config.isolation
-    backend = choose_backend(policy)
+    isolation = override or config.isolation
+    backend = choose_backend(isolation)
     if config.require_namespaces and backend.level != "namespaces":
-        if policy == "auto":
+        if isolation == "auto":
             why = (
                 f"only the {backend.name!r} backend can run here; install bubblewrap "
                 "(`apt-get install bubblewrap`)"
             )
         else:
-            why = f'isolation = {policy!r} has none; set isolation = "auto" or "bwrap"'
+            why = f'isolation = {isolation!r} has none; set isolation = "auto" or "bwrap"'
         raise ConfigError(
             f"the configuration requires namespaces (require_namespaces = true) but {why}, "
             "or set require_namespaces = false; `mcphost doctor` shows what runs here"

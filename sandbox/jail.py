@@ -68,7 +68,7 @@ def available_backends() -> list[IsolationBackend]:
     return backends
 
 
-def choose_backend(policy: str = "auto") -> IsolationBackend:
+def choose_backend(isolation: str = "auto") -> IsolationBackend:
     """Pick a backend: ``auto`` (the strongest available), ``bwrap`` or ``rlimits``.
 
     Raises :class:`~mcphost.sdk.errors.ConfigError` when the named one cannot run.
@@ -76,18 +76,18 @@ def choose_backend(policy: str = "auto") -> IsolationBackend:
     from mcphost.sdk.errors import ConfigError
 
     backends = available_backends()
-    if policy == "auto":
+    if isolation == "auto":
         for b in backends:
             if b.available()[0]:
                 return b
     for b in backends:
-        if b.name == policy:
+        if b.name == isolation:
             ok, why = b.available()
             if not ok:
                 raise ConfigError(
-                    f"isolation backend {policy!r} cannot run here: {why}; "
+                    f"isolation backend {isolation!r} cannot run here: {why}; "
                     "run `mcphost doctor` to see what is available"
                 )
             return b
     names = ", ".join(["auto", *(b.name for b in backends)])
-    raise ConfigError(f"unknown isolation backend {policy!r}; choose one of: {names}")
+    raise ConfigError(f"unknown isolation backend {isolation!r}; choose one of: {names}")
