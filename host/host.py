@@ -31,7 +31,7 @@ from mcphost.sdk.errors import (
 from .config import HostConfig, load_config
 from .home import Home
 from .hooks import make_plugin_manager
-from .policy import isolation_backend
+from .isolation_backend import isolation_backend
 from .sources import (
     PluginSource,
     discover_directory,

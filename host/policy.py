@@ -7,40 +7,19 @@ from pathlib import Path
 
 import msgspec
 
-from mcphost.sandbox.isolation import IsolationBackend, Limits
-from mcphost.sandbox.jail import choose_backend
-from mcphost.sdk.errors import ConfigError, PluginError
+from mcphost.sandbox.isolation import Limits
+from mcphost.sdk.errors import PluginError
 
 from .config import HostConfig
 from .sources import PluginSource
 
-__all__ = ["PolicyDenied", "enforce_policy", "isolation_backend"]
+__all__ = ["PolicyDenied", "enforce_policy"]
 
 
 class PolicyDenied(PluginError):
     """A plugin asks for something the operator's configuration does not allow."""
 
     code = "policy_denied"
-
-
-def isolation_backend(config: HostConfig, override: str | None = None) -> IsolationBackend:
-    """The backend plugins run under, refusing when the configuration requires namespaces
-    and the chosen backend has none. Every place that starts a worker asks here."""
-    isolation = override or config.isolation
-    backend = choose_backend(isolation)
-    if config.require_namespaces and backend.level != "namespaces":
-        if isolation == "auto":
-            why = (
-                f"only the {backend.name!r} backend can run here; install bubblewrap "
-                "(`apt-get install bubblewrap`)"
-            )
-        else:
-            why = f'isolation = {isolation!r} has none; set isolation = "auto" or "bwrap"'
-        raise ConfigError(
-            f"the configuration requires namespaces (require_namespaces = true) but {why}, "
-            "or set require_namespaces = false; `mcphost doctor` shows what runs here"
-        )
-    return backend
 
 
 def _cap(asked: int | None, default: int | None, cap: int | None) -> int | None:

@@ -30,7 +30,7 @@ from mcphost.security.truststore import KeyRecord, TrustStore
 
 from .config import HostConfig
 from .home import Home
-from .policy import isolation_backend
+from .isolation_backend import isolation_backend
 from .sources import PluginSource
 from .supervisor import PluginSupervisor, SupervisorEnv
 

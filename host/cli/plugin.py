@@ -22,7 +22,8 @@ from mcphost.security.permissions import Permissions
 
 from ..config import HostConfig, load_config
 from ..home import Home
-from ..policy import enforce_policy, isolation_backend
+from ..isolation_backend import isolation_backend
+from ..policy import enforce_policy
 from ..registry_link import grants_for, learn_tools, limits_for, missing_tools, source_for
 from ..sources import PluginSource
 from ..verification import verify_source
