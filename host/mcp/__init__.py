@@ -3,15 +3,15 @@
 from .catalog import Catalog, McpTool
 from .jsonrpc import RpcError
 from .server import HANDSHAKE_VERSIONS, MODERN_VERSIONS, McpServer, ServerOptions
-from .session import Channel, Session
+from .session import Notifier, Session
 
 __all__ = [
     "HANDSHAKE_VERSIONS",
     "MODERN_VERSIONS",
     "Catalog",
-    "Channel",
     "McpServer",
     "McpTool",
+    "Notifier",
     "RpcError",
     "ServerOptions",
     "Session",

@@ -35,8 +35,8 @@ from .http_checks import (
 )
 from .http_sessions import HttpSession, SessionTable
 from .http_streams import (
-    Channel,
     Headers,
+    Notifier,
     Receive,
     Send,
     answer_request,
@@ -375,7 +375,7 @@ class McpApp:
             await self._rpc_error(send, 400 if modern else 200, forbidden, msg.id, headers)
             return
         outbox = new_outbox(self.outbox_bytes)
-        handler = asyncio.ensure_future(session.handle_request(msg, Channel(outbox)))
+        handler = asyncio.ensure_future(session.handle_request(msg, Notifier(outbox)))
         self._handlers.add(handler)
         handler.add_done_callback(self._handlers.discard)
 

@@ -86,8 +86,8 @@ async def send_json(send: Send, status: int, data: bytes, headers: Headers | Non
     await send({"type": "http.response.body", "body": data})
 
 
-class Channel:
-    """Where one request's notifications go: its outbox (see ``session.Channel``)."""
+class Notifier:
+    """Where one request's notifications go: its outbox (see ``session.Notifier``)."""
 
     __slots__ = ("outbox",)
 

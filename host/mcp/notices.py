@@ -10,7 +10,7 @@ from .jsonrpc import notification
 from .server import LOG_LEVELS
 
 if TYPE_CHECKING:
-    from .session import Channel
+    from .session import Notifier
 
 __all__ = ["dropped_notice", "log_message", "progress_key", "progress_sender"]
 
@@ -44,9 +44,9 @@ def progress_key(token: Any) -> Hashable | None:
 
 
 def progress_sender(
-    channel: Channel, token: Any
+    notifier: Notifier, token: Any
 ) -> Callable[[float, float | None, str | None], None]:
-    """A progress callback that sends each of a call's reports down its ``channel``."""
+    """A progress callback that sends each of a call's reports down its ``notifier``."""
 
     def send(progress: float, total: float | None, message: str | None) -> None:
         params: dict[str, Any] = {"progressToken": token, "progress": progress}
@@ -54,7 +54,7 @@ def progress_sender(
             params["total"] = total
         if message:
             params["message"] = message
-        channel.notify(notification("notifications/progress", params), key)
+        notifier.notify(notification("notifications/progress", params), key)
 
     key = progress_key(token)
     return send

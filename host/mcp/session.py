@@ -7,9 +7,9 @@ request's ``_meta``; change notifications flow only on ``subscriptions/listen`` 
 and log lines only to requests that opted in with a log level. On a stream transport
 (stdio) the client's first request decides the era, as the spec's dual-era servers do.
 
-Transports hand each request to :meth:`Session.handle_request` with a :class:`Channel`
+Transports hand each request to :meth:`Session.handle_request` with a :class:`Notifier`
 for the notifications that belong to it, and write back the bytes it returns. A call's
-progress and log lines go down its own channel and nowhere else.
+progress and log lines go down its own notifier and nowhere else.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from .server import (
     McpServer,
 )
 
-__all__ = ["Channel", "Session", "has_envelope"]
+__all__ = ["Notifier", "Session", "has_envelope"]
 
 log = logging.getLogger("mcphost.mcp")
 
@@ -53,10 +53,10 @@ LOG_LEVEL_KEY = "io.modelcontextprotocol/logLevel"
 SUBSCRIPTION_ID_KEY = "io.modelcontextprotocol/subscriptionId"
 
 
-class Channel(Protocol):
+class Notifier(Protocol):
     """Where the notifications of one request go (stdio: the pipe; HTTP: its SSE stream).
 
-    ``notify`` never waits: a channel toward a slow client keeps only the newest of the
+    ``notify`` never waits: a notifier toward a slow client keeps only the newest of the
     notifications sent with the same ``key`` (a progress token) and drops others it has
     no room for, saying how many (see :mod:`mcphost.host.mcp.outbox`)."""
 
@@ -72,21 +72,21 @@ def has_envelope(params: dict[str, Any] | None) -> bool:
 
 
 class _Call:
-    __slots__ = ("channel", "log_level", "plugin", "task")
+    __slots__ = ("log_level", "notifier", "plugin", "task")
 
-    def __init__(self, plugin: str, channel: Channel, log_level: int | None) -> None:
+    def __init__(self, plugin: str, notifier: Notifier, log_level: int | None) -> None:
         self.plugin = plugin
-        self.channel = channel
+        self.notifier = notifier
         self.log_level = log_level
         self.task = asyncio.current_task()
 
 
 class _Listen:
-    __slots__ = ("channel", "done", "rid", "tools")
+    __slots__ = ("done", "notifier", "rid", "tools")
 
-    def __init__(self, rid: RequestId, channel: Channel, tools: bool) -> None:
+    def __init__(self, rid: RequestId, notifier: Notifier, tools: bool) -> None:
         self.rid = rid
-        self.channel = channel
+        self.notifier = notifier
         self.tools = tools
         self.done = asyncio.Event()
 
@@ -119,7 +119,7 @@ class Session:
         self.server.sessions.discard(self)
 
     # -- requests ------------------------------------------------------------------
-    async def handle_request(self, msg: Message, channel: Channel) -> bytes | None:
+    async def handle_request(self, msg: Message, notifier: Notifier) -> bytes | None:
         """Answer one request; None when no answer is due. Cancellation propagates."""
         rid: RequestId = msg.id  # type: ignore[assignment]
         method: str = msg.method  # type: ignore[assignment]
@@ -128,9 +128,9 @@ class Session:
             if self.era is None:
                 self.era = "modern" if method != "initialize" and has_envelope(params) else "legacy"
             if self.era == "modern":
-                result = await self._modern(rid, method, params, channel)
+                result = await self._modern(rid, method, params, notifier)
             else:
-                result = await self._legacy(rid, method, params, channel)
+                result = await self._legacy(rid, method, params, notifier)
         except RpcError as err:
             return error_response(rid, err)
         except asyncio.CancelledError:
@@ -160,11 +160,11 @@ class Session:
             lst.done.set()
 
     async def _legacy(
-        self, rid: RequestId, method: str, params: dict[str, Any], channel: Channel
+        self, rid: RequestId, method: str, params: dict[str, Any], notifier: Notifier
     ) -> Any:
         if method == "tools/call":
             self._need_initialize(method)
-            return await self._call_tool(rid, params, channel, None)
+            return await self._call_tool(rid, params, notifier, None)
         if method == "initialize":
             requested = params.get("protocolVersion")
             if not isinstance(requested, str):
@@ -206,7 +206,7 @@ class Session:
             raise RpcError(INVALID_REQUEST, f"{method} before initialize: send initialize first")
 
     async def _modern(
-        self, rid: RequestId, method: str, params: dict[str, Any], channel: Channel
+        self, rid: RequestId, method: str, params: dict[str, Any], notifier: Notifier
     ) -> Any:
         if method == "initialize":
             requested = params.get("protocolVersion")
@@ -247,7 +247,7 @@ class Session:
             result = await self._call_tool(
                 rid,
                 params,
-                channel,
+                notifier,
                 LOG_LEVELS.get(level, None) if isinstance(level, str) else None,
             )
         elif method == "tools/list":
@@ -255,7 +255,7 @@ class Session:
         elif method == "server/discover":
             return self.server.discover_result()
         elif method == "subscriptions/listen":
-            result = await self._listen(rid, params, channel)
+            result = await self._listen(rid, params, notifier)
         else:
             raise RpcError(
                 METHOD_NOT_FOUND,
@@ -283,7 +283,7 @@ class Session:
         return result
 
     async def _call_tool(
-        self, rid: RequestId, params: dict[str, Any], channel: Channel, log_level: int | None
+        self, rid: RequestId, params: dict[str, Any], notifier: Notifier, log_level: int | None
     ) -> dict[str, Any]:
         name = params.get("name")
         if not isinstance(name, str):
@@ -306,16 +306,16 @@ class Session:
         token = meta.get("progressToken") if isinstance(meta, dict) else None
         if rid in self.calls:
             raise RpcError(INVALID_REQUEST, f"request id {rid!r} is already in use by a call")
-        call = self.calls[rid] = _Call(tool.plugin, channel, log_level)
+        call = self.calls[rid] = _Call(tool.plugin, notifier, log_level)
 
         def on_log(level: str, message: str) -> None:
             self._call_log(call, level, message)
 
         try:
             if tool.kind == "stream":
-                value: Any = await self._stream(tool, args, channel, token, on_log)
+                value: Any = await self._stream(tool, args, notifier, token, on_log)
             else:
-                on_progress = None if token is None else progress_sender(channel, token)
+                on_progress = None if token is None else progress_sender(notifier, token)
                 value = await self.server.host.call(
                     name, args, on_progress=on_progress, on_log=on_log
                 )
@@ -331,7 +331,7 @@ class Session:
         self,
         tool: McpTool,
         args: dict[str, Any],
-        channel: Channel,
+        notifier: Notifier,
         token: Any,
         on_log: Callable[[str, str], None],
     ) -> list[Any]:
@@ -350,11 +350,11 @@ class Session:
                 params: dict[str, Any] = {"progressToken": token, "progress": len(items)}
                 if total[0] is not None:
                     params["total"] = total[0]
-                channel.notify(notification("notifications/progress", params), key)
+                notifier.notify(notification("notifications/progress", params), key)
         return items
 
     async def _listen(
-        self, rid: RequestId, params: dict[str, Any], channel: Channel
+        self, rid: RequestId, params: dict[str, Any], notifier: Notifier
     ) -> dict[str, Any]:
         wanted = params.get("notifications")
         if not isinstance(wanted, dict):
@@ -365,10 +365,10 @@ class Session:
         tools = wanted.get("toolsListChanged") is True
         meta = {SUBSCRIPTION_ID_KEY: rid}
         honored: dict[str, Any] = {"toolsListChanged": True} if tools else {}
-        lst = _Listen(rid, channel, tools)
+        lst = _Listen(rid, notifier, tools)
         self.listens[rid] = lst
         try:
-            channel.notify(
+            notifier.notify(
                 notification(
                     "notifications/subscriptions/acknowledged",
                     {"notifications": honored, "_meta": meta},
@@ -384,7 +384,7 @@ class Session:
         if self.era == "modern":
             for lst in self.listens.values():
                 if lst.tools:
-                    lst.channel.notify(
+                    lst.notifier.notify(
                         notification(
                             "notifications/tools/list_changed",
                             {"_meta": {SUBSCRIPTION_ID_KEY: lst.rid}},
@@ -403,11 +403,11 @@ class Session:
             self.push(log_message(plugin, level, message))
 
     def _call_log(self, call: _Call, level: str, message: str) -> None:
-        """One of ``call``'s own log lines: down its channel, if the level is wanted."""
+        """One of ``call``'s own log lines: down its notifier, if the level is wanted."""
         rank = LOG_LEVELS.get(level, LOG_LEVELS["info"])
         if self.era == "modern":
             wanted = call.log_level
         else:
             wanted = None if self.version is None else self.log_level
         if wanted is not None and rank >= wanted:
-            call.channel.notify(log_message(call.plugin, level, message))
+            call.notifier.notify(log_message(call.plugin, level, message))

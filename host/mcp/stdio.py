@@ -58,7 +58,7 @@ class StdioTransport:
         self._discarding = 0
         self._moved = asyncio.Event()  # set whenever an answer was written or a task ended
 
-    # Channel: every notification of this connection goes down the same pipe.
+    # Notifier: every notification of this connection goes down the same pipe.
     def notify(self, data: bytes, key: Hashable | None = None) -> None:
         self.outbox.notify(data, key)
 
