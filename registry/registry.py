@@ -68,6 +68,7 @@ class Registry(RegistryReader):
         self.trust = TrustStore(Path(keys_dir))
         self.audit = AuditLog(Path(audit_log))
         self.allow_unsigned = allow_unsigned
+        #: What the last sweep deleted (the sweep runs on open and before every change).
         self.last_recovery = RecoveryReport()
         if not readonly:
             # Recovery on open: clean up after a crashed install or removal, unless
@@ -105,11 +106,6 @@ class Registry(RegistryReader):
                 self.last_recovery = sweep(self.conn, self.versions_dir, self.store_dir)
                 check_records(self.conn, self.db_path, self.versions_dir, self.store_dir)
             yield held
-
-    def recover(self) -> RecoveryReport:
-        """Delete what interrupted installs and removals left behind (under the lock)."""
-        with self._locked():
-            return self.last_recovery
 
     def check(self, wheel: Path, *, allow_key_change: bool = False) -> CheckedWheel:
         """Verify a wheel and check it may be installed; nothing changes.
