@@ -106,7 +106,6 @@ class Session:
         self.push = push
         self.era = era
         self.version: str | None = None
-        self.initialized = False
         self.log_level = LOG_LEVELS.get(server.options.default_log_level, 1)
         self.calls: dict[RequestId, _Call] = {}
         self.listens: dict[RequestId, _Listen] = {}
@@ -146,9 +145,9 @@ class Session:
             rid = params.get("requestId")
             if isinstance(rid, (int, str)):
                 self.cancel(rid)
-        elif msg.method == "notifications/initialized":
-            self.initialized = True
-        # Anything else (progress, roots/list_changed, unknown) needs no action.
+        # Anything else needs no action: notifications/initialized (requests are served
+        # once initialize is answered, as the MCP lifecycle allows; mcphost sends the
+        # client no requests it would have to hold back), progress, roots/list_changed.
 
     def cancel(self, rid: RequestId) -> None:
         """Cancel request ``rid`` (its call is cancelled in the worker too)."""
@@ -172,7 +171,6 @@ class Session:
             self.version = (
                 requested if requested in HANDSHAKE_VERSIONS else (LATEST_HANDSHAKE_VERSION)
             )
-            self.initialized = True
             return self.server.initialize_result(self.version)
         if method == "ping":
             return {}

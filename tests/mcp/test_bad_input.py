@@ -25,6 +25,26 @@ def call(rid: int, name: str, args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def test_tools_before_initialize_are_refused_and_served_once_it_is_answered(
+    raw_stdio: Any,
+) -> None:
+    raw = raw_stdio
+    raw.send_json({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    early = raw.read()
+    assert early["id"] == 1 and early["error"]["code"] == -32600, early
+    assert "before initialize: send initialize first" in early["error"]["message"]
+    raw.send_json({**INIT, "id": 2})
+    assert raw.read()["id"] == 2
+    # Before notifications/initialized: the MCP lifecycle lets a server answer requests
+    # once it has answered initialize; mcphost sends no requests it must hold back.
+    raw.send_json(call(3, "textkit.upper", {"text": "early"}))
+    answer = raw.read()
+    assert answer["id"] == 3 and "error" not in answer, answer
+    raw.send_json({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    raw.send_json(call(4, "textkit.upper", {"text": "after"}))
+    assert raw.read()["id"] == 4
+
+
 def test_malformed_and_wrong_messages_get_errors_and_a_normal_call_then_succeeds(
     raw_stdio: Any,
 ) -> None:
