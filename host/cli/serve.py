@@ -164,6 +164,21 @@ CLIENT_SNIPPET = """\
     help="Also send plugins' log lines from outside any call (what they print, log at "
     "import) to every client session; a call's own lines always go to its caller only.",
 )
+@click.option(
+    "--instructions",
+    metavar="TEXT",
+    help="Tell clients how to use these tools (sent as `instructions` in the initialize "
+    "and server/discover results).",
+)
+@click.option(
+    "--client-log-level",
+    default="info",
+    show_default=True,
+    metavar="LEVEL",
+    help="Least severe plugin log line sent to a handshake-era session until it sends "
+    "logging/setLevel (an MCP level: debug, info, notice, warning, error, critical, "
+    "alert, emergency).",
+)
 @pass_home
 def serve(
     home: Home,
@@ -186,6 +201,8 @@ def serve(
     page_size: int,
     tools_ttl_ms: int,
     forward_plugin_logs: bool,
+    instructions: str | None,
+    client_log_level: str,
 ) -> None:
     """Serve every installed tool as an MCP server (stdio by default).
 
@@ -193,7 +210,13 @@ def serve(
     and rollbacks show up in a running server as notifications/tools/list_changed.
     """
     from ..mcp import McpServer, ServerOptions
+    from ..mcp.server import LOG_LEVELS
 
+    if client_log_level not in LOG_LEVELS:
+        raise click.BadParameter(
+            f"{client_log_level!r} is not an MCP log level; use one of: " + ", ".join(LOG_LEVELS),
+            param_hint="'--client-log-level'",
+        )
     bind: tuple[str, int] | None = None
     if http is not None:
         host_part, sep, port_part = http.rpartition(":")
@@ -213,6 +236,8 @@ def serve(
             max_message_bytes=max_message_bytes,
             tools_ttl_ms=tools_ttl_ms,
             forward_plugin_logs=forward_plugin_logs,
+            instructions=instructions,
+            default_log_level=client_log_level,
         )
         server = McpServer(make_host, options)
         try:

@@ -17,6 +17,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from mcphost.sdk.errors import ConfigError
+
 from .catalog import Catalog
 from .jsonrpc import INTERNAL_ERROR, RpcError
 
@@ -73,7 +75,14 @@ class ServerOptions:
         self.page_size = page_size
         self.max_message_bytes = max_message_bytes
         self.tools_ttl_ms = tools_ttl_ms
+        if default_log_level not in LOG_LEVELS:
+            raise ConfigError(
+                f"default_log_level {default_log_level!r} is not an MCP log level; use one "
+                "of: " + ", ".join(LOG_LEVELS)
+            )
+        #: Least severe plugin log line a handshake-era session gets until it sets one.
         self.default_log_level = default_log_level
+        #: Sent to clients as ``instructions`` (initialize, server/discover); None: none.
         self.instructions = instructions
         #: Also send plugin log lines written outside any call to every session.
         self.forward_plugin_logs = forward_plugin_logs
