@@ -348,6 +348,7 @@ class BubblewrapBackend(IsolationBackend):
             cleanup=jail.cleanup,
             usage=jail.usage if cgroup is not None else None,
             exit_status=exit_status,
+            oom_kills=cgroup.oom_kills if cgroup is not None else None,
         )
 
     def landlock_abi(self) -> int:

@@ -275,13 +275,24 @@ class WorkerClient:
                 f"{CHANNEL_CLOSE_GRACE:g}s; the host killed it"
             )
             rc = await self.proc.wait()
-        self._finish(self._describe_exit(rc))
+        oom_kills = 0
+        if self._kill_reason is None and self.plan.oom_kills is not None:
+            # The cgroup outlives the worker until its plan is cleaned up; a file read.
+            with contextlib.suppress(OSError, ValueError):
+                oom_kills = await asyncio.to_thread(self.plan.oom_kills)
+        self._finish(self._describe_exit(rc, oom_kills))
 
-    def _describe_exit(self, rc: int) -> str:
+    def _describe_exit(self, rc: int, oom_kills: int = 0) -> str:
         if self._kill_reason is not None:
             return self._kill_reason
         if self.plan.exit_status is not None:  # e.g. bubblewrap's 128 + N for signal N
             rc = self.plan.exit_status(rc)
+        if rc == -signal.SIGKILL and oom_kills:
+            return (
+                f"exited on signal SIGKILL (the kernel's out-of-memory killer ended "
+                f"{oom_kills} of its processes: they used up its memory limit of "
+                f"{self.spec.limits.memory_mb} MiB)"
+            )
         return describe_exit(rc)
 
     def _finish(self, reason: str) -> None:

@@ -110,6 +110,9 @@ class LaunchPlan(msgspec.Struct):
     #: Maps the spawned process's exit status to the worker's own, as ``returncode``
     #: reports it for a direct child (negative: killed by that signal); ``None``: same.
     exit_status: Callable[[int], int] | None = None
+    #: How many of the worker's processes the kernel's out-of-memory killer ended (e.g.
+    #: in its memory cgroup); ``None`` when the backend cannot tell.
+    oom_kills: Callable[[], int] | None = None
 
 
 class IsolationReport(msgspec.Struct, frozen=True):

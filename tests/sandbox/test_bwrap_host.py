@@ -6,10 +6,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from bwrap_check import has_cgroups, has_root, require_bwrap
+from bwrap_check import has_cgroups, has_root, require_bwrap, require_cgroups
 
-from mcphost.host import Host, HostConfig
+from mcphost.host import Host, HostConfig, PluginSource
 from mcphost.sandbox.bwrap import NOBODY, BubblewrapBackend
+from mcphost.sdk import WorkerCrashed
 
 pytestmark = pytest.mark.bwrap
 
@@ -52,6 +53,61 @@ def test_notes_plugin_saves_and_reads_a_note_inside_the_jail(
     else:
         assert stats["memory_source"] in ("pss", "rss"), stats
     assert stats["memory_mb"] > 0 and "rss_mb" not in stats, stats
+
+
+HOG = """
+from mcphost.sdk import Plugin
+
+plugin = Plugin("hog")
+
+
+@plugin.tool()
+def fill(mb: int) -> int:
+    \"\"\"Write ``mb`` MiB into /tmp: a tmpfs, charged to the worker's memory cgroup
+    but not to its address space.\"\"\"
+    block = b"x" * (1024 * 1024)
+    for i in range(mb):
+        with open(f"/tmp/f{i}", "wb") as f:
+            f.write(block)
+    return mb
+"""
+
+
+def test_a_worker_the_cgroups_oom_killer_ends_is_described_as_such(
+    home: Path, tmp_path: Path
+) -> None:
+    require_bwrap()
+    require_cgroups(BubblewrapBackend())
+    code = tmp_path / "hog"
+    code.mkdir()
+    (code / "hog.py").write_text(HOG)
+    source = PluginSource(
+        name="hog",
+        version="1.0.0",
+        entry="hog:plugin",
+        paths=[str(code)],
+        origin="directory",
+        root=str(code),
+    )
+
+    async def scenario() -> WorkerCrashed:
+        async with Host(
+            home,
+            config=HostConfig(allow_unsigned=True, limits={"memory_mb": 128, "tmp_mb": 512}),
+            sources=[source],
+            environment=False,
+            registry=False,
+            isolation="bwrap",
+        ) as host:
+            with pytest.raises(WorkerCrashed) as info:
+                await host.call("hog.fill", {"mb": 400})
+            return info.value
+
+    error = asyncio.run(scenario())
+    assert "exited on signal SIGKILL" in error.message, error.message
+    assert "out-of-memory killer" in error.message, error.message
+    assert "memory limit of 128 MiB" in error.message, error.message
+    assert "or by an operator" not in error.message
 
 
 def _worker_cgroups() -> list[str]:
