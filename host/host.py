@@ -433,6 +433,13 @@ class Host:
         args = {} if args is None else args
         if timeout is not None:
             timeout = _checked_timeout(timeout)
+        if window is not None and (
+            isinstance(window, bool) or not isinstance(window, int) or window < 1
+        ):
+            raise InvalidArguments(
+                f"window must be a whole number of items, at least 1, got {window!r}; leave "
+                "it out for the configured stream_window"
+            )
         sup, tool = self._route(name)
         self._authorize(name, sup.name, args)
         self.hooks.hook.mcphost_before_call(tool=name, plugin=sup.name, arguments=args)
@@ -443,7 +450,7 @@ class Host:
             async for item in worker.stream(
                 tool,
                 args,
-                window=window or self.config.stream_window,
+                window=self.config.stream_window if window is None else window,
                 timeout=timeout,
                 on_progress=on_progress,
                 on_log=on_log,

@@ -197,6 +197,19 @@ def test_a_timeout_that_is_not_a_positive_number_of_seconds_is_refused_not_repla
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("window", [0, -1])
+def test_a_stream_window_below_one_is_refused_not_replaced_by_the_default(
+    examples: Callable[..., Host], window: int
+) -> None:
+    async def scenario() -> None:
+        async with examples() as host:
+            with pytest.raises(InvalidArguments, match="window must be a whole number"):
+                async for _ in host.stream("textkit.count_to", {"n": 2}, window=window):
+                    pass
+
+    asyncio.run(scenario())
+
+
 def test_cancelling_the_caller_cancels_the_call_and_the_plugin_keeps_serving(
     examples: Callable[..., Host],
 ) -> None:
