@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -9,12 +10,47 @@ import stat
 import tempfile
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
-from mcphost.sdk.errors import ConfigError
+from mcphost.sdk.errors import ConfigError, HomeError, HomeNotFound
+from mcphost.sdk.text import printable
 
-__all__ = ["Home", "default_home"]
+__all__ = ["Home", "HomeState", "default_home"]
 
 log = logging.getLogger("mcphost.host")
+
+#: What is at a home's path: nothing yet, an empty directory (a home with nothing in it
+#: yet), a home, a directory that holds other things, or a part of another home (its
+#: ``keys`` directory, say).
+HomeState = Literal["missing", "empty", "home", "foreign", "inside"]
+
+#: The entries of a home, name -> whether it is a directory. Any one of them, of its
+#: kind, marks a directory as a home: every home mcphost ever made has one (a home
+#: written by hand has at least its config.toml). ``data`` and ``run`` are names too
+#: common to mark a home; their kind is checked once a directory is known as one.
+_MARKERS = {
+    "config.toml": False,
+    "registry.sqlite3": False,
+    "audit.jsonl": False,
+    "tokens.json": False,
+    "keys": True,
+    "store": True,
+    "versions": True,
+}
+_ENTRIES = {**_MARKERS, "data": True, "run": True}
+_WHAT = {
+    "config.toml": "its configuration",
+    "registry.sqlite3": "its registry database",
+    "audit.jsonl": "its audit log",
+    "tokens.json": "its bearer tokens",
+    "keys": "its trusted keys",
+    "store": "its wheels",
+    "versions": "its installed versions",
+    "data": "the plugins' data",
+    "run": "the workers' scratch space",
+}
+#: Where to look when the path is wrong, in every message about a home's path.
+CHECK = "check --home / MCPHOST_HOME"
 
 
 def default_home() -> Path:
@@ -98,21 +134,168 @@ class Home:
         return self.data_dir / plugin
 
     def ensure(self) -> Home:
+        """Create the home's directories where they are missing (the home too)."""
         if not self.writable:
             self._ensure_scratch()
             return self
-        # The home holds keys, the trust store and the audit log: its owner's alone.
-        if not self.root.exists():
-            self.root.mkdir(parents=True, mode=0o700)
-        for d in (
-            self.keys_dir,
-            self.store_dir,
-            self.versions_dir,
-            self.data_dir,
-            self.run_dir,
-        ):
-            d.mkdir(parents=True, exist_ok=True)
+        try:
+            # The home holds keys, the trust store and the audit log: its owner's alone.
+            if not self.root.exists():
+                self.root.mkdir(parents=True, mode=0o700)
+            for d in (
+                self.keys_dir,
+                self.store_dir,
+                self.versions_dir,
+                self.data_dir,
+                self.run_dir,
+            ):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self.state()  # says what is wrong with the path or with a part of the home
+            raise self._unusable(exc) from None
         return self
+
+    # -- what is at the path -------------------------------------------------------
+    def state(self) -> HomeState:
+        """What is at the home's path. Raises :class:`HomeError` for a path that cannot
+        be a home (a file, under a file, unreachable, unreadable) and for a home with
+        an entry of the wrong kind (a file where its ``keys`` directory belongs)."""
+        if self.enclosing() is not None:
+            return "inside"
+        try:
+            st = os.stat(self.root)
+        except FileNotFoundError:
+            return "missing"
+        except OSError as exc:
+            raise self._unusable(exc) from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise HomeError(
+                f"cannot use {self.root} as the mcphost home: it is a file, not a "
+                f"directory; {CHECK}",
+                data={"home": str(self.root)},
+            )
+        try:
+            names = os.listdir(self.root)
+        except OSError as exc:
+            raise self._unusable(exc) from None
+        if not names:
+            return "empty"
+        kinds = {name: self._is_dir(name) for name in _ENTRIES if name in names}
+        if not _marked(kinds):
+            return "foreign"
+        for name, is_dir in kinds.items():
+            if is_dir != _ENTRIES[name]:
+                path = self.root / name
+                want = "a directory" if _ENTRIES[name] else "a file"
+                raise HomeError(
+                    f"the mcphost home {self.root} is damaged: {path} is not {want} "
+                    f"(mcphost keeps {_WHAT[name]} there); move it away or restore it",
+                    data={"home": str(self.root), "path": str(path)},
+                )
+        return "home"
+
+    def enclosing(self) -> tuple[Path, str] | None:
+        """The home this path is a part of, and which part (``keys``, ``data``, ...):
+        a path under a home's own entries is never a home itself."""
+        for parent in self.root.parents:
+            part = self.root.relative_to(parent).parts[0]
+            if part not in _ENTRIES:
+                continue
+            try:
+                names = os.listdir(parent)
+            except OSError:
+                continue
+            kinds = {}
+            for name in _MARKERS:
+                if name in names:
+                    with contextlib.suppress(OSError):
+                        kinds[name] = stat.S_ISDIR(os.stat(parent / name).st_mode)
+            if _marked(kinds):
+                return parent, part
+        return None
+
+    def _part_of(self) -> str:
+        found = self.enclosing()
+        assert found is not None
+        parent, part = found
+        return f"it is inside the mcphost home {parent}, where it keeps {_WHAT[part]}"
+
+    def require(self) -> Home:
+        """This home as it is, for a command that only reads: raise
+        :class:`HomeNotFound` when there is no home at its path."""
+        found = self.state()
+        if found == "inside":
+            raise HomeNotFound(
+                f"no mcphost home at {self.root}: {self._part_of()}; {CHECK}",
+                data={"home": str(self.root)},
+            )
+        if found == "missing":
+            raise HomeNotFound(
+                f"no mcphost home at {self.root} (run `mcphost plugin install` or "
+                f"`mcphost keys trust` to create one, or {CHECK})",
+                data={"home": str(self.root)},
+            )
+        if found == "foreign":
+            raise HomeNotFound(
+                f"no mcphost home at {self.root}: that directory holds {self.contents()} "
+                f"and none of a home's files; {CHECK}",
+                data={"home": str(self.root)},
+            )
+        return self
+
+    def create(self) -> Home:
+        """This home, made when missing, for a command that creates one. A directory
+        that is neither empty nor a home is refused, never filled."""
+        found = self.state()
+        if found == "inside":
+            raise HomeError(
+                f"cannot use {self.root} as the mcphost home: {self._part_of()}; {CHECK}",
+                data={"home": str(self.root)},
+            )
+        if found == "foreign":
+            raise HomeError(
+                f"{self.root} is not an mcphost home and not empty (it holds "
+                f"{self.contents()}); give --home / MCPHOST_HOME an empty or new "
+                "directory, or the path of an existing home",
+                data={"home": str(self.root)},
+            )
+        if found == "missing":
+            try:
+                self.root.mkdir(parents=True, mode=0o700)
+            except OSError as exc:
+                raise self._unusable(exc, "create") from None
+            self.__dict__.pop("writable", None)  # it was judged by the parent
+        return self.ensure()
+
+    def contents(self, limit: int = 6) -> str:
+        """Some of the names in the home's directory, for a message."""
+        try:
+            names = sorted(os.listdir(self.root))
+        except OSError:
+            return "entries that cannot be listed"
+        shown = ", ".join(printable(n) for n in names[:limit])
+        return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+    def _is_dir(self, name: str) -> bool:
+        try:
+            return stat.S_ISDIR(os.stat(self.root / name).st_mode)
+        except OSError as exc:
+            raise self._unusable(exc) from None
+
+    def _unusable(self, exc: OSError, verb: str = "use") -> HomeError:
+        """A one-line error for an OS error on the home's path: what, where, why."""
+        where = Path(exc.filename) if exc.filename else self.root
+        why = exc.strerror or str(exc)
+        if isinstance(exc, NotADirectoryError):
+            blocker = next((p for p in (where, *where.parents) if _is_file(p)), None)
+            if blocker is not None:
+                why = f"{blocker} is a file, not a directory"
+        elif where != self.root:
+            why = f"{where}: {why}"
+        return HomeError(
+            f"cannot {verb} {self.root} as the mcphost home: {why}; {CHECK}",
+            data={"home": str(self.root), "path": str(where)},
+        )
 
     def _ensure_scratch(self) -> None:
         """Create the private scratch directory, refusing one another user could have
@@ -136,3 +319,15 @@ class Home:
         for d in (self.data_dir, self.run_dir):
             d.mkdir(mode=0o700, exist_ok=True)
         log.info("the home %s is read-only; workers write under %s", self.root, self.scratch_dir)
+
+
+def _marked(kinds: dict[str, bool]) -> bool:
+    """Whether entries found in a directory (name -> is a directory) mark it as a home."""
+    return any(kinds[name] == is_dir for name, is_dir in _MARKERS.items() if name in kinds)
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False

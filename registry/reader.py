@@ -140,7 +140,8 @@ class RegistryReader:
             or "none"
         )
         return PluginNotFound(
-            f"no plugin named {name!r} is in the registry (installed: {known}); install it "
+            f"no plugin named {name!r} is in the registry of the home {self.db_path.parent} "
+            f"(installed: {known}); install it "
             "with `mcphost plugin install WHEEL`",
             data={"plugin": name},
         )

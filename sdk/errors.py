@@ -14,9 +14,12 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "ApprovalRequired",
     "CallCancelled",
     "ConfigError",
     "HandshakeRefused",
+    "HomeError",
+    "HomeNotFound",
     "InvalidArguments",
     "MCPHostError",
     "PluginError",
@@ -71,6 +74,26 @@ class ConfigError(MCPHostError):
     """The configuration (file, option or environment) is invalid."""
 
     code = "config_error"
+    exit_code = 2
+
+
+class HomeError(MCPHostError):
+    """The mcphost home cannot be used: its path is not a directory or cannot be
+    reached, it holds something else than a home, or a part of it has the wrong kind."""
+
+    code = "home_error"
+
+
+class HomeNotFound(HomeError):
+    """A command that only reads found no mcphost home at the path it was given."""
+
+    code = "home_not_found"
+
+
+class ApprovalRequired(MCPHostError):
+    """A change needs the operator's approval, and there was no terminal to ask on."""
+
+    code = "approval_required"
     exit_code = 2
 
 

@@ -7,7 +7,8 @@ import click
 from mcphost.security import AuditLog
 
 from ..home import Home
-from .main import echo_json, main, pass_home
+from .homes import pass_existing_home
+from .main import echo_json, main
 
 __all__ = ["audit"]
 
@@ -15,7 +16,7 @@ __all__ = ["audit"]
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the last N entries.")
-@pass_home
+@pass_existing_home
 def audit(home: Home, as_json: bool, limit: int | None) -> None:
     """Show the audit log, oldest first."""
     entries = AuditLog(home.audit_log).read()

@@ -12,7 +12,8 @@ from mcphost.sdk.errors import ConfigError
 
 from ..config import load_config
 from ..home import Home
-from .main import echo_json, main, pass_home
+from .homes import pass_existing_home
+from .main import echo_json, main
 
 __all__ = ["config", "effective_config"]
 
@@ -56,7 +57,7 @@ def config() -> None:
 
 @config.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the settings as JSON.")
-@pass_home
+@pass_existing_home
 def show(home: Home, as_json: bool) -> None:
     """Print every setting, its effective value and where it came from."""
     rows = effective_config(home)

@@ -11,18 +11,19 @@ import click
 import msgspec
 
 from mcphost.sandbox.jail import available_backends, choose_backend
-from mcphost.sdk.errors import ConfigError, MCPHostError
+from mcphost.sdk.errors import ConfigError, MCPHostError, PluginNotFound
 from mcphost.sdk.text import printable
 
 from ..config import load_config
 from ..home import Home
 from ..host import Host
+from .homes import pass_serving_home
 from .main import echo_json, main, pass_home, run_async
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the tools as JSON.")
-@pass_home
+@pass_serving_home
 def tools(home: Home, as_json: bool) -> None:
     """List every tool of every installed plugin."""
 
@@ -35,7 +36,11 @@ def tools(home: Home, as_json: bool) -> None:
         echo_json(msgspec.to_builtins(found))
         return
     if not found:
-        click.echo("no tools: install a plugin with `mcphost plugin install WHEEL`")
+        click.echo(
+            f"no tools: no plugin is installed in the home {home.root}, in "
+            "$MCPHOST_PLUGIN_PATH or in mcphost's environment; install one with "
+            "`mcphost plugin install WHEEL`"
+        )
         return
     width = max(len(t.name) for t in found)
     for t in found:
@@ -59,7 +64,7 @@ def tools(home: Home, as_json: bool) -> None:
     is_flag=True,
     help='On failure print {"error": {"code", "message", "data"}} on stdout.',
 )
-@pass_home
+@pass_serving_home
 def call(home: Home, tool: str, arguments: str, timeout: float | None, as_json: bool) -> None:
     """Call TOOL (<plugin>.<tool>) with ARGUMENTS as a JSON object; print the JSON result.
 
@@ -77,12 +82,16 @@ def call(home: Home, tool: str, arguments: str, timeout: float | None, as_json: 
     async def go() -> None:
         async with Host(home) as host:
             info = {t.name: t for t in host.tools()}.get(tool)
-            if info is not None and info.kind == "stream":
-                async for item in host.stream(tool, args, timeout=timeout):
-                    click.echo(json.dumps(item))
-            else:
-                result = await host.call(tool, args, timeout=timeout)
-                click.echo(json.dumps(result, indent=2))
+            try:
+                if info is not None and info.kind == "stream":
+                    async for item in host.stream(tool, args, timeout=timeout):
+                        click.echo(json.dumps(item))
+                else:
+                    result = await host.call(tool, args, timeout=timeout)
+                    click.echo(json.dumps(result, indent=2))
+            except PluginNotFound as exc:
+                # "Nothing installed" names where it looked: a wrong home is the usual cause.
+                raise PluginNotFound(f"{exc.message} (home: {home.root})", data=exc.data) from None
 
     try:
         run_async(go())

@@ -23,7 +23,8 @@ from mcphost.security import (
 )
 
 from ..home import Home
-from .main import echo_json, main, pass_home
+from .homes import pass_existing_home, pass_home_to_create
+from .main import echo_json, main
 
 __all__ = ["keys_group", "passphrase_from_env_or_prompt"]
 
@@ -68,7 +69,7 @@ def keys_group() -> None:
     help=f"Encrypt the private key (asked for, or taken from ${PASSPHRASE_ENV}).",
 )
 @click.option("--force", is_flag=True, help="Overwrite existing key files.")
-@pass_home
+@pass_home_to_create
 def generate(home: Home, name: str, out: Path, passphrase: bool, force: bool) -> None:
     """Create a signing key pair: NAME.key (private, mode 0600) and NAME.pub."""
     if not _KEY_NAME.fullmatch(name):
@@ -92,7 +93,7 @@ def generate(home: Home, name: str, out: Path, passphrase: bool, force: bool) ->
 @keys_group.command("trust")
 @click.argument("pubkey_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--name", help="A name to show for this key in `mcphost keys list`.")
-@pass_home
+@pass_home_to_create
 def trust(home: Home, pubkey_file: Path, name: str | None) -> None:
     """Trust the public key in PUBKEY_FILE: plugins it signs may be installed."""
     audit = AuditLog(home.audit_log)
@@ -113,7 +114,7 @@ def trust(home: Home, pubkey_file: Path, name: str | None) -> None:
 
 @keys_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print the keys as JSON.")
-@pass_home
+@pass_existing_home
 def list_keys(home: Home, as_json: bool) -> None:
     """List trusted and revoked keys."""
     records = TrustStore(home.keys_dir).list()
@@ -121,7 +122,7 @@ def list_keys(home: Home, as_json: bool) -> None:
         echo_json(msgspec.to_builtins(records))
         return
     if not records:
-        click.echo("no trusted keys: add one with `mcphost keys trust KEY.pub`")
+        click.echo(f"no trusted keys in {home.keys_dir}: add one with `mcphost keys trust KEY.pub`")
         return
     rows = [
         (
@@ -144,7 +145,7 @@ def list_keys(home: Home, as_json: bool) -> None:
 @keys_group.command("revoke")
 @click.argument("key_id")
 @click.option("--reason", default="", help="Why, for the audit log and `keys list`.")
-@pass_home
+@pass_existing_home
 def revoke(home: Home, key_id: str, reason: str) -> None:
     """Revoke KEY_ID: plugins signed by it are refused from now on."""
     audit = AuditLog(home.audit_log)

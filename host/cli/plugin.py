@@ -27,7 +27,8 @@ from ..policy import enforce_policy
 from ..registry_link import grants_for, learn_tools, limits_for, missing_tools, source_for
 from ..sources import PluginSource
 from ..verification import verify_source
-from .main import echo_json, main, pass_home, run_async
+from .homes import pass_existing_home, pass_home_to_create
+from .main import echo_json, main, run_async
 
 __all__ = ["ensure_tools", "plugin"]
 
@@ -191,7 +192,7 @@ def _switch(
 )
 @click.option("--reason", default="", help="Why, for the history.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@pass_home
+@pass_home_to_create
 def install(
     home: Home,
     wheel: Path,
@@ -319,7 +320,7 @@ def _approve(w: CheckedWheel) -> None:
 
 @plugin.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print the plugins as JSON.")
-@pass_home
+@pass_existing_home
 def list_(home: Home, as_json: bool) -> None:
     """List installed plugins, their versions and the active one."""
     with _open(home, reading=True) as reg:
@@ -338,7 +339,10 @@ def list_(home: Home, as_json: bool) -> None:
         )
         return
     if not plugins:
-        click.echo("no plugins installed: install one with `mcphost plugin install WHEEL`")
+        click.echo(
+            f"no plugins installed in the home {home.root}: install one with "
+            "`mcphost plugin install WHEEL`"
+        )
         return
     width = max(len(p.name) for p in plugins)
     click.echo(f"{'NAME':<{width}}  {'ACTIVE':<10}  {'VERSIONS':<24}  KEY")
@@ -352,7 +356,7 @@ def list_(home: Home, as_json: bool) -> None:
 @plugin.command()
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print the details as JSON.")
-@pass_home
+@pass_existing_home
 def info(home: Home, name: str, as_json: bool) -> None:
     """Show NAME's versions, active version, key, permissions and history."""
     with _open(home, reading=True) as reg:
@@ -406,7 +410,7 @@ def _show(line: str) -> None:
 )
 @click.option("--reason", default="", help="Why, for the history.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@pass_home
+@pass_existing_home
 def swap(
     home: Home, name: str, version: str, allow_missing_tools: bool, reason: str, as_json: bool
 ) -> None:
@@ -454,7 +458,7 @@ def _report_switch(out: dict[str, Any], as_json: bool) -> None:
 )
 @click.option("--reason", default="", help="Why, for the history.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@pass_home
+@pass_existing_home
 def rollback(
     home: Home, name: str, to: str | None, allow_missing_tools: bool, reason: str, as_json: bool
 ) -> None:
@@ -483,7 +487,7 @@ def rollback(
 @click.argument("version", required=False)
 @click.option("--force", is_flag=True, help="Remove the active version too (stops the plugin).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@pass_home
+@pass_existing_home
 def remove(home: Home, name: str, version: str | None, force: bool, as_json: bool) -> None:
     """Remove VERSION of NAME, or every version when VERSION is left out."""
     with _open(home) as reg:
@@ -497,7 +501,7 @@ def remove(home: Home, name: str, version: str | None, force: bool, as_json: boo
 @plugin.command()
 @click.argument("target", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
-@pass_home
+@pass_existing_home
 def verify(home: Home, target: str | None, as_json: bool) -> None:
     """Verify a wheel file, an installed plugin directory, an installed plugin by NAME,
     or (without TARGET) every installed version, file by file. Exit 1 on any failure."""
@@ -533,7 +537,7 @@ def verify(home: Home, target: str | None, as_json: bool) -> None:
         echo_json([r.to_dict() for r in reports])
     else:
         if not reports:
-            click.echo("no plugins installed: nothing to verify")
+            click.echo(f"no plugins installed in the home {home.root}: nothing to verify")
         for r in reports:
             click.echo(r.render())
     if not all(r.ok for r in reports):
@@ -542,7 +546,7 @@ def verify(home: Home, target: str | None, as_json: bool) -> None:
 
 @plugin.command()
 @click.argument("name")
-@pass_home
+@pass_existing_home
 def reset(home: Home, name: str) -> None:
     """Clear NAME's failed state in running hosts, so its next call starts it again."""
     with _open(home) as reg:

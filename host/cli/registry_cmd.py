@@ -10,7 +10,8 @@ from mcphost.sdk.errors import MCPHostError
 
 from ..config import load_config
 from ..home import Home
-from .main import echo_json, main, pass_home
+from .homes import pass_existing_home
+from .main import echo_json, main
 from .plugin import ensure_tools
 
 __all__ = ["registry"]
@@ -26,7 +27,7 @@ def registry() -> None:
     "--force", is_flag=True, help="Rebuild even an intact database (its history is replaced)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@pass_home
+@pass_existing_home
 def rebuild(home: Home, force: bool, as_json: bool) -> None:
     """Rebuild the registry's records from the signed wheels in the store.
 

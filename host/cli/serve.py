@@ -13,7 +13,8 @@ import click
 from mcphost.sdk.errors import ConfigError
 
 from ..home import Home
-from .main import main, pass_home
+from .homes import pass_serving_home
+from .main import main
 
 if TYPE_CHECKING:
     from ..host import Host
@@ -179,7 +180,7 @@ CLIENT_SNIPPET = """\
     "logging/setLevel (an MCP level: debug, info, notice, warning, error, critical, "
     "alert, emergency).",
 )
-@pass_home
+@pass_serving_home
 def serve(
     home: Home,
     http: str | None,

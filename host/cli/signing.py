@@ -27,8 +27,8 @@ from mcphost.security import (
 )
 
 from ..home import Home
+from .homes import pass_home_to_create
 from .keys import passphrase_from_env_or_prompt
-from .main import pass_home
 
 __all__ = [
     "load_signing_key",
@@ -142,7 +142,7 @@ def verify_tree_report(
     type=click.Path(path_type=Path),
     help="Output file or directory (default: replace WHEEL in place).",
 )
-@pass_home
+@pass_home_to_create
 def sign_command(
     home: Home,
     wheel: Path,

@@ -15,7 +15,8 @@ import click
 from mcphost.security import AuditLog, TokenError, create_token, load_tokens, revoke_token
 
 from ..home import Home
-from .main import echo_json, main, pass_home
+from .homes import pass_existing_home, pass_home_to_create
+from .main import echo_json, main
 
 __all__ = ["parse_expiry", "tokens_group"]
 
@@ -68,10 +69,9 @@ def tokens_group() -> None:
     metavar="WHEN",
     help="When the token stops working: a duration (30d, 12h, 90m, 2w) or a date. Default: never.",
 )
-@pass_home
+@pass_home_to_create
 def create(home: Home, name: str, patterns: tuple[str, ...], expires: str | None) -> None:
     """Make a token called NAME and print it (it is shown this once only)."""
-    home.ensure()
     expires_at = parse_expiry(expires) if expires is not None else None
     secret, token = create_token(home.tokens_file, name, tools=patterns, expires=expires_at)
     AuditLog(home.audit_log).append(
@@ -89,7 +89,7 @@ def create(home: Home, name: str, patterns: tuple[str, ...], expires: str | None
 
 @tokens_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@pass_home
+@pass_existing_home
 def list_(home: Home, as_json: bool) -> None:
     """Show the tokens (names, tool patterns, expiry; never the secrets)."""
     tokens = load_tokens(home.tokens_file)
@@ -109,7 +109,7 @@ def list_(home: Home, as_json: bool) -> None:
         )
         return
     if not tokens:
-        click.echo("no tokens; make one with `mcphost tokens create NAME`")
+        click.echo(f"no tokens in {home.tokens_file}; make one with `mcphost tokens create NAME`")
         return
     for t in tokens:
         state = " (expired)" if t.expired(now) else ""
@@ -121,7 +121,7 @@ def list_(home: Home, as_json: bool) -> None:
 
 @tokens_group.command("revoke")
 @click.argument("name")
-@pass_home
+@pass_existing_home
 def revoke(home: Home, name: str) -> None:
     """Revoke the token called NAME; a running server refuses it from the next request."""
     try:

@@ -160,6 +160,7 @@ def test_doctor_reports_python_platform_isolation_and_limits(mcphost: Run, cli_h
 
 def test_the_home_option_wins_over_mcphost_home(mcphost: Run, tmp_path: Path) -> None:
     other = tmp_path / "other-home"
+    other.mkdir()  # an empty directory: a new home
     data = json.loads(mcphost("--home", str(other), "doctor", "--json").stdout)
     assert data["home"] == str(other.resolve())
     # That home has no configuration allowing unsigned plugins: its own rules apply.

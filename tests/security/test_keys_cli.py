@@ -150,6 +150,7 @@ def test_sign_then_verify_prints_every_file_and_tamper_exits_1(
 
 
 def test_audit_command_prints_one_line_per_entry(run: object, tmp_path: Path) -> None:
+    (tmp_path / "home").mkdir()  # a new, empty home
     assert "empty" in run("audit").stdout  # type: ignore[operator]
     run("keys", "generate", "a", "--out", str(tmp_path))  # type: ignore[operator]
     run("keys", "trust", str(tmp_path / "a.pub"))  # type: ignore[operator]
