@@ -25,9 +25,12 @@ from .config import HostConfig
 from .home import Home
 from .sources import PluginSource
 
-__all__ = ["Verifier", "make_verifier", "verify_source"]
+__all__ = ["UNSIGNED_WARNING", "Verifier", "make_verifier", "verify_source"]
 
 log = logging.getLogger("mcphost.verification")
+#: The attribute that marks the log record of an unsigned plugin's warning (its value:
+#: the plugin's name), for a command that has said so already.
+UNSIGNED_WARNING = "mcphost_unsigned_plugin"
 
 Verifier = Callable[[PluginSource], Awaitable[None]]
 
@@ -78,6 +81,7 @@ def _verify_tree(
                 log.warning(
                     "plugin %s is not signed; running it only because allow_unsigned = true",
                     source.label,
+                    extra={UNSIGNED_WARNING: source.name},
                 )
                 return
             raise VerificationError(

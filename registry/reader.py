@@ -239,6 +239,12 @@ class RegistryReader:
         """The version that served before the active one, from the history."""
         rec = self.plugin(name)
         current = rec.active_version
+        if not [v for v in rec.versions if v != current]:
+            raise RegistryError(
+                f"{name} has no other version installed to roll back to (installed: "
+                f"{', '.join(rec.versions)}); install one with `mcphost plugin install WHEEL`",
+                data={"plugin": name},
+            )
         for act in reversed(self.history(name)):
             if act.action in _ACTIVATIONS and act.to_version == current:
                 if act.from_version is None:

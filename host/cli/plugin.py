@@ -6,8 +6,11 @@ same home follows it within a second. ``--json`` outputs are documented in docs/
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ import click
 import msgspec
 
 from mcphost.registry import CheckedWheel, Registry, VersionRecord
-from mcphost.sdk.errors import MCPHostError, RegistryError
+from mcphost.sdk.errors import ApprovalRequired, MCPHostError, RegistryError
 from mcphost.sdk.text import printable
 from mcphost.security.permissions import Permissions
 
@@ -26,7 +29,7 @@ from ..isolation_backend import isolation_backend
 from ..policy import enforce_policy
 from ..registry_link import grants_for, learn_tools, limits_for, missing_tools, source_for
 from ..sources import PluginSource
-from ..verification import verify_source
+from ..verification import UNSIGNED_WARNING, verify_source
 from .homes import pass_existing_home, pass_home_to_create
 from .main import echo_json, main, run_async
 
@@ -208,7 +211,7 @@ def install(
     (unless --no-activate) make it the active version."""
     cfg = _config(home)
     isolation_backend(cfg)  # a plugin that could not run here is not installed at all
-    with _open(home, cfg) as reg:
+    with _open(home, cfg) as reg, _unsigned_said_once():
         _progress(f"verifying {wheel.name}")
         checked = reg.check(wheel, allow_key_change=allow_key_change)
         for w in checked.warnings:
@@ -250,7 +253,14 @@ def install(
                 reason=reason or "installed",
             )
         rec = reg.version(result.plugin, result.version)
+    if result.installed:
+        outcome = "installed"
+    elif switched:
+        outcome = "reactivated"
+    else:
+        outcome = "already_active" if rec.active else "already_installed"
     out = {
+        "result": outcome,
         "plugin": rec.plugin,
         "version": rec.version,
         "installed": result.installed,
@@ -266,8 +276,13 @@ def install(
         echo_json(out)
         return
     signer = f"signed by {rec.key_id}" if rec.key_id else "UNSIGNED"
-    verb = "installed" if result.installed else "already installed:"
-    click.echo(f"{verb} {rec.label} ({signer}; sha256 {rec.wheel_sha256[:16]})")
+    headline = {
+        "installed": f"installed {rec.label}",
+        "reactivated": f"re-activated {rec.label}, installed already",
+        "already_active": f"{rec.label} is installed and active already",
+        "already_installed": f"{rec.label} is installed already",
+    }[outcome]
+    click.echo(f"{headline} ({signer}; sha256 {rec.wheel_sha256[:16]})")
     if result.repaired:
         more = f" and {len(result.repaired) - 5} more" if len(result.repaired) > 5 else ""
         click.echo(
@@ -275,11 +290,29 @@ def install(
             f"({'; '.join(result.repaired[:5])}{more}); restored them from the wheel"
         )
     click.echo(f"tools: {', '.join(t.name for t in rec.tools or []) or 'none'}")
-    if rec.active:
+    if switched:
         was = f" (was {out['previous']})" if out["previous"] else ""
         click.echo(f"active: {rec.label}{was}; running hosts switch within a second")
+    elif rec.active:
+        click.echo(f"active: {rec.label} (unchanged)")
     else:
         click.echo(f"not active; activate it with `mcphost plugin swap {rec.plugin} {rec.version}`")
+
+
+@contextmanager
+def _unsigned_said_once() -> Iterator[None]:
+    """An install prints the check's warning about an unsigned wheel; the starts that
+    follow (learning its tools, verifying before the switch) need not say it again."""
+
+    def drop(record: logging.LogRecord) -> bool:
+        return not hasattr(record, UNSIGNED_WARNING)
+
+    logger = logging.getLogger("mcphost.verification")
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 def _check_policy(w: CheckedWheel, cfg: HostConfig) -> None:
@@ -309,7 +342,7 @@ def _approve(w: CheckedWheel) -> None:
     for line in describe_permissions(w.permissions):
         click.echo(f"  {line}", err=True)
     if not sys.stdin.isatty():
-        raise click.UsageError(
+        raise ApprovalRequired(
             "installing needs approval of the permissions above; run on a terminal to be "
             "asked, or pass --yes to approve them"
         )

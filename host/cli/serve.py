@@ -269,7 +269,7 @@ def serve(
                     ),
                 )
                 try:
-                    await serve_http(server, opts)
+                    await serve_http(server, opts, on_ready=_say_serving)
                 except ValueError as exc:
                     raise ConfigError(str(exc)) from None
         finally:
@@ -286,6 +286,12 @@ def serve(
             await go()
 
     asyncio.run(until_signalled())
+
+
+def _say_serving(url: str) -> None:
+    """The start-up line of ``serve --http``: information for the operator, not a log
+    line (stdout stays free; the line always reads the same, at any -v level)."""
+    click.echo(f"mcphost serving MCP at {url}", err=True)
 
 
 def _version() -> str:

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -213,11 +213,17 @@ class HttpFrontEnd:
         await asyncio.gather(*state.tasks, return_exceptions=True)
 
 
-async def serve_http(server: McpServer, options: HttpOptions) -> None:
-    """Serve MCP over HTTP until cancelled."""
+async def serve_http(
+    server: McpServer, options: HttpOptions, on_ready: Callable[[str], None] | None = None
+) -> None:
+    """Serve MCP over HTTP until cancelled; ``on_ready`` gets the URL once it listens
+    (without it, the URL is logged at info level)."""
     front = HttpFrontEnd(server, options)
     await front.start()
-    log.warning("mcphost serving MCP at %s", front.url)
+    if on_ready is not None:
+        on_ready(front.url)
+    else:
+        log.info("mcphost serving MCP at %s", front.url)
     try:
         await asyncio.Event().wait()
     finally:
