@@ -38,6 +38,11 @@ _MARKERS = {
     "versions": True,
 }
 _ENTRIES = {**_MARKERS, "data": True, "run": True}
+#: What only mcphost makes: a directory holding one of these is a home for sure, and a
+#: path under its own entries (``<home>/keys``) is refused. ``config.toml`` and ``keys``
+#: are common names: an application's folder may hold them and host a home under it.
+_MADE = {name: _MARKERS[name] for name in ("registry.sqlite3", "audit.jsonl", "tokens.json")}
+_MADE_TOGETHER = ("store", "versions")
 _WHAT = {
     "config.toml": "its configuration",
     "registry.sqlite3": "its registry database",
@@ -170,8 +175,8 @@ class Home:
             raise self._unusable(exc) from None
         if not stat.S_ISDIR(st.st_mode):
             raise HomeError(
-                f"cannot use {self.root} as the mcphost home: it is a file, not a "
-                f"directory; {CHECK}",
+                f"cannot use {self.root} as the mcphost home: it is {_kind(st.st_mode)}, "
+                f"not a directory; {CHECK}",
                 data={"home": str(self.root)},
             )
         try:
@@ -206,11 +211,12 @@ class Home:
             except OSError:
                 continue
             kinds = {}
-            for name in _MARKERS:
+            for name in (*_MADE, *_MADE_TOGETHER):
                 if name in names:
                     with contextlib.suppress(OSError):
                         kinds[name] = stat.S_ISDIR(os.stat(parent / name).st_mode)
-            if _marked(kinds):
+            made = any(kinds.get(name) is False for name in _MADE)
+            if made or all(kinds.get(name) for name in _MADE_TOGETHER):
                 return parent, part
         return None
 
@@ -287,9 +293,12 @@ class Home:
         where = Path(exc.filename) if exc.filename else self.root
         why = exc.strerror or str(exc)
         if isinstance(exc, NotADirectoryError):
-            blocker = next((p for p in (where, *where.parents) if _is_file(p)), None)
-            if blocker is not None:
-                why = f"{blocker} is a file, not a directory"
+            for p in (where, *where.parents):
+                with contextlib.suppress(OSError):
+                    mode = os.stat(p).st_mode
+                    if not stat.S_ISDIR(mode):
+                        why = f"{p} is {_kind(mode)}, not a directory"
+                        break
         elif where != self.root:
             why = f"{where}: {why}"
         return HomeError(
@@ -326,8 +335,5 @@ def _marked(kinds: dict[str, bool]) -> bool:
     return any(kinds[name] == is_dir for name, is_dir in _MARKERS.items() if name in kinds)
 
 
-def _is_file(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False
+def _kind(mode: int) -> str:
+    return "a file" if stat.S_ISREG(mode) else "a special file"

@@ -101,6 +101,19 @@ def test_a_folder_inside_a_home_is_never_used_as_a_home(
     assert list(keys.iterdir()) == []
 
 
+def test_a_home_may_live_in_an_applications_data_folder_beside_its_config_toml(
+    tmp_path: Path, creating: list[tuple[str, ...]]
+) -> None:
+    app = tmp_path / "app"
+    (app / "data").mkdir(parents=True)
+    (app / "config.toml").write_text("[app]\n")
+    home = app / "data" / "mcphost"
+    keys_trust = next(args for args in creating if args[:2] == ("keys", "trust"))
+    made = mcphost("--home", home, *keys_trust)
+    assert made.exit_code == 0, made.output
+    assert mcphost("--home", home, "keys", "list").exit_code == 0
+
+
 def test_creating_commands_refuse_a_directory_that_is_not_a_home_saying_what_it_holds(
     tmp_path: Path, creating: list[tuple[str, ...]]
 ) -> None:
