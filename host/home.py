@@ -77,7 +77,11 @@ class Home:
     """
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
-        self.root = Path(root).expanduser().resolve() if root else default_home().resolve()
+        path = Path(root).expanduser() if root else default_home()
+        try:
+            self.root = path.resolve()
+        except RuntimeError:  # a symlink loop: :meth:`state` says so, naming the path
+            self.root = Path(os.path.abspath(path))
 
     @property
     def config_file(self) -> Path:
