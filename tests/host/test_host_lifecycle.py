@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
+from support.procs import assert_process_gone
 
 from mcphost.host import (
     Home,
@@ -78,7 +78,7 @@ def test_sync_host_calls_streams_and_lists_tools_from_plain_code(
         pids = [s["pid"] for s in host.stats()]
         assert len(pids) == 2 and all(pids)
     for pid in pids:
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+        assert_process_gone(pid, 5)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 import psutil
 import pytest
+from support.procs import wait_process_gone
 
 from mcphost.host import Host, PluginSource, hookimpl
 from mcphost.sdk import ToolSpec, WorkerCrashed
@@ -102,14 +103,7 @@ def test_a_start_overtaken_by_a_swap_stops_its_worker_and_calls_reach_the_swappe
             assert await host.activate(new) == "1.0.0"
             gate.touch()  # now the overtaken start of 1.0.0 completes its handshake
             answer = await asyncio.wait_for(first, 20)
-            await wait_until(
-                lambda: (
-                    not psutil.pid_exists(slow_pid)
-                    or psutil.Process(slow_pid).status() == psutil.STATUS_ZOMBIE
-                ),
-                20,
-                "the overtaken worker did not stop",
-            )
+            await wait_process_gone(slow_pid, 20)  # the overtaken worker stops
             alive = [
                 (p.pid, json.loads(p.cmdline()[-1])["version"]) for p in worker_processes("gated")
             ]

@@ -12,6 +12,7 @@ from typing import Any
 
 import psutil
 import pytest
+from support.procs import assert_process_gone
 
 from mcphost.sdk import PluginFailed, ToolError
 from mcphost.sdk.testing import ToolTester, run_in_worker
@@ -81,7 +82,7 @@ def test_a_plugin_file_is_served_by_a_real_worker_process(
     assert code == "not_found"
     assert any(line.level == "info" and line.message == "forecast for Oslo" for line in logs)
     assert [(p.progress, p.total) for p in progress] == [(1.0, 1.0)]
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert_process_gone(pid, 5)
 
 
 def test_a_plugin_object_from_an_imported_module_is_served_by_entry_point(
