@@ -116,16 +116,6 @@ def embedded() -> Any:
     return embedded_http
 
 
-@pytest.fixture
-def unused_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 #: Tools added to a copy of textkit for the flood tests: each writes ``done-<tag>`` into
 #: the plugin's data directory when it has produced everything, so a test whose client
 #: reads nothing can tell when the flood is over.

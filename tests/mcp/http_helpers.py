@@ -3,6 +3,7 @@ and the official client presenting a bearer token."""
 
 from __future__ import annotations
 
+import re
 import resource
 import secrets
 import subprocess
@@ -86,11 +87,26 @@ class ServedProcess(NamedTuple):
         return f"http://127.0.0.1:{self.port}/mcp"
 
 
+#: The line ``mcphost serve --http`` logs once it listens, naming the port it bound.
+SERVING = re.compile(r"serving MCP at http://[^ ]*:(\d+)/")
+
+
+def served_port(line: str) -> int | None:
+    """The port a ``serving MCP at URL`` log line names, or None for another line."""
+    m = SERVING.search(line)
+    return int(m.group(1)) if m else None
+
+
 @contextmanager
 def serve_http_process(
-    argv: list[str], home: Path, port: int, *extra: str, limit_files: int | None = None
+    argv: list[str], home: Path, *extra: str, limit_files: int | None = None
 ) -> Iterator[ServedProcess]:
-    """Run ``argv --http 127.0.0.1:port *extra`` until it says it serves (bounded wait)."""
+    """Run ``argv --http 127.0.0.1:0 *extra`` until it says where it serves (bounded wait).
+
+    The server binds port 0 and the port comes from its log line: no port is picked
+    here and released for the server to bind again, which another process may take
+    meanwhile.
+    """
     token, _ = create_token(Home(home).tokens_file, f"test-{secrets.token_hex(4)}")
 
     def lower_limit() -> None:
@@ -98,13 +114,14 @@ def serve_http_process(
             resource.setrlimit(resource.RLIMIT_NOFILE, (limit_files, limit_files))
 
     proc = subprocess.Popen(
-        [*argv, "--http", f"127.0.0.1:{port}", *extra],
+        [*argv, "--http", "127.0.0.1:0", *extra],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         preexec_fn=lower_limit,
     )
     lines: list[str] = []
+    ports: list[int] = []
     serving = threading.Event()
 
     def drain() -> None:
@@ -112,7 +129,9 @@ def serve_http_process(
         for raw_line in proc.stderr:
             line = raw_line.decode(errors="replace").rstrip()
             lines.append(line)
-            if "serving MCP at" in line:
+            port = served_port(line)
+            if port is not None and not ports:
+                ports.append(port)
                 serving.set()
         serving.set()
 
@@ -121,7 +140,8 @@ def serve_http_process(
     try:
         assert serving.wait(30), "mcphost serve --http did not start in 30 s"
         assert proc.poll() is None, "mcphost serve --http exited:\n" + "\n".join(lines)
-        yield ServedProcess(proc, port, token, lines)
+        assert ports, "mcphost serve --http named no port:\n" + "\n".join(lines)
+        yield ServedProcess(proc, ports[0], token, lines)
     finally:
         if proc.poll() is None:
             proc.terminate()

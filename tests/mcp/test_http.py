@@ -250,9 +250,9 @@ def test_bad_http_requests_are_refused_with_the_right_status_and_the_server_stay
 
 
 def test_mcphost_serve_http_subprocess_serves_the_official_client(
-    serve_argv: list[str], mcp_home: Path, unused_port: int
+    serve_argv: list[str], mcp_home: Path
 ) -> None:
-    with serve_http_process(serve_argv, mcp_home, unused_port) as served:
+    with serve_http_process(serve_argv, mcp_home) as served:
 
         async def go() -> None:
             async with http_client(served.url, served.token) as client:

@@ -216,7 +216,7 @@ def test_a_session_is_usable_only_with_the_token_that_made_it(
 
 
 def test_no_auth_is_refused_off_loopback_and_warns_on_loopback(
-    serve_argv: list[str], mcp_home: Path, unused_port: int
+    serve_argv: list[str], mcp_home: Path
 ) -> None:
     out = subprocess.run(
         [*serve_argv, "--http", "0.0.0.0:0", "--allow-remote", "--no-auth"],
@@ -226,28 +226,18 @@ def test_no_auth_is_refused_off_loopback_and_warns_on_loopback(
     )
     assert out.returncode == 2
     assert "refusing --no-auth on 0.0.0.0" in out.stderr and "Traceback" not in out.stderr
-    proc = subprocess.Popen(
-        [*serve_argv, "--http", f"127.0.0.1:{unused_port}", "--no-auth"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        first = proc.stderr.readline()
-        assert "WITHOUT authentication" in first
+    with serve_http_process(serve_argv, mcp_home, "--no-auth") as served:
+        assert "WITHOUT authentication" in served.log[0]
         body = modern_call("textkit.upper", {"text": "open"})
-        status, _, text = post(unused_port, body, None)
+        status, _, text = post(served.port, body, None)
         assert status == 200, text
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def test_serving_http_with_no_tokens_yet_says_how_to_make_one(
-    serve_argv: list[str], unused_port: int
+    serve_argv: list[str],
 ) -> None:
     proc = subprocess.Popen(
-        [*serve_argv, "--http", f"127.0.0.1:{unused_port}"], stderr=subprocess.PIPE, text=True
+        [*serve_argv, "--http", "127.0.0.1:0"], stderr=subprocess.PIPE, text=True
     )
     try:
         assert proc.stderr is not None
@@ -334,10 +324,10 @@ def test_smuggling_userinfo_origins_wrong_media_types_and_missing_accept_are_ref
 
 
 def test_json_nested_too_deeply_gets_a_json_rpc_error_and_400_not_a_closed_connection(
-    serve_argv: list[str], mcp_home: Path, unused_port: int
+    serve_argv: list[str], mcp_home: Path
 ) -> None:
     # A real server process: a RecursionError inside the test process would upset it.
-    with serve_http_process(serve_argv, mcp_home, unused_port) as served:
+    with serve_http_process(serve_argv, mcp_home) as served:
         nested = b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"a": ' + (
             b"[" * 100_000 + b"]" * 100_000 + b"}}"
         )

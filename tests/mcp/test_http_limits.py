@@ -65,10 +65,10 @@ SILENT_CLIENT_GROWTH_MB = 30
 
 
 def test_a_client_that_does_not_read_leaves_the_server_rss_bounded(
-    serve_argv: list[str], mcp_home: Path, unused_port: int
+    serve_argv: list[str], mcp_home: Path
 ) -> None:
     n = 300_000
-    with serve_http_process(serve_argv, mcp_home, unused_port) as served:
+    with serve_http_process(serve_argv, mcp_home) as served:
         proc = psutil.Process(served.proc.pid)
         warm = connect(served.port)
         call = {"name": "textkit.upper", "arguments": {"text": "a"}, "_meta": MODERN}
@@ -100,11 +100,11 @@ def test_a_client_that_does_not_read_leaves_the_server_rss_bounded(
 
 
 def test_slow_partial_and_idle_connections_are_closed_after_their_timeouts(
-    serve_argv: list[str], mcp_home: Path, unused_port: int
+    serve_argv: list[str], mcp_home: Path
 ) -> None:
     timeouts = ["--header-timeout", "1", "--body-timeout", "1", "--keep-alive", "1"]
     caps = ["--max-connections-per-client", "300", "--max-connections", "300"]
-    with serve_http_process(serve_argv, mcp_home, unused_port, *timeouts, *caps) as served:
+    with serve_http_process(serve_argv, mcp_home, *timeouts, *caps) as served:
         loris = []
         for _ in range(200):
             sock = connect(served.port)
@@ -132,10 +132,10 @@ def test_slow_partial_and_idle_connections_are_closed_after_their_timeouts(
 
 
 def test_connections_over_the_total_or_per_address_cap_get_503_at_once(
-    serve_argv: list[str], mcp_home: Path, unused_port: int
+    serve_argv: list[str], mcp_home: Path
 ) -> None:
     caps = ["--max-connections", "8", "--max-connections-per-client", "4"]
-    with serve_http_process(serve_argv, mcp_home, unused_port, *caps) as served:
+    with serve_http_process(serve_argv, mcp_home, *caps) as served:
         held = [connect(served.port, "127.0.0.1") for _ in range(4)]
         over = connect(served.port, "127.0.0.1")
         answer = read_until_closed(over, time.monotonic() + 10)
@@ -149,9 +149,9 @@ def test_connections_over_the_total_or_per_address_cap_get_503_at_once(
 
 
 def test_a_low_open_files_limit_answers_new_clients_at_once_without_tracebacks(
-    serve_argv: list[str], mcp_home: Path, unused_port: int
+    serve_argv: list[str], mcp_home: Path
 ) -> None:
-    with serve_http_process(serve_argv, mcp_home, unused_port, limit_files=64) as served:
+    with serve_http_process(serve_argv, mcp_home, limit_files=64) as served:
         held = []
         for _ in range(100):
             held.append(connect(served.port))
@@ -263,10 +263,10 @@ INITIALIZE_GROWTH_MB = 5
 
 
 def test_many_initialize_calls_keep_the_server_rss_bounded_by_the_session_cap(
-    serve_argv: list[str], mcp_home: Path, unused_port: int
+    serve_argv: list[str], mcp_home: Path
 ) -> None:
     limits = ["--max-sessions", "100", "--session-idle", "1"]
-    with serve_http_process(serve_argv, mcp_home, unused_port, *limits) as served:
+    with serve_http_process(serve_argv, mcp_home, *limits) as served:
         proc = psutil.Process(served.proc.pid)
         conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=20)
         headers = {
