@@ -1,7 +1,9 @@
 """Clients of the ``mcp`` 1.x line (initialize handshake only) work with mcphost serve.
 
 The 1.x client cannot share an environment with 2.x, so it runs from its own virtualenv,
-created once (about ten seconds) and reused from the temp directory afterwards.
+``mcp1`` inside the test environment, which the README's test command makes before
+pytest starts (``python3 -m venv .venv/mcp1 && .venv/mcp1/bin/pip install ...``): the
+tests install nothing and need no network.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -58,24 +59,25 @@ anyio.run(main)
 """
 
 
+#: The 1.x client's virtualenv, inside the environment running the tests.
+MCP1_VENV = Path(sys.prefix) / "mcp1"
+MCP1_SETUP = "python3 -m venv .venv/mcp1 && .venv/mcp1/bin/pip install -q 'mcp>=1.9,<2'"
+
+
 @pytest.fixture(scope="session")
 def mcp1_python() -> Path:
-    """A Python with ``mcp<2`` installed (never skipped: a failure to build it fails)."""
-    venv = Path(tempfile.gettempdir()) / "mcphost-tests-mcp1-venv"
-    python = venv / "bin" / "python"
+    """The Python of the ``mcp<2`` virtualenv (never skipped: a missing one fails)."""
+    python = MCP1_VENV / "bin" / "python"
     check = [
         str(python),
         "-c",
         "import importlib.metadata as m; assert m.version('mcp').startswith('1.')",
     ]
-    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
-        return python
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    out = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "mcp>=1.9,<2"], capture_output=True, text=True
-    )
-    if out.returncode != 0:
-        pytest.fail(f"could not install the mcp 1.x client:\n{out.stdout}\n{out.stderr}")
+    if not python.exists() or subprocess.run(check, capture_output=True).returncode != 0:
+        pytest.fail(
+            f"no mcp 1.x client in {MCP1_VENV}: the README's test command makes it; "
+            f"alone, run: {MCP1_SETUP}"
+        )
     return python
 
 
