@@ -1114,6 +1114,10 @@ def _bwrap_backend() -> tuple[Any, str]:
     return backend, "layers: " + ", ".join(sorted(layers))
 
 
+#: The large plugin verify_tree is measured on (the foundation issue's few hundred files).
+LARGE = "textkit with 300 more modules"
+
+
 def _verification_rows(plan: Plan, plugins: Plugins) -> list[Row]:
     try:
         from mcphost.security import TrustStore, verify_tree
@@ -1126,7 +1130,7 @@ def _verification_rows(plan: Plan, plugins: Plugins) -> list[Row]:
     rows: list[Row] = []
     roots = {name: plugins.dirs[name] for name in EXAMPLE_NAMES}
     try:
-        roots["textkit with 300 more modules"] = _large_plugin(plugins, files=300)
+        roots[LARGE] = _large_plugin(plugins, files=300)
     except Exception as exc:
         rows.append(_not_measured("verify_tree: a plugin of a few hundred files", str(exc)))
     for name, root in roots.items():
@@ -1136,16 +1140,17 @@ def _verification_rows(plan: Plan, plugins: Plugins) -> list[Row]:
             t0 = time.perf_counter()
             verify_tree(root, trust)
             times.append(time.perf_counter() - t0)
-        rows.append(
-            {
-                "name": f"verify_tree before a start: {name} ({len(manifest.files)} files)",
-                "value": median(times) * 1e3,
-                "unit": "ms p50",
-                "p50": ms(median(times)),
-                "p99": ms(percentile(times, 99)),
-                "n": len(times),
-            }
-        )
+        row: Row = {
+            "name": f"verify_tree before a start: {name} ({len(manifest.files)} files)",
+            "value": median(times) * 1e3,
+            "unit": "ms p50",
+            "p50": ms(median(times)),
+            "p99": ms(percentile(times, 99)),
+            "n": len(times),
+        }
+        if name == LARGE:  # the foundation issue's target for a few hundred files
+            row.update(target="< 10 ms", passed=median(times) < 0.010)
+        rows.append(row)
     return rows
 
 

@@ -7,7 +7,13 @@ signed with a throw-away key. Reported:
   command: verify, store, unpack, sync, learn the tools with one sandboxed start, record);
 - swap time from the moment ``mcphost plugin swap`` is started to the first answer from
   the new version in a running embedded Host under load (p50, and from the command's exit);
-- calls that failed while swapping back and forth under load (must be 0).
+- calls that failed while swapping back and forth under load (must be 0);
+- reset time: from ``mcphost plugin reset`` (its start, and its exit) to a running Host
+  having left the failed state of a plugin whose worker was killed with
+  ``max_restarts = 0``.
+
+The two times from a command's exit are what the running host adds to a registry
+change (it polls the registry); the tests check only that the change arrives.
 
     python benchmarks/bench_registry.py [--quick]
 
@@ -174,6 +180,63 @@ async def _swaps(home_root: Path, swaps: int) -> dict[str, Any]:
     }
 
 
+async def _resets(home_root: Path, resets: int) -> list[tuple[float, float]]:
+    """Seconds from ``plugin reset``'s start and from its exit until the running host no
+    longer shows the plugin failed, for ``resets`` plugins failed by killing their
+    worker."""
+    import contextlib
+    import os
+    import signal
+
+    from mcphost.host import Home, Host
+    from mcphost.sdk import MCPHostError
+
+    home = Home(home_root)
+    config = home.config_file
+    before = config.read_text() if config.exists() else None
+    config.write_text("max_restarts = 0\n")
+    times: list[tuple[float, float]] = []
+    try:
+        async with Host(home, environment=False) as host:
+
+            def state() -> str:
+                return str(host.stats()[0]["state"])
+
+            for _ in range(resets):
+                assert await host.call("textkit.echo", {"text": "x"}) == "x"
+                os.kill(int(host.stats()[0]["pid"]), signal.SIGKILL)
+                while state() != "failed":
+                    with contextlib.suppress(MCPHostError):
+                        await host.call("textkit.echo", {"text": "x"})
+                    await asyncio.sleep(0.01)
+                t0 = time.perf_counter()
+                proc = await asyncio.create_subprocess_exec(
+                    *_mcphost(),
+                    "--home",
+                    str(home.root),
+                    "plugin",
+                    "reset",
+                    "textkit",
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+                _, err = await proc.communicate()
+                if proc.returncode != 0:
+                    raise RuntimeError(f"reset failed: {err.decode()}")
+                t_exit = time.perf_counter()
+                async with asyncio.timeout(10.0):
+                    while state() == "failed":
+                        await asyncio.sleep(0.002)
+                now = time.perf_counter()
+                times.append((now - t0, max(0.0, now - t_exit)))
+    finally:
+        if before is None:
+            config.unlink()
+        else:
+            config.write_text(before)
+    return times
+
+
 def run(quick: bool = False) -> list[dict[str, Any]]:
     """Rows in the runner's format (name, value, unit, target, passed, note)."""
     installs, swaps = (3, 4) if quick else (7, 12)
@@ -183,6 +246,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         _cli(home, "plugin", "install", str(wheels["1.0.0"]), "--yes")
         _cli(home, "plugin", "install", str(wheels["1.1.0"]), "--yes", "--no-activate")
         swap = asyncio.run(_swaps(home, swaps))
+        reset = asyncio.run(_resets(home, 3 if quick else 7))
     return [
         {
             "name": "install textkit: `plugin install --yes`, the whole command",
@@ -205,6 +269,20 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             "target": "< 1000 ms",
             "passed": swap["after_exit_p50_ms"] < 1000,
             "note": "the running host polls the registry every 0.25 s",
+        },
+        {
+            "name": "reset of a failed plugin: command start to the running host leaving failed",
+            "value": statistics.median(t for t, _ in reset) * 1000,
+            "unit": "ms p50",
+            "note": f"{len(reset)} resets, slowest {max(t for t, _ in reset) * 1000:.0f} ms",
+        },
+        {
+            "name": "reset of a failed plugin: command exit to the running host leaving failed",
+            "value": statistics.median(t for _, t in reset) * 1000,
+            "unit": "ms p50",
+            "target": "< 1000 ms",
+            "passed": statistics.median(t for _, t in reset) < 1.0,
+            "note": "0 when the host saw the reset before the command had exited",
         },
         {
             "name": "calls failed during the swaps under load",

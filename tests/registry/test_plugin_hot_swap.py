@@ -93,7 +93,7 @@ def test_plugin_hot_swap(home: Home, wheels: dict[str, Path], no_leftover_worker
     is the old or the new version's, and after each switch only the new one's."""
     install_both(home, wheels)
 
-    async def scenario() -> tuple[Tally, list[tuple[float, HostEvent]], list[float]]:
+    async def scenario() -> tuple[Tally, list[tuple[float, HostEvent]]]:
         tally = Tally()
         stop = asyncio.Event()
         async with Host(home, environment=False) as host:
@@ -113,7 +113,6 @@ def test_plugin_hot_swap(home: Home, wheels: dict[str, Path], no_leftover_worker
                     n += 1
 
             tasks = [asyncio.create_task(caller(i)) for i in range(CALLERS)]
-            commands: list[float] = []
             try:
                 await tally.wait_for(PER_PHASE)
                 for args in (
@@ -121,20 +120,20 @@ def test_plugin_hot_swap(home: Home, wheels: dict[str, Path], no_leftover_worker
                     ["plugin", "rollback", "textkit"],
                 ):
                     switched = next_swap()
-                    commands.append(await cli(home, *args))
-                    await asyncio.wait_for(switched.wait(), 5.0)
+                    await cli(home, *args)
+                    await asyncio.wait_for(switched.wait(), 20.0)
                     await tally.wait_for(PER_PHASE)
             finally:
                 stop.set()
                 await asyncio.gather(*tasks)
-        return tally, swaps, commands
+        return tally, swaps
 
-    tally, swaps, commands = asyncio.run(scenario())
+    tally, swaps = asyncio.run(scenario())
     assert tally.failures == [], f"{len(tally.failures)} calls failed: {tally.failures[:3]}"
     assert [ev.version for _, ev in swaps] == ["1.1.0", "1.0.0"]
     (swap_at, _), (back_at, _) = swaps
-    for done, switched in zip(commands, (swap_at, back_at), strict=True):
-        assert switched - done < 1.0, "the running host switched more than 1 s after the CLI"
+    # How soon the host switches after the command is measured, not asserted here:
+    # benchmarks/bench_registry.py ("swap under load: command exit to new version serving").
     new = old = 0
     for started, text, answer in tally.answers:
         assert answer in (text, text + " [1.1]"), answer
@@ -205,7 +204,9 @@ def test_a_reset_made_with_the_cli_clears_a_failed_plugin_in_a_running_host(
             with pytest.raises(PluginFailed, match="mcphost plugin reset textkit"):
                 await host.call("textkit.upper", {"text": "x"})
             await cli(home, "plugin", "reset", "textkit")
-            await wait_until(lambda: state() != "failed", timeout=1.0)
+            # How soon is measured in benchmarks/bench_registry.py ("reset of a failed
+            # plugin"); here only that the running host takes the reset.
+            await wait_until(lambda: state() != "failed", timeout=20.0)
             assert await host.call("textkit.upper", {"text": "x"}) == "X"
 
     asyncio.run(scenario())

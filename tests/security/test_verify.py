@@ -6,8 +6,6 @@ import base64
 import json
 import os
 import shutil
-import statistics
-import time
 import zipfile
 from pathlib import Path
 
@@ -363,7 +361,7 @@ def test_pip_install_with_bytecode_compilation_is_refused(
     assert reason == "unlisted_file" and "__pycache__" in err.message
 
 
-def test_verifying_a_tree_of_three_hundred_files_takes_milliseconds(
+def test_a_tree_of_three_hundred_modules_in_thirty_packages_verifies_listing_every_module(
     tmp_path: Path, signing_key: PrivateKey, trust: TrustStore
 ) -> None:
     project = tmp_path / "bigplugin"
@@ -392,18 +390,12 @@ def test_verifying_a_tree_of_three_hundred_files_takes_milliseconds(
     pip("install", "--no-deps", "--no-compile", "--target", str(target), str(wheel))
     files = sum(1 for p in target.rglob("*") if p.is_file())
     assert files >= 300
-    timings = []
-    for _ in range(7):
-        start = time.perf_counter()
-        manifest = verify_tree(target, trust)
-        timings.append(time.perf_counter() - start)
-    assert len(manifest.files) >= 300
-    median_ms = statistics.median(timings) * 1000
-    print(
-        f"verify_tree: {files} files, median {median_ms:.2f} ms, best {min(timings) * 1000:.2f} ms"
-    )
-    # The target is 10 ms on a developer machine; the bound leaves room for a busy CI host.
-    assert median_ms < 50
+    manifest = verify_tree(target, trust)
+    modules = {str(p.relative_to(target)) for p in (target / "bigplugin").rglob("*.py")}
+    assert len(modules) == 331
+    assert modules <= {entry.path for entry in manifest.files}
+    # How long this takes is measured, not asserted: benchmarks/bench_core.py
+    # ("verify_tree before a start: textkit with 300 more modules").
 
 
 def test_manifest_entry_points_must_match_the_wheels_own_metadata(
