@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -17,6 +16,9 @@ def test_jobs_run_side_by_side_on_at_most_the_pool_size_of_threads() -> None:
     most = 0
     lock = threading.Lock()
     done = threading.Semaphore(0)
+    # Each job waits until three run at once: nine jobs pass only if the pool runs three
+    # side by side, and a fourth thread would show in ``most``.
+    together = threading.Barrier(3)
 
     def job() -> None:
         nonlocal running, most
@@ -24,7 +26,7 @@ def test_jobs_run_side_by_side_on_at_most_the_pool_size_of_threads() -> None:
             running += 1
             most = max(most, running)
             names.add(threading.current_thread().name)
-        time.sleep(0.05)
+        together.wait(timeout=20)
         with lock:
             running -= 1
         done.release()
@@ -32,7 +34,7 @@ def test_jobs_run_side_by_side_on_at_most_the_pool_size_of_threads() -> None:
     for _ in range(9):
         pool.post(job)
     for _ in range(9):
-        assert done.acquire(timeout=5)
+        assert done.acquire(timeout=20)
     pool.shutdown()
     assert most == 3
     assert names == {"t_0", "t_1", "t_2"}

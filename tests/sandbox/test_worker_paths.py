@@ -37,6 +37,7 @@ def where(sleep: float = 0.0) -> str:
 @plugin.tool
 def poll(ctx: Context, seconds: float) -> str:
     """Poll the context until it is cancelled or ``seconds`` pass; say which."""
+    (ctx.data_dir / "polling").write_text(str(ctx.call_id))
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         if ctx.cancelled:
@@ -148,7 +149,7 @@ def test_cancelling_a_caller_of_a_sync_tool_cancels_its_context_in_the_worker(
     async def scenario() -> None:
         async with running(spec, backend) as w:
             task = asyncio.create_task(w.call("poll", {"seconds": 30}))
-            await asyncio.sleep(0.2)
+            await wait_for_file(data / "polling", bool, 20)  # it runs in the worker
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -162,11 +163,12 @@ def test_a_worker_shutting_down_answers_the_pool_calls_it_was_running(
     write_plugin: PluginWriter, backend: RlimitBackend
 ) -> None:
     spec = write_plugin("paths", PATHS)
+    data = Path(spec.data_dir)
 
     async def scenario() -> None:
         w = await spawn_worker(spec, backend, handshake_timeout=10)
         call = asyncio.create_task(w.call("poll", {"seconds": 30}))
-        await asyncio.sleep(0.2)
+        await wait_for_file(data / "polling", bool, 20)  # it runs on the pool
         await w.close()
         with pytest.raises(MCPHostError) as info:
             await call

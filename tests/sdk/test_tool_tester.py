@@ -26,6 +26,7 @@ plugin = Plugin("kinds")
 #: Set by tools so the tests can see what happened inside them.
 seen: dict[str, object] = {}
 stopped = threading.Event()
+waiting = threading.Event()
 
 
 class Pair(msgspec.Struct):
@@ -126,6 +127,7 @@ def polite_loop(ctx: Context) -> str:
 @plugin.tool
 async def wait(ctx: Context) -> None:
     """Waits until cancelled."""
+    waiting.set()
     try:
         await asyncio.sleep(3600)
     finally:
@@ -136,6 +138,7 @@ async def wait(ctx: Context) -> None:
 def tester() -> Iterator[ToolTester]:
     seen.clear()
     stopped.clear()
+    waiting.clear()
     with ToolTester(plugin) as t:
         yield t
 
@@ -253,10 +256,9 @@ def test_a_given_data_dir_is_used_and_kept(tmp_path: Path) -> None:
 
 
 def test_a_deadline_cancels_a_sync_tool_that_polls_its_context(tester: ToolTester) -> None:
-    t0 = time.perf_counter()
+    # The loop never ends by itself: only the deadline can end this call.
     with pytest.raises(ToolTimeout) as info:
         tester.call("polite_loop", timeout=0.2)
-    assert time.perf_counter() - t0 < 2.0
     assert "kinds.polite_loop did not finish within 0.2s" in info.value.message
     assert stopped.wait(5), "the tool never saw the cancellation"
     remaining = seen["remaining"]
@@ -266,8 +268,7 @@ def test_a_deadline_cancels_a_sync_tool_that_polls_its_context(tester: ToolTeste
 def test_cancelling_an_async_call_cancels_the_tool(tester: ToolTester) -> None:
     async def scenario() -> None:
         task = asyncio.create_task(tester.acall("wait"))
-        for _ in range(100):
-            await asyncio.sleep(0)
+        assert await asyncio.to_thread(waiting.wait, 20), "the tool never started"
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
