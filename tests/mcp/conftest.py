@@ -118,11 +118,24 @@ def embedded() -> Any:
 
 #: Tools added to a copy of textkit for the flood tests: each writes ``done-<tag>`` into
 #: the plugin's data directory when it has produced everything, so a test whose client
-#: reads nothing can tell when the flood is over.
+#: reads nothing can tell when the flood is over; and ``watched_sleep``, which writes
+#: ``started-<tag>`` and, when cancelled in its worker, ``cancelled-<tag>``.
 CHATTY_TOOLS = '''
 
 def _done(ctx: Context, tag: str) -> None:
     (ctx.data_dir / f"done-{tag}").write_text("done")
+
+
+@plugin.tool
+async def watched_sleep(seconds: float, ctx: Context, tag: str = "sleep") -> float:
+    """Sleep like ``sleep``; say in the data directory that it began and if it was cancelled."""
+    (ctx.data_dir / f"started-{tag}").write_text("started")
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        (ctx.data_dir / f"cancelled-{tag}").write_text("cancelled")
+        raise
+    return seconds
 
 
 @plugin.tool

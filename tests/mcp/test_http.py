@@ -58,21 +58,27 @@ def test_official_client_lists_calls_and_gets_errors_and_progress_over_http(
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 def test_cancelling_a_long_call_over_http_cancels_it_in_the_worker(
-    mcp_home: Path, plugin_dirs: dict[str, Path], embedded: Any, mode: str
+    mcp_home: Path, chatty_dir: Path, embedded: Any, mode: str
 ) -> None:
+    data = mcp_home / "data" / "textkit"
+
     async def go() -> None:
         async with (
-            embedded(mcp_home, [plugin_dirs["textkit"]]) as served,
+            embedded(mcp_home, [chatty_dir]) as served,
             served.client(mode=mode) as client,
         ):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(client.call_tool, "textkit.sleep", {"seconds": 60})
-                with anyio.fail_after(10):
-                    while inflight(served.host, "textkit") == 0:
+                tg.start_soon(client.call_tool, "textkit.watched_sleep", {"seconds": 60})
+                with anyio.fail_after(20):  # the call runs in the worker
+                    while not (data / "started-sleep").exists():
                         await anyio.sleep(0.01)
+                assert inflight(served.host, "textkit") == 1
                 tg.cancel_scope.cancel()
-            with anyio.fail_after(10):
-                while inflight(served.host, "textkit") != 0:
+            with anyio.fail_after(20):
+                # The host forgets the call, and the tool itself is cancelled in the worker.
+                while (
+                    inflight(served.host, "textkit") != 0 or not (data / "cancelled-sleep").exists()
+                ):
                     await anyio.sleep(0.01)
             res = await client.call_tool("textkit.upper", {"text": "next"})
             assert res.structured_content == {"result": "NEXT"}

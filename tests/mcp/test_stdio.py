@@ -118,19 +118,31 @@ def test_progress_arrives_for_each_streamed_item_and_from_context_progress(
     asyncio.run(go())
 
 
+async def until_exists(path: Path, bound: float = 20) -> None:
+    """Wait, at most ``bound`` seconds, for a file a tool writes."""
+    with anyio.fail_after(bound):
+        while not path.exists():
+            await anyio.sleep(0.01)
+
+
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-def test_a_cancelled_long_call_ends_and_the_server_keeps_answering(
-    serve_argv: list[str], mode: str
+def test_a_cancelled_long_call_is_cancelled_in_its_worker_and_the_server_keeps_answering(
+    mcphost_cmd: list[str], mcp_home: Path, chatty_dir: Path, mode: str
 ) -> None:
+    argv = [*mcphost_cmd, "--home", str(mcp_home), "serve", "--no-environment"]
+    data = mcp_home / "data" / "textkit"
+
     async def go() -> None:
-        async with Client(params(serve_argv), mode=mode) as client:
-            with anyio.move_on_after(1.0) as scope:
-                await client.call_tool("textkit.sleep", {"seconds": 60})
-            assert scope.cancelled_caught
+        async with Client(params([*argv, "--plugin-dir", str(chatty_dir)]), mode=mode) as client:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client.call_tool, "textkit.watched_sleep", {"seconds": 60})
+                await until_exists(data / "started-sleep")  # the call runs in the worker
+                tg.cancel_scope.cancel()
+            await until_exists(data / "cancelled-sleep")  # and is cancelled there
             res = await client.call_tool("textkit.upper", {"text": "after"})
             assert res.structured_content == {"result": "AFTER"}
 
-    asyncio.run(asyncio.wait_for(go(), 30))
+    asyncio.run(asyncio.wait_for(go(), 60))
 
 
 @pytest.mark.filterwarnings(
@@ -171,7 +183,11 @@ def test_2026_client_gets_plugin_logs_only_when_it_opts_in_per_request(
         async with Client(params(serve_argv), logging_callback=on_log, log_level="info") as c2:
             res = await c2.call_tool("textkit.sleep", {"seconds": 0.2})
             assert not res.is_error
-        assert logs and logs[0].logger == "textkit"
+            # A call's log line reaches the client before its answer: the empty list
+            # above was not checked too early.
+            assert [(p.logger, p.level, p.data) for p in logs] == [
+                ("textkit", "info", "sleeping 0.2s")
+            ]
 
     asyncio.run(go())
 
