@@ -139,10 +139,19 @@ def test_a_2026_request_with_an_unknown_version_gets_32022_naming_the_supported_
         }
     )
     listed = raw.read()["result"]
-    assert listed["resultType"] == "complete"
-    assert listed["ttlMs"] >= 0 and listed["cacheScope"] in ("private", "public")
+    assert {k: v for k, v in listed.items() if k != "tools"} == {
+        "resultType": "complete",
+        "ttlMs": 0,  # --tools-ttl-ms's default: no caching
+        "cacheScope": "private",
+    }
+    assert {"textkit.upper", "mathkit.stats"} <= {t["name"] for t in listed["tools"]}
     raw.send_json(INIT | {"id": 3})
-    assert raw.read()["error"]["code"] == -32022  # no handshake on a 2026 connection
+    err = raw.read()["error"]  # no handshake on a 2026 connection
+    assert err["code"] == -32022
+    assert "the initialize handshake is not accepted" in err["message"]
+    assert err["data"] == {"supported": ["2026-07-28"], "requested": "2025-06-18"}
     raw.send_json({"jsonrpc": "2.0", "id": 4, "method": "tools/list", "params": {}})
-    assert raw.read()["error"]["code"] == -32602  # the envelope is required
+    err = raw.read()["error"]  # the envelope is required on every request
+    assert err["code"] == -32602
+    assert "params._meta must carry 'io.modelcontextprotocol/protocolVersion'" in err["message"]
     assert raw.close() == 0

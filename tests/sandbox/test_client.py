@@ -31,7 +31,7 @@ from mcphost.sandbox import (
     spawn_worker,
 )
 from mcphost.sandbox.isolation import clean_env
-from mcphost.sdk import MCPHostError, ProtocolError, WorkerCrashed
+from mcphost.sdk import MCPHostError, WorkerCrashed
 
 #: The write_plugin fixture (tests/sandbox/conftest.py).
 PluginWriter = Callable[..., WorkerSpec]
@@ -306,11 +306,6 @@ def test_calls_on_a_closed_worker_fail_at_once_naming_the_worker(
         assert "good 1.0.0" in info.value.message and "not running" in info.value.message
 
     asyncio.run(scenario())
-
-
-def test_a_protocol_error_is_an_mcphost_error_with_a_stable_code() -> None:
-    assert issubclass(ProtocolError, MCPHostError)
-    assert ProtocolError("x").code == "protocol_error"
 
 
 HOST_SCRIPT = """

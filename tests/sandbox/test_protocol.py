@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import struct
 from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mcphost.sandbox.protocol import (
@@ -158,8 +157,16 @@ def test_corrupting_or_cutting_a_valid_frame_raises_nothing_but_protocol_error(
         body[i] = data.draw(st.integers(min_value=0, max_value=255))
     end = data.draw(st.integers(min_value=0, max_value=len(body)))
     for candidate in (bytes(body), bytes(body[:end])):
-        with contextlib.suppress(ProtocolError):
-            codec.decode(candidate)
+        try:
+            decoded = codec.decode(candidate)
+        except ProtocolError as exc:
+            assert exc.code == "protocol_error" and "malformed frame" in exc.message
+        else:
+            # Damage that still decodes gives a real frame, one that survives a round trip
+            # (compared as bytes: damage can make a float NaN).
+            assert type(decoded) in Frame.__args__
+            again = codec.encode(decoded)
+            assert codec.encode(codec.decode(again[4:])) == again
 
 
 @settings(max_examples=500, deadline=None)
@@ -176,19 +183,33 @@ def test_splitting_arbitrary_bytes_into_frames_raises_nothing_but_protocol_error
     assert all(isinstance(f, Frame.__args__) for f in got)
 
 
-@settings(max_examples=200, deadline=None)
+#: Each frame type by its tag, and every field name a frame has.
+FRAME_BY_TAG = {t.__struct_config__.tag: t for t in Frame.__args__}
+FIELD_NAMES = sorted({name for t in Frame.__args__ for name in t.__struct_fields__})
+
+
+@settings(max_examples=300, deadline=None)
 @given(
     tag=st.sampled_from(["call", "result", "hello", "credit", "nope", ""]),
-    fields=st.dictionaries(text, json_values, max_size=5),
+    fields=st.dictionaries(st.sampled_from(FIELD_NAMES) | text, json_values, max_size=5),
 )
-def test_well_formed_msgpack_that_is_not_a_valid_frame_is_a_protocol_error(
+@example(tag="credit", fields={"id": 1, "n": 2, "extra": "ignored"})
+@example(tag="nope", fields={"id": 1})
+def test_well_formed_msgpack_is_the_frame_its_tag_and_fields_say_or_a_protocol_error(
     tag: str, fields: dict[str, Any]
 ) -> None:
     body = msgspec.msgpack.encode({"t": tag, **fields})
     try:
-        codec.decode(body)
+        frame = codec.decode(body)
     except ProtocolError as exc:
-        assert exc.code == "protocol_error"
+        assert exc.code == "protocol_error" and "malformed frame" in exc.message
+    else:
+        # Only a known tag whose required fields are there, with the right types, decodes,
+        # and to that type with those values.
+        assert type(frame) is FRAME_BY_TAG.get(tag), (tag, frame)
+        for name in type(frame).__struct_fields__:
+            if name in fields:
+                assert getattr(frame, name) == fields[name], name
 
 
 @pytest.mark.parametrize(
