@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.procs import assert_process_gone
+from support.procs import assert_process_gone, wait_process_gone
 
 from mcphost.host import (
     Home,
@@ -187,15 +187,23 @@ def test_the_home_comes_from_the_argument_then_mcphost_home(
 def test_a_host_can_be_started_and_closed_again(
     make_host: Callable[..., Host], plugin_dirs: dict[str, Path], no_leftover_workers: None
 ) -> None:
-    async def scenario() -> list[str]:
+    async def scenario() -> tuple[list[str], list[int]]:
         host = make_host(plugin_dirs=[plugin_dirs["textkit"]])
-        out = []
+        out, pids = [], []
         for _ in range(2):
             async with host:
                 out.append(await host.call("textkit.upper", {"text": "again"}))
-        return out
+                (stats,) = host.stats()
+                assert stats["state"] == "running"
+                pids.append(stats["pid"])
+            # Closed: its worker is gone and it shows no plugin as running any more.
+            await wait_process_gone(pids[-1], 10)
+            assert host.stats() == []
+        return out, pids
 
-    assert asyncio.run(scenario()) == ["AGAIN", "AGAIN"]
+    out, pids = asyncio.run(scenario())
+    assert out == ["AGAIN", "AGAIN"]
+    assert pids[0] != pids[1]  # the second start started a worker of its own
 
 
 def test_a_script_that_leaves_a_sync_stream_early_exits_promptly(
