@@ -60,21 +60,32 @@ def test_plugin_execution_streams_items_in_order_with_progress(
 ) -> None:
     progress: list[tuple[float, float | None]] = []
 
-    async def scenario() -> tuple[list[Any], list[Any]]:
+    async def scenario() -> tuple[list[Any], int, list[Any]]:
         async with examples(stream_window=3) as host:
-            numbers = [
-                i
-                async for i in host.stream(
-                    "textkit.count_to",
-                    {"n": 50},
-                    on_progress=lambda p, t, m: progress.append((p, t)),
-                )
-            ]
+            stream = host.stream(
+                "textkit.count_to",
+                {"n": 50},
+                on_progress=lambda p, t, m: progress.append((p, t)),
+            )
+            numbers = [await stream.__anext__()]
+            # The consumer holds back after one item: the worker may run 3 items ahead
+            # (the window), which it does at once ...
+            async with asyncio.timeout(20):
+                while len(progress) < 1 + 3:
+                    await asyncio.sleep(0.005)
+            # ... and no further, however long it is given (here: a call it serves
+            # meanwhile; without the window it would have produced all 50 by then).
+            assert await host.call("textkit.sleep", {"seconds": 0.2}) == 0.2
+            ahead = len(progress)
+            numbers += [i async for i in stream]
             words = [w async for w in host.stream("textkit.tokens", {"text": "one two three"})]
-            return numbers, words
+            return numbers, ahead, words
 
-    numbers, words = asyncio.run(scenario())
+    numbers, ahead, words = asyncio.run(scenario())
     assert numbers == list(range(50))
+    # Items 1..3 sent, and the 4th computed (its progress reported) while it waits for
+    # credit to be sent.
+    assert ahead in (4, 5), progress
     assert words == ["one", "two", "three"]
     assert progress[-1] == (50.0, 50.0) and len(progress) == 50
 
