@@ -13,6 +13,7 @@ one process even if its pid is later reused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import select
 
@@ -47,8 +48,13 @@ def _describe(proc: int | psutil.Process) -> str:
         return f"process {pid}"
 
 
-def assert_process_gone(proc: int | psutil.Process, timeout: float) -> None:
+def assert_process_gone(proc: int | psutil.Process, timeout: float, *, reap: bool = False) -> None:
     """Fail unless the process has exited within ``timeout`` seconds.
+
+    With ``reap``, a process that is a child of this one is then reaped: one this test
+    process adopted (it is a child subreaper, as every host is) when its parent died,
+    which nobody else will collect and later tests would see as a leftover zombie.
+    Never reap a child an event loop is watching: it would lose its exit status.
 
     This blocks: from a coroutine whose event loop must act for the process to end, use
     :func:`wait_process_gone`.
@@ -60,9 +66,12 @@ def assert_process_gone(proc: int | psutil.Process, timeout: float) -> None:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         ended = poller.poll(int(timeout * 1000))
+        assert ended, f"{_describe(proc)} still runs after {timeout} s"
+        if reap:
+            with contextlib.suppress(ChildProcessError):
+                os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG)
     finally:
         os.close(fd)
-    assert ended, f"{_describe(proc)} still runs after {timeout} s"
 
 
 async def wait_process_gone(proc: int | psutil.Process, timeout: float) -> None:
