@@ -216,6 +216,21 @@ class Host:
                 data={"reason": "verification_unavailable"},
             ) from exc
 
+    def start_workers(self) -> list[asyncio.Task[Any]]:
+        """Start the worker of every plugin that has none, in the background, so the
+        first call to each finds it running (``mcphost serve`` does this while its
+        client's handshake goes on). A start that fails is logged and counted as any
+        other; the next call to that plugin tries again. Returns the starts begun."""
+        if self._env is None:
+            raise PluginError("the host is not started; use `async with Host() as host:`")
+        begun: list[asyncio.Task[Any]] = []
+        for sup in self._supervisors.values():
+            if sup.worker is None and sup.state == "stopped":
+                task = self._env.spawn_task(sup.acquire())
+                task.add_done_callback(_consume)
+                begun.append(task)
+        return begun
+
     def _start_background(self) -> list[asyncio.Task[Any]]:
         if not self._use_registry:
             return []
@@ -536,3 +551,9 @@ def _checked_timeout(timeout: float) -> float:
             "for the configured call_timeout"
         )
     return float(timeout)
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    """Read a background start's outcome: its failure was logged where it happened."""
+    if not task.cancelled():
+        task.exception()

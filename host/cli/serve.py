@@ -239,6 +239,7 @@ def serve(
             forward_plugin_logs=forward_plugin_logs,
             instructions=instructions,
             default_log_level=client_log_level,
+            start_workers=True,
         )
         server = McpServer(make_host, options)
         try:

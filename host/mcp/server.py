@@ -1,8 +1,10 @@
 """The MCP server state every connection shares: the host, its tool catalog, the sessions.
 
-:class:`McpServer` starts the :class:`~mcphost.host.Host` in the background so a client's
-``initialize`` (or ``server/discover``) is answered at once; ``tools/list`` and
-``tools/call`` wait until the host knows its plugins. It listens to the host's events and
+:class:`McpServer` starts the :class:`~mcphost.host.Host` in the background as soon as
+serving begins (the host's modules are imported on a thread), so a client's
+``initialize`` (or ``server/discover``) is answered at once while the host, and with
+``start_workers`` every plugin's worker, starts; ``tools/list`` and ``tools/call`` wait
+until the host knows its plugins. It listens to the host's events and
 fans them out: a changed tool set becomes ``notifications/tools/list_changed``. A log
 line written during a call goes to the session that made the call only (the session
 passes its own callback down with the call); lines outside any call, such as what a
@@ -69,6 +71,7 @@ class ServerOptions:
         default_log_level: str = "info",
         instructions: str | None = None,
         forward_plugin_logs: bool = False,
+        start_workers: bool = False,
     ) -> None:
         self.name = name
         self.version = version
@@ -86,6 +89,9 @@ class ServerOptions:
         self.instructions = instructions
         #: Also send plugin log lines written outside any call to every session.
         self.forward_plugin_logs = forward_plugin_logs
+        #: Start every plugin's worker as soon as the host has started, rather than on
+        #: each plugin's first call (``mcphost serve`` does).
+        self.start_workers = start_workers
 
 
 class McpServer:
@@ -94,8 +100,9 @@ class McpServer:
     def __init__(
         self, host: Host | Callable[[], Host], options: ServerOptions | None = None
     ) -> None:
-        # A factory makes the host on first use: `mcphost serve` answers initialize before
-        # the host's modules (configuration models, supervision) are even imported.
+        # A factory makes the host when serving begins, on a thread: `mcphost serve`
+        # answers initialize while the host's modules (configuration models,
+        # supervision) are still being imported.
         self._host: Host | None = None if callable(host) else host
         self._make_host: Callable[[], Host] | None = host if callable(host) else None
         self.options = options or ServerOptions()
@@ -119,8 +126,20 @@ class McpServer:
             self._ready = asyncio.get_running_loop().create_task(self._start_host())
 
     async def _start_host(self) -> None:
-        await self.host.start()
-        self._remove_listener = self.host.add_listener(self._on_event)
+        if self._host is None:
+            # Importing the host's modules (configuration models, supervision, the
+            # sandbox client) takes longer than answering a handshake: in a thread, so the
+            # loop answers initialize meanwhile.
+            self._host = await asyncio.to_thread(self._make_one)
+        host = self._host
+        await host.start()
+        self._remove_listener = host.add_listener(self._on_event)
+        if self.options.start_workers:
+            host.start_workers()
+
+    def _make_one(self) -> Host:
+        assert self._make_host is not None
+        return self._make_host()
 
     async def ready(self) -> Host:
         """The started host; raises an RPC error saying why if it could not start."""

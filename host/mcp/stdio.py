@@ -154,9 +154,6 @@ class StdioTransport:
             return  # cancelled by the client: no answer is due
         if out is not None:
             await self.outbox.put(out)
-        # The host starts once the first answer is out: initialize is never kept waiting
-        # by plugin discovery; tools/list and tools/call wait for the host instead.
-        self.server.start()
 
     # -- output --------------------------------------------------------------------
     async def _write_all(self) -> None:
@@ -184,6 +181,10 @@ class StdioTransport:
         loop = asyncio.get_running_loop()
         writer = loop.create_task(self._write_all())
         reader = loop.create_task(self._read_all())
+        # The host (and with it the plugins' workers) starts now, while the client's
+        # handshake goes on: initialize is answered without waiting for it, and the
+        # first tools/list or tools/call finds the workers started or starting.
+        self.server.start()
         lost = loop.create_task(self.sink.wait_lost())
         try:
             await asyncio.wait({reader, writer, lost}, return_when=asyncio.FIRST_COMPLETED)
