@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -172,8 +173,12 @@ class Host:
         self.home.ensure()
         if self._config is None:
             self.config = load_config(self.home.config_file)
-        verify = self._make_verifier()
-        backend = isolation_backend(self.config, self._isolation)
+        # The sandbox probe mostly waits for the processes it runs: it runs on its own
+        # thread while this one imports and builds the verifier.
+        with ThreadPoolExecutor(1, thread_name_prefix="mcphost-probe") as pool:
+            probe = pool.submit(isolation_backend, self.config, self._isolation)
+            verify = self._make_verifier()
+            backend = probe.result()
         if backend.level != "namespaces":
             log.warning(
                 "plugins run with isolation %r only (no namespaces); run `mcphost doctor`",
