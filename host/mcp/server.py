@@ -197,6 +197,9 @@ class McpServer:
     def _on_event(self, event: HostEvent) -> None:
         if event.kind == "tools_changed":
             self._catalog = None
+            if self.options.start_workers and self._host is not None:
+                # A plugin installed while serving starts now too, not on its first call.
+                self._host.start_workers()
             for s in list(self.sessions):
                 s.tools_changed()
         elif event.kind == "log" and event.call_id == 0 and self.options.forward_plugin_logs:
