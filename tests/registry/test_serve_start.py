@@ -9,10 +9,12 @@ import os
 import select
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
+from click.testing import Result
 from registry_helpers import MCPHOST
 
 from mcphost.host import Home, Host, HostEvent
@@ -20,9 +22,9 @@ from mcphost.host.mcp import McpServer, ServerOptions
 
 
 @pytest.fixture
-def installed(home: Home, cli: object, wheels: dict[str, Path]) -> Home:
+def installed(home: Home, cli: Callable[..., Result], wheels: dict[str, Path]) -> Home:
     """A home whose registry has textkit 1.0 installed (its tools are recorded)."""
-    result = cli("plugin", "install", str(wheels["1.0"]), "--yes")  # type: ignore[operator]
+    result = cli("plugin", "install", str(wheels["1.0"]), "--yes")
     assert result.exit_code == 0, result.output
     return home
 
@@ -45,6 +47,29 @@ def test_a_server_starting_workers_starts_an_installed_plugin_before_any_call(
                 event = await asyncio.wait_for(started.get(), 30)
                 assert event.plugin == "textkit"
             assert sup.worker is not None and sup.worker.alive
+        finally:
+            await server.close()
+
+    asyncio.run(go())
+
+
+def test_a_plugin_installed_while_a_server_starts_workers_gets_its_worker_at_once(
+    home: Home, cli: Callable[..., Result], wheels: dict[str, Path]
+) -> None:
+    async def go() -> None:
+        host = Host(home, environment=False)
+        started: asyncio.Queue[HostEvent] = asyncio.Queue()
+        server = McpServer(host, ServerOptions(start_workers=True))
+        try:
+            server.start()
+            await server.ready()
+            assert host.tools() == []
+            host.add_listener(lambda e: started.put_nowait(e) if e.kind == "plugin_started" else 0)
+            result = await asyncio.to_thread(cli, "plugin", "install", str(wheels["1.0"]), "--yes")
+            assert result.exit_code == 0, result.output
+            event = await asyncio.wait_for(started.get(), 30)
+            assert (event.plugin, event.version) == ("textkit", "1.0.0")
+            assert host._supervisors["textkit"].worker is not None
         finally:
             await server.close()
 
