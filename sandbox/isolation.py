@@ -156,6 +156,9 @@ def clean_env(
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
     }
+    # The host's choice of event loop (mcphost.sandbox.loops) holds for its workers too.
+    if "MCPHOST_LOOP" in os.environ:
+        env["MCPHOST_LOOP"] = os.environ["MCPHOST_LOOP"]
     for name in passthrough or []:
         if name in os.environ:
             env[name] = os.environ[name]

@@ -2,13 +2,14 @@
 
 Started as ``python -I -B -m mcphost.sandbox.worker CONFIG_JSON``. It applies its
 resource limits to itself, loads the plugin object by its entry point (the host never
-imports plugin code), says Hello, then serves many calls at once: async tools on its
-loop, sync tools on a bounded thread pool. It exits when the host goes away.
+imports plugin code), says Hello, then serves many calls at once: its main thread reads
+the channel and runs the sync tools known to be fast, a bounded thread pool runs the
+other sync tools and the sync generators, an event loop on a thread of its own runs the
+async tools. It exits when the host goes away.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
 import importlib
@@ -29,14 +30,11 @@ from mcphost.sdk.errors import (
     MCPHostError,
     PluginError,
     ToolError,
-    ToolNotFound,
     ToolTimeout,
 )
 from mcphost.sdk.plugin import Plugin, Tool
-from mcphost.sdk.runner import invoke, iterate, to_wire
+from mcphost.sdk.runner import to_wire
 
-from .channel import Channel, open_channel
-from .deadlines import Deadlines
 from .pool import ThreadPool
 from .protocol import (
     SUPPORTED_VERSIONS,
@@ -49,16 +47,16 @@ from .protocol import (
     Hello,
     Log,
     Ping,
-    Pong,
     Progress,
     Result,
     Shutdown,
-    StreamEnd,
-    StreamItem,
     Welcome,
 )
+from .worker_async import LoopSide
+from .worker_io import FrameReader, FrameWriter, Timer, send_or_error
+from .worker_sync import FAST_STREAK, SyncStream, SyncTool, close_stream, run_stream
 
-__all__ = ["WorkerConfig", "apply_limits", "load_plugin", "main"]
+__all__ = ["FAST_STREAK", "WorkerConfig", "apply_limits", "load_plugin", "main"]
 
 
 class WorkerConfig(msgspec.Struct, frozen=True):
@@ -118,215 +116,192 @@ def load_plugin(entry: str, paths: list[str]) -> Plugin:
     return obj
 
 
-#: A sync tool runs inline on the worker's loop once it has finished within FAST_SECONDS
-#: this many times in a row on the thread pool: a thread hop costs more than such a tool.
-FAST_STREAK = 3
-FAST_SECONDS = 0.0005
-#: An inline tool that runs slow goes back to the thread pool and must then finish fast
-#: twice as many times in a row as before to be inlined again, up to MAX_STREAK; every
-#: FORGIVE fast runs inline halve that again.
-MAX_STREAK = 1024
-FORGIVE = 1000
+#: How long a worker told to stop waits for its tasks to answer their cancellation.
+STOP_GRACE = 1.0
 
 
-class _SyncTool:
-    """A sync tool and where it runs: inline on the loop, or on the thread pool.
+class _QuietSink:
+    """The sink of a call whose caller asked for no progress: its logs go to the host,
+    its progress reports go nowhere (no frame nobody reads)."""
 
-    A tool earns the inline path by finishing fast ``need`` times in a row on the pool.
-    A slow inline run (the tool's own time, measured by the clock on the wall: a tool
-    that sleeps or waits blocks the loop as much as one that computes) sends it back and
-    doubles ``need``. So a tool that is slow now and then blocks the loop ever more
-    rarely, while a fast tool that once looked slow (the worker was preempted in the
-    middle of it) is back inline after a few calls.
-    """
+    __slots__ = ("_w",)
 
-    __slots__ = ("context_param", "fast", "inline", "name", "need", "streak", "tool")
+    def __init__(self, worker: Worker) -> None:
+        self._w = worker
 
-    def __init__(self, tool: Tool, name: str) -> None:
-        self.tool = tool
-        self.name = name  # <plugin>.<tool>, for messages
-        self.context_param = tool.signature.context_param
-        self.inline = False
-        self.streak = 0  # fast runs in a row on the pool
-        self.need = FAST_STREAK
-        self.fast = 0  # fast runs in a row inline
+    def emit_log(self, call_id: int, level: str, message: str) -> None:
+        self._w.emit_log(call_id, level, message)
 
-    def ran_on_pool(self, seconds: float) -> None:
-        # Called from pool threads: a lost update only delays a promotion.
-        if seconds <= FAST_SECONDS:
-            self.streak += 1
-            if self.streak >= self.need:
-                self.inline = True
-                self.fast = 0
-        else:
-            self.streak = 0
-
-    def ran_inline(self, seconds: float) -> None:
-        if seconds <= FAST_SECONDS:
-            self.fast += 1
-            if self.fast >= FORGIVE:
-                self.fast = 0
-                self.need = max(FAST_STREAK, self.need // 2)
-        else:
-            self.inline = False
-            self.streak = 0
-            self.need = min(self.need * 2, MAX_STREAK)
-
-
-class _Stream:
-    """Credit state of one outgoing stream."""
-
-    __slots__ = ("credit", "event")
-
-    def __init__(self, window: int) -> None:
-        self.credit = window
-        self.event = asyncio.Event()
+    def emit_progress(
+        self, call_id: int, progress: float, total: float | None, message: str | None
+    ) -> None:
+        return None
 
 
 class Worker:
     """Serves the calls arriving on one channel.
 
-    Sync tools run inline when they are known to be fast (see :class:`_SyncTool`), else on
-    the thread pool, whose threads send their results themselves; async tools and
-    streams run as tasks on the loop.
+    The main thread reads the channel (:meth:`serve_forever`). Sync tools run right
+    there once they are known to be fast (see :class:`SyncTool`), else on the thread
+    pool, whose threads send their answers themselves; a sync generator's stream runs
+    on a pool thread too. Async tools and async generators run on the event loop's
+    thread (:class:`LoopSide`). Whoever has a frame to send writes it.
     """
 
-    def __init__(self, cfg: WorkerConfig, plugin: Plugin) -> None:
+    def __init__(self, cfg: WorkerConfig, plugin: Plugin, sock: socket.socket) -> None:
         self.cfg = cfg
         self.plugin = plugin
         self.tools: dict[str, Tool] = plugin.tools
         self.data_dir = Path(cfg.data_dir)
+        self.codec = FrameCodec(cfg.max_frame)
+        self.reader = FrameReader(sock, self.codec)
+        self.writer = FrameWriter(sock, self.codec)
         self.executor = ThreadPool(cfg.threads, "tool")
-        #: Calls running as tasks (async tools, streams).
-        self.tasks: dict[int, tuple[asyncio.Task[None], Context]] = {}
-        #: Calls of sync tools on the thread pool. Whoever pops a call from here (its
-        #: thread when done, a cancel, its deadline) is the one who answers it.
+        #: Calls running on pool threads (sync tools, sync generators' streams). Whoever
+        #: pops a call from here (its thread when done, a cancel, its deadline) is the
+        #: one who answers it.
         self.jobs: dict[int, tuple[Call, Context | None]] = {}
         #: Ids of the calls whose tools are running on pool threads now. One that is no
         #: longer in ``jobs`` was answered (deadline, cancel) and holds its thread still.
         self.running: set[int] = set()
-        self.streams: dict[int, _Stream] = {}
-        self.channel: Channel | None = None
-        self.loop = asyncio.get_running_loop()
-        self.loop_thread = threading.get_ident()
+        self.sync_streams: dict[int, SyncStream] = {}
+        self.timer = Timer(self.jobs, self._job_timed_out, self.writer.flush)
+        self.aio = LoopSide(self)
+        self.reader_thread = threading.get_ident()
         self._sync = {
-            name: _SyncTool(t, f"{plugin.name}.{name}")
+            name: SyncTool(t, f"{plugin.name}.{name}")
             for name, t in self.tools.items()
             if t.kind == "sync"
         }
-        self._deadlines = Deadlines(self.loop, self.jobs, self._job_timed_out)
-        self.welcome: asyncio.Future[Welcome] = self.loop.create_future()
-        self.done: asyncio.Future[None] = self.loop.create_future()
+        self._gens = {name for name, t in self.tools.items() if t.kind == "sync_gen"}
+        self._quiet = _QuietSink(self)
         #: Why the host asked this worker to stop (Shutdown.reason), for cancelled calls.
         self.stop_reason = ""
 
     # -- ContextSink ---------------------------------------------------------------
-    def _send_threadsafe(self, frame: Frame) -> None:
-        if threading.get_ident() == self.loop_thread:
-            self._send(frame)
-            return
-        ch = self.channel
-        if ch is None or ch.closed:
-            return
-        try:
-            ch.send_threadsafe(frame)
-        except MCPHostError as exc:
-            if ch.closed:
-                return
-            call_id = getattr(frame, "id", 0)
-            ch.send_threadsafe(Error(id=call_id, code=exc.code, message=exc.message))
+    def _emit(self, frame: Frame, call_id: int) -> None:
+        ident = threading.get_ident()
+        if ident == self.reader_thread:
+            # An inline tool: its frames leave with its answer, at the end of the read.
+            send_or_error(self.writer, frame, call_id, now=False)
+        elif ident == self.aio.ident:
+            self.aio.send(frame, call_id)
+        else:
+            send_or_error(self.writer, frame, call_id, now=True)
 
     def emit_log(self, call_id: int, level: str, message: str) -> None:
-        self._send_threadsafe(Log(level=level, message=message, id=call_id))
+        self._emit(Log(level=level, message=message, id=call_id), call_id)
 
     def emit_progress(
         self, call_id: int, progress: float, total: float | None, message: str | None
     ) -> None:
-        self._send_threadsafe(Progress(id=call_id, progress=progress, total=total, message=message))
+        self._emit(Progress(id=call_id, progress=progress, total=total, message=message), call_id)
 
-    # -- frames --------------------------------------------------------------------
-    def _send(self, frame: Frame, *, flush: bool = True) -> None:
-        """Send from the loop's thread; ``flush=False`` lets the frame wait for the
-        others sent in this turn of the loop."""
-        ch = self.channel
-        if ch is None or ch.closed:
-            return
-        try:
-            ch.send(frame, flush=flush)
-        except MCPHostError as exc:
-            call_id = getattr(frame, "id", 0)
-            ch.send(Error(id=call_id, code=exc.code, message=exc.message), flush=flush)
+    # -- the channel's thread --------------------------------------------------------
+    def serve_forever(self) -> None:
+        """Read and handle frames until the host says Shutdown (then return) or goes
+        away (then the worker exits)."""
+        read = self.reader.read
+        writer = self.writer
+        sync = self._sync
+        gens = self._gens
+        jobs = self.jobs
+        inline_ok = self.cfg.inline
+        while True:
+            try:
+                frames = read()
+            except MCPHostError as exc:  # the host broke the protocol: nothing to serve
+                print(f"mcphost worker: {exc.message}", file=sys.stderr, flush=True)
+                os._exit(0)
+            if frames is None:
+                os._exit(0)  # the host went away
+            to_loop: list[Frame] | None = None
+            for frame in frames:
+                kind = type(frame)
+                if kind is Call:
+                    assert isinstance(frame, Call)
+                    if not frame.stream:
+                        st = sync.get(frame.tool)
+                        if st is not None:
+                            if st.inline and inline_ok:
+                                self._run_inline(frame, st)
+                            else:
+                                self._post_job(frame, st)
+                            continue
+                    elif frame.tool in gens:
+                        self._start_sync_stream(frame)
+                        continue
+                elif kind is Credit:
+                    assert isinstance(frame, Credit)
+                    ss = self.sync_streams.get(frame.id)
+                    if ss is not None:
+                        if ss.add_credit(frame.n):
+                            self._post_stream(frame.id, ss)
+                        continue
+                elif kind is Cancel:
+                    assert isinstance(frame, Cancel)
+                    if frame.id in jobs:
+                        self._cancel_job(frame.id)
+                        continue
+                elif kind is Welcome:
+                    assert isinstance(frame, Welcome)
+                    self.codec.max_frame = frame.max_frame
+                    continue
+                elif kind is Shutdown:
+                    assert isinstance(frame, Shutdown)
+                    writer.flush()
+                    self._shutdown(frame.reason)
+                    return
+                elif kind is not Ping:
+                    continue  # not meant for a worker; ignoring it is safe
+                if to_loop is None:
+                    to_loop = [frame]
+                else:
+                    to_loop.append(frame)
+            writer.flush()
+            if to_loop is not None:
+                self.aio.post(to_loop)
 
-    def on_frame(self, frame: Frame) -> None:
-        if isinstance(frame, Call):
-            self._start_call(frame)
-        elif isinstance(frame, Credit):
-            st = self.streams.get(frame.id)
-            if st is not None:
-                st.credit += frame.n
-                st.event.set()
-        elif isinstance(frame, Cancel):
-            entry = self.tasks.get(frame.id)
-            if entry is not None:
-                entry[1]._cancel()
-                entry[0].cancel()
-            else:
-                self._cancel_job(frame.id)
-        elif isinstance(frame, Ping):
-            self._send(Pong(n=frame.n, stuck=self.stuck_threads()))
-        elif isinstance(frame, Welcome):
-            if not self.welcome.done():
-                self.welcome.set_result(frame)
-        elif isinstance(frame, Shutdown):
-            self.stop_reason = frame.reason
-            for task, ctx in list(self.tasks.values()):
-                ctx._cancel()
-                task.cancel()
-            for call_id in list(self.jobs):
-                self._cancel_job(call_id)
-            if not self.done.done():
-                self.done.set_result(None)
-        # Any other frame type is not meant for a worker; ignoring it is safe.
-
-    def on_close(self, exc: BaseException | None) -> None:
-        # The host went away (or broke the protocol): nothing left to serve.
-        os._exit(0)
+    def _shutdown(self, reason: str) -> None:
+        self.stop_reason = reason
+        for call_id in list(self.jobs):
+            self._cancel_job(call_id)
+        self.aio.stop(STOP_GRACE)
+        self.writer.close()
 
     # -- calls ---------------------------------------------------------------------
-    def _context(self, call: Call, deadline: float | None) -> Context:
+    def context(self, call: Call, deadline: float | None) -> Context:
         return Context(
             call_id=call.id,
             plugin=self.plugin.name,
             tool=call.tool,
             data_dir=self.data_dir,
-            sink=self,
+            sink=self if call.progress else self._quiet,
             deadline=deadline,
         )
 
-    def _start_call(self, call: Call) -> None:
-        st = self._sync.get(call.tool)
-        if st is None or call.stream:
-            task_ctx = self._context(call, _deadline(call))
-            task = self.loop.create_task(self._run_call(call, task_ctx))
-            self.tasks[call.id] = (task, task_ctx)
-            return
+    def _run_inline(self, call: Call, st: SyncTool) -> None:
+        """Known to be fast: run it right here, with no thread hop; the answer leaves
+        with the others of this read."""
         deadline = _deadline(call)
         # A tool that takes no Context gets none: nothing could see it.
-        ctx = self._context(call, deadline) if st.context_param is not None else None
-        if st.inline and self.cfg.inline:
-            # Known to be fast: run it right here, with no task and no thread hop.
-            self._send(self._execute(call, st, ctx, deadline, inline=True))
-            return
+        ctx = self.context(call, deadline) if st.context_param is not None else None
+        frame = self._execute(call, st, ctx, deadline, inline=True)
+        send_or_error(self.writer, frame, call.id, now=False)
+
+    def _post_job(self, call: Call, st: SyncTool) -> None:
+        deadline = _deadline(call)
+        ctx = self.context(call, deadline) if st.context_param is not None else None
         self.jobs[call.id] = (call, ctx)
-        if call.timeout is not None:
-            self._deadlines.add(self.loop.time() + call.timeout, call.id)
+        if deadline is not None:
+            self.timer.add(deadline, call.id)
         run = contextvars.copy_context().run
         self.executor.post(run, self._pool_job, call, st, ctx, deadline)
 
     def _execute(
         self,
         call: Call,
-        st: _SyncTool,
+        st: SyncTool,
         ctx: Context | None,
         deadline: float | None,
         *,
@@ -362,7 +337,7 @@ class Worker:
                 if ctx is not None:
                     ctx.run_seconds = seconds
             if deadline is not None and time.monotonic() > deadline:
-                return _timeout_error(self.plugin.name, call)
+                return self.timeout_error(call)
             return Result(id=call.id, value=to_wire(value, name))
         except MCPHostError as exc:
             return Error(id=call.id, code=exc.code, message=exc.message, data=exc.data)
@@ -386,7 +361,7 @@ class Worker:
         return sum(1 for call_id in list(self.running) if call_id not in jobs)
 
     def _pool_job(
-        self, call: Call, st: _SyncTool, ctx: Context | None, deadline: float | None
+        self, call: Call, st: SyncTool, ctx: Context | None, deadline: float | None
     ) -> None:
         """On a pool thread: run the tool and send its answer, unless a cancel or the
         deadline answered the call first."""
@@ -395,93 +370,77 @@ class Worker:
         self.running.add(call.id)
         try:
             frame = self._execute(call, st, ctx, deadline, inline=False)
-        except BaseException as exc:  # SystemExit and the like end the worker, as on the loop
-            self.loop.call_soon_threadsafe(_reraise, exc)
+        except BaseException as exc:  # SystemExit and the like end the worker
+            self.exit_from(exc)
             raise
         finally:
             self.running.discard(call.id)
         if self.jobs.pop(call.id, None) is not None:
-            self._send_threadsafe(frame)
+            send_or_error(self.writer, frame, call.id, now=True)
 
-    def _cancelled(self, call_id: int) -> Error:
+    def cancelled(self, call_id: int) -> Error:
         """A cancelled call's answer: with the host's reason when the host stopped us."""
         message = "the call was cancelled"
         if self.stop_reason:
             message += f": {self.stop_reason}"
         return Error(id=call_id, code=CallCancelled.code, message=message)
 
-    def _cancel_job(self, call_id: int) -> None:
-        job = self.jobs.pop(call_id, None)
-        if job is not None:
-            if job[1] is not None:
-                job[1]._cancel()
-            self._send(self._cancelled(call_id))
+    def timeout_error(self, call: Call) -> Error:
+        return Error(
+            id=call.id,
+            code=ToolTimeout.code,
+            message=f"{self.plugin.name}.{call.tool} did not finish within "
+            f"{call.timeout:g}s; raise the timeout or make the tool faster",
+        )
 
-    def _job_timed_out(self, call_id: int) -> None:
+    def _answer_early(self, call_id: int, timed_out: bool) -> None:
+        """A cancel or the deadline answers a call running on a thread: the call's
+        context is cancelled, a parked stream's generator is closed on a thread."""
         job = self.jobs.pop(call_id, None)
         if job is None:
             return
         call, ctx = job
         if ctx is not None:
             ctx._cancel()
-        self._send(_timeout_error(self.plugin.name, call))
+        ss = self.sync_streams.pop(call_id, None)
+        if ss is not None and ss.unpark():
+            self.executor.post(close_stream, ss)
+        frame = self.timeout_error(call) if timed_out else self.cancelled(call_id)
+        self.writer.send(frame)
 
-    async def _run_call(self, call: Call, ctx: Context) -> None:
-        try:
-            tool = self.tools.get(call.tool)
-            if tool is None:
-                raise ToolNotFound(
-                    f"plugin {self.plugin.name} has no tool {call.tool!r}; "
-                    f"it has: {', '.join(sorted(self.tools))}"
-                )
-            async with asyncio.timeout(call.timeout):
-                if call.stream:
-                    await self._run_stream(call, tool, ctx)
-                else:
-                    value = await invoke(tool, call.args, ctx, self.executor)
-                    if ctx.deadline is not None and time.monotonic() > ctx.deadline:
-                        # Returned past the deadline (perhaps because of it): a timeout.
-                        raise TimeoutError
-                    self._send(Result(id=call.id, value=value), flush=len(self.tasks) <= 1)
-        except TimeoutError:
-            ctx._cancel()
-            self._send(_timeout_error(self.plugin.name, call))
-        except asyncio.CancelledError:
-            ctx._cancel()
-            self._send(self._cancelled(call.id))
-        except MCPHostError as exc:
-            self._send(Error(id=call.id, code=exc.code, message=exc.message, data=exc.data))
-        except Exception as exc:  # a bug in the worker itself; keep serving
-            self._send(
-                Error(
-                    id=call.id,
-                    code="worker_error",
-                    message=f"worker error in {call.tool}: {type(exc).__name__}: {exc}",
-                )
-            )
-        finally:
-            self.tasks.pop(call.id, None)
-            self.streams.pop(call.id, None)
+    def _cancel_job(self, call_id: int) -> None:
+        self._answer_early(call_id, timed_out=False)
 
-    async def _run_stream(self, call: Call, tool: Tool, ctx: Context) -> None:
-        st = _Stream(call.window if call.window > 0 else 1 << 30)
-        self.streams[call.id] = st
-        seq = 0
-        agen = iterate(tool, call.args, ctx, self.executor)
-        try:
-            async for item in agen:
-                while st.credit <= 0:
-                    st.event.clear()
-                    await st.event.wait()
-                st.credit -= 1
-                self._send(StreamItem(id=call.id, seq=seq, value=item))
-                seq += 1
-                ch = self.channel
-                if ch is not None:
-                    await ch.drain()
-        finally:
-            await agen.aclose()
-        self._send(StreamEnd(id=call.id, count=seq))
+    def _job_timed_out(self, call_id: int) -> None:
+        self._answer_early(call_id, timed_out=True)
+
+    # -- streams of sync generators ------------------------------------------------
+    def _start_sync_stream(self, call: Call) -> None:
+        deadline = _deadline(call)
+        ctx = self.context(call, deadline)
+        tool = self.tools[call.tool]
+        window = call.window if call.window > 0 else 1 << 30
+        ss = SyncStream(tool, f"{self.plugin.name}.{call.tool}", window)
+        self.jobs[call.id] = (call, ctx)
+        self.sync_streams[call.id] = ss
+        if deadline is not None:
+            self.timer.add(deadline, call.id)
+        self._post_stream(call.id, ss)
+
+    def _post_stream(self, call_id: int, ss: SyncStream) -> None:
+        job = self.jobs.get(call_id)
+        if job is None:
+            return
+        call, ctx = job
+        assert ctx is not None
+        run = contextvars.copy_context().run
+        self.executor.post(run, run_stream, self, call, ctx, ss)
+
+    def exit_from(self, exc: BaseException) -> None:
+        """A tool raised SystemExit (or the like): the worker ends, as it asked."""
+        self.writer.close()
+        code = exc.code if isinstance(exc, SystemExit) else 1
+        os._exit(code if isinstance(code, int) else 1)
 
 
 def _deadline(call: Call) -> float | None:
@@ -489,26 +448,12 @@ def _deadline(call: Call) -> float | None:
     return time.monotonic() + call.timeout if call.timeout is not None else None
 
 
-def _timeout_error(plugin: str, call: Call) -> Error:
-    return Error(
-        id=call.id,
-        code=ToolTimeout.code,
-        message=f"{plugin}.{call.tool} did not finish within "
-        f"{call.timeout:g}s; raise the timeout or make the tool faster",
-    )
-
-
-def _reraise(exc: BaseException) -> None:
-    raise exc
-
-
-async def serve(cfg: WorkerConfig, plugin: Plugin) -> None:
+def serve(cfg: WorkerConfig, plugin: Plugin) -> None:
     """Handshake with the host on the configured fd, then serve until told to stop."""
-    worker = Worker(cfg, plugin)
     sock = socket.socket(fileno=cfg.fd)
-    codec = FrameCodec(cfg.max_frame)
-    worker.channel = await open_channel(sock, codec, worker.on_frame, worker.on_close)
-    worker.channel.send(
+    sock.setblocking(True)
+    worker = Worker(cfg, plugin, sock)
+    worker.writer.send(
         Hello(
             versions=list(SUPPORTED_VERSIONS),
             plugin=plugin.name,
@@ -517,10 +462,9 @@ async def serve(cfg: WorkerConfig, plugin: Plugin) -> None:
             pid=os.getpid(),
         )
     )
-    welcome = await worker.welcome
-    codec.max_frame = welcome.max_frame
-    await worker.done
-    worker.channel.close()
+    # The loop starts while the host reads the Hello: off the handshake's path.
+    worker.aio.start()
+    worker.serve_forever()
 
 
 def _fatal(cfg: WorkerConfig | None, exc: BaseException) -> None:
@@ -570,7 +514,7 @@ def main(argv: list[str] | None = None) -> None:
         _fatal(cfg, exc)
         return
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(cfg, plugin))
+        serve(cfg, plugin)
     os._exit(0)
 
 

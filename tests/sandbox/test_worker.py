@@ -91,9 +91,15 @@ def environment() -> dict[str, str]:
 
 
 @plugin.tool
-def open_fds() -> list[int]:
-    """The file descriptors open in the worker."""
-    return sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+def open_fds() -> dict[int, str]:
+    """The file descriptors open in the worker, with what each one is."""
+    fds = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds[int(fd)] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the listing's own fd, closed by now
+            pass
+    return fds
 
 
 @plugin.tool
@@ -349,7 +355,7 @@ def test_the_worker_runs_with_a_clean_environment_only_its_channel_fd_and_its_rl
     limits = Limits(memory_mb=512, cpu_seconds=30, open_files=64, file_size_mb=8)
     spec = write_plugin("probe", PROBE, limits=limits)
 
-    async def scenario() -> tuple[dict[str, str], list[int], psutil.Process]:
+    async def scenario() -> tuple[dict[str, str], dict[str, str], psutil.Process]:
         async with running(spec, backend) as w:
             env = await w.call("environment", {})
             fds = await w.call("open_fds", {})
@@ -366,10 +372,15 @@ def test_the_worker_runs_with_a_clean_environment_only_its_channel_fd_and_its_rl
     env, fds, _ = asyncio.run(scenario())
     assert "MCPHOST_TEST_SECRET" not in env
     allowed = {"PATH", "LANG", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "LC_CTYPE"}
+    allowed.add("MCPHOST_LOOP")  # the host's choice of event loop, when it made one
     assert set(without_coverage(env)) <= allowed
     # stdin, stdout, stderr, the channel, and what the worker opened itself (its event
-    # loop's selector and self-pipe, the listing of /proc/self/fd): nothing inherited.
-    assert len(fds) <= 8, fds
+    # loop's epoll, io_uring, eventfd and wake-up pipes or socketpair): nothing inherited.
+    own = ("anon_inode:[eventpoll]", "anon_inode:[io_uring]", "anon_inode:[eventfd]")
+    own += ("pipe:", "socket:")
+    extra = {fd: what for fd, what in fds.items() if int(fd) > 3}
+    assert all(what.startswith(own) for what in extra.values()), repr(fds)
+    assert len(extra) <= 8, fds
 
 
 def test_the_work_dir_is_removed_when_the_worker_ends(

@@ -1,0 +1,73 @@
+"""Which event loop mcphost runs: uvloop when it is installed, the stdlib loop otherwise.
+
+uvloop (libuv under asyncio's API) runs the call path at about half the CPU per frame
+of the pure-Python loop. ``MCPHOST_LOOP=asyncio`` chooses the stdlib loop even where
+uvloop is installed (to compare, or to rule the loop out); ``MCPHOST_LOOP=uvloop``
+asks for uvloop, falling back to the stdlib loop when it cannot be imported. The host
+and the worker both choose here, so one variable sets both: a worker inherits it from
+its host (see :func:`mcphost.sandbox.isolation.clean_env`).
+
+uvloop is imported on first use, not when this module is imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+
+__all__ = ["ENV", "LOOPS", "loop_factory", "loop_name", "new_event_loop", "wanted_loop"]
+
+#: The environment variable that chooses the loop.
+ENV = "MCPHOST_LOOP"
+#: The values it may take.
+LOOPS = ("uvloop", "asyncio")
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+_chosen: tuple[str, LoopFactory] | None = None
+
+
+def wanted_loop() -> str:
+    """The loop ``MCPHOST_LOOP`` asks for (``"uvloop"`` when unset), checked but not
+    imported; ConfigError for a value that names no loop."""
+    wanted = os.environ.get(ENV, "").strip().lower() or "uvloop"
+    if wanted not in LOOPS:
+        from mcphost.sdk.errors import ConfigError
+
+        raise ConfigError(
+            f"{ENV}={wanted!r} is not a known event loop; set it to one of "
+            f"{', '.join(LOOPS)} (or leave it unset for uvloop where installed)"
+        )
+    return wanted
+
+
+def _choose() -> tuple[str, LoopFactory]:
+    global _chosen
+    if _chosen is not None:
+        return _chosen
+    if wanted_loop() == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            _chosen = ("uvloop", uvloop.new_event_loop)
+            return _chosen
+    _chosen = ("asyncio", asyncio.new_event_loop)
+    return _chosen
+
+
+def loop_factory() -> LoopFactory:
+    """What makes a new event loop of the chosen kind, e.g. for ``asyncio.Runner``."""
+    return _choose()[1]
+
+
+def loop_name() -> str:
+    """``"uvloop"`` or ``"asyncio"``: the kind of loop :func:`loop_factory` makes."""
+    return _choose()[0]
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A new event loop of the chosen kind."""
+    return _choose()[1]()

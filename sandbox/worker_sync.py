@@ -1,0 +1,245 @@
+"""Where the worker runs sync tools, and how a sync generator's items leave.
+
+A sync tool runs inline on the thread that reads the channel once it has proved fast
+(:class:`SyncTool`), else on the worker's thread pool. A sync generator called as a
+stream runs on a pool thread that sends its items itself, in batches bounded by the
+stream's credit window (:class:`SyncStream`): no thread hop per item.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from mcphost.sdk.context import Context
+from mcphost.sdk.errors import MCPHostError, ToolError
+from mcphost.sdk.plugin import Tool
+from mcphost.sdk.runner import to_wire
+
+from .protocol import Call, Error, Frame, StreamEnd, StreamItem
+from .worker_io import send_or_error
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+__all__ = [
+    "FAST_SECONDS",
+    "FAST_STREAK",
+    "FORGIVE",
+    "MAX_STREAK",
+    "SyncStream",
+    "SyncTool",
+    "close_stream",
+    "run_stream",
+]
+
+#: A sync tool runs inline on the channel's thread once it has finished within
+#: FAST_SECONDS this many times in a row on the thread pool: a thread hop costs more
+#: than such a tool.
+FAST_STREAK = 3
+FAST_SECONDS = 0.0005
+#: An inline tool that runs slow goes back to the thread pool and must then finish fast
+#: twice as many times in a row as before to be inlined again, up to MAX_STREAK; every
+#: FORGIVE fast runs inline halve that again.
+MAX_STREAK = 1024
+FORGIVE = 1000
+
+#: A stream's items leave at the latest after this many (fewer when its credit runs out).
+STREAM_BATCH = 64
+#: Items queued by a generator that is slow to yield the next one leave after this long.
+LINGER = 0.001
+#: A stream out of credit waits this long for more on its thread, then gives the
+#: thread back to the pool; the credit that comes later starts it on a thread again.
+PARK_AFTER = 0.002
+
+
+class SyncTool:
+    """A sync tool and where it runs: inline on the channel's thread, or on the pool.
+
+    A tool earns the inline path by finishing fast ``need`` times in a row on the pool.
+    A slow inline run (the tool's own time, measured by the clock on the wall: a tool
+    that sleeps or waits holds the channel's thread as much as one that computes) sends
+    it back and doubles ``need``. So a tool that is slow now and then holds up the
+    channel ever more rarely, while a fast tool that once looked slow (the worker was
+    preempted in the middle of it) is back inline after a few calls.
+
+    While an inline tool runs, the worker reads no frame: a tool that turned slow for
+    good delays the pings, and the host replaces a worker that stops answering them.
+    """
+
+    __slots__ = ("context_param", "fast", "inline", "name", "need", "streak", "tool")
+
+    def __init__(self, tool: Tool, name: str) -> None:
+        self.tool = tool
+        self.name = name  # <plugin>.<tool>, for messages
+        self.context_param = tool.signature.context_param
+        self.inline = False
+        self.streak = 0  # fast runs in a row on the pool
+        self.need = FAST_STREAK
+        self.fast = 0  # fast runs in a row inline
+
+    def ran_on_pool(self, seconds: float) -> None:
+        # Called from pool threads: a lost update only delays a promotion.
+        if seconds <= FAST_SECONDS:
+            self.streak += 1
+            if self.streak >= self.need:
+                self.inline = True
+                self.fast = 0
+        else:
+            self.streak = 0
+
+    def ran_inline(self, seconds: float) -> None:
+        if seconds <= FAST_SECONDS:
+            self.fast += 1
+            if self.fast >= FORGIVE:
+                self.fast = 0
+                self.need = max(FAST_STREAK, self.need // 2)
+        else:
+            self.inline = False
+            self.streak = 0
+            self.need = min(self.need * 2, MAX_STREAK)
+
+
+class SyncStream:
+    """The state of a sync generator's stream, shared by its thread and the reader.
+
+    ``granted`` only grows (the reader adds credit), ``sent`` only grows (the stream's
+    thread counts items): each has one writer, so neither update is lost, and the
+    credit left is their difference.
+    """
+
+    __slots__ = ("answered", "cond", "gen", "granted", "name", "parked", "sent", "tool")
+
+    def __init__(self, tool: Tool, name: str, window: int) -> None:
+        self.tool = tool
+        self.name = name
+        self.gen: object | None = None  # the generator, once the tool was called
+        self.granted = window
+        self.sent = 0
+        #: True while the stream waits for credit with no thread: whoever sets it back
+        #: to False (credit, cancel) starts the next step on the pool.
+        self.parked = False
+        #: Set once the call was answered by a cancel or its deadline.
+        self.answered = False
+        self.cond = threading.Condition(threading.Lock())
+
+    @property
+    def credit(self) -> int:
+        return self.granted - self.sent
+
+    def add_credit(self, n: int) -> bool:
+        """Credit from the host; True when the stream was parked and must be restarted."""
+        with self.cond:
+            self.granted += n
+            self.cond.notify()
+            if self.parked:
+                self.parked = False
+                return True
+            return False
+
+    def wait_credit(self) -> bool:
+        """On the stream's thread, out of credit: wait briefly for more. False when
+        none came and the stream parked (its thread goes back to the pool); True when
+        there is credit, or the call was answered (the thread closes the generator)."""
+        with self.cond:
+            if self.granted - self.sent > 0 or self.answered:
+                return True
+            self.cond.wait(PARK_AFTER)
+            if self.granted - self.sent > 0 or self.answered:
+                return True
+            self.parked = True
+            return False
+
+    def unpark(self) -> bool:
+        """Answered (cancel, deadline): True when no thread runs the stream, so the
+        caller must close its generator on one."""
+        with self.cond:
+            self.answered = True
+            self.cond.notify()
+            if self.parked:
+                self.parked = False
+                return True
+            return False
+
+
+_STOP = object()
+
+
+def run_stream(w: Worker, call: Call, ctx: Context, ss: SyncStream) -> None:
+    """On a pool thread: send a sync generator's items while there is credit, then
+    park (or end the stream). Items leave in batches: at most STREAM_BATCH, at most
+    the credit left, and at the latest LINGER after the first of them was queued."""
+    jobs = w.jobs
+    cid = call.id
+    if cid not in jobs:
+        close_stream(ss)
+        return
+    writer = w.writer
+    answer: Frame | None = None
+    w.running.add(cid)
+    try:
+        if ss.gen is None:
+            ss.gen = ss.tool.fn(**ss.tool.bind(call.args, ctx))
+        gen = ss.gen
+        assert isinstance(gen, Iterator)
+        batch = 0
+        while True:
+            if ss.granted - ss.sent <= 0:
+                if batch:
+                    writer.flush()
+                    batch = 0
+                if not ss.wait_credit():
+                    return  # parked: more credit starts the next step on a thread
+            if cid not in jobs:
+                close_stream(ss)
+                return
+            try:
+                item = next(gen, _STOP)
+            except MCPHostError:
+                raise
+            except Exception as exc:
+                raise ToolError(
+                    f"{ss.name} raised {type(exc).__name__}: {exc}", code="tool_exception"
+                ) from exc
+            if item is _STOP:
+                answer = StreamEnd(id=cid, count=ss.sent)
+                break
+            frame = StreamItem(id=cid, seq=ss.sent, value=to_wire(item, ss.name))
+            ss.sent += 1
+            send_or_error(writer, frame, cid, now=False)
+            batch += 1
+            if batch >= STREAM_BATCH:
+                writer.flush()
+                batch = 0
+            elif batch == 1:
+                w.timer.flush_at(time.monotonic() + LINGER)
+    except MCPHostError as exc:
+        answer = Error(id=cid, code=exc.code, message=exc.message, data=exc.data)
+    except Exception as exc:  # a bug in the worker itself; keep serving
+        answer = Error(
+            id=cid,
+            code="worker_error",
+            message=f"worker error in {call.tool}: {type(exc).__name__}: {exc}",
+        )
+    except BaseException as exc:  # SystemExit and the like end the worker
+        w.exit_from(exc)
+        raise
+    finally:
+        w.running.discard(cid)
+    if jobs.pop(cid, None) is not None:
+        w.sync_streams.pop(cid, None)
+        send_or_error(writer, answer, cid, now=True)
+    else:
+        writer.flush()
+
+
+def close_stream(ss: SyncStream) -> None:
+    """Close a stream's generator (its ``finally`` blocks run), on a pool thread."""
+    gen, ss.gen = ss.gen, None
+    close = getattr(gen, "close", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            close()
