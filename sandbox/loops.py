@@ -25,8 +25,6 @@ LOOPS = ("uvloop", "asyncio")
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
-_chosen: tuple[str, LoopFactory] | None = None
-
 
 def wanted_loop() -> str:
     """The loop ``MCPHOST_LOOP`` asks for (``"uvloop"`` when unset), checked but not
@@ -43,19 +41,16 @@ def wanted_loop() -> str:
 
 
 def _choose() -> tuple[str, LoopFactory]:
-    global _chosen
-    if _chosen is not None:
-        return _chosen
+    # Read each time (a lookup and, after the first, a cached import): a test or an
+    # embedding application may change the variable.
     if wanted_loop() == "uvloop":
         try:
             import uvloop
         except ImportError:
             pass
         else:
-            _chosen = ("uvloop", uvloop.new_event_loop)
-            return _chosen
-    _chosen = ("asyncio", asyncio.new_event_loop)
-    return _chosen
+            return "uvloop", uvloop.new_event_loop
+    return "asyncio", asyncio.new_event_loop
 
 
 def loop_factory() -> LoopFactory:

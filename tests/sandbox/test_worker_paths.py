@@ -1,5 +1,7 @@
-"""Where a real worker runs a sync tool (inline on its loop, or on its thread pool), and
-that deadlines, cancellation, progress and size limits behave the same on both paths."""
+"""Where a real worker runs a sync tool (inline on the thread that reads its channel, or
+on its thread pool), that deadlines, cancellation, progress and size limits behave the
+same on both paths, and what crosses the channel: no progress frame nobody asked for, a
+sync generator's items in batches, frames of megabytes."""
 
 from __future__ import annotations
 
@@ -66,10 +68,34 @@ def report(ctx: Context, steps: int) -> int:
 def huge(size: int) -> str:
     """A result of ``size`` bytes."""
     return "h" * size
+
+
+@plugin.tool
+def echo(text: str) -> str:
+    """The text, back."""
+    return text
+
+
+@plugin.tool
+def items(ctx: Context, n: int, then_wait: float = 0.0):
+    """Yield 0..n-1, then wait ``then_wait`` seconds (or until cancelled) before ending."""
+    yield from range(n)
+    end = time.monotonic() + then_wait
+    while time.monotonic() < end and not ctx.cancelled:
+        time.sleep(0.005)
+
+
+@plugin.tool
+async def loop_kind() -> str:
+    """The module of the event loop running async tools."""
+    import asyncio
+
+    return type(asyncio.get_running_loop()).__module__
 '''
 
 
 def inline(thread: str) -> bool:
+    """The tool ran on the thread that reads the worker's channel (its main thread)."""
     return thread == "MainThread"
 
 
@@ -211,3 +237,108 @@ def test_a_result_over_the_frame_limit_fails_that_call_on_either_path(
         return codes
 
     assert set(asyncio.run(scenario())) == {"protocol_error"}
+
+
+def test_a_call_that_asked_for_no_progress_gets_no_progress_frames(
+    write_plugin: PluginWriter, backend: RlimitBackend
+) -> None:
+    spec = write_plugin("paths", PATHS)
+
+    async def scenario() -> tuple[int, int]:
+        async with running(spec, backend) as w:
+            assert w.channel is not None
+            before = w.channel.frames_in
+            assert await w.call("report", {"steps": 50}) == 50
+            quiet = w.channel.frames_in - before
+            seen: list[float] = []
+            before = w.channel.frames_in
+            await w.call("report", {"steps": 50}, on_progress=lambda p, t, m: seen.append(p))
+            return quiet, w.channel.frames_in - before
+
+    quiet, asked = asyncio.run(scenario())
+    assert quiet == 1  # the result alone
+    assert asked == 51  # 50 progress frames, then the result
+
+
+def test_frames_of_megabytes_cross_both_ways_intact(
+    write_plugin: PluginWriter, backend: RlimitBackend
+) -> None:
+    spec = write_plugin("paths", PATHS)
+    texts = ["a" * 100, "b" * 300_000, "".join(chr(65 + i % 26) for i in range(5_000_000))]
+
+    async def scenario() -> list[bool]:
+        async with running(spec, backend) as w:
+            return [await w.call("echo", {"text": t}) == t for t in texts * 2]
+
+    assert asyncio.run(scenario()) == [True] * 6
+
+
+def test_a_sync_generator_streams_every_item_in_order_within_its_window(
+    write_plugin: PluginWriter, backend: RlimitBackend
+) -> None:
+    spec = write_plugin("paths", PATHS)
+
+    async def scenario() -> list[int]:
+        async with running(spec, backend) as w:
+            return [i async for i in w.stream("items", {"n": 5000}, window=7)]
+
+    assert asyncio.run(scenario()) == list(range(5000))
+
+
+def test_items_a_sync_generator_yielded_arrive_while_it_is_still_busy(
+    write_plugin: PluginWriter, backend: RlimitBackend
+) -> None:
+    # Items wait to leave in batches, but not for a generator busy making the next one.
+    spec = write_plugin("paths", PATHS)
+
+    async def scenario() -> list[int]:
+        async with running(spec, backend) as w:
+            got: list[int] = []
+            async with asyncio.timeout(5):
+                async for item in w.stream("items", {"n": 3, "then_wait": 30.0}, window=64):
+                    got.append(item)
+                    if len(got) == 3:
+                        break
+            return got
+
+    assert asyncio.run(scenario()) == [0, 1, 2]
+
+
+def test_a_worker_answers_pings_and_cancels_while_slow_sync_tools_hold_its_pool(
+    write_plugin: PluginWriter, backend: RlimitBackend
+) -> None:
+    spec = write_plugin("paths", PATHS)
+    data = Path(spec.data_dir)
+
+    async def scenario() -> None:
+        async with running(spec, backend) as w:
+            slow = [asyncio.create_task(w.call("poll", {"seconds": 30})) for _ in range(3)]
+            await asyncio.sleep(0.1)
+            assert await w.ping(5.0) < 5.0
+            slow[0].cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await slow[0]
+            await wait_for_file(data / "saw-cancel", lambda _: True)
+            assert await w.call("echo", {"text": "still here"}) == "still here"
+            for task in slow[1:]:
+                task.cancel()
+            await asyncio.gather(*slow, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_the_worker_runs_async_tools_on_the_event_loop_mcphost_loop_names(
+    write_plugin: PluginWriter,
+    backend: RlimitBackend,
+    loop: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MCPHOST_LOOP", loop)
+    spec = write_plugin("paths", PATHS)
+
+    async def scenario() -> str:
+        async with running(spec, backend) as w:
+            return str(await w.call("loop_kind", {}))
+
+    assert asyncio.run(scenario()).split(".")[0] == loop
