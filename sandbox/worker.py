@@ -116,6 +116,9 @@ def load_plugin(entry: str, paths: list[str]) -> Plugin:
     return obj
 
 
+#: glibc's mallopt parameter for the number of malloc arenas, and the worker's cap.
+M_ARENA_MAX = -8
+MALLOC_ARENAS = 2
 #: How long a worker told to stop waits for its tasks to answer their cancellation.
 STOP_GRACE = 1.0
 
@@ -213,6 +216,12 @@ class Worker:
             except MCPHostError as exc:  # the host broke the protocol: nothing to serve
                 print(f"mcphost worker: {exc.message}", file=sys.stderr, flush=True)
                 os._exit(0)
+            except OSError as exc:
+                # The channel's fd was closed in this process (by plugin code): serve no
+                # more, and leave the host to see the closed channel and end the worker.
+                print(f"mcphost worker: channel unusable: {exc}", file=sys.stderr, flush=True)
+                writer.close()
+                threading.Event().wait()
             if frames is None:
                 os._exit(0)  # the host went away
             to_loop: list[Frame] | None = None
@@ -485,7 +494,14 @@ def _fatal(cfg: WorkerConfig | None, exc: BaseException) -> None:
 
 
 def _die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this worker when the host process dies."""
+    """Ask the kernel to SIGKILL this worker when the host process dies, and cap glibc's
+    malloc arenas.
+
+    Every thread that allocates gets an arena of its own, each reserving 64 MiB of
+    address space, which RLIMIT_AS (the worker's memory limit) counts although nothing
+    is used: the worker's threads (the channel's, the loop's, the timer's, the pool's)
+    run Python under one lock, so they gain nothing from separate arenas.
+    """
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -493,6 +509,9 @@ def _die_with_parent() -> None:
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        mallopt = getattr(libc, "mallopt", None)  # glibc; musl has none
+        if mallopt is not None:
+            mallopt(M_ARENA_MAX, MALLOC_ARENAS)
     except OSError:
         pass
 

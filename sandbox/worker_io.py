@@ -57,7 +57,7 @@ class FrameReader:
         """The next frames (at least one); None once the peer closed the channel.
 
         A malformed frame or one over the limit raises ProtocolError; a socket error
-        is the end of the channel, like a close."""
+        (the channel's fd closed in this process) raises OSError."""
         codec = self.codec
         size = HEADER.size
         while True:
@@ -90,10 +90,7 @@ class FrameReader:
                 buf[: len(rest)] = rest
                 pos, end = 0, len(rest)
             self._start = pos
-            try:
-                n = self._sock.recv_into(view[end:])
-            except OSError:
-                n = 0
+            n = self._sock.recv_into(view[end:])
             if not n:
                 return None
             self._end = end + n
@@ -107,10 +104,7 @@ class FrameReader:
         self._start = self._end = 0
         view = memoryview(body)
         while have < len(body):
-            try:
-                n = self._sock.recv_into(view[have:], 0, socket.MSG_WAITALL)
-            except OSError:
-                n = 0
+            n = self._sock.recv_into(view[have:], 0, socket.MSG_WAITALL)
             if not n:
                 return None
             have += n
