@@ -178,6 +178,8 @@ class Worker:
         }
         self._gens = {name for name, t in self.tools.items() if t.kind == "sync_gen"}
         self._quiet = _QuietSink(self)
+        #: The frames answering the read being handled (see :meth:`_batch_frame`).
+        self._batch = bytearray()
         #: Why the host asked this worker to stop (Shutdown.reason), for cancelled calls.
         self.stop_reason = ""
 
@@ -186,7 +188,7 @@ class Worker:
         ident = threading.get_ident()
         if ident == self.reader_thread:
             # An inline tool: its frames leave with its answer, at the end of the read.
-            send_or_error(self.writer, frame, call_id, now=False)
+            self._batch_frame(frame, call_id)
         elif ident == self.aio.ident:
             self.aio.send(frame, call_id)
         else:
@@ -210,6 +212,7 @@ class Worker:
         gens = self._gens
         jobs = self.jobs
         inline_ok = self.cfg.inline
+        batch = self._batch
         while True:
             try:
                 frames = read()
@@ -258,7 +261,7 @@ class Worker:
                     continue
                 elif kind is Shutdown:
                     assert isinstance(frame, Shutdown)
-                    writer.flush()
+                    writer.write(self._batch)
                     self._shutdown(frame.reason)
                     return
                 elif kind is not Ping:
@@ -267,7 +270,8 @@ class Worker:
                     to_loop = [frame]
                 else:
                     to_loop.append(frame)
-            writer.flush()
+            if batch:
+                writer.write(batch)
             if to_loop is not None:
                 self.aio.post(to_loop)
 
@@ -295,8 +299,17 @@ class Worker:
         deadline = _deadline(call)
         # A tool that takes no Context gets none: nothing could see it.
         ctx = self.context(call, deadline) if st.context_param is not None else None
-        frame = self._execute(call, st, ctx, deadline, inline=True)
-        send_or_error(self.writer, frame, call.id, now=False)
+        self._batch_frame(self._execute(call, st, ctx, deadline, inline=True), call.id)
+
+    def _batch_frame(self, frame: Frame, call_id: int) -> None:
+        """On the channel's thread: add ``frame`` to the answers of this read, which
+        leave in one write once every frame of the read is handled."""
+        try:
+            self.codec.encode_into(frame, self._batch)
+        except MCPHostError as exc:
+            self.codec.encode_into(
+                Error(id=call_id, code=exc.code, message=exc.message), self._batch
+            )
 
     def _post_job(self, call: Call, st: SyncTool) -> None:
         deadline = _deadline(call)

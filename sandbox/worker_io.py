@@ -148,6 +148,17 @@ class FrameWriter:
             if len(out) >= FLUSH_BYTES:
                 self._write()
 
+    def write(self, frames: bytearray) -> None:
+        """Write frames encoded elsewhere (after what is queued), and empty ``frames``."""
+        with self._lock:
+            self._write()
+            if frames and not self.closed:
+                try:
+                    self._sock.sendall(frames)
+                except OSError:
+                    self.closed = True
+        frames.clear()
+
     def flush(self) -> None:
         """Write what is queued."""
         if self._out:
