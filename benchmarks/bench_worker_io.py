@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench_core import HEADER, RawCall, RawFloor, placements
+from bench_core import HEADER, RawCall, RawFloor, placements, thread_cpu
 
 Row = dict[str, Any]
 
@@ -298,8 +298,11 @@ def _stream_rows(where: str, drivers: dict[str, Driver], items: int, rounds: int
         for k, d in drivers.items():
             rates = []
             frames = 0
+            cpu = 0.0
             for _ in range(rounds):
+                before = sum(thread_cpu(d.proc.pid))
                 rate, frames = d.stream(tool, items)
+                cpu += sum(thread_cpu(d.proc.pid)) - before
                 rates.append(rate)
             kind = "sync" if tool == "gen" else "async"
             rows.append(
@@ -308,6 +311,7 @@ def _stream_rows(where: str, drivers: dict[str, Driver], items: int, rounds: int
                     "value": statistics.median(rates),
                     "unit": "items/s",
                     "range": f"{min(rates):,.0f}-{max(rates):,.0f}",
+                    "worker CPU": f"{cpu / (rounds * items) * 1e6:.2f} µs/item",
                     "note": f"{frames:,} frames for {items:,} items (no progress asked for)",
                     "target": f">= {target:,}",
                     "passed": statistics.median(rates) >= target,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from mcphost.sdk.context import Context
@@ -140,16 +140,19 @@ class SyncStream:
                 return True
             return False
 
-    def wait_credit(self) -> bool:
+    def wait_credit(self, release: Callable[[], None]) -> bool:
         """On the stream's thread, out of credit: wait briefly for more. False when
         none came and the stream parked (its thread goes back to the pool); True when
-        there is credit, or the call was answered (the thread closes the generator)."""
+        there is credit, or the call was answered (the thread closes the generator).
+        ``release()`` runs just before the stream parks, before credit can start it on
+        another thread."""
         with self.cond:
             if self.granted - self.sent > 0 or self.answered:
                 return True
             self.cond.wait(PARK_AFTER)
             if self.granted - self.sent > 0 or self.answered:
                 return True
+            release()
             self.parked = True
             return False
 
@@ -179,6 +182,7 @@ def run_stream(w: Worker, call: Call, ctx: Context, ss: SyncStream) -> None:
         return
     writer = w.writer
     answer: Frame | None = None
+    parked = False
     w.running.add(cid)
     try:
         if ss.gen is None:
@@ -191,7 +195,8 @@ def run_stream(w: Worker, call: Call, ctx: Context, ss: SyncStream) -> None:
                 if batch:
                     writer.flush()
                     batch = 0
-                if not ss.wait_credit():
+                if not ss.wait_credit(lambda: w.running.discard(cid)):
+                    parked = True
                     return  # parked: more credit starts the next step on a thread
             if cid not in jobs:
                 close_stream(ss)
@@ -228,7 +233,8 @@ def run_stream(w: Worker, call: Call, ctx: Context, ss: SyncStream) -> None:
         w.exit_from(exc)
         raise
     finally:
-        w.running.discard(cid)
+        if not parked:  # a parked stream left ``running`` before it parked
+            w.running.discard(cid)
     if jobs.pop(cid, None) is not None:
         w.sync_streams.pop(cid, None)
         send_or_error(writer, answer, cid, now=True)
