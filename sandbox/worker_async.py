@@ -33,6 +33,7 @@ from .protocol import (
     StreamItem,
 )
 from .worker_io import send_or_error
+from .worker_sync import STREAM_BATCH
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -199,9 +200,13 @@ class LoopSide:
                     st.event.clear()
                     await st.event.wait()
                 st.credit -= 1
-                # Items leave at the end of the loop's turn, or when enough are queued.
-                self.send(StreamItem(id=call.id, seq=seq, value=item), call.id)
+                # Items leave at the end of the loop's turn, or every STREAM_BATCH items
+                # of a generator that does not wait: the consumer starts on them while
+                # the generator makes the next ones.
                 seq += 1
+                self.send(StreamItem(id=call.id, seq=seq - 1, value=item), call.id)
+                if not seq % STREAM_BATCH:
+                    self.w.writer.flush()
         finally:
             await agen.aclose()
         self.send(StreamEnd(id=call.id, count=seq), call.id)

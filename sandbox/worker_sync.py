@@ -48,7 +48,7 @@ MAX_STREAK = 1024
 FORGIVE = 1000
 
 #: A stream's items leave at the latest after this many (fewer when its credit runs out).
-STREAM_BATCH = 64
+STREAM_BATCH = 32
 #: Items queued by a generator that is slow to yield the next one leave after this long.
 LINGER = 0.001
 #: A stream out of credit waits this long for more on its thread, then gives the
