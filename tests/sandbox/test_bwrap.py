@@ -513,6 +513,7 @@ def test_environment_is_clean_except_granted_variables(
         "TMPDIR",
         "PWD",
         "MCPHOST_TEST_GRANTED",
+        "MCPHOST_LOOP",  # the host's choice of event loop, when it made one
     }
     assert res.out["HOME"] == HOME
 

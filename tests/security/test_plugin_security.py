@@ -613,7 +613,8 @@ def test_plugin_security_host_env(host: AttackedHost) -> None:
     assert not out.is_error, out.text
     env = without_coverage(out.value["os.environ"])
     assert set(env) <= {
-        *("PATH", "LANG", "HOME", "PWD", "TMPDIR", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED")
+        *("PATH", "LANG", "HOME", "PWD", "TMPDIR", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"),
+        "MCPHOST_LOOP",  # the host's choice of event loop, when it made one
     }, env
     assert out.value[f"/proc/{host.server.pid}/environ"] == errno.ENOENT, out.value
     host.check_contained(out, "host_env")
