@@ -3,7 +3,8 @@
 uvloop (libuv under asyncio's API) runs the call path at about half the CPU per frame
 of the pure-Python loop. ``MCPHOST_LOOP=asyncio`` chooses the stdlib loop even where
 uvloop is installed (to compare, or to rule the loop out); ``MCPHOST_LOOP=uvloop``
-asks for uvloop, falling back to the stdlib loop when it cannot be imported. The host
+asks for uvloop and is an error where it cannot be imported (never a silent fallback);
+left unset, uvloop runs where it is installed and the stdlib loop elsewhere. The host
 and the worker both choose here, so one variable sets both: a worker inherits it from
 its host (see :func:`mcphost.sandbox.isolation.clean_env`).
 
@@ -47,7 +48,13 @@ def _choose() -> tuple[str, LoopFactory]:
         try:
             import uvloop
         except ImportError:
-            pass
+            if os.environ.get(ENV, "").strip():
+                from mcphost.sdk.errors import ConfigError
+
+                raise ConfigError(
+                    f"{ENV}=uvloop but uvloop is not installed; install it "
+                    f"(pip install uvloop) or set {ENV}=asyncio"
+                ) from None
         else:
             return "uvloop", uvloop.new_event_loop
     return "asyncio", asyncio.new_event_loop
