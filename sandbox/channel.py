@@ -3,14 +3,21 @@
 Reading: the transport reads straight into the channel's own buffer (an
 :class:`asyncio.BufferedProtocol`, so no bytes object is allocated per read), and every
 whole frame in it is decoded and handed to ``on_frame`` in one pass: a busy channel
-costs one callback per frame and no task switch.
+costs one callback per frame and no task switch. A frame larger than that buffer is read
+into a buffer of its own, of exactly its size (the header tells it), and decoded from
+there: its bytes are copied by no one on the way in.
 
 Writing: frames are encoded into one outgoing buffer. Frames sent while a read is being
 handled leave together, in one write, when it is done; ``send(frame, flush=False)`` lets
 a frame wait for the next turn of the loop, so frames sent in one turn (many concurrent
 calls) leave in one write too. ``send_threadsafe`` is for other threads (a worker's
 thread pool sending its results): it writes at once when the socket takes the bytes and
-nothing is queued before them, and otherwise leaves them to the loop.
+nothing is queued before them, and otherwise leaves them to the loop. A large frame is
+handed to the transport as a view of the bytes it was encoded into, which neither loop
+copies again for the part the socket took at once (uvloop copies none of it).
+
+Works on asyncio's own loop and on uvloop (whose transports are not
+:class:`asyncio.Transport` instances, but have the same methods).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import contextlib
 import socket
 import threading
 from collections.abc import Callable
+from typing import cast
 
 from mcphost.sdk.errors import MCPHostError, ProtocolError
 
@@ -27,13 +35,15 @@ from .protocol import HEADER, Frame, FrameCodec
 
 __all__ = ["Channel", "open_channel"]
 
-#: Size of the read buffer; it grows for a larger frame and shrinks back once it is read.
+#: Size of the read buffer; a frame larger than this is read into a buffer of its own.
 READ_SIZE = 256 * 1024
 #: A read is never offered less room than this (the partial frame moves to the front).
 MIN_READ = 16 * 1024
 #: Frames held back to leave together are written once this many have gathered: the
 #: peer can start on them while this side goes on with the rest.
 WRITE_BATCH = 32
+#: Queued bytes from this size on are handed to the transport at once, as a view.
+LARGE_WRITE = 64 * 1024
 
 
 class Channel(asyncio.BufferedProtocol):
@@ -54,6 +64,8 @@ class Channel(asyncio.BufferedProtocol):
         self._view = memoryview(self._buf)
         self._start = 0  # the first byte not yet decoded
         self._end = 0  # the end of the bytes read
+        self._big: memoryview | None = None  # the body of a large frame being read
+        self._big_fill = 0  # how much of it is read
         self._out = bytearray()  # frames encoded and not yet handed to the transport
         self._queued = 0  # how many frames _out holds
         self._lock = threading.Lock()  # guards _out and the order of writes
@@ -69,14 +81,19 @@ class Channel(asyncio.BufferedProtocol):
 
     # -- asyncio.BufferedProtocol ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # asyncio's socket transport or uvloop's: the same methods, not the same class.
+        self._transport = cast(asyncio.Transport, transport)
         self._loop = asyncio.get_running_loop()
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        if self._big is not None:
+            return self._big[self._big_fill :]
         return self._view[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self._big is not None:
+            self._big_read(nbytes)
+            return
         end = self._end = self._end + nbytes
         buf = self._buf
         view = self._view
@@ -91,6 +108,11 @@ class Channel(asyncio.BufferedProtocol):
             while end - pos >= size:
                 need = size + body_length(buf, pos)
                 if end - pos < need:
+                    if need > READ_SIZE:
+                        self._start = pos
+                        self._end_receiving()
+                        self._begin_big(need - size, pos + size, end)
+                        return
                     break
                 frame = decode(view[pos + size : pos + need])
                 pos += need
@@ -109,10 +131,11 @@ class Channel(asyncio.BufferedProtocol):
         self._end_receiving()
         if pos == end:
             self._start = self._end = 0
-            if len(buf) > READ_SIZE:
-                self._resize(READ_SIZE, 0, 0)
         elif len(buf) - pos < max(need, MIN_READ):
-            self._resize(max(need, READ_SIZE), pos, end)
+            # The partial frame (shorter than the buffer) moves to the front.
+            rest = end - pos
+            buf[:rest] = view[pos:end].tobytes()
+            self._start, self._end = 0, rest
         else:
             self._start = pos
 
@@ -145,7 +168,11 @@ class Channel(asyncio.BufferedProtocol):
             self.codec.encode_into(frame, self._out)
             self.frames_out += 1
             self._queued += 1
-            if (flush and not self._receiving) or self._queued >= WRITE_BATCH:
+            if (
+                (flush and not self._receiving)
+                or self._queued >= WRITE_BATCH
+                or len(self._out) >= LARGE_WRITE
+            ):
                 self._write_out()
             elif not self._receiving and not self._scheduled:
                 self._scheduled = True
@@ -207,7 +234,13 @@ class Channel(asyncio.BufferedProtocol):
         if self._out and self._transport is not None and not self.closed:
             data, self._out = self._out, bytearray()
             self._queued = 0
-            self._transport.write(data)
+            if len(data) < LARGE_WRITE:
+                self._transport.write(data)
+            else:
+                # A view: asyncio's loop then copies only what the socket did not take
+                # at once (it would slice a bytearray first), uvloop nothing at all.
+                # ``data`` is no one else's: nothing changes it while the view lives.
+                self._transport.write(memoryview(data))
 
     def _write_scheduled(self) -> None:
         with self._lock:
@@ -219,12 +252,36 @@ class Channel(asyncio.BufferedProtocol):
             self._receiving = False
             self._write_out()
 
-    def _resize(self, size: int, start: int, end: int) -> None:
-        """A new read buffer of ``size`` bytes holding the unread bytes at its front."""
-        new = bytearray(size)
-        new[: end - start] = self._view[start:end]
-        self._buf, self._view = new, memoryview(new)
-        self._start, self._end = 0, end - start
+    def _begin_big(self, length: int, start: int, end: int) -> None:
+        """Go on reading a frame body of ``length`` bytes, whose first bytes are
+        ``buf[start:end]``, into a buffer of its own (reads stop at its end)."""
+        big = memoryview(bytearray(length))
+        have = end - start
+        big[:have] = self._view[start:end]
+        self._big, self._big_fill = big, have
+        self._start = self._end = 0
+
+    def _big_read(self, nbytes: int) -> None:
+        big = self._big
+        assert big is not None
+        self._big_fill += nbytes
+        if self._big_fill < len(big):
+            return
+        self._big = None
+        self._receiving = True
+        try:
+            frame = self.codec.decode(big)
+            del big  # the frame holds copies: its buffer goes now
+            self.frames_in += 1
+            self._on_frame(frame)
+        except MCPHostError as exc:
+            self._end_receiving()
+            self._fail(exc)
+            return
+        except BaseException:
+            self._end_receiving()
+            raise
+        self._end_receiving()
 
     def _fail(self, exc: BaseException) -> None:
         if self._transport is not None:
