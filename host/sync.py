@@ -8,6 +8,8 @@ import threading
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
+from mcphost.sandbox.loops import loop_factory
+
 from .host import Host, HostEvent, ToolInfo
 
 __all__ = ["SyncHost"]
@@ -25,7 +27,8 @@ class SyncHost:
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._loop = asyncio.new_event_loop()
+        # Its own loop, in its own thread: of the kind mcphost runs (uvloop by default).
+        self._loop = loop_factory()()
         self._thread = threading.Thread(target=self._loop.run_forever, name="mcphost", daemon=True)
         self._thread.start()
         self.host = self._run(self._make(args, kwargs))

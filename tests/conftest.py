@@ -5,6 +5,7 @@ Append new shared fixtures at the end; keep suite-specific ones in that suite's 
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from pathlib import Path
 import pytest
 from coverage.exceptions import CoverageWarning
 from support import coverage_table, subprocess_coverage
+
+from mcphost.sandbox.loops import loop_factory, loop_name
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "example_plugins"
@@ -97,10 +100,26 @@ def have(cmd: str) -> bool:
 COVERAGE_ROWS = pytest.StashKey[tuple[list[coverage_table.Row], bool]]()
 
 
+class _ChosenLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    """``asyncio.run`` in the tests runs the loop mcphost runs (``MCPHOST_LOOP``)."""
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        factory = loop_factory()
+        # asyncio's own factory asks this policy again.
+        return super().new_event_loop() if factory is asyncio.new_event_loop else factory()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Workers and the processes the tests start are measured like this one.
     subprocess_coverage.install()
     subprocess_coverage.export()
+    # The suite runs on uvloop by default and on the stdlib loop with MCPHOST_LOOP=asyncio;
+    # the processes it starts inherit the variable.
+    asyncio.set_event_loop_policy(_ChosenLoopPolicy())
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"event loop: {loop_name()}"
 
 
 def _measuring(config: pytest.Config) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 from typing import Any
@@ -106,7 +107,7 @@ def call(home: Home, tool: str, arguments: str, timeout: float | None, as_json: 
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_home
 def doctor(home: Home, as_json: bool) -> None:
-    """Show Python, platform, available isolation and the default limits."""
+    """Show Python, platform, the event loop, available isolation and the default limits."""
     try:
         cfg = load_config(home.config_file)
         config_error = None
@@ -118,10 +119,12 @@ def doctor(home: Home, as_json: bool) -> None:
         chosen = choose_backend(cfg.isolation if cfg else "auto").name
     except ConfigError as exc:
         chosen = f"none: {exc.message}"
+    loop = _event_loop()
     data: dict[str, Any] = {
         "python": sys.version.split()[0],
         "executable": sys.executable,
         "platform": platform.platform(),
+        "event_loop": loop,
         "home": str(home.root),
         "config_file": str(home.config_file),
         "config_error": config_error,
@@ -134,6 +137,10 @@ def doctor(home: Home, as_json: bool) -> None:
         return
     click.echo(f"python      {data['python']} ({data['executable']})")
     click.echo(f"platform    {data['platform']}")
+    if loop["error"]:
+        click.echo(f"event loop  ERROR: {loop['error']}")
+    else:
+        click.echo(f"event loop  {loop['name']} {loop['version']} ({loop['why']})")
     click.echo(f"home        {data['home']}")
     if config_error:
         click.echo(f"config      ERROR: {config_error}")
@@ -151,3 +158,30 @@ def doctor(home: Home, as_json: bool) -> None:
     if cfg:
         lim = ", ".join(f"{k}={v}" for k, v in cfg.limits.model_dump().items())
         click.echo(f"limits      {lim}")
+
+
+def _event_loop() -> dict[str, Any]:
+    """Which event loop mcphost's own processes run, its version and why."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from mcphost.sandbox.loops import ENV, loop_name
+
+    try:
+        name = loop_name()
+    except ConfigError as exc:
+        return {"name": None, "version": None, "why": None, "error": exc.message}
+    if name == "uvloop":
+        try:
+            ver = version("uvloop")
+        except PackageNotFoundError:
+            ver = "?"
+    else:
+        ver = sys.version.split()[0]
+    chosen = os.environ.get(ENV, "").strip()
+    if chosen:
+        why = f"{ENV}={chosen}"
+    elif name == "uvloop":
+        why = f"the default; {ENV}=asyncio runs the standard library's"
+    else:
+        why = "uvloop is not installed"
+    return {"name": name, "version": ver, "why": why, "error": None}

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from mcphost.sandbox.loops import loop_factory
 from mcphost.sdk.errors import MCPHostError
 
 from ..home import Home
@@ -86,7 +87,15 @@ pass_home = click.make_pass_decorator(Home)
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+    """Run ``coro`` on a new loop of the kind mcphost runs (uvloop unless MCPHOST_LOOP
+    says otherwise)."""
+    try:
+        factory = loop_factory()  # a bad MCPHOST_LOOP is a ConfigError, shown like any
+    except BaseException:
+        coro.close()
+        raise
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coro)
 
 
 def echo_json(data: Any) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from mcphost.sandbox.loops import loop_factory
 from mcphost.sdk.errors import ConfigError
 
 from ..home import Home
@@ -286,7 +287,8 @@ def serve(
         with contextlib.suppress(asyncio.CancelledError):
             await go()
 
-    asyncio.run(until_signalled())
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(until_signalled())
 
 
 def _say_serving(url: str) -> None:

@@ -153,8 +153,12 @@ class HttpFrontEnd:
             public_url=lambda: self.url,
         )
         guard = ConnectionGuard(limits)
+        loop = asyncio.get_running_loop()
         config = Config(
             self.app,
+            # The loop is the one this runs on (uvloop or asyncio's, chosen by whoever
+            # started it): uvicorn serves on it and makes none of its own.
+            loop="none",
             http=guarded_protocol(guard),
             ws="none",
             lifespan="off",
@@ -169,7 +173,6 @@ class HttpFrontEnd:
         )
         config.load()
         self._state = state = ServerState()
-        loop = asyncio.get_running_loop()
 
         def make_protocol() -> asyncio.Protocol:
             proto: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
