@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -55,6 +54,7 @@ from .protocol import (
     negotiate,
 )
 from .settle import in_thread, wait_out
+from .spawn import WorkerProcess, start_process
 
 __all__ = [
     "CallLogCallback",
@@ -133,7 +133,7 @@ class WorkerClient:
     def __init__(
         self,
         spec: WorkerSpec,
-        proc: asyncio.subprocess.Process,
+        proc: WorkerProcess,
         plan: LaunchPlan,
         on_log: LogCallback | None,
     ) -> None:
@@ -562,22 +562,19 @@ async def spawn_worker(
     os.makedirs(spec.data_dir, exist_ok=True)
     host_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     plan: LaunchPlan | None = None
-    proc: asyncio.subprocess.Process | None = None
+    proc: WorkerProcess | None = None
     try:
         # Preparing a jail writes cgroups and may hand the data directory to the worker's
         # uid (a walk of it): off the event loop.
         plan = await _prepare(backend, spec, child_sock.fileno())
-        proc = await asyncio.create_subprocess_exec(
-            *plan.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+        # Started by the standard library on every loop: uvloop's spawn would let the
+        # worker inherit the host's inheritable descriptors (sandbox/spawn.py).
+        proc = await start_process(
+            plan.argv,
             env=plan.env,
             cwd=plan.cwd,
             pass_fds=plan.pass_fds,
-            close_fds=True,
             preexec_fn=plan.preexec_fn,
-            start_new_session=True,
             limit=64 * 1024,
         )
         child_sock.close()
