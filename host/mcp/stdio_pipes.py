@@ -1,5 +1,7 @@
 """Byte sources and sinks for stdio: pipes, sockets and terminals on the event loop,
-regular files with plain blocking calls in a thread (the event loop cannot watch files).
+regular files and other devices (``/dev/null``) with plain blocking calls in a thread
+(the event loop cannot watch them); a terminal is read by a thread of its own. The same
+on asyncio's loop and on uvloop.
 
 A sink's ``write`` returns once the data is handed over and the pipe has room again, so
 a writer that awaits it holds at most the pipe's own buffer; it raises
@@ -15,6 +17,7 @@ import contextlib
 import os
 import socket
 import stat
+import threading
 from typing import Protocol
 
 __all__ = ["ByteSink", "ByteSource", "is_pipe_like", "open_stdio"]
@@ -23,9 +26,13 @@ READ_SIZE = 64 * 1024
 
 
 def is_pipe_like(fd: int) -> bool:
-    """Whether the event loop can watch ``fd`` (pipe, socket, terminal); else a file."""
+    """Whether the event loop can watch ``fd`` (pipe, socket, terminal); else it is read
+    and written like a file. Other character devices (``/dev/null``) cannot be watched:
+    asyncio's loop refuses them (EPERM from epoll) and uvloop's aborts the process."""
     mode = os.fstat(fd).st_mode
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
+    if stat.S_ISCHR(mode):
+        return os.isatty(fd)
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 class ByteSource(Protocol):
@@ -54,6 +61,37 @@ class _FileSource:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+class _TerminalSource:
+    """A terminal read by a daemon thread of its own: uvloop's read pipe gets nothing
+    from a terminal, and a thread of the loop's executor blocked in a read would hold
+    up the loop's close until a key is pressed."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.loop = asyncio.get_running_loop()
+        self.chunks: asyncio.Queue[bytes] = asyncio.Queue()
+        threading.Thread(target=self._read_all, name="mcphost-stdin", daemon=True).start()
+
+    def _read_all(self) -> None:
+        while True:
+            try:
+                data = os.read(self.fd, READ_SIZE)
+            except OSError:
+                data = b""
+            try:
+                self.loop.call_soon_threadsafe(self.chunks.put_nowait, data)
+            except RuntimeError:  # the loop has closed
+                return
+            if not data:
+                return
+
+    async def read(self) -> bytes:
+        return await self.chunks.get()
+
+    def close(self) -> None:
+        pass  # the thread may be blocked in a read of the fd: it stays open
 
 
 class _StreamSource:
@@ -157,7 +195,9 @@ async def open_stdio(in_fd: int, out_fd: int) -> tuple[ByteSource, ByteSink]:
         )
         return _StreamSource(reader, writer.transport), _StreamSink(writer)
     source: ByteSource
-    if is_pipe_like(in_fd):
+    if os.isatty(in_fd):
+        source = _TerminalSource(in_fd)
+    elif is_pipe_like(in_fd):
         reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
         transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader, loop=loop),
