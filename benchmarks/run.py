@@ -170,6 +170,7 @@ def machine() -> dict[str, str]:
         commit = ""
     return {
         "load average": load_average(),
+        "event loop": event_loop(),
         "cores": f"{os.cpu_count()} ({usable} usable by this process)",
         "cpu": cpu or platform.processor() or "unknown",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
@@ -177,6 +178,22 @@ def machine() -> dict[str, str]:
         "machine": platform.machine(),
         "commit": commit or "unknown",
     }
+
+
+def event_loop() -> str:
+    """The loop the benchmarks' host runs on first (MCPHOST_LOOP, else uvloop if any)."""
+    try:
+        from mcphost.sandbox.loops import loop_name
+
+        name = loop_name()
+    except Exception as exc:  # not installed, or a bad MCPHOST_LOOP
+        return f"unknown ({exc})"
+    try:
+        from importlib.metadata import version
+
+        return f"{name} {version('uvloop')}" if name == "uvloop" else name
+    except Exception:
+        return name
 
 
 def load_average() -> str:
