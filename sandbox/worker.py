@@ -534,6 +534,10 @@ def main(argv: list[str] | None = None) -> None:
     cfg: WorkerConfig | None = None
     try:
         cfg = msgspec.json.decode(args[0].encode(), type=WorkerConfig)
+        # The channel stays in this process: a child the plugin starts (at import or
+        # from a tool, on any event loop: uvloop's spawn does not close descriptors)
+        # must not be able to speak for the worker.
+        os.set_inheritable(cfg.fd, False)
         _die_with_parent()
         apply_limits(cfg.limits)
         plugin = load_plugin(cfg.entry, cfg.paths)

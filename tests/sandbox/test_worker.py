@@ -103,6 +103,21 @@ def open_fds() -> dict[int, str]:
 
 
 @plugin.tool
+async def child_fds() -> dict[int, str]:
+    """What each descriptor of a child started from the worker's event loop is."""
+    listing = (
+        "import os; print(*[f + '=' + os.readlink('/proc/self/fd/' + f)"
+        " for f in os.listdir('/proc/self/fd') if os.path.exists('/proc/self/fd/' + f)])"
+    )
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", listing,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await child.communicate()
+    return {int(fd): what for fd, what in (p.split("=", 1) for p in out.decode().split())}
+
+
+@plugin.tool
 def fail(code: str) -> None:
     """Fail on purpose with the given code."""
     raise ToolError("failed on purpose", code=code, data={"why": "asked"})
@@ -381,6 +396,24 @@ def test_the_worker_runs_with_a_clean_environment_only_its_channel_fd_and_its_rl
     extra = {fd: what for fd, what in fds.items() if int(fd) > 3}
     assert all(what.startswith(own) for what in extra.values()), repr(fds)
     assert len(extra) <= 8, fds
+
+
+def test_a_child_a_tool_starts_from_the_workers_loop_does_not_inherit_the_channel(
+    write_plugin: PluginWriter, backend: RlimitBackend
+) -> None:
+    spec = write_plugin("probe", PROBE)
+
+    async def scenario() -> dict[str, str]:
+        async with running(spec, backend) as w:
+            fds: dict[str, str] = await w.call("child_fds", {})
+            return fds
+
+    fds = asyncio.run(scenario())
+    # Only its stdin, stdout and stderr (an event loop may hold copies of them while it
+    # spawns): the worker's channel, which would let the child speak for the worker,
+    # stays behind on any event loop.
+    standard = {fds["0"], fds["1"], fds["2"]}
+    assert set(fds.values()) <= standard, fds
 
 
 def test_the_work_dir_is_removed_when_the_worker_ends(
