@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -79,6 +80,38 @@ CHANNEL_CLOSE_GRACE = 2.0
 _END = object()
 
 
+class _Inbox:
+    """A stream's items received and not yet read: a deque and at most one waiter.
+
+    Cheaper per item than an :class:`asyncio.Queue`: a put appends, and wakes the
+    reader only when it is waiting; the reader takes every item already there
+    without a wait between them."""
+
+    __slots__ = ("_loop", "_waiter", "items")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.items: deque[Any] = deque()
+        self._loop = loop
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self.items.append(item)
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    async def wait(self) -> None:
+        """Until an item is there (returns at once when one is)."""
+        while not self.items:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+
 class _Pending:
     __slots__ = (
         "future",
@@ -94,7 +127,7 @@ class _Pending:
     def __init__(
         self,
         future: asyncio.Future[Any] | None,
-        queue: asyncio.Queue[Any] | None,
+        queue: _Inbox | None,
         on_progress: ProgressCallback | None,
         granted: int = 0,
         tool: str = "",
@@ -417,7 +450,8 @@ class WorkerClient:
         """Yield a streaming tool's items; the worker never has more than ``window`` unread."""
         window = max(1, window)
         call_id = next(self._ids)
-        queue: asyncio.Queue[Any] = asyncio.Queue()
+        queue = _Inbox(self._loop)
+        items = queue.items
         pending = _Pending(None, queue, on_progress, granted=window, on_log=on_log)
         self._pending[call_id] = pending
         self.calls_total += 1
@@ -437,7 +471,9 @@ class WorkerClient:
         refill = max(1, window // 2)
         try:
             while True:
-                item = await queue.get()
+                if not items:
+                    await queue.wait()
+                item = items.popleft()
                 if item is _END:
                     finished = True
                     return
