@@ -33,6 +33,7 @@ from .config import HostConfig, load_config
 from .home import Home
 from .hooks import make_plugin_manager
 from .isolation_backend import isolation_backend
+from .observe import HostMetrics
 from .sources import (
     PluginSource,
     discover_directory,
@@ -93,6 +94,8 @@ class Host:
     the directories named by ``$MCPHOST_PLUGIN_PATH``.
     ``registry``: also serve the registry's active versions (when it exists).
     ``hooks``: objects with pluggy ``@hookimpl`` methods (see :mod:`mcphost.host.hooks`).
+    ``metrics``: count calls, workers and swaps into ``host.metrics`` (see
+    :mod:`mcphost.host.observe`; False leaves ``host.metrics`` None).
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class Host:
         registry: bool = True,
         hooks: Iterable[object] = (),
         isolation: str | None = None,
+        metrics: bool = True,
     ) -> None:
         self.home = home if isinstance(home, Home) else Home(home)
         self._config = config
@@ -126,6 +130,10 @@ class Host:
         #: The last change of the registry this host could not apply (it is tried again
         #: with backoff); ``None`` once the registry's state is served in full.
         self.registry_error: RegistryFailure | None = None
+        #: This host's own counts (its Prometheus registry is ``metrics.registry()``).
+        self.metrics: HostMetrics | None = HostMetrics() if metrics else None
+        if self.metrics is not None:
+            self.metrics.bind(self)
 
     # -- lifecycle -----------------------------------------------------------------
     async def __aenter__(self) -> Host:
@@ -178,6 +186,8 @@ class Host:
         with ThreadPoolExecutor(1, thread_name_prefix="mcphost-probe") as pool:
             probe = pool.submit(isolation_backend, self.config, self._isolation)
             verify = self._make_verifier()
+            if self.metrics is not None:
+                verify = self.metrics.counting_verifier(verify)
             backend = probe.result()
         if backend.level != "namespaces":
             log.warning(
@@ -280,6 +290,8 @@ class Host:
         return lambda: self._listeners.remove(listener)
 
     def _emit(self, event: HostEvent) -> None:
+        if self.metrics is not None:
+            self.metrics.on_event(event)
         for fn in list(self._listeners):
             try:
                 fn(event)
@@ -406,13 +418,29 @@ class Host:
             self._authorize(name, sup.name, args)
         if hook.mcphost_before_call.get_hookimpls():
             hook.mcphost_before_call(tool=name, plugin=sup.name, arguments=args)
+        metrics = self.metrics
         if not after.get_hookimpls():
             worker = sup.worker
             if worker is None or not worker.alive:
                 worker = await sup.acquire()
-            return await worker.call(
-                tool, args, timeout=timeout, on_progress=on_progress, on_log=on_log
-            )
+            if metrics is None:
+                return await worker.call(
+                    tool, args, timeout=timeout, on_progress=on_progress, on_log=on_log
+                )
+            # Observed here, at the edge: a cached lookup and a few adds per call.
+            stats = metrics.routes.get(name) or metrics.route(name, sup.name)
+            m0 = stats.begin()
+            try:
+                result = await worker.call(
+                    tool, args, timeout=timeout, on_progress=on_progress, on_log=on_log
+                )
+            except BaseException as exc:
+                stats.failed(m0, exc)
+                raise
+            stats.done(m0)
+            return result
+        stats_or_none = None if metrics is None else metrics.route(name, sup.name)
+        m0 = 0.0 if stats_or_none is None else stats_or_none.begin()
         t0 = time.perf_counter()
         error: BaseException | None = None
         try:
@@ -424,6 +452,11 @@ class Host:
             error = exc
             raise
         finally:
+            if stats_or_none is not None:
+                if error is None:
+                    stats_or_none.done(m0)
+                else:
+                    stats_or_none.failed(m0, error)
             outcome = "ok" if error is None else getattr(error, "code", "cancelled")
             after(
                 tool=name,
@@ -519,7 +552,15 @@ class Host:
             return None
         old = sup.source.version
         old_tools = {t.name for t in sup.tools}
-        await sup.swap(source, self.config.drain_timeout)
+        t0 = time.perf_counter()
+        try:
+            await sup.swap(source, self.config.drain_timeout)
+        except BaseException:
+            if self.metrics is not None:
+                self.metrics.swapped(source.name, time.perf_counter() - t0, ok=False)
+            raise
+        if self.metrics is not None:
+            self.metrics.swapped(source.name, time.perf_counter() - t0, ok=True)
         self.hooks.hook.mcphost_plugin_swapped(
             plugin=source.name, old_version=old, new_version=source.version
         )

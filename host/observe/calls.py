@@ -1,0 +1,155 @@
+"""Counting calls into plain structures: the only metric work on a call's path.
+
+A :class:`RouteStats` per ``<plugin>.<tool>`` is made once and cached by name; a call
+then costs one dictionary lookup, a few integer adds, one ``bisect`` into the bucket
+bounds and one write into a small ring of recent durations. Nothing here imports
+``prometheus_client``: families are built from these structures only when scraped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from bisect import bisect_left
+from typing import Any
+
+__all__ = ["BUCKETS", "RECENT", "PluginCalls", "RouteStats", "percentile", "plugin_snapshot"]
+
+#: Upper bounds (seconds) of the call duration histogram: the OpenTelemetry MCP
+#: semantic conventions' boundaries for ``mcp.server.operation.duration``, with finer
+#: ones below 10 ms where a sandboxed call usually lands.
+BUCKETS: tuple[float, ...] = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+)
+#: How many recent calls of a route are kept for calls/s and percentiles (a power of 2).
+RECENT = 256
+_MASK = RECENT - 1
+_now = time.perf_counter
+
+
+class PluginCalls:
+    """What a plugin's routes share: the calls in flight."""
+
+    __slots__ = ("in_flight", "plugin", "routes")
+
+    def __init__(self, plugin: str) -> None:
+        self.plugin = plugin
+        self.in_flight = 0
+        self.routes: list[RouteStats] = []
+
+
+class RouteStats:
+    """Totals, a duration histogram and the recent calls of one tool."""
+
+    __slots__ = ("_i", "buckets", "ends", "errors", "ok", "owner", "recent", "sum", "tool")
+
+    def __init__(self, tool: str, owner: PluginCalls) -> None:
+        self.tool = tool
+        self.owner = owner
+        self.ok = 0
+        #: Stable error code (or "cancelled") -> calls that ended with it.
+        self.errors: dict[str, int] = {}
+        self.sum = 0.0
+        #: Non-cumulative counts per bucket of :data:`BUCKETS`, the last one for +Inf.
+        self.buckets = [0] * (len(BUCKETS) + 1)
+        self.recent = [0.0] * RECENT
+        self.ends = [0.0] * RECENT
+        self._i = 0
+
+    def begin(self) -> float:
+        """A call starts: returns its start time for :meth:`done` / :meth:`failed`."""
+        self.owner.in_flight += 1
+        return _now()
+
+    def done(self, t0: float) -> None:
+        """The call started at ``t0`` returned a result."""
+        self.ok += 1
+        self._end(t0)
+
+    def failed(self, t0: float, exc: BaseException) -> None:
+        """The call started at ``t0`` raised ``exc`` (counted under its stable code)."""
+        code = getattr(exc, "code", None)
+        key = code if isinstance(code, str) else "cancelled"
+        errors = self.errors
+        errors[key] = errors.get(key, 0) + 1
+        self._end(t0)
+
+    def _end(self, t0: float) -> None:
+        end = _now()
+        d = end - t0
+        self.owner.in_flight -= 1
+        self.sum += d
+        self.buckets[bisect_left(BUCKETS, d)] += 1
+        i = self._i
+        self.recent[i] = d
+        self.ends[i] = end
+        self._i = (i + 1) & _MASK
+
+    @property
+    def total(self) -> int:
+        return self.ok + sum(self.errors.values())
+
+    def recent_since(self, since: float) -> list[float]:
+        """Durations of the kept calls that ended after ``since`` (perf_counter time)."""
+        n = min(self.total, RECENT)
+        ends, recent = self.ends, self.recent
+        out: list[float] = []
+        for k in range(n):
+            j = (self._i - 1 - k) & _MASK
+            if ends[j] <= since:
+                break
+            out.append(recent[j])
+        return out
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """The ``q`` quantile (0..1) of already sorted values by nearest rank; None if empty."""
+    if not sorted_values:
+        return None
+    k = max(0, min(len(sorted_values) - 1, math.ceil(q * len(sorted_values)) - 1))
+    return sorted_values[k]
+
+
+def plugin_snapshot(pc: PluginCalls, window: float) -> dict[str, Any]:
+    """Plain data about one plugin's calls: totals, in flight, and over the last
+    ``window`` seconds (at most :data:`RECENT` calls per tool) calls/s, p50 and p99."""
+    since = _now() - window
+    recent: list[float] = []
+    ok = 0
+    errors: dict[str, int] = {}
+    for r in list(pc.routes):
+        ok += r.ok
+        for code, n in list(r.errors.items()):
+            errors[code] = errors.get(code, 0) + n
+        recent.extend(r.recent_since(since))
+    recent.sort()
+    p50 = percentile(recent, 0.5)
+    p99 = percentile(recent, 0.99)
+    return {
+        "plugin": pc.plugin,
+        "in_flight": pc.in_flight,
+        "calls": ok + sum(errors.values()),
+        "errors": errors,
+        "calls_per_second": round(len(recent) / window, 3),
+        "p50_ms": None if p50 is None else round(p50 * 1000, 3),
+        "p99_ms": None if p99 is None else round(p99 * 1000, 3),
+    }

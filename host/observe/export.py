@@ -1,0 +1,304 @@
+"""The Prometheus side: metric families built from the plain structures at scrape time.
+
+Imported only when an exporter (``serve --metrics``) or a reader asks, never on a call's
+path. Each ``@family`` function below turns one room's counts into families; adding a
+family later (streams, batches, compositions) is one step: count into a plain structure
+reachable from :class:`~.metrics.HostMetrics`, then write one ``@family`` function here
+(or in the new room, imported by this module) that yields its families, and list it in
+docs/operators.md "Monitoring".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from .calls import BUCKETS
+from .metrics import HostMetrics
+
+if TYPE_CHECKING:
+    from ..host import Host
+
+__all__ = ["HostCollector", "family", "render"]
+
+Builder = Callable[[HostMetrics, "Host | None"], Iterable[Metric]]
+FAMILIES: list[Builder] = []
+_LE = [repr(b) for b in BUCKETS] + ["+Inf"]
+MIB = 1024 * 1024
+
+
+def family(fn: Builder) -> Builder:
+    """Register ``fn`` as a builder of metric families (called at every scrape)."""
+    FAMILIES.append(fn)
+    return fn
+
+
+def _buckets(counts: list[int]) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    acc = 0
+    for le, n in zip(_LE, counts, strict=True):
+        acc += n
+        out.append((le, acc))
+    return out
+
+
+class HostCollector:
+    """A ``prometheus_client`` collector over one host's :class:`HostMetrics`."""
+
+    def __init__(self, metrics: HostMetrics, host: Callable[[], Host | None]) -> None:
+        self.metrics = metrics
+        self.host = host
+
+    def collect(self) -> Iterator[Metric]:
+        host = self.host()
+        for build in FAMILIES:
+            yield from build(self.metrics, host)
+
+
+def render(metrics: HostMetrics, host: Host | None = None) -> bytes:
+    """The Prometheus text exposition of everything ``metrics`` counts: the same
+    families as its registry gives, with the per-tool ones written by a fast path
+    (label text made once per tool and cached) so 500 tools take milliseconds."""
+    from prometheus_client.exposition import generate_latest
+
+    rest = _Families(metrics, host, [b for b in FAMILIES if b is not calls])
+    return _calls_text(metrics).encode() + generate_latest(rest)
+
+
+class _Families:
+    def __init__(self, m: HostMetrics, host: Host | None, builders: list[Builder]) -> None:
+        self.m, self.host, self.builders = m, host, builders
+
+    def collect(self) -> Iterator[Metric]:
+        for build in self.builders:
+            yield from build(self.m, self.host)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _route_text(m: HostMetrics, name: str, plugin: str) -> tuple[str, list[str], str, str]:
+    """Label text of one tool's samples: made once, reused by every scrape."""
+    cache = m.text_cache
+    hit = cache.get(name)
+    if hit is None:
+        labels = f'plugin="{_escape(plugin)}",tool="{_escape(name)}"'
+        h = "mcphost_tool_call_duration_seconds"
+        hit = cache[name] = (
+            labels,
+            [f'{h}_bucket{{{labels},le="{le}"}} ' for le in _LE],
+            f"{h}_sum{{{labels}}} ",
+            f"{h}_count{{{labels}}} ",
+        )
+    return hit
+
+
+def _calls_text(m: HostMetrics) -> str:
+    """``mcphost_tool_calls_total``, the duration histogram and calls in flight."""
+    total = [
+        "# HELP mcphost_tool_calls_total " + _CALLS_HELP,
+        "# TYPE mcphost_tool_calls_total counter",
+    ]
+    hist = [
+        "# HELP mcphost_tool_call_duration_seconds " + _DURATION_HELP,
+        "# TYPE mcphost_tool_call_duration_seconds histogram",
+    ]
+    for name, r in list(m.routes.items()):
+        labels, buckets, sum_p, count_p = _route_text(m, name, r.owner.plugin)
+        total.append(f'mcphost_tool_calls_total{{{labels},outcome="ok"}} {r.ok}')
+        for code, n in list(r.errors.items()):
+            total.append(f'mcphost_tool_calls_total{{{labels},outcome="{_escape(code)}"}} {n}')
+        acc = 0
+        for prefix, n in zip(buckets, r.buckets, strict=True):
+            acc += n
+            hist.append(prefix + str(acc))
+        hist.append(sum_p + repr(r.sum))
+        hist.append(count_p + str(acc))
+    gauge = [
+        "# HELP mcphost_tool_calls_in_flight " + _IN_FLIGHT_HELP,
+        "# TYPE mcphost_tool_calls_in_flight gauge",
+    ]
+    for plugin, pc in list(m.plugins.items()):
+        gauge.append(f'mcphost_tool_calls_in_flight{{plugin="{_escape(plugin)}"}} {pc.in_flight}')
+    return "\n".join(total + hist + gauge) + "\n"
+
+
+_CALLS_HELP = (
+    "Tool calls by tool (gen_ai.tool.name, <plugin>.<tool>) and outcome (ok or the "
+    "stable error code)."
+)
+_DURATION_HELP = "Duration of tool calls through Host.call, as seen by the host."
+_IN_FLIGHT_HELP = "Tool calls under way, by plugin."
+
+
+@family
+def calls(m: HostMetrics, host: Host | None) -> Iterator[Metric]:
+    # render() writes these three families by its own fast path (_calls_text).
+    total = CounterMetricFamily(
+        "mcphost_tool_calls", _CALLS_HELP, labels=["plugin", "tool", "outcome"]
+    )
+    duration = HistogramMetricFamily(
+        "mcphost_tool_call_duration_seconds", _DURATION_HELP, labels=["plugin", "tool"]
+    )
+    for name, r in list(m.routes.items()):
+        plugin = r.owner.plugin
+        total.add_metric([plugin, name, "ok"], r.ok)
+        for code, n in list(r.errors.items()):
+            total.add_metric([plugin, name, code], n)
+        duration.add_metric([plugin, name], _buckets(r.buckets), r.sum)
+    in_flight = GaugeMetricFamily(
+        "mcphost_tool_calls_in_flight", _IN_FLIGHT_HELP, labels=["plugin"]
+    )
+    for plugin, pc in list(m.plugins.items()):
+        in_flight.add_metric([plugin], pc.in_flight)
+    yield total
+    yield duration
+    yield in_flight
+
+
+def _counter(name: str, doc: str, labels: list[str], values: dict[Any, int]) -> Metric:
+    fam = CounterMetricFamily(name, doc, labels=labels)
+    for key, n in list(values.items()):
+        fam.add_metric(list(key) if isinstance(key, tuple) else [key], n)
+    return fam
+
+
+@family
+def workers(m: HostMetrics, host: Host | None) -> Iterator[Metric]:
+    yield _counter(
+        "mcphost_worker_starts", "Workers that completed their handshake.", ["plugin"], m.starts
+    )
+    yield _counter(
+        "mcphost_worker_crashes",
+        "Workers that ended unexpectedly, by reason (hung, limit, protocol, handshake, "
+        "signal, exit, other).",
+        ["plugin", "reason"],
+        m.crashes,
+    )
+    yield _counter(
+        "mcphost_worker_restarts",
+        "Workers started again after a crash or a replacement (reason: the crash's, or replaced).",
+        ["plugin", "reason"],
+        m.restarts,
+    )
+    if host is None:
+        return
+    state = GaugeMetricFamily(
+        "mcphost_worker_state",
+        "1 for the state each plugin's supervisor is in.",
+        labels=["plugin", "version", "state"],
+    )
+    memory = GaugeMetricFamily(
+        "mcphost_worker_memory_bytes",
+        "Memory of each running worker as a whole (source: cgroup, pss or rss).",
+        labels=["plugin", "version", "source"],
+    )
+    cpu = CounterMetricFamily(
+        "mcphost_worker_cpu_seconds",
+        "CPU time used by each running worker as a whole (starts again with a new worker).",
+        labels=["plugin", "version"],
+    )
+    for s in host.stats():
+        plugin, version = s["plugin"], s["version"]
+        state.add_metric([plugin, version, s["state"]], 1)
+        if "memory_mb" in s:
+            memory.add_metric([plugin, version, s.get("memory_source") or ""], s["memory_mb"] * MIB)
+        if "cpu_seconds" in s:
+            cpu.add_metric([plugin, version], s["cpu_seconds"])
+    yield state
+    yield memory
+    yield cpu
+
+
+@family
+def registry(m: HostMetrics, host: Host | None) -> Iterator[Metric]:
+    yield _counter(
+        "mcphost_registry_swaps",
+        "Hot swaps that switched a plugin's routing to another version.",
+        ["plugin"],
+        m.swaps,
+    )
+    yield _counter(
+        "mcphost_registry_rollbacks",
+        "Swaps back to a lower version than the one served.",
+        ["plugin"],
+        m.rollbacks,
+    )
+    yield _counter(
+        "mcphost_registry_swap_failures",
+        "Swaps refused because the new version could not verify or start.",
+        ["plugin"],
+        m.swap_failures,
+    )
+    yield _counter(
+        "mcphost_verification_failures",
+        "Worker starts refused by signature and file verification.",
+        ["plugin"],
+        m.verification_failures,
+    )
+    counts = [0] * (len(BUCKETS) + 1)
+    from bisect import bisect_left
+
+    for d in list(m.swap_seconds):
+        counts[bisect_left(BUCKETS, d)] += 1
+    hist = HistogramMetricFamily(
+        "mcphost_registry_swap_duration_seconds",
+        "Duration of swaps: start of the new version, switch, and drain of the old one.",
+    )
+    hist.add_metric([], _buckets(counts), sum(m.swap_seconds))
+    yield hist
+    up = GaugeMetricFamily("mcphost_start_time_seconds", "When the host was made (Unix time).")
+    up.add_metric([], m.started_at)
+    yield up
+
+
+@family
+def frontend(m: HostMetrics, host: Host | None) -> Iterator[Metric]:
+    fe = m.frontend
+    if fe is None:
+        return
+    requests = CounterMetricFamily(
+        "mcphost_mcp_requests",
+        "MCP requests by method (mcp.method.name) and outcome (ok or the JSON-RPC error code).",
+        labels=["method", "outcome"],
+    )
+    duration = HistogramMetricFamily(
+        "mcphost_mcp_request_duration_seconds",
+        "Duration of MCP requests as the server handled them (mcp.server.operation.duration).",
+        labels=["method"],
+    )
+    for method, r in list(fe.methods.items()):
+        for outcome, n in list(r.outcomes.items()):
+            requests.add_metric([method, outcome], n)
+        duration.add_metric([method], _buckets(r.buckets), r.sum)
+    yield requests
+    yield duration
+    sessions = GaugeMetricFamily(
+        "mcphost_mcp_sessions", "MCP client sessions open now.", labels=["transport"]
+    )
+    sessions.add_metric([fe.transport], fe.open_sessions())
+    yield sessions
+    yield _counter(
+        "mcphost_mcp_sessions_opened",
+        "MCP client sessions opened.",
+        ["transport"],
+        {fe.transport: fe.sessions_opened},
+    )
+    yield _counter(
+        "mcphost_mcp_received_bytes", "Bytes of MCP messages received.", [], {(): fe.bytes_in}
+    )
+    yield _counter("mcphost_mcp_sent_bytes", "Bytes of MCP messages sent.", [], {(): fe.bytes_out})
+    yield _counter(
+        "mcphost_mcp_rejected_inputs",
+        "Client input refused before it became a request, by reason.",
+        ["reason"],
+        fe.rejected,
+    )
