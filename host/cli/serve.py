@@ -127,6 +127,13 @@ CLIENT_SNIPPET = """\
     help="How long an idle HTTP connection is kept open between requests.",
 )
 @click.option(
+    "--metrics",
+    "metrics",
+    metavar="HOST:PORT",
+    help="Also serve Prometheus metrics at http://HOST:PORT/metrics (loopback only "
+    "unless --allow-remote).",
+)
+@click.option(
     "--plugin-dir",
     "plugin_dirs",
     multiple=True,
@@ -197,6 +204,7 @@ def serve(
     header_timeout: float,
     body_timeout: float,
     keep_alive: float,
+    metrics: str | None,
     plugin_dirs: tuple[Path, ...],
     environment: bool,
     max_message_bytes: int,
@@ -226,6 +234,12 @@ def serve(
             raise click.UsageError(f"--http {http!r}: expected HOST:PORT, e.g. 127.0.0.1:8765")
         bind = (host_part.strip("[]") or "127.0.0.1", int(port_part))
 
+    metrics_bind: tuple[str, int] | None = None
+    if metrics is not None:
+        from ..observe.listener import parse_bind
+
+        metrics_bind = parse_bind(metrics, allow_remote=allow_remote)
+
     def make_host() -> Host:
         from ..host import Host
 
@@ -243,7 +257,16 @@ def serve(
             start_workers=True,
         )
         server = McpServer(make_host, options)
+        exporter = None
         try:
+            if metrics_bind is not None:
+                from ..observe.listener import MetricsListener
+
+                exporter = MetricsListener(
+                    lambda: server.made_host, *metrics_bind, frontend=server.frontend
+                )
+                await exporter.start()
+                click.echo(f"mcphost serving metrics at {exporter.url}", err=True)
             if bind is None:
                 from ..mcp.stdio import serve_stdio
 
@@ -275,6 +298,8 @@ def serve(
                 except ValueError as exc:
                     raise ConfigError(str(exc)) from None
         finally:
+            if exporter is not None:
+                await exporter.close()
             await server.close()
 
     async def until_signalled() -> None:

@@ -98,6 +98,7 @@ class HttpFrontEnd:
 
     def __init__(self, server: McpServer, options: HttpOptions | None = None) -> None:
         self.server = server
+        server.frontend.transport = "http"
         self.options = options or HttpOptions()
         self.options.check()
         self.sessions = SessionTable(

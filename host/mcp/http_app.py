@@ -57,6 +57,7 @@ from .jsonrpc import (
     RpcError,
     decode_message,
     error_response,
+    rejection,
 )
 from .server import HANDSHAKE_VERSIONS, McpServer
 from .session import PROTOCOL_VERSION_KEY, Session, has_envelope
@@ -147,9 +148,19 @@ class McpApp:
             return
         headers: Headers = scope["headers"]
         refused = check_framing(headers)
+        fe = self.server.frontend
         if refused is not None:
+            fe.reject("bad_framing")
             await self._plain(send, *refused, _CLOSE)
             return
+
+        raw_send = send
+
+        async def counted(message: MutableMapping[str, Any]) -> None:
+            fe.bytes_out += len(message.get("body", b""))
+            await raw_send(message)
+
+        send = counted
         path: str = scope["path"]
         method: str = scope["method"]
         if path == self.metadata_path and method == "GET":
@@ -162,12 +173,14 @@ class McpApp:
             headers, self.allowed_origins, loopback_ok=self.loopback_origins
         )
         if refused is not None:
+            fe.reject("forbidden_host_or_origin")
             await self._plain(send, *refused)
             return
         token: Token | None = None
         if self.tokens is not None:
             token, why = self.tokens.authenticate(header(headers, b"authorization"))
             if token is None:
+                fe.reject("unauthorized")
                 meta_url = self.public_url().rsplit(self.path, 1)[0] + self.metadata_path
                 hdr = challenge(meta_url, invalid=header(headers, b"authorization") is not None)
                 await self._plain(send, 401, why, [(b"www-authenticate", hdr)])
@@ -210,6 +223,7 @@ class McpApp:
         limit = self.server.options.max_message_bytes
         length = header(scope["headers"], b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
+            self.server.frontend.reject("too_large")
             text = f"request body of {length} bytes is over the limit of {limit} bytes"
             await self._plain(send, 413, text, _CLOSE)
             return None
@@ -222,12 +236,15 @@ class McpApp:
                         return None
                     body += msg.get("body", b"")
                     if len(body) > limit:
+                        self.server.frontend.reject("too_large")
                         text = f"request body is over the limit of {limit} bytes"
                         await self._plain(send, 413, text, _CLOSE)
                         return None
                     if not msg.get("more_body", False):
+                        self.server.frontend.bytes_in += len(body)
                         return bytes(body)
         except TimeoutError:
+            self.server.frontend.reject("body_timeout")
             text = f"the request body did not arrive within {self.body_timeout:g} seconds"
             await self._plain(send, 408, text, _CLOSE)
             return None
@@ -244,9 +261,11 @@ class McpApp:
         try:
             msg = decode_message(body)
         except RpcError as bad:
+            self.server.frontend.reject(rejection(bad))
             await self._rpc_error(send, 400, bad, bad.id)
             return
         except RecursionError:
+            self.server.frontend.reject("parse_error")
             nested = RpcError(PARSE_ERROR, "the JSON nests too deeply; send a flatter message")
             await self._rpc_error(send, 400, nested)
             return

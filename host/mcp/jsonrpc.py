@@ -25,6 +25,7 @@ __all__ = [
     "encode",
     "error_response",
     "notification",
+    "rejection",
     "response",
 ]
 
@@ -82,6 +83,13 @@ class RpcError(Exception):
 _decoder = msgspec.json.Decoder(Message)
 _any_decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
+
+
+def rejection(err: RpcError) -> str:
+    """The reason label of input refused before it became a request."""
+    return {PARSE_ERROR: "parse_error", INVALID_REQUEST: "invalid_request"}.get(
+        err.code, "invalid_message"
+    )
 
 
 def _salvage_id(data: bytes | str) -> RequestId | None:

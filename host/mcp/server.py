@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from mcphost.sdk.errors import ConfigError
 
+from ..observe.frontend import FrontEndMetrics
 from .catalog import Catalog
 from .jsonrpc import INTERNAL_ERROR, RpcError
 
@@ -111,6 +112,10 @@ class McpServer:
         self._ready: asyncio.Task[None] | None = None
         self._remove_listener: Callable[[], None] | None = None
         self.server_info = {"name": self.options.name, "version": self.options.version}
+        #: Requests, bytes and refused inputs of every session (plain counts; exported
+        #: with the host's metrics once the host is made).
+        self.frontend = FrontEndMetrics()
+        self.frontend.open_sessions = lambda: len(self.sessions)
 
     @property
     def host(self) -> Host:
@@ -132,10 +137,17 @@ class McpServer:
             # loop answers initialize meanwhile.
             self._host = await asyncio.to_thread(self._make_one)
         host = self._host
+        if host.metrics is not None:
+            host.metrics.frontend = self.frontend
         await host.start()
         self._remove_listener = host.add_listener(self._on_event)
         if self.options.start_workers:
             host.start_workers()
+
+    @property
+    def made_host(self) -> Host | None:
+        """The host once it is made (None before: making it is not started here)."""
+        return self._host
 
     def _make_one(self) -> Host:
         assert self._make_host is not None

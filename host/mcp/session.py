@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
@@ -110,6 +111,7 @@ class Session:
         self.calls: dict[RequestId, _Call] = {}
         self.listens: dict[RequestId, _Listen] = {}
         server.sessions.add(self)
+        server.frontend.sessions_opened += 1
 
     def close(self) -> None:
         """End listen streams and forget the session; calls end with their transport."""
@@ -123,6 +125,8 @@ class Session:
         rid: RequestId = msg.id  # type: ignore[assignment]
         method: str = msg.method  # type: ignore[assignment]
         params = msg.params if isinstance(msg.params, dict) else {}
+        stats = self.server.frontend.request(method)
+        t0 = time.perf_counter()
         try:
             if self.era is None:
                 self.era = "modern" if method != "initialize" and has_envelope(params) else "legacy"
@@ -131,12 +135,16 @@ class Session:
             else:
                 result = await self._legacy(rid, method, params, notifier)
         except RpcError as err:
+            stats.end(t0, str(err.code))
             return error_response(rid, err)
         except asyncio.CancelledError:
+            stats.end(t0, "cancelled")
             raise
         except Exception as exc:  # a bug must cost one request, never the server
+            stats.end(t0, "-32603")
             log.exception("MCP request %s failed", method)
             return error_response(rid, RpcError(-32603, f"{method} failed inside mcphost: {exc}"))
+        stats.end(t0, "ok")
         return response(rid, result)
 
     def handle_notification(self, msg: Message) -> None:

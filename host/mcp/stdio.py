@@ -24,7 +24,14 @@ import os
 import sys
 from collections.abc import Hashable
 
-from .jsonrpc import INVALID_REQUEST, Message, RpcError, decode_message, error_response
+from .jsonrpc import (
+    INVALID_REQUEST,
+    Message,
+    RpcError,
+    decode_message,
+    error_response,
+    rejection,
+)
 from .notices import dropped_notice
 from .outbox import Outbox
 from .server import McpServer
@@ -111,6 +118,7 @@ class StdioTransport:
                 self._moved.clear()
                 await self._moved.wait()
             chunk = await self.source.read()
+            self.session.server.frontend.bytes_in += len(chunk)
             if not chunk:
                 for line in self.rest():
                     await self._line(line)
@@ -120,6 +128,7 @@ class StdioTransport:
 
     async def _line(self, line: bytes | int) -> None:
         if isinstance(line, int) or len(line) > self.limit:
+            self.session.server.frontend.reject("too_large")
             err = RpcError(
                 INVALID_REQUEST,
                 f"message of {line if isinstance(line, int) else len(line)} "
@@ -133,6 +142,7 @@ class StdioTransport:
         try:
             msg = decode_message(line)
         except RpcError as err:
+            self.session.server.frontend.reject(rejection(err))
             await self.outbox.put(error_response(err.id, err))
             return
         if msg.is_request:
@@ -168,6 +178,7 @@ class StdioTransport:
                 batch.append(more)
                 size += len(more)
             batch.append(b"")
+            self.session.server.frontend.bytes_out += size + len(batch) - 1
             try:
                 await self.sink.write(b"\n".join(batch))
             except OSError as exc:  # EPIPE, connection reset: the client closed stdout
