@@ -47,20 +47,22 @@ _now = time.perf_counter
 
 
 class PluginCalls:
-    """What a plugin's routes share: the calls in flight."""
+    """What a plugin's routes share: the calls in flight, and the (time, total calls)
+    samples taken when someone reads calls/s (a reader's own clock, never a call's)."""
 
-    __slots__ = ("in_flight", "plugin", "routes")
+    __slots__ = ("in_flight", "plugin", "routes", "samples")
 
     def __init__(self, plugin: str) -> None:
         self.plugin = plugin
         self.in_flight = 0
         self.routes: list[RouteStats] = []
+        self.samples: list[tuple[float, int]] = []
 
 
 class RouteStats:
-    """Totals, a duration histogram and the recent calls of one tool."""
+    """Totals, a duration histogram and the durations of the recent calls of one tool."""
 
-    __slots__ = ("_i", "buckets", "ends", "errors", "ok", "owner", "recent", "sum", "tool")
+    __slots__ = ("_i", "buckets", "errors", "ok", "owner", "recent", "sum", "tool")
 
     def __init__(self, tool: str, owner: PluginCalls) -> None:
         self.tool = tool
@@ -71,8 +73,7 @@ class RouteStats:
         self.sum = 0.0
         #: Non-cumulative counts per bucket of :data:`BUCKETS`, the last one for +Inf.
         self.buckets = [0] * (len(BUCKETS) + 1)
-        self.recent = [0.0] * RECENT
-        self.ends = [0.0] * RECENT
+        self.recent = [-1.0] * RECENT
         self._i = 0
 
     def begin(self) -> float:
@@ -82,43 +83,36 @@ class RouteStats:
 
     def done(self, t0: float) -> None:
         """The call started at ``t0`` returned a result."""
+        d = _now() - t0
         self.ok += 1
-        self._end(t0)
-
-    def failed(self, t0: float, exc: BaseException) -> None:
-        """The call started at ``t0`` raised ``exc`` (counted under its stable code)."""
-        code = getattr(exc, "code", None)
-        key = code if isinstance(code, str) else "cancelled"
-        errors = self.errors
-        errors[key] = errors.get(key, 0) + 1
-        self._end(t0)
-
-    def _end(self, t0: float) -> None:
-        end = _now()
-        d = end - t0
         self.owner.in_flight -= 1
         self.sum += d
         self.buckets[bisect_left(BUCKETS, d)] += 1
         i = self._i
         self.recent[i] = d
-        self.ends[i] = end
+        self._i = (i + 1) & _MASK
+
+    def failed(self, t0: float, exc: BaseException) -> None:
+        """The call started at ``t0`` raised ``exc`` (counted under its stable code)."""
+        d = _now() - t0
+        code = getattr(exc, "code", None)
+        key = code if isinstance(code, str) else "cancelled"
+        errors = self.errors
+        errors[key] = errors.get(key, 0) + 1
+        self.owner.in_flight -= 1
+        self.sum += d
+        self.buckets[bisect_left(BUCKETS, d)] += 1
+        i = self._i
+        self.recent[i] = d
         self._i = (i + 1) & _MASK
 
     @property
     def total(self) -> int:
         return self.ok + sum(self.errors.values())
 
-    def recent_since(self, since: float) -> list[float]:
-        """Durations of the kept calls that ended after ``since`` (perf_counter time)."""
-        n = min(self.total, RECENT)
-        ends, recent = self.ends, self.recent
-        out: list[float] = []
-        for k in range(n):
-            j = (self._i - 1 - k) & _MASK
-            if ends[j] <= since:
-                break
-            out.append(recent[j])
-        return out
+    def recent_durations(self) -> list[float]:
+        """Durations of the last :data:`RECENT` calls at most."""
+        return [d for d in self.recent if d >= 0.0]
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:
@@ -130,9 +124,9 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
 
 
 def plugin_snapshot(pc: PluginCalls, window: float) -> dict[str, Any]:
-    """Plain data about one plugin's calls: totals, in flight, and over the last
-    ``window`` seconds (at most :data:`RECENT` calls per tool) calls/s, p50 and p99."""
-    since = _now() - window
+    """Plain data about one plugin's calls: totals, in flight, p50 and p99 of the recent
+    calls (the last :data:`RECENT` of each tool), and calls/s over about the last
+    ``window`` seconds between readings (None at the first reading)."""
     recent: list[float] = []
     ok = 0
     errors: dict[str, int] = {}
@@ -140,16 +134,28 @@ def plugin_snapshot(pc: PluginCalls, window: float) -> dict[str, Any]:
         ok += r.ok
         for code, n in list(r.errors.items()):
             errors[code] = errors.get(code, 0) + n
-        recent.extend(r.recent_since(since))
+        recent.extend(r.recent_durations())
     recent.sort()
+    total = ok + sum(errors.values())
+    now = _now()
+    samples = pc.samples
+    samples.append((now, total))
+    while len(samples) > 2 and samples[1][0] <= now - window:
+        del samples[0]
+    if len(samples) > 64:
+        del samples[1:-32]
+    rate = None
+    t_first, n_first = samples[0]
+    if now > t_first:
+        rate = round((total - n_first) / (now - t_first), 3)
     p50 = percentile(recent, 0.5)
     p99 = percentile(recent, 0.99)
     return {
         "plugin": pc.plugin,
         "in_flight": pc.in_flight,
-        "calls": ok + sum(errors.values()),
+        "calls": total,
         "errors": errors,
-        "calls_per_second": round(len(recent) / window, 3),
+        "calls_per_second": rate,
         "p50_ms": None if p50 is None else round(p50 * 1000, 3),
         "p99_ms": None if p99 is None else round(p99 * 1000, 3),
     }
