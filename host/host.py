@@ -43,6 +43,7 @@ from .sources import (
 from .supervisor import PluginSupervisor, SupervisorEnv
 
 if TYPE_CHECKING:
+    from .config_watch import PendingSetting
     from .registry_link import RegistryFailure
     from .verification import Verifier
 
@@ -134,6 +135,11 @@ class Host:
         self.metrics: HostMetrics | None = HostMetrics() if metrics else None
         if self.metrics is not None:
             self.metrics.bind(self)
+        #: Settings changed in config.toml that apply only when the host restarts.
+        self.restart_pending: list[PendingSetting] = []
+        #: Why the last change of config.toml was refused (the host keeps its last good
+        #: configuration); ``None`` when the file in force is the one on disk.
+        self.config_error: str | None = None
 
     # -- lifecycle -----------------------------------------------------------------
     async def __aenter__(self) -> Host:
@@ -247,11 +253,23 @@ class Host:
         return begun
 
     def _start_background(self) -> list[asyncio.Task[Any]]:
-        if not self._use_registry:
-            return []
-        from .registry_link import watch_registry
+        tasks = []
+        if self._config is None:  # read from config.toml: follow the file
+            from .config_watch import watch_config
 
-        return [asyncio.create_task(watch_registry(self))]
+            tasks.append(asyncio.create_task(watch_config(self)))
+        if self._use_registry:
+            from .registry_link import watch_registry
+
+            tasks.append(asyncio.create_task(watch_registry(self)))
+        return tasks
+
+    def reconfigure(self, config: HostConfig) -> None:
+        """Run with ``config``'s live settings from now on (a host that reads config.toml
+        does this when the file changes); the others wait in :attr:`restart_pending`."""
+        from .config_watch import apply_config
+
+        apply_config(self, config)
 
     async def _learn_tools(self, sups: list[PluginSupervisor]) -> None:
         """Start a worker for each plugin whose tools are not known yet (its handshake

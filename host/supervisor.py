@@ -244,11 +244,11 @@ class PluginSupervisor:
 
     async def _watch(self, worker: WorkerClient) -> None:
         """Health-check a worker until it ends: resource use, then a ping, each interval."""
-        cfg = self.env.config
         meter = Meter(worker)
         # Reading /proc or a cgroup takes a moment: always off the event loop.
         self._usage = (worker, await asyncio.to_thread(meter.read))
         while worker.alive:
+            cfg = self.env.config  # read each round: the configuration may change live
             done, _ = await asyncio.wait([worker.closed], timeout=cfg.ping_interval)
             if done:
                 break

@@ -1,16 +1,19 @@
-"""``mcphost config show``: the effective configuration and where each value came from."""
+"""``mcphost config show`` and ``config set``: the effective configuration, where each value
+came from, and changing one setting in config.toml."""
 
 from __future__ import annotations
 
 import json
+import os
 import tomllib
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import click
+from pydantic import ValidationError
 
 from mcphost.sdk.errors import ConfigError
 
-from ..config import load_config
+from ..config import HostConfig, load_config
 from ..home import Home
 from .homes import pass_existing_home
 from .main import echo_json, main
@@ -52,7 +55,7 @@ def effective_config(home: Home) -> list[dict[str, Any]]:
 
 @main.group()
 def config() -> None:
-    """Show the configuration (config.toml under the home)."""
+    """Show or change the configuration (config.toml under the home)."""
 
 
 @config.command()
@@ -76,3 +79,70 @@ def show(home: Home, as_json: bool) -> None:
     for r in rows:
         line = f"{r['key']} = {json.dumps(r['value'])}"
         click.echo(f"{line:<{width}}  # {r['source']}")
+
+
+def _parse_value(text: str) -> Any:
+    """VALUE as a TOML value (``2.5``, ``true``, ``["a:1"]``), else as a plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+@config.command("set", context_settings={"ignore_unknown_options": True})
+@click.argument("key")
+@click.argument("value")
+@pass_existing_home
+def set_(home: Home, key: str, value: str) -> None:
+    """Set KEY (dotted: limits.memory_mb) to VALUE in config.toml, keeping the rest of
+    the file and its comments. A running host applies it within a second, or notes it
+    as needing a restart."""
+    from ..config_watch import flat_settings, is_live
+
+    valid = sorted(flat_settings(HostConfig()))
+    if key not in valid:
+        raise ConfigError(f"unknown setting {key!r}; valid settings: {', '.join(valid)}")
+    import tomlkit  # only here: it keeps the file's comments and layout as they are
+
+    path = home.config_file
+    text = path.read_text("utf-8") if path.exists() else ""
+    try:
+        doc = tomlkit.parse(text)
+    except tomlkit.exceptions.ParseError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}; fix the file first") from None
+    *tables, last = key.split(".")
+    table: Any = doc
+    for t in tables:
+        if t not in table:
+            table[t] = tomlkit.table()
+        table = table[t]
+    table[last] = _parse_value(value)
+    new_text = tomlkit.dumps(doc)
+    try:
+        HostConfig.model_validate(tomllib.loads(new_text))
+    except ValidationError as exc:
+        raise ConfigError(_set_error(key, exc)) from None
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(new_text, encoding="utf-8")
+    if path.exists():
+        os.chmod(tmp, path.stat().st_mode & 0o777)
+    os.replace(tmp, path)  # whole: a running host never reads half a file
+    when = (
+        "running hosts apply it within a second"
+        if is_live(key)
+        else ("running hosts apply it when restarted")
+    )
+    click.echo(f"{key} = {tomlkit.item(table[last]).as_string()}  ({when})")
+
+
+def _set_error(key: str, exc: ValidationError) -> str:
+    msgs = "; ".join(e["msg"] for e in exc.errors())
+    field: Any = HostConfig
+    for part in key.split("."):
+        field = field.model_fields[part].annotation
+    choices = ""
+    if get_origin(field) is Literal:
+        choices = "; valid values: " + ", ".join(map(str, get_args(field)))
+    elif field is bool:
+        choices = "; valid values: true, false"
+    return f"invalid value for {key}: {msgs}{choices}"
