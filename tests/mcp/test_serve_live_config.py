@@ -9,7 +9,6 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import mcphost_command
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
@@ -30,9 +29,9 @@ def wait_for_line(fd: int, text: str, timeout: float = 20.0) -> str:
 
 
 def test_serve_uses_a_call_timeout_set_while_it_runs(
-    mcp_home: Path, plugin_dirs: dict[str, Path]
+    mcp_home: Path, plugin_dirs: dict[str, Path], mcphost_cmd: list[str]
 ) -> None:
-    cmd = mcphost_command()
+    cmd = mcphost_cmd
     params = StdioServerParameters(
         command=cmd[0],
         args=[
