@@ -388,10 +388,13 @@ class WorkerClient:
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
         on_log: CallLogCallback | None = None,
+        traceparent: str = "",
     ) -> Any:
         """Run one call; cancelling the awaiting task cancels the call in the worker.
 
-        ``on_progress`` and ``on_log`` receive this call's progress and log lines."""
+        ``on_progress`` and ``on_log`` receive this call's progress and log lines;
+        ``traceparent`` (W3C) is the trace context the call's spans in the worker nest
+        under."""
         call_id = next(self._ids)
         fut: asyncio.Future[Any] = self._loop.create_future()
         # A call made while others are in flight waits for the end of this turn of the
@@ -410,6 +413,7 @@ class WorkerClient:
                     args=args or {},
                     timeout=timeout,
                     progress=on_progress is not None,
+                    traceparent=traceparent,
                 ),
                 flush=flush,
             )
@@ -446,6 +450,7 @@ class WorkerClient:
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
         on_log: CallLogCallback | None = None,
+        traceparent: str = "",
     ) -> AsyncIterator[Any]:
         """Yield a streaming tool's items; the worker never has more than ``window`` unread."""
         window = max(1, window)
@@ -464,6 +469,7 @@ class WorkerClient:
                 stream=True,
                 window=window,
                 progress=on_progress is not None,
+                traceparent=traceparent,
             )
         )
         finished = False

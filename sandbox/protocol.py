@@ -69,7 +69,9 @@ class Call(msgspec.Struct, frozen=True, tag="call", tag_field="t"):
     """Host -> worker: run ``tool`` with ``args``. ``timeout`` is seconds left, or None.
 
     For a streaming call ``window`` is the number of items the worker may send before
-    it must wait for a :class:`Credit`.
+    it must wait for a :class:`Credit`. ``traceparent`` is the W3C trace context of the
+    host's span for the call ("" when the host is not tracing); the tool's own spans
+    nest under it.
     """
 
     id: int
@@ -79,6 +81,7 @@ class Call(msgspec.Struct, frozen=True, tag="call", tag_field="t"):
     stream: bool = False
     window: int = 0
     progress: bool = False
+    traceparent: str = ""
 
 
 class Result(msgspec.Struct, frozen=True, tag="result", tag_field="t"):
