@@ -35,6 +35,7 @@ from mcphost.sdk.errors import (
 from mcphost.sdk.plugin import Plugin, Tool
 from mcphost.sdk.runner import to_wire
 
+from . import worker_trace
 from .pool import ThreadPool
 from .protocol import (
     SUPPORTED_VERSIONS,
@@ -291,6 +292,7 @@ class Worker:
             data_dir=self.data_dir,
             sink=self if call.progress else self._quiet,
             deadline=deadline,
+            traceparent=call.traceparent,
         )
 
     def _run_inline(self, call: Call, st: SyncTool) -> None:
@@ -343,6 +345,7 @@ class Worker:
             kwargs = tool.signature.bind(name, call.args)
             if ctx is not None and st.context_param is not None:
                 kwargs[st.context_param] = ctx
+            token = worker_trace.attach(call.traceparent) if call.traceparent else None
             t0 = time.perf_counter()
             try:
                 value = tool.fn(**kwargs)
@@ -356,6 +359,8 @@ class Worker:
                 ) from exc
             finally:
                 seconds = time.perf_counter() - t0
+                if token is not None:
+                    worker_trace.detach(token)
                 if ctx is not None:
                     ctx.run_seconds = seconds
             if deadline is not None and time.monotonic() > deadline:

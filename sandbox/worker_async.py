@@ -19,7 +19,7 @@ from mcphost.sdk.errors import MCPHostError, ToolNotFound
 from mcphost.sdk.plugin import Tool
 from mcphost.sdk.runner import invoke, iterate
 
-from . import loops
+from . import loops, worker_trace
 from .protocol import (
     Call,
     Cancel,
@@ -164,6 +164,9 @@ class LoopSide:
                 if call.stream:
                     await self._run_stream(call, tool, ctx)
                 else:
+                    if call.traceparent:
+                        # This task's own context: detached with the task.
+                        worker_trace.attach(call.traceparent)
                     value = await invoke(tool, call.args, ctx, w.executor)
                     if ctx.deadline is not None and time.monotonic() > ctx.deadline:
                         # Returned past the deadline (perhaps because of it): a timeout.

@@ -39,6 +39,7 @@ class Context:
         data_dir: Path,
         sink: ContextSink,
         deadline: float | None = None,
+        traceparent: str = "",
     ) -> None:
         self.call_id = call_id
         self.plugin = plugin
@@ -49,6 +50,10 @@ class Context:
         self.deadline = deadline
         #: How long a sync tool's function itself ran (set by the runner).
         self.run_seconds = 0.0
+        #: The W3C ``traceparent`` of the host's span for this call ("" when the host
+        #: is not tracing). Where OpenTelemetry is installed the worker already makes it
+        #: the current context while the tool runs; this is for anything else.
+        self.traceparent = traceparent
         self._sink = sink
         # A plain flag: set by the worker's loop, read by the tool's thread; the GIL
         # makes both safe, and a call that is never cancelled pays for no Event.
