@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,7 @@ from .supervisor import PluginSupervisor, SupervisorEnv
 
 if TYPE_CHECKING:
     from .config_watch import PendingSetting
+    from .observe.tracing import Tracing
     from .registry_link import RegistryFailure
     from .verification import Verifier
 
@@ -97,6 +99,9 @@ class Host:
     ``hooks``: objects with pluggy ``@hookimpl`` methods (see :mod:`mcphost.host.hooks`).
     ``metrics``: count calls, workers and swaps into ``host.metrics`` (see
     :mod:`mcphost.host.observe`; False leaves ``host.metrics`` None).
+    ``tracing``: a span for every call (:mod:`mcphost.host.observe.tracing`): None
+    follows the ``OTEL_*`` environment, True traces with the process's OpenTelemetry
+    tracer provider, a ``TracerProvider`` traces with that one, False never traces.
     """
 
     def __init__(
@@ -111,6 +116,7 @@ class Host:
         hooks: Iterable[object] = (),
         isolation: str | None = None,
         metrics: bool = True,
+        tracing: bool | Any = None,
     ) -> None:
         self.home = home if isinstance(home, Home) else Home(home)
         self._config = config
@@ -140,6 +146,9 @@ class Host:
         #: Why the last change of config.toml was refused (the host keeps its last good
         #: configuration); ``None`` when the file in force is the one on disk.
         self.config_error: str | None = None
+        self._tracing_choice = tracing
+        #: Starts the spans of calls; None when this host does not trace.
+        self.tracing: Tracing | None = None
 
     # -- lifecycle -----------------------------------------------------------------
     async def __aenter__(self) -> Host:
@@ -167,6 +176,8 @@ class Host:
             on_replaced=self._on_replaced,
             verify=verify,
         )
+        if self._tracing_choice is not False and self.tracing is None:
+            self.tracing = await asyncio.to_thread(self._make_tracing)
         self._started = True
         for source in await asyncio.to_thread(self._discover):
             if source.name in self._supervisors:
@@ -201,6 +212,17 @@ class Host:
                 backend.name,
             )
         return backend, verify
+
+    def _make_tracing(self) -> Tracing | None:
+        choice = self._tracing_choice
+        if choice is None and not os.environ.get("OTEL_TRACES_EXPORTER"):
+            return None  # the usual case: not even the tracing module is imported
+        # The module imports OpenTelemetry only once tracing is asked for.
+        from .observe import tracing
+
+        if choice is None:
+            return tracing.from_env()
+        return tracing.Tracing(None if choice is True else choice)
 
     def _discover(self) -> list[PluginSource]:
         found = list(self._extra_sources)
@@ -300,6 +322,9 @@ class Host:
         self._supervisors.clear()
         self._routes.clear()
         self._started = False
+        if self.tracing is not None:
+            # Spans of the last calls leave now, not at the exporter's next batch.
+            await asyncio.to_thread(self.tracing.flush)
 
     # -- events --------------------------------------------------------------------
     def add_listener(self, listener: Listener) -> Callable[[], None]:
@@ -415,14 +440,21 @@ class Host:
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
         on_log: CallLogCallback | None = None,
+        traceparent: str = "",
     ) -> Any:
         """Call ``<plugin>.<tool>`` with ``args`` and return its result as plain data.
 
         Cancelling the awaiting task cancels the call in the worker. Errors are
         :class:`~mcphost.sdk.errors.MCPHostError` subclasses with stable codes.
         ``on_progress`` and ``on_log`` (level, message) receive this call's progress
-        and log lines, and no other call's.
+        and log lines, and no other call's. ``traceparent``: the W3C trace context the
+        worker's spans nest under, for a caller that made the call's span itself (a
+        tracing host makes one when it is not given).
         """
+        if self.tracing is not None and not traceparent:
+            return await self.tracing.call(
+                self, name, args, timeout=timeout, on_progress=on_progress, on_log=on_log
+            )
         args = {} if args is None else args
         if not isinstance(args, dict):
             raise InvalidArguments(f"{name}: arguments must be a JSON object (a dict)")
@@ -443,14 +475,24 @@ class Host:
                 worker = await sup.acquire()
             if metrics is None:
                 return await worker.call(
-                    tool, args, timeout=timeout, on_progress=on_progress, on_log=on_log
+                    tool,
+                    args,
+                    timeout=timeout,
+                    on_progress=on_progress,
+                    on_log=on_log,
+                    traceparent=traceparent,
                 )
             # Observed here, at the edge: a cached lookup and a few adds per call.
             stats = metrics.routes.get(name) or metrics.route(name, sup.name)
             m0 = stats.begin()
             try:
                 result = await worker.call(
-                    tool, args, timeout=timeout, on_progress=on_progress, on_log=on_log
+                    tool,
+                    args,
+                    timeout=timeout,
+                    on_progress=on_progress,
+                    on_log=on_log,
+                    traceparent=traceparent,
                 )
             except BaseException as exc:
                 stats.failed(m0, exc)
@@ -464,7 +506,12 @@ class Host:
         try:
             worker = await sup.acquire()
             return await worker.call(
-                tool, args, timeout=timeout, on_progress=on_progress, on_log=on_log
+                tool,
+                args,
+                timeout=timeout,
+                on_progress=on_progress,
+                on_log=on_log,
+                traceparent=traceparent,
             )
         except BaseException as exc:
             error = exc
@@ -494,11 +541,25 @@ class Host:
         window: int | None = None,
         on_progress: ProgressCallback | None = None,
         on_log: CallLogCallback | None = None,
+        traceparent: str = "",
     ) -> AsyncIterator[Any]:
         """Yield the items of a streaming tool, with credit-based backpressure.
 
         Leaving the loop early (break, cancel) closes the tool's generator in the worker.
+        ``traceparent`` as for :meth:`call`.
         """
+        if self.tracing is not None and not traceparent:
+            async for item in self.tracing.stream(
+                self,
+                name,
+                args,
+                timeout=timeout,
+                window=window,
+                on_progress=on_progress,
+                on_log=on_log,
+            ):
+                yield item
+            return
         if not self.config.features.streaming:
             raise ConfigError("streaming is switched off (features.streaming = false)")
         args = {} if args is None else args
@@ -525,6 +586,7 @@ class Host:
                 timeout=timeout,
                 on_progress=on_progress,
                 on_log=on_log,
+                traceparent=traceparent,
             ):
                 yield item
         except BaseException as exc:

@@ -86,6 +86,7 @@ class SessionTable:
     def add(self, session: Session, owner: Token | None) -> HttpSession:
         sid = secrets.token_urlsafe(24)
         entry = HttpSession(sid, session, owner)
+        session.session_id = sid
         self._sessions[sid] = entry
         return entry
 

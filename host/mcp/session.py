@@ -110,6 +110,8 @@ class Session:
         self.log_level = LOG_LEVELS.get(server.options.default_log_level, 1)
         self.calls: dict[RequestId, _Call] = {}
         self.listens: dict[RequestId, _Listen] = {}
+        #: The ``Mcp-Session-Id`` of an HTTP session (for traces), None elsewhere.
+        self.session_id: str | None = None
         server.sessions.add(self)
         server.frontend.sessions_opened += 1
 
@@ -317,14 +319,21 @@ class Session:
         def on_log(level: str, message: str) -> None:
             self._call_log(call, level, message)
 
+        tracing = self.server.host.tracing
         try:
-            if tool.kind == "stream":
-                value: Any = await self._stream(tool, args, notifier, token, on_log)
+            if tracing is not None:
+                from mcphost.host.observe.tracing import mcp_request
+
+                with mcp_request(
+                    meta,
+                    method="tools/call",
+                    request_id=rid,
+                    session_id=self.session_id,
+                    protocol_version=self.version,
+                ):
+                    value = await self._run_tool(tool, args, notifier, token, on_log)
             else:
-                on_progress = None if token is None else progress_sender(notifier, token)
-                value = await self.server.host.call(
-                    name, args, on_progress=on_progress, on_log=on_log
-                )
+                value = await self._run_tool(tool, args, notifier, token, on_log)
         except (ToolNotFound, PluginNotFound) as exc:
             raise RpcError(INVALID_PARAMS, exc.message, data={"tool": name}) from None
         except MCPHostError as exc:
@@ -332,6 +341,19 @@ class Session:
         finally:
             self.calls.pop(rid, None)
         return tool_result(tool, value)
+
+    async def _run_tool(
+        self,
+        tool: McpTool,
+        args: dict[str, Any],
+        notifier: Notifier,
+        token: Any,
+        on_log: Callable[[str, str], None],
+    ) -> Any:
+        if tool.kind == "stream":
+            return await self._stream(tool, args, notifier, token, on_log)
+        on_progress = None if token is None else progress_sender(notifier, token)
+        return await self.server.host.call(tool.name, args, on_progress=on_progress, on_log=on_log)
 
     async def _stream(
         self,

@@ -1,5 +1,5 @@
-"""Seeing what a running host does: metrics today; status, traces and live settings
-plug in here.
+"""Seeing what a running host does: metrics and traces of calls (:mod:`.tracing`,
+imported only when tracing is on); status plugs in here.
 
 Counting happens in plain structures (:class:`HostMetrics`, :class:`FrontEndMetrics`):
 a call costs a cached lookup and a few adds, and ``prometheus_client`` is imported only
