@@ -122,6 +122,7 @@ class _Pending:
         "received",
         "timeout",
         "tool",
+        "traceparent",
     )
 
     def __init__(
@@ -133,6 +134,7 @@ class _Pending:
         tool: str = "",
         timeout: float | None = None,
         on_log: CallLogCallback | None = None,
+        traceparent: str = "",
     ) -> None:
         self.future = future
         self.queue = queue
@@ -142,6 +144,7 @@ class _Pending:
         self.granted = granted
         self.tool = tool
         self.timeout = timeout
+        self.traceparent = traceparent
 
 
 def describe_exit(returncode: int) -> str:
@@ -273,6 +276,12 @@ class WorkerClient:
                 f"sent a {type(frame).__name__} frame, which only a host sends"
             )
 
+    def call_info(self, call_id: int) -> tuple[str, str]:
+        """(tool, traceparent) of call ``call_id`` while it is in flight, else ("", "");
+        for log lines that name their call."""
+        p = self._pending.get(call_id)
+        return ("", "") if p is None else (p.tool, p.traceparent)
+
     def _emit_log(self, level: str, message: str, call_id: int) -> None:
         if self._on_log is not None:
             self._on_log(self.spec.plugin, level, message, call_id)
@@ -402,7 +411,13 @@ class WorkerClient:
         # at once.
         flush = not self._pending
         self._pending[call_id] = _Pending(
-            fut, None, on_progress, tool=tool, timeout=timeout, on_log=on_log
+            fut,
+            None,
+            on_progress,
+            tool=tool,
+            timeout=timeout,
+            on_log=on_log,
+            traceparent=traceparent,
         )
         self.calls_total += 1
         try:
@@ -457,7 +472,15 @@ class WorkerClient:
         call_id = next(self._ids)
         queue = _Inbox(self._loop)
         items = queue.items
-        pending = _Pending(None, queue, on_progress, granted=window, on_log=on_log)
+        pending = _Pending(
+            None,
+            queue,
+            on_progress,
+            granted=window,
+            tool=tool,
+            on_log=on_log,
+            traceparent=traceparent,
+        )
         self._pending[call_id] = pending
         self.calls_total += 1
         self._send(
