@@ -343,7 +343,16 @@ class Host:
 
     def _on_plugin_log(self, plugin: str, level: str, message: str, call_id: int) -> None:
         lvl = {"debug": 10, "info": 20, "warning": 30, "error": 40}.get(level, 20)
-        plugin_log.log(lvl, "[%s] %s", plugin, message)
+        if plugin_log.isEnabledFor(lvl):
+            # The record names its call, for a structured log (``--log-format json``).
+            tool = traceparent = ""
+            sup = self._supervisors.get(plugin)
+            if call_id and sup is not None and sup.worker is not None:
+                tool, traceparent = sup.worker.call_info(call_id)
+            extra = {"plugin": plugin, "tool": tool, "call_id": call_id}
+            if traceparent:
+                extra["trace_id"] = traceparent[3:35]
+            plugin_log.log(lvl, "[%s] %s", plugin, message, extra=extra)
         if self._listeners:
             self._emit(
                 HostEvent(kind="log", plugin=plugin, level=level, message=message, call_id=call_id)

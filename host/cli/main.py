@@ -74,12 +74,26 @@ class _Group(click.Group):
     ),
 )
 @click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    envvar="MCPHOST_LOG_FORMAT",
+    show_default=True,
+    help="How log lines on stderr look; json: one object per line, for log collectors "
+    "(time, level, logger, message, plugin, tool, call_id, trace_id).",
+)
 @click.version_option(package_name="mcphost")
 @click.pass_context
-def main(ctx: click.Context, home: Path | None, verbose: int) -> None:
+def main(ctx: click.Context, home: Path | None, verbose: int, log_format: str) -> None:
     """mcphost: a sandboxed plugin host for MCP tools."""
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if log_format == "json":
+        from .log_format import configure
+
+        configure(level)
+    else:
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     ctx.obj = Home(home)
 
 
