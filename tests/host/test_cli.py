@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -254,3 +255,38 @@ def test_call_json_gives_the_hosts_own_errors_whole_too(mcphost: Run) -> None:
     error = json.loads(proc.stdout)["error"]
     assert error["code"] == "tool_not_found"
     assert error["data"] == {"plugin": "textkit", "tool": "nope"}
+
+
+def test_log_format_json_writes_one_object_per_line_naming_the_plugin_tool_call_and_trace(
+    mcphost: Run,
+) -> None:
+    proc = mcphost(
+        "-v",
+        "--log-format",
+        "json",
+        "call",
+        "textkit.sleep",
+        '{"seconds": 0}',
+        env={"OTEL_TRACES_EXPORTER": "console"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert lines, "nothing was logged at -v"
+    for line in lines:
+        assert {"time", "level", "logger", "message"} <= set(line)
+        assert line["time"].endswith("+00:00")
+    plugin_line = next(line for line in lines if line["logger"] == "mcphost.plugin")
+    assert plugin_line["message"] == "[textkit] sleeping 0.0s"
+    assert plugin_line["level"] == "info"
+    assert plugin_line["plugin"] == "textkit"
+    assert plugin_line["tool"] == "sleep"
+    assert isinstance(plugin_line["call_id"], int) and plugin_line["call_id"] > 0
+    # The call was traced (console exporter on stdout): the line carries its trace id.
+    assert re.fullmatch(r"[0-9a-f]{32}", plugin_line["trace_id"])
+    assert f'"trace_id": "0x{plugin_line["trace_id"]}"' in proc.stdout
+
+
+def test_log_format_text_is_the_default_and_a_bad_choice_is_refused(mcphost: Run) -> None:
+    proc = mcphost("--log-format", "xml", "tools")
+    assert proc.returncode == 2
+    assert "'xml' is not one of 'text', 'json'" in proc.stderr
