@@ -31,6 +31,8 @@ from mcphost.host.observe import tracing
 from mcphost.security.tokens import create_token
 
 TRACED = """
+    from collections.abc import Iterator
+
     from mcphost.sdk import Context, Plugin
 
     plugin = Plugin("traced")
@@ -61,6 +63,11 @@ TRACED = """
     @plugin.tool
     def fail() -> str:
         raise ValueError("no")
+
+
+    @plugin.tool
+    def count(n: int) -> Iterator[int]:
+        yield from range(n)
 """
 
 
@@ -164,9 +171,17 @@ def test_a_call_made_without_mcp_is_an_internal_span_under_the_callers_current_s
     async def go() -> Any:
         async with host:
             with provider.get_tracer("app").start_as_current_span("app") as app:
-                return app, await host.call("traced.work", {})
+                value = await host.call("traced.work", {})
+            items = [i async for i in host.stream("traced.count", {"n": 3})]
+            assert items == [0, 1, 2]
+            async for _ in host.stream("traced.count", {"n": 3}):
+                break  # leaving early is no failure
+            return app, value
 
     app, value = asyncio.run(go())
+    streams = [s for s in exporter.get_finished_spans() if s.name == "execute_tool traced.count"]
+    assert len(streams) == 2
+    assert all(s.status.status_code is not StatusCode.ERROR for s in streams)
     call = next(s for s in exporter.get_finished_spans() if s.name.startswith("execute_tool"))
     assert call.kind is SpanKind.INTERNAL
     assert call.parent is not None and call.parent.span_id == app.get_span_context().span_id
@@ -201,7 +216,7 @@ MODULES = """
 """
 
 
-def _probe(tmp_path: Path, env: dict[str, str]) -> tuple[dict[str, Any], str]:
+def _probe(tmp_path: Path, env: dict[str, str]) -> tuple[dict[str, Any], str, str]:
     code = tmp_path / "code"
     code.mkdir(exist_ok=True)
     (code / "traced.py").write_text(textwrap.dedent(MODULES))
@@ -216,22 +231,25 @@ def _probe(tmp_path: Path, env: dict[str, str]) -> tuple[dict[str, Any], str]:
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     found = next(json.loads(line) for line in lines if line.startswith('{"host"'))
-    return found, proc.stdout
+    return found, proc.stdout, proc.stderr
 
 
 def test_with_tracing_off_neither_host_nor_worker_imports_opentelemetry(tmp_path: Path) -> None:
-    found, _ = _probe(tmp_path, {})
+    found, _, _ = _probe(tmp_path, {})
     assert found == {"host": [], "worker": []}
 
 
 def test_otel_traces_exporter_in_the_environment_switches_tracing_on(tmp_path: Path) -> None:
-    found, out = _probe(tmp_path, {"OTEL_TRACES_EXPORTER": "console"})
+    found, out, err = _probe(tmp_path, {"OTEL_TRACES_EXPORTER": "console,nosuch"})
     assert "opentelemetry.sdk.trace" in found["host"]
     # The worker got the call's traceparent and attached it where OpenTelemetry exists.
     assert "opentelemetry.context" in found["worker"]
     # The console exporter printed the call's span before the host closed.
     assert '"name": "execute_tool traced.modules"' in out
     assert '"service.name": "mcphost"' in out
+    # An exporter that is not installed is named, with the ones that are.
+    assert "OTEL_TRACES_EXPORTER names 'nosuch', which is not installed" in err
+    assert "console" in err
 
 
 def test_the_switch_follows_the_standard_environment_variables() -> None:
