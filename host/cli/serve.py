@@ -323,9 +323,8 @@ def _say_serving(url: str) -> None:
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    # Not importlib.metadata: importing it (and the email parser) is a good part of the
+    # time before serve can answer initialize.
+    from .dist_version import installed_version
 
-        return version("mcphost")
-    except Exception:
-        return "0"
+    return installed_version()
