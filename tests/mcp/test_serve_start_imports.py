@@ -51,6 +51,31 @@ def test_serves_stdio_start_path_loads_no_heavy_or_host_only_module() -> None:
     assert json.loads(out.stdout) == []
 
 
+# What installs, swaps, rebuilds and signs: the host reads the registry and verifies
+# plugins without them.
+NOT_ON_HOST_START = (
+    "mcphost.registry.registry",
+    "mcphost.registry.rebuild",
+    "mcphost.registry.wheels",
+    "mcphost.registry.writes",
+    "mcphost.security.signing",
+    "mcphost.security.tokens",
+)
+
+HOST_START = f"""
+import json, sys
+import mcphost.host.host, mcphost.host.verification, mcphost.host.registry_link
+print(json.dumps([m for m in {list(NOT_ON_HOST_START)!r} if m in sys.modules]))
+"""
+
+
+def test_the_hosts_start_modules_load_no_registry_writes_nor_signing() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", HOST_START], capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == []
+
+
 def test_the_version_serve_reports_is_the_installed_distributions() -> None:
     assert installed_version() == importlib.metadata.version("mcphost")
 
