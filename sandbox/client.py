@@ -655,9 +655,8 @@ async def spawn_worker(
         # start made (the process, the plan's fds and cgroup); a client's end does it later.
         child_sock.close()
         host_sock.close()
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+        if proc is not None:
+            await proc.end()
         if plan is not None and plan.cleanup is not None:
             await _cleaned(asyncio.get_running_loop(), plan.cleanup)
         raise

@@ -18,6 +18,8 @@ import subprocess
 import threading
 from collections.abc import Callable, Sequence
 
+from .settle import wait_out
+
 __all__ = ["WorkerProcess", "start_process"]
 
 
@@ -47,6 +49,13 @@ class WorkerProcess:
         if self.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
+
+    async def end(self) -> None:
+        """SIGKILL the process and wait until it is reaped, whatever cancellation comes
+        meanwhile (the caller raises its own error after): a start that fails or is
+        cancelled leaves no zombie behind, even when the loop closes right after."""
+        self.kill()
+        await wait_out(self._exited)
 
     def _follow(self) -> None:
         try:
@@ -123,6 +132,6 @@ async def start_process(
         proc.stdout = await _pipe_reader(loop, popen.stdout, limit)
         proc.stderr = await _pipe_reader(loop, popen.stderr, limit)
     except BaseException:
-        proc.kill()
+        await proc.end()
         raise
     return proc
