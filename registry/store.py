@@ -62,15 +62,8 @@ def store_wheel(store_dir: Path, sha256: str, data: bytes) -> Path:
     if target.exists():
         return target
     tmp = store_dir / f".{sha256}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
     try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_file(tmp, data, mode=0o444)
         os.replace(tmp, target)
     except BaseException:
         # A full disk must not stay full of a half-written wheel.
@@ -95,9 +88,10 @@ def _tree_path(member: str) -> str | None:
     return member
 
 
-def _write_file(path: Path, data: bytes) -> None:
+def _write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """A new file holding all of ``data``, synced to disk (never through a symlink)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         view = memoryview(data)
         while view:
