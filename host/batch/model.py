@@ -1,0 +1,89 @@
+"""How long a batch of ``n`` items takes, learned from the batches that ran.
+
+A batch tool's service time is close to linear in the batch size: a fixed part (the
+frame, the call, the tool's own set-up) and a part per item. :class:`LatencyModel`
+fits ``a + b·n`` by exponentially weighted least squares (recent batches count most, so
+the model follows a replica that slows down), and :meth:`LatencyModel.size_for` picks
+the largest batch whose expected time stays within a latency target. On top of the fit,
+an additive-increase, multiplicative-decrease cap reacts at once to a batch that broke
+the target (the fit needs several batches to move): halve on a miss, grow by one on a
+batch that kept it.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["LatencyModel"]
+
+
+class LatencyModel:
+    """Expected service seconds of a batch of ``n`` items, for one tool on one replica."""
+
+    __slots__ = ("_alpha", "_count", "_n", "_nn", "_nt", "_t", "cap", "max_size")
+
+    def __init__(self, max_size: int, alpha: float = 0.2) -> None:
+        if max_size < 1:
+            raise ValueError("max_size must be at least 1")
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError("alpha must be in (0, 1]")
+        self._alpha = alpha
+        self._n = self._t = self._nn = self._nt = 0.0
+        self._count = 0
+        #: The AIMD cap on the batch size: halved when a batch misses the target.
+        self.cap = max_size
+        self.max_size = max_size
+
+    @property
+    def observed(self) -> int:
+        """Batches seen so far."""
+        return self._count
+
+    def observe(self, n: int, seconds: float, target: float | None = None) -> None:
+        """A batch of ``n`` items took ``seconds``; ``target`` moves the AIMD cap."""
+        if n < 1 or not math.isfinite(seconds) or seconds < 0:
+            return
+        a = 1.0 if self._count == 0 else self._alpha
+        self._n += a * (n - self._n)
+        self._t += a * (seconds - self._t)
+        self._nn += a * (n * n - self._nn)
+        self._nt += a * (n * seconds - self._nt)
+        self._count += 1
+        if target is not None:
+            if seconds > target:
+                self.cap = max(1, min(self.cap, n) // 2)
+            else:
+                self.cap = min(self.max_size, self.cap + 1)
+
+    def coefficients(self) -> tuple[float, float]:
+        """``(a, b)`` of ``a + b·n`` (seconds, seconds per item); ``(0, 0)`` unseen."""
+        if self._count == 0:
+            return 0.0, 0.0
+        var = self._nn - self._n * self._n
+        if var <= 1e-9 * max(1.0, self._nn):
+            # One size seen so far: all of its time is counted per item (the cautious
+            # reading: it lets batches grow one step at a time).
+            return 0.0, self._t / self._n
+        b = (self._nt - self._n * self._t) / var
+        if b < 0:  # noise: bigger batches never take less time
+            return self._t, 0.0
+        a = self._t - b * self._n
+        if a < 0:
+            return 0.0, self._t / self._n
+        return a, b
+
+    def predict(self, n: int) -> float:
+        """Expected seconds for a batch of ``n``."""
+        a, b = self.coefficients()
+        return a + b * n
+
+    def size_for(self, budget: float | None) -> int:
+        """The largest batch (at least 1, at most the cap) expected to finish within
+        ``budget`` seconds; the cap alone when there is no budget or nothing seen yet."""
+        if budget is None or self._count == 0:
+            return self.cap
+        a, b = self.coefficients()
+        if b <= 0:
+            return self.cap if a <= budget else 1
+        fits = math.floor((budget - a) / b)
+        return max(1, min(self.cap, fits))
