@@ -11,7 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mcphost.sandbox.isolation import Limits
 from mcphost.sdk.errors import ConfigError
 
-__all__ = ["FeaturesConfig", "HostConfig", "LimitsConfig", "PolicyConfig", "load_config"]
+__all__ = [
+    "BatchingConfig",
+    "FeaturesConfig",
+    "HostConfig",
+    "LimitsConfig",
+    "PolicyConfig",
+    "load_config",
+]
 
 
 class _Strict(BaseModel):
@@ -63,6 +70,29 @@ class FeaturesConfig(_Strict):
     hot_swap: bool = True
 
 
+class BatchingConfig(_Strict):
+    """How calls to batch tools are coalesced (``features.batching`` switches it off)."""
+
+    #: Items one batch call may carry at most.
+    max_batch_size: int = Field(32, ge=1)
+    #: Batch sizes to prefer when more calls wait than one batch may take.
+    preferred_sizes: list[int] = Field(default_factory=list)
+    #: Seconds the first queued call waits for others while every worker is busy.
+    max_queue_delay: float = Field(0.005, ge=0, le=10)
+    #: Seconds a batch should take; sizes shrink to keep it (None: only the maximum).
+    target_latency: float | None = Field(None, gt=0)
+    #: Batches of one tool running at once. With none running a call goes at once; with
+    #: some, a group goes when full or after max_queue_delay; at this many, calls wait.
+    max_in_flight: int = Field(2, ge=1, le=64)
+    #: Priority levels (0 the highest); calls without a priority get ``default_priority``.
+    levels: int = Field(3, ge=1, le=16)
+    default_priority: int = Field(1, ge=0)
+    #: Calls one priority level may hold; one more is refused at once (``busy``).
+    max_queue_size: int = Field(1024, ge=1)
+    #: Seconds of waiting worth one level of priority.
+    aging: float = Field(1.0, gt=0)
+
+
 class HostConfig(_Strict):
     """Everything an operator can set in ``config.toml``."""
 
@@ -95,6 +125,7 @@ class HostConfig(_Strict):
     ping_timeout: float = Field(5.0, gt=0)
     handshake_timeout: float = Field(10.0, gt=0)
     features: FeaturesConfig = FeaturesConfig()
+    batching: BatchingConfig = BatchingConfig()
 
 
 def _fields_at(loc: tuple[int | str, ...]) -> list[str]:

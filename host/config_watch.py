@@ -61,6 +61,9 @@ LIVE: set[str] = {
     "worker_threads",
     "max_frame",
     "limits",
+    # Batchers are made anew for calls from then on; queued calls leave as before.
+    "batching",
+    "features.batching",
 }
 
 
@@ -128,6 +131,8 @@ def apply_config(host: Host, wanted: HostConfig) -> list[tuple[str, Any, Any]]:
         host._env.config = applied
     for key, old, new in changed:
         log.info("setting %s changed from %r to %r (applied without a restart)", key, old, new)
+    if any(k.startswith(("batching.", "features.batching")) for k, _, _ in changed):
+        host.batching_changed()
     known = {p.key: p for p in host.restart_pending}
     for p in pending:
         if known.get(p.key) != p:

@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +29,10 @@ from mcphost.sdk.errors import (
     ToolNotFound,
     VerificationError,
 )
+from mcphost.sdk.schema import ToolSpec
 
+from .batch.batcher import ToolBatcher, batch_parameter
+from .batch.former import FormerSettings, LevelPolicy
 from .config import HostConfig, load_config
 from .home import Home
 from .hooks import make_plugin_manager
@@ -129,6 +132,12 @@ class Host:
         self._supervisors: dict[str, PluginSupervisor] = {}
         #: ``<plugin>.<tool>`` -> (supervisor, tool, the worker it was checked against).
         self._routes: dict[str, tuple[PluginSupervisor, str, WorkerClient | None]] = {}
+        #: ``<plugin>.<tool>`` -> (its supervisor, the batcher) for batch tools, made at
+        #: the first call (features.batching).
+        self._batchers: dict[str, tuple[PluginSupervisor, ToolBatcher]] = {}
+        #: Batchers replaced by a change of the batching settings: they send what they
+        #: hold and take nothing new.
+        self._old_batchers: list[ToolBatcher] = []
         self._listeners: list[Listener] = []
         self._env: SupervisorEnv | None = None
         self._started = False
@@ -308,6 +317,9 @@ class Host:
             t.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._background.clear()
+        batchers = [b for _, b in self._batchers.values()] + self._old_batchers
+        for b in batchers:
+            b.shut()  # queued calls fail now: nothing new starts a worker while it stops
         await asyncio.gather(
             *(s.stop() for s in self._supervisors.values()), return_exceptions=True
         )
@@ -318,6 +330,9 @@ class Host:
             # Workers whose stop was left to a task just cancelled (a start overtaken, a
             # retirement), and the ends of jails handed to threads: all waited for here.
             await self._env.stop_workers()
+        await asyncio.gather(*(b.close() for b in batchers), return_exceptions=True)
+        self._batchers.clear()
+        self._old_batchers.clear()
         # A closed host forgets its stopped supervisors, so it can be started again.
         self._supervisors.clear()
         self._routes.clear()
@@ -433,7 +448,59 @@ class Host:
             if len(self._routes) > 4096:
                 self._routes.clear()
             self._routes[name] = (sup, tool, worker)
+            self._batch_route(name, sup, tool, known_tools)
         return sup, tool
+
+    def batching_changed(self) -> None:
+        """The batching settings changed: calls from now on go through batchers made
+        with the new ones (or none, with batching off); queued calls leave as before."""
+        self._old_batchers = [b for b in self._old_batchers if b.busy]
+        self._old_batchers += [b for _, b in self._batchers.values()]
+        self._batchers.clear()
+        self._routes.clear()
+
+    def _batch_route(
+        self, name: str, sup: PluginSupervisor, tool: str, specs: list[ToolSpec]
+    ) -> None:
+        """Keep a batcher for ``name`` while it is a batch tool and batching is on."""
+        spec = next(t for t in specs if t.name == tool)
+        known = self._batchers.get(name)
+        param = batch_parameter(spec.input_schema) if spec.batch else None
+        if param is None or not self.config.features.batching:
+            if known is not None:
+                del self._batchers[name]
+                self._old_batchers.append(known[1])
+            return
+        if known is not None and known[0] is sup and known[1].param == param:
+            return
+        if known is not None:
+            self._old_batchers.append(known[1])
+        cfg = self.config.batching
+
+        async def dispatch(args: dict[str, Any], timeout: float) -> Any:
+            worker = sup.worker
+            if worker is None or not worker.alive:
+                worker = await sup.acquire()
+            return await worker.call(tool, args, timeout=timeout)
+
+        settings = FormerSettings(
+            max_batch_size=cfg.max_batch_size,
+            preferred_sizes=tuple(sorted(cfg.preferred_sizes)),
+            max_queue_delay=cfg.max_queue_delay,
+            levels=tuple(LevelPolicy(max_queue_size=cfg.max_queue_size) for _ in range(cfg.levels)),
+            aging=cfg.aging,
+        )
+        self._batchers[name] = (
+            sup,
+            ToolBatcher(
+                name,
+                param,
+                dispatch,
+                settings,
+                target_latency=cfg.target_latency,
+                max_in_flight=cfg.max_in_flight,
+            ),
+        )
 
     def _authorize(self, name: str, plugin: str, args: dict[str, Any]) -> None:
         verdict = self.hooks.hook.mcphost_authorize_call(tool=name, plugin=plugin, arguments=args)
@@ -450,6 +517,7 @@ class Host:
         on_progress: ProgressCallback | None = None,
         on_log: CallLogCallback | None = None,
         traceparent: str = "",
+        priority: int | None = None,
     ) -> Any:
         """Call ``<plugin>.<tool>`` with ``args`` and return its result as plain data.
 
@@ -458,11 +526,19 @@ class Host:
         ``on_progress`` and ``on_log`` (level, message) receive this call's progress
         and log lines, and no other call's. ``traceparent``: the W3C trace context the
         worker's spans nest under, for a caller that made the call's span itself (a
-        tracing host makes one when it is not given).
+        tracing host makes one when it is not given). ``priority``: the call's level in
+        its batch tool's queue (0 the highest; ``batching.default_priority`` if not
+        given); calls to other tools go at once.
         """
         if self.tracing is not None and not traceparent:
             return await self.tracing.call(
-                self, name, args, timeout=timeout, on_progress=on_progress, on_log=on_log
+                self,
+                name,
+                args,
+                timeout=timeout,
+                on_progress=on_progress,
+                on_log=on_log,
+                priority=priority,
             )
         args = {} if args is None else args
         if not isinstance(args, dict):
@@ -479,29 +555,16 @@ class Host:
             hook.mcphost_before_call(tool=name, plugin=sup.name, arguments=args)
         metrics = self.metrics
         if not after.get_hookimpls():
-            worker = sup.worker
-            if worker is None or not worker.alive:
-                worker = await sup.acquire()
             if metrics is None:
-                return await worker.call(
-                    tool,
-                    args,
-                    timeout=timeout,
-                    on_progress=on_progress,
-                    on_log=on_log,
-                    traceparent=traceparent,
+                return await self._send(
+                    name, sup, tool, args, timeout, on_progress, on_log, traceparent, priority
                 )
             # Observed here, at the edge: a cached lookup and a few adds per call.
             stats = metrics.routes.get(name) or metrics.route(name, sup.name)
             m0 = stats.begin()
             try:
-                result = await worker.call(
-                    tool,
-                    args,
-                    timeout=timeout,
-                    on_progress=on_progress,
-                    on_log=on_log,
-                    traceparent=traceparent,
+                result = await self._send(
+                    name, sup, tool, args, timeout, on_progress, on_log, traceparent, priority
                 )
             except BaseException as exc:
                 stats.failed(m0, exc)
@@ -513,14 +576,8 @@ class Host:
         t0 = time.perf_counter()
         error: BaseException | None = None
         try:
-            worker = await sup.acquire()
-            return await worker.call(
-                tool,
-                args,
-                timeout=timeout,
-                on_progress=on_progress,
-                on_log=on_log,
-                traceparent=traceparent,
+            return await self._send(
+                name, sup, tool, args, timeout, on_progress, on_log, traceparent, priority
             )
         except BaseException as exc:
             error = exc
@@ -540,6 +597,56 @@ class Host:
                 outcome=outcome,
                 error=error,
             )
+
+    def _send(
+        self,
+        name: str,
+        sup: PluginSupervisor,
+        tool: str,
+        args: dict[str, Any],
+        timeout: float,
+        on_progress: ProgressCallback | None,
+        on_log: CallLogCallback | None,
+        traceparent: str,
+        priority: int | None,
+    ) -> Awaitable[Any]:
+        """The call on its way: through the tool's batcher, or to a worker."""
+        if self._batchers:
+            routed = self._batchers.get(name)
+            if routed is not None and routed[0] is sup:
+                level = self.config.batching.default_priority if priority is None else priority
+                return routed[1].call(args, timeout, level)
+        worker = sup.worker
+        if worker is None or not worker.alive:
+            return self._acquired_call(sup, tool, args, timeout, on_progress, on_log, traceparent)
+        return worker.call(
+            tool,
+            args,
+            timeout=timeout,
+            on_progress=on_progress,
+            on_log=on_log,
+            traceparent=traceparent,
+        )
+
+    async def _acquired_call(
+        self,
+        sup: PluginSupervisor,
+        tool: str,
+        args: dict[str, Any],
+        timeout: float,
+        on_progress: ProgressCallback | None,
+        on_log: CallLogCallback | None,
+        traceparent: str,
+    ) -> Any:
+        worker = await sup.acquire()
+        return await worker.call(
+            tool,
+            args,
+            timeout=timeout,
+            on_progress=on_progress,
+            on_log=on_log,
+            traceparent=traceparent,
+        )
 
     async def stream(
         self,

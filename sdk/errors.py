@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "ApprovalRequired",
+    "Busy",
     "CallCancelled",
     "ConfigError",
     "HandshakeRefused",
@@ -143,6 +144,14 @@ class CallCancelled(PluginError):
     """The call was cancelled by its caller."""
 
     code = "call_cancelled"
+
+
+class Busy(PluginError):
+    """The host could not take the call now: a queue it waits in is full, or it waited
+    there past its limit; ``data`` says which queue and why. Try again later or raise
+    the limits."""
+
+    code = "busy"
 
 
 class ToolError(PluginError):

@@ -85,5 +85,7 @@ class LatencyModel:
         a, b = self.coefficients()
         if b <= 0:
             return self.cap if a <= budget else 1
-        fits = math.floor((budget - a) / b)
-        return max(1, min(self.cap, fits))
+        fits = (budget - a) / b
+        if fits >= self.cap:  # also an infinite quotient of a tiny per-item time
+            return self.cap
+        return max(1, math.floor(fits))

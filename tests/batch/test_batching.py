@@ -1,0 +1,374 @@
+"""Concurrent calls to a batch tool become batch calls: what callers and tools see, with
+real workers. The tool below reports the batch each item travelled in, so the tests see
+what the worker received."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mcphost.host import Host, HostConfig, PluginSource
+from mcphost.sdk.errors import Busy, PluginError, ToolError, ToolTimeout
+
+BATCHY = '''
+import threading, time
+from mcphost.sdk import Plugin, ToolError
+
+plugin = Plugin("batchy")
+_seq = iter(range(1_000_000))
+_gate = threading.Event()
+_seen: list[int] = []
+_arrived: list[int] = []
+
+
+@plugin.tool(batch=True)
+def tag(items: list[int], scale: int = 1, pause: float = 0.0) -> list[dict]:
+    """Each item with the size and order of the batch it came in."""
+    if pause:
+        time.sleep(pause)
+    n = next(_seq)
+    _seen.extend(items)
+    return [{"value": i * scale, "batch": len(items), "order": n} for i in items]
+
+
+@plugin.tool(batch=True)
+def short(items: list[int]) -> list[int]:
+    """Returns one result too few."""
+    return items[:-1]
+
+
+@plugin.tool(batch=True)
+def picky(items: list[int]) -> list[int]:
+    """Fails every batch that holds a negative number."""
+    if any(i < 0 for i in items):
+        raise ToolError("negative numbers are not allowed", code="negative")
+    return items
+
+
+@plugin.tool(batch=True)
+def held(items: list[int]) -> list[int]:
+    """Waits until ``release`` is called (at most 20 s)."""
+    _arrived.extend(items)
+    _gate.wait(20)
+    _seen.extend(items)
+    return items
+
+
+@plugin.tool
+def release() -> None:
+    _gate.set()
+
+
+@plugin.tool
+def seen() -> list[int]:
+    return list(_seen)
+
+
+@plugin.tool
+def arrived() -> list[int]:
+    return list(_arrived)
+'''
+
+
+def batchy_source(tmp_path: Path) -> PluginSource:
+    code = tmp_path / "batchy-code"
+    code.mkdir(exist_ok=True)
+    (code / "batchy.py").write_text(textwrap.dedent(BATCHY), encoding="utf-8")
+    return PluginSource(
+        name="batchy",
+        version="1.0.0",
+        entry="batchy:plugin",
+        paths=[str(code)],
+        origin="directory",
+        root=str(code),
+    )
+
+
+MakeHost = Callable[..., Any]
+
+
+@pytest.fixture
+def batch_host(tmp_path: Path) -> MakeHost:
+    """``async with batch_host(**batching) as host``: a host serving batchy."""
+
+    def make(features: dict[str, Any] | None = None, **batching: Any) -> Host:
+        config = HostConfig(
+            allow_unsigned=True,
+            isolation="rlimits",
+            batching=batching,  # type: ignore[arg-type]
+            features=features or {},  # type: ignore[arg-type]
+        )
+        return Host(
+            tmp_path / "home",
+            config=config,
+            sources=[batchy_source(tmp_path)],
+            environment=False,
+            registry=False,
+        )
+
+    return make
+
+
+async def many(host: Host, name: str, args: list[dict[str, Any]], **kw: Any) -> list[Any]:
+    return await asyncio.gather(*(host.call(name, a, **kw) for a in args))
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def holding(host: Host) -> asyncio.Future[Any]:
+    """A call to ``batchy.held`` that is in the worker, holding it, once this returns."""
+    first = asyncio.ensure_future(host.call("batchy.held", {"items": [0]}))
+    for _ in range(2000):
+        if await host.call("batchy.arrived") == [0]:
+            return first
+        await asyncio.sleep(0.005)
+    raise AssertionError("the held call never reached the worker")
+
+
+async def queued() -> None:
+    """Let the calls just created reach their batch queue (no await on the way)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_concurrent_callers_share_batches_and_each_gets_its_own_results(
+    batch_host: MakeHost,
+) -> None:
+    async def scenario() -> list[Any]:
+        async with batch_host(max_batch_size=16) as host:
+            return await many(
+                host, "batchy.tag", [{"items": [i], "pause": 0.005} for i in range(64)]
+            )
+
+    results = run(scenario())
+    assert [r[0]["value"] for r in results] == list(range(64))
+    sizes = [r[0]["batch"] for r in results]
+    assert max(sizes) > 1, "no call shared a batch"
+    assert max(sizes) <= 16
+    # Items of one batch share its order number, and the batch holds exactly them.
+    by_order: dict[int, list[int]] = {}
+    for r in results:
+        by_order.setdefault(r[0]["order"], []).append(r[0]["batch"])
+    assert all(len(v) == v[0] for v in by_order.values())
+
+
+def test_a_caller_with_several_items_gets_its_slice_in_order(batch_host: MakeHost) -> None:
+    async def scenario() -> list[Any]:
+        async with batch_host() as host:
+            calls = [{"items": list(range(k * 10, k * 10 + k + 1))} for k in range(8)]
+            return await many(host, "batchy.tag", calls)
+
+    results = run(scenario())
+    for k, r in enumerate(results):
+        assert [x["value"] for x in r] == list(range(k * 10, k * 10 + k + 1))
+
+
+def test_one_call_at_a_time_goes_alone(batch_host: MakeHost) -> None:
+    async def scenario() -> list[Any]:
+        async with batch_host(max_queue_delay=5.0) as host:
+            return [await host.call("batchy.tag", {"items": [i]}) for i in range(5)]
+
+    results = run(scenario())
+    assert [r[0]["batch"] for r in results] == [1] * 5
+
+
+def test_calls_that_differ_in_other_arguments_never_share_a_batch(batch_host: MakeHost) -> None:
+    async def scenario() -> list[Any]:
+        async with batch_host() as host:
+            calls = [{"items": [i], "scale": 1 + i % 2, "pause": 0.005} for i in range(40)]
+            return await many(host, "batchy.tag", calls)
+
+    results = run(scenario())
+    for i, r in enumerate(results):
+        assert r[0]["value"] == i * (1 + i % 2)
+    orders: dict[int, set[int]] = {}
+    for i, r in enumerate(results):
+        orders.setdefault(r[0]["order"], set()).add(1 + i % 2)
+    assert all(len(scales) == 1 for scales in orders.values())
+
+
+def test_results_are_the_same_with_batching_off(batch_host: MakeHost) -> None:
+    calls = [{"items": [i, i + 1], "scale": 3} for i in range(30)]
+
+    async def scenario(on: bool) -> list[Any]:
+        async with batch_host(features={"batching": on}) as host:
+            return await many(host, "batchy.tag", calls)
+
+    on, off = run(scenario(True)), run(scenario(False))
+    assert [[x["value"] for x in r] for r in on] == [[x["value"] for x in r] for r in off]
+    assert all(x["batch"] == 2 for r in off for x in r)  # off: each call alone
+
+
+def test_a_batch_tool_returning_the_wrong_count_fails_its_callers_clearly(
+    batch_host: MakeHost,
+) -> None:
+    async def scenario() -> list[Any]:
+        async with batch_host() as host:
+            return await asyncio.gather(
+                *(host.call("batchy.short", {"items": [i]}) for i in range(5)),
+                return_exceptions=True,
+            )
+
+    for outcome in run(scenario()):
+        assert isinstance(outcome, PluginError)
+        assert "batch tool" in outcome.message and "one result per item" in outcome.message
+
+
+def test_a_batch_that_raises_fails_only_the_calls_in_it(batch_host: MakeHost) -> None:
+    async def scenario() -> tuple[Any, Any]:
+        async with batch_host() as host:
+            bad = await asyncio.gather(
+                host.call("batchy.picky", {"items": [-1]}), return_exceptions=True
+            )
+            good = await host.call("batchy.picky", {"items": [1, 2]})
+            return bad[0], good
+
+    bad, good = run(scenario())
+    assert isinstance(bad, ToolError) and bad.code == "negative"
+    assert good == [1, 2]
+
+
+def test_a_full_queue_refuses_at_once_with_busy(batch_host: MakeHost) -> None:
+    async def scenario() -> tuple[list[Any], list[int]]:
+        async with batch_host(
+            max_queue_size=2, levels=1, default_priority=0, max_queue_delay=10.0, max_in_flight=1
+        ) as host:
+            first = await holding(host)
+            rest = [
+                asyncio.ensure_future(host.call("batchy.held", {"items": [i]})) for i in range(1, 5)
+            ]
+            await queued()
+            await host.call("batchy.release")
+            outcomes = await asyncio.gather(first, *rest, return_exceptions=True)
+            return outcomes, await host.call("batchy.seen")
+
+    outcomes, seen = run(scenario())
+    busy = [o for o in outcomes if isinstance(o, Busy)]
+    assert len(busy) == 2, outcomes
+    assert all(o.code == "busy" and "full" in o.message for o in busy)
+    assert sorted(seen) == [0, 1, 2]  # the refused calls never ran
+
+
+def test_a_high_priority_call_overtakes_the_queue(batch_host: MakeHost) -> None:
+    async def scenario() -> list[int]:
+        async with batch_host(max_batch_size=1, max_queue_delay=10.0, max_in_flight=1) as host:
+            first = await holding(host)
+            low = [
+                asyncio.ensure_future(host.call("batchy.held", {"items": [i]}, priority=2))
+                for i in range(1, 4)
+            ]
+            await queued()
+            high = asyncio.ensure_future(host.call("batchy.held", {"items": [99]}, priority=0))
+            await queued()
+            await host.call("batchy.release")
+            await asyncio.gather(first, *low, high)
+            seen: list[int] = await host.call("batchy.seen")
+            return seen
+
+    assert run(scenario()) == [0, 99, 1, 2, 3]
+
+
+def test_a_call_whose_time_runs_out_in_the_queue_never_runs(batch_host: MakeHost) -> None:
+    async def scenario() -> tuple[Any, list[int]]:
+        async with batch_host(max_queue_delay=10.0, max_in_flight=1) as host:
+            first = await holding(host)
+            late = await asyncio.gather(
+                host.call("batchy.held", {"items": [7]}, timeout=0.1), return_exceptions=True
+            )
+            cancelled = asyncio.ensure_future(host.call("batchy.held", {"items": [8]}))
+            await queued()
+            cancelled.cancel()
+            await host.call("batchy.release")
+            await first
+            return late[0], await host.call("batchy.seen")
+
+    late, seen = run(scenario())
+    assert isinstance(late, ToolTimeout)
+    assert seen == [0]
+
+
+def test_arguments_without_a_list_reach_the_worker_and_its_error(batch_host: MakeHost) -> None:
+    async def scenario() -> Any:
+        async with batch_host() as host:
+            return await asyncio.gather(
+                host.call("batchy.tag", {"items": 3}), return_exceptions=True
+            )
+
+    (outcome,) = run(scenario())
+    assert isinstance(outcome, PluginError) and outcome.code == "invalid_arguments"
+
+
+def test_batching_settings_apply_to_the_next_calls_without_a_restart(
+    batch_host: MakeHost,
+) -> None:
+    async def scenario() -> tuple[list[Any], list[Any], list[Any]]:
+        async with batch_host(max_batch_size=4) as host:
+            calls = [{"items": [i], "pause": 0.005} for i in range(24)]
+            before = await many(host, "batchy.tag", calls)
+            off_cfg = host.config.features.model_copy(update={"batching": False})
+            host.reconfigure(host.config.model_copy(update={"features": off_cfg}))
+            off = await many(host, "batchy.tag", calls)
+            bigger = host.config.batching.model_copy(update={"max_batch_size": 16})
+            host.reconfigure(
+                host.config.model_copy(
+                    update={
+                        "features": host.config.features.model_copy(update={"batching": True}),
+                        "batching": bigger,
+                    }
+                )
+            )
+            after = await many(host, "batchy.tag", calls)
+            return before, off, after
+
+    before, off, after = run(scenario())
+    assert 1 < max(r[0]["batch"] for r in before) <= 4
+    assert {r[0]["batch"] for r in off} == {1}
+    assert max(r[0]["batch"] for r in after) > 4
+
+
+def test_among_concurrent_calls_only_the_batch_that_raised_fails(batch_host: MakeHost) -> None:
+    async def scenario() -> list[Any]:
+        async with batch_host(max_batch_size=4) as host:
+            first = await holding(host)
+            calls = [
+                asyncio.ensure_future(host.call("batchy.picky", {"items": [i]}))
+                for i in [1, 2, 3, -4, 5, 6, 7, 8, 9, 10, 11, 12]
+            ]
+            await queued()
+            await host.call("batchy.release")
+            await first
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    outcomes = run(scenario())
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    assert isinstance(outcomes[3], ToolError) and outcomes[3].code == "negative"
+    assert all(isinstance(o, ToolError) and o.code == "negative" for o in failed)
+    assert len(failed) <= 4  # the batch of the negative number, no other
+    ok = [(i, o) for i, o in enumerate(outcomes) if not isinstance(o, BaseException)]
+    assert len(ok) >= 8
+    assert all(o == [[1, 2, 3, -4, 5, 6, 7, 8, 9, 10, 11, 12][i]] for i, o in ok)
+
+
+def test_calls_queued_when_the_host_closes_fail_with_a_reason(batch_host: MakeHost) -> None:
+    async def scenario() -> list[Any]:
+        host = batch_host(max_queue_delay=10.0, max_in_flight=1)
+        await host.start()
+        first = await holding(host)
+        waiting = [asyncio.ensure_future(host.call("batchy.held", {"items": [i]})) for i in (1, 2)]
+        await queued()
+        await host.close()
+        outcomes = await asyncio.gather(first, *waiting, return_exceptions=True)
+        return list(outcomes)
+
+    first, *waiting = run(scenario())
+    assert isinstance(first, PluginError)  # its worker was stopped under it
+    for outcome in waiting:
+        assert isinstance(outcome, PluginError)
+        assert "host closed before the call was sent" in outcome.message
