@@ -451,6 +451,12 @@ class Host:
             self._batch_route(name, sup, tool, known_tools)
         return sup, tool
 
+    def batching(self) -> dict[str, dict[str, Any]]:
+        """Per batch tool called so far: calls, batches, items, why batches left
+        (``alone``, ``idle``, ``size``, ``deadline``), refusals, calls queued and
+        batches running now, and the largest batch the latency model allows."""
+        return {name: b.snapshot() for name, (_, b) in sorted(self._batchers.items())}
+
     def batching_changed(self) -> None:
         """The batching settings changed: calls from now on go through batchers made
         with the new ones (or none, with batching off); queued calls leave as before."""
@@ -499,6 +505,7 @@ class Host:
                 settings,
                 target_latency=cfg.target_latency,
                 max_in_flight=cfg.max_in_flight,
+                default_priority=cfg.default_priority,
             ),
         )
 
@@ -614,8 +621,7 @@ class Host:
         if self._batchers:
             routed = self._batchers.get(name)
             if routed is not None and routed[0] is sup:
-                level = self.config.batching.default_priority if priority is None else priority
-                return routed[1].call(args, timeout, level)
+                return routed[1].call(args, timeout, priority)
         worker = sup.worker
         if worker is None or not worker.alive:
             return self._acquired_call(sup, tool, args, timeout, on_progress, on_log, traceparent)

@@ -7,6 +7,11 @@ and hands each caller its own slice of the result. The rules of which calls go
 together and when are :class:`~.former.BatchFormer`'s; the sizes come from
 :class:`~.model.LatencyModel`. A call that finds nothing queued and no batch of its tool
 in flight goes at once on the caller's own task: at low load batching costs nothing.
+
+Most calls are plain: the default priority, no other arguments to group by, no queue
+timeout of their own. While only such calls wait they are kept in one FIFO of tuples
+(a few hundred nanoseconds a call); the first call that is not plain moves them into
+the former, which then orders everything until it is empty again.
 """
 
 from __future__ import annotations
@@ -14,13 +19,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mcphost.sdk.errors import Busy, MCPHostError, PluginError, ToolTimeout
 
-from .former import Batch, BatchFormer, FormerSettings, Pending
+from .former import BatchFormer, FormerSettings, Pending, Reason
 from .model import LatencyModel
 
 __all__ = ["BatchStats", "ToolBatcher", "batch_parameter"]
@@ -46,22 +53,33 @@ def batch_parameter(input_schema: dict[str, Any]) -> str | None:
 class BatchStats:
     """Counts of one batcher, for status and metrics."""
 
-    __slots__ = ("batches", "calls", "items", "reasons", "rejected")
+    __slots__ = ("batches", "calls", "items", "largest", "reasons", "rejected")
 
     def __init__(self) -> None:
         self.calls = 0
+        #: Batches sent (calls that went alone are not counted here).
         self.batches = 0
+        #: Items of the batches answered.
         self.items = 0
+        self.largest = 0
         self.reasons: dict[str, int] = {"alone": 0, "idle": 0, "size": 0, "deadline": 0}
         self.rejected: dict[str, int] = {}
 
 
 class _Waiting(Pending):
-    """A queued call and what its caller waits on."""
+    """A call queued in the former and what its caller waits on."""
+
+    __slots__ = ("args", "count", "future")
 
     future: asyncio.Future[Any]
     args: dict[str, Any]
     count: int
+
+
+#: A plain queued call: (future, args, items, deadline, enqueued).
+_Plain = tuple["asyncio.Future[Any]", dict[str, Any], int, float, float]
+#: What a batch is made of: (future, args, items, deadline).
+_Entry = tuple["asyncio.Future[Any]", dict[str, Any], int, float]
 
 
 class ToolBatcher:
@@ -76,31 +94,56 @@ class ToolBatcher:
         *,
         target_latency: float | None = None,
         max_in_flight: int = 1,
+        default_priority: int = 1,
     ) -> None:
         self.tool = tool
         self.param = param
         self._dispatch = dispatch
         self.former = BatchFormer(settings)
-        self.model = LatencyModel(self.former.settings.max_batch_size)
+        self.settings = self.former.settings
+        self.model = LatencyModel(self.settings.max_batch_size)
         self.target_latency = target_latency
         #: Batches of this tool running at once: with none running a call goes at once;
         #: with some, a group goes when full or after ``max_queue_delay``; at this many,
         #: calls wait for one to end.
         self.max_in_flight = max_in_flight
+        self.default_priority = min(max(default_priority, 0), len(self.settings.levels) - 1)
         self.in_flight = 0
         self.stats = BatchStats()
+        self._plain: deque[_Plain] = deque()
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
         self._tasks: set[asyncio.Task[None]] = set()
         self._shut = False
+
+    def snapshot(self) -> dict[str, Any]:
+        """What :meth:`mcphost.host.Host.batching` shows of this tool."""
+        st = self.stats
+        return {
+            "calls": st.calls,
+            "batches": st.batches,
+            "items": st.items,
+            "largest_batch": st.largest,
+            "reasons": dict(st.reasons),
+            "rejected": dict(st.rejected),
+            "queued": self.queued,
+            "in_flight": self.in_flight,
+            "size_allowed": self.model.size_for(self.target_latency),
+        }
+
+    @property
+    def queued(self) -> int:
+        """Calls waiting for a batch (cancelled ones may count until they are reached)."""
+        return len(self._plain) + len(self.former)
 
     @property
     def busy(self) -> bool:
         """Calls queued or batches running."""
-        return bool(self.in_flight or len(self.former))
+        return bool(self.in_flight or self.queued)
 
     # -- the caller's side ---------------------------------------------------------
-    async def call(self, args: dict[str, Any], timeout: float, priority: int = 1) -> Any:
+    async def call(self, args: dict[str, Any], timeout: float, priority: int | None = None) -> Any:
         """Run the tool for ``args`` (its batch parameter a list), maybe with others."""
         items = args.get(self.param)
         if not isinstance(items, list):
@@ -108,28 +151,80 @@ class ToolBatcher:
         if self._shut:
             raise self._closed_error()
         self.stats.calls += 1
-        if not self.in_flight and not len(self.former):
+        plain = self._plain
+        if not self.in_flight and not plain and not len(self.former):
             return await self._alone(args, len(items), timeout)
         now = self._loop.time()
-        rest = {k: v for k, v in args.items() if k != self.param}
-        key = json.dumps(rest, sort_keys=True, default=str) if rest else None
-        p = _Waiting(id=next(_ids), level=priority, enqueued=now, deadline=now + timeout, key=key)
-        p.future = self._loop.create_future()
-        p.args, p.count = args, len(items)
-        refused = self.former.submit(p, now)
-        if refused is not None:
-            self.stats.rejected[refused] = self.stats.rejected.get(refused, 0) + 1
-            raise Busy(
-                f"{self.tool}: the batch queue of priority {p.level} is full "
-                f"({self.former.queued(p.level)} calls wait); try again later, or raise "
-                "batching.max_queue_size",
-                data={"tool": self.tool, "priority": p.level, "reason": refused},
+        level = self.default_priority if priority is None else priority
+        if level == self.default_priority and len(args) == 1 and not len(self.former):
+            if len(plain) >= self.settings.levels[level].max_queue_size:
+                raise self._full(level)
+            future = self._loop.create_future()
+            deadline = now + timeout
+            plain.append((future, args, len(items), deadline, now))
+            if self.in_flight < self.max_in_flight:
+                if len(plain) >= self._full_size():
+                    self._kick()
+                elif len(plain) == 1:
+                    self._arm(min(now + self.settings.max_queue_delay, deadline))
+            elif len(plain) == 1:
+                self._arm(deadline)
+            return await future
+        return await self._queue(args, len(items), timeout, level, now)
+
+    def _full_size(self) -> int:
+        return self.former.full_size(self.model.size_for(self.target_latency))
+
+    def _full(self, level: int) -> Busy:
+        self.stats.rejected["queue_full"] = self.stats.rejected.get("queue_full", 0) + 1
+        return Busy(
+            f"{self.tool}: the batch queue of priority {level} is full "
+            f"({self.settings.levels[level].max_queue_size} calls wait); try again later, "
+            "or raise batching.max_queue_size",
+            data={"tool": self.tool, "priority": level, "reason": "queue_full"},
+        )
+
+    def _promote(self) -> None:
+        """Move the plain calls into the former, in their order, at the default level."""
+        while self._plain:
+            future, args, count, deadline, enqueued = self._plain.popleft()
+            if future.done():
+                continue
+            p = _Waiting(
+                id=next(_ids), level=self.default_priority, enqueued=enqueued, deadline=deadline
             )
-        self._kick()
+            p.future, p.args, p.count = future, args, count
+            self.former.submit(p, enqueued)
+
+    async def _queue(
+        self, args: dict[str, Any], count: int, timeout: float, level: int, now: float
+    ) -> Any:
+        self._promote()
+        key = None
+        if len(args) > 1:
+            rest = {k: v for k, v in args.items() if k != self.param}
+            key = json.dumps(rest, sort_keys=True, default=str)
+        p = _Waiting(id=next(_ids), level=level, enqueued=now, deadline=now + timeout, key=key)
+        p.future = self._loop.create_future()
+        p.args, p.count = args, count
+        former = self.former
+        if former.submit(p, now) is not None:
+            raise self._full(p.level)
+        # Only what this call changes is looked at: with a batch running and room for
+        # another, its group may now be full; otherwise a timer must not miss it.
+        if not self.in_flight:
+            self._kick()
+        elif self.in_flight < self.max_in_flight:
+            if former.full(p, self.model.size_for(self.target_latency)):
+                self._kick()
+            else:
+                self._arm(former.due(p, self._expect))
+        else:
+            self._arm(min(p.deadline, p.expires))
         try:
             return await p.future
         except asyncio.CancelledError:
-            if self.former.cancel(p.id):
+            if former.cancel(p.id):
                 self._kick()
             raise
 
@@ -141,7 +236,7 @@ class ToolBatcher:
             result = await self._dispatch(args, timeout)
         finally:
             self.in_flight -= 1
-            if len(self.former):
+            if self.queued:
                 self._kick()
         self._observe(n, time.perf_counter() - t0)
         if not isinstance(result, list) or len(result) != n:
@@ -160,9 +255,13 @@ class ToolBatcher:
     def _kick(self) -> None:
         if self._shut:
             return
+        if self._plain:
+            self._kick_plain()
+            return
         now = self._loop.time()
         for p, why in self.former.expire(now):
-            self._refuse(p, why)  # type: ignore[arg-type]
+            w: _Waiting = p  # type: ignore[assignment]
+            self._refuse(w.future, why, w.level)
         limit = self.model.size_for(self.target_latency)
         # No batch running: what waits goes at once. Some running, with room for more:
         # a group goes once full or once its first call has waited long enough. No room:
@@ -173,86 +272,139 @@ class ToolBatcher:
             )
             if batch is None:
                 break
-            self.in_flight += 1
-            task = self._loop.create_task(self._run(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            calls: list[_Waiting] = batch.items  # type: ignore[assignment]
+            self._launch([(p.future, p.args, p.count, p.deadline) for p in calls], batch.reason)
+        room = self.in_flight < self.max_in_flight
+        when = self.former.wakeup(self._expect, limit, dispatch=room)
+        if when is not None:
+            self._arm(when)
+
+    def _kick_plain(self) -> None:
+        """:meth:`_kick` while only plain calls wait: the same rules on one FIFO."""
+        plain = self._plain
+        now = self._loop.time()
+        size = self._full_size()
+        delay = self.settings.max_queue_delay
+        while plain and self.in_flight < self.max_in_flight:
+            first = plain[0]
+            if self.in_flight == 0:
+                reason: Reason = "idle"
+            elif len(plain) >= size:
+                reason = "size"
+            elif now >= min(first[4] + delay, first[3] - self._expect(len(plain))):
+                reason = "deadline"
+            else:
+                break
+            entries: list[_Entry] = []
+            while plain and len(entries) < size:
+                future, args, count, deadline, _ = plain.popleft()
+                if future.done():
+                    continue  # its caller went away
+                if deadline <= now:
+                    self._refuse(future, "deadline", self.default_priority)
+                    continue
+                entries.append((future, args, count, deadline))
+            if entries:
+                self._launch(entries, reason)
+        # Calls whose time ran out while no batch could leave.
+        while plain and (plain[0][0].done() or plain[0][3] <= now):
+            future = plain.popleft()[0]
+            if not future.done():
+                self._refuse(future, "deadline", self.default_priority)
+        if plain:
+            first = plain[0]
+            if self.in_flight < self.max_in_flight:
+                self._arm(min(first[4] + delay, first[3] - self._expect(len(plain))))
+            else:
+                self._arm(first[3])
+
+    def _launch(self, entries: list[_Entry], reason: Reason) -> None:
+        self.in_flight += 1
+        self.stats.batches += 1
+        self.stats.reasons[reason] += 1
+        task = self._loop.create_task(self._run(entries))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _arm(self, when: float) -> None:
+        """Look again at ``when`` at the latest (a timer that fires early just looks)."""
+        if when >= self._timer_at:
+            return
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
-        when = self.former.wakeup(self._expect, limit)
-        if when is not None:
-            self._timer = self._loop.call_at(when, self._kick)
+        self._timer_at = when
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        self._kick()
 
     def _expect(self, n: int) -> float:
         return self.model.predict(n)
 
-    def _refuse(self, p: _Waiting, why: str) -> None:
+    def _refuse(self, future: asyncio.Future[Any], why: str, level: int) -> None:
         self.stats.rejected[why] = self.stats.rejected.get(why, 0) + 1
-        if p.future.done():
+        if future.done():
             return
         if why == "deadline":
-            p.future.set_exception(
+            future.set_exception(
                 ToolTimeout(
                     f"{self.tool}: the call's time ran out while it waited for a batch",
                     data={"tool": self.tool},
                 )
             )
         else:
-            p.future.set_exception(
+            future.set_exception(
                 Busy(
                     f"{self.tool}: the call waited its priority's queue timeout out before a "
                     "batch took it; try again later",
-                    data={"tool": self.tool, "priority": p.level, "reason": why},
+                    data={"tool": self.tool, "priority": level, "reason": why},
                 )
             )
 
-    async def _run(self, batch: Batch) -> None:
-        calls: list[_Waiting] = batch.items  # type: ignore[assignment]
-        self.stats.batches += 1
-        self.stats.reasons[batch.reason] += 1
+    async def _run(self, entries: list[_Entry]) -> None:
+        param = self.param
         joined: list[Any] = []
-        for p in calls:
-            joined.extend(p.args[self.param])
-        args = {**calls[0].args, self.param: joined}
-        timeout = max(p.deadline for p in calls) - self._loop.time()
+        for _, args, _, _ in entries:
+            joined.extend(args[param])
+        args = {**entries[0][1], param: joined}
+        timeout = max(e[3] for e in entries) - self._loop.time()
         t0 = time.perf_counter()
         try:
             if timeout <= 0:
                 raise ToolTimeout(f"{self.tool}: the batch's time ran out before it left")
             result = await self._dispatch(args, timeout)
         except asyncio.CancelledError:
-            for p in calls:
-                if not p.future.done():
-                    p.future.cancel()
+            for e in entries:
+                if not e[0].done():
+                    e[0].cancel()
             raise
         except MCPHostError as exc:
-            for p in calls:
-                if not p.future.done():
-                    p.future.set_exception(exc)
+            self._fail(entries, exc)
             return
         except Exception as exc:  # a bug below: every caller learns of it
-            for p in calls:
-                if not p.future.done():
-                    p.future.set_exception(PluginError(f"{self.tool}: batch failed: {exc!r}"))
+            self._fail(entries, PluginError(f"{self.tool}: batch failed: {exc!r}"))
             return
         finally:
             self.in_flight -= 1
             self._kick()
         self._observe(len(joined), time.perf_counter() - t0)
         if not isinstance(result, list) or len(result) != len(joined):
-            error = self._miscounted(result, len(joined))
-            for p in calls:
-                if not p.future.done():
-                    p.future.set_exception(error)
+            self._fail(entries, self._miscounted(result, len(joined)))
             return
         self.stats.items += len(joined)
+        self.stats.largest = max(self.stats.largest, len(joined))
         offset = 0
-        for p in calls:
-            part = result[offset : offset + p.count]
-            offset += p.count
-            if not p.future.done():
-                p.future.set_result(part)
+        for future, _, count, _ in entries:
+            if not future.done():
+                future.set_result(result[offset : offset + count])
+            offset += count
+
+    @staticmethod
+    def _fail(entries: list[_Entry], error: BaseException) -> None:
+        for e in entries:
+            if not e[0].done():
+                e[0].set_exception(error)
 
     def _observe(self, n: int, seconds: float) -> None:
         self.model.observe(n, seconds, self.target_latency)
@@ -263,11 +415,16 @@ class ToolBatcher:
         self._shut = True
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
-        for p, _ in self.former.expire(float("inf")):
+            self._timer, self._timer_at = None, math.inf
+        error = self._closed_error()
+        futures = [e[0] for e in self._plain]
+        self._plain.clear()
+        for p, _ in self.former.expire(math.inf):
             w: _Waiting = p  # type: ignore[assignment]
-            if not w.future.done():
-                w.future.set_exception(self._closed_error())
+            futures.append(w.future)
+        for future in futures:
+            if not future.done():
+                future.set_exception(error)
 
     def _closed_error(self) -> PluginError:
         return PluginError(

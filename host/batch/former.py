@@ -21,13 +21,14 @@ without a loop or a clock.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["Batch", "BatchFormer", "FormerSettings", "LevelPolicy", "Pending"]
+__all__ = ["Batch", "BatchFormer", "FormerSettings", "LevelPolicy", "Pending", "Reason"]
 
 Reason = Literal["idle", "size", "deadline"]
 
@@ -70,7 +71,7 @@ class FormerSettings:
             raise ValueError("aging must be a positive number of seconds, or None")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Pending:
     """One queued call: what the former needs to know of it."""
 
@@ -110,43 +111,58 @@ def _no_time(n: int) -> float:
 
 
 class _Group:
-    __slots__ = ("levels", "live")
+    """The queued calls of one key and lane: a deque per level, in arrival order.
+    Cancelled calls stay in their deque until they reach its head."""
+
+    __slots__ = ("_min_deadline", "levels", "live")
 
     def __init__(self, nlevels: int) -> None:
         self.levels: list[deque[Pending]] = [deque() for _ in range(nlevels)]
         self.live = 0
+        self._min_deadline: float | None = math.inf  # None: to be found again
 
-    def heads(self) -> Iterator[Pending]:
+    def heads(self) -> list[Pending]:
         """The first live call of each level (cancelled heads are dropped here)."""
+        out = []
         for q in self.levels:
             while q and q[0].cancelled:
                 q.popleft()
             if q:
-                yield q[0]
+                out.append(q[0])
+        return out
 
-    def ready_heads(self, now: float) -> Iterator[Pending]:
-        """The first call of each level that may still run at ``now``."""
-        for q in self.levels:
-            for p in q:
-                if not p.cancelled and p.deadline > now and p.expires > now:
-                    yield p
-                    break
+    def added(self, p: Pending) -> None:
+        if self._min_deadline is not None and p.deadline < self._min_deadline:
+            self._min_deadline = p.deadline
 
-    def calls(self) -> Iterator[Pending]:
-        for q in self.levels:
-            for p in q:
-                if not p.cancelled:
-                    yield p
+    def left(self, p: Pending) -> None:
+        if p.deadline == self._min_deadline:
+            self._min_deadline = None
+
+    def min_deadline(self) -> float:
+        if self._min_deadline is None:
+            self._min_deadline = min(
+                (p.deadline for q in self.levels for p in q if not p.cancelled),
+                default=math.inf,
+            )
+        return self._min_deadline
 
 
 class BatchFormer:
-    """The queued calls of one batch tool and the rules that turn them into batches."""
+    """The queued calls of one batch tool and the rules that turn them into batches.
+
+    Each operation costs about O(log n) for n queued calls (a heap orders the times at
+    which calls expire) plus, when a batch leaves, O(size x levels)."""
 
     def __init__(self, settings: FormerSettings | None = None) -> None:
         self.settings = settings or FormerSettings()
         self._groups: dict[tuple[Hashable, int], _Group] = {}
         self._by_id: dict[int, tuple[Pending, _Group]] = {}
         self._level_counts = [0] * len(self.settings.levels)
+        #: (when it may no longer run, id, call): entries of calls gone are skipped.
+        self._ends: list[tuple[float, int, Pending]] = []
+        #: Calls taken out as expired, not yet handed back by :meth:`expire`.
+        self._expired: list[tuple[Pending, str]] = []
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -173,8 +189,12 @@ class BatchFormer:
             group = self._groups[(p.key, p.lane)] = _Group(len(levels))
         group.levels[p.level].append(p)
         group.live += 1
+        group.added(p)
         self._by_id[p.id] = (p, group)
         self._level_counts[p.level] += 1
+        end = min(p.deadline, p.expires)
+        if end < math.inf:
+            heapq.heappush(self._ends, (end, p.id, p))
         return None
 
     def cancel(self, call_id: int) -> bool:
@@ -190,32 +210,47 @@ class BatchFormer:
     def _forget(self, p: Pending, group: _Group) -> None:
         self._level_counts[p.level] -= 1
         group.live -= 1
+        group.left(p)
         if group.live == 0:
             del self._groups[(p.key, p.lane)]
+
+    def _sweep(self, now: float) -> None:
+        """Move the calls that may no longer run out of the queues (into _expired);
+        ``delay`` calls past their queue timeout move to the lowest level instead."""
+        ends = self._ends
+        lowest = len(self.settings.levels) - 1
+        while ends and ends[0][0] <= now:
+            _, call_id, p = heapq.heappop(ends)
+            entry = self._by_id.get(call_id)
+            if entry is None or entry[0] is not p:
+                continue  # it left already
+            group = entry[1]
+            if p.deadline <= now:
+                why = "deadline"
+            elif p.expires <= now:
+                if self.settings.levels[p.level].on_timeout == "delay":
+                    if p.level != lowest:
+                        self._demote(p, group, lowest)
+                    else:  # already the lowest: it waits on where it is, untimed
+                        p.expires = math.inf
+                        if p.deadline < math.inf:
+                            heapq.heappush(ends, (p.deadline, p.id, p))
+                    continue
+                why = "queue_timeout"
+            else:  # pragma: no cover - an entry is pushed for min(deadline, expires)
+                continue
+            del self._by_id[call_id]
+            group.levels[p.level].remove(p)
+            p.cancelled = True
+            self._forget(p, group)
+            self._expired.append((p, why))
 
     def expire(self, now: float) -> list[tuple[Pending, str]]:
         """Take out the calls that may no longer run: ``deadline`` (their caller's time
         is up) and ``queue_timeout`` (waited their level's timeout out, ``reject``);
-        ``delay`` calls move to the lowest level instead."""
-        out: list[tuple[Pending, str]] = []
-        lowest = len(self.settings.levels) - 1
-        for p, group in list(self._by_id.values()):
-            if p.deadline <= now:
-                why = "deadline"
-            elif p.expires <= now:
-                if self.settings.levels[p.level].on_timeout == "delay" and p.level != lowest:
-                    self._demote(p, group, lowest)
-                    continue
-                if self.settings.levels[p.level].on_timeout == "delay":
-                    p.expires = math.inf  # waits on at the lowest level, untimed
-                    continue
-                why = "queue_timeout"
-            else:
-                continue
-            del self._by_id[p.id]
-            p.cancelled = True
-            self._forget(p, group)
-            out.append((p, why))
+        ``delay`` calls move to the lowest level instead, to wait there untimed."""
+        self._sweep(now)
+        out, self._expired = self._expired, []
         return out
 
     def _demote(self, p: Pending, group: _Group, level: int) -> None:
@@ -224,6 +259,8 @@ class BatchFormer:
         p.level, p.expires = level, math.inf
         group.levels[level].append(p)
         self._level_counts[level] += 1
+        if p.deadline < math.inf:
+            heapq.heappush(self._ends, (p.deadline, p.id, p))
 
     # -- forming batches ---------------------------------------------------------------
     def _target(self, limit: int) -> int:
@@ -231,72 +268,102 @@ class BatchFormer:
         fitting = [s for s in self.settings.preferred_sizes if s <= limit]
         return max(fitting) if fitting else limit
 
-    def _dispatch_by(self, group: _Group, n: int, expect: Expect) -> float:
-        delay = self.settings.max_queue_delay
-        service = expect(n)
-        return min(
-            min(p.enqueued for p in group.heads()) + delay,
-            min(p.deadline for p in group.calls()) - service,
-        )
+    def full_size(self, limit: int | None = None) -> int:
+        """How many calls make a full batch with at most ``limit`` (the model's)."""
+        return self._target(self._cap(limit))
+
+    def full(self, p: Pending, limit: int | None = None) -> bool:
+        """Whether the group of queued call ``p`` holds a full batch now."""
+        group = self._groups.get((p.key, p.lane))
+        return group is not None and group.live >= self._target(self._cap(limit))
+
+    def due(self, p: Pending, expect: Expect = _no_time) -> float:
+        """When newly queued ``p`` makes its group leave at the latest (while batches
+        run), or must be taken out: what a timer must not miss for it."""
+        return min(p.enqueued + self.settings.max_queue_delay, p.deadline - expect(1), p.expires)
+
+    def _dispatch_by(self, group: _Group, heads: list[Pending], n: int, expect: Expect) -> float:
+        first = min(p.enqueued for p in heads)
+        return min(first + self.settings.max_queue_delay, group.min_deadline() - expect(n))
+
+    def _cap(self, limit: int | None) -> int:
+        cap = self.settings.max_batch_size if limit is None else limit
+        return max(1, min(cap, self.settings.max_batch_size))
 
     def take(
         self, now: float, *, idle: bool, limit: int | None = None, expect: Expect = _no_time
     ) -> Batch | None:
         """The batch to dispatch now, if any. ``idle``: a replica waits for work;
         ``limit``: the largest batch the latency model allows (at most the maximum);
-        ``expect(n)``: the expected service seconds of a batch of ``n``."""
+        ``expect(n)``: the expected service seconds of a batch of ``n``. Calls that may
+        no longer run never go: :meth:`expire` hands them back."""
+        self._sweep(now)
         if not self._groups:
             return None
-        cap = self.settings.max_batch_size if limit is None else limit
-        cap = max(1, min(cap, self.settings.max_batch_size))
+        cap = self._cap(limit)
         target = self._target(cap)
         aging = self.settings.aging
         best: tuple[float, float, _Group, Reason] | None = None
         for group in self._groups.values():
-            heads = list(group.ready_heads(now))
-            if not heads:
-                continue
-            n = min(group.live, cap)
+            heads = group.heads()
+            reason: Reason
             if idle:
-                reason: Reason | None = "idle"
+                reason = "idle"
             elif group.live >= target:
                 reason = "size"
-            elif now >= self._dispatch_by(group, n, expect):
+            elif now >= self._dispatch_by(group, heads, min(group.live, cap), expect):
                 reason = "deadline"
             else:
-                reason = None
-            if reason is None:
                 continue
-            head = min(heads, key=lambda p: (p.priority(now, aging), p.enqueued))
-            rank = (head.priority(now, aging), head.enqueued)
-            if best is None or rank < best[:2]:
-                best = (*rank, group, reason)
+            for p in heads:
+                rank = (p.priority(now, aging), p.enqueued)
+                if best is None or rank < best[:2]:
+                    best = (*rank, group, reason)
         if best is None:
             return None
         _, _, group, reason = best
-        ready = sorted(
-            (p for p in group.calls() if p.deadline > now and p.expires > now),
-            key=lambda p: (p.priority(now, aging), p.enqueued),
-        )
-        size = self._target(min(cap, len(ready)))
-        items = ready[:size]
-        key, lane = items[0].key, items[0].lane
+        size = self._target(min(cap, group.live))
+        items: list[Pending] = []
+        # Within a level, calls wait in arrival order, which is also priority order (an
+        # older call has aged more): merging the level heads gives the best calls first.
+        queues = [q for q in group.levels if q]
+        while len(items) < size:
+            if len(queues) == 1:
+                q = queues[0]
+                while q and len(items) < size:
+                    p = q.popleft()
+                    if not p.cancelled:
+                        items.append(p)
+                break
+            heads = group.heads()
+            if not heads:  # pragma: no cover - live counts the calls in the deques
+                break
+            p = min(heads, key=lambda h: (h.priority(now, aging), h.enqueued))
+            group.levels[p.level].popleft()
+            items.append(p)
+            queues = [q for q in group.levels if q]
         for p in items:
-            group.levels[p.level].remove(p)
             del self._by_id[p.id]
             self._forget(p, group)
-        return Batch(reason=reason, items=items, key=key, lane=lane)
+        return Batch(reason=reason, items=items, key=items[0].key, lane=items[0].lane)
 
-    def wakeup(self, expect: Expect = _no_time, limit: int | None = None) -> float | None:
+    def wakeup(
+        self, expect: Expect = _no_time, limit: int | None = None, *, dispatch: bool = True
+    ) -> float | None:
         """When :meth:`take` or :meth:`expire` next has something to do without a new
-        call or an idle replica (None: nothing is queued)."""
+        call or an idle replica (None: nothing is queued). ``dispatch=False``: when only
+        :meth:`expire` has (no batch may leave before one ends)."""
         if not self._groups:
             return None
-        cap = self.settings.max_batch_size if limit is None else max(1, limit)
-        cap = min(cap, self.settings.max_batch_size)
+        cap = self._cap(limit)
         when = math.inf
-        for group in self._groups.values():
-            when = min(when, self._dispatch_by(group, min(group.live, cap), expect))
-            for p in group.calls():
-                when = min(when, p.deadline, p.expires)
+        for group in self._groups.values() if dispatch else ():
+            when = min(when, self._dispatch_by(group, group.heads(), min(group.live, cap), expect))
+        ends = self._ends
+        while ends and (
+            ends[0][1] not in self._by_id or self._by_id[ends[0][1]][0] is not ends[0][2]
+        ):
+            heapq.heappop(ends)
+        if ends:
+            when = min(when, ends[0][0])
         return when

@@ -141,13 +141,14 @@ async def queued() -> None:
 def test_concurrent_callers_share_batches_and_each_gets_its_own_results(
     batch_host: MakeHost,
 ) -> None:
-    async def scenario() -> list[Any]:
+    async def scenario() -> tuple[list[Any], dict[str, Any]]:
         async with batch_host(max_batch_size=16) as host:
-            return await many(
+            results = await many(
                 host, "batchy.tag", [{"items": [i], "pause": 0.005} for i in range(64)]
             )
+            return results, host.batching()
 
-    results = run(scenario())
+    results, stats = run(scenario())
     assert [r[0]["value"] for r in results] == list(range(64))
     sizes = [r[0]["batch"] for r in results]
     assert max(sizes) > 1, "no call shared a batch"
@@ -157,6 +158,11 @@ def test_concurrent_callers_share_batches_and_each_gets_its_own_results(
     for r in results:
         by_order.setdefault(r[0]["order"], []).append(r[0]["batch"])
     assert all(len(v) == v[0] for v in by_order.values())
+    tag = stats["batchy.tag"]
+    assert tag["calls"] == 64 and tag["queued"] == 0 and tag["in_flight"] == 0
+    assert tag["largest_batch"] == max(sizes)
+    assert tag["reasons"]["alone"] + tag["items"] == 64
+    assert tag["batches"] == sum(tag["reasons"][r] for r in ("idle", "size", "deadline"))
 
 
 def test_a_caller_with_several_items_gets_its_slice_in_order(batch_host: MakeHost) -> None:
@@ -372,3 +378,29 @@ def test_calls_queued_when_the_host_closes_fail_with_a_reason(batch_host: MakeHo
     for outcome in waiting:
         assert isinstance(outcome, PluginError)
         assert "host closed before the call was sent" in outcome.message
+
+
+def test_a_priority_call_overtakes_plain_calls_queued_before_it(batch_host: MakeHost) -> None:
+    async def scenario() -> tuple[list[int], Any]:
+        async with batch_host(max_batch_size=2, max_queue_delay=10.0, max_in_flight=1) as host:
+            first = await holding(host)
+            plain = [
+                asyncio.ensure_future(host.call("batchy.held", {"items": [i]})) for i in range(1, 6)
+            ]
+            await queued()
+            plain[1].cancel()  # its caller goes away: it never runs
+            await queued()
+            high = asyncio.ensure_future(host.call("batchy.held", {"items": [99]}, priority=0))
+            await queued()
+            await host.call("batchy.release")
+            outcomes = await asyncio.gather(first, *plain, high, return_exceptions=True)
+            seen: list[int] = await host.call("batchy.seen")
+            return seen, outcomes
+
+    seen, outcomes = run(scenario())
+    assert isinstance(outcomes[2], asyncio.CancelledError)
+    # The high call went in the first batch after the held one, with the oldest plain
+    # call (batches of two); the cancelled call 2 never ran.
+    assert seen[0] == 0
+    assert sorted(seen[1:3]) == [1, 99]
+    assert seen[3:] == [3, 4, 5]
