@@ -47,6 +47,7 @@ from .sources import (
 from .supervisor import PluginSupervisor, SupervisorEnv
 
 if TYPE_CHECKING:
+    from .batch.explicit import BatchOutcome
     from .config_watch import PendingSetting
     from .observe.tracing import Tracing
     from .registry_link import RegistryFailure
@@ -652,6 +653,39 @@ class Host:
             on_progress=on_progress,
             on_log=on_log,
             traceparent=traceparent,
+        )
+
+    async def batch(
+        self,
+        name: str,
+        items: Iterable[Any],
+        *,
+        args: dict[str, Any] | None = None,
+        priority: int | None = None,
+        timeout: float | None = None,
+        reduce: str | None = None,
+        max_concurrency: int = 256,
+    ) -> BatchOutcome:
+        """Run ``name`` once per item, concurrently; every item's outcome in input order.
+
+        For a batch tool an item is one element of its list parameter (``args`` holds
+        the other arguments) and items share batch calls; for another tool an item is
+        the arguments of one call (merged over ``args``). A failed item does not fail
+        the others. ``reduce`` aggregates the successful results: ``sum``, ``mean``,
+        ``concat``, ``merge``, ``count``, or a tool (``<plugin>.<tool>``) called with
+        their list. At most ``max_concurrency`` items are in flight at once.
+        """
+        from .batch.explicit import run_batch
+
+        return await run_batch(
+            self,
+            name,
+            items,
+            args=args,
+            priority=priority,
+            timeout=timeout,
+            reduce=reduce,
+            max_concurrency=max_concurrency,
         )
 
     async def stream(

@@ -65,12 +65,42 @@ def tools(home: Home, as_json: bool) -> None:
     is_flag=True,
     help='On failure print {"error": {"code", "message", "data"}} on stdout.',
 )
+@click.option(
+    "--batch",
+    "batch_file",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Run TOOL once per line of this JSON-lines file ('-': stdin) and print one JSON "
+    "line per item, in order; ARGUMENTS then holds the arguments every item shares.",
+)
+@click.option(
+    "--reduce",
+    help="With --batch: also print the aggregate of the successful results (sum, mean, "
+    "concat, merge, count, or a tool that takes the list of results).",
+)
+@click.option(
+    "--priority",
+    type=click.IntRange(min=0),
+    help="Priority level of the calls in a batch tool's queue (0 is the highest).",
+)
 @pass_serving_home
-def call(home: Home, tool: str, arguments: str, timeout: float | None, as_json: bool) -> None:
+def call(
+    home: Home,
+    tool: str,
+    arguments: str,
+    timeout: float | None,
+    as_json: bool,
+    batch_file: str | None,
+    reduce: str | None,
+    priority: int | None,
+) -> None:
     """Call TOOL (<plugin>.<tool>) with ARGUMENTS as a JSON object; print the JSON result.
 
-    A streaming tool prints one JSON line per item.
+    A streaming tool prints one JSON line per item. With --batch, each line of the file
+    is one item: for a batch tool, one element of its list parameter; for another
+    tool, an object of arguments.
     """
+    if reduce is not None and batch_file is None:
+        raise click.UsageError("--reduce needs --batch FILE")
     try:
         args = json.loads(arguments)
     except json.JSONDecodeError as exc:
@@ -80,6 +110,31 @@ def call(home: Home, tool: str, arguments: str, timeout: float | None, as_json: 
     if not isinstance(args, dict):
         raise click.UsageError('ARGUMENTS must be a JSON object like \'{"text": "hi"}\'')
 
+    if batch_file is not None:
+        items = _batch_items(batch_file)
+
+        async def go_batch() -> None:
+            async with Host(home) as host:
+                outcome = await host.batch(
+                    tool, items, args=args, priority=priority, timeout=timeout, reduce=reduce
+                )
+            for item in outcome.items:
+                click.echo(msgspec.json.encode(item).decode())
+            if reduce is not None:
+                click.echo(json.dumps({"aggregate": outcome.aggregate, "reduce": reduce}))
+            if outcome.failed:
+                click.echo(f"{outcome.failed} of {len(outcome.items)} items failed", err=True)
+                sys.exit(1)
+
+        try:
+            run_async(go_batch())
+        except MCPHostError as exc:
+            if not as_json:
+                raise
+            click.echo(json.dumps({"error": exc.to_dict()}, indent=2))
+            sys.exit(exc.exit_code)
+        return
+
     async def go() -> None:
         async with Host(home) as host:
             info = {t.name: t for t in host.tools()}.get(tool)
@@ -88,7 +143,7 @@ def call(home: Home, tool: str, arguments: str, timeout: float | None, as_json: 
                     async for item in host.stream(tool, args, timeout=timeout):
                         click.echo(json.dumps(item))
                 else:
-                    result = await host.call(tool, args, timeout=timeout)
+                    result = await host.call(tool, args, timeout=timeout, priority=priority)
                     click.echo(json.dumps(result, indent=2))
             except PluginNotFound as exc:
                 # "Nothing installed" names where it looked: a wrong home is the usual cause.
@@ -101,6 +156,29 @@ def call(home: Home, tool: str, arguments: str, timeout: float | None, as_json: 
             raise  # the command group prints `error [code]: message`
         click.echo(json.dumps({"error": exc.to_dict()}, indent=2))
         sys.exit(exc.exit_code)
+
+
+def _batch_items(path: str) -> list[Any]:
+    """The items of a JSON-lines file: one JSON value per non-blank line."""
+    try:
+        if path == "-":
+            lines = sys.stdin.read().splitlines()
+        else:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.UsageError(f"cannot read the batch file {path}: {exc}") from None
+    items = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            items.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise click.UsageError(
+                f"{path}, line {number}: not valid JSON ({exc}); each line is one item"
+            ) from None
+    return items
 
 
 @main.command()
