@@ -91,6 +91,9 @@ class BatchingConfig(_Strict):
     max_queue_size: int = Field(1024, ge=1)
     #: Seconds of waiting worth one level of priority.
     aging: float = Field(1.0, gt=0)
+    #: Calls whose items take about this many bytes or more go in the large lane: they
+    #: share batches only with each other, so they never hold small calls back.
+    large_item_bytes: int = Field(64 * 1024, ge=1)
 
 
 class HostConfig(_Strict):

@@ -507,6 +507,7 @@ class Host:
                 target_latency=cfg.target_latency,
                 max_in_flight=cfg.max_in_flight,
                 default_priority=cfg.default_priority,
+                large_item_bytes=cfg.large_item_bytes,
             ),
         )
 

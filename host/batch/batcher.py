@@ -30,7 +30,7 @@ from mcphost.sdk.errors import Busy, MCPHostError, PluginError, ToolTimeout
 from .former import BatchFormer, FormerSettings, Pending, Reason
 from .model import LatencyModel
 
-__all__ = ["BatchStats", "ToolBatcher", "batch_parameter"]
+__all__ = ["BatchStats", "ToolBatcher", "batch_parameter", "is_large"]
 
 #: ``dispatch(args, timeout)``: one call to the tool on a worker.
 Dispatch = Callable[[dict[str, Any], float], Awaitable[Any]]
@@ -48,6 +48,33 @@ def batch_parameter(input_schema: dict[str, Any]) -> str | None:
         if isinstance(schema, dict) and schema.get("type") == "array" and name in required
     ]
     return arrays[0] if len(arrays) == 1 else None
+
+
+_SCALARS = (int, float, bool, type(None))
+
+
+def is_large(value: Any, limit: int) -> bool:
+    """Whether ``value`` takes at least about ``limit`` bytes as JSON. The walk stops
+    as soon as it knows, so a small value costs little and a large one no more than
+    ``limit`` bytes' worth of looking."""
+    budget = limit
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, (str, bytes)):
+            budget -= len(v) + 2
+        elif isinstance(v, dict):
+            budget -= 2 + 4 * len(v)
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            budget -= 2 + len(v)
+            stack.extend(v)
+        else:
+            budget -= 8
+        if budget <= 0:
+            return True
+    return False
 
 
 class BatchStats:
@@ -95,6 +122,7 @@ class ToolBatcher:
         target_latency: float | None = None,
         max_in_flight: int = 1,
         default_priority: int = 1,
+        large_item_bytes: int = 64 * 1024,
     ) -> None:
         self.tool = tool
         self.param = param
@@ -108,6 +136,9 @@ class ToolBatcher:
         #: calls wait for one to end.
         self.max_in_flight = max_in_flight
         self.default_priority = min(max(default_priority, 0), len(self.settings.levels) - 1)
+        #: Calls whose list takes about this many bytes or more go in the large lane:
+        #: they share batches only with each other.
+        self.large_item_bytes = large_item_bytes
         self.in_flight = 0
         self.stats = BatchStats()
         self._plain: deque[_Plain] = deque()
@@ -156,7 +187,10 @@ class ToolBatcher:
             return await self._alone(args, len(items), timeout)
         now = self._loop.time()
         level = self.default_priority if priority is None else priority
-        if level == self.default_priority and len(args) == 1 and not len(self.former):
+        small = (len(items) == 1 and type(items[0]) in _SCALARS) or not is_large(
+            items, self.large_item_bytes
+        )
+        if small and level == self.default_priority and len(args) == 1 and not len(self.former):
             if len(plain) >= self.settings.levels[level].max_queue_size:
                 raise self._full(level)
             future = self._loop.create_future()
@@ -170,7 +204,7 @@ class ToolBatcher:
             elif len(plain) == 1:
                 self._arm(deadline)
             return await future
-        return await self._queue(args, len(items), timeout, level, now)
+        return await self._queue(args, len(items), timeout, level, now, 0 if small else 1)
 
     def _full_size(self) -> int:
         return self.former.full_size(self.model.size_for(self.target_latency))
@@ -197,14 +231,16 @@ class ToolBatcher:
             self.former.submit(p, enqueued)
 
     async def _queue(
-        self, args: dict[str, Any], count: int, timeout: float, level: int, now: float
+        self, args: dict[str, Any], count: int, timeout: float, level: int, now: float, lane: int
     ) -> Any:
         self._promote()
         key = None
         if len(args) > 1:
             rest = {k: v for k, v in args.items() if k != self.param}
             key = json.dumps(rest, sort_keys=True, default=str)
-        p = _Waiting(id=next(_ids), level=level, enqueued=now, deadline=now + timeout, key=key)
+        p = _Waiting(
+            id=next(_ids), level=level, enqueued=now, deadline=now + timeout, key=key, lane=lane
+        )
         p.future = self._loop.create_future()
         p.args, p.count = args, count
         former = self.former

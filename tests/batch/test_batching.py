@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from mcphost.host import Host, HostConfig, PluginSource
+from mcphost.host.batch.batcher import is_large
 from mcphost.sdk.errors import Busy, PluginError, ToolError, ToolTimeout
 
 BATCHY = '''
@@ -34,6 +35,15 @@ def tag(items: list[int], scale: int = 1, pause: float = 0.0) -> list[dict]:
     n = next(_seq)
     _seen.extend(items)
     return [{"value": i * scale, "batch": len(items), "order": n} for i in items]
+
+
+@plugin.tool(batch=True)
+def sizes(items: list[str], pause: float = 0.0) -> list[dict]:
+    """Each item's length with the order of the batch it came in."""
+    if pause:
+        time.sleep(pause)
+    n = next(_seq)
+    return [{"length": len(i), "order": n} for i in items]
 
 
 @plugin.tool(batch=True)
@@ -404,3 +414,36 @@ def test_a_priority_call_overtakes_plain_calls_queued_before_it(batch_host: Make
     assert seen[0] == 0
     assert sorted(seen[1:3]) == [1, 99]
     assert seen[3:] == [3, 4, 5]
+
+
+def test_large_items_never_share_a_batch_with_small_ones(batch_host: MakeHost) -> None:
+    lengths = [1, 500, 2, 3, 700, 4, 5, 900] * 6
+
+    async def scenario() -> list[Any]:
+        async with batch_host(large_item_bytes=100) as host:
+            calls = [{"items": ["x" * n], "pause": 0.002} for n in lengths]
+            return await many(host, "batchy.sizes", calls)
+
+    results = run(scenario())
+    assert [r[0]["length"] for r in results] == lengths
+    lanes: dict[int, set[bool]] = {}
+    for r in results:
+        lanes.setdefault(r[0]["order"], set()).add(r[0]["length"] >= 100)
+    assert all(len(kinds) == 1 for kinds in lanes.values()), lanes
+    assert len(lanes) < len(lengths)  # and calls did share batches
+
+
+@pytest.mark.parametrize(
+    ("value", "large"),
+    [
+        ([1], False),
+        (["x" * 90], False),
+        (["x" * 100], True),
+        ([{"k": "v" * 60, "w": ["y" * 40]}], True),
+        ([[1, 2, 3]] * 3, False),
+        (list(range(50)), True),
+        ((b"z" * 120,), True),
+    ],
+)
+def test_the_size_estimate_tells_large_from_small(value: Any, large: bool) -> None:
+    assert is_large(value, 100) is large
