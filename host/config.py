@@ -16,6 +16,7 @@ __all__ = [
     "FeaturesConfig",
     "HostConfig",
     "LimitsConfig",
+    "PluginSettings",
     "PolicyConfig",
     "load_config",
 ]
@@ -96,6 +97,14 @@ class BatchingConfig(_Strict):
     large_item_bytes: int = Field(64 * 1024, ge=1)
 
 
+class PluginSettings(_Strict):
+    """What the operator sets for one plugin (``[plugins.NAME]``)."""
+
+    #: Workers of the plugin running at once; calls go to the least busy (of two
+    #: picked at random). Replicas share the plugin's data directory.
+    replicas: int = Field(1, ge=1, le=64)
+
+
 class HostConfig(_Strict):
     """Everything an operator can set in ``config.toml``."""
 
@@ -129,6 +138,8 @@ class HostConfig(_Strict):
     handshake_timeout: float = Field(10.0, gt=0)
     features: FeaturesConfig = FeaturesConfig()
     batching: BatchingConfig = BatchingConfig()
+    #: Per plugin, by name.
+    plugins: dict[str, PluginSettings] = Field(default_factory=dict)
 
 
 def _fields_at(loc: tuple[int | str, ...]) -> list[str]:

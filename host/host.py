@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from mcphost.sandbox.client import CallLogCallback, ProgressCallback, WorkerClient
+from mcphost.sandbox.client import CallLogCallback, ProgressCallback
 from mcphost.sandbox.isolation import IsolationBackend
 from mcphost.sdk.errors import (
     ConfigError,
@@ -38,13 +38,14 @@ from .home import Home
 from .hooks import make_plugin_manager
 from .isolation_backend import isolation_backend
 from .observe import HostMetrics
+from .pool import Supervised, make_supervisor
 from .sources import (
     PluginSource,
     discover_directory,
     discover_environment,
     discover_plugin_path,
 )
-from .supervisor import PluginSupervisor, SupervisorEnv
+from .supervisor import SupervisorEnv
 
 if TYPE_CHECKING:
     from .batch.explicit import BatchOutcome
@@ -130,12 +131,12 @@ class Host:
         self._use_registry = registry
         self.hooks = make_plugin_manager(list(hooks))
         self._isolation = isolation
-        self._supervisors: dict[str, PluginSupervisor] = {}
-        #: ``<plugin>.<tool>`` -> (supervisor, tool, the worker it was checked against).
-        self._routes: dict[str, tuple[PluginSupervisor, str, WorkerClient | None]] = {}
+        self._supervisors: dict[str, Supervised] = {}
+        #: ``<plugin>.<tool>`` -> (supervisor, tool, its route token when checked).
+        self._routes: dict[str, tuple[Supervised, str, object]] = {}
         #: ``<plugin>.<tool>`` -> (its supervisor, the batcher) for batch tools, made at
         #: the first call (features.batching).
-        self._batchers: dict[str, tuple[PluginSupervisor, ToolBatcher]] = {}
+        self._batchers: dict[str, tuple[Supervised, ToolBatcher]] = {}
         #: Batchers replaced by a change of the batching settings: they send what they
         #: hold and take nothing new.
         self._old_batchers: list[ToolBatcher] = []
@@ -198,7 +199,7 @@ class Host:
                     source.origin,
                 )
                 continue
-            self._supervisors[source.name] = PluginSupervisor(source, self._env)
+            self._supervisors[source.name] = self._supervise(source)
         await self._learn_tools(list(self._supervisors.values()))
         self._background.extend(self._start_background())
 
@@ -303,7 +304,7 @@ class Host:
 
         apply_config(self, config)
 
-    async def _learn_tools(self, sups: list[PluginSupervisor]) -> None:
+    async def _learn_tools(self, sups: list[Supervised]) -> None:
         """Start a worker for each plugin whose tools are not known yet (its handshake
         lists them); one that fails is logged and left out, the others go on."""
         unknown = [s for s in sups if s.source.tools is None]
@@ -363,8 +364,8 @@ class Host:
             # The record names its call, for a structured log (``--log-format json``).
             tool = traceparent = ""
             sup = self._supervisors.get(plugin)
-            if call_id and sup is not None and sup.worker is not None:
-                tool, traceparent = sup.worker.call_info(call_id)
+            if call_id and sup is not None:
+                tool, traceparent = sup.call_info(call_id)
             extra = {"plugin": plugin, "tool": tool, "call_id": call_id}
             if traceparent:
                 extra["trace_id"] = traceparent[3:35]
@@ -412,14 +413,14 @@ class Host:
                 )
         return sorted(out, key=lambda t: t.name)
 
-    def _route(self, name: str) -> tuple[PluginSupervisor, str]:
+    def _route(self, name: str) -> tuple[Supervised, str]:
         # A name checked before is good while its plugin has the same supervisor and
         # worker: the tools a supervisor offers come from its worker's handshake (or,
         # with no worker, from its source, which changes only with a new worker).
         hit = self._routes.get(name)
         if hit is not None:
-            routed, tool, worker = hit
-            if routed.worker is worker and self._supervisors.get(routed.name) is routed:
+            routed, tool, token = hit
+            if routed.route_token is token and self._supervisors.get(routed.name) is routed:
                 return routed, tool
         if not self._started:
             raise PluginError("the host is not started; use `async with Host() as host:`")
@@ -437,7 +438,7 @@ class Host:
                 "with `mcphost plugin install WHEEL`",
                 data={"plugin": plugin},
             )
-        worker = sup.worker
+        token = sup.route_token
         known_tools = sup.tools
         if known_tools:
             if tool not in {t.name for t in known_tools}:
@@ -448,7 +449,7 @@ class Host:
                 )
             if len(self._routes) > 4096:
                 self._routes.clear()
-            self._routes[name] = (sup, tool, worker)
+            self._routes[name] = (sup, tool, token)
             self._batch_route(name, sup, tool, known_tools)
         return sup, tool
 
@@ -466,9 +467,7 @@ class Host:
         self._batchers.clear()
         self._routes.clear()
 
-    def _batch_route(
-        self, name: str, sup: PluginSupervisor, tool: str, specs: list[ToolSpec]
-    ) -> None:
+    def _batch_route(self, name: str, sup: Supervised, tool: str, specs: list[ToolSpec]) -> None:
         """Keep a batcher for ``name`` while it is a batch tool and batching is on."""
         spec = next(t for t in specs if t.name == tool)
         known = self._batchers.get(name)
@@ -610,7 +609,7 @@ class Host:
     def _send(
         self,
         name: str,
-        sup: PluginSupervisor,
+        sup: Supervised,
         tool: str,
         args: dict[str, Any],
         timeout: float,
@@ -638,7 +637,7 @@ class Host:
 
     async def _acquired_call(
         self,
-        sup: PluginSupervisor,
+        sup: Supervised,
         tool: str,
         args: dict[str, Any],
         timeout: float,
@@ -772,6 +771,11 @@ class Host:
             raise PluginNotFound(f"no plugin named {name!r}")
         sup.reset()
 
+    def _supervise(self, source: PluginSource) -> Supervised:
+        assert self._env is not None, "host not started"
+        settings = self.config.plugins.get(source.name)
+        return make_supervisor(source, self._env, settings.replicas if settings else 1)
+
     async def activate(self, source: PluginSource) -> str | None:
         """Serve ``source`` for its plugin: add it, or hot-swap the running version.
 
@@ -781,7 +785,7 @@ class Host:
         assert self._env is not None, "host not started"
         sup = self._supervisors.get(source.name)
         if sup is None:
-            sup = PluginSupervisor(source, self._env)
+            sup = self._supervise(source)
             if source.tools is None:
                 await sup.acquire()
             self._supervisors[source.name] = sup
@@ -815,8 +819,7 @@ class Host:
         sup = self._supervisors.pop(name, None)
         if sup is None:
             return
-        if sup.worker is not None:
-            await sup.worker.drain(self.config.drain_timeout)
+        await sup.drain(self.config.drain_timeout)
         await sup.stop()
         self._emit(HostEvent(kind="tools_changed", plugin=name))
 

@@ -91,6 +91,20 @@ class PluginSupervisor:
             return list(self.worker.hello.tools)
         return list(self.source.tools or [])
 
+    @property
+    def route_token(self) -> object:
+        """Changes whenever the tools offered may have changed (a new worker)."""
+        return self.worker
+
+    def call_info(self, call_id: int) -> tuple[str, str]:
+        """The tool and trace context of a call of the running worker, by id."""
+        return self.worker.call_info(call_id) if self.worker is not None else ("", "")
+
+    async def drain(self, timeout: float) -> None:
+        """Until the running worker has no call in flight, or ``timeout`` passes."""
+        if self.worker is not None:
+            await self.worker.drain(timeout)
+
     # -- starting ------------------------------------------------------------------
     async def _spawn(self, source: PluginSource) -> WorkerClient:
         """A verified, started worker of ``source`` that this supervisor follows; if any
