@@ -6,9 +6,8 @@ Append new shared fixtures at the end; keep suite-specific ones in that suite's 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import shutil
-import subprocess
-import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,35 +15,13 @@ from pathlib import Path
 import pytest
 from coverage.exceptions import CoverageWarning
 from support import coverage_table, subprocess_coverage
+from support.wheels import build_wheel, install_target
 
-from mcphost.sandbox.loops import loop_factory, loop_name
+from mcphost.sandbox.loops import loop_factory, loop_name, new_event_loop
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "example_plugins"
 EXAMPLE_NAMES = ("textkit", "mathkit", "notes")
-
-
-def pip(*args: str) -> None:
-    """Run pip in this interpreter, quietly, failing loudly with its output."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"pip {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-
-
-def build_wheel(project: Path, out: Path) -> Path:
-    """Build a real wheel of ``project`` into ``out`` and return its path."""
-    out.mkdir(parents=True, exist_ok=True)
-    before = set(out.glob("*.whl"))
-    pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(project))
-    new = set(out.glob("*.whl")) - before
-    if not new:  # the same wheel was built before into this directory
-        stem = project.name
-        return next(p for p in out.glob("*.whl") if stem in p.name)
-    return new.pop()
 
 
 @pytest.fixture(scope="session")
@@ -60,17 +37,13 @@ def plugin_dirs(
 ) -> dict[str, Path]:
     """name -> a directory the example plugin was pip-installed into (--target)."""
     root = tmp_path_factory.mktemp("plugins")
-    dirs = {}
-    for name, wheel in example_wheels.items():
-        target = root / name
-        pip("install", "--no-deps", "--target", str(target), str(wheel))
-        dirs[name] = target
-    return dirs
+    return {name: install_target(wheel, root / name) for name, wheel in example_wheels.items()}
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
-    """A fresh, empty mcphost home."""
+def home_dir(tmp_path: Path) -> Path:
+    """A fresh, empty mcphost home directory (suites whose tests want a
+    :class:`mcphost.host.Home` name that fixture ``home``)."""
     h = tmp_path / "home"
     h.mkdir()
     return h
@@ -116,6 +89,19 @@ def pytest_configure(config: pytest.Config) -> None:
     # The suite runs on uvloop by default and on the stdlib loop with MCPHOST_LOOP=asyncio;
     # the processes it starts inherit the variable.
     asyncio.set_event_loop_policy(_ChosenLoopPolicy())
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run an ``async def test_...`` as ``asyncio.run`` would: on a fresh loop of the kind
+    mcphost runs, its leftover tasks cancelled and the loop closed before the test's
+    fixtures are torn down."""
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(pyfuncitem.obj(**args))
+    return True
 
 
 def pytest_report_header(config: pytest.Config) -> str:

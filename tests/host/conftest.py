@@ -26,7 +26,7 @@ def host_config() -> Callable[..., HostConfig]:
 
 
 @pytest.fixture
-def write_plugin(tmp_path: Path) -> Callable[..., PluginSource]:
+def write_plugin_source(tmp_path: Path) -> Callable[..., PluginSource]:
     """Write ``<name>.py`` (dedented ``source``) into its own directory; return its source."""
     counter = 0
 
@@ -49,7 +49,7 @@ def write_plugin(tmp_path: Path) -> Callable[..., PluginSource]:
 
 
 @pytest.fixture
-def make_host(home: Path) -> Callable[..., Host]:
+def make_host(home_dir: Path) -> Callable[..., Host]:
     """A Host on the test home serving only what the test names."""
 
     def make(
@@ -61,7 +61,7 @@ def make_host(home: Path) -> Callable[..., Host]:
         **config: Any,
     ) -> Host:
         return Host(
-            home,
+            home_dir,
             config=config_for_tests(**config),
             sources=sources,
             plugin_dirs=plugin_dirs,

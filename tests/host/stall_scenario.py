@@ -34,7 +34,7 @@ def version() -> str:
 DATA_FILES = 20_000
 
 
-def write_plugin(root: Path, version: str) -> PluginSource:
+def write_plugin_source(root: Path, version: str) -> PluginSource:
     code = root / f"stall-{version}"
     code.mkdir(parents=True)
     (code / "stall.py").write_text(textwrap.dedent(PLUGIN.format(version=version)))
@@ -100,7 +100,7 @@ async def scenario(work: Path) -> dict[str, dict[str, float]]:
     data.mkdir(parents=True)
     for i in range(DATA_FILES):
         (data / f"f{i}").touch()
-    old, new = write_plugin(work, "1.0.0"), write_plugin(work, "2.0.0")
+    old, new = write_plugin_source(work, "1.0.0"), write_plugin_source(work, "2.0.0")
     config = HostConfig(
         allow_unsigned=True, isolation="bwrap", require_namespaces=True, backoff_initial=0.05
     )

@@ -23,10 +23,10 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
-def cli_home(home: Path) -> Path:
+def cli_home(home_dir: Path) -> Path:
     """A home whose configuration allows the unsigned example plugins."""
-    (home / "config.toml").write_text('allow_unsigned = true\nisolation = "rlimits"\n')
-    return home
+    (home_dir / "config.toml").write_text('allow_unsigned = true\nisolation = "rlimits"\n')
+    return home_dir
 
 
 @pytest.fixture

@@ -45,13 +45,13 @@ def doctor(home: Path, loop: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(("chosen", "module"), [("uvloop", "uvloop"), ("asyncio", "asyncio")])
 def test_commands_and_sync_host_run_on_the_loop_mcphost_loop_names(
-    chosen: str, module: str, home: Path, monkeypatch: pytest.MonkeyPatch, no_loop_policy: None
+    chosen: str, module: str, home_dir: Path, monkeypatch: pytest.MonkeyPatch, no_loop_policy: None
 ) -> None:
     monkeypatch.setenv("MCPHOST_LOOP", chosen)
     assert run_async(loop_module()) == module
     # An app's own loop stays the app's: Host runs on whatever loop runs it.
     assert asyncio.run(loop_module()) == "asyncio"
-    host = SyncHost(home, environment=False, registry=False)
+    host = SyncHost(home_dir, environment=False, registry=False)
     try:
         assert type(host._loop).__module__.split(".")[0] == module
     finally:
@@ -75,13 +75,13 @@ def test_an_unknown_mcphost_loop_is_a_config_error_naming_the_choices(
     assert coro.cr_frame is None  # closed, not left to warn that it was never awaited
 
 
-def test_doctor_says_which_loop_runs_and_why(home: Path) -> None:
-    default = json.loads(doctor(home, "").stdout)["event_loop"]
+def test_doctor_says_which_loop_runs_and_why(home_dir: Path) -> None:
+    default = json.loads(doctor(home_dir, "").stdout)["event_loop"]
     assert default["name"] == "uvloop" and default["error"] is None
     assert "the default" in default["why"]
-    chosen = json.loads(doctor(home, "asyncio").stdout)["event_loop"]
+    chosen = json.loads(doctor(home_dir, "asyncio").stdout)["event_loop"]
     assert chosen["name"] == "asyncio" and chosen["why"] == "MCPHOST_LOOP=asyncio"
     assert chosen["version"] == sys.version.split()[0]
-    bad = doctor(home, "nope")
+    bad = doctor(home_dir, "nope")
     assert bad.returncode == 0  # doctor still reports, and shows the problem
     assert "is not a known event loop" in json.loads(bad.stdout)["event_loop"]["error"]

@@ -35,7 +35,7 @@ class StartRecorder:
     ],
 )
 def test_a_host_whose_verification_cannot_be_loaded_starts_no_plugin_and_says_why(
-    home: Path,
+    home_dir: Path,
     plugin_dirs: dict[str, Path],
     host_config: Callable[..., HostConfig],
     monkeypatch: pytest.MonkeyPatch,
@@ -51,7 +51,7 @@ def test_a_host_whose_verification_cannot_be_loaded_starts_no_plugin_and_says_wh
     monkeypatch.setitem(sys.modules, broken, None)
     recorder = StartRecorder()
     host = Host(
-        home,
+        home_dir,
         config=host_config(),
         plugin_dirs=[plugin_dirs["textkit"]],
         environment=False,

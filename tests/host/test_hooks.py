@@ -98,7 +98,7 @@ def test_hooks_see_authorize_before_after_started_and_crashed(
 def test_an_authorize_hook_returning_false_or_a_reason_refuses_the_call(
     make_host: Callable[..., Host],
     plugin_dirs: dict[str, Path],
-    home: Path,
+    home_dir: Path,
     no_leftover_workers: None,
 ) -> None:
     rec = Recorder(refuse={"notes.save": False, "notes.read": "notes are read-only today"})
@@ -116,7 +116,7 @@ def test_an_authorize_hook_returning_false_or_a_reason_refuses_the_call(
     assert "call to notes.read was not authorized: notes are read-only today" in read.message
     # Refused calls never reached the plugin, and were not reported as made.
     assert titles == []
-    assert not list((home / "data").rglob("secret.json"))
+    assert not list((home_dir / "data").rglob("secret.json"))
     assert [b["tool"] for b in rec.named("before")] == ["notes.list"]
 
 

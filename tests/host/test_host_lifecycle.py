@@ -28,7 +28,7 @@ from mcphost.sdk import ConfigError, ToolError
 
 
 def test_a_closed_sync_host_leaves_no_thread_of_its_own_running(
-    home: Path,
+    home_dir: Path,
     plugin_dirs: dict[str, Path],
     host_config: Callable[..., HostConfig],
     no_leftover_workers: None,
@@ -37,7 +37,7 @@ def test_a_closed_sync_host_leaves_no_thread_of_its_own_running(
     SyncHost ends them before it returns (the jail thread, shared by the process, stays)."""
     before = set(threading.enumerate())
     with SyncHost(
-        home,
+        home_dir,
         config=host_config(),
         plugin_dirs=[plugin_dirs["textkit"]],
         environment=False,
@@ -53,13 +53,13 @@ def test_a_closed_sync_host_leaves_no_thread_of_its_own_running(
 
 
 def test_sync_host_calls_streams_and_lists_tools_from_plain_code(
-    home: Path,
+    home_dir: Path,
     plugin_dirs: dict[str, Path],
     host_config: Callable[..., HostConfig],
     no_leftover_workers: None,
 ) -> None:
     with SyncHost(
-        home,
+        home_dir,
         config=host_config(),
         plugin_dirs=[plugin_dirs["textkit"], plugin_dirs["mathkit"]],
         environment=False,
@@ -134,22 +134,22 @@ def test_a_missing_configuration_file_means_the_defaults(tmp_path: Path) -> None
 
 
 def test_the_host_reads_its_configuration_from_the_home_and_refuses_a_bad_one(
-    home: Path, plugin_dirs: dict[str, Path]
+    home_dir: Path, plugin_dirs: dict[str, Path]
 ) -> None:
-    (home / "config.toml").write_text("allow_unsigned = true\nisolation = 'rlimits'\n")
+    (home_dir / "config.toml").write_text("allow_unsigned = true\nisolation = 'rlimits'\n")
 
     async def good() -> HostConfig:
-        async with Host(home, plugin_dirs=[plugin_dirs["textkit"]], environment=False) as host:
+        async with Host(home_dir, plugin_dirs=[plugin_dirs["textkit"]], environment=False) as host:
             assert await host.call("textkit.echo", {"text": "x"}) == "x"
             return host.config
 
     cfg = asyncio.run(good())
     assert cfg.allow_unsigned is True and cfg.isolation == "rlimits"
 
-    (home / "config.toml").write_text("[policy]\nnetwrk = false\n")
+    (home_dir / "config.toml").write_text("[policy]\nnetwrk = false\n")
 
     async def bad() -> None:
-        async with Host(home, environment=False):
+        async with Host(home_dir, environment=False):
             raise AssertionError("the host must not start")
 
     with pytest.raises(ConfigError, match=r"policy\.netwrk"):
@@ -157,10 +157,10 @@ def test_the_host_reads_its_configuration_from_the_home_and_refuses_a_bad_one(
 
 
 def test_requiring_namespaces_without_a_namespace_backend_refuses_to_start(
-    home: Path, host_config: Callable[..., HostConfig]
+    home_dir: Path, host_config: Callable[..., HostConfig]
 ) -> None:
     async def scenario() -> None:
-        async with Host(home, config=host_config(require_namespaces=True), environment=False):
+        async with Host(home_dir, config=host_config(require_namespaces=True), environment=False):
             raise AssertionError("the host must not start")
 
     with pytest.raises(ConfigError) as info:
@@ -247,14 +247,14 @@ def note(ctx: Context) -> str:
 
 
 def test_sync_host_reads_the_hosts_state_on_its_loop_never_beside_a_step_running_there(
-    home: Path,
-    write_plugin: Callable[..., PluginSource],
+    home_dir: Path,
+    write_plugin_source: Callable[..., PluginSource],
     host_config: Callable[..., HostConfig],
     no_leftover_workers: None,
 ) -> None:
-    source = write_plugin("note", NOTE)
+    source = write_plugin_source("note", NOTE)
     with SyncHost(
-        home, config=host_config(), sources=[source], environment=False, registry=False
+        home_dir, config=host_config(), sources=[source], environment=False, registry=False
     ) as host:
         read: dict[str, Any] = {}
         finished = threading.Event()

@@ -88,20 +88,20 @@ def config_log() -> Iterator[ConfigLog]:
 
 
 def test_config_set_changes_the_call_timeout_and_new_workers_limits_of_a_running_host(
-    home: Path, write_plugin: Callable[..., PluginSource], config_log: ConfigLog
+    home_dir: Path, write_plugin_source: Callable[..., PluginSource], config_log: ConfigLog
 ) -> None:
-    (home / "config.toml").write_text(
+    (home_dir / "config.toml").write_text(
         '# the operator\'s note\nallow_unsigned = true\nisolation = "rlimits"\n'
         "call_timeout = 30.0\n"
     )
-    old = write_plugin("limited", LIMITED, version="1.0.0")
-    new = write_plugin("limited", LIMITED, version="2.0.0")
+    old = write_plugin_source("limited", LIMITED, version="1.0.0")
+    new = write_plugin_source("limited", LIMITED, version="2.0.0")
 
     async def scenario() -> None:
-        async with Host(home, sources=[old], environment=False, registry=False) as host:
+        async with Host(home_dir, sources=[old], environment=False, registry=False) as host:
             assert await host.call("limited.address_space", {}) == 1024 * 2**20
             for args in (("call_timeout", "0.5"), ("limits.memory_mb", "512")):
-                proc = await asyncio.to_thread(config_set, home, *args)
+                proc = await asyncio.to_thread(config_set, home_dir, *args)
                 assert proc.returncode == 0, proc.stderr
             await config_log.wait_for("setting limits.memory_mb changed from 1024 to 512")
             assert host.config.call_timeout == 0.5
@@ -113,18 +113,18 @@ def test_config_set_changes_the_call_timeout_and_new_workers_limits_of_a_running
             assert host.restart_pending == [] and host.config_error is None
 
     asyncio.run(scenario())
-    assert "# the operator's note" in (home / "config.toml").read_text()
+    assert "# the operator's note" in (home_dir / "config.toml").read_text()
 
 
 def test_an_invalid_file_leaves_the_host_on_its_last_good_configuration_saying_why(
-    home: Path, write_plugin: Callable[..., PluginSource], config_log: ConfigLog
+    home_dir: Path, write_plugin_source: Callable[..., PluginSource], config_log: ConfigLog
 ) -> None:
-    path = home / "config.toml"
+    path = home_dir / "config.toml"
     path.write_text('allow_unsigned = true\nisolation = "rlimits"\ncall_timeout = 7.0\n')
-    src = write_plugin("limited", LIMITED)
+    src = write_plugin_source("limited", LIMITED)
 
     async def scenario() -> None:
-        async with Host(home, sources=[src], environment=False, registry=False) as host:
+        async with Host(home_dir, sources=[src], environment=False, registry=False) as host:
             tmp = path.with_name("config.new")
             tmp.write_text('allow_unsigned = true\nisolation = "rlimits"\ncall_timeout = "x"\n')
             os.replace(tmp, path)
@@ -156,10 +156,10 @@ def test_an_invalid_file_leaves_the_host_on_its_last_good_configuration_saying_w
     ],
 )
 def test_config_set_refuses_a_bad_key_or_value_with_the_choices_and_exit_2(
-    home: Path, args: tuple[str, str], says: str
+    home_dir: Path, args: tuple[str, str], says: str
 ) -> None:
-    (home / "config.toml").write_text("call_timeout = 5.0\n")
-    proc = config_set(home, *args)
+    (home_dir / "config.toml").write_text("call_timeout = 5.0\n")
+    proc = config_set(home_dir, *args)
     assert proc.returncode == 2
     assert says in proc.stderr
-    assert (home / "config.toml").read_text() == "call_timeout = 5.0\n"
+    assert (home_dir / "config.toml").read_text() == "call_timeout = 5.0\n"

@@ -171,10 +171,10 @@ def scrape(url: str) -> str:
 
 def test_two_hosts_in_one_process_count_and_export_only_their_own_calls(
     make_host: Callable[..., Host],
-    write_plugin: Callable[..., PluginSource],
+    write_plugin_source: Callable[..., PluginSource],
     no_leftover_workers: None,
 ) -> None:
-    trouble = write_plugin("trouble", TROUBLE)
+    trouble = write_plugin_source("trouble", TROUBLE)
 
     async def scenario() -> tuple[str, str]:
         async with make_host(sources=[trouble]) as a, make_host(sources=[trouble]) as b:
@@ -209,10 +209,10 @@ def test_two_hosts_in_one_process_count_and_export_only_their_own_calls(
 
 def test_a_host_with_metrics_off_counts_nothing_and_still_serves(
     make_host: Callable[..., Host],
-    write_plugin: Callable[..., PluginSource],
+    write_plugin_source: Callable[..., PluginSource],
     no_leftover_workers: None,
 ) -> None:
-    trouble = write_plugin("trouble", TROUBLE)
+    trouble = write_plugin_source("trouble", TROUBLE)
 
     async def scenario() -> Any:
         host = make_host(sources=[trouble])
@@ -225,11 +225,11 @@ def test_a_host_with_metrics_off_counts_nothing_and_still_serves(
 
 def test_a_killed_worker_and_a_swap_move_their_counters_by_exactly_one(
     make_host: Callable[..., Host],
-    write_plugin: Callable[..., PluginSource],
+    write_plugin_source: Callable[..., PluginSource],
     no_leftover_workers: None,
 ) -> None:
-    old = write_plugin("trouble", TROUBLE)
-    new = write_plugin("trouble", TROUBLE, version="1.1.0")
+    old = write_plugin_source("trouble", TROUBLE)
+    new = write_plugin_source("trouble", TROUBLE, version="1.1.0")
 
     async def scenario() -> tuple[str, str]:
         async with make_host(sources=[old]) as host:
@@ -277,9 +277,9 @@ def test_operators_md_lists_every_metric_family_the_exporter_writes() -> None:
 
 
 def test_counting_calls_and_serving_stdio_never_import_prometheus_client(
-    tmp_path: Path, write_plugin: Callable[..., PluginSource]
+    tmp_path: Path, write_plugin_source: Callable[..., PluginSource]
 ) -> None:
-    trouble = write_plugin("trouble", TROUBLE)
+    trouble = write_plugin_source("trouble", TROUBLE)
     code = f"""
 import asyncio, sys
 import mcphost.host.cli.serve, mcphost.host.mcp.stdio, mcphost.host.cli.core

@@ -114,7 +114,7 @@ def _stats(host: Host, plugin: str) -> dict[str, Any]:
 
 
 def test_a_plugins_data_dir_keeps_its_files_across_worker_restarts(
-    examples: Callable[..., Host], home: Path
+    examples: Callable[..., Host], home_dir: Path
 ) -> None:
     async def scenario() -> tuple[str, list[str]]:
         async with examples() as host:
@@ -125,7 +125,7 @@ def test_a_plugins_data_dir_keeps_its_files_across_worker_restarts(
             )
 
     assert asyncio.run(scenario()) == ("milk", ["groceries"])
-    assert (home / "data" / "notes" / "groceries.json").is_file()
+    assert (home_dir / "data" / "notes" / "groceries.json").is_file()
 
 
 def test_plugin_execution_errors_keep_their_stable_codes(examples: Callable[..., Host]) -> None:

@@ -102,10 +102,10 @@ def test_the_plugin_path_variable_names_more_plugin_directories(
 def test_a_plugin_found_twice_is_served_from_the_first_place_found(
     plugin_dirs: dict[str, Path],
     make_host: Callable[..., Host],
-    write_plugin: Callable[..., PluginSource],
+    write_plugin_source: Callable[..., PluginSource],
     no_leftover_workers: None,
 ) -> None:
-    shadow = write_plugin(
+    shadow = write_plugin_source(
         "textkit",
         """
         from mcphost.sdk import Plugin
@@ -129,11 +129,11 @@ def test_a_plugin_found_twice_is_served_from_the_first_place_found(
 def test_a_plugin_that_cannot_start_is_left_out_and_the_others_are_served(
     plugin_dirs: dict[str, Path],
     make_host: Callable[..., Host],
-    write_plugin: Callable[..., PluginSource],
+    write_plugin_source: Callable[..., PluginSource],
     caplog: pytest.LogCaptureFixture,
     no_leftover_workers: None,
 ) -> None:
-    broken = write_plugin("broken", "raise ImportError('a dependency is missing')\n")
+    broken = write_plugin_source("broken", "raise ImportError('a dependency is missing')\n")
 
     async def scenario() -> tuple[list[str], str]:
         async with make_host(sources=[broken], plugin_dirs=[plugin_dirs["textkit"]]) as host:
@@ -149,11 +149,11 @@ def test_a_plugin_that_cannot_start_is_left_out_and_the_others_are_served(
 
 
 def test_workers_start_lazily_when_the_tools_are_already_known(
-    write_plugin: Callable[..., PluginSource],
+    write_plugin_source: Callable[..., PluginSource],
     make_host: Callable[..., Host],
     no_leftover_workers: None,
 ) -> None:
-    source = write_plugin(
+    source = write_plugin_source(
         "lazy",
         """
         from mcphost.sdk import Plugin

@@ -114,13 +114,13 @@ def echo(text: str) -> str:
 
 
 @pytest.fixture
-def trouble(write_plugin: Callable[..., PluginSource]) -> PluginSource:
-    return write_plugin("trouble", TROUBLE)
+def trouble(write_plugin_source: Callable[..., PluginSource]) -> PluginSource:
+    return write_plugin_source("trouble", TROUBLE)
 
 
 @pytest.fixture
-def good(write_plugin: Callable[..., PluginSource]) -> PluginSource:
-    return write_plugin("good", GOOD)
+def good(write_plugin_source: Callable[..., PluginSource]) -> PluginSource:
+    return write_plugin_source("good", GOOD)
 
 
 class Events:
@@ -236,7 +236,7 @@ def test_a_hung_worker_is_detected_by_missed_pings_and_restarted(
 
 @pytest.mark.slow
 def test_a_worker_over_its_memory_limit_is_killed_with_a_reason_naming_the_limit(
-    make_host: Callable[..., Host], trouble: PluginSource, home: Path, no_leftover_workers: None
+    make_host: Callable[..., Host], trouble: PluginSource, home_dir: Path, no_leftover_workers: None
 ) -> None:
     async def scenario() -> tuple[WorkerCrashed, list[int], str]:
         async with make_host(
@@ -245,7 +245,7 @@ def test_a_worker_over_its_memory_limit_is_killed_with_a_reason_naming_the_limit
             call = asyncio.create_task(host.call("trouble.hog", {"children": 2, "mb": 150}))
             with pytest.raises(WorkerCrashed) as info:
                 await asyncio.wait_for(call, 30)
-            children = (home / "data" / "trouble" / "children").read_text().split()
+            children = (home_dir / "data" / "trouble" / "children").read_text().split()
             return info.value, [int(p) for p in children], await host.call("trouble.ok")
 
     error, children, after = asyncio.run(scenario())
@@ -371,12 +371,12 @@ async def wait(ctx: Context, seconds: float) -> str:
 
 
 def test_a_call_outlasting_a_swaps_drain_time_is_cancelled_saying_so(
-    write_plugin: Callable[..., PluginSource],
+    write_plugin_source: Callable[..., PluginSource],
     make_host: Callable[..., Host],
     no_leftover_workers: None,
 ) -> None:
-    old = write_plugin("slow", SLOW, version="1.0.0")
-    new = write_plugin("slow", SLOW, version="2.0.0")
+    old = write_plugin_source("slow", SLOW, version="1.0.0")
+    new = write_plugin_source("slow", SLOW, version="2.0.0")
 
     async def scenario() -> tuple[CallCancelled, Any]:
         async with make_host(sources=[old], drain_timeout=0.3) as host:
@@ -420,12 +420,12 @@ def burn(children: int, seconds: float) -> int:
 
 
 def test_cpu_time_of_children_that_already_ended_counts_against_the_limit(
-    write_plugin: Callable[..., PluginSource],
+    write_plugin_source: Callable[..., PluginSource],
     make_host: Callable[..., Host],
     no_leftover_workers: None,
 ) -> None:
     source = msgspec.structs.replace(
-        write_plugin("burn", BURN), limits=Limits(cpu_seconds=2, processes=None)
+        write_plugin_source("burn", BURN), limits=Limits(cpu_seconds=2, processes=None)
     )
 
     async def scenario() -> None:
@@ -485,11 +485,11 @@ async def until_served(host: Host, name: str, bound: float) -> Any:
 
 
 def test_a_worker_whose_threads_are_all_stuck_past_their_deadline_is_replaced_and_serves_again(
-    write_plugin: Callable[..., PluginSource],
+    write_plugin_source: Callable[..., PluginSource],
     make_host: Callable[..., Host],
     no_leftover_workers: None,
 ) -> None:
-    wedge = write_plugin("wedge", WEDGE)
+    wedge = write_plugin_source("wedge", WEDGE)
 
     async def scenario() -> tuple[int, int, str, HostEvent, dict[str, Any]]:
         async with make_host(sources=[wedge], worker_threads=8, ping_interval=0.2) as host:
@@ -513,11 +513,11 @@ def test_a_worker_whose_threads_are_all_stuck_past_their_deadline_is_replaced_an
 
 
 def test_resetting_a_plugin_replaces_a_worker_with_threads_stuck_in_timed_out_calls(
-    write_plugin: Callable[..., PluginSource],
+    write_plugin_source: Callable[..., PluginSource],
     make_host: Callable[..., Host],
     no_leftover_workers: None,
 ) -> None:
-    wedge = write_plugin("wedge", WEDGE)
+    wedge = write_plugin_source("wedge", WEDGE)
 
     async def scenario() -> tuple[int, int, HostEvent]:
         async with make_host(sources=[wedge], worker_threads=8, ping_interval=0.2) as host:
@@ -559,12 +559,12 @@ plugin.specs = lambda: [ToolSpec(name="ok.evil")]
 
 
 def test_a_worker_with_a_bad_handshake_is_refused_not_restarted_and_others_serve_on(
-    write_plugin: Callable[..., PluginSource],
+    write_plugin_source: Callable[..., PluginSource],
     make_host: Callable[..., Host],
     good: PluginSource,
     no_leftover_workers: None,
 ) -> None:
-    forged = write_plugin("forged", FORGED)
+    forged = write_plugin_source("forged", FORGED)
 
     async def scenario() -> tuple[HandshakeRefused, dict[str, Any], str]:
         async with make_host(sources=[forged, good]) as host:

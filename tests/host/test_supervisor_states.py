@@ -49,9 +49,11 @@ def pid() -> int:
 
 
 def gated_source(
-    write_plugin: Callable[..., PluginSource], gate: Path, version: str
+    write_plugin_source: Callable[..., PluginSource], gate: Path, version: str
 ) -> PluginSource:
-    source = write_plugin("gated", GATED.format(gate=str(gate), version=version), version=version)
+    source = write_plugin_source(
+        "gated", GATED.format(gate=str(gate), version=version), version=version
+    )
     # Tools known up front: the host starts no worker until the first call.
     return msgspec.structs.replace(source, tools=[ToolSpec(name="version"), ToolSpec(name="pid")])
 
@@ -83,15 +85,15 @@ async def wait_until(pred: Callable[[], bool], bound: float, what: str) -> None:
 
 
 def test_a_start_overtaken_by_a_swap_stops_its_worker_and_calls_reach_the_swapped_in_version(
-    write_plugin: Callable[..., PluginSource],
+    write_plugin_source: Callable[..., PluginSource],
     make_host: Callable[..., Host],
     tmp_path: Path,
     no_leftover_workers: None,
 ) -> None:
     gate = tmp_path / "gate" / "open"
     gate.parent.mkdir()
-    old = gated_source(write_plugin, gate, "1.0.0")
-    new = gated_source(write_plugin, gate, "2.0.0")
+    old = gated_source(write_plugin_source, gate, "1.0.0")
+    new = gated_source(write_plugin_source, gate, "2.0.0")
 
     async def scenario() -> tuple[Any, int, list[tuple[int, str]], dict[str, Any], str, int]:
         async with make_host(sources=[old]) as host:
@@ -142,7 +144,7 @@ class FailingOnce:
 
 
 def test_a_restart_failing_with_an_unexpected_error_is_logged_and_the_next_call_starts_again(
-    write_plugin: Callable[..., PluginSource],
+    write_plugin_source: Callable[..., PluginSource],
     make_host: Callable[..., Host],
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
@@ -151,7 +153,7 @@ def test_a_restart_failing_with_an_unexpected_error_is_logged_and_the_next_call_
     gate = tmp_path / "gate" / "open"
     gate.parent.mkdir()
     gate.touch()
-    source = gated_source(write_plugin, gate, "1.0.0")
+    source = gated_source(write_plugin_source, gate, "1.0.0")
     hook = FailingOnce()
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any], str]:

@@ -56,14 +56,18 @@ def plain() -> str:
 
 
 @pytest.fixture
-def sync_host(home: Path, write_plugin: Callable[..., PluginSource]) -> Callable[[str], SyncHost]:
+def sync_host(
+    home_dir: Path, write_plugin_source: Callable[..., PluginSource]
+) -> Callable[[str], SyncHost]:
     """``sync_host(config)``: a SyncHost serving the streams plugin, ``config`` as the
     home's config.toml (unsigned plugins allowed; the rlimits backend runs everywhere)."""
-    source = write_plugin("streams", STREAMS)
+    source = write_plugin_source("streams", STREAMS)
 
     def make(config: str = "") -> SyncHost:
-        (home / "config.toml").write_text('allow_unsigned = true\nisolation = "rlimits"\n' + config)
-        return SyncHost(home, sources=[source], environment=False, registry=False)
+        (home_dir / "config.toml").write_text(
+            'allow_unsigned = true\nisolation = "rlimits"\n' + config
+        )
+        return SyncHost(home_dir, sources=[source], environment=False, registry=False)
 
     return make
 

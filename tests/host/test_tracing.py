@@ -100,22 +100,22 @@ async def _mcp_calls(home: Path, host: Host, parents: list[str], trace_id: str) 
 
 
 def test_each_mcp_call_is_a_span_under_the_clients_traceparent_with_the_plugins_spans_under_it(
-    home: Path, write_plugin: Callable[..., PluginSource]
+    home_dir: Path, write_plugin_source: Callable[..., PluginSource]
 ) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     host = Host(
-        home,
+        home_dir,
         config=config_for_tests(),
-        sources=[write_plugin("traced", TRACED)],
+        sources=[write_plugin_source("traced", TRACED)],
         environment=False,
         registry=False,
         tracing=provider,
     )
     trace_id = secrets.token_hex(16)
     parents = [secrets.token_hex(8) for _ in range(3)]
-    results = asyncio.run(_mcp_calls(home, host, parents, trace_id))
+    results = asyncio.run(_mcp_calls(home_dir, host, parents, trace_id))
 
     spans: list[ReadableSpan] = [s for s in exporter.get_finished_spans()]
     assert [s.name for s in spans] == [
@@ -154,15 +154,15 @@ def test_each_mcp_call_is_a_span_under_the_clients_traceparent_with_the_plugins_
 
 
 def test_a_call_made_without_mcp_is_an_internal_span_under_the_callers_current_span(
-    home: Path, write_plugin: Callable[..., PluginSource]
+    home_dir: Path, write_plugin_source: Callable[..., PluginSource]
 ) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     host = Host(
-        home,
+        home_dir,
         config=config_for_tests(),
-        sources=[write_plugin("traced", TRACED)],
+        sources=[write_plugin_source("traced", TRACED)],
         environment=False,
         registry=False,
         tracing=provider,

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize("isolation", ["rlimits", "bwrap"])
 def test_a_worker_saves_its_coverage_while_the_suite_measures_it(
     request: pytest.FixtureRequest,
-    home: Path,
+    home_dir: Path,
     plugin_dirs: dict[str, Path],
     isolation: str,
     no_leftover_workers: None,
@@ -34,7 +34,7 @@ def test_a_worker_saves_its_coverage_while_the_suite_measures_it(
     async def call() -> str:
         config = HostConfig(allow_unsigned=True, isolation=isolation)
         async with Host(
-            home, config=config, plugin_dirs=[plugin_dirs["textkit"]], environment=False
+            home_dir, config=config, plugin_dirs=[plugin_dirs["textkit"]], environment=False
         ) as host:
             return str(await host.call("textkit.upper", {"text": "measured"}))
 

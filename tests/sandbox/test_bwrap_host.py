@@ -16,13 +16,13 @@ pytestmark = pytest.mark.bwrap
 
 
 def test_notes_plugin_saves_and_reads_a_note_inside_the_jail(
-    home: Path, plugin_dirs: dict[str, Path]
+    home_dir: Path, plugin_dirs: dict[str, Path]
 ) -> None:
     require_bwrap()
 
     async def scenario() -> tuple[str, str, list[str], list[str]]:
         async with Host(
-            home,
+            home_dir,
             # Signatures are not what this test is about; the security suite covers them.
             config=HostConfig(allow_unsigned=True),
             plugin_dirs=[plugin_dirs["notes"]],
@@ -40,7 +40,7 @@ def test_notes_plugin_saves_and_reads_a_note_inside_the_jail(
 
     saved, body, titles, cgroups, stats = asyncio.run(scenario())
     assert (saved, body, titles) == ("jail", "inside", ["jail"])
-    notes = list(home.rglob("jail.json"))
+    notes = list(home_dir.rglob("jail.json"))
     assert len(notes) == 1, notes
     if has_root("workers drop to an unprivileged uid only when the host is root"):
         # Written by the worker's unprivileged uid, in the only writable data directory.
@@ -74,7 +74,7 @@ def fill(mb: int) -> int:
 
 
 def test_a_worker_the_cgroups_oom_killer_ends_is_described_as_such(
-    home: Path, tmp_path: Path
+    home_dir: Path, tmp_path: Path
 ) -> None:
     require_bwrap()
     require_cgroups(BubblewrapBackend())
@@ -92,7 +92,7 @@ def test_a_worker_the_cgroups_oom_killer_ends_is_described_as_such(
 
     async def scenario() -> WorkerCrashed:
         async with Host(
-            home,
+            home_dir,
             config=HostConfig(allow_unsigned=True, limits={"memory_mb": 128, "tmp_mb": 512}),
             sources=[source],
             environment=False,
