@@ -1,19 +1,16 @@
 """probekit: a plugin whose tools show what a worker may do (CPU, files, threads), built
-into a real wheel with pip, signed with the permissions a test asks for, and installed
-with the real ``mcphost plugin install``."""
+into a real wheel with pip (sign it with ``support.wheels.signed``, install it with the
+real ``mcphost plugin install``)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
-from click.testing import CliRunner, Result
+from support.wheels import build_wheel
 
 from mcphost.host import Home
-from mcphost.host.cli import main
-from mcphost.security import Permissions, PrivateKey, TrustStore, sign_wheel
+from mcphost.security import PrivateKey, TrustStore
 
 PYPROJECT = """\
 [build-system]
@@ -107,32 +104,11 @@ def write_probekit(dest: Path, version: str = "1.0.0") -> Path:
     return dest
 
 
-def pip(*args: str) -> None:
-    """Run pip in this interpreter, quietly, failing loudly with its output."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"pip {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-
-
 def build_probekit(root: Path, version: str = "1.0.0") -> Path:
     """A real, unsigned wheel of probekit at ``version``, built by pip under ``root``."""
     project = write_probekit(root / f"src-{version}", version)
     out = root / f"wheel-{version}"
-    pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(project))
-    (wheel,) = out.glob("*.whl")
-    return wheel
-
-
-def signed(
-    wheel: Path, key: PrivateKey, permissions: Permissions, out: Path, sequence: int = 1
-) -> Path:
-    """``wheel`` signed by ``key`` with ``permissions``, written into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    return sign_wheel(wheel, key, permissions=permissions, sequence=sequence, out=out)
+    return build_wheel(project, out)
 
 
 def trusting_home(root: Path, key: PrivateKey, config: str = "") -> Home:
@@ -142,8 +118,3 @@ def trusting_home(root: Path, key: PrivateKey, config: str = "") -> Home:
     if config:
         home.config_file.write_text(textwrap.dedent(config))
     return home
-
-
-def cli(home: Home, *args: str) -> Result:
-    """``mcphost --home HOME ARGS...``, run in this process."""
-    return CliRunner().invoke(main, ["--home", str(home.root), *args], catch_exceptions=False)

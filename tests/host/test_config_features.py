@@ -7,20 +7,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from probe_plugin import build_probekit, cli, pip, signed, trusting_home
+from probe_plugin import build_probekit, trusting_home
+from support.cli import invoke, mcphost_command
+from support.events import HostEvents
+from support.wheels import pip, signed
 
 from mcphost.host import Home, Host, HostEvent, load_config
 from mcphost.sdk.errors import MCPHostError, PluginError, ToolError
 from mcphost.security import Permissions, PrivateKey, generate_key
-
-MCPHOST = str(Path(sys.executable).with_name("mcphost"))
 
 
 @pytest.fixture(scope="module")
@@ -140,12 +140,12 @@ def test_policy_refuses_at_install_a_plugin_asking_for_more_than_it_allows(
     message: str,
 ) -> None:
     home = trusting_home(tmp_path / "home", key, f"[policy]\n{policy}\n")
-    refused = cli(home, "plugin", "install", "--yes", str(signed_as(unsigned, key, denied)))
+    refused = invoke("plugin", "install", "--yes", str(signed_as(unsigned, key, denied)), home=home)
     assert refused.exit_code == 1, refused.output
     assert "error [policy_denied]: plugin probekit 1.0.0 " + message in refused.output
-    assert "no plugins installed" in cli(home, "plugin", "list").output
+    assert "no plugins installed" in invoke("plugin", "list", home=home).output
     # What the policy allows installs (and starts once, to learn its tools).
-    ok = cli(home, "plugin", "install", "--yes", str(signed_as(unsigned, key, allowed)))
+    ok = invoke("plugin", "install", "--yes", str(signed_as(unsigned, key, allowed)), home=home)
     assert ok.exit_code == 0, ok.output
     assert "active: probekit 1.0.0" in ok.output
 
@@ -165,7 +165,7 @@ def test_policy_tightened_after_install_refuses_the_plugin_at_its_next_start(
 ) -> None:
     home = trusting_home(tmp_path / "home", key)
     wheel = signed_as(unsigned, key, Permissions(read_paths=["/usr/share"]))
-    assert cli(home, "plugin", "install", "--yes", str(wheel)).exit_code == 0
+    assert invoke("plugin", "install", "--yes", str(wheel), home=home).exit_code == 0
     home.config_file.write_text("[policy]\nfilesystem = false\n")
 
     async def scenario() -> MCPHostError:
@@ -185,7 +185,7 @@ def test_policy_tightened_after_install_refuses_the_plugin_at_its_next_start(
 async def run_cli(home: Home, *args: str) -> None:
     """The real ``mcphost`` in another process, as an operator runs it beside a host."""
     proc = await asyncio.create_subprocess_exec(
-        MCPHOST,
+        *mcphost_command(),
         "--home",
         str(home.root),
         *args,
@@ -194,29 +194,6 @@ async def run_cli(home: Home, *args: str) -> None:
     )
     out, err = await proc.communicate()
     assert proc.returncode == 0, (out + err).decode()
-
-
-class Events:
-    """One host's events of one kind, with a way to wait for the next."""
-
-    def __init__(self, host: Host, kind: str) -> None:
-        self.seen: list[HostEvent] = []
-        self._changed = asyncio.Event()
-        host.add_listener(self._on)
-        self.kind = kind
-
-    def _on(self, ev: HostEvent) -> None:
-        if ev.kind == self.kind:
-            self.seen.append(ev)
-            self._changed.set()
-
-    async def wait_for(self, count: int, timeout: float = 30.0) -> None:
-        async def until() -> None:
-            while len(self.seen) < count:
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(until(), timeout)
 
 
 def install_versions(
@@ -233,7 +210,7 @@ def install_versions(
         args = ["plugin", "install", "--yes", str(signed(wheel, key, p, out, sequence=seq))]
         if version != "1.0.0":
             args.append("--no-activate")
-        res = cli(home, *args)
+        res = invoke(*args, home=home)
         assert res.exit_code == 0, res.output
 
 
@@ -254,15 +231,15 @@ def test_hot_swap_off_keeps_a_running_host_on_its_version_across_registry_swaps(
             Host(home, environment=False) as still,
             Host(home, environment=False, config=on_config) as follows,
         ):
-            still_swaps = Events(still, "plugin_swapped")
-            follows_swaps = Events(follows, "plugin_swapped")
+            still_swaps = HostEvents(still, "plugin_swapped")
+            follows_swaps = HostEvents(follows, "plugin_swapped")
             answers = [await still.call("probekit.version", {})]
             await run_cli(home, "plugin", "swap", "probekit", "1.1.0")
-            await follows_swaps.wait_for(1)
+            await follows_swaps.wait_count(1)
             assert await follows.call("probekit.version", {}) == "1.1.0"
             answers.append(await still.call("probekit.version", {}))
             await run_cli(home, "plugin", "swap", "probekit", "1.2.0")
-            await follows_swaps.wait_for(2)
+            await follows_swaps.wait_count(2)
             answers.append(await still.call("probekit.version", {}))
             return answers, still_swaps.seen
 
@@ -310,14 +287,14 @@ def test_a_swap_the_running_host_cannot_start_leaves_it_serving_the_old_version(
         registry_log.addHandler(refused)
         try:
             async with Host(home, environment=False) as host:
-                swaps = Events(host, "plugin_swapped")
+                swaps = HostEvents(host, "plugin_swapped")
                 answers = [await host.call("probekit.version", {})]
                 await run_cli(home, "plugin", "swap", "probekit", "1.1.0")
                 await asyncio.wait_for(refused.arrived.wait(), 30.0)
                 answers.append(await host.call("probekit.version", {}))
                 # The next swap, to a version this host can start, is followed.
                 await run_cli(home, "plugin", "swap", "probekit", "1.2.0")
-                await swaps.wait_for(1)
+                await swaps.wait_count(1)
                 answers.append(await host.call("probekit.version", {}))
                 return answers, refused.records
         finally:

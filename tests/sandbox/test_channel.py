@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 import pytest
+from support.waiting import wait_until
 
 from mcphost.sandbox.channel import READ_SIZE, WRITE_BATCH, Channel, open_channel
 from mcphost.sandbox.protocol import HEADER, Call, Frame, FrameCodec, Ping, Pong, Result
@@ -68,12 +69,6 @@ def count_writes(ch: Channel) -> list[int]:
     return counting.sizes
 
 
-async def until(predicate: Any, bound: float = 5.0) -> None:
-    async with asyncio.timeout(bound):
-        while not predicate():
-            await asyncio.sleep(0.001)
-
-
 def test_frames_split_at_any_byte_arrive_whole_and_in_order() -> None:
     frames: list[Frame] = [Call(id=i, tool="echo", args={"text": "x" * i}) for i in range(40)]
     wire = b"".join(FrameCodec().encode(f) for f in frames)
@@ -88,7 +83,7 @@ def test_frames_split_at_any_byte_arrive_whole_and_in_order() -> None:
             pos += step
             step = step % 7 + 1
             await asyncio.sleep(0)
-        await until(lambda: len(got) == len(frames))
+        await wait_until(lambda: len(got) == len(frames), 5.0, "every frame arrived")
         ch.close()
         return got
 
@@ -103,7 +98,7 @@ def test_a_frame_larger_than_the_read_buffer_is_read_whole() -> None:
         ch, peer, _ = await channel_pair(got)
         wire = FrameCodec().encode(big) + FrameCodec().encode(Pong(n=1))
         await asyncio.get_running_loop().run_in_executor(None, peer.sock.sendall, wire)
-        await until(lambda: len(got) == 2)
+        await wait_until(lambda: len(got) == 2, 5.0, "both frames arrived")
         size = len(ch._buf)
         ch.close()
         return got, size
@@ -161,7 +156,7 @@ def test_frames_sent_while_a_read_is_handled_leave_together_after_it() -> None:
         writes = count_writes(ch)
         n = WRITE_BATCH - 1
         theirs.sendall(b"".join(FrameCodec().encode(Ping(n=i)) for i in range(n)))
-        await until(lambda: len(answered) == n, bound=20)
+        await wait_until(lambda: len(answered) == n, 20, "every call answered")
         got = Peer(theirs).read_frames(n)
         ch.close()
         return got, writes, reads
@@ -255,7 +250,7 @@ def test_frames_of_megabytes_cross_whole_both_ways_without_growing_the_read_buff
         ch.send(Pong(n=3))
         await asyncio.wait_for(sending, 20)
         sent = await asyncio.wait_for(reading, 20)
-        await until(lambda: len(got) == 3, 20)
+        await wait_until(lambda: len(got) == 3, 20, "three frames arrived")
         assert len(ch._buf) == READ_SIZE
         ch.close()
         return got, sent, body_buffers, sizes

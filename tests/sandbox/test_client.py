@@ -185,33 +185,27 @@ def echo(text: str) -> str:
         ("impostor", "says it is plugin 'somebody-else'"),
     ],
 )
-def test_a_worker_that_breaks_the_handshake_is_ended_with_a_clear_error(
+async def test_a_worker_that_breaks_the_handshake_is_ended_with_a_clear_error(
     fake: tuple[Path, WorkerSpec], mode: str, expected: str, no_leftover_workers: None
 ) -> None:
     script, spec = fake
 
-    async def scenario() -> None:
-        with pytest.raises(MCPHostError) as info:
-            await spawn_worker(spec, FakeWorkerBackend(script, mode), handshake_timeout=10)
-        assert expected in info.value.message
-        assert "fake" in info.value.message
-
-    asyncio.run(scenario())
+    with pytest.raises(MCPHostError) as info:
+        await spawn_worker(spec, FakeWorkerBackend(script, mode), handshake_timeout=10)
+    assert expected in info.value.message
+    assert "fake" in info.value.message
 
 
-def test_a_worker_that_never_says_hello_is_killed_after_the_handshake_timeout(
+async def test_a_worker_that_never_says_hello_is_killed_after_the_handshake_timeout(
     fake: tuple[Path, WorkerSpec], no_leftover_workers: None
 ) -> None:
     script, spec = fake
 
-    async def scenario() -> None:
-        t0 = time.perf_counter()
-        with pytest.raises(WorkerCrashed) as info:
-            await spawn_worker(spec, FakeWorkerBackend(script, "silent"), handshake_timeout=0.5)
-        assert time.perf_counter() - t0 < 3.0
-        assert "did not say Hello within 0.5s" in info.value.message
-
-    asyncio.run(scenario())
+    t0 = time.perf_counter()
+    with pytest.raises(WorkerCrashed) as info:
+        await spawn_worker(spec, FakeWorkerBackend(script, "silent"), handshake_timeout=0.5)
+    assert time.perf_counter() - t0 < 3.0
+    assert "did not say Hello within 0.5s" in info.value.message
 
 
 @pytest.mark.parametrize(
@@ -223,7 +217,7 @@ def test_a_worker_that_never_says_hello_is_killed_after_the_handshake_timeout(
         ("exit-during-call", "exited with status 7"),
     ],
 )
-def test_a_worker_that_breaks_the_protocol_mid_call_is_ended_and_others_keep_serving(
+async def test_a_worker_that_breaks_the_protocol_mid_call_is_ended_and_others_keep_serving(
     fake: tuple[Path, WorkerSpec],
     write_plugin: PluginWriter,
     backend: RlimitBackend,
@@ -234,78 +228,66 @@ def test_a_worker_that_breaks_the_protocol_mid_call_is_ended_and_others_keep_ser
     script, spec = fake
     good_spec = write_plugin("good", GOOD)
 
-    async def scenario() -> None:
-        good = await spawn_worker(good_spec, backend)
-        bad = await spawn_worker(spec, FakeWorkerBackend(script, mode))
-        try:
-            with pytest.raises(WorkerCrashed) as info:
-                await asyncio.wait_for(bad.call("answer", {}), 10)
-            assert expected in info.value.message
-            assert info.value.data["plugin"] == "fake"
-            reason = await asyncio.wait_for(bad.closed, 5)
-            assert expected in reason
-            await wait_process_gone(bad.pid, 5)
-            # The other worker, on the same host loop, never noticed.
-            assert await good.call("echo", {"text": "fine"}) == "fine"
-        finally:
-            await good.close()
-            await bad.close()
-
-    asyncio.run(scenario())
+    good = await spawn_worker(good_spec, backend)
+    bad = await spawn_worker(spec, FakeWorkerBackend(script, mode))
+    try:
+        with pytest.raises(WorkerCrashed) as info:
+            await asyncio.wait_for(bad.call("answer", {}), 10)
+        assert expected in info.value.message
+        assert info.value.data["plugin"] == "fake"
+        reason = await asyncio.wait_for(bad.closed, 5)
+        assert expected in reason
+        await wait_process_gone(bad.pid, 5)
+        # The other worker, on the same host loop, never noticed.
+        assert await good.call("echo", {"text": "fine"}) == "fine"
+    finally:
+        await good.close()
+        await bad.close()
 
 
-def test_a_worker_sending_stream_items_beyond_its_credit_is_ended(
+async def test_a_worker_sending_stream_items_beyond_its_credit_is_ended(
     fake: tuple[Path, WorkerSpec], no_leftover_workers: None
 ) -> None:
     script, spec = fake
 
-    async def scenario() -> None:
-        bad = await spawn_worker(spec, FakeWorkerBackend(script, "flood-stream"))
-        stream = bad.stream("items", {}, window=4)
-        got = [await stream.__anext__()]
-        # The consumer holds on to its first item, so it has granted no more credit:
-        # the fifth unacknowledged item is a protocol violation.
-        reason = await asyncio.wait_for(asyncio.shield(bad.closed), 5)
-        assert "broke the wire protocol" in reason and "with only 4 credits" in reason
-        with pytest.raises(WorkerCrashed) as info:
-            async for item in stream:
-                got.append(item)
-        assert "with only 4 credits" in info.value.message
-        assert got == [0, 1, 2, 3]
-        await bad.close()
-
-    asyncio.run(scenario())
+    bad = await spawn_worker(spec, FakeWorkerBackend(script, "flood-stream"))
+    stream = bad.stream("items", {}, window=4)
+    got = [await stream.__anext__()]
+    # The consumer holds on to its first item, so it has granted no more credit:
+    # the fifth unacknowledged item is a protocol violation.
+    reason = await asyncio.wait_for(asyncio.shield(bad.closed), 5)
+    assert "broke the wire protocol" in reason and "with only 4 credits" in reason
+    with pytest.raises(WorkerCrashed) as info:
+        async for item in stream:
+            got.append(item)
+    assert "with only 4 credits" in info.value.message
+    assert got == [0, 1, 2, 3]
+    await bad.close()
 
 
-def test_a_well_behaved_fake_worker_is_served_like_a_real_one(
+async def test_a_well_behaved_fake_worker_is_served_like_a_real_one(
     fake: tuple[Path, WorkerSpec], no_leftover_workers: None
 ) -> None:
     # The control for the cases above: the fake itself is not what fails them.
     script, spec = fake
 
-    async def scenario() -> None:
-        w = await spawn_worker(spec, FakeWorkerBackend(script, "answer"))
-        try:
-            assert await asyncio.gather(*(w.call("answer", {}) for _ in range(5))) == [42] * 5
-        finally:
-            await w.close()
-
-    asyncio.run(scenario())
+    w = await spawn_worker(spec, FakeWorkerBackend(script, "answer"))
+    try:
+        assert await asyncio.gather(*(w.call("answer", {}) for _ in range(5))) == [42] * 5
+    finally:
+        await w.close()
 
 
-def test_calls_on_a_closed_worker_fail_at_once_naming_the_worker(
+async def test_calls_on_a_closed_worker_fail_at_once_naming_the_worker(
     write_plugin: PluginWriter, backend: RlimitBackend
 ) -> None:
     spec = write_plugin("good", GOOD)
 
-    async def scenario() -> None:
-        w = await spawn_worker(spec, backend)
-        await w.close()
-        with pytest.raises(WorkerCrashed) as info:
-            await w.call("echo", {"text": "x"})
-        assert "good 1.0.0" in info.value.message and "not running" in info.value.message
-
-    asyncio.run(scenario())
+    w = await spawn_worker(spec, backend)
+    await w.close()
+    with pytest.raises(WorkerCrashed) as info:
+        await w.call("echo", {"text": "x"})
+    assert "good 1.0.0" in info.value.message and "not running" in info.value.message
 
 
 HOST_SCRIPT = """

@@ -11,7 +11,9 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from probe_plugin import build_probekit, cli, signed, trusting_home
+from probe_plugin import build_probekit, trusting_home
+from support.cli import invoke
+from support.wheels import signed
 
 from mcphost.host import Home, Host
 from mcphost.sdk.errors import WorkerCrashed
@@ -35,7 +37,7 @@ def greedy_wheel(tmp_path_factory: pytest.TempPathFactory, key: PrivateKey) -> P
 
 def installed(tmp_path: Path, key: PrivateKey, wheel: Path, config: str) -> Home:
     home = trusting_home(tmp_path / "home", key, config)
-    res = cli(home, "plugin", "install", "--yes", str(wheel))
+    res = invoke("plugin", "install", "--yes", str(wheel), home=home)
     assert res.exit_code == 0, res.output
     return home
 

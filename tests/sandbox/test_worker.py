@@ -126,24 +126,21 @@ def fail(code: str) -> None:
 Serve = Callable[..., Awaitable[WorkerClient]]
 
 
-def test_handshake_lists_the_tools_with_their_schemas(
+async def test_handshake_lists_the_tools_with_their_schemas(
     write_plugin: PluginWriter, backend: RlimitBackend, no_leftover_workers: None
 ) -> None:
     spec = write_plugin("probe", PROBE)
 
-    async def scenario() -> None:
-        async with running(spec, backend) as w:
-            assert w.hello is not None
-            assert w.hello.plugin == "probe" and w.hello.plugin_version == "1.0.0"
-            assert w.hello.pid == w.pid != os.getpid()
-            tools = {t.name: t for t in w.hello.tools}
-            assert {"echo", "nap", "produce", "wait_forever"} <= set(tools)
-            assert tools["echo"].input_schema["required"] == ["text"]
-            assert tools["echo"].description == "Return the text."
-            assert tools["produce"].kind == "stream"
-            assert tools["echo"].kind == "call"
-
-    asyncio.run(scenario())
+    async with running(spec, backend) as w:
+        assert w.hello is not None
+        assert w.hello.plugin == "probe" and w.hello.plugin_version == "1.0.0"
+        assert w.hello.pid == w.pid != os.getpid()
+        tools = {t.name: t for t in w.hello.tools}
+        assert {"echo", "nap", "produce", "wait_forever"} <= set(tools)
+        assert tools["echo"].input_schema["required"] == ["text"]
+        assert tools["echo"].description == "Return the text."
+        assert tools["produce"].kind == "stream"
+        assert tools["echo"].kind == "call"
 
 
 def test_many_concurrent_calls_are_multiplexed_on_one_worker(
@@ -180,68 +177,59 @@ def test_sync_tools_run_side_by_side_on_the_thread_pool(
     assert asyncio.run(scenario()) < 2.5
 
 
-def test_a_call_past_its_deadline_fails_with_tool_timeout_and_the_worker_goes_on(
+async def test_a_call_past_its_deadline_fails_with_tool_timeout_and_the_worker_goes_on(
     write_plugin: PluginWriter, backend: RlimitBackend
 ) -> None:
     spec = write_plugin("probe", PROBE)
 
-    async def scenario() -> None:
-        async with running(spec, backend) as w:
-            t0 = time.perf_counter()
-            with pytest.raises(ToolTimeout) as info:
-                await w.call("nap", {"seconds": 30}, timeout=0.3)
-            assert time.perf_counter() - t0 < 2.0
-            assert "probe.nap" in info.value.message and "0.3s" in info.value.message
-            assert info.value.code == "tool_timeout"
-            assert await w.call("echo", {"text": "still here"}) == "still here"
-            assert w.inflight == 0
-
-    asyncio.run(scenario())
+    async with running(spec, backend) as w:
+        t0 = time.perf_counter()
+        with pytest.raises(ToolTimeout) as info:
+            await w.call("nap", {"seconds": 30}, timeout=0.3)
+        assert time.perf_counter() - t0 < 2.0
+        assert "probe.nap" in info.value.message and "0.3s" in info.value.message
+        assert info.value.code == "tool_timeout"
+        assert await w.call("echo", {"text": "still here"}) == "still here"
+        assert w.inflight == 0
 
 
-def test_cancelling_a_caller_cancels_the_call_in_the_worker_which_stays_usable(
-    write_plugin: PluginWriter, backend: RlimitBackend
-) -> None:
-    spec = write_plugin("probe", PROBE)
-    data = Path(spec.data_dir)
-
-    async def scenario() -> None:
-        async with running(spec, backend) as w:
-            task = asyncio.create_task(w.call("wait_forever", {}))
-            await wait_for_file(data / "started", bool)
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            # The worker's task saw the cancellation (it wrote its marker).
-            await wait_for_file(data / "cancelled", lambda t: t == "yes")
-            assert await w.call("echo", {"text": "next"}) == "next"
-            assert w.inflight == 0 and w.alive
-
-    asyncio.run(scenario())
-
-
-def test_closing_a_stream_early_closes_the_generator_in_the_worker(
+async def test_cancelling_a_caller_cancels_the_call_in_the_worker_which_stays_usable(
     write_plugin: PluginWriter, backend: RlimitBackend
 ) -> None:
     spec = write_plugin("probe", PROBE)
     data = Path(spec.data_dir)
 
-    async def scenario() -> None:
-        async with running(spec, backend) as w:
-            items = []
-            stream = w.stream("produce", {"n": 10_000}, window=4)
-            async for item in stream:
-                items.append(item)
-                if len(items) == 3:
-                    break
-            await stream.aclose()  # type: ignore[attr-defined]
-            assert items == [0, 1, 2]
-            await wait_for_file(data / "closed", lambda t: t == "yes")
-            produced = int((data / "produced").read_text())
-            assert produced < 10
-            assert await w.call("echo", {"text": "after"}) == "after"
+    async with running(spec, backend) as w:
+        task = asyncio.create_task(w.call("wait_forever", {}))
+        await wait_for_file(data / "started", bool)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The worker's task saw the cancellation (it wrote its marker).
+        await wait_for_file(data / "cancelled", lambda t: t == "yes")
+        assert await w.call("echo", {"text": "next"}) == "next"
+        assert w.inflight == 0 and w.alive
 
-    asyncio.run(scenario())
+
+async def test_closing_a_stream_early_closes_the_generator_in_the_worker(
+    write_plugin: PluginWriter, backend: RlimitBackend
+) -> None:
+    spec = write_plugin("probe", PROBE)
+    data = Path(spec.data_dir)
+
+    async with running(spec, backend) as w:
+        items = []
+        stream = w.stream("produce", {"n": 10_000}, window=4)
+        async for item in stream:
+            items.append(item)
+            if len(items) == 3:
+                break
+        await stream.aclose()  # type: ignore[attr-defined]
+        assert items == [0, 1, 2]
+        await wait_for_file(data / "closed", lambda t: t == "yes")
+        produced = int((data / "produced").read_text())
+        assert produced < 10
+        assert await w.call("echo", {"text": "after"}) == "after"
 
 
 def test_a_stream_never_runs_more_than_its_window_ahead_of_a_slow_consumer(
@@ -275,19 +263,16 @@ def test_a_stream_never_runs_more_than_its_window_ahead_of_a_slow_consumer(
     assert asyncio.run(scenario()) == list(range(60))
 
 
-def test_a_plugin_whose_import_fails_gives_a_clear_error(
+async def test_a_plugin_whose_import_fails_gives_a_clear_error(
     write_plugin: PluginWriter, backend: RlimitBackend, no_leftover_workers: None
 ) -> None:
     spec = write_plugin("broken", "import no_such_module_for_mcphost\n")
 
-    async def scenario() -> None:
-        with pytest.raises(MCPHostError) as info:
-            await spawn_worker(spec, backend)
-        assert info.value.code == "plugin_load_failed"
-        assert "broken" in info.value.message
-        assert "No module named 'no_such_module_for_mcphost'" in info.value.message
-
-    asyncio.run(scenario())
+    with pytest.raises(MCPHostError) as info:
+        await spawn_worker(spec, backend)
+    assert info.value.code == "plugin_load_failed"
+    assert "broken" in info.value.message
+    assert "No module named 'no_such_module_for_mcphost'" in info.value.message
 
 
 @pytest.mark.parametrize(
@@ -302,7 +287,7 @@ def test_a_plugin_whose_import_fails_gives_a_clear_error(
         ("x = 1\n", "named:missing", "has no attribute 'missing'"),
     ],
 )
-def test_an_entry_point_that_does_not_name_the_plugin_is_refused_with_a_reason(
+async def test_an_entry_point_that_does_not_name_the_plugin_is_refused_with_a_reason(
     write_plugin: PluginWriter,
     backend: RlimitBackend,
     source: str,
@@ -311,13 +296,10 @@ def test_an_entry_point_that_does_not_name_the_plugin_is_refused_with_a_reason(
 ) -> None:
     spec = write_plugin("named", source, entry=entry)
 
-    async def scenario() -> None:
-        with pytest.raises(MCPHostError) as info:
-            await spawn_worker(spec, backend)
-        assert expected in info.value.message
-        assert "named" in info.value.message
-
-    asyncio.run(scenario())
+    with pytest.raises(MCPHostError) as info:
+        await spawn_worker(spec, backend)
+    assert expected in info.value.message
+    assert "named" in info.value.message
 
 
 def test_plugin_prints_go_to_the_host_log_and_never_corrupt_the_channel(
@@ -343,24 +325,21 @@ def test_plugin_prints_go_to_the_host_log_and_never_corrupt_the_channel(
     assert ("probe", "warning", "stderr says t7") in lines
 
 
-def test_tool_errors_cross_the_wire_with_their_code_message_and_data(
+async def test_tool_errors_cross_the_wire_with_their_code_message_and_data(
     write_plugin: PluginWriter, backend: RlimitBackend
 ) -> None:
     spec = write_plugin("probe", PROBE)
 
-    async def scenario() -> None:
-        async with running(spec, backend) as w:
-            with pytest.raises(ToolError) as info:
-                await w.call("fail", {"code": "my_code"})
-            assert info.value.code == "my_code"
-            assert info.value.message == "failed on purpose"
-            assert info.value.data == {"why": "asked"}
-            with pytest.raises(PluginError) as missing:
-                await w.call("no_such_tool", {})
-            assert missing.value.code == "tool_not_found"
-            assert "echo" in missing.value.message  # it lists the tools there are
-
-    asyncio.run(scenario())
+    async with running(spec, backend) as w:
+        with pytest.raises(ToolError) as info:
+            await w.call("fail", {"code": "my_code"})
+        assert info.value.code == "my_code"
+        assert info.value.message == "failed on purpose"
+        assert info.value.data == {"why": "asked"}
+        with pytest.raises(PluginError) as missing:
+            await w.call("no_such_tool", {})
+        assert missing.value.code == "tool_not_found"
+        assert "echo" in missing.value.message  # it lists the tools there are
 
 
 def test_the_worker_runs_with_a_clean_environment_only_its_channel_fd_and_its_rlimits(
@@ -430,19 +409,16 @@ def test_the_work_dir_is_removed_when_the_worker_ends(
     assert not Path(spec.work_dir).exists()
 
 
-def test_closing_a_worker_ends_the_calls_it_was_running_with_an_error(
+async def test_closing_a_worker_ends_the_calls_it_was_running_with_an_error(
     write_plugin: PluginWriter, backend: RlimitBackend, no_leftover_workers: None
 ) -> None:
     # Shutdown cancels what runs: the caller gets an error, never a hang.
     spec = write_plugin("probe", PROBE)
 
-    async def scenario() -> None:
-        client = await spawn_worker(spec, backend)
-        task = asyncio.create_task(client.call("wait_forever", {}))
-        await wait_for_file(Path(spec.data_dir) / "started", bool)
-        await client.close()
-        with pytest.raises(MCPHostError) as info:
-            await asyncio.wait_for(task, 5)
-        assert info.value.code in (CallCancelled.code, "worker_crashed")
-
-    asyncio.run(scenario())
+    client = await spawn_worker(spec, backend)
+    task = asyncio.create_task(client.call("wait_forever", {}))
+    await wait_for_file(Path(spec.data_dir) / "started", bool)
+    await client.close()
+    with pytest.raises(MCPHostError) as info:
+        await asyncio.wait_for(task, 5)
+    assert info.value.code in (CallCancelled.code, "worker_crashed")

@@ -126,26 +126,23 @@ def test_a_fast_sync_tool_moves_inline_and_back_to_the_pool_when_it_runs_slow(
     assert again >= 2 * FAST_STREAK
 
 
-def test_a_sync_tool_on_the_pool_past_its_deadline_fails_and_its_context_is_cancelled(
+async def test_a_sync_tool_on_the_pool_past_its_deadline_fails_and_its_context_is_cancelled(
     write_plugin: PluginWriter, backend: RlimitBackend
 ) -> None:
     spec = write_plugin("paths", PATHS)
     data = Path(spec.data_dir)
 
-    async def scenario() -> None:
-        async with running(spec, backend) as w:
-            t0 = time.perf_counter()
-            with pytest.raises(ToolTimeout) as info:
-                await w.call("poll", {"seconds": 30}, timeout=0.3)
-            assert time.perf_counter() - t0 < 2.0
-            assert "paths.poll did not finish within 0.3s" in info.value.message
-            await wait_for_file(data / "saw-cancel", lambda _: True)
-            assert await w.call("where", {}) and w.inflight == 0
-
-    asyncio.run(scenario())
+    async with running(spec, backend) as w:
+        t0 = time.perf_counter()
+        with pytest.raises(ToolTimeout) as info:
+            await w.call("poll", {"seconds": 30}, timeout=0.3)
+        assert time.perf_counter() - t0 < 2.0
+        assert "paths.poll did not finish within 0.3s" in info.value.message
+        await wait_for_file(data / "saw-cancel", lambda _: True)
+        assert await w.call("where", {}) and w.inflight == 0
 
 
-def test_a_pool_call_that_sees_its_deadline_before_the_worker_does_still_fails_with_tool_timeout(
+async def test_a_pool_call_that_sees_its_deadline_before_the_worker_does_still_fails_with_tool_timeout(  # noqa: E501
     write_plugin: PluginWriter, backend: RlimitBackend
 ) -> None:
     # The tool sees ctx.cancelled (its deadline passed) and returns while the worker's
@@ -153,54 +150,45 @@ def test_a_pool_call_that_sees_its_deadline_before_the_worker_does_still_fails_w
     # answer the tool's thread sends must still be the timeout, not the tool's value.
     spec = write_plugin("paths", PATHS)
 
-    async def scenario() -> None:
-        async with running(spec, backend) as w:
-            late = asyncio.create_task(w.call("poll", {"seconds": 30}, timeout=0.3))
-            blocker = asyncio.create_task(w.call("block", {"seconds": 1.5}))
-            with pytest.raises(ToolTimeout) as info:
-                await late
-            assert "paths.poll did not finish within 0.3s" in info.value.message
-            assert await blocker == "unblocked"
-            assert w.inflight == 0
-
-    asyncio.run(scenario())
+    async with running(spec, backend) as w:
+        late = asyncio.create_task(w.call("poll", {"seconds": 30}, timeout=0.3))
+        blocker = asyncio.create_task(w.call("block", {"seconds": 1.5}))
+        with pytest.raises(ToolTimeout) as info:
+            await late
+        assert "paths.poll did not finish within 0.3s" in info.value.message
+        assert await blocker == "unblocked"
+        assert w.inflight == 0
 
 
-def test_cancelling_a_caller_of_a_sync_tool_cancels_its_context_in_the_worker(
+async def test_cancelling_a_caller_of_a_sync_tool_cancels_its_context_in_the_worker(
     write_plugin: PluginWriter, backend: RlimitBackend
 ) -> None:
     spec = write_plugin("paths", PATHS)
     data = Path(spec.data_dir)
 
-    async def scenario() -> None:
-        async with running(spec, backend) as w:
-            task = asyncio.create_task(w.call("poll", {"seconds": 30}))
-            await wait_for_file(data / "polling", bool, 20)  # it runs in the worker
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            await wait_for_file(data / "saw-cancel", lambda _: True)
-            assert await w.call("poll", {"seconds": 0.01}) == "done"
-
-    asyncio.run(scenario())
+    async with running(spec, backend) as w:
+        task = asyncio.create_task(w.call("poll", {"seconds": 30}))
+        await wait_for_file(data / "polling", bool, 20)  # it runs in the worker
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await wait_for_file(data / "saw-cancel", lambda _: True)
+        assert await w.call("poll", {"seconds": 0.01}) == "done"
 
 
-def test_a_worker_shutting_down_answers_the_pool_calls_it_was_running(
+async def test_a_worker_shutting_down_answers_the_pool_calls_it_was_running(
     write_plugin: PluginWriter, backend: RlimitBackend
 ) -> None:
     spec = write_plugin("paths", PATHS)
     data = Path(spec.data_dir)
 
-    async def scenario() -> None:
-        w = await spawn_worker(spec, backend, handshake_timeout=10)
-        call = asyncio.create_task(w.call("poll", {"seconds": 30}))
-        await wait_for_file(data / "polling", bool, 20)  # it runs on the pool
-        await w.close()
-        with pytest.raises(MCPHostError) as info:
-            await call
-        assert info.value.code == "call_cancelled"  # answered, not lost with the worker
-
-    asyncio.run(scenario())
+    w = await spawn_worker(spec, backend, handshake_timeout=10)
+    call = asyncio.create_task(w.call("poll", {"seconds": 30}))
+    await wait_for_file(data / "polling", bool, 20)  # it runs on the pool
+    await w.close()
+    with pytest.raises(MCPHostError) as info:
+        await call
+    assert info.value.code == "call_cancelled"  # answered, not lost with the worker
 
 
 def test_progress_from_a_pool_thread_arrives_before_the_result(
@@ -304,27 +292,24 @@ def test_items_a_sync_generator_yielded_arrive_while_it_is_still_busy(
     assert asyncio.run(scenario()) == [0, 1, 2]
 
 
-def test_a_worker_answers_pings_and_cancels_while_slow_sync_tools_hold_its_pool(
+async def test_a_worker_answers_pings_and_cancels_while_slow_sync_tools_hold_its_pool(
     write_plugin: PluginWriter, backend: RlimitBackend
 ) -> None:
     spec = write_plugin("paths", PATHS)
     data = Path(spec.data_dir)
 
-    async def scenario() -> None:
-        async with running(spec, backend) as w:
-            slow = [asyncio.create_task(w.call("poll", {"seconds": 30})) for _ in range(3)]
-            await asyncio.sleep(0.1)
-            assert await w.ping(5.0) < 5.0
-            slow[0].cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await slow[0]
-            await wait_for_file(data / "saw-cancel", lambda _: True)
-            assert await w.call("echo", {"text": "still here"}) == "still here"
-            for task in slow[1:]:
-                task.cancel()
-            await asyncio.gather(*slow, return_exceptions=True)
-
-    asyncio.run(scenario())
+    async with running(spec, backend) as w:
+        slow = [asyncio.create_task(w.call("poll", {"seconds": 30})) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        assert await w.ping(5.0) < 5.0
+        slow[0].cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow[0]
+        await wait_for_file(data / "saw-cancel", lambda _: True)
+        assert await w.call("echo", {"text": "still here"}) == "still here"
+        for task in slow[1:]:
+            task.cancel()
+        await asyncio.gather(*slow, return_exceptions=True)
 
 
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])

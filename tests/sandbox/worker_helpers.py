@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+
+from support.waiting import wait_until
 
 from mcphost.sandbox.client import LogCallback, WorkerClient, spawn_worker
 from mcphost.sandbox.isolation import IsolationBackend, WorkerSpec
@@ -25,14 +25,17 @@ async def running(
 
 
 async def wait_for_file(path: Path, predicate: Callable[[str], bool], bound: float = 5.0) -> str:
-    """Wait until ``path`` exists and its text satisfies ``predicate``, at most ``bound``."""
-    deadline = time.monotonic() + bound
-    while time.monotonic() < deadline:
+    """Wait until ``path`` exists and its text satisfies ``predicate``, at most ``bound``;
+    return that text."""
+    seen: list[str] = []
+
+    def ready() -> bool:
         try:
             text = path.read_text()
         except FileNotFoundError:
-            text = None
-        if text is not None and predicate(text):
-            return text
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{path} did not reach the expected state within {bound}s")
+            return False
+        seen[:] = [text]
+        return predicate(text)
+
+    await wait_until(ready, bound, f"{path} in the expected state")
+    return seen[0]
