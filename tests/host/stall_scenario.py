@@ -19,6 +19,9 @@ from pathlib import Path
 
 from mcphost.host import Host, HostConfig, PluginSource
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: tests/
+from support.procs import wait_process_gone
+
 PLUGIN = """
 from mcphost.sdk import Plugin
 
@@ -85,15 +88,6 @@ class Ticker:
         return {"gap": round(max(0.0, longest - 0.001) * 1000, 1), "step": round(step * 1000, 1)}
 
 
-async def until_gone(pid: int) -> None:
-    while True:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        await asyncio.sleep(0.01)
-
-
 async def scenario(work: Path) -> dict[str, dict[str, float]]:
     home = work / "home"
     data = home / "data" / "stall"
@@ -118,12 +112,12 @@ async def scenario(work: Path) -> dict[str, dict[str, float]]:
         (stats,) = host.stats()
         assert await host.activate(new) == "1.0.0"
         assert await host.call("stall.version") == "2.0.0"
-        await asyncio.wait_for(until_gone(stats["pid"]), 20)
+        await wait_process_gone(stats["pid"], 20)
         stalls["swap"] = ticker.take()
 
         (stats,) = host.stats()
         os.kill(stats["pid"], signal.SIGKILL)
-        await asyncio.wait_for(until_gone(stats["pid"]), 20)
+        await wait_process_gone(stats["pid"], 20)
         while True:
             try:
                 if await host.call("stall.version") == "2.0.0":

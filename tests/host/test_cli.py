@@ -11,13 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(sys.executable).with_name("mcphost")
-COMMAND = (
-    [str(SCRIPT)]
-    if SCRIPT.exists()
-    else [sys.executable, "-c", "from mcphost.host.cli import main; main()"]
-)
+from support.cli import run_mcphost
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -40,9 +34,7 @@ def mcphost(cli_home: Path, plugin_dirs: dict[str, Path]) -> Run:
             "MCPHOST_PLUGIN_PATH": os.pathsep.join(str(p) for p in plugin_dirs.values()),
             **(env or {}),
         }
-        return subprocess.run(
-            [*COMMAND, *args], capture_output=True, text=True, env=full_env, timeout=60
-        )
+        return run_mcphost(*args, env=full_env)
 
     return run
 

@@ -5,22 +5,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from support.cli import invoke, run_mcphost
 
 from mcphost.host import Home
-from mcphost.host.cli import main
 from mcphost.security import generate_key, write_private_key, write_public_key
 
-SCRIPT = Path(sys.executable).with_name("mcphost")
-COMMAND = (
-    [str(SCRIPT)]
-    if SCRIPT.exists()
-    else [sys.executable, "-c", "from mcphost.host.cli import main; main()"]
-)
 CHECK = "check --home / MCPHOST_HOME"
 NOT_FOUND = (
     "error [home_not_found]: no mcphost home at {} (run `mcphost plugin install` or "
@@ -49,10 +41,6 @@ READING = [
 ]
 
 
-def mcphost(*args: str | Path, env: dict[str, str | None] | None = None) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
-
-
 @pytest.fixture
 def creating(tmp_path: Path, example_wheels: dict[str, Path]) -> list[tuple[str, ...]]:
     """Every command that creates a home when it is missing, with real arguments."""
@@ -74,7 +62,7 @@ def test_reading_commands_on_a_mistyped_home_say_there_is_none_and_create_nothin
 ) -> None:
     typo = tmp_path / "mcphost-typo"
     for args in READING:
-        result = mcphost("--home", typo, *args)
+        result = invoke("--home", typo, *args)
         assert result.exit_code == 1, (args, result.output)
         assert result.stderr == NOT_FOUND.format(typo), args
         assert not typo.exists(), f"{args} created the home"
@@ -87,13 +75,13 @@ def test_a_folder_inside_a_home_is_never_used_as_a_home(
     keys = home.keys_dir  # empty: nothing trusted yet
     part = f"it is inside the mcphost home {home.root}, where it keeps its trusted keys"
     for args in READING:
-        result = mcphost("--home", keys, *args)
+        result = invoke("--home", keys, *args)
         assert result.exit_code == 1, (args, result.output)
         assert (
             result.stderr == f"error [home_not_found]: no mcphost home at {keys}: {part}; {CHECK}\n"
         )
     for args in creating:
-        result = mcphost("--home", keys, *args)
+        result = invoke("--home", keys, *args)
         assert result.exit_code == 1, (args, result.output)
         assert result.stderr == (
             f"error [home_error]: cannot use {keys} as the mcphost home: {part}; {CHECK}\n"
@@ -109,9 +97,9 @@ def test_a_home_may_live_in_an_applications_data_folder_beside_its_config_toml(
     (app / "config.toml").write_text("[app]\n")
     home = app / "data" / "mcphost"
     keys_trust = next(args for args in creating if args[:2] == ("keys", "trust"))
-    made = mcphost("--home", home, *keys_trust)
+    made = invoke("--home", home, *keys_trust)
     assert made.exit_code == 0, made.output
-    assert mcphost("--home", home, "keys", "list").exit_code == 0
+    assert invoke("--home", home, "keys", "list").exit_code == 0
 
 
 def test_creating_commands_refuse_a_directory_that_is_not_a_home_saying_what_it_holds(
@@ -121,7 +109,7 @@ def test_creating_commands_refuse_a_directory_that_is_not_a_home_saying_what_it_
     (elsewhere / "photos").mkdir(parents=True)
     (elsewhere / "notes.txt").write_text("mine\n")
     for args in creating:
-        result = mcphost("--home", elsewhere, *args)
+        result = invoke("--home", elsewhere, *args)
         assert result.exit_code == 1, (args, result.output)
         assert result.stderr == (
             f"error [home_error]: {elsewhere} is not an mcphost home and not empty (it holds "
@@ -142,19 +130,19 @@ def test_homes_made_by_hand_or_by_any_command_are_found_by_reading_commands(
     made = [by_hand, empty, Home(tmp_path / "by-host").ensure().root]
     for i, args in enumerate(creating):
         new = tmp_path / f"new-{i}" / "home"  # its parent is missing too
-        result = mcphost("--home", new, *args)
+        result = invoke("--home", new, *args)
         # The example wheel is unsigned: a new home refuses it, after making the home.
         assert result.exit_code == 0 or "not signed" in result.stderr, (args, result.output)
         assert (new / "keys").is_dir() and new.stat().st_mode & 0o077 == 0
         made.append(new)
     for home in made:
-        listed = mcphost("--home", home, "audit")
+        listed = invoke("--home", home, "audit")
         assert listed.exit_code == 0, (home, listed.output)
     # Before any home of this layout, keys trust and keys generate made only these:
     old = tmp_path / "old"
     (old / "keys").mkdir(parents=True)
     (old / "audit.jsonl").write_text("")
-    assert mcphost("--home", old, "keys", "list").exit_code == 0
+    assert invoke("--home", old, "keys", "list").exit_code == 0
 
 
 def test_messages_that_find_nothing_installed_name_the_home_they_looked_in(
@@ -172,13 +160,13 @@ def test_messages_that_find_nothing_installed_name_the_home_they_looked_in(
         ("tools",): f"no tools: no plugin is installed in the home {home}, in",
     }
     for args, start in said.items():
-        result = mcphost("--home", home, *args, env=env)
+        result = invoke("--home", home, *args, env=env)
         assert result.exit_code == 0, (args, result.output)
         assert result.stdout.startswith(start), (args, result.stdout)
-    called = mcphost("--home", home, "call", "nosuch.tool", env=env)
+    called = invoke("--home", home, "call", "nosuch.tool", env=env)
     assert called.exit_code == 1
     assert called.stderr.rstrip().endswith(f"(home: {home})"), called.stderr
-    info = mcphost("--home", home, "plugin", "info", "nosuch")
+    info = invoke("--home", home, "plugin", "info", "nosuch")
     assert f"no plugin named 'nosuch' is in the registry of the home {home}" in info.stderr
 
 
@@ -189,14 +177,14 @@ def test_the_default_home_is_made_by_tools_but_never_by_a_listing(tmp_path: Path
         "MCPHOST_PLUGIN_PATH": None,
     }
     default = tmp_path / "xdg" / "mcphost"
-    listed = mcphost("plugin", "list", env=env)
+    listed = invoke("plugin", "list", env=env)
     assert listed.exit_code == 1 and listed.stderr == NOT_FOUND.format(default)
     assert not default.exists()
     # The default home cannot be mistyped; a host makes it for the plugins' data.
-    tools = mcphost("tools", env=env)
+    tools = invoke("tools", env=env)
     assert tools.exit_code == 0, tools.output
     assert (default / "data").is_dir()
-    assert mcphost("plugin", "list", env=env).exit_code == 0
+    assert invoke("plugin", "list", env=env).exit_code == 0
 
 
 @pytest.mark.parametrize(
@@ -233,7 +221,7 @@ def test_an_unusable_home_is_one_line_and_exit_one_never_a_traceback(
     for args, start in [(("plugin", "list"), reading), (("tools",), reading)] + [
         (args, creating_said) for args in creating
     ]:
-        result = mcphost("--home", home, *args)
+        result = invoke("--home", home, *args)
         assert result.exit_code == 1, (args, result.output)
         line = result.stderr.removeprefix("error [home_not_found]: ")
         line = line.removeprefix("error [home_error]: ")
@@ -244,13 +232,7 @@ def test_an_unusable_home_is_one_line_and_exit_one_never_a_traceback(
 def test_the_executable_reports_a_home_under_a_file_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "passwd").write_text("root:x:0:0\n")
     home = tmp_path / "passwd" / "sub"
-    proc = subprocess.run(
-        [*COMMAND, "--home", str(home), "serve"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = run_mcphost("serve", home=home, stdin=subprocess.DEVNULL)
     assert proc.returncode == 1
     assert proc.stderr == (
         f"error [home_error]: cannot use {home} as the mcphost home: {tmp_path / 'passwd'} is "

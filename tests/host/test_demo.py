@@ -11,18 +11,13 @@ from pathlib import Path
 import psutil
 import pytest
 from bwrap_check import require_bwrap
+from support.cli import run_mcphost
 
 from mcphost.host.examples import copy_example
 from mcphost.sdk.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "example_plugins"
-SCRIPT = Path(sys.executable).with_name("mcphost")
-COMMAND = (
-    [str(SCRIPT)]
-    if SCRIPT.exists()
-    else [sys.executable, "-c", "from mcphost.host.cli import main; main()"]
-)
 
 
 def run_demo(
@@ -38,13 +33,12 @@ def run_demo(
     env.pop("MCPHOST_EXAMPLES", None)
     if path is not None:
         env["PATH"] = path
-    proc = subprocess.run(
-        [*COMMAND, "demo"],
+    proc = run_mcphost(
+        "demo",
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
         timeout=110,
         stdin=subprocess.DEVNULL,
     )

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.cli import run_mcphost
 
 from mcphost.host import SyncHost
 from mcphost.host.cli.main import run_async
 from mcphost.sdk import ConfigError
-
-SCRIPT = Path(sys.executable).with_name("mcphost")
 
 
 @pytest.fixture
@@ -37,9 +35,8 @@ async def loop_module() -> str:
 
 
 def doctor(home: Path, loop: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MCPHOST_HOME": str(home), "MCPHOST_LOOP": loop}
-    return subprocess.run(
-        [str(SCRIPT), "doctor", "--json"], capture_output=True, text=True, env=env, timeout=60
+    return run_mcphost(
+        "doctor", "--json", extra_env={"MCPHOST_HOME": str(home), "MCPHOST_LOOP": loop}
     )
 
 

@@ -6,21 +6,14 @@ import asyncio
 import logging
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support.cli import run_mcphost
 
 from mcphost.host import Host, PluginSource
 from mcphost.sdk.errors import ToolTimeout
-
-SCRIPT = Path(sys.executable).with_name("mcphost")
-COMMAND = (
-    [str(SCRIPT)]
-    if SCRIPT.exists()
-    else [sys.executable, "-c", "from mcphost.host.cli import main; main()"]
-)
 
 LIMITED = """
 import asyncio
@@ -43,12 +36,7 @@ def address_space() -> int:
 
 
 def config_set(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*COMMAND, "--home", str(home), "config", "set", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_mcphost("config", "set", *args, home=home)
 
 
 class ConfigLog(logging.Handler):
@@ -116,34 +104,31 @@ def test_config_set_changes_the_call_timeout_and_new_workers_limits_of_a_running
     assert "# the operator's note" in (home_dir / "config.toml").read_text()
 
 
-def test_an_invalid_file_leaves_the_host_on_its_last_good_configuration_saying_why(
+async def test_an_invalid_file_leaves_the_host_on_its_last_good_configuration_saying_why(
     home_dir: Path, write_plugin_source: Callable[..., PluginSource], config_log: ConfigLog
 ) -> None:
     path = home_dir / "config.toml"
     path.write_text('allow_unsigned = true\nisolation = "rlimits"\ncall_timeout = 7.0\n')
     src = write_plugin_source("limited", LIMITED)
 
-    async def scenario() -> None:
-        async with Host(home_dir, sources=[src], environment=False, registry=False) as host:
-            tmp = path.with_name("config.new")
-            tmp.write_text('allow_unsigned = true\nisolation = "rlimits"\ncall_timeout = "x"\n')
-            os.replace(tmp, path)
-            record = await config_log.wait_for("configuration change refused", logging.ERROR)
-            assert "call_timeout" in record.getMessage()
-            assert host.config.call_timeout == 7.0
-            assert host.config_error is not None and "call_timeout" in host.config_error
-            # Fixed, with a setting that needs a restart: noted, not applied.
-            tmp.write_text('allow_unsigned = true\nisolation = "auto"\ncall_timeout = 3.0\n')
-            os.replace(tmp, path)
-            await config_log.wait_for("setting isolation changed to 'auto'", logging.WARNING)
-            assert host.config.call_timeout == 3.0
-            assert host.config.isolation == "rlimits"
-            assert [(p.key, p.running, p.configured) for p in host.restart_pending] == [
-                ("isolation", "rlimits", "auto")
-            ]
-            assert host.config_error is None
-
-    asyncio.run(scenario())
+    async with Host(home_dir, sources=[src], environment=False, registry=False) as host:
+        tmp = path.with_name("config.new")
+        tmp.write_text('allow_unsigned = true\nisolation = "rlimits"\ncall_timeout = "x"\n')
+        os.replace(tmp, path)
+        record = await config_log.wait_for("configuration change refused", logging.ERROR)
+        assert "call_timeout" in record.getMessage()
+        assert host.config.call_timeout == 7.0
+        assert host.config_error is not None and "call_timeout" in host.config_error
+        # Fixed, with a setting that needs a restart: noted, not applied.
+        tmp.write_text('allow_unsigned = true\nisolation = "auto"\ncall_timeout = 3.0\n')
+        os.replace(tmp, path)
+        await config_log.wait_for("setting isolation changed to 'auto'", logging.WARNING)
+        assert host.config.call_timeout == 3.0
+        assert host.config.isolation == "rlimits"
+        assert [(p.key, p.running, p.configured) for p in host.restart_pending] == [
+            ("isolation", "rlimits", "auto")
+        ]
+        assert host.config_error is None
 
 
 @pytest.mark.parametrize(

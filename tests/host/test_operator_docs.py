@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
+
+from support.cli import run_mcphost
 
 from mcphost.host import Home
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATORS = (REPO / "docs" / "operators.md").read_text(encoding="utf-8")
-SCRIPT = Path(sys.executable).with_name("mcphost")
-COMMAND = (
-    [str(SCRIPT)]
-    if SCRIPT.exists()
-    else [sys.executable, "-c", "from mcphost.host.cli import main; main()"]
-)
 
 
 def words(text: str) -> str:
@@ -34,12 +28,7 @@ def test_the_sample_configuration_error_is_the_one_mcphost_prints(tmp_path: Path
     home = tmp_path / "home"
     home.mkdir()
     (home / "config.toml").write_text(found["toml"], encoding="utf-8")
-    proc = subprocess.run(
-        [*COMMAND, "--home", str(home), "config", "show"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_mcphost("config", "show", home=home)
     assert proc.returncode == 2, proc.stderr
     printed = proc.stderr.replace(str(home / "config.toml"), found["path"])
     assert words(printed) == words(found["error"])

@@ -166,95 +166,74 @@ def test_plugin_execution_errors_keep_their_stable_codes(examples: Callable[...,
     assert isinstance(errors["not_dict"], InvalidArguments)
 
 
-def test_a_call_past_its_timeout_fails_and_the_plugin_keeps_serving(
+async def test_a_call_past_its_timeout_fails_and_the_plugin_keeps_serving(
     examples: Callable[..., Host],
 ) -> None:
-    async def scenario() -> None:
-        async with examples() as host:
-            t0 = time.perf_counter()
-            with pytest.raises(ToolTimeout) as info:
-                await host.call("textkit.sleep", {"seconds": 30}, timeout=0.2)
-            assert time.perf_counter() - t0 < 2.5
-            assert "textkit.sleep" in info.value.message
-            assert await host.call("textkit.echo", {"text": "alive"}) == "alive"
-
-    asyncio.run(scenario())
+    async with examples() as host:
+        t0 = time.perf_counter()
+        with pytest.raises(ToolTimeout) as info:
+            await host.call("textkit.sleep", {"seconds": 30}, timeout=0.2)
+        assert time.perf_counter() - t0 < 2.5
+        assert "textkit.sleep" in info.value.message
+        assert await host.call("textkit.echo", {"text": "alive"}) == "alive"
 
 
-def test_the_configured_call_timeout_applies_when_the_caller_gives_none(
+async def test_the_configured_call_timeout_applies_when_the_caller_gives_none(
     examples: Callable[..., Host],
 ) -> None:
-    async def scenario() -> None:
-        async with examples(call_timeout=0.2) as host:
-            with pytest.raises(ToolTimeout):
-                await host.call("textkit.sleep", {"seconds": 30})
-
-    asyncio.run(scenario())
+    async with examples(call_timeout=0.2) as host:
+        with pytest.raises(ToolTimeout):
+            await host.call("textkit.sleep", {"seconds": 30})
 
 
 @pytest.mark.parametrize("timeout", [0, -1.0, float("nan"), float("inf")])
-def test_a_timeout_that_is_not_a_positive_number_of_seconds_is_refused_not_replaced(
+async def test_a_timeout_that_is_not_a_positive_number_of_seconds_is_refused_not_replaced(
     examples: Callable[..., Host], timeout: float
 ) -> None:
-    async def scenario() -> None:
-        async with examples() as host:
-            with pytest.raises(InvalidArguments, match="timeout must be a number of seconds"):
-                await host.call("textkit.echo", {"text": "x"}, timeout=timeout)
-            with pytest.raises(InvalidArguments, match="timeout must be a number of seconds"):
-                async for _ in host.stream("textkit.count_to", {"n": 2}, timeout=timeout):
-                    pass
-            assert await host.call("textkit.echo", {"text": "x"}, timeout=5) == "x"
-
-    asyncio.run(scenario())
+    async with examples() as host:
+        with pytest.raises(InvalidArguments, match="timeout must be a number of seconds"):
+            await host.call("textkit.echo", {"text": "x"}, timeout=timeout)
+        with pytest.raises(InvalidArguments, match="timeout must be a number of seconds"):
+            async for _ in host.stream("textkit.count_to", {"n": 2}, timeout=timeout):
+                pass
+        assert await host.call("textkit.echo", {"text": "x"}, timeout=5) == "x"
 
 
 @pytest.mark.parametrize("window", [0, -1])
-def test_a_stream_window_below_one_is_refused_not_replaced_by_the_default(
+async def test_a_stream_window_below_one_is_refused_not_replaced_by_the_default(
     examples: Callable[..., Host], window: int
 ) -> None:
-    async def scenario() -> None:
-        async with examples() as host:
-            with pytest.raises(InvalidArguments, match="window must be a whole number"):
-                async for _ in host.stream("textkit.count_to", {"n": 2}, window=window):
-                    pass
-
-    asyncio.run(scenario())
+    async with examples() as host:
+        with pytest.raises(InvalidArguments, match="window must be a whole number"):
+            async for _ in host.stream("textkit.count_to", {"n": 2}, window=window):
+                pass
 
 
-def test_cancelling_the_caller_cancels_the_call_and_the_plugin_keeps_serving(
+async def test_cancelling_the_caller_cancels_the_call_and_the_plugin_keeps_serving(
     examples: Callable[..., Host],
 ) -> None:
-    async def scenario() -> None:
-        async with examples() as host:
-            running = asyncio.Event()
-            host.add_listener(lambda e: running.set() if e.message.startswith("sleeping") else None)
-            task = asyncio.create_task(host.call("textkit.sleep", {"seconds": 30}))
-            await asyncio.wait_for(running.wait(), 10)  # the tool logs as it starts
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            assert await host.call("textkit.echo", {"text": "next"}) == "next"
-            (stats,) = [s for s in host.stats() if s["plugin"] == "textkit"]
-            assert stats["inflight"] == 0
-
-    asyncio.run(scenario())
+    async with examples() as host:
+        running = asyncio.Event()
+        host.add_listener(lambda e: running.set() if e.message.startswith("sleeping") else None)
+        task = asyncio.create_task(host.call("textkit.sleep", {"seconds": 30}))
+        await asyncio.wait_for(running.wait(), 10)  # the tool logs as it starts
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await host.call("textkit.echo", {"text": "next"}) == "next"
+        (stats,) = [s for s in host.stats() if s["plugin"] == "textkit"]
+        assert stats["inflight"] == 0
 
 
-def test_streaming_switched_off_in_the_configuration_refuses_streams(
+async def test_streaming_switched_off_in_the_configuration_refuses_streams(
     examples: Callable[..., Host],
 ) -> None:
-    async def scenario() -> None:
-        async with examples(features={"streaming": False}) as host:
-            with pytest.raises(ConfigError, match="streaming is switched off"):
-                async for _ in host.stream("textkit.count_to", {"n": 2}):
-                    pass
-
-    asyncio.run(scenario())
+    async with examples(features={"streaming": False}) as host:
+        with pytest.raises(ConfigError, match="streaming is switched off"):
+            async for _ in host.stream("textkit.count_to", {"n": 2}):
+                pass
 
 
-def test_calls_before_the_host_starts_are_refused_with_advice(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        with pytest.raises(PluginError, match="not started"):
-            await Host(tmp_path).call("textkit.upper", {"text": "x"})
-
-    asyncio.run(scenario())
+async def test_calls_before_the_host_starts_are_refused_with_advice(tmp_path: Path) -> None:
+    with pytest.raises(PluginError, match="not started"):
+        await Host(tmp_path).call("textkit.upper", {"text": "x"})

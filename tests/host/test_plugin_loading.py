@@ -148,7 +148,7 @@ def test_a_plugin_that_cannot_start_is_left_out_and_the_others_are_served(
     )
 
 
-def test_workers_start_lazily_when_the_tools_are_already_known(
+async def test_workers_start_lazily_when_the_tools_are_already_known(
     write_plugin_source: Callable[..., PluginSource],
     make_host: Callable[..., Host],
     no_leftover_workers: None,
@@ -166,12 +166,9 @@ def test_workers_start_lazily_when_the_tools_are_already_known(
     )
     source.tools = [ToolSpec(name="ping")]
 
-    async def scenario() -> None:
-        async with make_host(sources=[source]) as host:
-            assert [t.name for t in host.tools()] == ["lazy.ping"]
-            assert host.stats()[0]["pid"] is None and host.stats()[0]["state"] == "stopped"
-            assert await host.call("lazy.ping") == "pong"
-            assert host.stats()[0]["pid"] is not None
-            assert host.stats()[0]["state"] == "running"
-
-    asyncio.run(scenario())
+    async with make_host(sources=[source]) as host:
+        assert [t.name for t in host.tools()] == ["lazy.ping"]
+        assert host.stats()[0]["pid"] is None and host.stats()[0]["state"] == "stopped"
+        assert await host.call("lazy.ping") == "pong"
+        assert host.stats()[0]["pid"] is not None
+        assert host.stats()[0]["state"] == "running"

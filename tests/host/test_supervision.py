@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from support.events import HostEvents
 from support.procs import assert_process_gone, wait_process_gone
 
 from mcphost.host import Host, HostEvent, PluginSource
@@ -123,30 +124,6 @@ def good(write_plugin_source: Callable[..., PluginSource]) -> PluginSource:
     return write_plugin_source("good", GOOD)
 
 
-class Events:
-    """Collects the host's events; ``wait_for`` waits for one with a bound."""
-
-    def __init__(self, host: Host) -> None:
-        self.seen: list[HostEvent] = []
-        self._changed = asyncio.Event()
-        host.add_listener(self._on)
-
-    def _on(self, event: HostEvent) -> None:
-        self.seen.append(event)
-        self._changed.set()
-
-    async def wait_for(self, pred: Callable[[HostEvent], bool], bound: float = 10) -> HostEvent:
-        async def scan() -> HostEvent:
-            while True:
-                for e in self.seen:
-                    if pred(e):
-                        return e
-                self._changed.clear()
-                await self._changed.wait()
-
-        return await asyncio.wait_for(scan(), bound)
-
-
 def worker_pid(host: Host, plugin: str) -> int:
     (stats,) = [s for s in host.stats() if s["plugin"] == plugin]
     assert stats["pid"], stats
@@ -158,7 +135,7 @@ def test_killing_a_worker_mid_call_fails_the_call_clearly_and_the_next_call_rest
 ) -> None:
     async def scenario() -> tuple[WorkerCrashed, int, int, dict[str, Any], list[HostEvent]]:
         async with make_host(sources=[trouble]) as host:
-            events = Events(host)
+            events = HostEvents(host)
             old = worker_pid(host, "trouble")
             call = asyncio.create_task(host.call("trouble.wait"))
             await events.wait_for(lambda e: e.message == "waiting")
@@ -324,7 +301,7 @@ def test_closing_the_host_ends_every_worker_and_every_call_in_flight(
     async def scenario() -> tuple[list[int], list[BaseException | None]]:
         host = make_host(sources=[trouble, good], plugin_dirs=[plugin_dirs["textkit"]])
         await host.start()
-        events = Events(host)
+        events = HostEvents(host)
         pids = [worker_pid(host, p) for p in ("trouble", "good", "textkit")]
         call = asyncio.create_task(host.call("trouble.wait"))
         stream = host.stream("textkit.count_to", {"n": 10_000, "delay": 0.01})
@@ -380,7 +357,7 @@ def test_a_call_outlasting_a_swaps_drain_time_is_cancelled_saying_so(
 
     async def scenario() -> tuple[CallCancelled, Any]:
         async with make_host(sources=[old], drain_timeout=0.3) as host:
-            events = Events(host)
+            events = HostEvents(host)
             long_call = asyncio.ensure_future(host.call("slow.wait", {"seconds": 30}))
             await events.wait_for(lambda e: e.message == "waiting")  # it runs in 1.0.0
             assert await host.activate(new) == "1.0.0"
@@ -419,7 +396,7 @@ def burn(children: int, seconds: float) -> int:
 """
 
 
-def test_cpu_time_of_children_that_already_ended_counts_against_the_limit(
+async def test_cpu_time_of_children_that_already_ended_counts_against_the_limit(
     write_plugin_source: Callable[..., PluginSource],
     make_host: Callable[..., Host],
     no_leftover_workers: None,
@@ -428,14 +405,11 @@ def test_cpu_time_of_children_that_already_ended_counts_against_the_limit(
         write_plugin_source("burn", BURN), limits=Limits(cpu_seconds=2, processes=None)
     )
 
-    async def scenario() -> None:
-        async with make_host(sources=[source], ping_interval=0.2) as host:
-            with pytest.raises(WorkerCrashed) as info:
-                await host.call("burn.burn", {"children": 12, "seconds": 0.5}, timeout=30)
-            assert "CPU seconds" in info.value.message
-            assert "over its limit of 2" in info.value.message
-
-    asyncio.run(scenario())
+    async with make_host(sources=[source], ping_interval=0.2) as host:
+        with pytest.raises(WorkerCrashed) as info:
+            await host.call("burn.burn", {"children": 12, "seconds": 0.5}, timeout=30)
+        assert "CPU seconds" in info.value.message
+        assert "over its limit of 2" in info.value.message
 
 
 WEDGE = """
@@ -493,7 +467,7 @@ def test_a_worker_whose_threads_are_all_stuck_past_their_deadline_is_replaced_an
 
     async def scenario() -> tuple[int, int, str, HostEvent, dict[str, Any]]:
         async with make_host(sources=[wedge], worker_threads=8, ping_interval=0.2) as host:
-            events = Events(host)
+            events = HostEvents(host)
             old = worker_pid(host, "wedge")
             await stuck_calls(host, "wedge", 8)
             answer = await until_served(host, "wedge.ok", 20)
@@ -521,7 +495,7 @@ def test_resetting_a_plugin_replaces_a_worker_with_threads_stuck_in_timed_out_ca
 
     async def scenario() -> tuple[int, int, HostEvent]:
         async with make_host(sources=[wedge], worker_threads=8, ping_interval=0.2) as host:
-            events = Events(host)
+            events = HostEvents(host)
             old = worker_pid(host, "wedge")
             await stuck_calls(host, "wedge", 3)  # not all of them: the worker still serves
             assert await host.call("wedge.ok") == "ok"

@@ -16,6 +16,7 @@ import msgspec
 import psutil
 import pytest
 from support.procs import wait_process_gone
+from support.waiting import wait_until
 
 from mcphost.host import Host, PluginSource, hookimpl
 from mcphost.sdk import ToolSpec, WorkerCrashed
@@ -71,17 +72,6 @@ def worker_processes(plugin: str) -> list[psutil.Process]:
         if "mcphost.sandbox.worker" in argv and json.loads(argv[-1])["plugin"] == plugin:
             out.append(p)
     return out
-
-
-async def wait_until(pred: Callable[[], bool], bound: float, what: str) -> None:
-    async def poll() -> None:
-        while not pred():
-            await asyncio.sleep(0.02)
-
-    try:
-        await asyncio.wait_for(poll(), bound)
-    except TimeoutError:
-        raise AssertionError(f"{what} within {bound}s") from None
 
 
 def test_a_start_overtaken_by_a_swap_stops_its_worker_and_calls_reach_the_swapped_in_version(
