@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
-from registry_helpers import CliFn, build, textkit_variant, trust_key
+from click.testing import Result
+from registry_helpers import CliFn, textkit_variant, trust_key
+from support.cli import invoke
+from support.wheels import build_wheel
 
 from mcphost.host import Home
-from mcphost.host.cli import main
 from mcphost.security import Permissions, PrivateKey, generate_key, sign_wheel
 
 
@@ -33,7 +34,7 @@ def wheels(tmp_path_factory: pytest.TempPathFactory, signing_key: PrivateKey) ->
     }
     result: dict[str, Path] = {}
     for seq, (name, project) in enumerate(variants.items(), start=10):
-        wheel = build(project, raw / name)
+        wheel = build_wheel(project, raw / name)
         result[name + "-unsigned"] = wheel
         (out / name).mkdir()
         result[name] = sign_wheel(
@@ -55,8 +56,6 @@ def cli(home: Home) -> CliFn:
     """Run ``mcphost --home HOME ARGS...`` in-process; returns click's Result."""
 
     def run(*args: str, input: str | None = None) -> Result:
-        return CliRunner().invoke(
-            main, ["--home", str(home.root), *args], input=input, catch_exceptions=False
-        )
+        return invoke(*args, home=home, input=input)
 
     return run

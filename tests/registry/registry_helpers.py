@@ -1,17 +1,15 @@
-"""Helpers for the registry suite: build textkit variants, run the real CLI."""
+"""Helpers for the registry suite: textkit variants, a trusted key, the CLI's JSON."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from click.testing import Result
+from support.cli import run_mcphost
 
 from mcphost.host import Home
 from mcphost.host.examples import copy_example
@@ -19,29 +17,9 @@ from mcphost.security import PrivateKey, TrustStore
 
 REPO = Path(__file__).resolve().parents[2]
 TEXTKIT = REPO / "example_plugins" / "textkit"
-MCPHOST = str(Path(sys.executable).with_name("mcphost"))
 
 #: The ``cli`` fixture: runs ``mcphost --home HOME ARGS...`` in-process.
 CliFn = Callable[..., Result]
-
-
-def _pip(*args: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"pip {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-
-
-def build(project: Path, out: Path) -> Path:
-    """A real wheel of ``project`` built by ``pip wheel`` into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    before = set(out.glob("*.whl"))
-    _pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(project))
-    (new,) = set(out.glob("*.whl")) - before
-    return new
 
 
 def textkit_variant(
@@ -82,25 +60,7 @@ def write_config(home: Home, text: str) -> None:
     home.config_file.write_text(text)
 
 
-def run_cli(
-    home: Home,
-    *args: str,
-    env: dict[str, str] | None = None,
-    timeout: float = 60,
-    launcher: list[str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run the real ``mcphost`` executable in a subprocess (or ``launcher``, a command
-    that runs the CLI with the arguments that follow it)."""
-    return subprocess.run(
-        [*(launcher or [MCPHOST]), "--home", str(home.root), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
-
-
 def cli_json(home: Home, *args: str) -> Any:
-    proc = run_cli(home, *args, "--json")
+    proc = run_mcphost(*args, "--json", home=home)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)

@@ -19,11 +19,12 @@ from typing import Any
 import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from registry_helpers import MCPHOST, run_cli
+from support.cli import mcphost_command, run_mcphost
+from support.waiting import wait_until_sync
 
 from mcphost.host import Home
 
-SERVE = [MCPHOST]
+SERVE = mcphost_command()
 METRICS = ["--metrics", "127.0.0.1:0"]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -94,14 +95,14 @@ class Served:
 
     def wait_for(self, check: Callable[[Samples], bool], what: str) -> Samples:
         """Scrape until ``check`` holds (the server acts on its own time), at most 30 s."""
-        deadline = time.monotonic() + 30
-        while True:
-            now = self.scrape()
-            if check(now):
-                return now
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what} never showed in /metrics")
-            time.sleep(0.05)
+        last: list[Samples] = []
+
+        def holds() -> bool:
+            last[:] = [self.scrape()]
+            return check(last[0])
+
+        wait_until_sync(holds, 30, f"{what} in /metrics", interval=0.05)
+        return last[0]
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -119,7 +120,7 @@ def served(home: Home, wheels: dict[str, Path]) -> Iterator[Served]:
         ["plugin", "install", str(wheels["1.0"]), "--yes"],
         ["plugin", "install", str(wheels["1.1"]), "--yes", "--no-activate"],
     ):
-        proc = run_cli(home, *args)
+        proc = run_mcphost(*args, home=home)
         assert proc.returncode == 0, proc.stderr
     s = Served(home)
     try:
@@ -194,7 +195,7 @@ def test_serve_metrics_count_calls_crashes_swaps_and_rollbacks_exactly(
         (["plugin", "swap", "textkit", "1.1"], 1, 0),
         (["plugin", "rollback", "textkit"], 2, 1),
     ):
-        done = run_cli(Home(s_home(s)), *args)
+        done = run_mcphost(*args, home=Home(s_home(s)))
         assert done.returncode == 0, done.stderr
         m = s.wait_for(
             lambda m, n=swaps: v(m, "mcphost_registry_swaps_total", plugin="textkit") == n,

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from registry_helpers import MCPHOST, build, run_cli, textkit_variant
+from registry_helpers import textkit_variant
+from support.cli import mcphost_command, run_mcphost
+from support.events import HostEvents
+from support.waiting import wait_until
+from support.wheels import build_wheel
 
 from mcphost.host import Home, Host, HostEvent
 from mcphost.sdk.errors import PluginFailed, PluginNotFound, WorkerCrashed
@@ -43,7 +46,7 @@ class Tally:
 async def cli(home: Home, *args: str) -> float:
     """Run the real CLI in another process; return the monotonic time it finished."""
     proc = await asyncio.create_subprocess_exec(
-        MCPHOST,
+        *mcphost_command(),
         "--home",
         str(home.root),
         *args,
@@ -55,36 +58,12 @@ async def cli(home: Home, *args: str) -> float:
     return time.monotonic()
 
 
-Seen = list[tuple[float, HostEvent]]
-
-
-def listen(host: Host, kind: str) -> tuple[Seen, Callable[[], asyncio.Event]]:
-    seen: Seen = []
-    events: list[asyncio.Event] = []
-
-    def on(ev: HostEvent) -> None:
-        if ev.kind == kind:
-            seen.append((time.monotonic(), ev))
-            for e in events:
-                e.set()
-
-    host.add_listener(on)
-
-    def next_event() -> asyncio.Event:
-        e = asyncio.Event()
-        events.clear()
-        events.append(e)
-        return e
-
-    return seen, next_event
-
-
 def install_both(home: Home, wheels: dict[str, Path]) -> None:
     for args in (
         ["plugin", "install", str(wheels["1.0"]), "--yes"],
         ["plugin", "install", str(wheels["1.1"]), "--yes", "--no-activate"],
     ):
-        proc = run_cli(home, *args)
+        proc = run_mcphost(*args, home=home)
         assert proc.returncode == 0, proc.stderr
 
 
@@ -97,7 +76,7 @@ def test_plugin_hot_swap(home: Home, wheels: dict[str, Path], no_leftover_worker
         tally = Tally()
         stop = asyncio.Event()
         async with Host(home, environment=False) as host:
-            swaps, next_swap = listen(host, "plugin_swapped")
+            swaps = HostEvents(host, "plugin_swapped")
 
             async def caller(i: int) -> None:
                 n = 0
@@ -119,14 +98,14 @@ def test_plugin_hot_swap(home: Home, wheels: dict[str, Path], no_leftover_worker
                     ["plugin", "swap", "textkit", "1.1"],
                     ["plugin", "rollback", "textkit"],
                 ):
-                    switched = next_swap()
+                    before = len(swaps.seen)
                     await cli(home, *args)
-                    await asyncio.wait_for(switched.wait(), 20.0)
+                    await swaps.wait_count(before + 1, 20.0)
                     await tally.wait_for(PER_PHASE)
             finally:
                 stop.set()
                 await asyncio.gather(*tasks)
-        return tally, swaps
+        return tally, list(zip(swaps.times, swaps.seen, strict=True))
 
     tally, swaps = asyncio.run(scenario())
     assert tally.failures == [], f"{len(tally.failures)} calls failed: {tally.failures[:3]}"
@@ -146,38 +125,26 @@ def test_plugin_hot_swap(home: Home, wheels: dict[str, Path], no_leftover_worker
     assert new > PER_PHASE / 2 and old > PER_PHASE / 2
 
 
-def test_a_removal_made_with_the_cli_stops_the_plugin_in_a_running_host(
+async def test_a_removal_made_with_the_cli_stops_the_plugin_in_a_running_host(
     home: Home, wheels: dict[str, Path], no_leftover_workers: None
 ) -> None:
     install_both(home, wheels)
 
-    async def scenario() -> None:
-        async with Host(home, environment=False) as host:
-            assert await host.call("textkit.echo", {"text": "a"}) == "a"
-            _, next_change = listen(host, "tools_changed")
-            changed = next_change()
-            await cli(home, "plugin", "remove", "textkit", "--force")
-            await asyncio.wait_for(changed.wait(), 5.0)
-            with pytest.raises(PluginNotFound):
-                await host.call("textkit.echo", {"text": "a"})
-            # Installing again brings it back without a restart.
-            changed = next_change()
-            await cli(home, "plugin", "install", str(wheels["1.1"]), "--yes")
-            await asyncio.wait_for(changed.wait(), 5.0)
-            assert await host.call("textkit.echo", {"text": "a"}) == "a [1.1]"
-
-    asyncio.run(scenario())
+    async with Host(home, environment=False) as host:
+        assert await host.call("textkit.echo", {"text": "a"}) == "a"
+        changes = HostEvents(host, "tools_changed")
+        await cli(home, "plugin", "remove", "textkit", "--force")
+        await changes.wait_count(1, 5.0)
+        with pytest.raises(PluginNotFound):
+            await host.call("textkit.echo", {"text": "a"})
+        # Installing again brings it back without a restart.
+        before = len(changes.seen)
+        await cli(home, "plugin", "install", str(wheels["1.1"]), "--yes")
+        await changes.wait_count(before + 1, 5.0)
+        assert await host.call("textkit.echo", {"text": "a"}) == "a [1.1]"
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait for a state that announces no event, checking often, within a bound."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "the state was not reached in time"
-        await asyncio.sleep(0.02)
-
-
-def test_a_reset_made_with_the_cli_clears_a_failed_plugin_in_a_running_host(
+async def test_a_reset_made_with_the_cli_clears_a_failed_plugin_in_a_running_host(
     home: Home, tmp_path: Path, signing_key: PrivateKey, no_leftover_workers: None
 ) -> None:
     project = textkit_variant(
@@ -187,29 +154,26 @@ def test_a_reset_made_with_the_cli_clears_a_failed_plugin_in_a_running_host(
         '    """Exit the worker at once."""\n    import os\n\n    os._exit(3)\n',
     )
     wheel = sign_wheel(
-        build(project, tmp_path / "w"), signing_key, permissions=Permissions(), sequence=1
+        build_wheel(project, tmp_path / "w"), signing_key, permissions=Permissions(), sequence=1
     )
-    assert run_cli(home, "plugin", "install", str(wheel), "--yes").returncode == 0
+    assert run_mcphost("plugin", "install", str(wheel), "--yes", home=home).returncode == 0
     home.config_file.write_text("max_restarts = 0\n")
 
-    async def scenario() -> None:
-        async with Host(home, environment=False) as host:
+    async with Host(home, environment=False) as host:
 
-            def state() -> str:
-                return str(host.stats()[0]["state"])
+        def state() -> str:
+            return str(host.stats()[0]["state"])
 
-            with pytest.raises(WorkerCrashed):
-                await host.call("textkit.crash", {})
-            await wait_until(lambda: state() == "failed")
-            with pytest.raises(PluginFailed, match="mcphost plugin reset textkit"):
-                await host.call("textkit.upper", {"text": "x"})
-            await cli(home, "plugin", "reset", "textkit")
-            # How soon is measured in benchmarks/bench_registry.py ("reset of a failed
-            # plugin"); here only that the running host takes the reset.
-            await wait_until(lambda: state() != "failed", timeout=20.0)
-            assert await host.call("textkit.upper", {"text": "x"}) == "X"
-
-    asyncio.run(scenario())
+        with pytest.raises(WorkerCrashed):
+            await host.call("textkit.crash", {})
+        await wait_until(lambda: state() == "failed", 5.0, "textkit failed")
+        with pytest.raises(PluginFailed, match="mcphost plugin reset textkit"):
+            await host.call("textkit.upper", {"text": "x"})
+        await cli(home, "plugin", "reset", "textkit")
+        # How soon is measured in benchmarks/bench_registry.py ("reset of a failed
+        # plugin"); here only that the running host takes the reset.
+        await wait_until(lambda: state() != "failed", 20.0, "the reset reached the host")
+        assert await host.call("textkit.upper", {"text": "x"}) == "X"
 
 
 def test_concurrent_installs_are_serialised_and_both_recorded(
@@ -232,23 +196,19 @@ def test_concurrent_installs_are_serialised_and_both_recorded(
         )
 
     asyncio.run(scenario())
-    proc = run_cli(home, "plugin", "list", "--json")
+    proc = run_mcphost("plugin", "list", "--json", home=home)
     assert json.loads(proc.stdout)[0]["versions"] == ["1.0.0", "1.1.0"]
     assert len(list(home.store_dir.glob("*.whl"))) == 2
     assert len(list((home.versions_dir / "textkit").iterdir())) == 2
 
 
-def test_a_host_started_on_an_empty_home_serves_a_plugin_installed_later(
+async def test_a_host_started_on_an_empty_home_serves_a_plugin_installed_later(
     home: Home, wheels: dict[str, Path], no_leftover_workers: None
 ) -> None:
-    async def scenario() -> None:
-        async with Host(home, environment=False) as host:
-            assert not home.registry_db.exists() and host.tools() == []
-            _, next_change = listen(host, "tools_changed")
-            changed = next_change()
-            await cli(home, "plugin", "install", str(wheels["1.0"]), "--yes")
-            await asyncio.wait_for(changed.wait(), 5.0)
-            assert "textkit.echo" in {t.name for t in host.tools()}
-            assert await host.call("textkit.echo", {"text": "a"}) == "a"
-
-    asyncio.run(scenario())
+    async with Host(home, environment=False) as host:
+        assert not home.registry_db.exists() and host.tools() == []
+        changes = HostEvents(host, "tools_changed")
+        await cli(home, "plugin", "install", str(wheels["1.0"]), "--yes")
+        await changes.wait_count(1, 5.0)
+        assert "textkit.echo" in {t.name for t in host.tools()}
+        assert await host.call("textkit.echo", {"text": "a"}) == "a"

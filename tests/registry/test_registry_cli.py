@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
-from registry_helpers import CliFn, build, textkit_variant
+from registry_helpers import CliFn, textkit_variant
+from support.wheels import build_wheel
 
 from mcphost.host import Home, Host
 from mcphost.registry import Registry
@@ -170,7 +171,7 @@ def test_dependencies_are_installed_from_wheels_beside_the_plugin(
         '[project]\nname = "regdep"\nversion = "0.1"\n[tool.setuptools]\npackages = ["regdep"]\n'
     )
     links = tmp_path / "links"
-    build(dep, links)
+    build_wheel(dep, links)
     project = textkit_variant(
         tmp_path / "withdep",
         "1.5.0",
@@ -179,7 +180,7 @@ def test_dependencies_are_installed_from_wheels_beside_the_plugin(
         "    import regdep\n\n    return regdep.ANSWER\n",
     )
     wheel = sign_wheel(
-        build(project, tmp_path / "w"),
+        build_wheel(project, tmp_path / "w"),
         signing_key,
         permissions=Permissions(),
         sequence=1,

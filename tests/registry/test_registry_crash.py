@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from registry_helpers import run_cli, trust_key
+from registry_helpers import trust_key
+from support.cli import run_mcphost
 
 from mcphost.host import Home, HostConfig
 from mcphost.host.registry_link import source_for
@@ -35,7 +36,7 @@ def prepared(
         ["plugin", "install", str(wheels["1.0"]), "--yes"],
         ["plugin", "install", str(wheels["1.1"]), "--yes", "--no-activate"],
     ):
-        proc = run_cli(home, *args)
+        proc = run_mcphost(*args, home=home)
         assert proc.returncode == 0, proc.stderr
     return home
 
@@ -69,7 +70,7 @@ def state(home: Home) -> dict[str, object]:
 
 def listed(home: Home) -> dict[str, object]:
     """The registry as ``mcphost plugin list`` shows it: name -> (active, versions)."""
-    proc = run_cli(home, "plugin", "list", "--json")
+    proc = run_mcphost("plugin", "list", "--json", home=home)
     assert proc.returncode == 0, proc.stderr
     return {p["name"]: (p["active"], tuple(p["versions"])) for p in json.loads(proc.stdout)}
 
@@ -103,7 +104,7 @@ def test_every_crash_point_is_exercised() -> None:
 
 
 def killed(home: Home, point: str, *args: str) -> None:
-    proc = run_cli(home, *args, launcher=[sys.executable, str(CRASH_LAUNCHER), point])
+    proc = run_mcphost(*args, command=[sys.executable, str(CRASH_LAUNCHER), point], home=home)
     assert proc.returncode == -signal.SIGKILL, (
         f"expected a kill at {point}: rc={proc.returncode} {proc.stderr}"
     )
@@ -120,7 +121,7 @@ def test_an_install_killed_before_its_commit_leaves_the_old_state_and_after_it_t
     point: str, prepared: Home, wheels: dict[str, Path], tmp_path: Path
 ) -> None:
     home = copy_home(prepared, tmp_path)
-    assert run_cli(home, "plugin", "remove", "textkit", "1.1").returncode == 0
+    assert run_mcphost("plugin", "remove", "textkit", "1.1", home=home).returncode == 0
     old = {"textkit": ("1.0.0", ("1.0.0",))}
     new = {"textkit": ("1.0.0", ("1.0.0", "1.1.0"))}
     assert state(home) == old
@@ -141,7 +142,7 @@ def test_an_install_killed_before_its_commit_leaves_the_old_state_and_after_it_t
         assert len(report.removed_dirs) == (1 if leftovers else 0), report
         assert state(home) == old
     # And it goes on working: the same install now completes.
-    proc = run_cli(home, "plugin", "install", str(wheels["1.1"]), "--yes")
+    proc = run_mcphost("plugin", "install", str(wheels["1.1"]), "--yes", home=home)
     assert proc.returncode == 0, proc.stderr
     assert state(home) == {"textkit": ("1.1.0", ("1.0.0", "1.1.0"))}
 
@@ -159,7 +160,7 @@ def test_a_swap_killed_before_its_commit_keeps_the_old_active_version_and_after_
     assert swept(home) == RecoveryReport()
     assert state(home) == {"textkit": (active, ("1.0.0", "1.1.0"))}
     target = "1.0" if active == "1.1.0" else "1.1"
-    assert run_cli(home, "plugin", "swap", "textkit", target).returncode == 0
+    assert run_mcphost("plugin", "swap", "textkit", target, home=home).returncode == 0
     assert state(home) == {"textkit": (f"{target}.0", ("1.0.0", "1.1.0"))}
 
 
@@ -182,7 +183,7 @@ def test_a_removal_killed_before_its_commit_keeps_the_version_and_after_it_finis
         assert report == RecoveryReport(), report
         assert Path(doomed.plugin_dir).is_dir()
         assert state(home) == {"textkit": ("1.0.0", ("1.0.0", "1.1.0"))}
-    proc = run_cli(home, "plugin", "remove", "textkit", "--force")
+    proc = run_mcphost("plugin", "remove", "textkit", "--force", home=home)
     assert proc.returncode == 0, proc.stderr
     assert state(home) == {}
 
@@ -207,7 +208,7 @@ def test_a_repair_killed_before_its_swap_keeps_the_changed_files_and_after_it_th
     whole = {"textkit": ("1.0.0", ("1.0.0", "1.1.0"))}
     # Restored: every file verifies again; not yet: the records are unchanged.
     assert (state(home) if restored else listed(home)) == whole
-    proc = run_cli(home, "plugin", "install", str(wheels["1.0"]), "--yes")
+    proc = run_mcphost("plugin", "install", str(wheels["1.0"]), "--yes", home=home)
     assert proc.returncode == 0, proc.stderr
     assert code.read_bytes() == original
     assert state(home) == {"textkit": ("1.0.0", ("1.0.0", "1.1.0"))}
@@ -217,14 +218,14 @@ def test_the_old_crash_variable_does_not_kill_an_installed_mcphost(
     prepared: Home, wheels: dict[str, Path], tmp_path: Path
 ) -> None:
     home = copy_home(prepared, tmp_path)
-    assert run_cli(home, "plugin", "remove", "textkit", "1.1").returncode == 0
-    proc = run_cli(
-        home,
+    assert run_mcphost("plugin", "remove", "textkit", "1.1", home=home).returncode == 0
+    proc = run_mcphost(
         "plugin",
         "install",
         str(wheels["1.1"]),
         "--yes",
-        env={"MCPHOST_TEST_CRASH_AT": "install_stored"},
+        extra_env={"MCPHOST_TEST_CRASH_AT": "install_stored"},
+        home=home,
     )
     assert proc.returncode == 0, proc.stderr
     assert state(home) == {"textkit": ("1.1.0", ("1.0.0", "1.1.0"))}
@@ -249,12 +250,12 @@ def test_a_rebuild_killed_at_any_point_deletes_nothing_and_can_run_again(
         assert home.registry_db.stat().st_size == 0 and kept == []
     else:  # rebuild_set_aside: the damaged database is kept aside, none in its place
         assert not home.registry_db.exists() and len(kept) == 1
-    proc = run_cli(home, "plugin", "list")
+    proc = run_mcphost("plugin", "list", home=home)
     assert proc.returncode == 1 and "registry rebuild" in proc.stderr, proc.stderr
     after = {
         p.relative_to(home.root) for p in [*home.versions_dir.rglob("*"), *home.store_dir.iterdir()]
     }
     assert after == files
-    proc = run_cli(home, "registry", "rebuild")
+    proc = run_mcphost("registry", "rebuild", home=home)
     assert proc.returncode == 0, proc.stderr
     assert state(home) == {"textkit": ("1.0.0", ("1.0.0", "1.1.0"))}

@@ -9,7 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from registry_helpers import build, cli_json, run_cli, textkit_variant, trust_key
+from registry_helpers import cli_json, textkit_variant, trust_key
+from support.cli import run_mcphost
+from support.wheels import build_wheel
 
 from mcphost.host import Home
 from mcphost.security import Permissions, PrivateKey, generate_key, sign_wheel
@@ -36,7 +38,7 @@ def installed(
         ["plugin", "install", str(wheels["1.1"]), "--yes"],
         ["plugin", "install", str(wheels["1.2"]), "--yes", "--no-activate"],
     ):
-        proc = run_cli(home, *args)
+        proc = run_mcphost(*args, home=home)
         assert proc.returncode == 0, proc.stderr
     return home
 
@@ -52,7 +54,7 @@ def home_copy(installed: Home, tmp_path: Path) -> Home:
 def textkit_13(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """textkit 1.3.0, built but not signed."""
     tmp = tmp_path_factory.mktemp("textkit-13")
-    return build(textkit_variant(tmp / "src", "1.3.0"), tmp / "raw")
+    return build_wheel(textkit_variant(tmp / "src", "1.3.0"), tmp / "raw")
 
 
 def lose_database(home: Home, how: str) -> None:
@@ -76,7 +78,7 @@ def test_a_lost_database_next_to_installed_versions_deletes_nothing_and_points_a
         ["plugin", "remove", "textkit", "--force"],
         ["tools"],
     ):
-        proc = run_cli(home, *args)
+        proc = run_mcphost(*args, home=home)
         assert proc.returncode == 1, (args, proc.stdout)
         (line,) = proc.stderr.strip().splitlines()
         assert line.startswith("error [registry_damaged]: "), line
@@ -95,7 +97,7 @@ def test_rebuild_restores_versions_active_version_rollback_ownership_and_sequenc
     home = home_copy
     listed_before = cli_json(home, "plugin", "list")
     lose_database(home, "emptied")
-    proc = run_cli(home, "registry", "rebuild")
+    proc = run_mcphost("registry", "rebuild", home=home)
     assert proc.returncode == 0, proc.stderr
     assert "textkit 1.0.0, 1.1.0, 1.2.0" in proc.stdout
     assert cli_json(home, "plugin", "list") == listed_before
@@ -107,33 +109,33 @@ def test_rebuild_restores_versions_active_version_rollback_ownership_and_sequenc
     older = sign_wheel(
         textkit_13, signing_key, permissions=Permissions(), sequence=5, out=tmp_path / "a"
     )
-    proc = run_cli(home, "plugin", "install", str(older), "--yes")
+    proc = run_mcphost("plugin", "install", str(older), "--yes", home=home)
     assert proc.returncode == 1 and "rollback attack" in proc.stderr, proc.stderr
     # Name ownership: another trusted key may not take the name over.
     other = generate_key()
     trust_key(home, other)
     foreign = sign_wheel(textkit_13, other, permissions=Permissions(), sequence=99, out=tmp_path)
-    proc = run_cli(home, "plugin", "install", str(foreign), "--yes")
+    proc = run_mcphost("plugin", "install", str(foreign), "--yes", home=home)
     assert proc.returncode == 1 and "belongs to key" in proc.stderr, proc.stderr
     # Rollback goes back to the version active before, as the audit log remembers it.
-    proc = run_cli(home, "plugin", "rollback", "textkit")
+    proc = run_mcphost("plugin", "rollback", "textkit", home=home)
     assert proc.returncode == 0, proc.stderr
     assert cli_json(home, "plugin", "list")[0]["active"] == "1.0.0"
-    assert run_cli(home, "plugin", "rollback", "textkit").returncode == 0
+    assert run_mcphost("plugin", "rollback", "textkit", home=home).returncode == 0
     # Swaps and rollbacks work as before.
-    proc = run_cli(home, "plugin", "swap", "textkit", "1.2", "--allow-missing-tools")
+    proc = run_mcphost("plugin", "swap", "textkit", "1.2", "--allow-missing-tools", home=home)
     assert proc.returncode == 0, proc.stderr
-    assert run_cli(home, "plugin", "rollback", "textkit").returncode == 0
+    assert run_mcphost("plugin", "rollback", "textkit", home=home).returncode == 0
     assert cli_json(home, "plugin", "list")[0]["active"] == "1.1.0"
-    actions = [e["action"] for e in json.loads(run_cli(home, "audit", "--json").stdout)]
+    actions = [e["action"] for e in json.loads(run_mcphost("audit", "--json", home=home).stdout)]
     assert "registry.rebuild" in actions
 
 
 def test_rebuild_refuses_a_healthy_registry_unless_forced(home_copy: Home) -> None:
-    proc = run_cli(home_copy, "registry", "rebuild")
+    proc = run_mcphost("registry", "rebuild", home=home_copy)
     assert proc.returncode == 1
     assert "--force" in proc.stderr
-    proc = run_cli(home_copy, "registry", "rebuild", "--force")
+    proc = run_mcphost("registry", "rebuild", "--force", home=home_copy)
     assert proc.returncode == 0, proc.stderr
     assert cli_json(home_copy, "plugin", "list")[0]["versions"] == ["1.0.0", "1.1.0", "1.2.0"]
 
@@ -144,10 +146,10 @@ def test_a_fresh_database_in_place_of_the_old_one_deletes_nothing(
     home = home_copy
     before = files_of(home)
     empty = Home(tmp_path / "empty").ensure()
-    assert run_cli(empty, "plugin", "list").returncode == 0
+    assert run_mcphost("plugin", "list", home=empty).returncode == 0
     shutil.copy(empty.registry_db, home.registry_db)
     for args in (["plugin", "list"], ["tools"]):
-        proc = run_cli(home, *args)
+        proc = run_mcphost(*args, home=home)
         assert proc.returncode == 1, proc.stdout
         assert "error [registry_damaged]" in proc.stderr and "registry rebuild" in proc.stderr
     assert files_of(home) == before
@@ -158,16 +160,16 @@ def test_a_database_restored_from_an_older_backup_keeps_the_versions_installed_s
 ) -> None:
     home = home_copy
     with_two = tmp_path / "backup.sqlite3"
-    assert run_cli(home, "plugin", "remove", "textkit", "1.2").returncode == 0
+    assert run_mcphost("plugin", "remove", "textkit", "1.2", home=home).returncode == 0
     shutil.copy(home.registry_db, with_two)
-    proc = run_cli(home, "plugin", "install", str(wheels["1.2"]), "--yes", "--no-activate")
+    proc = run_mcphost("plugin", "install", str(wheels["1.2"]), "--yes", "--no-activate", home=home)
     assert proc.returncode == 0, proc.stderr
     before = files_of(home)
     shutil.copy(with_two, home.registry_db)
     listed = cli_json(home, "plugin", "list")
     assert listed[0]["versions"] == ["1.0.0", "1.1.0"]
     assert files_of(home) == before  # 1.2's directory and wheel are still there
-    proc = run_cli(home, "registry", "rebuild", "--force")
+    proc = run_mcphost("registry", "rebuild", "--force", home=home)
     assert proc.returncode == 0, proc.stderr
     assert cli_json(home, "plugin", "list")[0]["versions"] == ["1.0.0", "1.1.0", "1.2.0"]
 
@@ -178,9 +180,9 @@ def test_rebuild_records_only_wheels_that_verify_against_the_trust_store(
     home = home_copy
     before = files_of(home)
     lose_database(home, "emptied")
-    proc = run_cli(home, "keys", "revoke", signing_key.key_id, "--reason", "test")
+    proc = run_mcphost("keys", "revoke", signing_key.key_id, "--reason", "test", home=home)
     assert proc.returncode == 0, proc.stderr
-    proc = run_cli(home, "registry", "rebuild", "--json")
+    proc = run_mcphost("registry", "rebuild", "--json", home=home)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["plugins"] == {}

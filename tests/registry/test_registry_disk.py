@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 from bwrap_check import bwrap_required, require_root
-from registry_helpers import build, cli_json, run_cli, textkit_variant, trust_key
+from registry_helpers import cli_json, textkit_variant, trust_key
+from support.cli import run_mcphost
+from support.wheels import build_wheel
 
 from mcphost.host import Home
 from mcphost.security import Permissions, PrivateKey, sign_wheel
@@ -53,7 +55,7 @@ def big_wheel(tmp_path_factory: pytest.TempPathFactory, signing_key: PrivateKey)
     tmp = tmp_path_factory.mktemp("big")
     blob = secrets.token_hex(3 * 1024 * 1024 // 2)
     project = textkit_variant(tmp / "src", "1.1.0", extra_code=f'\n_BLOB = "{blob}"\n')
-    raw = build(project, tmp / "raw")
+    raw = build_wheel(project, tmp / "raw")
     return sign_wheel(raw, signing_key, permissions=Permissions(), sequence=11, out=tmp / "s")
 
 
@@ -70,27 +72,27 @@ def test_a_full_disk_during_install_is_one_line_audited_and_changes_nothing(
 ) -> None:
     home = Home(small_disk / "home").ensure()
     trust_key(home, signing_key)
-    proc = run_cli(home, "plugin", "install", str(wheels["1.0"]), "--yes")
+    proc = run_mcphost("plugin", "install", str(wheels["1.0"]), "--yes", home=home)
     assert proc.returncode == 0, proc.stderr
     listed = cli_json(home, "plugin", "list")
     stored = sorted(home.store_dir.iterdir())
     filler = fill(small_disk, leave=1024 * 1024)
 
-    line = one_error_line(run_cli(home, "plugin", "install", str(big_wheel), "--yes"))
+    line = one_error_line(run_mcphost("plugin", "install", str(big_wheel), "--yes", home=home))
     assert line.startswith("error [registry_error]: the disk holding the mcphost home"), line
     assert "is full" in line and "Free some space" in line
 
     assert cli_json(home, "plugin", "list") == listed
     assert sorted(home.store_dir.iterdir()) == stored
     assert not list((home.versions_dir / "textkit").glob("1.1.0-*"))
-    entries = json.loads(run_cli(home, "audit", "--json").stdout)
+    entries = json.loads(run_mcphost("audit", "--json", home=home).stdout)
     failed = [e for e in entries if e["action"] == "plugin.install" and e["outcome"] == "error"]
     assert [(e["plugin"], e["version"]) for e in failed] == [("textkit", "1.1.0")]
     assert "is full" in failed[0]["detail"]
 
     # With space again, the same install goes through.
     filler.unlink()
-    proc = run_cli(home, "plugin", "install", str(big_wheel), "--yes")
+    proc = run_mcphost("plugin", "install", str(big_wheel), "--yes", home=home)
     assert proc.returncode == 0, proc.stderr
     assert cli_json(home, "plugin", "list")[0]["active"] == "1.1.0"
 
@@ -100,12 +102,12 @@ def test_a_disk_with_no_space_at_all_makes_registry_commands_say_so_and_change_n
 ) -> None:
     home = Home(small_disk / "home").ensure()
     trust_key(home, signing_key)
-    proc = run_cli(home, "plugin", "install", str(wheels["1.0"]), "--yes")
+    proc = run_mcphost("plugin", "install", str(wheels["1.0"]), "--yes", home=home)
     assert proc.returncode == 0, proc.stderr
     listed = cli_json(home, "plugin", "list")
     filler = fill(small_disk, leave=0)
     for args in (["plugin", "remove", "textkit", "--force"], ["plugin", "list"]):
-        line = one_error_line(run_cli(home, *args))
+        line = one_error_line(run_mcphost(*args, home=home))
         assert line.startswith("error [registry_error]: the disk holding the mcphost home"), line
     filler.unlink()
     assert cli_json(home, "plugin", "list") == listed
@@ -114,7 +116,7 @@ def test_a_disk_with_no_space_at_all_makes_registry_commands_say_so_and_change_n
 def test_a_damaged_database_page_is_one_line_pointing_at_rebuild(
     home: Home, wheels: dict[str, Path]
 ) -> None:
-    proc = run_cli(home, "plugin", "install", str(wheels["1.0"]), "--yes")
+    proc = run_mcphost("plugin", "install", str(wheels["1.0"]), "--yes", home=home)
     assert proc.returncode == 0, proc.stderr
     listed = cli_json(home, "plugin", "list")
     conn = sqlite3.connect(home.registry_db)
@@ -127,11 +129,11 @@ def test_a_damaged_database_page_is_one_line_pointing_at_rebuild(
             f.write(b"\xa5" * page_size)
 
     for args in (["plugin", "list"], ["plugin", "info", "textkit"], ["tools"]):
-        line = one_error_line(run_cli(home, *args))
+        line = one_error_line(run_mcphost(*args, home=home))
         assert line.startswith("error [registry_damaged]: the registry database"), line
         assert "malformed" in line and "mcphost registry rebuild" in line
 
-    proc = run_cli(home, "registry", "rebuild")
+    proc = run_mcphost("registry", "rebuild", home=home)
     assert proc.returncode == 0, proc.stderr
     assert cli_json(home, "plugin", "list") == listed
     assert list(home.root.glob("registry.sqlite3.damaged-*"))

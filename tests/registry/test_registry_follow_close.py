@@ -11,7 +11,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from registry_helpers import run_cli
+from support.cli import run_mcphost
 
 from mcphost.host import Home, Host
 from mcphost.host.registry_link import _Follower
@@ -20,7 +20,7 @@ from mcphost.host.registry_link import _Follower
 def test_a_host_closed_while_it_polls_its_registry_closes_the_database_only_after_the_poll(
     home: Home, wheels: dict[str, Path]
 ) -> None:
-    proc = run_cli(home, "plugin", "install", str(wheels["1.0"]), "--yes")
+    proc = run_mcphost("plugin", "install", str(wheels["1.0"]), "--yes", home=home)
     assert proc.returncode == 0, proc.stderr
     entered, gate = threading.Event(), threading.Event()
     seen: dict[str, bool] = {}

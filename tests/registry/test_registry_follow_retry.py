@@ -9,21 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from registry_helpers import run_cli
+from support.cli import run_mcphost
+from support.waiting import wait_until
 
 from mcphost.host import Home, Host, HostEvent
 from mcphost.registry import Registry
-
-
-async def until(pred: Any, bound: float, what: str) -> None:
-    async def poll() -> None:
-        while not pred():
-            await asyncio.sleep(0.02)
-
-    try:
-        await asyncio.wait_for(poll(), bound)
-    except TimeoutError:
-        raise AssertionError(f"{what} within {bound}s") from None
 
 
 def test_a_swap_that_fails_to_apply_is_logged_shown_in_the_host_and_retried_until_it_applies(
@@ -36,7 +26,7 @@ def test_a_swap_that_fails_to_apply_is_logged_shown_in_the_host_and_retried_unti
         ["plugin", "install", str(wheels["1.0"]), "--yes"],
         ["plugin", "install", str(wheels["1.1"]), "--yes", "--no-activate"],
     ):
-        proc = run_cli(home, *args)
+        proc = run_mcphost(*args, home=home)
         assert proc.returncode == 0, proc.stderr
     (code,) = home.versions_dir.joinpath("textkit").glob("1.1.0-*/**/mcphost_textkit/__init__.py")
     original = code.read_bytes()
@@ -57,7 +47,7 @@ def test_a_swap_that_fails_to_apply_is_logged_shown_in_the_host_and_retried_unti
             try:
                 with Registry.open(home) as reg:
                     reg.activate("textkit", "1.1.0")
-                await until(lambda: host.registry_error is not None, 20, "no failure recorded")
+                await wait_until(lambda: host.registry_error is not None, 20, "a failure recorded")
                 failure = host.registry_error
                 assert not swapped.is_set()
                 assert await host.call("textkit.echo", {"text": "b"}) == "b"  # 1.0 serves on

@@ -4,7 +4,6 @@ registry is damaged."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import subprocess
@@ -14,7 +13,8 @@ import pytest
 from bwrap_check import bwrap_required, require_root
 from mcp.client.client import Client
 from mcp.client.stdio import StdioServerParameters
-from registry_helpers import MCPHOST, run_cli, trust_key
+from registry_helpers import trust_key
+from support.cli import MCPHOST, run_mcphost
 
 from mcphost.host import Home
 from mcphost.security import PrivateKey
@@ -24,7 +24,7 @@ def read_only_argv(home: Home, *args: str) -> list[str]:
     """``mcphost --home HOME ARGS...`` in a mount namespace where HOME is read-only."""
     root = str(home.root)
     script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
-    return ["unshare", "-m", "sh", "-c", script, root, MCPHOST, "--home", root, *args]
+    return ["unshare", "-m", "sh", "-c", script, root, str(MCPHOST), "--home", root, *args]
 
 
 def run_read_only(home: Home, *args: str) -> subprocess.CompletedProcess[str]:
@@ -40,7 +40,7 @@ def installed(
         pytest.fail("a read-only bind mount needs unshare (util-linux)")
     home = Home(tmp_path_factory.mktemp("ro") / "home").ensure()
     trust_key(home, signing_key)
-    proc = run_cli(home, "plugin", "install", str(wheels["1.0"]), "--yes")
+    proc = run_mcphost("plugin", "install", str(wheels["1.0"]), "--yes", home=home)
     assert proc.returncode == 0, proc.stderr
     probe = run_read_only(home, "--version")
     if probe.returncode != 0:
@@ -52,7 +52,7 @@ def installed(
 
 
 def test_plugin_list_and_info_read_a_read_only_home(installed: Home) -> None:
-    listed = json.loads(run_cli(installed, "plugin", "list", "--json").stdout)
+    listed = json.loads(run_mcphost("plugin", "list", "--json", home=installed).stdout)
     proc = run_read_only(installed, "plugin", "list", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == listed
@@ -70,18 +70,15 @@ def test_tools_and_call_work_from_a_read_only_home(installed: Home) -> None:
     assert json.loads(proc.stdout) == "HI"
 
 
-def test_serve_answers_from_a_read_only_home(installed: Home) -> None:
+async def test_serve_answers_from_a_read_only_home(installed: Home) -> None:
     argv = read_only_argv(installed, "serve")
 
-    async def go() -> None:
-        params = StdioServerParameters(command=argv[0], args=argv[1:])
-        async with Client(params) as client:
-            names = {t.name for t in (await client.list_tools()).tools}
-            assert "textkit.upper" in names
-            res = await client.call_tool("textkit.upper", {"text": "ro"})
-            assert res.structured_content == {"result": "RO"}
-
-    asyncio.run(go())
+    params = StdioServerParameters(command=argv[0], args=argv[1:])
+    async with Client(params) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert "textkit.upper" in names
+        res = await client.call_tool("textkit.upper", {"text": "ro"})
+        assert res.structured_content == {"result": "RO"}
 
 
 def test_a_change_in_a_read_only_home_says_it_is_read_only(
@@ -96,5 +93,5 @@ def test_a_change_in_a_read_only_home_says_it_is_read_only(
         (line,) = proc.stderr.strip().splitlines()
         assert line.startswith("error [registry_error]: the mcphost home"), line
         assert "is read-only here" in line and "damaged" not in line
-    listed = json.loads(run_cli(installed, "plugin", "list", "--json").stdout)
+    listed = json.loads(run_mcphost("plugin", "list", "--json", home=installed).stdout)
     assert listed[0]["versions"] == ["1.0.0"]

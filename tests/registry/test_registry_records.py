@@ -8,7 +8,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from registry_helpers import build, textkit_variant, trust_key
+from registry_helpers import textkit_variant, trust_key
+from support.wheels import build_wheel
 
 from mcphost.host import Home
 from mcphost.registry import SCHEMA_VERSION, Registry
@@ -72,7 +73,7 @@ def test_the_same_version_with_different_content_is_refused(
     # Same name and version as 1.1, but other code: rebuilt from a changed copy.
     project = textkit_variant(tmp_path / "evil", "1.1.0", echo_suffix=" [evil]")
     other = sign_wheel(
-        build(project, tmp_path / "w"),
+        build_wheel(project, tmp_path / "w"),
         signing_key,
         permissions=Permissions(),
         sequence=20,
@@ -221,7 +222,7 @@ def test_a_wheel_without_exactly_one_plugin_entry_point_is_refused(
             '[project.entry-points."mcphost.plugins"]\ntextkit = "mcphost_textkit:plugin"\n', ""
         )
     )
-    wheel = build(project, tmp_path / "w")
+    wheel = build_wheel(project, tmp_path / "w")
     with (
         Registry.open(home, allow_unsigned=True) as reg,
         pytest.raises(RegistryError, match="declares 0 entry points"),
