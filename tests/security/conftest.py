@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from security_helpers import EXAMPLES, SIGNED_AT, build_wheel, pip
+from security_helpers import EXAMPLES, SIGNED_AT
+from support.wheels import build_wheel, pip
 
 from mcphost.security import (
     Permissions,

@@ -1,10 +1,9 @@
-"""Helpers for the security suite: build, install and tamper with real wheels."""
+"""Helpers for the security suite: tamper with real wheels and read their members
+(support.wheels builds and installs them)."""
 
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -15,26 +14,6 @@ EXAMPLES = REPO / "example_plugins"
 SIGNED_AT = 1_800_000_000.0
 YEAR = 365 * 24 * 3600.0
 NOW = SIGNED_AT + 3600
-
-
-def pip(*args: str) -> None:
-    """Run pip in this interpreter, quietly, failing loudly with its output."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"pip {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-
-
-def build_wheel(project: Path, out: Path) -> Path:
-    """``pip wheel --no-deps --no-build-isolation`` of ``project`` into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    before = set(out.glob("*.whl"))
-    pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(project))
-    (new,) = set(out.glob("*.whl")) - before
-    return new
 
 
 def rewrite_wheel(

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from security_helpers import pip
+from support.wheels import pip
 
 from mcphost.host import Home, Host, HostConfig
 from mcphost.sdk.errors import VerificationError

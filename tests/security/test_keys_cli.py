@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -10,10 +11,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
-from security_helpers import pip, rewrite_wheel
-
-from mcphost.host.cli.main import main
+from security_helpers import rewrite_wheel
+from support.cli import invoke
+from support.wheels import pip
 
 INIT = "mcphost_textkit/__init__.py"
 
@@ -21,14 +21,7 @@ INIT = "mcphost_textkit/__init__.py"
 @pytest.fixture
 def run(tmp_path: Path) -> object:
     home = tmp_path / "home"
-    runner = CliRunner()
-
-    def invoke(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
-        return runner.invoke(
-            main, ["--home", str(home), *args], input=input, env=env, catch_exceptions=False
-        )
-
-    return invoke
+    return functools.partial(invoke, home=home)
 
 
 def audit(run: object) -> list[dict[str, object]]:

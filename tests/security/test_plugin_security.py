@@ -44,7 +44,9 @@ import psutil
 import pytest
 from bwrap_check import require_bwrap
 from security_helpers import EXAMPLES, REPO
+from support.cli import mcphost_command, run_mcphost
 from support.subprocess_coverage import environment, without_coverage
+from support.wheels import build_wheels
 
 from mcphost.host import Home, Host, HostConfig
 from mcphost.sandbox.bwrap import BubblewrapBackend, code_paths
@@ -56,7 +58,6 @@ from mcphost.security.permissions import PermissionLimits
 pytestmark = pytest.mark.bwrap
 
 ATTACK_PLUGINS = Path(__file__).resolve().parent / "attack_plugins"
-MCPHOST = str(Path(sys.executable).with_name("mcphost"))
 
 #: What each attack plugin declares in its signed manifest: small limits keep it quick.
 PERMISSIONS: dict[str, Permissions] = {
@@ -134,46 +135,9 @@ def _write_distribution(name: str, root: Path) -> Path:
     return project
 
 
-#: Builds each project given with its PEP 517 backend (setuptools, as pip would call it);
-#: one interpreter for many small projects is several times faster than one pip each.
-BUILD = """\
-import os, sys
-from setuptools import build_meta
-out = os.path.abspath(sys.argv[1])
-for project in sys.argv[2:]:
-    os.chdir(project)
-    build_meta.build_wheel(out)
-"""
-
-
-def _build_wheels(projects: list[Path], out: Path) -> None:
-    """Build a wheel of every project into ``out``, in two processes at once."""
-    out.mkdir(parents=True, exist_ok=True)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", BUILD, str(out), *map(str, batch)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for batch in (projects[0::2], projects[1::2])
-        if batch
-    ]
-    for proc in procs:
-        output, _ = proc.communicate(timeout=300)
-        if proc.returncode != 0:
-            raise RuntimeError(f"building attack plugin wheels failed:\n{output}")
-
-
 def mcphost(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the real ``mcphost`` command on ``home``; fail with its output unless it worked."""
-    proc = subprocess.run(
-        [MCPHOST, "--home", str(home), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = run_mcphost(*args, home=home, timeout=timeout, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, f"mcphost {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}"
     return proc
 
@@ -211,7 +175,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory, signing_key: PrivateKey)
     notes = root / "src" / "notes"
     shutil.copytree(EXAMPLES / "notes", notes, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     raw = root / "raw"
-    _build_wheels([notes, *projects], raw)
+    build_wheels([notes, *projects], raw)
     signed = root / "signed"
     wheels: dict[str, Path] = {}
     for wheel in sorted(raw.glob("*.whl")):
@@ -422,7 +386,14 @@ def host(installed: Installed, tmp_path_factory: pytest.TempPathFactory) -> Iter
         **environment(),  # coverage's, while the suite measures it
     }
     log = tmp_path_factory.mktemp("attack-log") / "serve.log"
-    argv = [MCPHOST, "-v", "--home", str(installed.home.root), "serve", "--no-environment"]
+    argv = [
+        *mcphost_command(),
+        "-v",
+        "--home",
+        str(installed.home.root),
+        "serve",
+        "--no-environment",
+    ]
     server = Server(argv, env, log, pass_fds=(fd,))
     try:
         yield AttackedHost(server, installed, fd, listener, unix_listeners)

@@ -21,7 +21,6 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,17 +29,17 @@ from typing import Any
 
 import pytest
 from bwrap_check import require_bwrap
-from click.testing import CliRunner
-from security_helpers import pip
+from security_helpers import member
+from support.cli import invoke, run_mcphost
+from support.waiting import wait_until
+from support.wheels import build_wheel
 
 from mcphost.host import Home, Host, HostEvent
-from mcphost.host.cli.main import main
 from mcphost.sdk.errors import VerificationError
 from mcphost.security.wheel import record_hash, render_record
 
 pytestmark = pytest.mark.bwrap
 
-MCPHOST = str(Path(sys.executable).with_name("mcphost"))
 INIT = "mcphost_scgood/__init__.py"
 DIST_INFO = "mcphost_scgood-1.0.0.dist-info"
 
@@ -132,21 +131,15 @@ class Outcome:
         return self.stdout + self.stderr
 
 
-def invoke(home: Path, *args: str) -> Outcome:
+def in_process(home: Path, *args: str) -> Outcome:
     """``mcphost --home HOME ARGS...`` in this process (the same code as the executable)."""
-    result = CliRunner().invoke(main, ["--home", str(home), *args], catch_exceptions=False)
+    result = invoke(*args, home=home)
     return Outcome(result.exit_code, result.stdout, result.stderr)
 
 
 def run(home: Path, *args: str) -> Outcome:
     """``mcphost --home HOME ARGS...`` as the real executable in its own process."""
-    proc = subprocess.run(
-        [MCPHOST, "--home", str(home), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = run_mcphost(*args, home=home, stdin=subprocess.DEVNULL)
     return Outcome(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -162,10 +155,7 @@ def build_plugin(root: Path, name: str, version: str, answer: str) -> Path:
     (project / "pyproject.toml").write_text(PYPROJECT.format(name=name, version=version))
     code = PLUGIN.format(name=name, version=version, answer=answer)
     (project / f"mcphost_{name}" / "__init__.py").write_text(code)
-    out = project / "dist"
-    pip("wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(project))
-    (wheel,) = out.glob("*.whl")
-    return wheel
+    return build_wheel(project, project / "dist")
 
 
 @dataclass(frozen=True)
@@ -203,7 +193,7 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
     desk = root / "publisher-home"  # signing writes to the audit log of some home
     keys = {}
     for name in ("publisher", "other", "stranger"):
-        out = ok(invoke(desk, "keys", "generate", name, "--out", str(root / "keys")))
+        out = ok(in_process(desk, "keys", "generate", name, "--out", str(root / "keys")))
         keys[name] = Publisher(
             key_id=out.stdout.strip(),
             private=root / "keys" / f"{name}.key",
@@ -229,7 +219,7 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
     signed = {}
     for name, (wheel, key, sequence) in plan.items():
         out = ok(
-            invoke(
+            in_process(
                 desk,
                 "plugin",
                 "sign",
@@ -258,7 +248,7 @@ class Operator:
             ok(self.cli("keys", "trust", str(kit.keys[name].public), "--name", name))
 
     def cli(self, *args: str) -> Outcome:
-        return invoke(self.home, *args)
+        return in_process(self.home, *args)
 
     def run(self, *args: str) -> Outcome:
         return run(self.home, *args)
@@ -329,13 +319,20 @@ def crash_watch(host: Host, plugin: str) -> asyncio.Future[str]:
     return seen
 
 
-async def stopped_on_purpose(host: Host, plugin: str) -> str:
-    """Wait until ``plugin``'s worker was stopped by the host; return why."""
-    while True:
+async def stopped_on_purpose(host: Host, plugin: str, bound: float) -> str:
+    """Wait, at most ``bound`` seconds, until ``plugin``'s worker was stopped by the host;
+    return why."""
+
+    def stats() -> dict[str, Any]:
         (st,) = [s for s in host.stats() if s["plugin"] == plugin]
-        if st["state"] == "stopped" and st["pid"] is None and st["failure"]:
-            return str(st["failure"])
-        await asyncio.sleep(0.05)
+        return st
+
+    def stopped() -> bool:
+        st = stats()
+        return st["state"] == "stopped" and st["pid"] is None and bool(st["failure"])
+
+    await wait_until(stopped, bound, f"{plugin}'s worker stopped by the host", interval=0.05)
+    return str(stats()["failure"])
 
 
 async def kill_worker(host: Host, plugin: str) -> None:
@@ -376,11 +373,6 @@ def rewrite(src: Path, dst: Path, replace: dict[str, bytes]) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.write_bytes(buf.getvalue())
     return dst
-
-
-def member(wheel: Path, name: str) -> bytes:
-    with zipfile.ZipFile(wheel) as zf:
-        return zf.read(name)
 
 
 # -- (1) a plugin's installed files change after install ----------------------------------
@@ -539,7 +531,7 @@ def test_plugin_security_a_revoked_key_is_refused_at_install_and_stops_its_insta
             )
             # The running host stops the plugin's worker within a poll interval, on
             # purpose: not counted as a crash, nothing restarts it ...
-            why = await asyncio.wait_for(stopped_on_purpose(host, "scgood"), 10)
+            why = await stopped_on_purpose(host, "scgood", 10)
             # ... and its next start is refused; the other plugin keeps serving.
             with pytest.raises(VerificationError) as refused:
                 await host.call("scgood.ping")

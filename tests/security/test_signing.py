@@ -10,7 +10,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from security_helpers import SIGNED_AT, member, members, pip
+from security_helpers import SIGNED_AT, member, members
+from support.wheels import pip
 
 from mcphost.sdk.errors import ConfigError
 from mcphost.security import (

@@ -13,7 +13,8 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from security_helpers import NOW, SIGNED_AT, YEAR, build_wheel, member, pip, rewrite_wheel
+from security_helpers import NOW, SIGNED_AT, YEAR, member, rewrite_wheel
+from support.wheels import build_wheel, pip
 
 from mcphost.sdk.errors import VerificationError
 from mcphost.security import (
