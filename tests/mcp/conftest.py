@@ -3,18 +3,15 @@
 
 from __future__ import annotations
 
-import json
-import os
-import select
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from http_helpers import embedded_http
+from support.cli import mcphost_command
+from support.raw_stdio import RawStdio
+from support.wheels import install_target
 
 
 @pytest.fixture
@@ -26,16 +23,9 @@ def mcp_home(tmp_path: Path) -> Path:
     return home
 
 
-def mcphost_command() -> list[str]:
-    """The installed ``mcphost`` console script of this interpreter's environment."""
-    script = Path(sys.executable).with_name("mcphost")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "from mcphost.host.cli import main; main()"]
-
-
 @pytest.fixture
 def mcphost_cmd() -> list[str]:
+    """The argv that runs ``mcphost`` (support.cli.mcphost_command)."""
     return mcphost_command()
 
 
@@ -55,59 +45,13 @@ def serve_argv(mcp_home: Path, plugin_dirs: dict[str, Path]) -> list[str]:
     ]
 
 
-class RawStdio:
-    """``mcphost serve`` driven with raw bytes, for the malformed-input cases only."""
-
-    def __init__(self, argv: list[str]) -> None:
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-        )
-        self._buf = b""
-
-    def send(self, data: bytes) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(data)
-        self.proc.stdin.flush()
-
-    def send_json(self, obj: Any) -> None:
-        self.send(json.dumps(obj).encode() + b"\n")
-
-    def read(self, timeout: float = 20.0) -> dict[str, Any]:
-        """The next message the server writes, waiting at most ``timeout`` seconds."""
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buf:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise TimeoutError("mcphost serve wrote nothing in time")
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                raise EOFError("mcphost serve closed its stdout")
-            self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\n")
-        result: dict[str, Any] = json.loads(line)
-        return result
-
-    def close(self) -> int:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            return self.proc.wait(timeout=20)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-
-
 @pytest.fixture
 def raw_stdio(serve_argv: list[str]) -> Iterator[RawStdio]:
     raw = RawStdio([*serve_argv, "--max-message-bytes", "4096"])
     try:
         yield raw
     finally:
-        if raw.proc.poll() is None:
-            raw.proc.kill()
-            raw.proc.wait()
+        raw.kill()
 
 
 @pytest.fixture
@@ -181,20 +125,4 @@ def chatty_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     init = project / "mcphost_textkit" / "__init__.py"
     init.write_text(init.read_text() + CHATTY_TOOLS)
     wheel = build_wheels({"textkit": project}, root / "wheels")["textkit"]
-    target = root / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "-q",
-            "install",
-            "--no-deps",
-            "--target",
-            str(target),
-            str(wheel),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return target
+    return install_target(wheel, root / "site")

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import time
 from pathlib import Path
 from typing import Any
+
+from support.waiting import wait_until
 
 INIT = json.dumps(
     {
@@ -39,48 +40,40 @@ def request(
     return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
 
 
-def test_an_idle_session_expires_and_its_id_then_gets_404(
+async def test_an_idle_session_expires_and_its_id_then_gets_404(
     mcp_home: Path, plugin_dirs: dict[str, Path], embedded: Any
 ) -> None:
-    async def go() -> None:
-        async with embedded(mcp_home, [plugin_dirs["textkit"]], session_idle_seconds=0.5) as served:
-            port, token = served.front.port, served.token
-            status, headers, _ = await asyncio.to_thread(request, port, token, "POST", INIT)
-            assert status == 200
-            sid = headers["mcp-session-id"]
-            status, _, _ = await asyncio.to_thread(request, port, token, "POST", PING, sid)
-            assert status == 200
-            assert len(served.front.sessions) == 1
-            deadline = time.monotonic() + 10
-            while len(served.front.sessions) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            assert len(served.front.sessions) == 0
-            for method, body in (("POST", PING), ("GET", None), ("DELETE", None)):
-                status, _, _ = await asyncio.to_thread(request, port, token, method, body, sid)
-                assert status == 404, method
-            status, headers, _ = await asyncio.to_thread(request, port, token, "POST", INIT)
-            assert status == 200 and headers["mcp-session-id"] != sid
-
-    asyncio.run(go())
+    async with embedded(mcp_home, [plugin_dirs["textkit"]], session_idle_seconds=0.5) as served:
+        port, token = served.front.port, served.token
+        status, headers, _ = await asyncio.to_thread(request, port, token, "POST", INIT)
+        assert status == 200
+        sid = headers["mcp-session-id"]
+        status, _, _ = await asyncio.to_thread(request, port, token, "POST", PING, sid)
+        assert status == 200
+        assert len(served.front.sessions) == 1
+        await wait_until(lambda: len(served.front.sessions) == 0, 10, "the idle session expired")
+        assert len(served.front.sessions) == 0
+        for method, body in (("POST", PING), ("GET", None), ("DELETE", None)):
+            status, _, _ = await asyncio.to_thread(request, port, token, method, body, sid)
+            assert status == 404, method
+        status, headers, _ = await asyncio.to_thread(request, port, token, "POST", INIT)
+        assert status == 200 and headers["mcp-session-id"] != sid
 
 
-def test_initialize_over_the_session_cap_is_refused_clearly_until_one_ends(
+async def test_initialize_over_the_session_cap_is_refused_clearly_until_one_ends(
     mcp_home: Path, plugin_dirs: dict[str, Path], embedded: Any
 ) -> None:
-    async def go() -> None:
-        async with embedded(mcp_home, [plugin_dirs["textkit"]], max_sessions=2) as served:
-            port, token = served.front.port, served.token
+    async with embedded(mcp_home, [plugin_dirs["textkit"]], max_sessions=2) as served:
+        port, token = served.front.port, served.token
 
-            def checks() -> None:
-                sids = [request(port, token, "POST", INIT)[1]["mcp-session-id"] for _ in "ab"]
-                status, headers, body = request(port, token, "POST", INIT)
-                assert status == 503 and headers["retry-after"]
-                error = json.loads(body)["error"]
-                assert "limit of 2 sessions" in error["message"]
-                assert request(port, token, "DELETE", None, sids[0])[0] == 200
-                assert request(port, token, "POST", INIT)[0] == 200
-                assert request(port, token, "POST", PING, sids[1])[0] == 200
+        def checks() -> None:
+            sids = [request(port, token, "POST", INIT)[1]["mcp-session-id"] for _ in "ab"]
+            status, headers, body = request(port, token, "POST", INIT)
+            assert status == 503 and headers["retry-after"]
+            error = json.loads(body)["error"]
+            assert "limit of 2 sessions" in error["message"]
+            assert request(port, token, "DELETE", None, sids[0])[0] == 200
+            assert request(port, token, "POST", INIT)[0] == 200
+            assert request(port, token, "POST", PING, sids[1])[0] == 200
 
-            await asyncio.to_thread(checks)
-
-    asyncio.run(go())
+        await asyncio.to_thread(checks)

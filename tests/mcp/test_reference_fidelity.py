@@ -11,7 +11,6 @@ must be in ``_meta["mcphost/error"]``.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -22,6 +21,8 @@ import pytest
 from mcp.client.client import Client
 from mcp.client.stdio import StdioServerParameters
 from support import subprocess_coverage
+from support.cli import mcphost_command
+from support.wheels import build_wheels
 
 #: The tools, as plain functions both servers register.
 TOOLS = '''
@@ -163,11 +164,6 @@ ERAS = {"2026-07-28": "auto", "2025-11-25": "legacy"}
 Answers = dict[tuple[str, str], types.CallToolResult]
 
 
-#: Builds a wheel with the project's PEP 517 backend, as pip would (one interpreter,
-#: several times faster than ``pip wheel``).
-BUILD = "import sys; from setuptools import build_meta; build_meta.build_wheel(sys.argv[1])"
-
-
 @pytest.fixture(scope="session")
 def fidelity_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The fidelity plugin, built as a wheel and installed into a folder of its own.
@@ -179,13 +175,8 @@ def fidelity_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (project / "mcphost_fidelity").mkdir(parents=True)
     (project / "pyproject.toml").write_text(PYPROJECT)
     (project / "mcphost_fidelity" / "__init__.py").write_text(PLUGIN)
-    subprocess.run(
-        [sys.executable, "-c", BUILD, str(root / "wheels")],
-        cwd=project,
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = (root / "wheels").glob("*.whl")
+    # Built by the project's PEP 517 backend, as pip would (several times faster).
+    (wheel,) = build_wheels([project], root / "wheels")
     target = root / "site"
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(target)
@@ -213,13 +204,7 @@ async def _answers(params: StdioServerParameters) -> Answers:
 def mcphost_answers(tmp_path_factory: pytest.TempPathFactory, fidelity_dir: Path) -> Answers:
     home = tmp_path_factory.mktemp("fidelity-home")
     (home / "config.toml").write_text("allow_unsigned = true\n")
-    script = Path(sys.executable).with_name("mcphost")
-    command = (
-        [str(script)]
-        if script.exists()
-        else [sys.executable, "-c", "from mcphost.host.cli import main; main()"]
-    )
-    argv = [*command, "--home", str(home), "serve", "--no-environment"]
+    argv = [*mcphost_command(), "--home", str(home), "serve", "--no-environment"]
     argv += ["--plugin-dir", str(fidelity_dir)]
     env = subprocess_coverage.environment()
     return asyncio.run(_answers(StdioServerParameters(command=argv[0], args=argv[1:], env=env)))

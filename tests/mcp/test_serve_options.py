@@ -6,7 +6,7 @@ import subprocess
 from typing import Any
 
 import pytest
-from conftest import RawStdio
+from support.raw_stdio import RawStdio
 
 from mcphost.host.mcp import ServerOptions
 from mcphost.sdk.errors import ConfigError

@@ -12,6 +12,7 @@ from typing import Any
 
 import psutil
 import pytest
+from support.procs import assert_process_gone
 
 INIT = {
     "jsonrpc": "2.0",
@@ -121,8 +122,8 @@ def test_a_client_closing_stdout_mid_call_stops_the_call_its_worker_and_serve(
         # The client goes away by closing its end of stdout; stdin stays open.
         proc.stdout.close()
         assert proc.wait(timeout=30) == 0
-        _, alive = psutil.wait_procs(workers, timeout=10)
-        assert not alive, f"workers outlived serve: {[p.pid for p in alive]}"
+        for worker in workers:  # none outlives serve
+            assert_process_gone(worker, 10, reap=True)
     finally:
         if proc.poll() is None:
             proc.kill()

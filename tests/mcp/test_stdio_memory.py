@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import select
-import subprocess
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import psutil
+from support.raw_stdio import RawStdio
 
 INIT = {
     "jsonrpc": "2.0",
@@ -61,66 +60,18 @@ class PeakRss:
         return self.peak
 
 
-class Serve:
-    """``mcphost serve`` over pipes, read only when the test says so."""
-
-    def __init__(self, argv: list[str]) -> None:
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-        )
-        self._buf = b""
-
-    def send(self, *lines: bytes) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(b"".join(line + b"\n" for line in lines))
-        self.proc.stdin.flush()
-
-    def read(self, timeout: float = 60.0) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buf:
-            left = deadline - time.monotonic()
-            assert left > 0 and select.select([fd], [], [], left)[0], "serve wrote nothing"
-            chunk = os.read(fd, 1 << 20)
-            assert chunk, "serve closed its stdout"
-            self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\n")
-        message: dict[str, Any] = json.loads(line)
-        return message
-
-    def read_until_answered(self, ids: set[int]) -> list[dict[str, Any]]:
-        """Every message up to the answers to ``ids``."""
-        seen: list[dict[str, Any]] = []
-        while ids:
-            msg = self.read()
-            seen.append(msg)
-            ids.discard(msg.get("id"))  # type: ignore[arg-type]
-        return seen
-
-    def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=30)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def serve_chatty(mcphost_cmd: list[str], home: Path, chatty_dir: Path) -> Serve:
+def serve_chatty(mcphost_cmd: list[str], home: Path, chatty_dir: Path) -> RawStdio:
     # A worker busy flooding may answer the health-check ping late on a loaded machine;
     # these tests are about memory, so it is given time rather than restarted.
     config = home / "config.toml"
     config.write_text(config.read_text() + "ping_timeout = 120\n")
     argv = [*mcphost_cmd, "--home", str(home), "serve", "--no-environment"]
-    return Serve([*argv, "--plugin-dir", str(chatty_dir), "--forward-plugin-logs"])
+    return RawStdio([*argv, "--plugin-dir", str(chatty_dir), "--forward-plugin-logs"])
 
 
-def started(serve: Serve) -> None:
+def started(serve: RawStdio) -> None:
     """Initialize and make one call, so the host and the plugin's worker are running."""
-    serve.send(
+    serve.send_lines(
         json.dumps(INIT).encode(),
         b'{"jsonrpc": "2.0", "method": "notifications/initialized"}',
         request(2, "logging/setLevel", {"level": "debug"}),
@@ -144,7 +95,7 @@ def test_a_client_that_reads_nothing_while_calls_flood_it_costs_bounded_memory(
         rss = PeakRss(serve.proc.pid)
         base = rss.peak
         # Progress, log lines of the calls, and printed lines: none of them is read.
-        serve.send(
+        serve.send_lines(
             call(10, "textkit.progress_flood", {"steps": n}, token="p"),
             call(11, "textkit.chatter", {"lines": n}),
             call(12, "textkit.shout", {"lines": n}),
@@ -172,7 +123,7 @@ def test_a_client_that_reads_nothing_while_calls_flood_it_costs_bounded_memory(
         ]
         assert notices and all("dropped" in text for text in notices)
     finally:
-        serve.close()
+        serve.close(timeout=30)
 
 
 #: How much the serve process may grow while a plugin prints (MB).
@@ -189,14 +140,14 @@ def test_a_plugin_printing_hundreds_of_megabytes_costs_bounded_memory_and_log_ev
         rss = PeakRss(serve.proc.pid)
         base = rss.peak
         t0 = time.monotonic()
-        serve.send(call(10, "textkit.shout", {"lines": lines, "width": width}))
+        serve.send_lines(call(10, "textkit.shout", {"lines": lines, "width": width}))
         # A fast reader: everything serve writes is read at once.
         seen = serve.read_until_answered({10})
         assert (mcp_home / "data" / "textkit" / "done-shout").exists()
         # What did not fit is counted in a record that follows within about a second.
         while not any("dropped" in str(m.get("params", {}).get("data")) for m in seen):
             seen.append(serve.read(timeout=30))
-        serve.send(call(11, "textkit.upper", {"text": "after"}))
+        serve.send_lines(call(11, "textkit.upper", {"text": "after"}))
         seen += serve.read_until_answered({11})
         elapsed = time.monotonic() - t0
         grew = (rss.stop() - base) / 2**20
@@ -207,4 +158,4 @@ def test_a_plugin_printing_hundreds_of_megabytes_costs_bounded_memory_and_log_ev
         bound = 200 + 50 * elapsed + 2 * (elapsed + 2)
         assert len(logs) <= bound, f"{len(logs)} log events (bound {bound:.0f})"
     finally:
-        serve.close()
+        serve.close(timeout=30)

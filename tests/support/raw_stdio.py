@@ -33,6 +33,10 @@ class RawStdio:
     def send_json(self, obj: Any) -> None:
         self.send(json.dumps(obj).encode() + b"\n")
 
+    def send_lines(self, *lines: bytes) -> None:
+        """Write each line (one JSON-RPC message) with its newline, all in one write."""
+        self.send(b"".join(line + b"\n" for line in lines))
+
     def read(self, timeout: float = 20.0) -> dict[str, Any]:
         """The next message the server writes, waiting at most ``timeout`` seconds."""
         assert self.proc.stdout is not None
@@ -42,13 +46,24 @@ class RawStdio:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
                 raise TimeoutError("mcphost serve wrote nothing in time")
-            chunk = os.read(fd, 65536)
+            chunk = os.read(fd, 1 << 20)
             if not chunk:
                 raise EOFError("mcphost serve closed its stdout")
             self._buf += chunk
         line, _, self._buf = self._buf.partition(b"\n")
         result: dict[str, Any] = json.loads(line)
         return result
+
+    def read_until_answered(self, ids: set[int], timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Every message up to the answers to ``ids`` (each read waits at most
+        ``timeout`` seconds)."""
+        ids = set(ids)
+        seen: list[dict[str, Any]] = []
+        while ids:
+            msg = self.read(timeout)
+            seen.append(msg)
+            ids.discard(msg.get("id"))
+        return seen
 
     def request(
         self, id: int, method: str, params: dict[str, Any] | None = None, timeout: float = 20.0
@@ -61,15 +76,17 @@ class RawStdio:
             if msg.get("id") == id:
                 return msg
 
-    def close(self) -> int:
-        """Close the server's stdin and wait (at most 20 s) for it to exit."""
+    def close(self, timeout: float = 20.0) -> int:
+        """Close the server's stdin and wait (at most ``timeout`` seconds) for it to exit;
+        its exit status. A server still running then is killed and reaped."""
         assert self.proc.stdin is not None
         self.proc.stdin.close()
         try:
-            return self.proc.wait(timeout=20)
+            return self.proc.wait(timeout=timeout)
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
+                self.proc.wait()
 
     def kill(self) -> None:
         """End the server if it still runs, and reap it."""
