@@ -18,6 +18,7 @@ import pytest
 from bwrap_check import require_bwrap
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from support.wheels import build_wheel
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("host", "sdk", "sandbox", "registry", "security")
@@ -43,20 +44,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for pkg in (*PACKAGES, "example_plugins"):
         shutil.copytree(REPO / pkg, src / pkg, ignore=ignore)
     out = tmp_path_factory.mktemp("mcphost-wheel")
-    run(
-        sys.executable,
-        "-m",
-        "pip",
-        "--disable-pip-version-check",
-        "wheel",
-        "-q",
-        "--no-deps",
-        "--no-build-isolation",
-        "-w",
-        out,
-        src,
-    )
-    (built,) = out.glob("mcphost-*.whl")
+    built = build_wheel(src, out)
+    assert built.name.startswith("mcphost-"), built
     return built
 
 
