@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 import pytest
 from probe_plugin import build_probekit, trusting_home
-from support.cli import invoke, mcphost_command
+from support.cli import invoke, run_mcphost_ok_async
 from support.events import HostEvents
 from support.wheels import pip, signed
 
@@ -182,20 +182,6 @@ def test_policy_tightened_after_install_refuses_the_plugin_at_its_next_start(
 # -- following the registry ----------------------------------------------------------
 
 
-async def run_cli(home: Home, *args: str) -> None:
-    """The real ``mcphost`` in another process, as an operator runs it beside a host."""
-    proc = await asyncio.create_subprocess_exec(
-        *mcphost_command(),
-        "--home",
-        str(home.root),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, (out + err).decode()
-
-
 def install_versions(
     home: Home,
     key: PrivateKey,
@@ -234,11 +220,11 @@ def test_hot_swap_off_keeps_a_running_host_on_its_version_across_registry_swaps(
             still_swaps = HostEvents(still, "plugin_swapped")
             follows_swaps = HostEvents(follows, "plugin_swapped")
             answers = [await still.call("probekit.version", {})]
-            await run_cli(home, "plugin", "swap", "probekit", "1.1.0")
+            await run_mcphost_ok_async("plugin", "swap", "probekit", "1.1.0", home=home)
             await follows_swaps.wait_count(1)
             assert await follows.call("probekit.version", {}) == "1.1.0"
             answers.append(await still.call("probekit.version", {}))
-            await run_cli(home, "plugin", "swap", "probekit", "1.2.0")
+            await run_mcphost_ok_async("plugin", "swap", "probekit", "1.2.0", home=home)
             await follows_swaps.wait_count(2)
             answers.append(await still.call("probekit.version", {}))
             return answers, still_swaps.seen
@@ -289,11 +275,11 @@ def test_a_swap_the_running_host_cannot_start_leaves_it_serving_the_old_version(
             async with Host(home, environment=False) as host:
                 swaps = HostEvents(host, "plugin_swapped")
                 answers = [await host.call("probekit.version", {})]
-                await run_cli(home, "plugin", "swap", "probekit", "1.1.0")
+                await run_mcphost_ok_async("plugin", "swap", "probekit", "1.1.0", home=home)
                 await asyncio.wait_for(refused.arrived.wait(), 30.0)
                 answers.append(await host.call("probekit.version", {}))
                 # The next swap, to a version this host can start, is followed.
-                await run_cli(home, "plugin", "swap", "probekit", "1.2.0")
+                await run_mcphost_ok_async("plugin", "swap", "probekit", "1.2.0", home=home)
                 await swaps.wait_count(1)
                 answers.append(await host.call("probekit.version", {}))
                 return answers, refused.records

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import config_for_tests
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
@@ -23,7 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from mcphost.host import Home, Host, PluginSource
+from mcphost.host import Home, Host, HostConfig, PluginSource
 from mcphost.host.mcp import McpServer, ServerOptions
 from mcphost.host.mcp.http import HttpFrontEnd, HttpOptions
 from mcphost.host.mcp.server import HANDSHAKE_VERSIONS
@@ -100,14 +99,16 @@ async def _mcp_calls(home: Path, host: Host, parents: list[str], trace_id: str) 
 
 
 def test_each_mcp_call_is_a_span_under_the_clients_traceparent_with_the_plugins_spans_under_it(
-    home_dir: Path, write_plugin_source: Callable[..., PluginSource]
+    home_dir: Path,
+    write_plugin_source: Callable[..., PluginSource],
+    host_config: Callable[..., HostConfig],
 ) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     host = Host(
         home_dir,
-        config=config_for_tests(),
+        config=host_config(),
         sources=[write_plugin_source("traced", TRACED)],
         environment=False,
         registry=False,
@@ -154,14 +155,16 @@ def test_each_mcp_call_is_a_span_under_the_clients_traceparent_with_the_plugins_
 
 
 def test_a_call_made_without_mcp_is_an_internal_span_under_the_callers_current_span(
-    home_dir: Path, write_plugin_source: Callable[..., PluginSource]
+    home_dir: Path,
+    write_plugin_source: Callable[..., PluginSource],
+    host_config: Callable[..., HostConfig],
 ) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     host = Host(
         home_dir,
-        config=config_for_tests(),
+        config=host_config(),
         sources=[write_plugin_source("traced", TRACED)],
         environment=False,
         registry=False,

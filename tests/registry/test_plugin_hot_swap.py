@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from registry_helpers import textkit_variant
-from support.cli import mcphost_command, run_mcphost
+from support.cli import run_mcphost, run_mcphost_ok_async
 from support.events import HostEvents
 from support.waiting import wait_until
 from support.wheels import build_wheel
@@ -41,21 +41,6 @@ class Tally:
         ev = asyncio.Event()
         self._waiters.append((len(self.answers) + more, ev))
         await asyncio.wait_for(ev.wait(), timeout)
-
-
-async def cli(home: Home, *args: str) -> float:
-    """Run the real CLI in another process; return the monotonic time it finished."""
-    proc = await asyncio.create_subprocess_exec(
-        *mcphost_command(),
-        "--home",
-        str(home.root),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    return time.monotonic()
 
 
 def install_both(home: Home, wheels: dict[str, Path]) -> None:
@@ -99,7 +84,7 @@ def test_plugin_hot_swap(home: Home, wheels: dict[str, Path], no_leftover_worker
                     ["plugin", "rollback", "textkit"],
                 ):
                     before = len(swaps.seen)
-                    await cli(home, *args)
+                    await run_mcphost_ok_async(*args, home=home)
                     await swaps.wait_count(before + 1, 20.0)
                     await tally.wait_for(PER_PHASE)
             finally:
@@ -133,13 +118,13 @@ async def test_a_removal_made_with_the_cli_stops_the_plugin_in_a_running_host(
     async with Host(home, environment=False) as host:
         assert await host.call("textkit.echo", {"text": "a"}) == "a"
         changes = HostEvents(host, "tools_changed")
-        await cli(home, "plugin", "remove", "textkit", "--force")
+        await run_mcphost_ok_async("plugin", "remove", "textkit", "--force", home=home)
         await changes.wait_count(1, 5.0)
         with pytest.raises(PluginNotFound):
             await host.call("textkit.echo", {"text": "a"})
         # Installing again brings it back without a restart.
         before = len(changes.seen)
-        await cli(home, "plugin", "install", str(wheels["1.1"]), "--yes")
+        await run_mcphost_ok_async("plugin", "install", str(wheels["1.1"]), "--yes", home=home)
         await changes.wait_count(before + 1, 5.0)
         assert await host.call("textkit.echo", {"text": "a"}) == "a [1.1]"
 
@@ -169,7 +154,7 @@ async def test_a_reset_made_with_the_cli_clears_a_failed_plugin_in_a_running_hos
         await wait_until(lambda: state() == "failed", 5.0, "textkit failed")
         with pytest.raises(PluginFailed, match="mcphost plugin reset textkit"):
             await host.call("textkit.upper", {"text": "x"})
-        await cli(home, "plugin", "reset", "textkit")
+        await run_mcphost_ok_async("plugin", "reset", "textkit", home=home)
         # How soon is measured in benchmarks/bench_registry.py ("reset of a failed
         # plugin"); here only that the running host takes the reset.
         await wait_until(lambda: state() != "failed", 20.0, "the reset reached the host")
@@ -190,9 +175,15 @@ def test_concurrent_installs_are_serialised_and_both_recorded(
 
     async def scenario() -> None:
         await asyncio.gather(
-            cli(home, "plugin", "install", str(v10), "--yes", "--no-activate"),
-            cli(home, "plugin", "install", str(wheels["1.1"]), "--yes", "--no-activate"),
-            cli(home, "plugin", "install", str(wheels["1.1"]), "--yes", "--no-activate"),
+            run_mcphost_ok_async(
+                "plugin", "install", str(v10), "--yes", "--no-activate", home=home
+            ),
+            run_mcphost_ok_async(
+                "plugin", "install", str(wheels["1.1"]), "--yes", "--no-activate", home=home
+            ),
+            run_mcphost_ok_async(
+                "plugin", "install", str(wheels["1.1"]), "--yes", "--no-activate", home=home
+            ),
         )
 
     asyncio.run(scenario())
@@ -208,7 +199,7 @@ async def test_a_host_started_on_an_empty_home_serves_a_plugin_installed_later(
     async with Host(home, environment=False) as host:
         assert not home.registry_db.exists() and host.tools() == []
         changes = HostEvents(host, "tools_changed")
-        await cli(home, "plugin", "install", str(wheels["1.0"]), "--yes")
+        await run_mcphost_ok_async("plugin", "install", str(wheels["1.0"]), "--yes", home=home)
         await changes.wait_count(1, 5.0)
         assert "textkit.echo" in {t.name for t in host.tools()}
         assert await host.call("textkit.echo", {"text": "a"}) == "a"

@@ -53,3 +53,10 @@ def test_the_loop_runs_a_coroutine_with_either_choice(monkeypatch: pytest.Monkey
         monkeypatch.setenv("MCPHOST_LOOP", name)
         with asyncio.Runner(loop_factory=loops.loop_factory()) as runner:
             assert runner.run(answer()) == 42
+
+
+async def test_an_async_test_runs_on_a_loop_of_the_kind_mcphost_runs() -> None:
+    # tests/conftest.py runs every ``async def test_...`` so (tests/support/README.md).
+    loop = asyncio.get_running_loop()
+    assert type(loop).__module__.split(".")[0] == loops.loop_name()
+    assert loop.is_running() and not loop.is_closed()

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 import psutil
+from support.waiting import wait_until
 from worker_helpers import running
 
 from mcphost.sandbox import RlimitBackend, WorkerSpec
@@ -72,10 +73,12 @@ def test_a_plugin_flooding_stdout_and_stderr_becomes_a_bounded_number_of_log_rec
             )
             assert both == [n + 1, n + 1]
             # Wait (bounded) until every line is forwarded or counted as dropped.
-            deadline = time.monotonic() + 30
-            while accounted("info") < n + 1 or accounted("warning") < n + 1:
-                assert time.monotonic() < deadline, (accounted("info"), accounted("warning"))
-                await asyncio.sleep(0.05)
+            await wait_until(
+                lambda: accounted("info") >= n + 1 and accounted("warning") >= n + 1,
+                30,
+                "every line forwarded or counted as dropped",
+                interval=0.05,
+            )
         elapsed = time.monotonic() - t0
         grew = (me.memory_info().rss - rss_before) / 2**20
         print(

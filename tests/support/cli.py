@@ -3,6 +3,7 @@ or click's runner in this one (the same code, faster, with no process to wait fo
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from click.testing import CliRunner, Result
 
 from mcphost.host import Home
 
-__all__ = ["MCPHOST", "invoke", "mcphost_command", "run_mcphost"]
+__all__ = ["MCPHOST", "invoke", "mcphost_command", "run_mcphost", "run_mcphost_ok_async"]
 
 #: The ``mcphost`` console script of this interpreter's environment.
 MCPHOST = Path(sys.executable).with_name("mcphost")
@@ -37,15 +38,18 @@ def run_mcphost(
     *args: str | Path,
     home: Path | Home | None = None,
     env: Mapping[str, str] | None = None,
+    extra_env: Mapping[str, str] | None = None,
     timeout: float = 60,
     command: list[str] | None = None,
     **popen: object,
 ) -> subprocess.CompletedProcess[str]:
-    """``mcphost [--home HOME] ARGS...`` as a real process, its output captured as text.
+    """``mcphost [--home HOME] ARGS...`` as a real process, its output captured as text
+    (unless ``stdout`` or ``stderr`` say otherwise).
 
-    ``env`` is added to this process's environment; ``command`` replaces the console
-    script (a launcher that runs the CLI with the arguments after it); other keyword
-    arguments go to :func:`subprocess.run` (``stdin``, ``stderr``...)."""
+    ``env`` is its whole environment (this process's by default), ``extra_env`` is
+    added to it; ``command`` replaces the console script (a launcher that runs the CLI
+    with the arguments after it); other keyword arguments go to :func:`subprocess.run`
+    (``stdin``, ``cwd``...)."""
     options: dict[str, object] = {"capture_output": True}
     if "stdout" in popen or "stderr" in popen:
         options = {}
@@ -53,10 +57,26 @@ def run_mcphost(
         [*(command or mcphost_command()), *_home_args(home), *map(str, args)],
         text=True,
         timeout=timeout,
-        env={**os.environ, **(env or {})},
+        env={**(os.environ if env is None else env), **(extra_env or {})},
         **options,
         **popen,
     )
+
+
+async def run_mcphost_ok_async(*args: str | Path, home: Path | Home | None = None) -> str:
+    """``mcphost [--home HOME] ARGS...`` as a real process, awaited from a coroutine (as
+    an operator runs a command beside a running host, whose loop goes on meanwhile);
+    fails the test with its output unless it exits 0; returns its stdout."""
+    proc = await asyncio.create_subprocess_exec(
+        *mcphost_command(),
+        *_home_args(home),
+        *map(str, args),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, (out + err).decode()
+    return out.decode()
 
 
 def invoke(
