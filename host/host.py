@@ -134,6 +134,8 @@ class Host:
         self._supervisors: dict[str, Supervised] = {}
         #: ``<plugin>.<tool>`` -> (supervisor, tool, its route token when checked).
         self._routes: dict[str, tuple[Supervised, str, object]] = {}
+        #: Plugins being removed, while their calls drain.
+        self._leaving: dict[str, Supervised] = {}
         #: ``<plugin>.<tool>`` -> (its supervisor, the batcher) for batch tools, made at
         #: the first call (features.batching).
         self._batchers: dict[str, tuple[Supervised, ToolBatcher]] = {}
@@ -363,7 +365,7 @@ class Host:
         if plugin_log.isEnabledFor(lvl):
             # The record names its call, for a structured log (``--log-format json``).
             tool = traceparent = ""
-            sup = self._supervisors.get(plugin)
+            sup = self._supervisors.get(plugin) or self._leaving.get(plugin)
             if call_id and sup is not None:
                 tool, traceparent = sup.call_info(call_id)
             extra = {"plugin": plugin, "tool": tool, "call_id": call_id}
@@ -819,8 +821,14 @@ class Host:
         sup = self._supervisors.pop(name, None)
         if sup is None:
             return
-        await sup.drain(self.config.drain_timeout)
-        await sup.stop()
+        # Routed no more, but its calls still log while they drain: keep it findable.
+        self._leaving[name] = sup
+        try:
+            await sup.drain(self.config.drain_timeout)
+            await sup.stop()
+        finally:
+            if self._leaving.get(name) is sup:
+                del self._leaving[name]
         self._emit(HostEvent(kind="tools_changed", plugin=name))
 
 

@@ -66,6 +66,9 @@ __all__ = [
     "spawn_worker",
 ]
 
+
+#: Call (and ping) ids, unique within the process.
+_CALL_IDS = itertools.count(1)
 log = logging.getLogger("mcphost.worker")
 
 ProgressCallback = Callable[[float, float | None, str | None], None]
@@ -182,7 +185,9 @@ class WorkerClient:
         self.started_at = time.monotonic()
         self.channel: Channel | None = None
         self._on_log = on_log
-        self._ids = itertools.count(1)
+        # One count for every worker of the process: a call id names one call even
+        # among the replicas of a pool (a log line finds its call by id alone).
+        self._ids = _CALL_IDS
         self._pending: dict[int, _Pending] = {}
         self._pings: dict[int, asyncio.Future[None]] = {}
         self._loop = asyncio.get_running_loop()

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.cli import run_mcphost
 
 from mcphost.host import Host, HostConfig
 from mcphost.sdk.errors import InvalidArguments, PluginNotFound
@@ -86,17 +84,14 @@ def test_built_in_reducers_aggregate_the_results(
     assert run(scenario()).aggregate == expected
 
 
-def test_a_tool_can_be_the_reducer_and_merge_needs_objects(math_host: Host) -> None:
-    async def scenario() -> tuple[Any, Any]:
-        async with math_host as host:
-            items = [{"a": 0, "b": b} for b in (1, 2, 3, 4)]
-            stats = await host.batch("mathkit.add", items, reduce="mathkit.stats")
-            merged = await asyncio.gather(
-                host.batch("mathkit.add", items, reduce="merge"), return_exceptions=True
-            )
-            return stats.aggregate, merged[0]
-
-    stats, merged = run(scenario())
+async def test_a_tool_can_be_the_reducer_and_merge_needs_objects(math_host: Host) -> None:
+    async with math_host as host:
+        items = [{"a": 0, "b": b} for b in (1, 2, 3, 4)]
+        stats = await host.batch("mathkit.add", items, reduce="mathkit.stats")
+        merged = await asyncio.gather(
+            host.batch("mathkit.add", items, reduce="merge"), return_exceptions=True
+        )
+        stats, merged = stats.aggregate, merged[0]
     assert stats["mean"] == 2.5 and stats["count"] == 4
     assert isinstance(merged, InvalidArguments) and "merge takes objects" in merged.message
 
@@ -130,13 +125,6 @@ def test_bad_batches_are_refused_with_what_is_wrong(
     assert words in str(outcome)
 
 
-def mcphost_command() -> list[str]:
-    script = Path(sys.executable).with_name("mcphost")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "from mcphost.host.cli import main; main()"]
-
-
 def test_call_batch_prints_one_json_line_per_item_and_the_aggregate(
     tmp_path: Path, plugin_dirs: dict[str, Path]
 ) -> None:
@@ -145,19 +133,9 @@ def test_call_batch_prints_one_json_line_per_item_and_the_aggregate(
     (home / "config.toml").write_text('allow_unsigned = true\nisolation = "rlimits"\n')
     items = tmp_path / "items.jsonl"
     items.write_text('{"b": 1}\n\n{"b": "two"}\n{"b": 3}\n')
-    env = {
-        **os.environ,
-        "MCPHOST_HOME": str(home),
-        "MCPHOST_PLUGIN_PATH": str(plugin_dirs["mathkit"]),
-    }
-    argv = ["call", "mathkit.add", '{"a": 10}', "--batch", str(items), "--reduce", "sum"]
-    proc = subprocess.run(
-        [*mcphost_command(), *argv],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    env = {"MCPHOST_HOME": str(home), "MCPHOST_PLUGIN_PATH": str(plugin_dirs["mathkit"])}
+    argv = ["call", "mathkit.add", '{"a": 10}', "--batch", items, "--reduce", "sum"]
+    proc = run_mcphost(*argv, extra_env=env, timeout=120)
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert lines[0] == {"id": 0, "ok": True, "result": 11}
     assert lines[1]["id"] == 1 and lines[1]["ok"] is False
@@ -168,11 +146,5 @@ def test_call_batch_prints_one_json_line_per_item_and_the_aggregate(
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"b": 1}\n{oops\n')
-    proc = subprocess.run(
-        [*mcphost_command(), "call", "mathkit.add", "--batch", str(bad)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    proc = run_mcphost("call", "mathkit.add", "--batch", bad, extra_env=env, timeout=120)
     assert proc.returncode == 2 and "line 2: not valid JSON" in proc.stderr

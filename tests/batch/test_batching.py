@@ -148,17 +148,14 @@ async def queued() -> None:
         await asyncio.sleep(0)
 
 
-def test_concurrent_callers_share_batches_and_each_gets_its_own_results(
+async def test_concurrent_callers_share_batches_and_each_gets_its_own_results(
     batch_host: MakeHost,
 ) -> None:
-    async def scenario() -> tuple[list[Any], dict[str, Any]]:
-        async with batch_host(max_batch_size=16) as host:
-            results = await many(
-                host, "batchy.tag", [{"items": [i], "pause": 0.005} for i in range(64)]
-            )
-            return results, host.batching()
-
-    results, stats = run(scenario())
+    async with batch_host(max_batch_size=16) as host:
+        results = await many(
+            host, "batchy.tag", [{"items": [i], "pause": 0.005} for i in range(64)]
+        )
+        results, stats = results, host.batching()
     assert [r[0]["value"] for r in results] == list(range(64))
     sizes = [r[0]["batch"] for r in results]
     assert max(sizes) > 1, "no call shared a batch"
@@ -175,33 +172,26 @@ def test_concurrent_callers_share_batches_and_each_gets_its_own_results(
     assert tag["batches"] == sum(tag["reasons"][r] for r in ("idle", "size", "deadline"))
 
 
-def test_a_caller_with_several_items_gets_its_slice_in_order(batch_host: MakeHost) -> None:
-    async def scenario() -> list[Any]:
-        async with batch_host() as host:
-            calls = [{"items": list(range(k * 10, k * 10 + k + 1))} for k in range(8)]
-            return await many(host, "batchy.tag", calls)
-
-    results = run(scenario())
+async def test_a_caller_with_several_items_gets_its_slice_in_order(batch_host: MakeHost) -> None:
+    async with batch_host() as host:
+        calls = [{"items": list(range(k * 10, k * 10 + k + 1))} for k in range(8)]
+        results = await many(host, "batchy.tag", calls)
     for k, r in enumerate(results):
         assert [x["value"] for x in r] == list(range(k * 10, k * 10 + k + 1))
 
 
-def test_one_call_at_a_time_goes_alone(batch_host: MakeHost) -> None:
-    async def scenario() -> list[Any]:
-        async with batch_host(max_queue_delay=5.0) as host:
-            return [await host.call("batchy.tag", {"items": [i]}) for i in range(5)]
-
-    results = run(scenario())
+async def test_one_call_at_a_time_goes_alone(batch_host: MakeHost) -> None:
+    async with batch_host(max_queue_delay=5.0) as host:
+        results = [await host.call("batchy.tag", {"items": [i]}) for i in range(5)]
     assert [r[0]["batch"] for r in results] == [1] * 5
 
 
-def test_calls_that_differ_in_other_arguments_never_share_a_batch(batch_host: MakeHost) -> None:
-    async def scenario() -> list[Any]:
-        async with batch_host() as host:
-            calls = [{"items": [i], "scale": 1 + i % 2, "pause": 0.005} for i in range(40)]
-            return await many(host, "batchy.tag", calls)
-
-    results = run(scenario())
+async def test_calls_that_differ_in_other_arguments_never_share_a_batch(
+    batch_host: MakeHost,
+) -> None:
+    async with batch_host() as host:
+        calls = [{"items": [i], "scale": 1 + i % 2, "pause": 0.005} for i in range(40)]
+        results = await many(host, "batchy.tag", calls)
     for i, r in enumerate(results):
         assert r[0]["value"] == i * (1 + i % 2)
     orders: dict[int, set[int]] = {}
@@ -237,35 +227,29 @@ def test_a_batch_tool_returning_the_wrong_count_fails_its_callers_clearly(
         assert "batch tool" in outcome.message and "one result per item" in outcome.message
 
 
-def test_a_batch_that_raises_fails_only_the_calls_in_it(batch_host: MakeHost) -> None:
-    async def scenario() -> tuple[Any, Any]:
-        async with batch_host() as host:
-            bad = await asyncio.gather(
-                host.call("batchy.picky", {"items": [-1]}), return_exceptions=True
-            )
-            good = await host.call("batchy.picky", {"items": [1, 2]})
-            return bad[0], good
-
-    bad, good = run(scenario())
+async def test_a_batch_that_raises_fails_only_the_calls_in_it(batch_host: MakeHost) -> None:
+    async with batch_host() as host:
+        bad = await asyncio.gather(
+            host.call("batchy.picky", {"items": [-1]}), return_exceptions=True
+        )
+        good = await host.call("batchy.picky", {"items": [1, 2]})
+        bad, good = bad[0], good
     assert isinstance(bad, ToolError) and bad.code == "negative"
     assert good == [1, 2]
 
 
-def test_a_full_queue_refuses_at_once_with_busy(batch_host: MakeHost) -> None:
-    async def scenario() -> tuple[list[Any], list[int]]:
-        async with batch_host(
-            max_queue_size=2, levels=1, default_priority=0, max_queue_delay=10.0, max_in_flight=1
-        ) as host:
-            first = await holding(host)
-            rest = [
-                asyncio.ensure_future(host.call("batchy.held", {"items": [i]})) for i in range(1, 5)
-            ]
-            await queued()
-            await host.call("batchy.release")
-            outcomes = await asyncio.gather(first, *rest, return_exceptions=True)
-            return outcomes, await host.call("batchy.seen")
-
-    outcomes, seen = run(scenario())
+async def test_a_full_queue_refuses_at_once_with_busy(batch_host: MakeHost) -> None:
+    async with batch_host(
+        max_queue_size=2, levels=1, default_priority=0, max_queue_delay=10.0, max_in_flight=1
+    ) as host:
+        first = await holding(host)
+        rest = [
+            asyncio.ensure_future(host.call("batchy.held", {"items": [i]})) for i in range(1, 5)
+        ]
+        await queued()
+        await host.call("batchy.release")
+        outcomes = await asyncio.gather(first, *rest, return_exceptions=True)
+        outcomes, seen = outcomes, await host.call("batchy.seen")
     busy = [o for o in outcomes if isinstance(o, Busy)]
     assert len(busy) == 2, outcomes
     assert all(o.code == "busy" and "full" in o.message for o in busy)
@@ -291,21 +275,18 @@ def test_a_high_priority_call_overtakes_the_queue(batch_host: MakeHost) -> None:
     assert run(scenario()) == [0, 99, 1, 2, 3]
 
 
-def test_a_call_whose_time_runs_out_in_the_queue_never_runs(batch_host: MakeHost) -> None:
-    async def scenario() -> tuple[Any, list[int]]:
-        async with batch_host(max_queue_delay=10.0, max_in_flight=1) as host:
-            first = await holding(host)
-            late = await asyncio.gather(
-                host.call("batchy.held", {"items": [7]}, timeout=0.1), return_exceptions=True
-            )
-            cancelled = asyncio.ensure_future(host.call("batchy.held", {"items": [8]}))
-            await queued()
-            cancelled.cancel()
-            await host.call("batchy.release")
-            await first
-            return late[0], await host.call("batchy.seen")
-
-    late, seen = run(scenario())
+async def test_a_call_whose_time_runs_out_in_the_queue_never_runs(batch_host: MakeHost) -> None:
+    async with batch_host(max_queue_delay=10.0, max_in_flight=1) as host:
+        first = await holding(host)
+        late = await asyncio.gather(
+            host.call("batchy.held", {"items": [7]}, timeout=0.1), return_exceptions=True
+        )
+        cancelled = asyncio.ensure_future(host.call("batchy.held", {"items": [8]}))
+        await queued()
+        cancelled.cancel()
+        await host.call("batchy.release")
+        await first
+        late, seen = late[0], await host.call("batchy.seen")
     assert isinstance(late, ToolTimeout)
     assert seen == [0]
 
@@ -321,48 +302,44 @@ def test_arguments_without_a_list_reach_the_worker_and_its_error(batch_host: Mak
     assert isinstance(outcome, PluginError) and outcome.code == "invalid_arguments"
 
 
-def test_batching_settings_apply_to_the_next_calls_without_a_restart(
+async def test_batching_settings_apply_to_the_next_calls_without_a_restart(
     batch_host: MakeHost,
 ) -> None:
-    async def scenario() -> tuple[list[Any], list[Any], list[Any]]:
-        async with batch_host(max_batch_size=4) as host:
-            calls = [{"items": [i], "pause": 0.005} for i in range(24)]
-            before = await many(host, "batchy.tag", calls)
-            off_cfg = host.config.features.model_copy(update={"batching": False})
-            host.reconfigure(host.config.model_copy(update={"features": off_cfg}))
-            off = await many(host, "batchy.tag", calls)
-            bigger = host.config.batching.model_copy(update={"max_batch_size": 16})
-            host.reconfigure(
-                host.config.model_copy(
-                    update={
-                        "features": host.config.features.model_copy(update={"batching": True}),
-                        "batching": bigger,
-                    }
-                )
+    async with batch_host(max_batch_size=4) as host:
+        calls = [{"items": [i], "pause": 0.005} for i in range(24)]
+        before = await many(host, "batchy.tag", calls)
+        off_cfg = host.config.features.model_copy(update={"batching": False})
+        host.reconfigure(host.config.model_copy(update={"features": off_cfg}))
+        off = await many(host, "batchy.tag", calls)
+        bigger = host.config.batching.model_copy(update={"max_batch_size": 16})
+        host.reconfigure(
+            host.config.model_copy(
+                update={
+                    "features": host.config.features.model_copy(update={"batching": True}),
+                    "batching": bigger,
+                }
             )
-            after = await many(host, "batchy.tag", calls)
-            return before, off, after
-
-    before, off, after = run(scenario())
+        )
+        after = await many(host, "batchy.tag", calls)
+        before, off, after = before, off, after
     assert 1 < max(r[0]["batch"] for r in before) <= 4
     assert {r[0]["batch"] for r in off} == {1}
     assert max(r[0]["batch"] for r in after) > 4
 
 
-def test_among_concurrent_calls_only_the_batch_that_raised_fails(batch_host: MakeHost) -> None:
-    async def scenario() -> list[Any]:
-        async with batch_host(max_batch_size=4) as host:
-            first = await holding(host)
-            calls = [
-                asyncio.ensure_future(host.call("batchy.picky", {"items": [i]}))
-                for i in [1, 2, 3, -4, 5, 6, 7, 8, 9, 10, 11, 12]
-            ]
-            await queued()
-            await host.call("batchy.release")
-            await first
-            return await asyncio.gather(*calls, return_exceptions=True)
-
-    outcomes = run(scenario())
+async def test_among_concurrent_calls_only_the_batch_that_raised_fails(
+    batch_host: MakeHost,
+) -> None:
+    async with batch_host(max_batch_size=4) as host:
+        first = await holding(host)
+        calls = [
+            asyncio.ensure_future(host.call("batchy.picky", {"items": [i]}))
+            for i in [1, 2, 3, -4, 5, 6, 7, 8, 9, 10, 11, 12]
+        ]
+        await queued()
+        await host.call("batchy.release")
+        await first
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
     failed = [o for o in outcomes if isinstance(o, BaseException)]
     assert isinstance(outcomes[3], ToolError) and outcomes[3].code == "negative"
     assert all(isinstance(o, ToolError) and o.code == "negative" for o in failed)
@@ -372,42 +349,36 @@ def test_among_concurrent_calls_only_the_batch_that_raised_fails(batch_host: Mak
     assert all(o == [[1, 2, 3, -4, 5, 6, 7, 8, 9, 10, 11, 12][i]] for i, o in ok)
 
 
-def test_calls_queued_when_the_host_closes_fail_with_a_reason(batch_host: MakeHost) -> None:
-    async def scenario() -> list[Any]:
-        host = batch_host(max_queue_delay=10.0, max_in_flight=1)
-        await host.start()
-        first = await holding(host)
-        waiting = [asyncio.ensure_future(host.call("batchy.held", {"items": [i]})) for i in (1, 2)]
-        await queued()
-        await host.close()
-        outcomes = await asyncio.gather(first, *waiting, return_exceptions=True)
-        return list(outcomes)
-
-    first, *waiting = run(scenario())
+async def test_calls_queued_when_the_host_closes_fail_with_a_reason(batch_host: MakeHost) -> None:
+    host = batch_host(max_queue_delay=10.0, max_in_flight=1)
+    await host.start()
+    first = await holding(host)
+    waiting = [asyncio.ensure_future(host.call("batchy.held", {"items": [i]})) for i in (1, 2)]
+    await queued()
+    await host.close()
+    outcomes = await asyncio.gather(first, *waiting, return_exceptions=True)
+    first, *waiting = list(outcomes)
     assert isinstance(first, PluginError)  # its worker was stopped under it
     for outcome in waiting:
         assert isinstance(outcome, PluginError)
         assert "host closed before the call was sent" in outcome.message
 
 
-def test_a_priority_call_overtakes_plain_calls_queued_before_it(batch_host: MakeHost) -> None:
-    async def scenario() -> tuple[list[int], Any]:
-        async with batch_host(max_batch_size=2, max_queue_delay=10.0, max_in_flight=1) as host:
-            first = await holding(host)
-            plain = [
-                asyncio.ensure_future(host.call("batchy.held", {"items": [i]})) for i in range(1, 6)
-            ]
-            await queued()
-            plain[1].cancel()  # its caller goes away: it never runs
-            await queued()
-            high = asyncio.ensure_future(host.call("batchy.held", {"items": [99]}, priority=0))
-            await queued()
-            await host.call("batchy.release")
-            outcomes = await asyncio.gather(first, *plain, high, return_exceptions=True)
-            seen: list[int] = await host.call("batchy.seen")
-            return seen, outcomes
-
-    seen, outcomes = run(scenario())
+async def test_a_priority_call_overtakes_plain_calls_queued_before_it(batch_host: MakeHost) -> None:
+    async with batch_host(max_batch_size=2, max_queue_delay=10.0, max_in_flight=1) as host:
+        first = await holding(host)
+        plain = [
+            asyncio.ensure_future(host.call("batchy.held", {"items": [i]})) for i in range(1, 6)
+        ]
+        await queued()
+        plain[1].cancel()  # its caller goes away: it never runs
+        await queued()
+        high = asyncio.ensure_future(host.call("batchy.held", {"items": [99]}, priority=0))
+        await queued()
+        await host.call("batchy.release")
+        outcomes = await asyncio.gather(first, *plain, high, return_exceptions=True)
+        seen: list[int] = await host.call("batchy.seen")
+        seen, outcomes = seen, outcomes
     assert isinstance(outcomes[2], asyncio.CancelledError)
     # The high call went in the first batch after the held one, with the oldest plain
     # call (batches of two); the cancelled call 2 never ran.

@@ -95,15 +95,12 @@ async def spread(host: Host, calls: int, pause: float = 0.01) -> Counter[int]:
     return Counter(r["pid"] for r in got)
 
 
-def test_calls_spread_over_every_replica(tmp_path: Path) -> None:
-    async def scenario() -> tuple[Counter[int], dict[str, Any]]:
-        async with pool_host(tmp_path, replicas=3) as host:
-            await host.call("pooled.where")
-            await all_running(host)
-            pids = await spread(host, 120)
-            return pids, plugin_stats(host)
-
-    pids, stats = run(scenario())
+async def test_calls_spread_over_every_replica(tmp_path: Path) -> None:
+    async with pool_host(tmp_path, replicas=3) as host:
+        await host.call("pooled.where")
+        await all_running(host)
+        pids = await spread(host, 120)
+        pids, stats = pids, plugin_stats(host)
     assert len(pids) == 3, pids  # every replica served
     assert min(pids.values()) >= 10  # and none was left idle while others queued
     replicas = stats["replicas"]
@@ -112,22 +109,19 @@ def test_calls_spread_over_every_replica(tmp_path: Path) -> None:
     assert stats["calls"] == sum(r["calls"] for r in replicas) >= 121
 
 
-def test_a_crashed_replica_restarts_while_the_others_serve(tmp_path: Path) -> None:
-    async def scenario() -> tuple[set[int], Counter[int], list[Any], dict[str, Any]]:
-        async with pool_host(tmp_path) as host:
-            await host.call("pooled.where")
-            await all_running(host)
-            before = set(await spread(host, 40))
-            crashed = await asyncio.gather(host.call("pooled.crash"), return_exceptions=True)
-            # Calls go on at once: the other replica serves them.
-            during = await asyncio.gather(
-                *(host.call("pooled.where") for _ in range(30)), return_exceptions=True
-            )
-            await all_running(host)
-            after = await spread(host, 60)
-            return before, after, [crashed[0], *during], plugin_stats(host)
-
-    before, after, outcomes, stats = run(scenario())
+async def test_a_crashed_replica_restarts_while_the_others_serve(tmp_path: Path) -> None:
+    async with pool_host(tmp_path) as host:
+        await host.call("pooled.where")
+        await all_running(host)
+        before = set(await spread(host, 40))
+        crashed = await asyncio.gather(host.call("pooled.crash"), return_exceptions=True)
+        # Calls go on at once: the other replica serves them.
+        during = await asyncio.gather(
+            *(host.call("pooled.where") for _ in range(30)), return_exceptions=True
+        )
+        await all_running(host)
+        after = await spread(host, 60)
+        before, after, outcomes, stats = before, after, [crashed[0], *during], plugin_stats(host)
     crashed, *during = outcomes
     assert isinstance(crashed, MCPHostError) and crashed.code == "worker_crashed"
     assert all(isinstance(r, dict) for r in during), during  # no call failed meanwhile
@@ -135,30 +129,27 @@ def test_a_crashed_replica_restarts_while_the_others_serve(tmp_path: Path) -> No
     assert len(after) == 2 and len(set(after) & before) == 1  # one replica is new
 
 
-def test_a_swap_replaces_every_replica_without_a_failed_call(tmp_path: Path) -> None:
-    async def scenario() -> tuple[list[Any], set[str], dict[str, Any]]:
-        async with pool_host(tmp_path) as host:
-            await host.call("pooled.where")
-            stop = asyncio.Event()
-            outcomes: list[Any] = []
+async def test_a_swap_replaces_every_replica_without_a_failed_call(tmp_path: Path) -> None:
+    async with pool_host(tmp_path) as host:
+        await host.call("pooled.where")
+        stop = asyncio.Event()
+        outcomes: list[Any] = []
 
-            async def caller() -> None:
-                while not stop.is_set():
-                    got = await asyncio.gather(
-                        host.call("pooled.where", {"pause": 0.002}), return_exceptions=True
-                    )
-                    outcomes.append(got[0])
+        async def caller() -> None:
+            while not stop.is_set():
+                got = await asyncio.gather(
+                    host.call("pooled.where", {"pause": 0.002}), return_exceptions=True
+                )
+                outcomes.append(got[0])
 
-            callers = [asyncio.ensure_future(caller()) for _ in range(8)]
-            await asyncio.sleep(0.1)
-            await host.activate(pooled_source(tmp_path, "2.0.0"))
-            stop.set()
-            await asyncio.gather(*callers)
-            after = await asyncio.gather(*(host.call("pooled.where") for _ in range(20)))
-            versions = {r["version"] for r in after}
-            return outcomes, versions, plugin_stats(host)
-
-    outcomes, versions, stats = run(scenario())
+        callers = [asyncio.ensure_future(caller()) for _ in range(8)]
+        await asyncio.sleep(0.1)
+        await host.activate(pooled_source(tmp_path, "2.0.0"))
+        stop.set()
+        await asyncio.gather(*callers)
+        after = await asyncio.gather(*(host.call("pooled.where") for _ in range(20)))
+        versions = {r["version"] for r in after}
+        outcomes, versions, stats = outcomes, versions, plugin_stats(host)
     assert outcomes and all(isinstance(o, dict) for o in outcomes), [
         o for o in outcomes if not isinstance(o, dict)
     ]
@@ -167,30 +158,24 @@ def test_a_swap_replaces_every_replica_without_a_failed_call(tmp_path: Path) -> 
     assert [r["version"] for r in stats["replicas"]] == ["2.0.0", "2.0.0"]
 
 
-def test_a_version_that_cannot_start_leaves_every_replica_as_it_was(tmp_path: Path) -> None:
-    async def scenario() -> tuple[Any, set[str], dict[str, Any]]:
-        async with pool_host(tmp_path) as host:
-            await host.call("pooled.where")
-            failed = await asyncio.gather(
-                host.activate(pooled_source(tmp_path, "3.0.0", broken=True)),
-                return_exceptions=True,
-            )
-            after = await asyncio.gather(*(host.call("pooled.where") for _ in range(20)))
-            return failed[0], {r["version"] for r in after}, plugin_stats(host)
-
-    failed, versions, stats = run(scenario())
+async def test_a_version_that_cannot_start_leaves_every_replica_as_it_was(tmp_path: Path) -> None:
+    async with pool_host(tmp_path) as host:
+        await host.call("pooled.where")
+        failed = await asyncio.gather(
+            host.activate(pooled_source(tmp_path, "3.0.0", broken=True)),
+            return_exceptions=True,
+        )
+        after = await asyncio.gather(*(host.call("pooled.where") for _ in range(20)))
+        failed, versions, stats = failed[0], {r["version"] for r in after}, plugin_stats(host)
     assert isinstance(failed, MCPHostError) and "cannot load" in failed.message
     assert versions == {"1.0.0"}
     assert [r["version"] for r in stats["replicas"]] == ["1.0.0", "1.0.0"]
 
 
-def test_one_replica_is_a_plain_supervisor(tmp_path: Path) -> None:
-    async def scenario() -> dict[str, Any]:
-        async with pool_host(tmp_path, replicas=1) as host:
-            await spread(host, 10)
-            return plugin_stats(host)
-
-    stats = run(scenario())
+async def test_one_replica_is_a_plain_supervisor(tmp_path: Path) -> None:
+    async with pool_host(tmp_path, replicas=1) as host:
+        await spread(host, 10)
+        stats = plugin_stats(host)
     assert "replicas" not in stats and stats["state"] == "running"
 
 
@@ -222,49 +207,43 @@ def counting_source(tmp_path: Path, version: str, fail_from: int) -> PluginSourc
     return source
 
 
-def test_a_swap_that_fails_on_a_later_replica_takes_the_earlier_ones_back(
+async def test_a_swap_that_fails_on_a_later_replica_takes_the_earlier_ones_back(
     tmp_path: Path,
 ) -> None:
-    async def scenario() -> tuple[Any, set[str], dict[str, Any]]:
-        async with pool_host(tmp_path) as host:
-            await host.call("pooled.where")
-            await all_running(host)
-            failed = await asyncio.gather(
-                host.activate(counting_source(tmp_path, "4.0.0", fail_from=2)),
-                return_exceptions=True,
-            )
-            await all_running(host)
-            after = await asyncio.gather(*(host.call("pooled.where") for _ in range(30)))
-            return failed[0], {r["version"] for r in after}, plugin_stats(host)
-
-    failed, versions, stats = run(scenario())
+    async with pool_host(tmp_path) as host:
+        await host.call("pooled.where")
+        await all_running(host)
+        failed = await asyncio.gather(
+            host.activate(counting_source(tmp_path, "4.0.0", fail_from=2)),
+            return_exceptions=True,
+        )
+        await all_running(host)
+        after = await asyncio.gather(*(host.call("pooled.where") for _ in range(30)))
+        failed, versions, stats = failed[0], {r["version"] for r in after}, plugin_stats(host)
     assert isinstance(failed, MCPHostError) and "load 2 of this version fails" in failed.message
     assert versions == {"1.0.0"}
     assert [r["version"] for r in stats["replicas"]] == ["1.0.0", "1.0.0"]
 
 
-def test_a_pool_that_cannot_start_says_why_and_can_be_reset(tmp_path: Path) -> None:
-    async def scenario() -> tuple[Any, Any, str]:
-        host = Host(
-            tmp_path / "home",
-            config=HostConfig(
-                allow_unsigned=True,
-                isolation="rlimits",
-                plugins={"pooled": {"replicas": 2}},  # type: ignore[dict-item]
-                max_restarts=0,
-            ),
-            sources=[counting_source(tmp_path, "5.0.0", fail_from=1)],
-            environment=False,
-            registry=False,
-        )
-        async with host:
-            first = await asyncio.gather(host.call("pooled.where"), return_exceptions=True)
-            state = plugin_stats(host)["state"]
-            host.reset_plugin("pooled")
-            again = await asyncio.gather(host.call("pooled.where"), return_exceptions=True)
-            return first[0], again[0], state
-
-    first, again, state = run(scenario())
+async def test_a_pool_that_cannot_start_says_why_and_can_be_reset(tmp_path: Path) -> None:
+    host = Host(
+        tmp_path / "home",
+        config=HostConfig(
+            allow_unsigned=True,
+            isolation="rlimits",
+            plugins={"pooled": {"replicas": 2}},  # type: ignore[dict-item]
+            max_restarts=0,
+        ),
+        sources=[counting_source(tmp_path, "5.0.0", fail_from=1)],
+        environment=False,
+        registry=False,
+    )
+    async with host:
+        first = await asyncio.gather(host.call("pooled.where"), return_exceptions=True)
+        state = plugin_stats(host)["state"]
+        host.reset_plugin("pooled")
+        again = await asyncio.gather(host.call("pooled.where"), return_exceptions=True)
+        first, again, state = first[0], again[0], state
     assert isinstance(first, MCPHostError) and "fails" in first.message
     assert isinstance(again, MCPHostError)  # it tried again after the reset, and failed again
     assert state in ("failed", "stopped", "refused", "restarting")
