@@ -22,6 +22,7 @@ import msgspec
 from mcphost.sandbox.client import CallLogCallback, ProgressCallback
 from mcphost.sandbox.isolation import IsolationBackend
 from mcphost.sdk.errors import (
+    CompositionUnavailable,
     ConfigError,
     InvalidArguments,
     PluginError,
@@ -46,9 +47,11 @@ from .sources import (
     discover_plugin_path,
 )
 from .supervisor import SupervisorEnv
+from .tool_info import ToolInfo
 
 if TYPE_CHECKING:
     from .batch.explicit import BatchOutcome
+    from .compose import Composition, Served
     from .config_watch import PendingSetting
     from .observe.tracing import Tracing
     from .registry_link import RegistryFailure
@@ -58,20 +61,6 @@ __all__ = ["Host", "HostEvent", "ToolInfo"]
 
 log = logging.getLogger("mcphost.host")
 plugin_log = logging.getLogger("mcphost.plugin")
-
-
-class ToolInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """A tool as the host offers it: ``name`` is ``<plugin>.<tool>``."""
-
-    name: str
-    plugin: str
-    version: str
-    tool: str
-    description: str
-    input_schema: dict[str, Any]
-    output_schema: dict[str, Any] | None = None
-    kind: str = "call"
-    batch: bool = False
 
 
 class HostEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -162,6 +151,8 @@ class Host:
         self._tracing_choice = tracing
         #: Starts the spans of calls; None when this host does not trace.
         self.tracing: Tracing | None = None
+        #: The compositions served as tools (None until one is added or installed).
+        self._compositions: Served | None = None
 
     # -- lifecycle -----------------------------------------------------------------
     async def __aenter__(self) -> Host:
@@ -203,7 +194,12 @@ class Host:
                 continue
             self._supervisors[source.name] = self._supervise(source)
         await self._learn_tools(list(self._supervisors.values()))
+        generation = -1
+        if self._use_registry and self.config.features.composition:
+            generation = await asyncio.to_thread(self._installed_compositions)
         self._background.extend(self._start_background())
+        if self._use_registry and self.config.features.composition:
+            self._background.append(asyncio.create_task(self._follow_compositions(generation)))
 
     def _setup(self) -> tuple[IsolationBackend, Verifier]:
         # Loading verification (cryptography) and the registry link takes a while: it
@@ -298,6 +294,75 @@ class Host:
 
             tasks.append(asyncio.create_task(watch_registry(self)))
         return tasks
+
+    # -- compositions ----------------------------------------------------------------
+    def _composition_file(self) -> Path:
+        return self.home.root / "compositions.sqlite3"
+
+    def _installed_compositions(self) -> int:
+        """Load the home's compositions (when any were added); returns their generation.
+        The composition package is imported only then."""
+        if not self._composition_file().exists():
+            return -1
+        from .compose.link import read_installed
+
+        generation, comps = read_installed(self.home)
+        self._served().replace(comps, self.plugin_catalog())
+        return generation
+
+    async def _follow_compositions(self, generation: int) -> None:
+        path = self._composition_file()
+        while not path.exists():
+            await asyncio.sleep(0.25)
+        from .compose.link import follow
+
+        await follow(self, self._served(), generation)
+
+    def _served(self) -> Served:
+        if self._compositions is None:
+            from .compose import Served
+
+            self._compositions = Served()
+            if self.metrics is not None:
+                self.metrics.compositions = self._compositions.stats
+        return self._compositions
+
+    def plugin_catalog(self) -> dict[str, ToolInfo]:
+        """The plugins' tools by name (what compositions are checked against)."""
+        return {t.name: t for t in self._plugin_tools()}
+
+    def compositions_changed(self) -> None:
+        """Tell listeners the tool list changed (compositions were added or removed)."""
+        self._emit(HostEvent(kind="tools_changed"))
+
+    def add_composition(self, composition: Composition | str | Path) -> ToolInfo:
+        """Serve ``composition`` (a definition, or a TOML/JSON file) as a tool of this
+        host, after checking it against the tools served now; returns its tool entry.
+        Raises :class:`~mcphost.sdk.errors.CompositionInvalid` listing every problem."""
+        self._composition_switch()
+        from .compose import check, load_composition
+        from .compose.model import invalid
+
+        comp = composition
+        if isinstance(comp, str | Path):
+            comp = load_composition(comp)
+        served = self._served()
+        catalog: dict[str, Any] = self.plugin_catalog()
+        catalog.update((t.name, t) for t in served.tools() if t.name != comp.name)
+        problems = check(comp, catalog)
+        if problems:
+            raise invalid(problems, f"composition {comp.name}")
+        info = served.add(comp, "0", catalog)
+        self.compositions_changed()
+        return info
+
+    def _composition_switch(self) -> None:
+        if not self.config.features.composition:
+            raise CompositionUnavailable(
+                "compositions are switched off (features.composition = false in "
+                f"{self.home.config_file}); switch them on with `mcphost config set "
+                "features.composition true`"
+            )
 
     def reconfigure(self, config: HostConfig) -> None:
         """Run with ``config``'s live settings from now on (a host that reads config.toml
@@ -396,7 +461,14 @@ class Host:
         return [s.source for s in self._supervisors.values()]
 
     def tools(self) -> list[ToolInfo]:
-        """Every tool of every plugin, named ``<plugin>.<tool>``."""
+        """Every tool of every plugin, named ``<plugin>.<tool>``, and every composition
+        served (``<group>.<name>``, with an empty ``plugin``)."""
+        out = self._plugin_tools()
+        if self._compositions is not None and self.config.features.composition:
+            out.extend(self._compositions.tools())
+        return sorted(out, key=lambda t: t.name)
+
+    def _plugin_tools(self) -> list[ToolInfo]:
         out: list[ToolInfo] = []
         for sup in self._supervisors.values():
             for spec in sup.tools:
@@ -413,7 +485,7 @@ class Host:
                         batch=spec.batch,
                     )
                 )
-        return sorted(out, key=lambda t: t.name)
+        return out
 
     def _route(self, name: str) -> tuple[Supervised, str]:
         # A name checked before is good while its plugin has the same supervisor and
@@ -434,6 +506,8 @@ class Host:
             )
         sup = self._supervisors.get(plugin)
         if sup is None:
+            if not self.config.features.composition and self._is_stored_composition(name):
+                self._composition_switch()
             known = ", ".join(sorted(self._supervisors)) or "none"
             raise PluginNotFound(
                 f"no plugin named {plugin!r} is installed (installed: {known}); install it "
@@ -512,6 +586,15 @@ class Host:
             ),
         )
 
+    def _is_stored_composition(self, name: str) -> bool:
+        if self._compositions is not None and name in self._compositions.by_name:
+            return True
+        if not self._composition_file().exists():
+            return False
+        from .compose.link import read_installed
+
+        return any(c.name == name for c, _, _ in read_installed(self.home)[1])
+
     def _authorize(self, name: str, plugin: str, args: dict[str, Any]) -> None:
         verdict = self.hooks.hook.mcphost_authorize_call(tool=name, plugin=plugin, arguments=args)
         if verdict is False or isinstance(verdict, str):
@@ -540,6 +623,18 @@ class Host:
         its batch tool's queue (0 the highest; ``batching.default_priority`` if not
         given); calls to other tools go at once.
         """
+        served = self._compositions
+        if served is not None and name in served.by_name and self.config.features.composition:
+            # A composition: each of its steps comes back here as an ordinary call.
+            return await served.call(
+                self,
+                name,
+                args,
+                timeout=None if timeout is None else _checked_timeout(timeout),
+                call_timeout=self.config.call_timeout,
+                on_progress=on_progress,
+                on_log=on_log,
+            )
         if self.tracing is not None and not traceparent:
             return await self.tracing.call(
                 self,

@@ -17,6 +17,10 @@ __all__ = [
     "ApprovalRequired",
     "Busy",
     "CallCancelled",
+    "CompositionError",
+    "CompositionFailed",
+    "CompositionInvalid",
+    "CompositionUnavailable",
     "ConfigError",
     "HandshakeRefused",
     "HomeError",
@@ -187,6 +191,34 @@ class RegistryDamaged(RegistryError):
     remain; nothing is changed until ``mcphost registry rebuild`` restores its records."""
 
     code = "registry_damaged"
+
+
+class CompositionError(MCPHostError):
+    """A composition (a workflow of tools run as one tool) could not be used."""
+
+    code = "composition_error"
+
+
+class CompositionInvalid(CompositionError):
+    """A composition's definition is wrong: ``data["problems"]`` lists every problem,
+    each naming its step and field."""
+
+    code = "composition_invalid"
+    exit_code = 2
+
+
+class CompositionFailed(CompositionError):
+    """A step of a composition failed (or its deadline passed): ``data`` names the step,
+    the attempt, the step's input and what the earlier steps produced."""
+
+    code = "composition_failed"
+
+
+class CompositionUnavailable(CompositionError):
+    """Compositions are switched off, or this one was marked unavailable (a plugin change
+    it relies on was forced through); the message says why."""
+
+    code = "composition_unavailable"
 
 
 def _all_subclasses(cls: type[MCPHostError]) -> list[type[MCPHostError]]:

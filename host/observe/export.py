@@ -302,3 +302,35 @@ def frontend(m: HostMetrics, host: Host | None) -> Iterator[Metric]:
         ["reason"],
         fe.rejected,
     )
+
+
+@family
+def compositions(m: HostMetrics, host: Host | None) -> Iterator[Metric]:
+    stats = m.compositions
+    if stats is None:
+        return
+    yield _counter(
+        "mcphost_composition_runs",
+        "Runs of each composition by outcome (ok, failed, timeout, cancelled).",
+        ["composition", "outcome"],
+        stats.runs,
+    )
+    yield _counter(
+        "mcphost_composition_steps",
+        "Steps of each composition's runs: run, skipped, retried (extra attempts), failed.",
+        ["composition", "what"],
+        stats.steps,
+    )
+    from bisect import bisect_left
+
+    hist = HistogramMetricFamily(
+        "mcphost_composition_duration_seconds",
+        "Duration of composition runs, from the call to its result or error.",
+        labels=["composition"],
+    )
+    for name, seconds in list(stats.seconds.items()):
+        counts = [0] * (len(BUCKETS) + 1)
+        for d in seconds:
+            counts[bisect_left(BUCKETS, d)] += 1
+        hist.add_metric([name], _buckets(counts), sum(seconds))
+    yield hist

@@ -17,6 +17,7 @@ from .frontend import FrontEndMetrics
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
+    from ..compose.served import CompositionStats
     from ..host import Host, HostEvent
 
 __all__ = ["HostMetrics", "crash_reason"]
@@ -59,6 +60,8 @@ class HostMetrics:
         self.swap_seconds: list[float] = []
         self.verification_failures: dict[str, int] = {}
         self.frontend: FrontEndMetrics | None = None
+        #: Runs of compositions (set when the host serves its first composition).
+        self.compositions: CompositionStats | None = None
         #: plugin -> why its last worker ended, until the next start counts a restart.
         self._pending_restart: dict[str, str] = {}
         self._registry: CollectorRegistry | None = None
