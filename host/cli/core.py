@@ -47,7 +47,7 @@ def tools(home: Home, as_json: bool) -> None:
     for t in found:
         # A description is the plugin's text: no control character reaches the terminal.
         first = printable(t.description.splitlines()[0]) if t.description else ""
-        kind = " (stream)" if t.kind == "stream" else ""
+        kind = " (stream)" if t.kind == "stream" else " (composition)" if not t.plugin else ""
         click.echo(f"{printable(t.name):<{width}}  {first}{kind}")
 
 

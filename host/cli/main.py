@@ -30,6 +30,7 @@ T = TypeVar("T")
 COMMAND_MODULES = {
     "audit": "audit",
     "call": "core",
+    "compose": "compose_cmd",
     "config": "config_cmd",
     "demo": "demo",
     "doctor": "core",

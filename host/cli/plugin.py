@@ -152,20 +152,55 @@ def _switch(
     allow_missing: bool,
     command: str,
     reason: str,
+    force: bool = False,
 ) -> dict[str, Any]:
     rec = ensure_tools(home, cfg, reg, rec)
     missing = _check_switch(reg, rec, allow_missing, command)
+    change = f"{action} of {rec.plugin} to {rec.version}"
+    broken = _composition_guard(home, reg, rec.plugin, rec.tools, force, change, command)
     _verify_before_switch(home, cfg, rec, action)
     t0 = time.perf_counter()
     act = reg.activate(rec.plugin, rec.version, action=action, reason=reason)
+    marked = _mark_broken(home, broken, change, command)
     return {
         "plugin": rec.plugin,
         "from": act.from_version,
         "to": act.to_version,
         "action": action,
         "missing_tools": missing,
+        "compositions_unavailable": marked,
         "seconds": round(time.perf_counter() - t0, 4),
     }
+
+
+def _composition_guard(
+    home: Home,
+    reg: Registry,
+    plugin: str,
+    new_tools: list[Any] | None,
+    force: bool,
+    change: str,
+    command: str,
+) -> list[Any]:
+    """Refuse a change that would break an installed composition (unless ``force``);
+    returns the compositions to mark unavailable once the change is made."""
+    if not (home.root / "compositions.sqlite3").exists():
+        return []  # no composition installed: nothing to load or check
+    from ..compose.safety import guard
+
+    active = {r.plugin: r.tools for r in reg.active()}
+    return guard(home, active, plugin, new_tools, force=force, change=change, command=command)
+
+
+def _mark_broken(home: Home, broken: list[Any], change: str, command: str) -> list[str]:
+    if not broken:
+        return []
+    from ..compose.safety import refuse_or_mark
+
+    marked = refuse_or_mark(home, broken, force=True, change=change, command=command)
+    for name in marked:
+        click.echo(f"warning: composition {name} is now unavailable ({change})", err=True)
+    return marked
 
 
 # -- commands ----------------------------------------------------------------------
@@ -442,10 +477,21 @@ def _show(line: str) -> None:
     help="Switch even if VERSION lacks tools of the active version.",
 )
 @click.option("--reason", default="", help="Why, for the history.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Switch even if it breaks an installed composition (marked unavailable).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_existing_home
 def swap(
-    home: Home, name: str, version: str, allow_missing_tools: bool, reason: str, as_json: bool
+    home: Home,
+    name: str,
+    version: str,
+    allow_missing_tools: bool,
+    reason: str,
+    force: bool,
+    as_json: bool,
 ) -> None:
     """Make VERSION the active version of NAME; running hosts hot-swap to it."""
     cfg = _config(home)
@@ -465,6 +511,7 @@ def swap(
             allow_missing=allow_missing_tools,
             command=f"mcphost plugin swap {name} {version}",
             reason=reason,
+            force=force,
         )
     _report_switch(out, as_json)
 
@@ -490,10 +537,21 @@ def _report_switch(out: dict[str, Any], as_json: bool) -> None:
     help="Switch even if the target lacks tools of the active version.",
 )
 @click.option("--reason", default="", help="Why, for the history.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Switch even if it breaks an installed composition (marked unavailable).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_existing_home
 def rollback(
-    home: Home, name: str, to: str | None, allow_missing_tools: bool, reason: str, as_json: bool
+    home: Home,
+    name: str,
+    to: str | None,
+    allow_missing_tools: bool,
+    reason: str,
+    force: bool,
+    as_json: bool,
 ) -> None:
     """Go back to the version of NAME that was active before (or --to VERSION)."""
     cfg = _config(home)
@@ -511,6 +569,7 @@ def rollback(
             allow_missing=allow_missing_tools,
             command=f"mcphost plugin rollback {name} --to {rec.version}",
             reason=reason,
+            force=force,
         )
     _report_switch(out, as_json)
 
@@ -518,13 +577,25 @@ def rollback(
 @plugin.command()
 @click.argument("name")
 @click.argument("version", required=False)
-@click.option("--force", is_flag=True, help="Remove the active version too (stops the plugin).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Remove the active version too (stops the plugin; compositions that use it are "
+    "marked unavailable).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_existing_home
 def remove(home: Home, name: str, version: str | None, force: bool, as_json: bool) -> None:
     """Remove VERSION of NAME, or every version when VERSION is left out."""
     with _open(home) as reg:
+        active = reg.plugin(name).active_version
+        broken: list[Any] = []
+        change = f"removal of {name}"
+        command = f"mcphost plugin remove {name}" + (f" {version}" if version else "")
+        if active is not None and version in (None, active):
+            broken = _composition_guard(home, reg, name, None, force, change, command)
         removed = reg.remove(name, version, force=force)
+        _mark_broken(home, broken, change, command)
     if as_json:
         echo_json({"plugin": name, "removed": removed})
         return

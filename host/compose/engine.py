@@ -95,7 +95,7 @@ class _StepFailed(Exception):
         super().__init__(error.message)
         self.step = step
         self.attempt = attempt
-        self.args = args
+        self.input = args
         self.error = error
 
 
@@ -156,7 +156,7 @@ class Run:
             raise self._failure(exc) from None
         except TimeoutError:
             self.outcome = "timeout"
-            running = [r.id for r in self.records.values() if r.status == "running"]
+            running = [r.id for r in self.records.values() if r.status in ("running", "cancelled")]
             raise CompositionFailed(
                 f"composition {self.plan.name} ran past its deadline of {self.seconds:g}s; "
                 f"steps still running: {', '.join(running) or 'none'}; earlier steps "
@@ -324,13 +324,13 @@ class Run:
         return CompositionFailed(
             f"composition {self.plan.name} failed at step {step.id!r} ({step.tool}), attempt "
             f"{exc.attempt} of {most}: [{err.code}] {err.message}; the step's input was "
-            f"{_short(exc.args)}; earlier steps produced: {self._produced()}",
+            f"{_short(exc.input)}; earlier steps produced: {self._produced()}",
             data={
                 "composition": self.plan.name,
                 "step": step.id,
                 "tool": step.tool,
                 "attempt": exc.attempt,
-                "input": exc.args,
+                "input": exc.input,
                 "error": err.to_dict(),
                 "outputs": self._outputs_data(),
             },

@@ -146,8 +146,13 @@ class Composition(_Strict):
         return next(s for s in self.steps if s.id == step_id)
 
     def to_data(self) -> dict[str, Any]:
-        """The definition as plain JSON data (what the registry stores)."""
-        return self.model_dump(mode="json", exclude_unset=True)
+        """The definition as plain JSON data (what the registry stores): the fields set,
+        without the optional ones left empty."""
+        data = self.model_dump(mode="json", exclude_unset=True)
+        for step in data["steps"]:
+            for key in [k for k, v in step.items() if v is None and k != "default"]:
+                del step[key]
+        return data
 
 
 def _problems(exc: ValidationError, data: Any) -> list[Problem]:

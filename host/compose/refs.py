@@ -8,6 +8,8 @@ A string value that starts with ``$`` is a reference, kept typed (never template
 
 ``$$`` starts a literal string beginning with ``$``. Objects and lists in ``args`` may
 hold references anywhere; a reference may stand for a whole object or list.
+``{"$first": [ref, ...]}`` is the first of the values that is not null (the output of a
+fallback chain or of a branch): the steps it reads need no ``default``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,15 @@ __all__ = ["Ref", "RefError", "iter_refs", "parse_ref", "resolve"]
 
 _SEGMENT = re.compile(r"\.([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]")
 _HEAD = re.compile(r"\$(input|item|steps\.([A-Za-z_][A-Za-z0-9_]*)\.output)")
+
+
+FIRST = "$first"
+
+
+class First(msgspec.Struct, frozen=True):
+    """``{"$first": [...]}``: the first of the values that is not null."""
+
+    options: tuple[Any, ...]
 
 
 class RefError(ValueError):
@@ -110,6 +121,8 @@ def compile_value(value: Any) -> Any:
             return parse_ref(value)
         return value[1:] if value.startswith("$$") else value
     if isinstance(value, dict):
+        if list(value) == [FIRST] and isinstance(value[FIRST], list):
+            return First(tuple(compile_value(v) for v in value[FIRST]))
         return {k: compile_value(v) for k, v in value.items()}
     if isinstance(value, list):
         return [compile_value(v) for v in value]
@@ -124,6 +137,12 @@ def resolve(compiled: Any, input: Any, outputs: dict[str, Any], item: Any = None
         if compiled.root == "item":
             return compiled.get(item)
         return compiled.get(outputs[compiled.step])
+    if isinstance(compiled, First):
+        for option in compiled.options:
+            got = resolve(option, input, outputs, item)
+            if got is not None:
+                return got
+        return None
     if isinstance(compiled, dict):
         return {k: resolve(v, input, outputs, item) for k, v in compiled.items()}
     if isinstance(compiled, list):

@@ -136,7 +136,8 @@ class _Checker:
             self.add(sid, field, f"{ref.text}: step {ref.step!r} is not an ancestor of {sid!r}")
             return None
         producer = self.comp.step(ref.step)
-        if producer.may_not_produce and not producer.has_default:
+        optional = "$first" in field  # absence is what $first is about
+        if producer.may_not_produce and not producer.has_default and not optional:
             why = "may be skipped (it has `when`)" if producer.when else "may fail (on_error)"
             self.add(
                 sid,
@@ -367,6 +368,12 @@ def output_schema(comp: Composition, catalog: Mapping[str, ToolSchema]) -> dict[
             except RefError:
                 return ANY
             return got if got is not None else ANY
+        if (
+            isinstance(value, dict)
+            and list(value) == ["$first"]
+            and isinstance(value["$first"], list)
+        ):
+            return {"anyOf": [of(v) for v in value["$first"]]}
         if isinstance(value, dict):
             return {
                 "type": "object",

@@ -33,6 +33,32 @@ def add(a: float, b: float) -> float:
 
 
 @plugin.tool
+def square(x: float) -> float:
+    """The square of a number."""
+    return x * x
+
+
+@plugin.tool
+def total(values: list[float]) -> float:
+    """The sum of the values."""
+    return math.fsum(values)
+
+
+_FAILED: dict[str, int] = {}
+
+
+@plugin.tool
+def flaky(key: str, failures: int, code: str = "flaky") -> int:
+    """Fail with ``code`` on the first ``failures`` calls with this key, then succeed
+    (for retries and fallbacks); returns the number of the call that succeeded."""
+    seen = _FAILED.get(key, 0) + 1
+    _FAILED[key] = seen
+    if seen <= failures:
+        raise ToolError(f"call {seen} of {key!r} fails on purpose", code=code)
+    return seen
+
+
+@plugin.tool
 def stats(values: list[float]) -> Summary:
     """Mean, median, standard deviation, minimum and maximum of the values."""
     if not values:
