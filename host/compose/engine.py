@@ -134,8 +134,8 @@ class Run:
         seconds = plan.comp.deadline if timeout is None else min(timeout, plan.comp.deadline)
         self.seconds = seconds
         self.t0 = time.perf_counter()
-        self.deadline = asyncio.get_running_loop().time() + seconds
-        self.outcome = "running"
+        self.deadline = 0.0  # set when the run starts
+        self.outcome = "pending"
 
     # -- the whole run ---------------------------------------------------------------
     async def run(self) -> Any:
@@ -147,6 +147,9 @@ class Run:
                 data={"composition": self.plan.name, "reason": "depth"},
             )
         token = _DEPTH.set(depth + 1)
+        self.t0 = time.perf_counter()
+        self.deadline = asyncio.get_running_loop().time() + self.seconds
+        self.outcome = "running"
         try:
             async with asyncio.timeout_at(self.deadline):
                 await self._schedule()

@@ -194,7 +194,7 @@ def test_composition_switched_off_is_neither_listed_nor_callable_and_plain_calls
     with_host: Callable[..., Any],
 ) -> None:
     async def scenario(host: Host) -> Any:
-        with pytest.raises(CompositionUnavailable, match="features.composition = false"):
+        with pytest.raises(CompositionUnavailable, match=r"features\.composition = false"):
             host.add_composition(TITLE)
         assert all(t.plugin for t in host.tools())
         with pytest.raises(PluginNotFound):

@@ -136,5 +136,5 @@ def test_a_reference_into_the_wrong_kind_of_value_names_where() -> None:
     ref = parse_ref("$steps.a.output.items[3]")
     with pytest.raises(RefError, match=r"no item \[3\] at \$steps.a.output.items"):
         ref.get({"items": [1]})
-    with pytest.raises(RefError, match="no field 'items' at \\$steps.a.output"):
+    with pytest.raises(RefError, match=r"no field 'items' at \$steps\.a\.output"):
         ref.get([1])
