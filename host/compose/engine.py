@@ -81,6 +81,15 @@ class Plan:
                     self.items[s.id] = items
         self.output = compile_value(default_output(comp))
         self._conditions: dict[str, Condition] = {}
+        #: The steps in order when each needs the one before it (a pipeline): no two can
+        #: ever be ready at once, so a run walks them without a scheduler.
+        self.chain: list[str] | None = None
+        try:
+            order = list(graphlib.TopologicalSorter(self.graph).static_order())
+        except graphlib.CycleError:
+            return  # refused by validation; a run reports the cycle
+        if all(order[i - 1] in self.graph[order[i]] for i in range(1, len(order))):
+            self.chain = order
 
     def condition(self, step: Step) -> Condition:
         cond = self._conditions.get(step.id)
@@ -186,6 +195,13 @@ class Run:
         return result
 
     async def _schedule(self) -> None:
+        if self.plan.chain is not None:
+            total = len(self.plan.chain)
+            for finished, sid in enumerate(self.plan.chain, start=1):
+                await self._step(self.plan.steps[sid])
+                if self.on_progress is not None:
+                    self._progress(finished, total, sid)
+            return
         sorter = graphlib.TopologicalSorter(self.plan.graph)
         sorter.prepare()
         running: dict[asyncio.Future[None], str] = {}

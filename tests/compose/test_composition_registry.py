@@ -85,7 +85,9 @@ def test_a_host_started_after_an_add_serves_it_at_once(
 
     async def scenario() -> Any:
         async with Host(
-            home, config=config_for_tests(), plugin_dirs=[plugin_dirs["textkit"]],
+            home,
+            config=config_for_tests(),
+            plugin_dirs=[plugin_dirs["textkit"]],
             environment=False,
         ) as host:
             return await host.call("demo.live", {"text": "b"})
@@ -98,7 +100,7 @@ def test_the_store_says_what_is_wrong(home: Path) -> None:
     with CompositionStore(h) as store:
         assert store.records() == [] and store.generation() == 0
     with CompositionStore(h, create=True) as store:
-        with pytest.raises(RegistryError, match="no composition named 'demo.none'"):
+        with pytest.raises(RegistryError, match=r"no composition named 'demo\.none'"):
             store.record("demo.none")
         store.add(_title("one"))
         with pytest.raises(RegistryError, match="no earlier version"):
@@ -135,7 +137,10 @@ def test_schemas_with_definitions_unions_and_enums_are_followed() -> None:
         "type": "string"
     }
     assert flow_problem({"type": "integer"}, {"type": "number"}) is None
-    assert flow_problem(
-        {"type": "array", "items": {"type": "string"}},
-        {"type": "array", "items": {"type": "integer"}},
-    ) == "array items: string cannot flow into integer"
+    assert (
+        flow_problem(
+            {"type": "array", "items": {"type": "string"}},
+            {"type": "array", "items": {"type": "integer"}},
+        )
+        == "array items: string cannot flow into integer"
+    )
