@@ -4,7 +4,8 @@ It makes a throw-away signing key and trusts it, builds and signs wheels of the 
 plugins (and a second textkit version), installs them with ``mcphost plugin install``,
 lists the tools, calls several through sandboxed workers, consumes a stream, shows a
 crash being contained, hot-swaps textkit under load and rolls it back
-(:mod:`.demo_swap`), and prints a short summary.
+(:mod:`.demo_swap`), adds and runs a composition and shows a swap that would break it
+refused (:mod:`.demo_compose`), and prints a short summary.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from mcphost.sdk.errors import MCPHostError, PluginError, RegistryError
 from mcphost.security import Permissions, TrustStore, generate_key, sign_wheel
 
 from .config import load_config
+from .demo_compose import BREAKING_VERSION, breaking_textkit, composition_act
 from .demo_swap import NEW_VERSION, OLD_VERSION, SUFFIX, hot_swap_under_load
 from .examples import EXAMPLES, build_wheels, copy_example, find_examples
 from .home import Home
@@ -156,10 +158,15 @@ async def _build_and_sign(p: Printer, examples: Path, h: Home, work: Path) -> di
     projects[newer] = copy_example(
         examples / "textkit", work / "src" / newer, version=NEW_VERSION, echo_suffix=SUFFIX
     )
+    breaking = f"textkit-{BREAKING_VERSION}"
+    projects[breaking] = breaking_textkit(
+        copy_example(examples / "textkit", work / "src" / breaking, version=BREAKING_VERSION)
+    )
     t0 = time.perf_counter()
     built = await asyncio.to_thread(build_wheels, projects, work / "wheels")
     p.line(f"built {len(built)} wheels with pip  [{ms(time.perf_counter() - t0)}]")
     p.line(f"  textkit {NEW_VERSION} is textkit {OLD_VERSION} whose echo appends {SUFFIX!r}")
+    p.line(f"  textkit {BREAKING_VERSION}'s upper takes `value` instead of `text`")
 
     t0 = time.perf_counter()
     signed = {
@@ -167,7 +174,7 @@ async def _build_and_sign(p: Printer, examples: Path, h: Home, work: Path) -> di
             wheel,
             key,
             permissions=Permissions(),
-            sequence=2 if name == newer else 1,
+            sequence=3 if name == breaking else 2 if name == newer else 1,
             out=work / "signed",
         )
         for name, wheel in built.items()
@@ -236,6 +243,8 @@ async def run_demo(
 
             figures["swap"] = await hot_swap_under_load(p, host, h, mcphost_cli)
 
+            figures["composition"] = await composition_act(p, host, h, work, ms)
+
             await _latency(p, host, figures)
 
             p.step("summary")
@@ -254,6 +263,11 @@ async def run_demo(
                 f"hot swap under load: {sw['calls']:,} calls by {sw['callers']} callers, "
                 f"{sw['failed']} failed; swap {ms(sw['swap_s'])}, rollback "
                 f"{ms(sw['rollback_s'])} (command start to the other version answering)"
+            )
+            comp = figures["composition"]
+            p.line(
+                "composition demo.report: added, run with a trace, served by the running "
+                f"host; the breaking swap {'refused' if comp['refused'] else 'NOT refused'}"
             )
             p.line(
                 f"textkit.echo p50 {figures['echo_p50_ms']:.3f} ms; "

@@ -232,10 +232,9 @@ def _print_trace(r: Any) -> None:
         b = max(a + 1, int((rec.start + rec.duration) / end * width))
         bar = " " * a + "#" * (b - a)
         outcome = rec.status + (f" [{rec.error}]" if rec.error else "")
-        if rec.items:
-            outcome += f" ({rec.items} items, {rec.failed_items} failed)"
+        items = f"  {rec.items} items, {rec.failed_items} failed" if rec.items else ""
         click.echo(
             f"{rec.id:<15} {rec.start * 1000:8.1f}  {rec.duration * 1000:11.1f}  "
-            f"{rec.attempts:8d}  {outcome:<7}  |{bar:<{width}}|",
+            f"{rec.attempts:8d}  {outcome:<7}  |{bar:<{width}}|{items}",
             err=True,
         )
