@@ -264,3 +264,26 @@ def test_run_from_a_file_with_every_template(
             assert result == expected[kind], kind
     again = op("compose", "new", "pipeline", "demo.pipeline", "-o", "pipeline.toml", ok=False)
     assert "exists" in again.stderr
+
+
+def test_the_worked_example_of_the_guide_runs_as_documented(
+    op: Any, tmp_path: Path, textkit_wheels: dict[str, Path]
+) -> None:
+    guide = (REPO / "docs" / "compositions.md").read_text()
+    example = guide.split("## A worked example", 1)[1]
+    toml = example.split("```toml\n", 1)[1].split("```", 1)[0]
+    commands = example.split("```sh\n", 1)[1].split("```", 1)[0].strip().splitlines()
+    outputs = [part.split("`")[0] for part in example.split("prints\n`")[1:]]
+    outputs += [example.split("the call prints `")[1].split("`")[0]]
+    op("plugin", "install", str(textkit_wheels["1.0.0"]), "--yes")
+    (tmp_path / "report.toml").write_text(toml)
+    import shlex
+
+    results = []
+    for line in commands:
+        argv = shlex.split(line)
+        assert argv[0] == "mcphost"
+        results.append(op(*argv[1:]))
+    assert "demo.report is valid (3 steps)" in results[0].stdout
+    assert json.loads(results[1].stdout) == json.loads(outputs[0])
+    assert json.loads(results[3].stdout) == json.loads(outputs[1])

@@ -97,7 +97,7 @@ def check_the_rest(out: str) -> None:
     """What the demo showed before the registry came in: tools, calls, a stream, errors,
     a contained crash, latency and a summary."""
     assert "generated key ed25519:" in out
-    assert "built 4 wheels with pip" in out
+    assert "built 5 wheels with pip" in out
     assert "textkit.count_to" in out and "[stream]" in out
     assert "textkit.upper({'text': 'hello from a sandbox'}) -> 'HELLO FROM A SANDBOX'" in out
     assert "notes.read({'title': 'demo'}) -> \"kept in the plugin's data dir\"" in out
@@ -109,6 +109,25 @@ def check_the_rest(out: str) -> None:
     assert re.search(r"textkit\.echo: p50 [\d.]+ ms", out)
     assert re.search(r"textkit 1\.0\.0: running, pid \d+, \d+ calls, 1 restarts", out)
     assert re.search(r"all workers stopped; demo took [\d.]+ ms", out)
+    check_the_composition(out)
+
+
+def check_the_composition(out: str) -> None:
+    """The composition act: added, run with a trace, served, a breaking swap refused."""
+    assert "added demo.report version 1; running hosts serve it within a second" in out
+    assert re.search(r"^ +step +start ms +duration ms +attempts +outcome +timeline$", out, re.M)
+    assert re.search(r"^ +primes .* ok .*\|  5 items, 0 failed$", out, re.M)
+    assert (
+        '-> {"words": 4, "title": "TOOLS THAT WORK TOGETHER", "primes": [true, false, true, '
+        "false, true]}" in out
+    )
+    assert 'serves it as a tool too: {"words": 2, "title": "(a short title)"' in out
+    assert "$ mcphost plugin swap textkit 2.0.0  -> exit status 1" in out
+    assert (
+        "composition demo.report: step 'loud', args.text: textkit.upper has no parameter "
+        "'text' (it has: value)" in out
+    )
+    assert "the breaking swap refused" in out
 
 
 #: A line in the format of the host's own log (``mcphost -v`` shows these on stderr).
