@@ -69,6 +69,9 @@ class Served:
 
     def __init__(self) -> None:
         self.by_name: dict[str, ServedComposition] = {}
+        #: Those added from Python (:meth:`Host.add_composition`): kept across changes of
+        #: the installed ones unless one of those takes the name.
+        self.local: dict[str, ServedComposition] = {}
         self.stats = CompositionStats()
 
     def replace(
@@ -87,11 +90,12 @@ class Served:
             info = info_for(comp, version, catalog)
             catalog[comp.name] = info
             new[comp.name] = ServedComposition(plan=Plan(comp), info=info, unavailable=why)
-        self.by_name = new
+        self.by_name = {**self.local, **new}
 
     def add(self, comp: Composition, version: str, catalog: Mapping[str, ToolSchema]) -> ToolInfo:
         info = info_for(comp, version, catalog)
-        self.by_name[comp.name] = ServedComposition(plan=Plan(comp), info=info)
+        served = ServedComposition(plan=Plan(comp), info=info)
+        self.by_name[comp.name] = self.local[comp.name] = served
         return info
 
     def tools(self) -> list[ToolInfo]:

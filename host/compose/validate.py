@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import graphlib
+import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -66,12 +67,14 @@ def dependencies(comp: Composition) -> dict[str, set[str]]:
     return deps
 
 
+#: ``steps.ID`` read from the top of a condition. Found by a pattern, not by compiling
+#: the expression, so that building a plan (at a host's start) never imports the
+#: expression library; :func:`check` compiles every condition and names what is wrong.
+_WHEN_STEP = re.compile(r"(?<![\w.@\]])steps\.([A-Za-z_][A-Za-z0-9_]*)")
+
+
 def _when_steps(text: str) -> set[str]:
-    try:
-        cond = compile_condition(text)
-    except ExpressionError:
-        return set()
-    return {n[1] for n in cond.names if n[0] == "steps" and len(n) > 1}
+    return set(_WHEN_STEP.findall(text))
 
 
 def _step_refs(step: Step) -> list[tuple[str, str]]:

@@ -144,3 +144,53 @@ def test_schemas_with_definitions_unions_and_enums_are_followed() -> None:
         )
         == "array items: string cannot flow into integer"
     )
+
+
+def test_a_host_serving_a_condition_imports_the_expression_library_only_when_it_runs(
+    home: Path, plugin_dirs: dict[str, Path], no_leftover_workers: None
+) -> None:
+    import subprocess
+    import sys
+
+    from support import subprocess_coverage
+
+    comp = composition_from_data(
+        {
+            "name": "demo.cond",
+            "input_schema": {"type": "object", "properties": {"loud": {"type": "boolean"}}},
+            "steps": [
+                {
+                    "id": "u",
+                    "tool": "textkit.upper",
+                    "args": {"text": "x"},
+                    "when": "input.loud",
+                    "default": "quiet",
+                }
+            ],
+        }
+    )
+    with CompositionStore(Home(home), create=True) as store:
+        store.add(comp)
+    script = f"""
+import asyncio, sys
+from mcphost.host import Host, HostConfig
+async def go():
+    async with Host({str(home)!r}, config=HostConfig(allow_unsigned=True, isolation="rlimits"),
+                    plugin_dirs=[{str(plugin_dirs["textkit"])!r}], environment=False) as host:
+        assert "demo.cond" in {{t.name for t in host.tools()}}
+        print("before", "jmespath" in sys.modules)
+        print(await host.call("demo.cond", {{"loud": True}}))
+        print("after", "jmespath" in sys.modules)
+asyncio.run(go())
+"""
+    import os
+
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **subprocess_coverage.environment()},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["before", "False", "X", "after", "True"]
