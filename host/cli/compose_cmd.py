@@ -163,10 +163,19 @@ def remove(home: Home, name: str) -> None:
 @compose.command()
 @click.argument("name")
 @click.option("--to", "to", type=int, help="Roll back to this version instead.")
+@click.option("--force", is_flag=True, help="Roll back even if that version fails validation.")
 @pass_existing_home
-def rollback(home: Home, name: str, to: int | None) -> None:
-    """Make the version of NAME that was active before (or --to N) active again."""
+def rollback(home: Home, name: str, to: int | None, force: bool) -> None:
+    """Make the version of NAME that was active before (or --to N) active again; it is
+    checked against the tools installed now first."""
     _switched_on(home)
+    with CompositionStore(home) as store:
+        target = to if to is not None else store.record(name).previous
+        comp = store.definition(name, target) if target is not None else None
+    if comp is not None and not force:
+        _checked(
+            home, comp, f"composition {name} version {target} (pass --force to roll back anyway)"
+        )
     with CompositionStore(home) as store:
         old, new = store.rollback(name, to)
     click.echo(f"{name}: version {old} -> {new}; running hosts switch within a second")

@@ -9,17 +9,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from compose_helpers import config_for_tests
 
-from mcphost.host import Host, HostConfig
+from mcphost.host import Host
 
 T = TypeVar("T")
 
 Scenario = Callable[..., Any]
-
-
-def config_for_tests(**overrides: Any) -> HostConfig:
-    """The rlimits backend and unsigned plugins, as in the host suite."""
-    return HostConfig(allow_unsigned=True, isolation="rlimits", **overrides)
 
 
 @pytest.fixture

@@ -287,3 +287,24 @@ def test_the_worked_example_of_the_guide_runs_as_documented(
     assert "demo.report is valid (3 steps)" in results[0].stdout
     assert json.loads(results[1].stdout) == json.loads(outputs[0])
     assert json.loads(results[3].stdout) == json.loads(outputs[1])
+
+
+def test_a_rollback_to_a_version_the_tools_no_longer_fit_is_refused_unless_forced(
+    op: Any, tmp_path: Path, textkit_wheels: dict[str, Path]
+) -> None:
+    op("plugin", "install", str(textkit_wheels["1.0.0"]), "--yes")
+    op("plugin", "install", str(textkit_wheels["2.0.0"]), "--yes", "--no-activate")
+    op("compose", "new", "pipeline", "demo.p")
+    path = tmp_path / "demo_p.toml"
+    v1 = path.read_text()
+    op("compose", "add", str(path))
+    op("plugin", "swap", "textkit", "2.0.0", "--force")
+    path.write_text(v1.replace('text = "$input.text"', 'value = "$input.text"', 1))
+    assert "version 2" in op("compose", "add", str(path)).stdout
+    refused = op("compose", "rollback", "demo.p", ok=False)
+    assert refused.returncode == 2
+    assert "composition demo.p version 1 (pass --force to roll back anyway) has 2 problems" in (
+        refused.stderr
+    )
+    assert "step 's1', args.text: textkit.upper has no parameter 'text'" in refused.stderr
+    assert "version 2 -> 1" in op("compose", "rollback", "demo.p", "--force").stdout

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from compose_helpers import text_input
-from conftest import config_for_tests
+from compose_helpers import config_for_tests, text_input
 
 from mcphost.host import Home, Host
 from mcphost.host.compose import CompositionStore, composition_from_data

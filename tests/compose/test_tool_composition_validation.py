@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from compose_helpers import text_input
+from compose_helpers import config_for_tests, text_input
 
 from mcphost.host import Host
 from mcphost.host.compose import Budgets, check, composition_from_data, load_composition
@@ -20,8 +20,6 @@ from mcphost.sdk.errors import CompositionInvalid
 def catalog(plugin_dirs: dict[str, Path]) -> dict[str, Any]:
     """The example plugins' tools as a started host lists them (schemas included)."""
     import asyncio
-
-    from conftest import config_for_tests
 
     async def go() -> dict[str, Any]:
         async with Host(
