@@ -22,7 +22,7 @@ import msgspec
 from mcphost.sandbox.client import CallLogCallback, ProgressCallback
 from mcphost.sdk.errors import CompositionFailed, MCPHostError, ToolTimeout
 
-from .expr import Condition, compile_condition
+from .expr import Condition, ExpressionError, compile_condition
 from .model import Composition, Step
 from .refs import Ref, RefError, compile_value, resolve
 from .validate import default_output, dependencies
@@ -244,7 +244,7 @@ class Run:
         rec.start = time.perf_counter() - self.t0
         rec.status = "running"
         try:
-            if step.when is not None and not self.plan.condition(step).holds(self._view()):
+            if step.when is not None and not self._holds(step):
                 rec.status = "skipped"
                 self.outputs[step.id] = step.default
                 return
@@ -266,6 +266,12 @@ class Run:
             raise
         finally:
             rec.duration = time.perf_counter() - self.t0 - rec.start
+
+    def _holds(self, step: Step) -> bool:
+        try:
+            return self.plan.condition(step).holds(self._view())
+        except ExpressionError as exc:
+            raise RefError(f"step {step.id!r}, when: {exc}") from None
 
     async def _attempts(self, step: Step, args: Any, rec: StepRecord) -> Any:
         retry = step.retry

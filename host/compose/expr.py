@@ -43,7 +43,13 @@ class Condition:
         self.names = list(_root_names(cast(dict[str, Any], self._parsed.parsed)))
 
     def holds(self, data: dict[str, Any]) -> bool:
-        result = self._parsed.search(data)
+        from jmespath.exceptions import JMESPathError
+
+        try:
+            result = self._parsed.search(data)
+        except JMESPathError as exc:  # e.g. a function given a value of the wrong type
+            msg = str(exc).replace("\n", " ")
+            raise ExpressionError(f"{self.text!r} failed on this run's data: {msg}") from None
         return result not in (None, False, "", [], {})
 
 

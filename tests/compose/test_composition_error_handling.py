@@ -236,3 +236,30 @@ def test_backoff_grows_is_capped_and_jitter_only_shortens() -> None:
     assert r.delay(2, 0.999) == pytest.approx(1.001)
     assert not Retry(retry_on=["x"]).retries("y") and Retry().retries("worker_crashed")
     assert not Retry().retries("invalid_arguments")
+
+
+def test_a_condition_that_fails_on_the_data_names_its_step(
+    with_host: Callable[..., Any],
+) -> None:
+    comp = composition_from_data(
+        {
+            "name": "demo.when",
+            "input_schema": {"type": "object", "properties": {"n": {"type": "number"}}},
+            "steps": [
+                {
+                    "id": "u",
+                    "tool": "textkit.upper",
+                    "args": {"text": "x"},
+                    "when": "length(input.n) > `1`",
+                    "default": "",
+                }
+            ],
+        }
+    )
+
+    async def scenario(host: Host) -> None:
+        host.add_composition(comp)
+        with pytest.raises(CompositionFailed, match=r"step 'u', when: 'length\(input\.n\)"):
+            await host.call("demo.when", {"n": 5})
+
+    with_host(scenario)
