@@ -218,9 +218,10 @@ def test_mcphost_demo_runs_from_a_pip_install_outside_any_checkout(
         stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 0, proc.stdout
-    assert "built 4 wheels with pip" in proc.stdout
+    assert "built 5 wheels with pip" in proc.stdout
     assert "-> 'HELLO FROM A SANDBOX'" in proc.stdout
     assert "failed calls: 0; answers from the old version after a switch: 0" in proc.stdout
+    assert "the breaking swap refused" in proc.stdout
     assert list(elsewhere.iterdir()) == []
 
 
