@@ -308,3 +308,32 @@ def test_a_rollback_to_a_version_the_tools_no_longer_fit_is_refused_unless_force
     )
     assert "step 's1', args.text: textkit.upper has no parameter 'text'" in refused.stderr
     assert "version 2 -> 1" in op("compose", "rollback", "demo.p", "--force").stdout
+
+
+def test_json_output_of_validate_list_and_show(
+    op: Any, tmp_path: Path, textkit_wheels: dict[str, Path]
+) -> None:
+    op("plugin", "install", str(textkit_wheels["1.0.0"]), "--yes")
+    op("compose", "new", "branch", "demo.b")
+    good = json.loads(op("compose", "validate", "demo_b.toml", "--json").stdout)
+    assert good == {"valid": True, "name": "demo.b", "steps": 2}
+    (tmp_path / "bad.json").write_text(
+        json.dumps({"name": "demo.bad", "steps": [{"id": "a", "tool": "textkit.upper"}]})
+    )
+    bad = op("compose", "validate", "bad.json", "--json", ok=False)
+    assert bad.returncode == 2
+    assert json.loads(bad.stdout)["problems"] == [
+        {
+            "step": "a",
+            "field": "args.text",
+            "message": "textkit.upper needs parameter 'text'; map it to a constant or a reference",
+        }
+    ]
+    op("compose", "add", "demo_b.toml")
+    shown = json.loads(op("compose", "show", "demo.b", "--json").stdout)
+    assert shown["record"]["versions"] == [1]
+    assert [s["id"] for s in shown["definition"]["steps"]] == ["then", "otherwise"]
+    listed = op("compose", "list").stdout
+    assert listed.startswith("demo.b  v1 (versions 1)  ok  A slug for a long text")
+    unknown = op("compose", "show", "demo.nope", ok=False)
+    assert "no composition named 'demo.nope' is installed (installed: demo.b)" in unknown.stderr
