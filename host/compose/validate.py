@@ -208,12 +208,14 @@ class _Checker:
             for d in sorted(need - self.ids):
                 if d in self.comp.step(sid).depends_on:
                     self.add(sid, "depends_on", f"no step {d!r}")
+            if sid in self.comp.step(sid).depends_on:
+                self.add(sid, "depends_on", f"the steps form a cycle: {sid} -> {sid}")
         known = {s: {d for d in need if d in self.ids and d != s} for s, need in deps.items()}
         try:
             order = list(graphlib.TopologicalSorter(known).static_order())
         except graphlib.CycleError as exc:
             cycle = exc.args[1]
-            self.add(cycle[0], "", "the steps form a cycle: " + " -> ".join(reversed(cycle)))
+            self.add(cycle[0], "", "the steps form a cycle: " + " -> ".join(cycle))
             return None
         anc: dict[str, set[str]] = {}
         for s in order:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -276,3 +277,48 @@ def test_add_composition_refuses_an_invalid_one_with_every_problem(
     [problem] = err.data["problems"]
     assert (problem["step"], problem["field"]) == ("a", "tool")
     assert problem["message"].startswith("no tool 'textkit.nope'")
+
+
+def test_a_back_edge_in_any_dag_is_reported_as_one_cycle_along_real_edges(
+    catalog: dict[str, Any],
+) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.data())
+    def check_one(data: st.DataObject) -> None:
+        n = data.draw(st.integers(2, 10))
+        deps = {
+            i: data.draw(st.lists(st.integers(0, i - 1), unique=True, max_size=3)) if i else []
+            for i in range(n)
+        }
+        # A path from j up to i exists when i reaches j; a back edge j -> i closes it.
+        i = data.draw(st.integers(1, n - 1))
+        reach = {i}
+        stack = [i]
+        while stack:
+            for d in deps[stack.pop()]:
+                if d not in reach:
+                    reach.add(d)
+                    stack.append(d)
+        steps = [
+            {
+                "id": f"s{k}",
+                "tool": "textkit.echo",
+                "args": {"text": "x"},
+                "depends_on": [f"s{d}" for d in deps[k]],
+            }
+            for k in range(n)
+        ]
+        assert problems(catalog, {"steps": steps}) == []
+        j = data.draw(st.sampled_from(sorted(reach)))
+        steps[j]["depends_on"] = [*steps[j]["depends_on"], f"s{i}"]
+        found = problems(catalog, {"steps": steps})
+        assert len(found) == 1 and "form a cycle: " in found[0]
+        path = found[0].split("form a cycle: ")[1].split(" -> ")
+        assert path[0] == path[-1]
+        edges = {(f"s{d}", f"s{k}") for k in range(n) for d in deps[k]} | {(f"s{i}", f"s{j}")}
+        assert all((a, b) in edges for a, b in pairwise(path))
+
+    check_one()
