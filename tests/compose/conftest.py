@@ -19,12 +19,12 @@ Scenario = Callable[..., Any]
 
 
 @pytest.fixture
-def make_host(home: Path, plugin_dirs: dict[str, Path]) -> Callable[..., Host]:
+def make_host(home_dir: Path, plugin_dirs: dict[str, Path]) -> Callable[..., Host]:
     """``make_host(**config)``: a host on the test home serving textkit and mathkit."""
 
     def make(**config: Any) -> Host:
         return Host(
-            home,
+            home_dir,
             config=config_for_tests(**config),
             plugin_dirs=[plugin_dirs["textkit"], plugin_dirs["mathkit"]],
             environment=False,

@@ -69,14 +69,14 @@ def textkit_wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def op(home: Path, plugin_dirs: dict[str, Path], tmp_path: Path) -> Any:
+def op(home_dir: Path, plugin_dirs: dict[str, Path], tmp_path: Path) -> Any:
     """Run ``mcphost ARGS`` as an operator would, in ``tmp_path`` (mathkit from
     MCPHOST_PLUGIN_PATH, textkit from the registry)."""
-    (home / "config.toml").write_text('allow_unsigned = true\nisolation = "rlimits"\n')
+    (home_dir / "config.toml").write_text('allow_unsigned = true\nisolation = "rlimits"\n')
     env = {
         **os.environ,
         **subprocess_coverage.environment(),
-        "MCPHOST_HOME": str(home),
+        "MCPHOST_HOME": str(home_dir),
         "MCPHOST_PLUGIN_PATH": str(plugin_dirs["mathkit"]),
     }
 
@@ -98,7 +98,7 @@ def op(home: Path, plugin_dirs: dict[str, Path], tmp_path: Path) -> Any:
 
 def test_an_operator_writes_checks_installs_runs_and_protects_a_composition(
     op: Any,
-    home: Path,
+    home_dir: Path,
     plugin_dirs: dict[str, Path],
     tmp_path: Path,
     textkit_wheels: dict[str, Path],
@@ -153,13 +153,13 @@ def test_an_operator_writes_checks_installs_runs_and_protects_a_composition(
         argv = [
             *COMMAND,
             "--home",
-            str(home),
+            str(home_dir),
             "serve",
             "--no-environment",
             "--plugin-dir",
             str(plugin_dirs["mathkit"]),
         ]
-        env = {**subprocess_coverage.environment(), "MCPHOST_HOME": str(home)}
+        env = {**subprocess_coverage.environment(), "MCPHOST_HOME": str(home_dir)}
         params = StdioServerParameters(command=argv[0], args=argv[1:], env=env)
         async with Client(params) as client:
             listed = await client.list_tools()
@@ -206,7 +206,7 @@ def test_an_operator_writes_checks_installs_runs_and_protects_a_composition(
     run = op("compose", "run", "demo.title", "--input", '{"text": "Back Again"}')
     assert json.loads(run.stdout) == "back-again"
 
-    audit = [json.loads(line) for line in (home / "audit.jsonl").read_text().splitlines()]
+    audit = [json.loads(line) for line in (home_dir / "audit.jsonl").read_text().splitlines()]
     actions = [a["action"] for a in audit if a["action"].startswith("composition.")]
     assert actions == [
         "composition.add",
@@ -219,10 +219,10 @@ def test_an_operator_writes_checks_installs_runs_and_protects_a_composition(
 
 
 def test_compose_commands_say_when_compositions_are_switched_off(
-    op: Any, home: Path, tmp_path: Path
+    op: Any, home_dir: Path, tmp_path: Path
 ) -> None:
     op("compose", "new", "map-reduce", "demo.sq")
-    (home / "config.toml").write_text(
+    (home_dir / "config.toml").write_text(
         'allow_unsigned = true\nisolation = "rlimits"\n[features]\ncomposition = false\n'
     )
     for args in (

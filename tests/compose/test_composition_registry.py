@@ -36,13 +36,13 @@ async def _until(predicate: Any, what: str) -> None:
 
 
 def test_a_running_host_follows_the_installed_compositions(
-    home: Path, plugin_dirs: dict[str, Path], no_leftover_workers: None
+    home_dir: Path, plugin_dirs: dict[str, Path], no_leftover_workers: None
 ) -> None:
-    h = Home(home)
+    h = Home(home_dir)
 
     async def scenario() -> None:
         async with Host(
-            home,
+            home_dir,
             config=config_for_tests(),
             plugin_dirs=[plugin_dirs["textkit"]],
             environment=False,
@@ -77,14 +77,14 @@ def test_a_running_host_follows_the_installed_compositions(
 
 
 def test_a_host_started_after_an_add_serves_it_at_once(
-    home: Path, plugin_dirs: dict[str, Path], no_leftover_workers: None
+    home_dir: Path, plugin_dirs: dict[str, Path], no_leftover_workers: None
 ) -> None:
-    with CompositionStore(Home(home), create=True) as store:
+    with CompositionStore(Home(home_dir), create=True) as store:
         store.add(_title("ready"))
 
     async def scenario() -> Any:
         async with Host(
-            home,
+            home_dir,
             config=config_for_tests(),
             plugin_dirs=[plugin_dirs["textkit"]],
             environment=False,
@@ -94,8 +94,8 @@ def test_a_host_started_after_an_add_serves_it_at_once(
     assert asyncio.run(scenario()) == "B"
 
 
-def test_the_store_says_what_is_wrong(home: Path) -> None:
-    h = Home(home)
+def test_the_store_says_what_is_wrong(home_dir: Path) -> None:
+    h = Home(home_dir)
     with CompositionStore(h) as store:
         assert store.records() == [] and store.generation() == 0
     with CompositionStore(h, create=True) as store:
@@ -146,7 +146,7 @@ def test_schemas_with_definitions_unions_and_enums_are_followed() -> None:
 
 
 def test_a_host_serving_a_condition_imports_the_expression_library_only_when_it_runs(
-    home: Path, plugin_dirs: dict[str, Path], no_leftover_workers: None
+    home_dir: Path, plugin_dirs: dict[str, Path], no_leftover_workers: None
 ) -> None:
     import subprocess
     import sys
@@ -168,13 +168,13 @@ def test_a_host_serving_a_condition_imports_the_expression_library_only_when_it_
             ],
         }
     )
-    with CompositionStore(Home(home), create=True) as store:
+    with CompositionStore(Home(home_dir), create=True) as store:
         store.add(comp)
     script = f"""
 import asyncio, sys
 from mcphost.host import Host, HostConfig
 async def go():
-    async with Host({str(home)!r}, config=HostConfig(allow_unsigned=True, isolation="rlimits"),
+    async with Host({str(home_dir)!r}, config=HostConfig(allow_unsigned=True, isolation="rlimits"),
                     plugin_dirs=[{str(plugin_dirs["textkit"])!r}], environment=False) as host:
         assert "demo.cond" in {{t.name for t in host.tools()}}
         print("before", "jmespath" in sys.modules)
