@@ -535,6 +535,11 @@ class Host:
         batches running now, and the largest batch the latency model allows."""
         return {name: b.snapshot() for name, (_, b) in sorted(self._batchers.items())}
 
+    @property
+    def batchers(self) -> dict[str, ToolBatcher]:
+        """The batcher of every batch tool called so far, by tool name (read them only)."""
+        return {name: b for name, (_, b) in self._batchers.items()}
+
     def batching_changed(self) -> None:
         """The batching settings changed: calls from now on go through batchers made
         with the new ones (or none, with batching off); queued calls leave as before."""

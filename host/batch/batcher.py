@@ -21,16 +21,18 @@ import itertools
 import json
 import math
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mcphost.sdk.errors import Busy, MCPHostError, PluginError, ToolTimeout
 
+from ..observe.calls import BUCKETS
 from .former import BatchFormer, FormerSettings, Pending, Reason
 from .model import LatencyModel
 
-__all__ = ["BatchStats", "ToolBatcher", "batch_parameter", "is_large"]
+__all__ = ["SIZE_BUCKETS", "BatchStats", "ToolBatcher", "batch_parameter", "is_large"]
 
 #: ``dispatch(args, timeout)``: one call to the tool on a worker.
 Dispatch = Callable[[dict[str, Any], float], Awaitable[Any]]
@@ -77,10 +79,26 @@ def is_large(value: Any, limit: int) -> bool:
     return False
 
 
-class BatchStats:
-    """Counts of one batcher, for status and metrics."""
+#: Upper bounds of the batch-size histogram (items); the last bucket is +Inf.
+SIZE_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
-    __slots__ = ("batches", "calls", "items", "largest", "reasons", "rejected")
+
+class BatchStats:
+    """Counts of one batcher, for status and metrics (histograms as cumulative bucket
+    counts: observe.calls.BUCKETS for waits, SIZE_BUCKETS for sizes, +Inf last)."""
+
+    __slots__ = (
+        "batches",
+        "calls",
+        "items",
+        "largest",
+        "reasons",
+        "rejected",
+        "size_sum",
+        "sizes",
+        "wait_buckets",
+        "wait_seconds",
+    )
 
     def __init__(self) -> None:
         self.calls = 0
@@ -91,6 +109,19 @@ class BatchStats:
         self.largest = 0
         self.reasons: dict[str, int] = {"alone": 0, "idle": 0, "size": 0, "deadline": 0}
         self.rejected: dict[str, int] = {}
+        #: Batches per size bucket (calls that went alone are batches of one here).
+        self.sizes = [0] * (len(SIZE_BUCKETS) + 1)
+        self.size_sum = 0
+        #: Per priority level: calls per queue-wait bucket, and their total seconds.
+        self.wait_buckets: dict[int, list[int]] = {}
+        self.wait_seconds: dict[int, float] = {}
+
+    def waited(self, level: int, seconds: float) -> None:
+        counts = self.wait_buckets.get(level)
+        if counts is None:
+            counts = self.wait_buckets[level] = [0] * (len(BUCKETS) + 1)
+        counts[bisect_left(BUCKETS, seconds)] += 1
+        self.wait_seconds[level] = self.wait_seconds.get(level, 0.0) + seconds
 
 
 class _Waiting(Pending):
@@ -105,8 +136,8 @@ class _Waiting(Pending):
 
 #: A plain queued call: (future, args, items, deadline, enqueued).
 _Plain = tuple["asyncio.Future[Any]", dict[str, Any], int, float, float]
-#: What a batch is made of: (future, args, items, deadline).
-_Entry = tuple["asyncio.Future[Any]", dict[str, Any], int, float]
+#: What a batch is made of: (future, args, items, deadline, enqueued, level).
+_Entry = tuple["asyncio.Future[Any]", dict[str, Any], int, float, float, int]
 
 
 class ToolBatcher:
@@ -277,6 +308,8 @@ class ToolBatcher:
         self._observe(n, time.perf_counter() - t0)
         if not isinstance(result, list) or len(result) != n:
             raise self._miscounted(result, n)
+        self.stats.sizes[bisect_left(SIZE_BUCKETS, n)] += 1
+        self.stats.size_sum += n
         return result
 
     def _miscounted(self, result: Any, n: int) -> PluginError:
@@ -309,7 +342,10 @@ class ToolBatcher:
             if batch is None:
                 break
             calls: list[_Waiting] = batch.items  # type: ignore[assignment]
-            self._launch([(p.future, p.args, p.count, p.deadline) for p in calls], batch.reason)
+            self._launch(
+                [(p.future, p.args, p.count, p.deadline, p.enqueued, p.level) for p in calls],
+                batch.reason,
+            )
         room = self.in_flight < self.max_in_flight
         when = self.former.wakeup(self._expect, limit, dispatch=room)
         if when is not None:
@@ -332,14 +368,15 @@ class ToolBatcher:
             else:
                 break
             entries: list[_Entry] = []
+            level = self.default_priority
             while plain and len(entries) < size:
-                future, args, count, deadline, _ = plain.popleft()
+                future, args, count, deadline, enqueued = plain.popleft()
                 if future.done():
                     continue  # its caller went away
                 if deadline <= now:
                     self._refuse(future, "deadline", self.default_priority)
                     continue
-                entries.append((future, args, count, deadline))
+                entries.append((future, args, count, deadline, enqueued, level))
             if entries:
                 self._launch(entries, reason)
         # Calls whose time ran out while no batch could leave.
@@ -356,8 +393,12 @@ class ToolBatcher:
 
     def _launch(self, entries: list[_Entry], reason: Reason) -> None:
         self.in_flight += 1
-        self.stats.batches += 1
-        self.stats.reasons[reason] += 1
+        stats = self.stats
+        stats.batches += 1
+        stats.reasons[reason] += 1
+        now = self._loop.time()
+        for e in entries:
+            stats.waited(e[5], now - e[4])
         task = self._loop.create_task(self._run(entries))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -401,8 +442,8 @@ class ToolBatcher:
     async def _run(self, entries: list[_Entry]) -> None:
         param = self.param
         joined: list[Any] = []
-        for _, args, _, _ in entries:
-            joined.extend(args[param])
+        for e in entries:
+            joined.extend(e[1][param])
         args = {**entries[0][1], param: joined}
         timeout = max(e[3] for e in entries) - self._loop.time()
         t0 = time.perf_counter()
@@ -428,10 +469,13 @@ class ToolBatcher:
         if not isinstance(result, list) or len(result) != len(joined):
             self._fail(entries, self._miscounted(result, len(joined)))
             return
-        self.stats.items += len(joined)
-        self.stats.largest = max(self.stats.largest, len(joined))
+        stats = self.stats
+        stats.items += len(joined)
+        stats.largest = max(stats.largest, len(joined))
+        stats.sizes[bisect_left(SIZE_BUCKETS, len(joined))] += 1
+        stats.size_sum += len(joined)
         offset = 0
-        for future, _, count, _ in entries:
+        for future, _, count, *_ in entries:
             if not future.done():
                 future.set_result(result[offset : offset + count])
             offset += count

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -11,6 +12,7 @@ import msgspec
 from mcphost.sandbox.client import CallLogCallback, ProgressCallback
 from mcphost.sdk.errors import CompositionUnavailable, InvalidArguments
 
+from ..observe.calls import BUCKETS
 from ..tool_info import ToolInfo
 from .engine import Plan, Run, StepCaller
 from .model import Composition
@@ -32,9 +34,11 @@ class CompositionStats:
     """Counts of composition runs (the metrics registry reads them: host/observe)."""
 
     def __init__(self) -> None:
-        #: (composition, outcome) -> runs; composition -> seconds of each run.
+        #: (composition, outcome) -> runs; composition -> runs per duration bucket
+        #: (observe.calls.BUCKETS, the last one +Inf) and their total seconds.
         self.runs: dict[tuple[str, str], int] = {}
-        self.seconds: dict[str, list[float]] = {}
+        self.buckets: dict[str, list[int]] = {}
+        self.total_seconds: dict[str, float] = {}
         #: (composition, what) -> steps; what is run, skipped, retried or failed.
         self.steps: dict[tuple[str, str], int] = {}
 
@@ -42,9 +46,11 @@ class CompositionStats:
         name = run.plan.name
         key = (name, run.outcome)
         self.runs[key] = self.runs.get(key, 0) + 1
-        durations = self.seconds.setdefault(name, [])
-        durations.append(seconds)
-        del durations[:-1000]
+        counts = self.buckets.get(name)
+        if counts is None:
+            counts = self.buckets[name] = [0] * (len(BUCKETS) + 1)
+        counts[bisect_left(BUCKETS, seconds)] += 1
+        self.total_seconds[name] = self.total_seconds.get(name, 0.0) + seconds
         for rec in run.records.values():
             what = {"ok": "run", "skipped": "skipped"}.get(rec.status, "failed")
             for k, n in ((what, 1), ("retried", rec.retries)):

@@ -321,16 +321,100 @@ def compositions(m: HostMetrics, host: Host | None) -> Iterator[Metric]:
         ["composition", "what"],
         stats.steps,
     )
-    from bisect import bisect_left
-
     hist = HistogramMetricFamily(
         "mcphost_composition_duration_seconds",
         "Duration of composition runs, from the call to its result or error.",
         labels=["composition"],
     )
-    for name, seconds in list(stats.seconds.items()):
-        counts = [0] * (len(BUCKETS) + 1)
-        for d in seconds:
-            counts[bisect_left(BUCKETS, d)] += 1
-        hist.add_metric([name], _buckets(counts), sum(seconds))
+    for name, counts in list(stats.buckets.items()):
+        hist.add_metric([name], _buckets(counts), stats.total_seconds.get(name, 0.0))
     yield hist
+
+
+@family
+def batching(m: HostMetrics, host: Host | None) -> Iterator[Metric]:
+    if host is None:
+        return
+    batchers = host.batchers
+    if not batchers:
+        return
+    from ..batch.batcher import SIZE_BUCKETS
+
+    calls = CounterMetricFamily(
+        "mcphost_batch_calls",
+        "Calls to batch tools that went through the batcher.",
+        labels=["tool"],
+    )
+    sent = CounterMetricFamily(
+        "mcphost_batches",
+        "Batch calls sent to workers, by why they left: alone (nothing else waited and no "
+        "batch ran), idle (no batch of the tool ran), size (full), deadline (waited long "
+        "enough).",
+        labels=["tool", "reason"],
+    )
+    rejected = CounterMetricFamily(
+        "mcphost_batch_rejected",
+        "Calls to batch tools that never ran, by reason (queue_full, queue_timeout, deadline).",
+        labels=["tool", "reason"],
+    )
+    sizes = HistogramMetricFamily(
+        "mcphost_batch_size", "Items per batch call answered.", labels=["tool"]
+    )
+    fill = GaugeMetricFamily(
+        "mcphost_batch_fill_ratio",
+        "Items per batch call over the largest batch allowed, since the start.",
+        labels=["tool"],
+    )
+    waits = HistogramMetricFamily(
+        "mcphost_batch_queue_wait_seconds",
+        "Seconds calls waited in a batch queue before their batch left, by priority level.",
+        labels=["tool", "priority"],
+    )
+    queued = GaugeMetricFamily(
+        "mcphost_batch_queued", "Calls waiting in a batch queue now.", labels=["tool"]
+    )
+    running = GaugeMetricFamily(
+        "mcphost_batch_in_flight", "Batch calls of the tool running now.", labels=["tool"]
+    )
+    size_le = [str(b) for b in SIZE_BUCKETS] + ["+Inf"]
+    for name, b in sorted(batchers.items()):
+        st = b.stats
+        calls.add_metric([name], st.calls)
+        for reason, n in st.reasons.items():
+            sent.add_metric([name, reason], n)
+        for reason, n in list(st.rejected.items()):
+            rejected.add_metric([name, reason], n)
+        acc, cum = 0, []
+        for le, n in zip(size_le, st.sizes, strict=True):
+            acc += n
+            cum.append((le, float(acc)))
+        sizes.add_metric([name], cum, float(st.size_sum))
+        batches = sum(st.sizes)
+        if batches:
+            fill.add_metric([name], st.size_sum / (batches * b.settings.max_batch_size))
+        for level, counts in sorted(st.wait_buckets.items()):
+            waits.add_metric([name, str(level)], _buckets(counts), st.wait_seconds.get(level, 0.0))
+        queued.add_metric([name], b.queued)
+        running.add_metric([name], b.in_flight)
+    yield from (calls, sent, rejected, sizes, fill, waits, queued, running)
+
+
+@family
+def pools(m: HostMetrics, host: Host | None) -> Iterator[Metric]:
+    if host is None:
+        return
+    replicas = GaugeMetricFamily(
+        "mcphost_pool_replicas", "Workers a plugin runs at once (its replicas).", labels=["plugin"]
+    )
+    load = GaugeMetricFamily(
+        "mcphost_pool_replica_inflight",
+        "Calls in flight on each replica of a plugin run as a pool.",
+        labels=["plugin", "replica"],
+    )
+    for s in host.stats():
+        each = s.get("replicas")
+        replicas.add_metric([s["plugin"]], len(each) if each else 1)
+        for i, r in enumerate(each or ()):
+            load.add_metric([s["plugin"], str(i)], r.get("inflight", 0))
+    yield replicas
+    yield load

@@ -418,3 +418,54 @@ def test_large_items_never_share_a_batch_with_small_ones(batch_host: MakeHost) -
 )
 def test_the_size_estimate_tells_large_from_small(value: Any, large: bool) -> None:
     assert is_large(value, 100) is large
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+async def test_batching_is_measured_in_the_metrics_registry(batch_host: MakeHost) -> None:
+    from mcphost.host.observe.export import render
+
+    async with batch_host(
+        max_batch_size=8, max_queue_size=3, levels=1, default_priority=0, max_in_flight=1
+    ) as host:
+        await many(host, "batchy.tag", [{"items": [i], "pause": 0.005} for i in range(3)])
+        first = await holding(host)
+        held = [asyncio.ensure_future(host.call("batchy.held", {"items": [i]})) for i in (1, 2, 3)]
+        await queued()
+        refused = await asyncio.gather(
+            host.call("batchy.held", {"items": [4]}), return_exceptions=True
+        )
+        assert host.metrics is not None
+        during = samples(render(host.metrics, host).decode())
+        await host.call("batchy.release")
+        await asyncio.gather(first, *held)
+        after = samples(render(host.metrics, host).decode())
+        stats = host.batching()
+
+    assert isinstance(refused[0], Busy)
+    tag, hold = {("tool", "batchy.tag")}, {("tool", "batchy.held")}
+    assert during[("mcphost_batch_queued", frozenset(hold))] == 3
+    assert during[("mcphost_batch_in_flight", frozenset(hold))] == 1
+    reject = frozenset({("tool", "batchy.held"), ("reason", "queue_full")})
+    assert after[("mcphost_batch_rejected_total", reject)] == 1
+    assert after[("mcphost_batch_calls_total", frozenset(tag))] == 3
+    assert after[("mcphost_batch_calls_total", frozenset(hold))] == 5
+    answered = stats["batchy.held"]["batches"] + stats["batchy.held"]["reasons"]["alone"]
+    assert after[("mcphost_batch_size_count", frozenset(hold))] == answered
+    assert after[("mcphost_batch_size_sum", frozenset(hold))] == 4  # the items that ran
+    for reason in ("alone", "idle", "size", "deadline"):
+        key = frozenset({("tool", "batchy.held"), ("reason", reason)})
+        assert after[("mcphost_batches_total", key)] == stats["batchy.held"]["reasons"][reason]
+    waited = frozenset({("tool", "batchy.held"), ("priority", "0")})
+    assert after[("mcphost_batch_queue_wait_seconds_count", waited)] == 3
+    assert after[("mcphost_batch_queue_wait_seconds_sum", waited)] > 0
+    assert 0 < after[("mcphost_batch_fill_ratio", frozenset(hold))] <= 1
+    assert after[("mcphost_pool_replicas", frozenset({("plugin", "batchy")}))] == 1

@@ -309,3 +309,26 @@ def test_a_pool_needs_a_replica() -> None:
 
     with pytest.raises(ValueError, match="at least one replica"):
         WorkerPool(None, None, 0)  # type: ignore[arg-type]
+
+
+async def test_a_pool_shows_its_replicas_in_the_metrics(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from mcphost.host.observe.export import render
+
+    async with pool_host(tmp_path, replicas=3) as host:
+        await host.call("pooled.where")
+        await all_running(host)
+        slow = [asyncio.ensure_future(host.call("pooled.where", {"pause": 0.3})) for _ in range(6)]
+        await asyncio.sleep(0.1)
+        assert host.metrics is not None
+        text = render(host.metrics, host).decode()
+        await asyncio.gather(*slow)
+    found = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+    assert found[("mcphost_pool_replicas", (("plugin", "pooled"),))] == 3
+    inflight = [v for (name, labels), v in found.items() if name == "mcphost_pool_replica_inflight"]
+    assert len(inflight) == 3 and sum(inflight) == 6
