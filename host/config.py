@@ -69,6 +69,8 @@ class FeaturesConfig(_Strict):
     composition: bool = True
     batching: bool = True
     hot_swap: bool = True
+    #: Each running host answers ``mcphost status`` on a control socket in the home.
+    status: bool = True
 
 
 class BatchingConfig(_Strict):

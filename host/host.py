@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from .batch.explicit import BatchOutcome
     from .compose import Composition, Served
     from .config_watch import PendingSetting
+    from .observe.control import ControlServer
     from .observe.tracing import Tracing
     from .registry_link import RegistryFailure
     from .verification import Verifier
@@ -96,6 +97,8 @@ class Host:
     ``tracing``: a span for every call (:mod:`mcphost.host.observe.tracing`): None
     follows the ``OTEL_*`` environment, True traces with the process's OpenTelemetry
     tracer provider, a ``TracerProvider`` traces with that one, False never traces.
+    ``status``: answer ``mcphost status`` on a control socket under the home's run
+    directory (:mod:`mcphost.host.observe.control`); None follows ``features.status``.
     """
 
     def __init__(
@@ -111,6 +114,7 @@ class Host:
         isolation: str | None = None,
         metrics: bool = True,
         tracing: bool | Any = None,
+        status: bool | None = None,
     ) -> None:
         self.home = home if isinstance(home, Home) else Home(home)
         self._config = config
@@ -153,6 +157,9 @@ class Host:
         self.tracing: Tracing | None = None
         #: The compositions served as tools (None until one is added or installed).
         self._compositions: Served | None = None
+        self._status_choice = status
+        #: Answers ``mcphost status`` while the host runs (None when it does not).
+        self.control: ControlServer | None = None
 
     # -- lifecycle -----------------------------------------------------------------
     async def __aenter__(self) -> Host:
@@ -200,6 +207,23 @@ class Host:
         self._background.extend(self._start_background())
         if self._use_registry and self.config.features.composition:
             self._background.append(asyncio.create_task(self._follow_compositions(generation)))
+        await self._start_control()
+
+    async def _start_control(self) -> None:
+        """Answer ``mcphost status`` (after the start: nothing of it is on the way to the
+        first call). A socket that cannot be made is logged; the host runs without it."""
+        wanted = self._status_choice
+        if wanted is False or (wanted is None and not self.config.features.status):
+            return
+        from .observe.control import ControlServer
+
+        control = ControlServer(self, self.home.run_dir)
+        try:
+            await control.start()
+        except OSError as exc:
+            log.warning("this host does not answer `mcphost status`: %s", exc)
+            return
+        self.control = control
 
     def _setup(self) -> tuple[IsolationBackend, Verifier]:
         # Loading verification (cryptography) and the registry link takes a while: it
@@ -382,6 +406,9 @@ class Host:
 
     async def close(self) -> None:
         """Stop every worker; nothing the host started outlives this."""
+        if self.control is not None:
+            control, self.control = self.control, None
+            await control.close()
         for t in self._background:
             t.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

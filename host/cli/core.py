@@ -29,7 +29,7 @@ def tools(home: Home, as_json: bool) -> None:
     """List every tool of every installed plugin."""
 
     async def go() -> list[Any]:
-        async with Host(home) as host:
+        async with Host(home, status=False) as host:
             return host.tools()
 
     found = run_async(go())
@@ -136,7 +136,7 @@ def call(
         return
 
     async def go() -> None:
-        async with Host(home) as host:
+        async with Host(home, status=False) as host:
             info = {t.name: t for t in host.tools()}.get(tool)
             try:
                 if info is not None and info.kind == "stream":

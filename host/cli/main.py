@@ -38,6 +38,7 @@ COMMAND_MODULES = {
     "plugin": "plugin",
     "registry": "registry_cmd",
     "serve": "serve",
+    "status": "status",
     "tokens": "tokens",
     "tools": "core",
 }

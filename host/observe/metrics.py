@@ -8,6 +8,7 @@ where they already surface; calls are counted by :meth:`HostMetrics.route`'s cac
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,10 @@ if TYPE_CHECKING:
     from ..compose.served import CompositionStats
     from ..host import Host, HostEvent
 
-__all__ = ["HostMetrics", "crash_reason"]
+__all__ = ["EVENTS", "HostMetrics", "crash_reason"]
+
+#: How many recent swaps and crashes a host remembers.
+EVENTS = 64
 
 _CRASH_REASONS = (
     ("over its limit", "limit"),
@@ -62,6 +66,9 @@ class HostMetrics:
         self.frontend: FrontEndMetrics | None = None
         #: Runs of compositions (set when the host serves its first composition).
         self.compositions: CompositionStats | None = None
+        #: The recent swaps, rollbacks, crashes and replacements, oldest first (for
+        #: ``status`` and the page): time, kind, plugin, version, detail.
+        self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS)
         #: plugin -> why its last worker ended, until the next start counts a restart.
         self._pending_restart: dict[str, str] = {}
         self._registry: CollectorRegistry | None = None
@@ -94,12 +101,27 @@ class HostMetrics:
             key = (plugin, crash_reason(event.message))
             self.crashes[key] = self.crashes.get(key, 0) + 1
             self._pending_restart[plugin] = key[1]
+            self._remember("crash", event, event.message)
         elif kind == "plugin_replaced":
             self._pending_restart[plugin] = "replaced"
+            self._remember("replaced", event, event.message)
         elif kind == "plugin_swapped":
             self.swaps[plugin] = self.swaps.get(plugin, 0) + 1
-            if _older(event.version, event.message):
+            back = _older(event.version, event.message)
+            if back:
                 self.rollbacks[plugin] = self.rollbacks.get(plugin, 0) + 1
+            self._remember("rollback" if back else "swap", event, f"from {event.message}")
+
+    def _remember(self, kind: str, event: HostEvent, detail: str) -> None:
+        self.events.append(
+            {
+                "time": round(time.time(), 3),
+                "kind": kind,
+                "plugin": event.plugin,
+                "version": event.version,
+                "detail": detail,
+            }
+        )
 
     def swapped(self, plugin: str, seconds: float, ok: bool) -> None:
         """A swap (start of the new version, switch, drain of the old) took ``seconds``."""
@@ -108,6 +130,15 @@ class HostMetrics:
             del self.swap_seconds[:2048]
         if not ok:
             self.swap_failures[plugin] = self.swap_failures.get(plugin, 0) + 1
+            self.events.append(
+                {
+                    "time": round(time.time(), 3),
+                    "kind": "swap_failed",
+                    "plugin": plugin,
+                    "version": "",
+                    "detail": f"after {seconds:.3f} s",
+                }
+            )
 
     def counting_verifier(
         self, verify: Callable[[Any], Awaitable[None]]

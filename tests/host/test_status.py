@@ -1,0 +1,291 @@
+"""``mcphost status`` against a Host embedded in this test process: every field of
+``--json`` against what happened (calls, a failure, a killed worker's restart, a setting
+that needs a restart), the control socket's mode and peer check, stale sockets of dead
+processes, no host at all, and ``--watch`` redrawing in a pseudo-terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import pty
+import select
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mcphost.host import Home, Host
+from mcphost.host.observe.control import ask, hosts_dir, sockets
+from mcphost.host.sources import PluginSource
+from mcphost.sdk.errors import InvalidArguments
+
+MCPHOST = str(Path(sys.executable).with_name("mcphost"))
+
+WORK = """
+import os
+from mcphost.sdk import Plugin
+
+plugin = Plugin("work")
+
+
+@plugin.tool
+def ok() -> str:
+    return "ok"
+
+
+@plugin.tool
+def pid() -> int:
+    return os.getpid()
+
+
+@plugin.tool
+def need(n: int) -> int:
+    return n
+"""
+
+
+def run_status(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [MCPHOST, "--home", str(home), "status", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def only_host(out: str) -> dict[str, Any]:
+    data = json.loads(out)
+    (host,) = data["hosts"]
+    assert isinstance(host, dict)
+    return host
+
+
+def test_status_json_of_an_embedded_host_shows_every_field_as_it_happened(
+    home: Path,
+    make_host: Callable[..., Host],
+    write_plugin: Callable[..., PluginSource],
+    no_leftover_workers: None,
+) -> None:
+    work = write_plugin("work", WORK)
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], int, int, float]:
+        async with make_host(sources=[work]) as host:
+            t0 = time.time()
+            crashed = asyncio.Event()
+            host.add_listener(lambda e: crashed.set() if e.kind == "plugin_crashed" else None)
+            for _ in range(5):
+                assert await host.call("work.ok") == "ok"
+            with pytest.raises(InvalidArguments):
+                await host.call("work.need", {"n": "x"})
+            first_pid = await host.call("work.pid")
+            first = await asyncio.to_thread(run_status, home, "--json")
+            assert first.returncode == 0, first.stderr
+            os.kill(first_pid, signal.SIGKILL)
+            await asyncio.wait_for(crashed.wait(), 10)
+            second_pid = await host.call("work.pid")
+            # A setting that needs a restart, as the config watcher records it.
+            host.reconfigure(host.config.model_copy(update={"isolation": "auto"}))
+            second = await asyncio.to_thread(run_status, home, "--json")
+            assert second.returncode == 0, second.stderr
+            return only_host(first.stdout), only_host(second.stdout), first_pid, second_pid, t0
+
+    before, after, first_pid, second_pid, t0 = asyncio.run(scenario())
+    for snap in (before, after):
+        assert snap["pid"] == os.getpid()
+        assert snap["home"] == str(Home(home).root)
+        assert snap["frontend"] is None  # embedded: no MCP front end
+        assert snap["streams"] == [] and snap["queues"] == []
+        assert snap["metrics"] is True
+        assert 0 <= snap["uptime_seconds"] <= time.time() - t0 + 60
+        assert Path(snap["socket"]).parent == hosts_dir(Home(home).run_dir)
+    (p,) = before["plugins"]
+    assert (p["plugin"], p["version"], p["state"]) == ("work", "1.0.0", "running")
+    assert p["pid"] == first_pid
+    assert p["restarts"] == 0
+    assert p["calls"] == 7 and p["errors"] == {"invalid_arguments": 1}
+    assert p["in_flight"] == 0
+    assert p["calls_per_second"] is not None and p["calls_per_second"] > 0
+    assert 0 < p["p50_ms"] <= p["p99_ms"]
+    assert p["memory_mb"] > 0 and p["memory_source"] in ("cgroup", "pss", "rss")
+    assert p["cpu_seconds"] >= 0
+    assert before["restart_pending"] == [] and before["config_error"] is None
+    assert before["events"] == []
+
+    (q,) = after["plugins"]
+    assert q["pid"] == second_pid != first_pid
+    assert q["restarts"] == 1
+    assert q["calls"] == 8 and q["worker_calls"] == 1
+    assert q["state"] == "running"
+    assert [e["kind"] for e in after["events"]] == ["crash"]
+    assert after["events"][0]["plugin"] == "work"
+    assert after["restart_pending"] == [
+        {"key": "isolation", "running": "rlimits", "configured": "auto"}
+    ]
+
+
+def test_status_text_is_a_table_per_host(
+    home: Path, make_host: Callable[..., Host], write_plugin: Callable[..., PluginSource]
+) -> None:
+    work = write_plugin("work", WORK)
+
+    async def scenario() -> subprocess.CompletedProcess[str]:
+        async with make_host(sources=[work]) as a, make_host(sources=[work]) as b:
+            await a.call("work.ok")
+            for _ in range(3):
+                await b.call("work.ok")
+            return await asyncio.to_thread(run_status, home)
+
+    done = asyncio.run(scenario())
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert text.count(f"host pid {os.getpid()}") == 2
+    header = next(line for line in text.splitlines() if "PLUGIN" in line).split()
+    assert header[:3] == ["PLUGIN", "VERSION", "STATE"] and "P99" in header
+    rows = [line.split() for line in text.splitlines() if line.strip().startswith("work ")]
+    # PLUGIN VERSION STATE PID MEM CPU RESTARTS IN-FLIGHT CALLS ...
+    assert sorted(r[8] for r in rows) == ["1", "3"]
+    assert all(r[1:3] == ["1.0.0", "running"] for r in rows)
+
+
+def test_no_running_host_is_one_line_and_exit_1(home: Path) -> None:
+    Home(home).ensure()
+    for args in ((), ("--json",)):
+        done = run_status(home, *args)
+        assert done.returncode == 1
+        assert done.stdout == ""
+        assert done.stderr.strip().splitlines() == [
+            f"no mcphost host is running on the home {Home(home).root}"
+        ]
+
+
+def test_the_control_socket_is_the_owners_alone_and_gone_when_the_host_closes(
+    home: Path, make_host: Callable[..., Host]
+) -> None:
+    async def scenario() -> Path:
+        async with make_host() as host:
+            assert host.control is not None
+            path = host.control.path
+            mode = os.stat(path).st_mode
+            assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+            assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+            answer = await asyncio.to_thread(ask, path, {"get": "nothing"})
+            assert "unknown request" in answer["error"]
+            return path
+
+    path = asyncio.run(scenario())
+    assert not path.exists()
+
+
+def test_a_host_made_with_status_off_has_no_socket(
+    home: Path, host_config: Callable[..., Any]
+) -> None:
+    async def scenario() -> None:
+        off = Host(home, config=host_config(), environment=False, registry=False, status=False)
+        by_config = Host(
+            home,
+            config=host_config(features={"status": False}),
+            environment=False,
+            registry=False,
+        )
+        async with off, by_config:
+            assert off.control is None and by_config.control is None
+            assert sockets(hosts_dir(Home(home).run_dir)) == []
+
+    asyncio.run(scenario())
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_stale_socket_of_a_dead_process_is_ignored_and_removed(
+    home: Path, make_host: Callable[..., Host]
+) -> None:
+    d = hosts_dir(Home(home).ensure().run_dir)
+    d.mkdir(mode=0o700, exist_ok=True)
+    stale = d / f"{dead_pid()}.1.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(stale))
+    s.close()  # the file stays, as after a host that was killed
+    assert stale.exists()
+    done = run_status(home, "--json")
+    assert done.returncode == 1
+    assert not stale.exists()
+
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(stale))
+    s.close()
+
+    async def scenario() -> subprocess.CompletedProcess[str]:
+        async with make_host():  # a host starting removes the others' stale sockets too
+            assert not stale.exists()
+            return await asyncio.to_thread(run_status, home, "--json")
+
+    done = asyncio.run(scenario())
+    assert done.returncode == 0
+    assert only_host(done.stdout)["pid"] == os.getpid()
+
+
+def read_until(fd: int, marker: bytes, count: int, timeout: float = 30) -> bytes:
+    """Read the pty until ``marker`` occurred ``count`` times."""
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while buf.count(marker) < count:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"only {buf.count(marker)} of {count} {marker!r}: {buf!r}")
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError as exc:
+                if exc.errno == errno.EIO:
+                    break
+                raise
+            if not chunk:
+                break
+            buf += chunk
+    return buf
+
+
+def test_watch_redraws_in_place_each_second_until_interrupted(
+    home: Path, make_host: Callable[..., Host], write_plugin: Callable[..., PluginSource]
+) -> None:
+    work = write_plugin("work", WORK)
+
+    async def scenario() -> tuple[bytes, int]:
+        async with make_host(sources=[work]) as host:
+            await host.call("work.ok")
+            pid, fd = pty.fork()
+            if pid == 0:  # the child: mcphost status --watch on the pty
+                os.execv(MCPHOST, [MCPHOST, "--home", str(home), "status", "--watch"])
+            try:
+                # Two whole frames: each ends with its footer line.
+                seen = await asyncio.to_thread(read_until, fd, b"Ctrl-C to stop", 2)
+                os.kill(pid, signal.SIGINT)
+                rest = await asyncio.to_thread(read_until, fd, b"\x00", 1, 15)
+                _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+                return seen + rest, status
+            finally:
+                os.close(fd)
+
+    out, status = asyncio.run(scenario())
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, (status, out)
+    text = out.decode(errors="replace")
+    frames = text.split("\x1b[H\x1b[2J")[1:]
+    assert len(frames) >= 2
+    for frame in frames[:2]:
+        assert f"host pid {os.getpid()}" in frame
+        assert any(line.split()[:3] == ["work", "1.0.0", "running"] for line in frame.splitlines())
+    assert "Traceback" not in text and "Aborted" not in text
