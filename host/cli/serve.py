@@ -19,6 +19,7 @@ from .main import main
 
 if TYPE_CHECKING:
     from ..host import Host
+    from ..observe.listener import PageAuth, Tokens
 
 CLIENT_SNIPPET = """\
 {
@@ -71,7 +72,8 @@ CLIENT_SNIPPET = """\
 @click.option(
     "--no-auth",
     is_flag=True,
-    help="Serve HTTP without bearer tokens: only on a loopback address, with a warning.",
+    help="Serve HTTP (and the --metrics status page) without bearer tokens: only on a "
+    "loopback address, with a warning.",
 )
 @click.option(
     "--session-idle",
@@ -130,8 +132,8 @@ CLIENT_SNIPPET = """\
     "--metrics",
     "metrics",
     metavar="HOST:PORT",
-    help="Also serve Prometheus metrics at http://HOST:PORT/metrics (loopback only "
-    "unless --allow-remote).",
+    help="Also serve Prometheus metrics at http://HOST:PORT/metrics, and the status page "
+    "at / (open /?token=TOKEN once; loopback only unless --allow-remote).",
 )
 @click.option(
     "--plugin-dir",
@@ -236,9 +238,14 @@ def serve(
 
     metrics_bind: tuple[str, int] | None = None
     if metrics is not None:
-        from ..observe.listener import parse_bind
+        from ..observe.listener import loopback, parse_bind
 
         metrics_bind = parse_bind(metrics, allow_remote=allow_remote)
+        if no_auth and not loopback(metrics_bind[0]):
+            raise ConfigError(
+                f"--metrics {metrics!r} with --no-auth would show the status page to the "
+                "network without a token; serve metrics on 127.0.0.1, or leave out --no-auth"
+            )
 
     def make_host() -> Host:
         from ..host import Host
@@ -263,7 +270,10 @@ def serve(
                 from ..observe.listener import MetricsListener
 
                 exporter = MetricsListener(
-                    lambda: server.made_host, *metrics_bind, frontend=server.frontend
+                    lambda: server.made_host,
+                    *metrics_bind,
+                    frontend=server.frontend,
+                    auth=None if no_auth else _page_auth(home),
                 )
                 await exporter.start()
                 click.echo(f"mcphost serving metrics at {exporter.url}", err=True)
@@ -314,6 +324,18 @@ def serve(
 
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(until_signalled())
+
+
+def _page_auth(home: Home) -> PageAuth:
+    """The status page's sign-in: the bearer tokens of ``serve --http`` (read on first use)."""
+    from ..observe.listener import PageAuth
+
+    def tokens() -> Tokens:
+        from ..mcp.auth import TokenBook
+
+        return TokenBook(home.tokens_file)
+
+    return PageAuth(tokens)
 
 
 def _say_serving(url: str) -> None:

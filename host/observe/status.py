@@ -11,6 +11,7 @@ dictionaries each, empty while nothing reports there.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import time
@@ -23,7 +24,7 @@ from .calls import percentile
 if TYPE_CHECKING:
     from ..host import Host
 
-__all__ = ["FORMAT", "WINDOW", "collect", "sample", "snapshot", "summarise"]
+__all__ = ["FORMAT", "WINDOW", "collect", "sample", "snapshot", "status_of", "summarise"]
 
 #: Version of the snapshot's layout; a reader ignores keys it does not know.
 FORMAT = 1
@@ -136,6 +137,15 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
         row["p50_ms"] = None if p50 is None else round(p50 * 1000, 3)
         row["p99_ms"] = None if p99 is None else round(p99 * 1000, 3)
     return raw
+
+
+async def status_of(host: Host) -> dict[str, Any]:
+    """``host``'s snapshot, as its control socket gives it (copied on the loop,
+    summarised on a thread)."""
+    control = host.control
+    if control is not None:
+        return await control.status()
+    return await asyncio.to_thread(summarise, collect(host))
 
 
 def snapshot(host: Host, since: float | None = None) -> dict[str, Any]:
