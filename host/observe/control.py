@@ -65,9 +65,6 @@ class HostSocket:
         self.path = path
         self.pid = pid
 
-    def __repr__(self) -> str:
-        return f"HostSocket({str(self.path)!r}, pid={self.pid})"
-
 
 def sockets(directory: Path, *, remove_stale: bool = True) -> list[HostSocket]:
     """The control sockets in ``directory`` whose process runs, in pid order; those of

@@ -289,3 +289,125 @@ def test_watch_redraws_in_place_each_second_until_interrupted(
         assert f"host pid {os.getpid()}" in frame
         assert any(line.split()[:3] == ["work", "1.0.0", "running"] for line in frame.splitlines())
     assert "Traceback" not in text and "Aborted" not in text
+
+
+def test_the_control_socket_answers_bad_requests_with_a_reason_and_works_under_a_long_path(
+    tmp_path: Path, host_config: Callable[..., Any]
+) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60) / "home"
+    deep.mkdir(parents=True)
+    d = hosts_dir(Home(deep).ensure().run_dir)
+    d.mkdir(mode=0o755)  # too open: a starting host makes it its owner's alone
+    (d / "notes.txt").write_text("not a socket")
+    (d / "x.sock").write_text("no pid in the name")
+
+    def talk(path: Path, data: bytes) -> bytes:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            fd = os.open(path.parent, os.O_PATH)
+            try:
+                s.connect(f"/proc/self/fd/{fd}/{path.name}")
+            finally:
+                os.close(fd)
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+            return out
+
+    async def scenario() -> tuple[list[bytes], subprocess.CompletedProcess[str]]:
+        host = Host(deep, config=host_config(), environment=False, registry=False)
+        async with host:
+            assert host.control is not None
+            path = host.control.path
+            assert len(os.fsencode(path)) > 108
+            assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
+            answers = [
+                await asyncio.to_thread(talk, path, data)
+                for data in (b"not json\n", b"[1]\n", b"x" * 10000 + b"\n", b"")
+            ]
+            # A socket of a live process that does not answer is left out.
+            mute = socket.socket(socket.AF_UNIX)
+            dfd = os.open(d, os.O_PATH)
+            try:
+                mute.bind(f"/proc/self/fd/{dfd}/{os.getpid()}.999.sock")
+            finally:
+                os.close(dfd)
+            try:
+                done = await asyncio.to_thread(run_status, deep, "--json")
+            finally:
+                mute.close()
+            return answers, done
+
+    answers, done = asyncio.run(scenario())
+    assert [json.loads(a)["error"].split(";")[0] for a in answers[:3]] == [
+        'a request is one JSON object per line, e.g. {"get": "status"}',
+        "unknown request",
+        "request too long",
+    ]
+    assert answers[3] == b""
+    assert done.returncode == 0, done.stderr
+    assert only_host(done.stdout)["pid"] == os.getpid()
+
+
+def test_a_host_whose_socket_cannot_be_made_runs_without_it(
+    home: Path, make_host: Callable[..., Host], caplog: pytest.LogCaptureFixture
+) -> None:
+    hosts_dir(Home(home).ensure().run_dir).write_text("a file where the directory goes")
+
+    async def scenario() -> None:
+        async with make_host() as host:
+            assert host.control is None
+            assert host.tools() == []
+
+    asyncio.run(scenario())
+    assert "does not answer `mcphost status`" in caplog.text
+
+
+def test_the_table_names_failures_pending_settings_a_refused_file_and_recent_events() -> None:
+    from mcphost.host.cli.status import render
+
+    snap = {
+        "pid": 42,
+        "argv": ["/usr/bin/mcphost", "serve", "--http", "127.0.0.1:8765"],
+        "uptime_seconds": 3723.5,
+        "frontend": {"transport": "http", "sessions": 2, "sessions_opened": 5},
+        "plugins": [
+            {
+                "plugin": "bad\x1b[31m",
+                "version": "1.0.0",
+                "state": "failed",
+                "pid": None,
+                "restarts": 6,
+                "in_flight": 0,
+                "calls": 0,
+                "calls_per_second": 0.0,
+                "p50_ms": None,
+                "p99_ms": None,
+                "failure": "crashed 6 times within 60 s",
+            }
+        ],
+        "restart_pending": [{"key": "isolation", "running": "auto", "configured": "rlimits"}],
+        "config_error": "call_timeout: must be above 0",
+        "registry_error": "the registry database is locked",
+        "events": [
+            {"time": 0, "kind": "crash", "plugin": "bad", "version": "1.0.0", "detail": "exit 3"}
+        ],
+        "streams": [{"tool": "kit.tail", "items": 3}],
+        "queues": [],
+    }
+    text = render([snap])
+    assert "host pid 42  mcphost serve --http 127.0.0.1:8765" in text
+    assert "up 1h02m03s  http  clients 2 (5 since start)" in text
+    assert "\x1b" not in text
+    assert "bad[31m failed: crashed 6 times within 60 s" in text
+    assert 'isolation: running "auto", configured "rlimits"' in text
+    assert "config.toml refused (running on the last good one): call_timeout" in text
+    assert "registry: the registry database is locked" in text
+    assert "crash  bad 1.0.0  exit 3" in text
+    assert 'streams: {"tool": "kit.tail", "items": 3}' in text
+    assert "queues" not in text
+    embedded = render([{**snap, "argv": [], "frontend": None, "plugins": []}])
+    assert "(embedded)" in embedded and "embedded (no MCP front end)" in embedded
+    assert "(no plugins)" in embedded
