@@ -303,7 +303,8 @@ class PageAuth:
 
     REFUSED = (
         "this page needs a bearer token: open /?token=<token> once in the browser, or send "
-        "'Authorization: Bearer <token>' (make one with `mcphost tokens create NAME`)"
+        "'Authorization: Bearer <token>' (make one with `mcphost tokens create NAME`; the "
+        "page shows every plugin, so a token limited with --tools does not open it)"
     )
     #: Most browsers signed in at once (the oldest is signed out).
     MAX_SESSIONS = 64
@@ -322,7 +323,7 @@ class PageAuth:
     def sign_in(self, secret: str) -> str | None:
         """The Set-Cookie value for a browser that gave a valid token; None if invalid."""
         token, _why = self.tokens.authenticate(f"Bearer {secret}")
-        if token is None:
+        if not _whole(token):
             return None
         key = secrets.token_urlsafe(32)
         self._sessions[key] = token
@@ -332,7 +333,7 @@ class PageAuth:
 
     def allowed(self, authorization: str | None, cookie: str | None) -> bool:
         if authorization is not None:
-            return self.tokens.authenticate(authorization)[0] is not None
+            return _whole(self.tokens.authenticate(authorization)[0])
         token = None if cookie is None else self._sessions.get(cookie)
         if token is None:
             return False
@@ -340,3 +341,8 @@ class PageAuth:
             self._sessions.pop(cookie or "", None)
             return False
         return True
+
+
+def _whole(token: Any) -> bool:
+    """Whether ``token`` is valid and limited to no tools (the page shows them all)."""
+    return token is not None and not getattr(token, "tools", ())

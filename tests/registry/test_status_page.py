@@ -80,6 +80,10 @@ def test_the_page_and_its_data_need_the_front_ends_token_and_metrics_do_not(
     page.served.request("tools/list", {})  # answered once the host has started
     code, _, body = get(base + "/status.json", {"Authorization": f"Bearer {token}"})
     assert code == 200 and json.loads(body)["pid"] == page.served.proc.pid
+    limited, _ = create_token(home.tokens_file, "limited", tools=["textkit.*"])
+    code, _, body = get(base + "/status.json", {"Authorization": f"Bearer {limited}"})
+    assert code == 401 and b"limited with --tools" in body
+    assert get(f"{base}/?token={limited}")[0] == 401
 
     code, headers, _ = get(f"{base}/?token={token}")
     assert code == 303 and headers["location"] == "/"
