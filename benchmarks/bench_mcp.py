@@ -12,6 +12,8 @@ Measured, in rounds where the servers take turns so each sees the same machine:
   client's first ``tools/call`` (connect, handshake or discover, the call); the figure
   that includes everything a fresh client waits for, the worker's start included;
 - spawn to initialized: the client's connect alone, for reference;
+- the same ``mcphost serve`` with ``--metrics 127.0.0.1:0`` (its Prometheus listener
+  and status page), and the difference of its spawn to first result, within each round;
 - sequential: one call at a time (calls/s, p50, p99);
 - 16 concurrent: 16 tasks calling at once over one connection (calls/s, p50, p99).
 
@@ -58,6 +60,7 @@ app.run()
 OFFICIAL = "official MCPServer (in-process tool)"
 SANDBOXED = "mcphost serve (sandboxed plugin)"
 RLIMITS = "mcphost serve (rlimits-only worker)"
+METRICS = "mcphost serve --metrics (sandboxed plugin)"
 
 
 def mcphost_command() -> list[str]:
@@ -93,6 +96,8 @@ def _prepare(work: Path) -> dict[str, tuple[list[str], str]]:
         home.mkdir()
         (home / "config.toml").write_text("allow_unsigned = true\n" + extra)
         servers[name] = ([*mcphost_command(), "--home", str(home), *serve], "textkit.echo")
+    # The same server with its metrics listener (and status page): what it adds to a start.
+    servers[METRICS] = ([*servers[SANDBOXED][0], "--metrics", "127.0.0.1:0"], "textkit.echo")
     return servers
 
 
@@ -199,6 +204,21 @@ def _rows(
         for name in (SANDBOXED, RLIMITS):
             if name in per:
                 rows.extend(_ratios(name, per[name], official, common))
+    if METRICS in per and SANDBOXED in per:
+        extra = [
+            m["first_ms"] - p["first_ms"] for m, p in zip(per[METRICS], per[SANDBOXED], strict=True)
+        ]
+        med, lo, hi = _spread(extra)
+        rows.append(
+            {
+                "name": "spawn to first result: --metrics minus without",
+                "value": med,
+                "unit": "ms",
+                "min": lo,
+                "max": hi,
+                **common,
+            }
+        )
     return rows
 
 

@@ -81,13 +81,27 @@ def sockets(directory: Path, *, remove_stale: bool = True) -> list[HostSocket]:
             continue
         path = directory / name
         pid = int(pid_text)
-        if pid != os.getpid() and not _alive(pid):
+        # A pid that names no process here may still listen (a host in another pid
+        # namespace sharing the home): only a socket nobody listens on is stale.
+        if pid != os.getpid() and not _alive(pid) and not _listening(path):
             if remove_stale:
                 with contextlib.suppress(OSError):
                     path.unlink()
             continue
         found.append(HostSocket(path, pid))
     return sorted(found, key=lambda s: (s.pid, s.path.name))
+
+
+def _listening(path: Path) -> bool:
+    """Whether a process accepts connections on the socket at ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        try:
+            with _short(path) as address:
+                s.connect(address)
+        except OSError:
+            return False
+    return True
 
 
 @contextlib.contextmanager
@@ -265,10 +279,13 @@ def _encode(answer: dict[str, Any]) -> bytes:
 def _same_user(writer: asyncio.StreamWriter) -> bool:
     """Whether the peer runs as this process's user (the socket's mode says so too)."""
     sock = writer.get_extra_info("socket")
+    peercred = getattr(socket, "SO_PEERCRED", None)
+    if peercred is None:  # not Linux: the socket's mode and its directory's decide
+        return True
     if sock is None:
         return False
     try:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        creds = sock.getsockopt(socket.SOL_SOCKET, peercred, struct.calcsize("3i"))
     except OSError:
         return False
     _pid, uid, _gid = struct.unpack("3i", creds)
