@@ -411,3 +411,74 @@ def test_the_table_names_failures_pending_settings_a_refused_file_and_recent_eve
     embedded = render([{**snap, "argv": [], "frontend": None, "plugins": []}])
     assert "(embedded)" in embedded and "embedded (no MCP front end)" in embedded
     assert "(no plugins)" in embedded
+
+
+def http(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def test_the_status_page_of_a_listener_follows_its_host_and_its_tokens(
+    home: Path, make_host: Callable[..., Host], write_plugin: Callable[..., PluginSource]
+) -> None:
+    from mcphost.host.mcp.auth import TokenBook
+    from mcphost.host.observe.listener import MetricsListener, PageAuth
+    from mcphost.security.tokens import create_token
+
+    work = write_plugin("work", WORK)
+    tokens = Home(home).ensure().tokens_file
+    secret, _ = create_token(tokens, "ops")
+
+    async def scenario() -> None:
+        made: list[Host] = []
+        open_page = MetricsListener(lambda: made[0] if made else None, "127.0.0.1", 0)
+        guarded = MetricsListener(
+            lambda: made[0] if made else None,
+            "127.0.0.1",
+            0,
+            auth=PageAuth(lambda: TokenBook(tokens)),
+        )
+        await open_page.start()
+        await guarded.start()
+        base = open_page.url.removesuffix("/metrics")
+        try:
+            code, body = await asyncio.to_thread(http, base + "/status.json")
+            assert (code, body) == (503, b"the host is starting; try again in a moment\n")
+            async with make_host(sources=[work]) as host:
+                made.append(host)
+                await host.call("work.ok")
+                code, body = await asyncio.to_thread(http, base + "/status.json")
+                assert code == 200
+                (row,) = json.loads(body)["plugins"]
+                assert (row["plugin"], row["calls"]) == ("work", 1)
+                code, body = await asyncio.to_thread(http, base + "/")
+                assert code == 200 and b"<title>mcphost status</title>" in body
+                assert (await asyncio.to_thread(http, base + "/", "HEAD")) == (200, b"")
+                assert (await asyncio.to_thread(http, base + "/status.json", "POST"))[0] == 405
+                code, body = await asyncio.to_thread(http, base + "/nothing")
+                assert code == 404 and b"the status page at /" in body
+
+                gbase = guarded.url.removesuffix("/metrics")
+                assert (await asyncio.to_thread(http, gbase + "/status.json"))[0] == 401
+                code, body = await asyncio.to_thread(
+                    http, gbase + "/status.json", "GET", {"Authorization": f"Bearer {secret}"}
+                )
+                assert code == 200 and json.loads(body)["pid"] == os.getpid()
+                bad_cookie = {"Cookie": "mcphost_page=made-up; other=1"}
+                code, _ = await asyncio.to_thread(http, gbase + "/status.json", "GET", bad_cookie)
+                assert code == 401
+                broken = {"Cookie": 'mcphost_page="unterminated'}
+                code, _ = await asyncio.to_thread(http, gbase + "/status.json", "GET", broken)
+                assert code == 401
+        finally:
+            await open_page.close()
+            await guarded.close()
+
+    asyncio.run(scenario())
