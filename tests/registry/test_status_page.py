@@ -1,6 +1,9 @@
 """The status page of ``serve --metrics``: behind the HTTP front end's tokens (``/metrics``
 stays open to scrapers), signed in once with ``/?token=``, and, loaded in headless
-Chromium, showing the numbers ``mcphost status --json`` gives; a screenshot is kept."""
+Chromium, showing the numbers ``mcphost status --json`` gives. The screenshot is kept
+under the test's tmp path (the test prints where), and copied into
+``$MCPHOST_TEST_ARTEFACTS`` when that is set. Chromium missing: a skip, a failure in CI
+(``CI`` or ``MCPHOST_REQUIRE_BWRAP`` set; ``.ci/run`` installs it)."""
 
 from __future__ import annotations
 
