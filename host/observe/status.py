@@ -6,7 +6,8 @@ supervisors' last readings: no ``/proc`` read, no sort); :func:`summarise` does 
 the page (``/status.json`` on the metrics listener) answer with the same dictionary.
 
 Streams and batches add their rows under ``streams`` and ``queues``: a list of plain
-dictionaries each, empty while nothing reports there.
+dictionaries each, empty while nothing reports there (``queues``: one row per batch
+tool called so far, from ``Host.batching()``).
 """
 
 from __future__ import annotations
@@ -83,7 +84,18 @@ def collect(host: Host, since: float | None = None, origin: float | None = None)
         "registry_error": None if host.registry_error is None else str(host.registry_error),
         "events": [] if m is None else list(m.events),
         "streams": [],
-        "queues": [],
+        "queues": [
+            {
+                "tool": name,
+                "queued": b["queued"],
+                "in_flight": b["in_flight"],
+                "calls": b["calls"],
+                "batches": b["batches"],
+                "largest_batch": b["largest_batch"],
+                "size_allowed": b["size_allowed"],
+            }
+            for name, b in host.batching().items()
+        ],
     }
 
 

@@ -469,3 +469,19 @@ async def test_batching_is_measured_in_the_metrics_registry(batch_host: MakeHost
     assert after[("mcphost_batch_queue_wait_seconds_sum", waited)] > 0
     assert 0 < after[("mcphost_batch_fill_ratio", frozenset(hold))] <= 1
     assert after[("mcphost_pool_replicas", frozenset({("plugin", "batchy")}))] == 1
+
+
+async def test_status_shows_each_batch_tools_queue(batch_host: MakeHost) -> None:
+    from mcphost.host.observe.control import ask
+
+    async with batch_host(max_queue_delay=10.0, max_in_flight=1) as host:
+        first = await holding(host)
+        waiting = [asyncio.ensure_future(host.call("batchy.held", {"items": [i]})) for i in (1, 2)]
+        await queued()
+        assert host.control is not None
+        answer = await asyncio.to_thread(ask, host.control.path, {"get": "status"})
+        await host.call("batchy.release")
+        await asyncio.gather(first, *waiting)
+    rows = {q["tool"]: q for q in answer["status"]["queues"]}
+    assert rows["batchy.held"]["queued"] == 2 and rows["batchy.held"]["in_flight"] == 1
+    assert rows["batchy.held"]["calls"] == 3

@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import cli as support_cli
 
 from mcphost.host import Home, Host
 from mcphost.host.observe.control import ask, hosts_dir, sockets
 from mcphost.host.sources import PluginSource
 from mcphost.sdk.errors import InvalidArguments
 
-MCPHOST = str(Path(sys.executable).with_name("mcphost"))
+MCPHOST = str(support_cli.MCPHOST)
 
 WORK = """
 import os
@@ -53,9 +54,9 @@ def need(n: int) -> int:
 """
 
 
-def run_status(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_status(home_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [MCPHOST, "--home", str(home), "status", *args],
+        [MCPHOST, "--home", str(home_dir), "status", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -70,12 +71,12 @@ def only_host(out: str) -> dict[str, Any]:
 
 
 def test_status_json_of_an_embedded_host_shows_every_field_as_it_happened(
-    home: Path,
+    home_dir: Path,
     make_host: Callable[..., Host],
-    write_plugin: Callable[..., PluginSource],
+    write_plugin_source: Callable[..., PluginSource],
     no_leftover_workers: None,
 ) -> None:
-    work = write_plugin("work", WORK)
+    work = write_plugin_source("work", WORK)
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any], int, int, float]:
         async with make_host(sources=[work]) as host:
@@ -87,26 +88,26 @@ def test_status_json_of_an_embedded_host_shows_every_field_as_it_happened(
             with pytest.raises(InvalidArguments):
                 await host.call("work.need", {"n": "x"})
             first_pid = await host.call("work.pid")
-            first = await asyncio.to_thread(run_status, home, "--json")
+            first = await asyncio.to_thread(run_status, home_dir, "--json")
             assert first.returncode == 0, first.stderr
             os.kill(first_pid, signal.SIGKILL)
             await asyncio.wait_for(crashed.wait(), 10)
             second_pid = await host.call("work.pid")
             # A setting that needs a restart, as the config watcher records it.
             host.reconfigure(host.config.model_copy(update={"isolation": "auto"}))
-            second = await asyncio.to_thread(run_status, home, "--json")
+            second = await asyncio.to_thread(run_status, home_dir, "--json")
             assert second.returncode == 0, second.stderr
             return only_host(first.stdout), only_host(second.stdout), first_pid, second_pid, t0
 
     before, after, first_pid, second_pid, t0 = asyncio.run(scenario())
     for snap in (before, after):
         assert snap["pid"] == os.getpid()
-        assert snap["home"] == str(Home(home).root)
+        assert snap["home"] == str(Home(home_dir).root)
         assert snap["frontend"] is None  # embedded: no MCP front end
         assert snap["streams"] == [] and snap["queues"] == []
         assert snap["metrics"] is True
         assert 0 <= snap["uptime_seconds"] <= time.time() - t0 + 60
-        assert Path(snap["socket"]).parent == hosts_dir(Home(home).run_dir)
+        assert Path(snap["socket"]).parent == hosts_dir(Home(home_dir).run_dir)
     (p,) = before["plugins"]
     assert (p["plugin"], p["version"], p["state"]) == ("work", "1.0.0", "running")
     assert p["pid"] == first_pid
@@ -133,16 +134,16 @@ def test_status_json_of_an_embedded_host_shows_every_field_as_it_happened(
 
 
 def test_status_text_is_a_table_per_host(
-    home: Path, make_host: Callable[..., Host], write_plugin: Callable[..., PluginSource]
+    home_dir: Path, make_host: Callable[..., Host], write_plugin_source: Callable[..., PluginSource]
 ) -> None:
-    work = write_plugin("work", WORK)
+    work = write_plugin_source("work", WORK)
 
     async def scenario() -> subprocess.CompletedProcess[str]:
         async with make_host(sources=[work]) as a, make_host(sources=[work]) as b:
             await a.call("work.ok")
             for _ in range(3):
                 await b.call("work.ok")
-            return await asyncio.to_thread(run_status, home)
+            return await asyncio.to_thread(run_status, home_dir)
 
     done = asyncio.run(scenario())
     assert done.returncode == 0, done.stderr
@@ -156,19 +157,19 @@ def test_status_text_is_a_table_per_host(
     assert all(r[1:3] == ["1.0.0", "running"] for r in rows)
 
 
-def test_no_running_host_is_one_line_and_exit_1(home: Path) -> None:
-    Home(home).ensure()
+def test_no_running_host_is_one_line_and_exit_1(home_dir: Path) -> None:
+    Home(home_dir).ensure()
     for args in ((), ("--json",)):
-        done = run_status(home, *args)
+        done = run_status(home_dir, *args)
         assert done.returncode == 1
         assert done.stdout == ""
         assert done.stderr.strip().splitlines() == [
-            f"no mcphost host is running on the home {Home(home).root}"
+            f"no mcphost host is running on the home {Home(home_dir).root}"
         ]
 
 
 def test_the_control_socket_is_the_owners_alone_and_gone_when_the_host_closes(
-    home: Path, make_host: Callable[..., Host]
+    home_dir: Path, make_host: Callable[..., Host]
 ) -> None:
     async def scenario() -> Path:
         async with make_host() as host:
@@ -186,19 +187,19 @@ def test_the_control_socket_is_the_owners_alone_and_gone_when_the_host_closes(
 
 
 def test_a_host_made_with_status_off_has_no_socket(
-    home: Path, host_config: Callable[..., Any]
+    home_dir: Path, host_config: Callable[..., Any]
 ) -> None:
     async def scenario() -> None:
-        off = Host(home, config=host_config(), environment=False, registry=False, status=False)
+        off = Host(home_dir, config=host_config(), environment=False, registry=False, status=False)
         by_config = Host(
-            home,
+            home_dir,
             config=host_config(features={"status": False}),
             environment=False,
             registry=False,
         )
         async with off, by_config:
             assert off.control is None and by_config.control is None
-            assert sockets(hosts_dir(Home(home).run_dir)) == []
+            assert sockets(hosts_dir(Home(home_dir).run_dir)) == []
 
     asyncio.run(scenario())
 
@@ -210,16 +211,16 @@ def dead_pid() -> int:
 
 
 def test_a_stale_socket_of_a_dead_process_is_ignored_and_removed(
-    home: Path, make_host: Callable[..., Host]
+    home_dir: Path, make_host: Callable[..., Host]
 ) -> None:
-    d = hosts_dir(Home(home).ensure().run_dir)
+    d = hosts_dir(Home(home_dir).ensure().run_dir)
     d.mkdir(mode=0o700, exist_ok=True)
     stale = d / f"{dead_pid()}.1.sock"
     s = socket.socket(socket.AF_UNIX)
     s.bind(str(stale))
     s.close()  # the file stays, as after a host that was killed
     assert stale.exists()
-    done = run_status(home, "--json")
+    done = run_status(home_dir, "--json")
     assert done.returncode == 1
     assert not stale.exists()
 
@@ -230,7 +231,7 @@ def test_a_stale_socket_of_a_dead_process_is_ignored_and_removed(
     async def scenario() -> subprocess.CompletedProcess[str]:
         async with make_host():  # a host starting removes the others' stale sockets too
             assert not stale.exists()
-            return await asyncio.to_thread(run_status, home, "--json")
+            return await asyncio.to_thread(run_status, home_dir, "--json")
 
     done = asyncio.run(scenario())
     assert done.returncode == 0
@@ -260,16 +261,16 @@ def read_until(fd: int, marker: bytes, count: int, timeout: float = 30) -> bytes
 
 
 def test_watch_redraws_in_place_each_second_until_interrupted(
-    home: Path, make_host: Callable[..., Host], write_plugin: Callable[..., PluginSource]
+    home_dir: Path, make_host: Callable[..., Host], write_plugin_source: Callable[..., PluginSource]
 ) -> None:
-    work = write_plugin("work", WORK)
+    work = write_plugin_source("work", WORK)
 
     async def scenario() -> tuple[bytes, int]:
         async with make_host(sources=[work]) as host:
             await host.call("work.ok")
             pid, fd = pty.fork()
             if pid == 0:  # the child: mcphost status --watch on the pty
-                os.execv(MCPHOST, [MCPHOST, "--home", str(home), "status", "--watch"])
+                os.execv(MCPHOST, [MCPHOST, "--home", str(home_dir), "status", "--watch"])
             try:
                 # Two whole frames: each ends with its footer line.
                 seen = await asyncio.to_thread(read_until, fd, b"Ctrl-C to stop", 2)
@@ -352,9 +353,9 @@ def test_the_control_socket_answers_bad_requests_with_a_reason_and_works_under_a
 
 
 def test_a_host_whose_socket_cannot_be_made_runs_without_it(
-    home: Path, make_host: Callable[..., Host], caplog: pytest.LogCaptureFixture
+    home_dir: Path, make_host: Callable[..., Host], caplog: pytest.LogCaptureFixture
 ) -> None:
-    hosts_dir(Home(home).ensure().run_dir).write_text("a file where the directory goes")
+    hosts_dir(Home(home_dir).ensure().run_dir).write_text("a file where the directory goes")
 
     async def scenario() -> None:
         async with make_host() as host:
@@ -426,14 +427,14 @@ def http(url: str, method: str = "GET", headers: dict[str, str] | None = None) -
 
 
 def test_the_status_page_of_a_listener_follows_its_host_and_its_tokens(
-    home: Path, make_host: Callable[..., Host], write_plugin: Callable[..., PluginSource]
+    home_dir: Path, make_host: Callable[..., Host], write_plugin_source: Callable[..., PluginSource]
 ) -> None:
     from mcphost.host.mcp.auth import TokenBook
     from mcphost.host.observe.listener import MetricsListener, PageAuth
     from mcphost.security.tokens import create_token
 
-    work = write_plugin("work", WORK)
-    tokens = Home(home).ensure().tokens_file
+    work = write_plugin_source("work", WORK)
+    tokens = Home(home_dir).ensure().tokens_file
     secret, _ = create_token(tokens, "ops")
 
     async def scenario() -> None:

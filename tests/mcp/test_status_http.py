@@ -8,8 +8,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from conftest import mcphost_command
 from http_helpers import http_client, serve_http_process
+from support.cli import mcphost_command
 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:

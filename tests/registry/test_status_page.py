@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from bwrap_check import bwrap_required
-from registry_helpers import run_cli
+from support.cli import run_mcphost
 from test_metrics_serve import Served, kill_worker
 from test_status_serve import status, wait_status
 
@@ -41,7 +41,7 @@ def page(home: Home, wheels: dict[str, Path]) -> Iterator[Page]:
         ["plugin", "install", str(wheels["1.0"]), "--yes"],
         ["plugin", "install", str(wheels["1.1"]), "--yes", "--no-activate"],
     ):
-        proc = run_cli(home, *args)
+        proc = run_mcphost(*args, home=home)
         assert proc.returncode == 0, proc.stderr
     token, _ = create_token(home.tokens_file, "page")
     s = Served(home)
@@ -101,7 +101,7 @@ def test_the_page_and_its_data_need_the_front_ends_token_and_metrics_do_not(
     code, _, body = get(base + "/status.json", {"Cookie": jar})
     assert code == 200 and json.loads(body)["plugins"][0]["plugin"] == "textkit"
 
-    done = run_cli(home, "tokens", "revoke", "page")
+    done = run_mcphost("tokens", "revoke", "page", home=home)
     assert done.returncode == 0, done.stderr
     assert get(base + "/status.json", {"Cookie": jar})[0] == 401  # revoked: signed out
 
@@ -186,7 +186,7 @@ def test_the_page_in_headless_chromium_shows_what_status_json_shows(
     kill_worker(s.proc.pid)
     wait_status(home, lambda h: [e["kind"] for e in h["events"]] == ["crash"], "the crash")
     s.call("textkit.echo", {"text": "again"})
-    done = run_cli(home, "plugin", "swap", "textkit", "1.1")
+    done = run_mcphost("plugin", "swap", "textkit", "1.1", home=home)
     assert done.returncode == 0, done.stderr
     wait_status(home, lambda h: h["plugins"][0]["version"] == "1.1.0", "the swap")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import psutil
 import pytest
-from registry_helpers import run_cli
+from support.cli import run_mcphost
 from test_metrics_serve import Served, kill_worker
 
 from mcphost.host import Home
@@ -24,7 +24,7 @@ def served(home: Home, wheels: dict[str, Path]) -> Iterator[Served]:
         ["plugin", "install", str(wheels["1.0"]), "--yes"],
         ["plugin", "install", str(wheels["1.1"]), "--yes", "--no-activate"],
     ):
-        proc = run_cli(home, *args)
+        proc = run_mcphost(*args, home=home)
         assert proc.returncode == 0, proc.stderr
     s = Served(home)
     try:
@@ -34,7 +34,7 @@ def served(home: Home, wheels: dict[str, Path]) -> Iterator[Served]:
 
 
 def status(home: Home) -> dict[str, Any]:
-    done = run_cli(home, "status", "--json")
+    done = run_mcphost("status", "--json", home=home)
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert data["home"] == str(home.root)
@@ -102,7 +102,7 @@ def test_status_json_of_a_running_serve_follows_calls_restarts_swaps_and_setting
     assert restarted["pid"] in worker_pids(s.proc.pid) - {p["pid"]}
     assert restarted["calls"] == 5 and restarted["worker_calls"] == 1
 
-    done = run_cli(home, "plugin", "swap", "textkit", "1.1")
+    done = run_mcphost("plugin", "swap", "textkit", "1.1", home=home)
     assert done.returncode == 0, done.stderr
     swapped = wait_status(home, lambda h: textkit(h)["version"] == "1.1.0", "the swap")
     assert [(e["kind"], e["version"], e["detail"]) for e in swapped["events"]][-1] == (
@@ -111,7 +111,7 @@ def test_status_json_of_a_running_serve_follows_calls_restarts_swaps_and_setting
         "from 1.0.0",
     )
 
-    done = run_cli(home, "config", "set", "isolation", "rlimits")
+    done = run_mcphost("config", "set", "isolation", "rlimits", home=home)
     assert done.returncode == 0, done.stderr
     pending = wait_status(home, lambda h: bool(h["restart_pending"]), "the pending setting")
     assert pending["restart_pending"] == [
