@@ -16,8 +16,17 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
+from typing import IO
 
-__all__ = ["ENV", "LOOPS", "loop_factory", "loop_name", "new_event_loop", "wanted_loop"]
+__all__ = [
+    "ENV",
+    "LOOPS",
+    "loop_factory",
+    "loop_name",
+    "new_event_loop",
+    "pipe_file",
+    "wanted_loop",
+]
 
 #: The environment variable that chooses the loop.
 ENV = "MCPHOST_LOOP"
@@ -73,3 +82,19 @@ def loop_name() -> str:
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """A new event loop of the chosen kind."""
     return _choose()[1]()
+
+
+def pipe_file(fd: int, mode: str) -> IO[bytes]:
+    """An unbuffered file object over ``fd`` to hand to ``connect_read_pipe`` or
+    ``connect_write_pipe`` of the running loop, such that ``fd`` is closed exactly once.
+
+    uvloop gives the fd to libuv, which closes it when the transport closes, and the
+    file object attached to the transport closes the same number again when it is
+    collected (uvloop issue #763): if another thread was given that number in between,
+    its descriptor is closed under it (a worker's channel, a jail's pipe). Under uvloop
+    the file object therefore leaves the fd to libuv; under the stdlib loop the
+    transport closes the fd through the file object, as usual.
+    """
+    loop = asyncio.get_running_loop()
+    libuv = type(loop).__module__.partition(".")[0] == "uvloop"
+    return open(fd, mode, buffering=0, closefd=not libuv)

@@ -244,11 +244,23 @@ class Jail:
             os.close(self._bwrap_pidfd)
             self._bwrap_pidfd = None
         if self._cleaning and self._over() and not self.released.is_set():
+            if self._left_behind():
+                return  # followed now: killed and reaped by the steps above, then released
             cgroup = self.cgroup
             if cgroup is None or cgroup.try_remove():
                 if cgroup is not None:
                     _UNCLEANED.discard(cgroup)
                 self.released.set()
+
+    def _left_behind(self) -> bool:
+        """A last look before the jail counts as over: its init may have been adopted by
+        the host without the jail ever learning its pid (bubblewrap killed before it
+        wrote it, while the init still held the info fd). If a child of the host still
+        runs this jail's command line, follow it; True when one was found."""
+        if self._info is None:
+            return False  # the init was known, followed and reaped
+        self._find(_children())
+        return self._init_pidfd is not None
 
     def _over(self) -> bool:
         """Nothing of the jail runs or waits to be reaped (as far as the host can tell)."""

@@ -17,7 +17,9 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
+from typing import IO
 
+from .loops import pipe_file
 from .settle import wait_out
 
 __all__ = ["WorkerProcess", "start_process"]
@@ -93,10 +95,21 @@ class WorkerProcess:
 
 
 async def _pipe_reader(
-    loop: asyncio.AbstractEventLoop, pipe: object, limit: int
+    loop: asyncio.AbstractEventLoop, pipe: IO[bytes], limit: int
 ) -> asyncio.StreamReader:
+    """The read end of ``pipe`` as a stream on the loop; ``pipe`` is closed here and
+    the transport owns (a duplicate of) its fd, closed once (see loops.pipe_file)."""
+    fd = os.dup(pipe.fileno())
+    pipe.close()
     reader = asyncio.StreamReader(limit=limit, loop=loop)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
+    try:
+        await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe_file(fd, "rb")
+        )
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        raise
     return reader
 
 
@@ -129,8 +142,10 @@ async def start_process(
     proc._follow()
     try:
         assert popen.stdout is not None and popen.stderr is not None
-        proc.stdout = await _pipe_reader(loop, popen.stdout, limit)
-        proc.stderr = await _pipe_reader(loop, popen.stderr, limit)
+        stdout, stderr = popen.stdout, popen.stderr
+        popen.stdout = popen.stderr = None  # the transports own their ends from here
+        proc.stdout = await _pipe_reader(loop, stdout, limit)
+        proc.stderr = await _pipe_reader(loop, stderr, limit)
     except BaseException:
         await proc.end()
         raise

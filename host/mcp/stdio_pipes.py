@@ -20,6 +20,8 @@ import stat
 import threading
 from typing import Protocol
 
+from mcphost.sandbox.loops import pipe_file
+
 __all__ = ["ByteSink", "ByteSource", "is_pipe_like", "open_stdio"]
 
 READ_SIZE = 64 * 1024
@@ -201,7 +203,7 @@ async def open_stdio(in_fd: int, out_fd: int) -> tuple[ByteSource, ByteSink]:
         reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
         transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader, loop=loop),
-            os.fdopen(in_fd, "rb", buffering=0),
+            pipe_file(in_fd, "rb"),
         )
         source = _StreamSource(reader, transport)
     else:
@@ -210,7 +212,7 @@ async def open_stdio(in_fd: int, out_fd: int) -> tuple[ByteSource, ByteSink]:
         if not is_pipe_like(out_fd):
             return source, _FileSink(out_fd)
         flow = _Flow()
-        out, _ = await loop.connect_write_pipe(lambda: flow, os.fdopen(out_fd, "wb", buffering=0))
+        out, _ = await loop.connect_write_pipe(lambda: flow, pipe_file(out_fd, "wb"))
         return source, _PipeSink(out, flow)
     except BaseException:
         source.close()
