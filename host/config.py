@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mcphost.sandbox.isolation import Limits
 from mcphost.sdk.errors import ConfigError
@@ -18,6 +18,7 @@ __all__ = [
     "LimitsConfig",
     "PluginSettings",
     "PolicyConfig",
+    "StreamingConfig",
     "load_config",
 ]
 
@@ -107,6 +108,52 @@ class PluginSettings(_Strict):
     replicas: int = Field(1, ge=1, le=64)
 
 
+class StreamingConfig(_Strict):
+    """Flow control of streams (docs/streaming.md): credit windows, watermarks,
+    admission by priority and per-stream limits. Every key applies live, to streams
+    admitted after the change."""
+
+    #: Items a worker may have sent and not yet been credited (None: ``stream_window``).
+    window_items: int | None = Field(None, ge=1)
+    #: Bytes a worker may have sent and not yet been credited (one item may pass it).
+    window_bytes: int = Field(1024 * 1024, ge=1024)
+    #: Bytes buffered toward a stream's consumer above which the host stops crediting.
+    high_watermark: int = Field(1024 * 1024, ge=1)
+    #: Bytes buffered at or below which a paused stream is credited again.
+    low_watermark: int = Field(256 * 1024, ge=0)
+    #: Streams running at once on this host, and per plugin; more wait for admission.
+    max_concurrent: int = Field(64, ge=1)
+    max_concurrent_per_plugin: int = Field(16, ge=1)
+    #: Seconds a stream waits for admission before it fails with ``busy``.
+    admission_timeout: float = Field(30.0, gt=0)
+    #: Seconds of waiting that raise a waiting stream's priority by one level.
+    aging_seconds: float = Field(1.0, gt=0)
+    #: Priority of a stream that names none, and per tool (``<plugin>.<tool>``).
+    default_priority: int = Field(0, ge=-100, le=100)
+    tool_priority: dict[str, int] = {}
+    #: Per-stream limits (None: no limit); a call may ask for less, never more.
+    max_items: int | None = Field(None, ge=1)
+    max_bytes: int | None = Field(None, ge=1)
+    max_item_bytes: int | None = Field(None, ge=1)
+    max_duration: float | None = Field(None, gt=0)
+    idle_timeout: float | None = Field(None, gt=0)
+    #: Seconds a paused stream's consumer may take no item; then ``slow_consumer_policy``.
+    slow_consumer_timeout: float | None = Field(None, gt=0)
+    slow_consumer_policy: Literal["wait", "cancel"] = "wait"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> StreamingConfig:
+        if self.low_watermark > self.high_watermark:
+            raise ValueError(
+                f"low_watermark ({self.low_watermark}) must not be above high_watermark "
+                f"({self.high_watermark})"
+            )
+        for name, p in self.tool_priority.items():
+            if not -100 <= p <= 100:
+                raise ValueError(f"tool_priority.{name} must be between -100 and 100, got {p}")
+        return self
+
+
 class HostConfig(_Strict):
     """Everything an operator can set in ``config.toml``."""
 
@@ -139,6 +186,7 @@ class HostConfig(_Strict):
     ping_timeout: float = Field(5.0, gt=0)
     handshake_timeout: float = Field(10.0, gt=0)
     features: FeaturesConfig = FeaturesConfig()
+    streaming: StreamingConfig = StreamingConfig()
     batching: BatchingConfig = BatchingConfig()
     #: Per plugin, by name.
     plugins: dict[str, PluginSettings] = Field(default_factory=dict)

@@ -61,6 +61,7 @@ LIVE: set[str] = {
     "worker_threads",
     "max_frame",
     "limits",
+    "streaming",
     # Batchers are made anew for calls from then on; queued calls leave as before.
     "batching",
     "features.batching",

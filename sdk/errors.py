@@ -33,6 +33,7 @@ __all__ = [
     "ProtocolError",
     "RegistryDamaged",
     "RegistryError",
+    "StreamLimitExceeded",
     "ToolError",
     "ToolNotFound",
     "ToolTimeout",
@@ -151,11 +152,19 @@ class CallCancelled(PluginError):
 
 
 class Busy(PluginError):
-    """The host could not take the call now: a queue it waits in is full, or it waited
-    there past its limit; ``data`` says which queue and why. Try again later or raise
-    the limits."""
+    """The host could not take the call or stream now: a queue it waits in is full, or
+    it waited there past its limit (a batch tool's queue, or admission of streams past
+    ``streaming.admission_timeout``); ``data`` says which queue, why, and how long it
+    waited. Try again later or raise the limits."""
 
     code = "busy"
+
+
+class StreamLimitExceeded(PluginError):
+    """A stream passed one of its limits (``data["limit"]`` names it, ``data["value"]``
+    is its value) and its producer was cancelled; the items before were delivered."""
+
+    code = "stream_limit"
 
 
 class ToolError(PluginError):
