@@ -78,6 +78,8 @@ class Channel(asyncio.BufferedProtocol):
         self.closed = False
         self.frames_in = 0
         self.frames_out = 0
+        #: Body length of the frame being handed to ``on_frame`` (a stream item's size).
+        self.last_size = 0
 
     # -- asyncio.BufferedProtocol ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -115,6 +117,7 @@ class Channel(asyncio.BufferedProtocol):
                         return
                     break
                 frame = decode(view[pos + size : pos + need])
+                self.last_size = need - size
                 pos += need
                 need = size
                 self.frames_in += 1
@@ -271,6 +274,7 @@ class Channel(asyncio.BufferedProtocol):
         self._receiving = True
         try:
             frame = self.codec.decode(big)
+            self.last_size = len(big)
             del big  # the frame holds copies: its buffer goes now
             self.frames_in += 1
             self._on_frame(frame)

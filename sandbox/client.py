@@ -18,7 +18,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from mcphost.sdk.errors import (
     HandshakeRefused,
@@ -61,6 +61,7 @@ __all__ = [
     "CallLogCallback",
     "LogCallback",
     "ProgressCallback",
+    "StreamGate",
     "WorkerClient",
     "describe_exit",
     "spawn_worker",
@@ -115,14 +116,43 @@ class _Inbox:
                 self._waiter = None
 
 
+class StreamGate(Protocol):
+    """The flow control of one stream, on the host's side (mcphost.host.flow gives one).
+
+    With a gate the host credits items as they arrive (in items and in bytes, half a
+    window at a time) while the gate is not ``paused``; the gate pauses when the bytes
+    buffered toward the consumer pass its high watermark, and calls ``resume()`` (set by
+    the client) when they fall to its low one. ``fail(exc)`` (set by the client) ends the
+    stream: the items already received are read first, then ``exc``; the worker is told
+    to cancel."""
+
+    paused: bool
+    resume: Callable[[], None] | None
+    fail: Callable[[BaseException], None] | None
+
+    def arrived(self, size: int) -> None:
+        """An item of ``size`` bytes was received and waits for the consumer."""
+
+    def taken(self, size: int) -> None:
+        """The consumer took an item of ``size`` bytes."""
+
+
 class _Pending:
     __slots__ = (
         "future",
+        "gate",
         "granted",
+        "granted_bytes",
         "on_log",
         "on_progress",
+        "owed",
+        "owed_bytes",
         "queue",
         "received",
+        "received_bytes",
+        "refill",
+        "refill_bytes",
+        "sizes",
         "timeout",
         "tool",
         "traceparent",
@@ -148,6 +178,15 @@ class _Pending:
         self.tool = tool
         self.timeout = timeout
         self.traceparent = traceparent
+        # Flow control with a gate: bytes of credit, credit owed for items received.
+        self.gate: StreamGate | None = None
+        self.granted_bytes = 0
+        self.received_bytes = 0
+        self.owed = 0
+        self.owed_bytes = 0
+        self.refill = 1
+        self.refill_bytes = 0
+        self.sizes: deque[int] | None = None
 
 
 def describe_exit(returncode: int) -> str:
@@ -230,6 +269,9 @@ class WorkerClient:
                         f"sent item {p.received} of stream {frame.id} with only {p.granted} credits"
                     )
                     return
+                if p.gate is not None:
+                    self._gated_item(frame, p)
+                    return
                 p.queue.put_nowait(frame.value)
         elif isinstance(frame, StreamEnd):
             p = self._pending.pop(frame.id, None)
@@ -280,6 +322,35 @@ class WorkerClient:
             self._protocol_violation(
                 f"sent a {type(frame).__name__} frame, which only a host sends"
             )
+
+    def _gated_item(self, frame: StreamItem, p: _Pending) -> None:
+        """An item of a stream with a gate: counted in bytes, credited while not paused."""
+        size = self.channel.last_size if self.channel is not None else 0
+        if p.refill_bytes and p.received_bytes >= p.granted_bytes:
+            self._protocol_violation(
+                f"sent item {p.received} of stream {frame.id} past its byte credit of "
+                f"{p.granted_bytes} bytes"
+            )
+            return
+        p.received_bytes += size
+        assert p.sizes is not None and p.queue is not None and p.gate is not None
+        p.sizes.append(size)
+        p.queue.put_nowait(frame.value)
+        p.owed += 1
+        p.owed_bytes += size
+        gate = p.gate
+        gate.arrived(size)
+        if not gate.paused and (p.owed >= p.refill or p.owed_bytes >= p.refill_bytes > 0):
+            self._credit(frame.id, p)
+
+    def _credit(self, call_id: int, p: _Pending) -> None:
+        """Give the worker the credit owed for the items received since the last."""
+        if not p.owed or self._pending.get(call_id) is not p or not self.alive:
+            return
+        p.granted += p.owed
+        p.granted_bytes += p.owed_bytes
+        self._send(Credit(id=call_id, n=p.owed, bytes=p.owed_bytes), flush=False)
+        p.owed = p.owed_bytes = 0
 
     def call_info(self, call_id: int) -> tuple[str, str]:
         """(tool, traceparent) of call ``call_id`` while it is in flight, else ("", "");
@@ -471,9 +542,21 @@ class WorkerClient:
         on_progress: ProgressCallback | None = None,
         on_log: CallLogCallback | None = None,
         traceparent: str = "",
+        window_bytes: int = 0,
+        gate: StreamGate | None = None,
     ) -> AsyncIterator[Any]:
-        """Yield a streaming tool's items; the worker never has more than ``window`` unread."""
+        """Yield a streaming tool's items; the worker never has more than ``window`` unread.
+
+        With a ``gate`` (see :class:`StreamGate`) the host credits items as they arrive
+        while the gate lets it, and ``window_bytes`` (above 0, with a worker speaking
+        protocol 2) also bounds the bytes the worker has sent and not yet been credited."""
         window = max(1, window)
+        if gate is not None:
+            async for item in self._gated_stream(
+                tool, args, window, window_bytes, gate, timeout, on_progress, on_log, traceparent
+            ):
+                yield item
+            return
         call_id = next(self._ids)
         queue = _Inbox(self._loop)
         items = queue.items
@@ -521,6 +604,85 @@ class WorkerClient:
                     self._send(Credit(id=call_id, n=consumed))
                     consumed = 0
         finally:
+            if not finished and self._pending.pop(call_id, None) is not None and self.alive:
+                self.channel.send(Cancel(id=call_id))  # type: ignore[union-attr]
+
+    async def _gated_stream(
+        self,
+        tool: str,
+        args: dict[str, Any] | None,
+        window: int,
+        window_bytes: int,
+        gate: StreamGate,
+        timeout: float | None,
+        on_progress: ProgressCallback | None,
+        on_log: CallLogCallback | None,
+        traceparent: str,
+    ) -> AsyncIterator[Any]:
+        call_id = next(self._ids)
+        queue = _Inbox(self._loop)
+        items = queue.items
+        pending = _Pending(
+            None,
+            queue,
+            on_progress,
+            granted=window,
+            tool=tool,
+            on_log=on_log,
+            traceparent=traceparent,
+        )
+        if self.version < 2:
+            window_bytes = 0
+        sizes: deque[int] = deque()
+        pending.gate = gate
+        pending.sizes = sizes
+        pending.refill = max(1, window // 2)
+        pending.granted_bytes = window_bytes
+        pending.refill_bytes = max(1, window_bytes // 2) if window_bytes > 0 else 0
+        self._pending[call_id] = pending
+
+        def resume() -> None:
+            self._credit(call_id, pending)
+
+        def fail(exc: BaseException) -> None:
+            if self._pending.get(call_id) is pending:
+                del self._pending[call_id]
+                if self.alive:
+                    self._send(Cancel(id=call_id))
+            queue.put_nowait(exc)
+
+        gate.resume = resume
+        gate.fail = fail
+        self.calls_total += 1
+        self._send(
+            Call(
+                id=call_id,
+                tool=tool,
+                args=args or {},
+                timeout=timeout,
+                stream=True,
+                window=window,
+                progress=on_progress is not None,
+                traceparent=traceparent,
+                window_bytes=window_bytes,
+            )
+        )
+        finished = False
+        try:
+            while True:
+                if not items:
+                    await queue.wait()
+                item = items.popleft()
+                if item is _END:
+                    finished = True
+                    return
+                if isinstance(item, BaseException):
+                    finished = True
+                    raise item
+                gate.taken(sizes.popleft())
+                yield item
+        finally:
+            gate.resume = gate.fail = None
             if not finished and self._pending.pop(call_id, None) is not None and self.alive:
                 self.channel.send(Cancel(id=call_id))  # type: ignore[union-attr]
 

@@ -40,8 +40,9 @@ __all__ = [
 ]
 
 #: The newest protocol version this side speaks; peers agree on the highest common one.
-PROTOCOL_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+#: Version 2 adds byte credit to streams (``Call.window_bytes``, ``Credit.bytes``).
+PROTOCOL_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 #: Frames larger than this end the connection (both sides can be configured lower).
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 HEADER = struct.Struct(">I")
@@ -69,9 +70,11 @@ class Call(msgspec.Struct, frozen=True, tag="call", tag_field="t"):
     """Host -> worker: run ``tool`` with ``args``. ``timeout`` is seconds left, or None.
 
     For a streaming call ``window`` is the number of items the worker may send before
-    it must wait for a :class:`Credit`. ``traceparent`` is the W3C trace context of the
-    host's span for the call ("" when the host is not tracing); the tool's own spans
-    nest under it.
+    it must wait for a :class:`Credit`; from version 2 ``window_bytes`` (when above 0)
+    also bounds the bytes of items (their frames' bodies) sent and not yet credited: the
+    worker sends an item only while those are below it. ``traceparent`` is the W3C
+    trace context of the host's span for the call ("" when the host is not tracing);
+    the tool's own spans nest under it.
     """
 
     id: int
@@ -82,6 +85,7 @@ class Call(msgspec.Struct, frozen=True, tag="call", tag_field="t"):
     window: int = 0
     progress: bool = False
     traceparent: str = ""
+    window_bytes: int = 0
 
 
 class Result(msgspec.Struct, frozen=True, tag="result", tag_field="t"):
@@ -116,10 +120,12 @@ class StreamEnd(msgspec.Struct, frozen=True, tag="end", tag_field="t"):
 
 
 class Credit(msgspec.Struct, frozen=True, tag="credit", tag_field="t"):
-    """Host -> worker: the consumer took ``n`` more items; the worker may send ``n`` more."""
+    """Host -> worker: the worker may send ``n`` more items (and, from version 2,
+    ``bytes`` more bytes of them)."""
 
     id: int
     n: int
+    bytes: int = 0
 
 
 class Cancel(msgspec.Struct, frozen=True, tag="cancel", tag_field="t"):

@@ -248,7 +248,7 @@ class Worker:
                     assert isinstance(frame, Credit)
                     ss = self.sync_streams.get(frame.id)
                     if ss is not None:
-                        if ss.add_credit(frame.n):
+                        if ss.add_credit(frame.n, frame.bytes):
                             self._post_stream(frame.id, ss)
                         continue
                 elif kind is Cancel:
@@ -447,7 +447,7 @@ class Worker:
         ctx = self.context(call, deadline)
         tool = self.tools[call.tool]
         window = call.window if call.window > 0 else 1 << 30
-        ss = SyncStream(tool, f"{self.plugin.name}.{call.tool}", window)
+        ss = SyncStream(tool, f"{self.plugin.name}.{call.tool}", window, call.window_bytes)
         self.jobs[call.id] = (call, ctx)
         self.sync_streams[call.id] = ss
         if deadline is not None:

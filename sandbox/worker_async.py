@@ -44,10 +44,12 @@ __all__ = ["LoopSide"]
 class _Stream:
     """Credit state of one outgoing stream on the loop."""
 
-    __slots__ = ("credit", "event")
+    __slots__ = ("bytes", "credit", "event")
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, window_bytes: int) -> None:
         self.credit = window
+        #: Bytes that may still be sent (one item may pass it); huge without byte credit.
+        self.bytes = window_bytes if window_bytes > 0 else 1 << 62
         self.event = asyncio.Event()
 
 
@@ -110,16 +112,18 @@ class LoopSide:
         self.w.writer.flush()
 
     # -- frames --------------------------------------------------------------------
-    def send(self, frame: Frame, call_id: int = 0, *, now: bool = False) -> None:
-        """Send from the loop's thread: now, or at the end of this turn of the loop."""
+    def send(self, frame: Frame, call_id: int = 0, *, now: bool = False) -> int:
+        """Send from the loop's thread: now, or at the end of this turn of the loop.
+        Returns the length of the frame's body."""
         writer = self.w.writer
-        send_or_error(writer, frame, call_id, now=False)
+        size = send_or_error(writer, frame, call_id, now=False)
         if now:
             writer.flush()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
             assert self.loop is not None
             self.loop.call_soon(self._flush)
+        return size
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -133,6 +137,7 @@ class LoopSide:
                 st = self.streams.get(frame.id)
                 if st is not None:
                     st.credit += frame.n
+                    st.bytes += frame.bytes
                     st.event.set()
             elif isinstance(frame, Cancel):
                 entry = self.tasks.get(frame.id)
@@ -193,13 +198,13 @@ class LoopSide:
             self.streams.pop(call.id, None)
 
     async def _run_stream(self, call: Call, tool: Tool, ctx: Context) -> None:
-        st = _Stream(call.window if call.window > 0 else 1 << 30)
+        st = _Stream(call.window if call.window > 0 else 1 << 30, call.window_bytes)
         self.streams[call.id] = st
         seq = 0
         agen = iterate(tool, call.args, ctx, self.w.executor)
         try:
             async for item in agen:
-                while st.credit <= 0:
+                while st.credit <= 0 or st.bytes <= 0:
                     st.event.clear()
                     await st.event.wait()
                 st.credit -= 1
@@ -207,7 +212,7 @@ class LoopSide:
                 # of a generator that does not wait: the consumer starts on them while
                 # the generator makes the next ones.
                 seq += 1
-                self.send(StreamItem(id=call.id, seq=seq - 1, value=item), call.id)
+                st.bytes -= self.send(StreamItem(id=call.id, seq=seq - 1, value=item), call.id)
                 if not seq % STREAM_BATCH:
                     self.w.writer.flush()
         finally:

@@ -137,16 +137,20 @@ class FrameWriter:
             self.frames_out += 1
             self._write()
 
-    def queue(self, frame: Frame) -> None:
-        """Encode ``frame`` to leave with the next write; ProtocolError if too large."""
+    def queue(self, frame: Frame) -> int:
+        """Encode ``frame`` to leave with the next write; ProtocolError if too large.
+        Returns the length of its body (0 once the writer is closed)."""
         with self._lock:
             if self.closed:
-                return
+                return 0
             out = self._out
+            start = len(out)
             self.codec.encode_into(frame, out)
+            size = len(out) - start - HEADER.size
             self.frames_out += 1
             if len(out) >= FLUSH_BYTES:
                 self._write()
+            return size
 
     def write(self, frames: bytearray) -> None:
         """Write frames encoded elsewhere (after what is queued), and empty ``frames``."""
@@ -264,16 +268,18 @@ class Timer:
                 self._flush()
 
 
-def send_or_error(writer: FrameWriter, frame: Frame, call_id: int, *, now: bool) -> None:
-    """Send (or queue) ``frame``; one over the size limit fails its call instead."""
+def send_or_error(writer: FrameWriter, frame: Frame, call_id: int, *, now: bool) -> int:
+    """Send (or queue) ``frame``; one over the size limit fails its call instead.
+    Returns the length of a queued frame's body (0 when sent now or failed)."""
     try:
         if now:
             writer.send(frame)
-        else:
-            writer.queue(frame)
+            return 0
+        return writer.queue(frame)
     except ProtocolError as exc:
         err = Error(id=call_id, code=exc.code, message=exc.message)
         if now:
             writer.send(err)
         else:
             writer.queue(err)
+        return 0

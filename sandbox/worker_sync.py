@@ -111,14 +111,28 @@ class SyncStream:
     credit left is their difference.
     """
 
-    __slots__ = ("answered", "cond", "gen", "granted", "name", "parked", "sent", "tool")
+    __slots__ = (
+        "answered",
+        "cond",
+        "gen",
+        "granted",
+        "granted_bytes",
+        "name",
+        "parked",
+        "sent",
+        "sent_bytes",
+        "tool",
+    )
 
-    def __init__(self, tool: Tool, name: str, window: int) -> None:
+    def __init__(self, tool: Tool, name: str, window: int, window_bytes: int = 0) -> None:
         self.tool = tool
         self.name = name
         self.gen: object | None = None  # the generator, once the tool was called
         self.granted = window
         self.sent = 0
+        #: Byte credit as items' credit (0: the host gives none, bytes are not bounded).
+        self.granted_bytes = window_bytes if window_bytes > 0 else 1 << 62
+        self.sent_bytes = 0
         #: True while the stream waits for credit with no thread: whoever sets it back
         #: to False (credit, cancel) starts the next step on the pool.
         self.parked = False
@@ -128,12 +142,16 @@ class SyncStream:
 
     @property
     def credit(self) -> int:
+        """Items that may be sent now: 0 when out of item or byte credit."""
+        if self.sent_bytes >= self.granted_bytes:
+            return 0
         return self.granted - self.sent
 
-    def add_credit(self, n: int) -> bool:
+    def add_credit(self, n: int, nbytes: int = 0) -> bool:
         """Credit from the host; True when the stream was parked and must be restarted."""
         with self.cond:
             self.granted += n
+            self.granted_bytes += nbytes
             self.cond.notify()
             if self.parked:
                 self.parked = False
@@ -147,10 +165,10 @@ class SyncStream:
         ``release()`` runs just before the stream parks, before credit can start it on
         another thread."""
         with self.cond:
-            if self.granted - self.sent > 0 or self.answered:
+            if self.credit > 0 or self.answered:
                 return True
             self.cond.wait(PARK_AFTER)
-            if self.granted - self.sent > 0 or self.answered:
+            if self.credit > 0 or self.answered:
                 return True
             release()
             self.parked = True
@@ -191,7 +209,7 @@ def run_stream(w: Worker, call: Call, ctx: Context, ss: SyncStream) -> None:
         assert isinstance(gen, Iterator)
         batch = 0
         while True:
-            if ss.granted - ss.sent <= 0:
+            if ss.granted - ss.sent <= 0 or ss.sent_bytes >= ss.granted_bytes:
                 if batch:
                     writer.flush()
                     batch = 0
@@ -214,7 +232,7 @@ def run_stream(w: Worker, call: Call, ctx: Context, ss: SyncStream) -> None:
                 break
             frame = StreamItem(id=cid, seq=ss.sent, value=to_wire(item, ss.name))
             ss.sent += 1
-            send_or_error(writer, frame, cid, now=False)
+            ss.sent_bytes += send_or_error(writer, frame, cid, now=False)
             batch += 1
             if batch >= STREAM_BATCH:
                 writer.flush()
