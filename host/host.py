@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from .compose import Composition, Served
     from .config_watch import PendingSetting
     from .observe.control import ControlServer
+    from .flow import Flow
     from .observe.tracing import Tracing
     from .registry_link import RegistryFailure
     from .verification import Verifier
@@ -160,6 +161,7 @@ class Host:
         self._status_choice = status
         #: Answers ``mcphost status`` while the host runs (None when it does not).
         self.control: ControlServer | None = None
+        self._flow: Flow | None = None
 
     # -- lifecycle -----------------------------------------------------------------
     async def __aenter__(self) -> Host:
@@ -436,6 +438,19 @@ class Host:
         if self.tracing is not None:
             # Spans of the last calls leave now, not at the exporter's next batch.
             await asyncio.to_thread(self.tracing.flush)
+
+    @property
+    def flow(self) -> Flow:
+        """The flow control of this host's streams (made on first use):
+        ``host.flow.snapshot()`` lists the active streams and the admission queue."""
+        if self._flow is None:
+            from .flow import Flow, StreamMetrics
+
+            metrics = None
+            if self.metrics is not None:
+                metrics = self.metrics.streams = StreamMetrics()
+            self._flow = Flow(lambda: self.config, metrics)
+        return self._flow
 
     # -- events --------------------------------------------------------------------
     def add_listener(self, listener: Listener) -> Callable[[], None]:
@@ -827,10 +842,17 @@ class Host:
         on_progress: ProgressCallback | None = None,
         on_log: CallLogCallback | None = None,
         traceparent: str = "",
+        priority: int | None = None,
+        limits: dict[str, Any] | None = None,
     ) -> AsyncIterator[Any]:
-        """Yield the items of a streaming tool, with credit-based backpressure.
+        """Yield the items of a streaming tool, under flow control (docs/streaming.md):
+        admission by ``priority`` (-100 to 100, higher first; default the tool's
+        ``streaming.tool_priority`` or ``default_priority``), credit in items and bytes,
+        watermarks, and the ``[streaming]`` limits, which ``limits`` may lower (e.g.
+        ``{"max_items": 100}``).
 
         Leaving the loop early (break, cancel) closes the tool's generator in the worker.
+        An error that ends a stream carries ``data["delivered"]``, the items yielded.
         ``traceparent`` as for :meth:`call`.
         """
         if self.tracing is not None and not traceparent:
@@ -842,6 +864,8 @@ class Host:
                 window=window,
                 on_progress=on_progress,
                 on_log=on_log,
+                priority=priority,
+                limits=limits,
             ):
                 yield item
             return
@@ -863,11 +887,15 @@ class Host:
         t0 = time.perf_counter()
         error: BaseException | None = None
         try:
-            worker = await sup.acquire()
-            async for item in worker.stream(
+            async for item in self.flow.stream(
+                name,
+                sup.name,
+                sup.acquire,
                 tool,
                 args,
-                window=self.config.stream_window if window is None else window,
+                priority=priority,
+                limits=limits,
+                window=window,
                 timeout=timeout,
                 on_progress=on_progress,
                 on_log=on_log,

@@ -69,6 +69,9 @@ class HostMetrics:
         #: The recent swaps, rollbacks, crashes and replacements, oldest first (for
         #: ``status`` and the page): time, kind, plugin, version, detail.
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS)
+        #: Streams' counts per tool (a ``mcphost.host.flow.StreamMetrics``), once the
+        #: host runs a stream.
+        self.streams: Any = None
         #: plugin -> why its last worker ended, until the next start counts a restart.
         self._pending_restart: dict[str, str] = {}
         self._registry: CollectorRegistry | None = None
