@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -887,21 +888,26 @@ class Host:
         t0 = time.perf_counter()
         error: BaseException | None = None
         try:
-            async for item in self.flow.stream(
-                name,
-                sup.name,
-                sup.acquire,
-                tool,
-                args,
-                priority=priority,
-                limits=limits,
-                window=window,
-                timeout=timeout,
-                on_progress=on_progress,
-                on_log=on_log,
-                traceparent=traceparent,
-            ):
-                yield item
+            # aclosing: a consumer that leaves cancels the producer now, not when the
+            # stream's generators are collected.
+            async with contextlib.aclosing(
+                self.flow.stream(
+                    name,
+                    sup.name,
+                    sup.acquire,
+                    tool,
+                    args,
+                    priority=priority,
+                    limits=limits,
+                    window=window,
+                    timeout=timeout,
+                    on_progress=on_progress,
+                    on_log=on_log,
+                    traceparent=traceparent,
+                )
+            ) as items:
+                async for item in items:
+                    yield item
         except BaseException as exc:
             error = exc
             raise

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from mcphost.sdk.errors import Busy, InvalidArguments, MCPHostError
@@ -192,7 +192,7 @@ class Flow:
         on_log: CallLogCallback | None = None,
         traceparent: str = "",
         on_start: Callable[[Watermarks], None] | None = None,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Admit the stream of tool ``name`` and yield its items under flow control.
 
         ``on_start`` receives the stream's :class:`Watermarks` once it is admitted, for
@@ -232,14 +232,18 @@ class Flow:
                 on_log=on_log,
                 traceparent=traceparent,
             )
-            async for item in self._run(active, items):
-                yield item
+            # Closed here and now when the consumer leaves, not when collected.
+            async with contextlib.aclosing(self._run(active, items)) as run:
+                async for item in run:
+                    yield item
         finally:
             active.stop()
             self.active.discard(active)
             self.admission.release(ticket)
 
-    async def _run(self, active: ActiveStream, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async def _run(
+        self, active: ActiveStream, items: AsyncIterator[Any]
+    ) -> AsyncGenerator[Any, None]:
         lim, marks, stats = active.limits, active.marks, active.stats
         max_items = lim.max_items
         max_bytes = lim.max_bytes

@@ -418,3 +418,100 @@ def pools(m: HostMetrics, host: Host | None) -> Iterator[Metric]:
             load.add_metric([s["plugin"], str(i)], r.get("inflight", 0))
     yield replicas
     yield load
+
+
+@family
+def streams(m: HostMetrics, host: Host | None) -> Iterator[Metric]:
+    """Streams per tool (host/flow): admission, outcomes, backpressure, throughput."""
+    s = m.streams
+    if s is None:
+        return
+    labels = ["plugin", "tool"]
+    admitted = CounterMetricFamily(
+        "mcphost_streams_admitted", "Streams admitted to run.", labels=labels
+    )
+    rejected = CounterMetricFamily(
+        "mcphost_streams_rejected",
+        "Streams refused admission, by reason (busy: waited past admission_timeout; "
+        "cancelled: the caller left the queue).",
+        labels=[*labels, "reason"],
+    )
+    completed = CounterMetricFamily(
+        "mcphost_streams_completed", "Streams that ran to their end.", labels=labels
+    )
+    failed = CounterMetricFamily(
+        "mcphost_streams_failed",
+        "Streams ended by an error, by reason (the limit passed, or the error's code).",
+        labels=[*labels, "reason"],
+    )
+    cancelled = CounterMetricFamily(
+        "mcphost_streams_cancelled",
+        "Streams whose consumer left before the end (the producer was cancelled).",
+        labels=labels,
+    )
+    pauses = CounterMetricFamily(
+        "mcphost_stream_backpressure_events",
+        "Times a stream's buffer passed its high watermark and its producer was paused.",
+        labels=labels,
+    )
+    paused = CounterMetricFamily(
+        "mcphost_stream_paused_seconds", "Seconds streams spent paused.", labels=labels
+    )
+    items = CounterMetricFamily(
+        "mcphost_stream_items", "Stream items delivered to consumers.", labels=labels
+    )
+    nbytes = CounterMetricFamily(
+        "mcphost_stream_bytes", "Bytes of stream items delivered to consumers.", labels=labels
+    )
+    first = HistogramMetricFamily(
+        "mcphost_stream_first_item_seconds",
+        "Seconds from admission to a stream's first item.",
+        labels=labels,
+    )
+    duration = HistogramMetricFamily(
+        "mcphost_stream_duration_seconds",
+        "Seconds from admission to a stream's end.",
+        labels=labels,
+    )
+    for name, t in list(s.tools.items()):
+        key = [t.plugin, name]
+        admitted.add_metric(key, t.admitted)
+        for reason, n in list(t.rejected.items()):
+            rejected.add_metric([*key, reason], n)
+        completed.add_metric(key, t.completed)
+        for reason, n in list(t.failed.items()):
+            failed.add_metric([*key, reason], n)
+        cancelled.add_metric(key, t.cancelled)
+        pauses.add_metric(key, t.pauses)
+        paused.add_metric(key, t.paused_seconds)
+        items.add_metric(key, t.items)
+        nbytes.add_metric(key, t.bytes)
+        first.add_metric(key, _buckets(t.first_item_buckets), t.first_item_sum)
+        duration.add_metric(key, _buckets(t.duration_buckets), t.duration_sum)
+    yield from (admitted, rejected, completed, failed, cancelled, pauses, paused, items, nbytes)
+    yield from (first, duration)
+    active = GaugeMetricFamily("mcphost_streams_active", "Streams running now.", labels=labels)
+    queued = GaugeMetricFamily(
+        "mcphost_streams_queued", "Streams waiting for admission now.", labels=labels
+    )
+    buffered = GaugeMetricFamily(
+        "mcphost_stream_buffered_bytes",
+        "Bytes buffered toward streams' consumers now.",
+        labels=labels,
+    )
+    counts: dict[tuple[str, str], list[int]] = {}
+    flow = getattr(host, "_flow", None) if host is not None else None
+    for row in [] if flow is None else flow.snapshot():
+        c = counts.setdefault((row["plugin"], row["tool"]), [0, 0, 0])
+        if row["state"] == "queued":
+            c[1] += 1
+        else:
+            c[0] += 1
+            c[2] += row["buffered"]
+    for name, t in list(s.tools.items()):
+        counts.setdefault((t.plugin, name), [0, 0, 0])
+    for key2, (a, q, b) in counts.items():
+        active.add_metric(list(key2), a)
+        queued.add_metric(list(key2), q)
+        buffered.add_metric(list(key2), b)
+    yield from (active, queued, buffered)

@@ -125,9 +125,3 @@ def flow_host(home: Path, flowkit: PluginSource) -> Callable[..., Host]:
         )
 
     return make
-
-
-async def closed_generators(host: Host) -> int:
-    result = await host.call("flowkit.closed")
-    assert isinstance(result, int)
-    return result

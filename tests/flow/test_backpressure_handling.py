@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-from conftest import closed_generators
+from flow_helpers import closed_generators
 
 from mcphost.host import Host
 from mcphost.sdk.errors import WorkerCrashed
