@@ -108,6 +108,13 @@ class PluginSettings(_Strict):
     replicas: int = Field(1, ge=1, le=64)
 
 
+class ToolPriority(_Strict):
+    """The admission priority of one tool's streams."""
+
+    tool: str
+    priority: int = Field(ge=-100, le=100)
+
+
 class StreamingConfig(_Strict):
     """Flow control of streams (docs/streaming.md): credit windows, watermarks,
     admission by priority and per-stream limits. Every key applies live, to streams
@@ -130,7 +137,7 @@ class StreamingConfig(_Strict):
     aging_seconds: float = Field(1.0, gt=0)
     #: Priority of a stream that names none, and per tool (``<plugin>.<tool>``).
     default_priority: int = Field(0, ge=-100, le=100)
-    tool_priority: dict[str, int] = {}
+    tool_priority: list[ToolPriority] = []
     #: Per-stream limits (None: no limit); a call may ask for less, never more.
     max_items: int | None = Field(None, ge=1)
     max_bytes: int | None = Field(None, ge=1)
@@ -148,10 +155,14 @@ class StreamingConfig(_Strict):
                 f"low_watermark ({self.low_watermark}) must not be above high_watermark "
                 f"({self.high_watermark})"
             )
-        for name, p in self.tool_priority.items():
-            if not -100 <= p <= 100:
-                raise ValueError(f"tool_priority.{name} must be between -100 and 100, got {p}")
         return self
+
+    def priority_of(self, tool: str) -> int:
+        """The configured priority of ``tool``'s streams."""
+        for tp in self.tool_priority:
+            if tp.tool == tool:
+                return tp.priority
+        return self.default_priority
 
 
 class HostConfig(_Strict):

@@ -13,13 +13,12 @@ See docs/streaming.md.
 from __future__ import annotations
 
 from .admission import Admission, AdmissionLimits, AdmissionQueue, Ticket
-from .controller import PRIORITY_META_KEY, ActiveStream, Flow, checked_priority
+from .controller import ActiveStream, Flow, checked_priority
 from .limits import StreamLimits, limit_error, stream_limits
 from .metrics import StreamMetrics, ToolStreams
 from .watermarks import Watermarks
 
 __all__ = [
-    "PRIORITY_META_KEY",
     "ActiveStream",
     "Admission",
     "AdmissionLimits",

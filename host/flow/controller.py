@@ -26,11 +26,7 @@ from .watermarks import Watermarks
 if TYPE_CHECKING:
     from mcphost.sandbox.client import CallLogCallback, ProgressCallback, WorkerClient
 
-__all__ = ["PRIORITY_META_KEY", "ActiveStream", "Flow"]
-
-#: The key of an MCP request's ``_meta`` that gives a stream's priority (an integer
-#: from -100 to 100; higher is admitted first).
-PRIORITY_META_KEY = "mcphost/priority"
+__all__ = ["ActiveStream", "Flow", "checked_priority"]
 #: Shortest wait between two looks at a stream's time limits.
 MIN_CHECK = 0.005
 
@@ -173,8 +169,7 @@ class Flow:
         """The caller's priority, else the tool's configured one, else the default."""
         if asked is not None:
             return checked_priority(asked)
-        s = self._config().streaming
-        return s.tool_priority.get(name, s.default_priority)
+        return self._config().streaming.priority_of(name)
 
     async def stream(
         self,

@@ -97,6 +97,9 @@ class Notifier:
     def notify(self, data: bytes, key: Hashable | None = None) -> None:
         self.outbox.notify(data, key)
 
+    async def send(self, data: bytes) -> None:
+        await self.outbox.put(data)
+
 
 async def _disconnected(receive: Receive) -> None:
     """Return once the client has gone (its request body is already read)."""

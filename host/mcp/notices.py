@@ -6,13 +6,30 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
+from .catalog import text_blocks
 from .jsonrpc import notification
 from .server import LOG_LEVELS
 
 if TYPE_CHECKING:
     from .session import Notifier
 
-__all__ = ["dropped_notice", "log_message", "progress_key", "progress_sender"]
+__all__ = [
+    "CLIENT_CAPABILITIES_KEY",
+    "PRIORITY_META_KEY",
+    "dropped_notice",
+    "log_message",
+    "partial_result",
+    "partial_result_token",
+    "progress_key",
+    "progress_sender",
+]
+
+#: The key of a ``tools/call`` request's ``_meta`` that gives a streaming tool's
+#: priority for admission: a whole number from -100 to 100, higher first
+#: (docs/streaming.md).
+PRIORITY_META_KEY = "mcphost/priority"
+#: Where a request's ``_meta`` declares the client's capabilities (2026-07-28 envelope).
+CLIENT_CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
 
 
 def dropped_notice(count: int) -> bytes:
@@ -35,6 +52,30 @@ def log_message(plugin: str, level: str, message: str) -> bytes:
     return notification(
         "notifications/message", {"level": level, "logger": plugin, "data": message}
     )
+
+
+def partial_result_token(meta: dict[str, Any]) -> str | int | None:
+    """The ``partialResultToken`` of a request that opted in to partial tool results
+    (draft SEP-2998: its ``_meta`` declares the ``partialResults`` client capability and
+    carries the token), else None."""
+    caps = meta.get(CLIENT_CAPABILITIES_KEY)
+    token = meta.get("partialResultToken")
+    wanted = isinstance(caps, dict) and "partialResults" in caps
+    if wanted and isinstance(token, str | int) and not isinstance(token, bool):
+        return token
+    return None
+
+
+def partial_result(token: str | int, seq: int, item: Any) -> bytes:
+    """One stream item as ``notifications/tools/partial_result`` number ``seq`` (from 0)."""
+    params: dict[str, Any] = {
+        "partialResultToken": token,
+        "seq": seq,
+        "content": text_blocks(item),
+    }
+    if isinstance(item, dict):
+        params["structuredContent"] = item
+    return notification("notifications/tools/partial_result", params)
 
 
 def progress_key(token: Any) -> Hashable | None:

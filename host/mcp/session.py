@@ -35,7 +35,14 @@ from .jsonrpc import (
     notification,
     response,
 )
-from .notices import log_message, progress_key, progress_sender
+from .notices import (
+    PRIORITY_META_KEY,
+    log_message,
+    partial_result,
+    partial_result_token,
+    progress_key,
+    progress_sender,
+)
 from .server import (
     HANDSHAKE_VERSIONS,
     LATEST_HANDSHAKE_VERSION,
@@ -62,6 +69,10 @@ class Notifier(Protocol):
     no room for, saying how many (see :mod:`mcphost.host.mcp.outbox`)."""
 
     def notify(self, data: bytes, key: Hashable | None = None) -> None: ...
+
+    async def send(self, data: bytes) -> None:
+        """Send a notification that must not be dropped (a partial result): wait while
+        the client's outbox is full. Returns at once once the client is gone."""
 
 
 def has_envelope(params: dict[str, Any] | None) -> bool:
@@ -311,7 +322,6 @@ class Session:
                 data={"tool": name},
             )
         meta = params.get("_meta")
-        token = meta.get("progressToken") if isinstance(meta, dict) else None
         if rid in self.calls:
             raise RpcError(INVALID_REQUEST, f"request id {rid!r} is already in use by a call")
         call = self.calls[rid] = _Call(tool.plugin, notifier, log_level)
@@ -331,9 +341,9 @@ class Session:
                     session_id=self.session_id,
                     protocol_version=self.version,
                 ):
-                    value = await self._run_tool(tool, args, notifier, token, on_log)
+                    value = await self._run_tool(tool, args, notifier, meta, on_log)
             else:
-                value = await self._run_tool(tool, args, notifier, token, on_log)
+                value = await self._run_tool(tool, args, notifier, meta, on_log)
         except (ToolNotFound, PluginNotFound) as exc:
             raise RpcError(INVALID_PARAMS, exc.message, data={"tool": name}) from None
         except MCPHostError as exc:
@@ -347,11 +357,12 @@ class Session:
         tool: McpTool,
         args: dict[str, Any],
         notifier: Notifier,
-        token: Any,
+        meta: Any,
         on_log: Callable[[str, str], None],
     ) -> Any:
+        token = meta.get("progressToken") if isinstance(meta, dict) else None
         if tool.kind == "stream":
-            return await self._stream(tool, args, notifier, token, on_log)
+            return await self._stream(tool, args, notifier, meta, on_log)
         on_progress = None if token is None else progress_sender(notifier, token)
         return await self.server.host.call(tool.name, args, on_progress=on_progress, on_log=on_log)
 
@@ -360,25 +371,41 @@ class Session:
         tool: McpTool,
         args: dict[str, Any],
         notifier: Notifier,
-        token: Any,
+        meta: Any,
         on_log: Callable[[str, str], None],
     ) -> list[Any]:
-        """Collect a streaming tool's items; each one is a progress notification."""
+        """Collect a streaming tool's items; each one is a progress notification and,
+        for a client that opted in, a partial result (docs/streaming.md)."""
         items: list[Any] = []
         total: list[float | None] = [None]
 
         def on_progress(progress: float, t: float | None, message: str | None) -> None:
             total[0] = t
 
+        if not isinstance(meta, dict):
+            meta = {}
+        token = meta.get("progressToken")
+        partial = partial_result_token(meta)
         key = progress_key(token)
-        stream = self.server.host.stream(tool.name, args, on_progress=on_progress, on_log=on_log)
+        stream = self.server.host.stream(
+            tool.name,
+            args,
+            on_progress=on_progress,
+            on_log=on_log,
+            priority=meta.get(PRIORITY_META_KEY),
+        )
         async for item in stream:
+            seq = len(items)
             items.append(item)
             if token is not None:
                 params: dict[str, Any] = {"progressToken": token, "progress": len(items)}
                 if total[0] is not None:
                     params["total"] = total[0]
                 notifier.notify(notification("notifications/progress", params), key)
+            if partial is not None:
+                # Waits while the client's outbox is full: the stream stops taking
+                # items, and its watermarks pause the producer.
+                await notifier.send(partial_result(partial, seq, item))
         return items
 
     async def _listen(

@@ -69,6 +69,9 @@ class StdioTransport:
     def notify(self, data: bytes, key: Hashable | None = None) -> None:
         self.outbox.notify(data, key)
 
+    async def send(self, data: bytes) -> None:
+        await self.outbox.put(data)
+
     # -- input ---------------------------------------------------------------------
     def split(self, chunk: bytes) -> list[bytes | int]:
         """Complete lines in ``chunk`` (with what came before); a line over the size

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flow_helpers import closed_generators
 
-from mcphost.host import Host
+from mcphost.host import Host, PluginSource
 from mcphost.sdk.errors import Busy, InvalidArguments, StreamLimitExceeded
 
 
@@ -234,5 +235,32 @@ def test_limits_changed_while_the_host_runs_apply_to_streams_admitted_after(
             got, err = await ended_by(host, "flowkit.numbers", {"n": 500})
             assert got == 10 and err.data["value"] == 10
             assert first == {"i": 0, "pad": ""}
+
+    asyncio.run(scenario())
+
+
+def test_streaming_settings_in_config_toml_apply_live_and_a_tool_has_its_priority(
+    home: Path, flowkit: PluginSource
+) -> None:
+    config = home / "config.toml"
+    base = 'allow_unsigned = true\nisolation = "rlimits"\n'
+    config.write_text(
+        base + '[streaming]\ntool_priority = [{ tool = "flowkit.endless", priority = 9 }]\n'
+    )
+
+    async def scenario() -> None:
+        async with Host(home, sources=[flowkit], environment=False, registry=False) as host:
+            stream = host.stream("flowkit.endless", {})
+            await anext(stream)  # type: ignore[call-overload]
+            assert [s["priority"] for s in host.flow.snapshot()] == [9]
+            await stream.aclose()  # type: ignore[attr-defined]
+            config.write_text(base + "[streaming]\nmax_items = 4\n")
+            for _ in range(200):
+                if host.config.streaming.max_items == 4:
+                    break
+                await asyncio.sleep(0.05)
+            assert host.restart_pending == []
+            got, err = await ended_by(host, "flowkit.endless", {})
+            assert got == 4 and err.data["value"] == 4
 
     asyncio.run(scenario())
