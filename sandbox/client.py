@@ -17,7 +17,7 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Protocol
 
 from mcphost.sdk.errors import (
@@ -542,21 +542,9 @@ class WorkerClient:
         on_progress: ProgressCallback | None = None,
         on_log: CallLogCallback | None = None,
         traceparent: str = "",
-        window_bytes: int = 0,
-        gate: StreamGate | None = None,
     ) -> AsyncIterator[Any]:
-        """Yield a streaming tool's items; the worker never has more than ``window`` unread.
-
-        With a ``gate`` (see :class:`StreamGate`) the host credits items as they arrive
-        while the gate lets it, and ``window_bytes`` (above 0, with a worker speaking
-        protocol 2) also bounds the bytes the worker has sent and not yet been credited."""
+        """Yield a streaming tool's items; the worker never has more than ``window`` unread."""
         window = max(1, window)
-        if gate is not None:
-            async for item in self._gated_stream(
-                tool, args, window, window_bytes, gate, timeout, on_progress, on_log, traceparent
-            ):
-                yield item
-            return
         call_id = next(self._ids)
         queue = _Inbox(self._loop)
         items = queue.items
@@ -607,18 +595,24 @@ class WorkerClient:
             if not finished and self._pending.pop(call_id, None) is not None and self.alive:
                 self.channel.send(Cancel(id=call_id))  # type: ignore[union-attr]
 
-    async def _gated_stream(
+    async def gated_stream(
         self,
         tool: str,
         args: dict[str, Any] | None,
-        window: int,
-        window_bytes: int,
         gate: StreamGate,
-        timeout: float | None,
-        on_progress: ProgressCallback | None,
-        on_log: CallLogCallback | None,
-        traceparent: str,
-    ) -> AsyncIterator[Any]:
+        *,
+        window: int = 32,
+        window_bytes: int = 0,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        on_log: CallLogCallback | None = None,
+        traceparent: str = "",
+    ) -> AsyncGenerator[Any, None]:
+        """Yield a streaming tool's items under ``gate`` (see :class:`StreamGate`): the
+        host credits items as they arrive while the gate is not paused, and
+        ``window_bytes`` (above 0, with a worker speaking protocol 2) also bounds the
+        bytes the worker has sent and not yet been credited for."""
+        window = max(1, window)
         call_id = next(self._ids)
         queue = _Inbox(self._loop)
         items = queue.items

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from mcphost.sdk.errors import Busy, InvalidArguments, MCPHostError
@@ -210,61 +210,42 @@ class Flow:
         marks = Watermarks(s.high_watermark, s.low_watermark)
         active = ActiveStream(name, plugin, prio, lim, marks, stats)
         self.active.add(active)
+        if stats is not None:
+            stats.admitted += 1
+        outcome = "cancelled"
+        n = nbytes = 0
         try:
-            if stats is not None:
-                stats.admitted += 1
             if on_start is not None:
                 on_start(marks)
             worker = await acquire()
-            items = worker.stream(
+            items = worker.gated_stream(
                 tool,
                 args,
+                marks,
                 window=window or s.window_items or config.stream_window,
                 window_bytes=s.window_bytes,
-                gate=marks,
                 timeout=timeout,
                 on_progress=on_progress,
                 on_log=on_log,
                 traceparent=traceparent,
             )
+            max_items = lim.max_items
+            max_bytes = lim.max_bytes
+            max_item_bytes = lim.max_item_bytes
             # Closed here and now when the consumer leaves, not when collected.
-            async with contextlib.aclosing(self._run(active, items)) as run:
-                async for item in run:
-                    yield item
-        finally:
-            active.stop()
-            self.active.discard(active)
-            self.admission.release(ticket)
-
-    async def _run(
-        self, active: ActiveStream, items: AsyncIterator[Any]
-    ) -> AsyncGenerator[Any, None]:
-        lim, marks, stats = active.limits, active.marks, active.stats
-        max_items = lim.max_items
-        max_bytes = lim.max_bytes
-        max_item_bytes = lim.max_item_bytes
-        outcome = "cancelled"
-        n = nbytes = 0
-        try:
-            async with contextlib.aclosing(items):  # type: ignore[type-var]
+            async with contextlib.aclosing(items):
                 active.watch()
                 async for item in items:
                     size = marks.last_size
                     if max_items is not None and n >= max_items:
-                        raise limit_error(
-                            active.tool, "max_items", max_items, n, "the producer had more"
-                        )
+                        raise limit_error(name, "max_items", max_items, n, "the producer had more")
                     if max_item_bytes is not None and size > max_item_bytes:
                         raise limit_error(
-                            active.tool,
-                            "max_item_bytes",
-                            max_item_bytes,
-                            n,
-                            f"item {n} is {size} bytes",
+                            name, "max_item_bytes", max_item_bytes, n, f"item {n} is {size} bytes"
                         )
                     if max_bytes is not None and nbytes + size > max_bytes:
                         raise limit_error(
-                            active.tool,
+                            name,
                             "max_bytes",
                             max_bytes,
                             n,
@@ -279,12 +260,15 @@ class Flow:
                     yield item
             outcome = "ok"
         except MCPHostError as exc:
-            exc.data.setdefault("delivered", n)
+            # What the consumer got (a limit found by a timer counted fewer: the items
+            # buffered then were still delivered before it).
+            exc.data["delivered"] = n
             outcome = str(exc.data["limit"]) if exc.code == "stream_limit" else exc.code
             raise
         finally:
             active.stop()
             self.active.discard(active)
+            self.admission.release(ticket)
             if stats is not None:
                 stats.ended(
                     time.monotonic() - active.started,

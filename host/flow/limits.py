@@ -81,8 +81,8 @@ def limit_error(
     unit = LIMIT_KEYS[limit][1]
     shown = f"{value:g}" if isinstance(value, float) else str(value)
     return StreamLimitExceeded(
-        f"{tool}: stream ended at its limit {limit} = {shown}{unit} ({what}) after "
-        f"{delivered} items; the producer was cancelled. Ask for fewer items, or raise "
+        f"{tool}: stream ended at its limit {limit} = {shown}{unit} ({what}); the items "
+        f"before were delivered and the producer was cancelled. Ask for less, or raise "
         f"streaming.{limit}",
         data={"tool": tool, "limit": limit, "value": value, "delivered": delivered},
     )
