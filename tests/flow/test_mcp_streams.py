@@ -195,3 +195,101 @@ def test_a_client_that_stops_reading_pauses_the_stream_and_loses_no_partial_resu
     # While the client read nothing, the server held about one outbox (1 MiB) and one
     # stream buffer (1 MiB high watermark): far below the 60,000 items' notifications.
     assert stalled - before < 48 * 1024 * 1024, (before, stalled)
+
+
+def test_a_slow_sse_reader_pauses_the_stream_keeps_memory_bounded_and_loses_nothing(
+    tmp_path: Path, plugin_dirs: dict[str, Path]
+) -> None:
+    """Streamable HTTP (``serve --http``), a client that reads its SSE stream slowly
+    through a small receive buffer: every partial result arrives, once and in order."""
+    import re
+    import secrets
+    import socket
+
+    from mcphost.host.home import Home
+    from mcphost.security.tokens import create_token
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text("allow_unsigned = true\nping_timeout = 120\n")
+    token, _ = create_token(Home(home).tokens_file, f"test-{secrets.token_hex(4)}")
+    script = Path(sys.executable).with_name("mcphost")
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "mcphost.host.cli"]
+    proc = subprocess.Popen(
+        [
+            *cmd,
+            "--home",
+            str(home),
+            "serve",
+            "--no-environment",
+            "--plugin-dir",
+            str(plugin_dirs["textkit"]),
+            "--http",
+            "127.0.0.1:0",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        port = 0
+        deadline = time.monotonic() + 60
+        while not port and time.monotonic() < deadline:
+            line = proc.stderr.readline().decode(errors="replace")
+            assert line, "serve --http ended before it served"
+            m = re.search(r"serving MCP at http://[^ ]*:(\d+)/", line)
+            port = int(m.group(1)) if m else 0
+        assert port
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
+        server = psutil.Process(proc.pid)
+        n = 20_000
+        meta = {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            CAPS: {"partialResults": {}},
+            "partialResultToken": "sse",
+        }
+        body = json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": 2,
+                "method": "tools/call",
+                "params": {"name": "textkit.count_to", "arguments": {"n": n}, "_meta": meta},
+            }
+        ).encode()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(30)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(
+            (
+                f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+                f"MCP-Protocol-Version: 2026-07-28\r\nAuthorization: Bearer {token}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body
+        )
+        base = server.memory_info().rss
+        peak = base
+        data = b""
+        slow_until = time.monotonic() + 3.0
+        while b'"id": 2' not in data[-4096:] and b'"id":2' not in data[-4096:]:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+            if time.monotonic() < slow_until:
+                time.sleep(0.01)  # about 400 KB/s at most: far slower than the tool
+                peak = max(peak, server.memory_info().rss)
+        sock.close()
+        seqs = [int(s) for s in re.findall(rb'"seq": ?(\d+)', data)]
+        assert seqs == list(range(n)), "a partial result was lost or reordered"
+        assert (peak - base) < 48 * 1024 * 1024, (base, peak)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
