@@ -310,6 +310,7 @@ async def _calls(p: Printer, host: Host, figures: dict[str, Any]) -> None:
         items.append(item)
     p.line(f"received {items} in {ms(time.perf_counter() - t0)}")
     figures["stream_items"] = len(items)
+    await _flow(p, host, figures)
 
     p.step("errors are clear and contained")
     for name, args in (
@@ -339,6 +340,71 @@ async def _calls(p: Printer, host: Host, figures: dict[str, Any]) -> None:
         p.line(f"worker killed mid-call -> [{exc.code}] {exc.message}")
     value, dt = await _timed(host.call("textkit.upper", {"text": "back again"}))
     p.line(f"next call after the crash -> {value!r} [{ms(dt)}, restarted worker]")
+
+
+async def _flow(p: Printer, host: Host, figures: dict[str, Any]) -> None:
+    """A slow consumer paused at the watermarks, and an admission queue by priority
+    (docs/streaming.md), with small [streaming] settings applied live."""
+    running = host.config
+    high, low, window = 2048, 512, 1024
+    host.reconfigure(
+        running.model_copy(
+            update={
+                "streaming": running.streaming.model_copy(
+                    update={
+                        "high_watermark": high,
+                        "low_watermark": low,
+                        "window_bytes": window,
+                        "max_concurrent": 1,
+                    }
+                )
+            }
+        )
+    )
+    try:
+        p.step(
+            f"a slow consumer: streaming.high_watermark {high} B, low_watermark {low} B, "
+            f"window_bytes {window} B (applied live)"
+        )
+        n, got, peak, states = 2000, 0, 0, []
+        async for item in host.stream("textkit.count_to", {"n": n}):
+            if item != got:
+                raise PluginError(f"item {got} arrived as {item}")
+            got += 1
+            if got % 200 == 0:
+                await asyncio.sleep(0.01)  # the consumer dawdles; the producer must wait
+                snap = host.flow.snapshot()
+                peak = max(peak, snap[0]["buffered"])
+                states.append(snap[0]["state"])
+        stats = host.flow.metrics.tools["textkit.count_to"] if host.flow.metrics else None
+        pauses = stats.pauses if stats is not None else states.count("paused")
+        p.line(
+            f"{got} items, every one in order; the producer was paused {pauses} times; "
+            f"buffered at most {peak} B (bound: high + window + one item)"
+        )
+        figures["stream_pauses"] = pauses
+
+        p.step("admission by priority: streaming.max_concurrent = 1")
+        order: list[str] = []
+
+        async def one(label: str, prio: int, args: dict[str, Any]) -> None:
+            async for _ in host.stream("textkit.count_to", args, priority=prio):
+                pass
+            order.append(label)
+
+        first = asyncio.create_task(one("running", 0, {"n": 20, "delay": 0.01}))
+        await asyncio.sleep(0.05)
+        low_t = asyncio.create_task(one("low (priority -5, came first)", -5, {"n": 3}))
+        await asyncio.sleep(0.01)
+        high_t = asyncio.create_task(one("high (priority 5, came second)", 5, {"n": 3}))
+        await asyncio.sleep(0.01)
+        for row in host.flow.snapshot():
+            p.line(f"  {row['state']:8} {row['tool']} priority {row['priority']}")
+        await asyncio.gather(first, low_t, high_t)
+        p.line("finished in this order: " + ", ".join(order))
+        figures["admission_order"] = order
+    finally:
+        host.reconfigure(running)
 
 
 async def _latency(p: Printer, host: Host, figures: dict[str, Any]) -> None:

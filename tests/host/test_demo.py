@@ -102,6 +102,11 @@ def check_the_rest(out: str) -> None:
     assert "textkit.upper({'text': 'hello from a sandbox'}) -> 'HELLO FROM A SANDBOX'" in out
     assert "notes.read({'title': 'demo'}) -> \"kept in the plugin's data dir\"" in out
     assert "received [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]" in out
+    assert re.search(r"2000 items, every one in order; the producer was paused [1-9]\d* times", out)
+    assert (
+        "finished in this order: running, high (priority 5, came second), "
+        "low (priority -5, came first)" in out
+    )
     assert "textkit.nope: [tool_not_found]" in out
     assert "worker killed mid-call -> [worker_crashed]" in out
     check_reads_cleanly(out)

@@ -61,7 +61,11 @@ def test_plugin_execution_streams_items_in_order_with_progress(
     progress: list[tuple[float, float | None]] = []
 
     async def scenario() -> tuple[list[Any], int, list[Any]]:
-        async with examples(stream_window=3) as host:
+        # The host buffers nothing ahead of its consumer (a high watermark of 1 byte):
+        # only the window is in flight (docs/streaming.md).
+        async with examples(
+            stream_window=3, streaming={"high_watermark": 1, "low_watermark": 0}
+        ) as host:
             stream = host.stream(
                 "textkit.count_to",
                 {"n": 50},
