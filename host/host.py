@@ -54,8 +54,8 @@ if TYPE_CHECKING:
     from .batch.explicit import BatchOutcome
     from .compose import Composition, Served
     from .config_watch import PendingSetting
-    from .observe.control import ControlServer
     from .flow import Flow
+    from .observe.control import ControlServer
     from .observe.tracing import Tracing
     from .registry_link import RegistryFailure
     from .verification import Verifier

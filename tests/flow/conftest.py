@@ -110,14 +110,14 @@ def flowkit(tmp_path: Path) -> PluginSource:
 
 
 @pytest.fixture
-def flow_host(home: Path, flowkit: PluginSource) -> Callable[..., Host]:
+def flow_host(home_dir: Path, flowkit: PluginSource) -> Callable[..., Host]:
     """``flow_host(**streaming)``: a Host serving flowkit with those [streaming] keys
     (the rlimits backend and unsigned plugins, as in the host suite)."""
 
     def make(*, sources: tuple[PluginSource, ...] = (), **streaming: Any) -> Host:
         config = HostConfig(allow_unsigned=True, isolation="rlimits", streaming=streaming)
         return Host(
-            home,
+            home_dir,
             config=config,
             sources=[flowkit, *sources],
             environment=False,

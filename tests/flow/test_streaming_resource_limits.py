@@ -240,16 +240,16 @@ def test_limits_changed_while_the_host_runs_apply_to_streams_admitted_after(
 
 
 def test_streaming_settings_in_config_toml_apply_live_and_a_tool_has_its_priority(
-    home: Path, flowkit: PluginSource
+    home_dir: Path, flowkit: PluginSource
 ) -> None:
-    config = home / "config.toml"
+    config = home_dir / "config.toml"
     base = 'allow_unsigned = true\nisolation = "rlimits"\n'
     config.write_text(
         base + '[streaming]\ntool_priority = [{ tool = "flowkit.endless", priority = 9 }]\n'
     )
 
     async def scenario() -> None:
-        async with Host(home, sources=[flowkit], environment=False, registry=False) as host:
+        async with Host(home_dir, sources=[flowkit], environment=False, registry=False) as host:
             stream = host.stream("flowkit.endless", {})
             await anext(stream)  # type: ignore[call-overload]
             assert [s["priority"] for s in host.flow.snapshot()] == [9]
