@@ -254,9 +254,9 @@ async def admission(tmp: Path, lows: list[int]) -> list[Row]:
         for low in lows:
             waits: list[float] = []
             t0 = time.perf_counter()
-            lows_t = [asyncio.create_task(one(k, -5, 5000, None)) for k in range(low)]
+            lows_t = [asyncio.create_task(one(k, 9, 5000, None)) for k in range(low)]
             await asyncio.sleep(0.05)  # the low ones fill every place first
-            highs = [asyncio.create_task(one(k, 10, 500, waits)) for k in range(20)]
+            highs = [asyncio.create_task(one(k, 0, 500, waits)) for k in range(20)]
             done = await asyncio.gather(*lows_t, *highs)
             took = time.perf_counter() - t0
             if done != [5000] * low + [500] * 20:

@@ -112,7 +112,7 @@ class ToolPriority(_Strict):
     """The admission priority of one tool's streams."""
 
     tool: str
-    priority: int = Field(ge=-100, le=100)
+    priority: int = Field(ge=0, le=100)
 
 
 class StreamingConfig(_Strict):
@@ -135,8 +135,9 @@ class StreamingConfig(_Strict):
     admission_timeout: float = Field(30.0, gt=0)
     #: Seconds of waiting that raise a waiting stream's priority by one level.
     aging_seconds: float = Field(1.0, gt=0)
-    #: Priority of a stream that names none, and per tool (``<plugin>.<tool>``).
-    default_priority: int = Field(0, ge=-100, le=100)
+    #: Priority of a stream that names none, and per tool (``<plugin>.<tool>``): 0 is
+    #: the highest, larger numbers wait behind (as for batch calls).
+    default_priority: int = Field(1, ge=0, le=100)
     tool_priority: list[ToolPriority] = []
     #: Per-stream limits (None: no limit); a call may ask for less, never more.
     max_items: int | None = Field(None, ge=1)

@@ -394,9 +394,9 @@ async def _flow(p: Printer, host: Host, figures: dict[str, Any]) -> None:
 
         first = asyncio.create_task(one("running", 0, {"n": 20, "delay": 0.01}))
         await asyncio.sleep(0.05)
-        low_t = asyncio.create_task(one("low (priority -5, came first)", -5, {"n": 3}))
+        low_t = asyncio.create_task(one("low (priority 9, came first)", 9, {"n": 3}))
         await asyncio.sleep(0.01)
-        high_t = asyncio.create_task(one("high (priority 5, came second)", 5, {"n": 3}))
+        high_t = asyncio.create_task(one("high (priority 0, came second)", 0, {"n": 3}))
         await asyncio.sleep(0.01)
         for row in host.flow.snapshot():
             p.line(f"  {row['state']:8} {row['tool']} priority {row['priority']}")

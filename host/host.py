@@ -696,6 +696,10 @@ class Host:
         args = {} if args is None else args
         if not isinstance(args, dict):
             raise InvalidArguments(f"{name}: arguments must be a JSON object (a dict)")
+        if priority is not None:
+            from .flow.controller import checked_priority
+
+            priority = checked_priority(priority)
         sup, tool = self._route(name)
         timeout = self.config.call_timeout if timeout is None else _checked_timeout(timeout)
         hook = self.hooks.hook

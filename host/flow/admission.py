@@ -2,9 +2,10 @@
 
 :class:`AdmissionQueue` is the decision alone (no I/O, no clock of its own): waiters
 with a priority and the time they arrived; :meth:`AdmissionQueue.pick` chooses the one
-to admit next. A waiter's effective priority is its priority plus one level for every
-``aging`` seconds it has waited, so a low priority is never starved: it climbs past any
-newcomer in bounded time. Within one effective priority the earliest comes first (FIFO
+to admit next. Priorities are as for batch calls: 0 is the highest, and a larger number
+waits behind a smaller one. A waiter's effective priority moves one level up (one less)
+for every ``aging`` seconds it has waited, so a low priority is never starved: it climbs
+past any newcomer in bounded time. Within one effective priority the earliest comes first (FIFO
 within a level). A waiter whose plugin is at its own limit is passed over, not removed.
 
 :class:`Admission` is the asyncio face: :meth:`Admission.admit` returns a
@@ -54,8 +55,8 @@ class Waiter:
         self.future: asyncio.Future[Ticket] | None = None
 
     def effective(self, now: float, aging: float) -> float:
-        """Its priority raised by one level per ``aging`` seconds waited."""
-        return self.priority + (now - self.arrived) / aging
+        """Its priority raised (made smaller) by one level per ``aging`` seconds waited."""
+        return self.priority - (now - self.arrived) / aging
 
 
 class AdmissionQueue:
@@ -92,8 +93,8 @@ class AdmissionQueue:
 
     @staticmethod
     def _key(w: Waiter, now: float, aging: float) -> tuple[float, int]:
-        # Highest effective priority first, then earliest arrival.
-        return (-w.effective(now, aging), w.seq)
+        # Highest effective priority (the smallest number) first, then earliest arrival.
+        return (w.effective(now, aging), w.seq)
 
     def pick(self, now: float, limit: int, per_plugin: int, aging: float) -> Waiter | None:
         """The waiter to admit now (taken out of the queue and counted as running), or

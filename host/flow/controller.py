@@ -32,11 +32,11 @@ MIN_CHECK = 0.005
 
 
 def checked_priority(priority: object) -> int:
-    """A caller's priority: a whole number from -100 to 100."""
-    if isinstance(priority, bool) or not isinstance(priority, int) or not -100 <= priority <= 100:
+    """A caller's priority: a whole number from 0 (the highest) to 100."""
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 100:
         raise InvalidArguments(
-            f"priority must be a whole number from -100 to 100 (higher is admitted "
-            f"first), got {priority!r}"
+            f"priority must be a whole number from 0 to 100 (0 is admitted first, as for "
+            f"batch calls), got {priority!r}"
         )
     return priority
 

@@ -25,8 +25,8 @@ __all__ = [
 ]
 
 #: The key of a ``tools/call`` request's ``_meta`` that gives a streaming tool's
-#: priority for admission: a whole number from -100 to 100, higher first
-#: (docs/streaming.md).
+#: priority for admission, or a batch tool's call its level in the batch queue: a whole
+#: number, 0 the highest (docs/streaming.md, docs/batching.md).
 PRIORITY_META_KEY = "mcphost/priority"
 #: Where a request's ``_meta`` declares the client's capabilities (2026-07-28 envelope).
 CLIENT_CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"

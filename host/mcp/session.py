@@ -364,7 +364,10 @@ class Session:
         if tool.kind == "stream":
             return await self._stream(tool, args, notifier, meta, on_log)
         on_progress = None if token is None else progress_sender(notifier, token)
-        return await self.server.host.call(tool.name, args, on_progress=on_progress, on_log=on_log)
+        priority = meta.get(PRIORITY_META_KEY) if isinstance(meta, dict) else None
+        return await self.server.host.call(
+            tool.name, args, on_progress=on_progress, on_log=on_log, priority=priority
+        )
 
     async def _stream(
         self,

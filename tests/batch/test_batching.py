@@ -485,3 +485,16 @@ async def test_status_shows_each_batch_tools_queue(batch_host: MakeHost) -> None
     rows = {q["tool"]: q for q in answer["status"]["queues"]}
     assert rows["batchy.held"]["queued"] == 2 and rows["batchy.held"]["in_flight"] == 1
     assert rows["batchy.held"]["calls"] == 3
+
+
+async def test_a_priority_that_is_not_a_level_is_refused_before_anything_runs(
+    batch_host: MakeHost,
+) -> None:
+    from mcphost.sdk.errors import InvalidArguments
+
+    async with batch_host() as host:
+        for bad in (-1, 101, "high", True, 1.5):
+            with pytest.raises(InvalidArguments, match="priority must be a whole number"):
+                await host.call("batchy.tag", {"items": [1]}, priority=bad)
+        assert await host.call("batchy.seen") == []
+        assert (await host.call("batchy.tag", {"items": [1]}, priority=0))[0]["value"] == 1

@@ -18,7 +18,7 @@ from mcphost.sdk.errors import Busy
 # -- the admission queue ----------------------------------------------------------------
 
 # One step of a run: a caller arrives (plugin, priority), or a running stream ends.
-arrive = st.tuples(st.just("arrive"), st.sampled_from("abcd"), st.integers(-3, 3))
+arrive = st.tuples(st.just("arrive"), st.sampled_from("abcd"), st.integers(0, 6))
 finish = st.tuples(st.just("finish"), st.just(""), st.just(0))
 steps = st.lists(st.one_of(arrive, finish), max_size=80)
 
@@ -83,29 +83,29 @@ def test_aging_bounds_how_long_after_a_caller_another_may_overtake_it(
     """No starvation: whoever is admitted ahead of a waiting caller ``b`` arrived at the
     latest (priority difference) x aging after ``b``, so a caller of any priority is
     admitted before everyone who comes after it by more than 6 x aging (priorities span
-    -3..3)."""
+    0..6, 0 the highest)."""
     admitted, _ = run(ops, limit, limit, aging)
     for a in admitted:
         w = a["w"]
         for b in a["waiting"]:
             if b is w:
                 continue
-            assert w.arrived <= b.arrived + (w.priority - b.priority) * aging + 1e-9
+            assert w.arrived <= b.arrived + (b.priority - w.priority) * aging + 1e-9
 
 
 @settings(max_examples=100, deadline=None)
-@given(prios=st.lists(st.integers(-3, 3), min_size=1, max_size=30))
+@given(prios=st.lists(st.integers(0, 6), min_size=1, max_size=30))
 def test_a_low_priority_caller_under_a_flood_of_high_ones_is_admitted(prios: list[int]) -> None:
-    """One place, one caller of priority -3 and a new caller of priority 3 every time
+    """One place, one caller of priority 6 and a new caller of priority 0 every time
     unit: the low one runs within 6 x aging plus one place's turn."""
     q = AdmissionQueue()
     aging = 2.0
     q.start("x")  # the one place is taken
-    low = q.add("x", "x.low", -3, 0.0)
+    low = q.add("x", "x.low", 6, 0.0)
     t = 0.0
     while True:
         t += 1.0
-        q.add("x", "x.high", 3, t)
+        q.add("x", "x.high", 0, t)
         q.finish("x")
         w = q.pick(t, 1, 1, aging)
         assert w is not None
@@ -266,11 +266,11 @@ def test_a_caller_waiting_past_the_admission_timeout_is_told_busy_with_the_figur
         current = [limits(max_concurrent=1)]
         adm = Admission(lambda: current[0])
         t1 = await adm.admit("p", "p.a", 0)
-        ahead = asyncio.create_task(adm.admit("p", "p.b", 5))
+        ahead = asyncio.create_task(adm.admit("p", "p.b", 0))
         await asyncio.sleep(0)
         current[0] = limits(max_concurrent=1, timeout=0.2)  # for the next caller only
         with pytest.raises(Busy) as info:
-            await adm.admit("p", "p.c", 0)
+            await adm.admit("p", "p.c", 5)
         err = info.value
         assert err.code == "busy"
         assert err.data["ahead"] == 1
@@ -342,9 +342,9 @@ def test_a_high_priority_caller_goes_before_earlier_low_ones() -> None:
             order.append(tool)
             adm.release(ticket)
 
-        tasks = [asyncio.create_task(one(f"p.low{i}", 0)) for i in range(3)]
+        tasks = [asyncio.create_task(one(f"p.low{i}", 9)) for i in range(3)]
         await asyncio.sleep(0)
-        tasks.append(asyncio.create_task(one("p.high", 9)))
+        tasks.append(asyncio.create_task(one("p.high", 0)))
         await asyncio.sleep(0)
         assert [w["tool"] for w in adm.snapshot()] == ["p.high", "p.low0", "p.low1", "p.low2"]
         adm.release(t)

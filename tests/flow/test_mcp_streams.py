@@ -162,7 +162,7 @@ def test_a_bad_priority_in_meta_is_a_clear_tool_error(serve: Serve) -> None:
     result = answer["result"]
     assert result["isError"] is True
     assert result["_meta"]["mcphost/error"]["code"] == "invalid_arguments"
-    assert "priority must be a whole number from -100 to 100" in result["content"][0]["text"]
+    assert "priority must be a whole number from 0 to 100" in result["content"][0]["text"]
 
 
 def test_a_client_that_stops_reading_pauses_the_stream_and_loses_no_partial_result(

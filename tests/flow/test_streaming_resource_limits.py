@@ -163,7 +163,7 @@ def test_bad_limits_and_priorities_are_refused_before_anything_runs(
             ]:
                 with pytest.raises(InvalidArguments, match=words):
                     await drain(host, "flowkit.numbers", {"n": 1}, limits=limits)
-            for prio in (101, True, "high"):
+            for prio in (101, -1, True, "high"):
                 with pytest.raises(InvalidArguments, match="priority must be a whole number"):
                     await drain(host, "flowkit.numbers", {"n": 1}, priority=prio)
             assert host.flow.snapshot() == []

@@ -104,8 +104,8 @@ def check_the_rest(out: str) -> None:
     assert "received [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]" in out
     assert re.search(r"2000 items, every one in order; the producer was paused [1-9]\d* times", out)
     assert (
-        "finished in this order: running, high (priority 5, came second), "
-        "low (priority -5, came first)" in out
+        "finished in this order: running, high (priority 0, came second), "
+        "low (priority 9, came first)" in out
     )
     assert "textkit.nope: [tool_not_found]" in out
     assert "worker killed mid-call -> [worker_crashed]" in out

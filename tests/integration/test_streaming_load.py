@@ -121,7 +121,7 @@ def test_many_streams_from_several_plugins_under_an_admission_limit_all_complete
 
             async def one(k: int) -> list[int]:
                 out = []
-                async for item in host.stream(f"load{k % 3}.seq", {"n": 2000}, priority=k % 5 - 2):
+                async for item in host.stream(f"load{k % 3}.seq", {"n": 2000}, priority=k % 5):
                     out.append(item)
                     if item % 500 == 0:
                         running = [s for s in host.flow.snapshot() if s["state"] != "queued"]
