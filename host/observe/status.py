@@ -6,7 +6,8 @@ supervisors' last readings: no ``/proc`` read, no sort); :func:`summarise` does 
 the page (``/status.json`` on the metrics listener) answer with the same dictionary.
 
 Streams and batches add their rows under ``streams`` and ``queues``: a list of plain
-dictionaries each, empty while nothing reports there (``queues``: one row per batch
+dictionaries each, empty while nothing reports there (``streams``: the active streams
+and the admission queue, from ``host.flow.snapshot()``; ``queues``: one row per batch
 tool called so far, from ``Host.batching()``).
 """
 
@@ -83,7 +84,8 @@ def collect(host: Host, since: float | None = None, origin: float | None = None)
         "config_error": host.config_error,
         "registry_error": None if host.registry_error is None else str(host.registry_error),
         "events": [] if m is None else list(m.events),
-        "streams": [],
+        # Read only when the host ran a stream (the flow controller is made then).
+        "streams": [] if host._flow is None else host._flow.snapshot(),
         "queues": [
             {
                 "tool": name,

@@ -103,3 +103,18 @@ def test_a_host_that_never_streamed_exports_no_stream_families(
             assert samples(host) == {}
 
     asyncio.run(scenario())
+
+
+async def test_status_lists_the_active_streams(flow_host: Callable[..., Host]) -> None:
+    from mcphost.host.observe.control import ask
+
+    async with flow_host() as host:
+        stream = host.stream("flowkit.endless", {}, priority=3)
+        got = [await anext(stream) for _ in range(3)]
+        assert host.control is not None
+        answer = await asyncio.to_thread(ask, host.control.path, {"get": "status"})
+        await stream.aclose()
+    rows = answer["status"]["streams"]
+    assert got and len(rows) == 1
+    assert rows[0]["tool"] == "flowkit.endless" and rows[0]["priority"] == 3
+    assert rows[0]["state"] in ("flowing", "paused") and rows[0]["items"] >= 3
