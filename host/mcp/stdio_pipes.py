@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import socket
 import stat
 import threading
@@ -80,6 +81,11 @@ class _TerminalSource:
         while True:
             try:
                 data = os.read(self.fd, READ_SIZE)
+            except BlockingIOError:
+                # The same terminal as stdout, made non-blocking by the output's
+                # transport (the flag is the open file's, shared by every dup): wait.
+                select.select([self.fd], [], [])
+                continue
             except OSError:
                 data = b""
             try:

@@ -15,7 +15,17 @@ from mcphost.sdk.schema import ToolSpec
 
 EXAMPLE_TOOLS = {
     "textkit": {"upper", "echo", "count", "slugify", "tokens", "count_to", "sleep"},
-    "mathkit": {"add", "stats", "is_prime", "factorize", "spin", "primes_below"},
+    "mathkit": {
+        "add",
+        "square",
+        "total",
+        "flaky",
+        "stats",
+        "is_prime",
+        "factorize",
+        "spin",
+        "primes_below",
+    },
     "notes": {"save", "read", "list"},
 }
 
