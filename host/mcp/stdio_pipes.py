@@ -134,7 +134,10 @@ class _FileSink:
 def _write_fully(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:  # made non-blocking by another user of the open file
+            select.select([], [fd], [])
 
 
 class _Flow(asyncio.Protocol):
@@ -215,7 +218,9 @@ async def open_stdio(in_fd: int, out_fd: int) -> tuple[ByteSource, ByteSink]:
     else:
         source = _FileSource(in_fd)
     try:
-        if not is_pipe_like(out_fd):
+        if not is_pipe_like(out_fd) or os.isatty(out_fd):
+            # A terminal is written by a thread too: libuv would make the terminal's
+            # open file non-blocking for stdin's reader as well, and read from it.
             return source, _FileSink(out_fd)
         flow = _Flow()
         out, _ = await loop.connect_write_pipe(lambda: flow, pipe_file(out_fd, "wb"))
