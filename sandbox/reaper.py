@@ -202,8 +202,11 @@ class Jail:
         for pid in children:
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if f.read() != self.cmdline:
-                        continue
+                    cmdline = f.read()
+                if cmdline != self.cmdline:
+                    if not cmdline:
+                        _reap_adopted_init(pid)
+                    continue
                 with open(f"/proc/{pid}/status", "rb") as f:
                     nspid = next(line for line in f if line.startswith(b"NSpid:")).split()
                 pidfd = os.pidfd_open(pid)
@@ -353,6 +356,39 @@ class _JailThread:
                         jail._advance()
                     if jail.released.is_set():
                         self.jails.discard(jail)
+
+
+def _nspid_depth(status: bytes) -> int:
+    """How many pid namespaces a process is seen in, from its /proc status."""
+    for line in status.splitlines():
+        if line.startswith(b"NSpid:"):
+            return len(line.split()) - 1
+    return 1
+
+
+def _reap_adopted_init(pid: int) -> None:
+    """Reap ``pid`` if it is a dead jail init that this host adopted.
+
+    An init whose bubblewrap was killed before it named the init, and that then died
+    (its parent-death signal, or its worker gone), is a zombie child of the host: its
+    command line reads empty, so no jail can tell it is its own, yet only the host (its
+    subreaper) can reap it. A zombie that was pid 1 of a pid namespace below the host's
+    is such an init; the host never forks one itself (its own children, bubblewrap
+    among them, live in its namespace), so reaping it takes nobody's exit status.
+    """
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            status = f.read()
+        with open("/proc/self/status", "rb") as f:
+            own = f.read()
+    except OSError:
+        return
+    zombie = any(
+        line.startswith(b"State:") and b"Z" in line.split()[1:2] for line in status.splitlines()
+    )
+    if zombie and _nspid_depth(status) > _nspid_depth(own):
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG)
 
 
 def _children() -> list[int]:

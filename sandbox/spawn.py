@@ -98,17 +98,24 @@ async def _pipe_reader(
     loop: asyncio.AbstractEventLoop, pipe: IO[bytes], limit: int
 ) -> asyncio.StreamReader:
     """The read end of ``pipe`` as a stream on the loop; ``pipe`` is closed here and
-    the transport owns (a duplicate of) its fd, closed once (see loops.pipe_file)."""
+    the transport owns (a duplicate of) its fd, closed once (see loops.pipe_file).
+
+    A start cancelled while the loop connects the pipe has already handed the fd to a
+    transport, which closes it as it closes (in a callback, later): closing the number
+    here as well closed it twice, the second time under whoever had been given that
+    number meanwhile (a jail's pidfd, another worker's pipe). The file object is closed
+    instead: under the stdlib loop that is the transport's own close, done once whoever
+    comes first; under uvloop the fd is libuv's alone.
+    """
     fd = os.dup(pipe.fileno())
     pipe.close()
     reader = asyncio.StreamReader(limit=limit, loop=loop)
+    file = pipe_file(fd, "rb")
     try:
-        await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe_file(fd, "rb")
-        )
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), file)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.close(fd)
+            file.close()
         raise
     return reader
 

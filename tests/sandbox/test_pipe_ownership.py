@@ -9,6 +9,7 @@ transport closes the fd through it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 
@@ -67,3 +68,33 @@ async def test_the_workers_output_pipes_are_owned_by_the_loop_alone() -> None:
     assert await proc.stderr.read() == b"err\n"
     assert await proc.wait() == 0
     assert proc._popen.stdout is None and proc._popen.stderr is None
+
+
+async def test_a_pipe_whose_connection_is_cancelled_is_closed_once() -> None:
+    """A start cancelled while the loop connects a worker's output pipe: the transport
+    already owns the fd and closes it later; the start must not close the number too,
+    or it closes whatever descriptor was given that number in between."""
+    from mcphost.sandbox.spawn import _pipe_reader
+
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    r, w = os.pipe()
+    pipe = open(r, "rb", buffering=0)  # noqa: SIM115 - _pipe_reader closes it
+    reader = asyncio.ensure_future(_pipe_reader(loop, pipe, 1024))
+    await asyncio.sleep(0)  # the connection is under way
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    # A descriptor opened now takes the lowest free number: the start's, had it closed it.
+    newcomer = os.open(os.devnull, os.O_RDONLY)
+    try:
+        for _ in range(5):
+            await asyncio.sleep(0)  # the transport closes its fd in a callback
+        gc.collect()
+        assert is_open(newcomer), "the cancelled start closed a descriptor not its own"
+        assert errors == [], errors
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(newcomer)
+        os.close(w)
