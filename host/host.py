@@ -453,6 +453,11 @@ class Host:
             self._flow = Flow(lambda: self.config, metrics)
         return self._flow
 
+    def streams(self) -> list[dict[str, Any]]:
+        """The active streams, then the admission queue, as :meth:`Flow.snapshot` lists
+        them; empty while no stream has run (nothing is made to answer)."""
+        return [] if self._flow is None else self._flow.snapshot()
+
     # -- events --------------------------------------------------------------------
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` with every :class:`HostEvent`; returns a function to remove it."""
@@ -851,8 +856,9 @@ class Host:
         limits: dict[str, Any] | None = None,
     ) -> AsyncIterator[Any]:
         """Yield the items of a streaming tool, under flow control (docs/streaming.md):
-        admission by ``priority`` (-100 to 100, higher first; default the tool's
-        ``streaming.tool_priority`` or ``default_priority``), credit in items and bytes,
+        admission by ``priority`` (0 to 100, 0 admitted first, as for calls; default
+        the tool's ``streaming.tool_priority`` or ``default_priority``), credit in items
+        and bytes,
         watermarks, and the ``[streaming]`` limits, which ``limits`` may lower (e.g.
         ``{"max_items": 100}``).
 

@@ -75,12 +75,28 @@ class SyncHost:
         return self._read(self.host.tools)
 
     def call(
-        self, name: str, args: dict[str, Any] | None = None, *, timeout: float | None = None
+        self,
+        name: str,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        priority: int | None = None,
     ) -> Any:
-        return self._run(self.host.call(name, args, timeout=timeout))
+        """As :meth:`Host.call`: ``priority`` from 0 (the highest) to 100."""
+        return self._run(self.host.call(name, args, timeout=timeout, priority=priority))
 
-    def stream(self, name: str, args: dict[str, Any] | None = None) -> Iterator[Any]:
-        """Iterate a streaming tool's items (the stream keeps its backpressure).
+    def stream(
+        self,
+        name: str,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        window: int | None = None,
+        priority: int | None = None,
+        limits: dict[str, Any] | None = None,
+    ) -> Iterator[Any]:
+        """Iterate a streaming tool's items (the stream keeps its backpressure); the
+        keywords are :meth:`Host.stream`'s (admission priority, per-stream limits).
 
         The next item is asked for only when the caller comes back for it; leaving the
         loop early cancels the stream in its worker. No thread ever waits on the caller.
@@ -90,7 +106,9 @@ class SyncHost:
 
         async def pump() -> None:
             try:
-                async for item in self.host.stream(name, args):
+                async for item in self.host.stream(
+                    name, args, timeout=timeout, window=window, priority=priority, limits=limits
+                ):
                     items.put(item)
                     await wanted.wait()
                     wanted.clear()

@@ -500,8 +500,7 @@ def streams(m: HostMetrics, host: Host | None) -> Iterator[Metric]:
         labels=labels,
     )
     counts: dict[tuple[str, str], list[int]] = {}
-    flow = getattr(host, "_flow", None) if host is not None else None
-    for row in [] if flow is None else flow.snapshot():
+    for row in [] if host is None else host.streams():
         c = counts.setdefault((row["plugin"], row["tool"]), [0, 0, 0])
         if row["state"] == "queued":
             c[1] += 1

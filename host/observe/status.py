@@ -84,8 +84,7 @@ def collect(host: Host, since: float | None = None, origin: float | None = None)
         "config_error": host.config_error,
         "registry_error": None if host.registry_error is None else str(host.registry_error),
         "events": [] if m is None else list(m.events),
-        # Read only when the host ran a stream (the flow controller is made then).
-        "streams": [] if host._flow is None else host._flow.snapshot(),
+        "streams": host.streams(),
         "queues": [
             {
                 "tool": name,

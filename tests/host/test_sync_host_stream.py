@@ -14,6 +14,7 @@ from mcphost.sdk.errors import (
     InvalidArguments,
     MCPHostError,
     PluginNotFound,
+    StreamLimitExceeded,
     ToolError,
     ToolNotFound,
     WorkerCrashed,
@@ -138,3 +139,20 @@ def test_streaming_switched_off_refuses_every_stream_naming_the_setting(
         assert isinstance(error, ConfigError)
         assert "features.streaming = false" in error.message
         assert host.call("streams.plain") == "ok"
+
+
+def test_a_sync_stream_takes_the_async_streams_limits_and_priority(host: SyncHost) -> None:
+    """``limits`` lowers the configured limits for this stream alone; a priority out of
+    range is refused in the caller's thread, naming the range."""
+    items, error = drain(host.stream("streams.numbers", {"n": 10}, limits={"max_items": 4}))
+    assert items == [0, 1, 2, 3]
+    assert isinstance(error, StreamLimitExceeded), error
+    assert "max_items" in error.message
+
+    items, error = drain(host.stream("streams.numbers", {"n": 3}, priority=101))
+    assert items == []
+    assert isinstance(error, InvalidArguments), error
+    assert "0 to 100" in error.message
+
+    assert list(host.stream("streams.numbers", {"n": 3}, priority=0, window=1)) == [0, 1, 2]
+    assert host.call("streams.plain", priority=0) == "ok"
