@@ -135,6 +135,10 @@ class StreamingConfig(_Strict):
     admission_timeout: float = Field(30.0, gt=0)
     #: Seconds of waiting that raise a waiting stream's priority by one level.
     aging_seconds: float = Field(1.0, gt=0)
+    #: A stream of a higher priority that finds no place suspends the running stream
+    #: of the lowest priority below its own (no credit until a place frees) instead of
+    #: waiting for it to end.
+    preempt: bool = True
     #: Priority of a stream that names none, and per tool (``<plugin>.<tool>``): 0 is
     #: the highest, larger numbers wait behind (as for batch calls).
     default_priority: int = Field(1, ge=0, le=100)

@@ -384,7 +384,7 @@ async def _flow(p: Printer, host: Host, figures: dict[str, Any]) -> None:
         )
         figures["stream_pauses"] = pauses
 
-        p.step("admission by priority: streaming.max_concurrent = 1")
+        p.step("admission by priority: streaming.max_concurrent = 1, preempt = true")
         order: list[str] = []
 
         async def one(label: str, prio: int, args: dict[str, Any]) -> None:
@@ -392,14 +392,16 @@ async def _flow(p: Printer, host: Host, figures: dict[str, Any]) -> None:
                 pass
             order.append(label)
 
-        first = asyncio.create_task(one("running", 0, {"n": 20, "delay": 0.01}))
+        first = asyncio.create_task(one("running (priority 5)", 5, {"n": 100, "delay": 0.005}))
         await asyncio.sleep(0.05)
         low_t = asyncio.create_task(one("low (priority 9, came first)", 9, {"n": 3}))
         await asyncio.sleep(0.01)
-        high_t = asyncio.create_task(one("high (priority 0, came second)", 0, {"n": 3}))
+        high_t = asyncio.create_task(
+            one("high (priority 0, came second)", 0, {"n": 5, "delay": 0.03})
+        )
         await asyncio.sleep(0.01)
-        for row in host.flow.snapshot():
-            p.line(f"  {row['state']:8} {row['tool']} priority {row['priority']}")
+        for row in host.streams():
+            p.line(f"  {row['state']:9} {row['tool']} priority {row['priority']}")
         await asyncio.gather(first, low_t, high_t)
         p.line("finished in this order: " + ", ".join(order))
         figures["admission_order"] = order

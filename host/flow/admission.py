@@ -13,6 +13,15 @@ within a level). A waiter whose plugin is at its own limit is passed over, not r
 fails with :class:`~mcphost.sdk.errors.Busy` after the admission timeout. Limits are
 read at every decision, so a changed setting applies to the next admission; a lowered
 limit lets running streams finish and admits no one until they fall below it.
+
+Places are not held for ever by whoever came first: with ``preempt`` on, a caller of a
+higher priority (by the priority it asked for, not by aging) that finds no place takes
+the place of the running stream of the lowest priority below its own (the most recent
+of those), which is *suspended*: its producer gets no more credit until a place frees,
+and it gets that place before any waiter that is not of a higher priority than its own.
+So a high-priority stream waits for nothing a lower one holds, and a suspended stream
+costs only what its window already holds. Only tickets that say how to suspend them
+(``Ticket.suspend``/``Ticket.resume``) can be suspended.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ class AdmissionLimits(NamedTuple):
     max_concurrent_per_plugin: int
     timeout: float
     aging: float
+    preempt: bool = False
 
 
 class Waiter:
@@ -96,6 +106,11 @@ class AdmissionQueue:
         # Highest effective priority (the smallest number) first, then earliest arrival.
         return (w.effective(now, aging), w.seq)
 
+    def take(self, w: Waiter) -> None:
+        """Admit ``w`` out of turn (a place was just made for it)."""
+        del self.waiting[w.seq]
+        self.start(w.plugin)
+
     def pick(self, now: float, limit: int, per_plugin: int, aging: float) -> Waiter | None:
         """The waiter to admit now (taken out of the queue and counted as running), or
         None when nobody waits or nobody waiting has room."""
@@ -127,9 +142,23 @@ class AdmissionQueue:
 
 
 class Ticket:
-    """A running stream's place; :meth:`Admission.release` gives it back (once)."""
+    """A running stream's place; :meth:`Admission.release` gives it back (once).
 
-    __slots__ = ("admitted_at", "plugin", "priority", "released", "tool", "waited")
+    The stream's owner sets ``suspend`` and ``resume`` to let admission give its place
+    to a stream of a higher priority for a while (see the module's docstring)."""
+
+    __slots__ = (
+        "admitted_at",
+        "plugin",
+        "priority",
+        "released",
+        "resume",
+        "suspend",
+        "suspended",
+        "suspensions",
+        "tool",
+        "waited",
+    )
 
     def __init__(self, plugin: str, tool: str, priority: int, waited: float) -> None:
         self.plugin = plugin
@@ -138,6 +167,12 @@ class Ticket:
         self.waited = waited
         self.admitted_at = time.monotonic()
         self.released = False
+        self.suspend: Callable[[], None] | None = None
+        self.resume: Callable[[], None] | None = None
+        #: Waiting for a place again after giving its own to a higher priority.
+        self.suspended = False
+        #: How many times it gave its place up.
+        self.suspensions = 0
 
 
 class Admission:
@@ -152,6 +187,13 @@ class Admission:
         self._clock = clock
         self.queue = AdmissionQueue()
         self._timer: asyncio.TimerHandle | None = None
+        #: Tickets holding a place, and tickets suspended to make one (in that order).
+        self._holding: set[Ticket] = set()
+        self._suspended: list[Ticket] = []
+
+    @property
+    def suspended(self) -> int:
+        return len(self._suspended)
 
     @property
     def running(self) -> int:
@@ -167,9 +209,15 @@ class Admission:
         were ahead of it); a caller cancelled while waiting leaves the queue."""
         lim = self._limits()
         q = self.queue
-        if not q.waiting and q.has_room(plugin, lim.max_concurrent, lim.max_concurrent_per_plugin):
+        if (
+            not q.waiting
+            and not self._suspended
+            and q.has_room(plugin, lim.max_concurrent, lim.max_concurrent_per_plugin)
+        ):
             q.start(plugin)
-            return Ticket(plugin, tool, priority, 0.0)
+            ticket = Ticket(plugin, tool, priority, 0.0)
+            self._holding.add(ticket)
+            return ticket
         now = self._clock()
         w = q.add(plugin, tool, priority, now)
         loop = asyncio.get_running_loop()
@@ -209,32 +257,107 @@ class Admission:
             raise
 
     def release(self, ticket: Ticket) -> None:
-        """The stream ended: its place goes to the next waiter."""
+        """The stream ended: its place goes to the next waiter (a suspended stream
+        that ends holds none)."""
         if ticket.released:
             return
         ticket.released = True
-        self.queue.finish(ticket.plugin)
+        if ticket.suspended:
+            self._suspended.remove(ticket)
+        else:
+            self._holding.discard(ticket)
+            self.queue.finish(ticket.plugin)
         self._dispatch()
 
     def _dispatch(self) -> None:
         lim = self._limits()
         q = self.queue
-        while q.waiting:
+        while q.waiting or self._suspended:
             now = self._clock()
+            if self._resume_one(lim):
+                continue
             w = q.pick(now, lim.max_concurrent, lim.max_concurrent_per_plugin, lim.aging)
+            if w is None and lim.preempt:
+                w = self._preempt_for(lim)
             if w is None:
                 break
             fut = w.future
             if fut is None or fut.done():  # left meanwhile: give the place back
                 q.finish(w.plugin)
                 continue
-            fut.set_result(Ticket(w.plugin, w.tool, w.priority, now - w.arrived))
+            ticket = Ticket(w.plugin, w.tool, w.priority, now - w.arrived)
+            self._holding.add(ticket)
+            fut.set_result(ticket)
         self._watch_limits()
+
+    def _resume_one(self, lim: AdmissionLimits) -> bool:
+        """Give a place back to the suspended stream of the highest priority that has
+        room (the earliest suspended of those), unless a waiter of a higher priority could
+        take that place; True when one resumed."""
+        q = self.queue
+        best = None
+        # The list is in the order of suspension; sorted() keeps it within a priority.
+        for t in sorted(self._suspended, key=lambda t: t.priority):
+            if q.has_room(t.plugin, lim.max_concurrent, lim.max_concurrent_per_plugin):
+                best = t
+                break
+        if best is None or any(
+            w.priority < best.priority
+            and q.has_room(w.plugin, lim.max_concurrent, lim.max_concurrent_per_plugin)
+            for w in q.waiting.values()
+        ):
+            return False
+        self._suspended.remove(best)
+        best.suspended = False
+        q.start(best.plugin)
+        self._holding.add(best)
+        if best.resume is not None:
+            best.resume()
+        return True
+
+    def _preempt_for(self, lim: AdmissionLimits) -> Waiter | None:
+        """Make a place for the waiter of the highest asked-for priority by suspending
+        the running stream of the lowest priority below it (the most recent of those),
+        and admit that waiter into it; None when no stream can make way."""
+        q = self.queue
+        movable = [t for t in self._holding if t.suspend is not None]
+        if not movable:
+            return None
+        lowest = max(t.priority for t in movable)
+        # Waiters in the order of their asked-for priority: the first one some stream
+        # can make way for (one whose plugin is at its limit needs a stream of its own).
+        for w in sorted(q.waiting.values(), key=lambda o: (o.priority, o.seq)):
+            if w.priority >= lowest:
+                return None
+            same_plugin = q.per_plugin.get(w.plugin, 0) >= lim.max_concurrent_per_plugin
+            if not same_plugin and q.running - 1 >= lim.max_concurrent:
+                continue  # over a lowered limit: one place made is not enough
+            victims = [
+                t
+                for t in movable
+                if t.priority > w.priority and (not same_plugin or t.plugin == w.plugin)
+            ]
+            if victims:
+                break
+        else:
+            return None
+        victim = max(victims, key=lambda t: (t.priority, t.admitted_at))
+        self._holding.discard(victim)
+        q.finish(victim.plugin)
+        victim.suspended = True
+        victim.suspensions += 1
+        self._suspended.append(victim)
+        assert victim.suspend is not None
+        victim.suspend()
+        if not q.has_room(w.plugin, lim.max_concurrent, lim.max_concurrent_per_plugin):
+            return None  # cannot happen: the place made was of the kind it lacked
+        q.take(w)
+        return w
 
     def _watch_limits(self) -> None:
         """While streams wait, look at the limits again now and then: one raised live
         admits them without waiting for a stream to end."""
-        if self._timer is None and self.queue.waiting:
+        if self._timer is None and (self.queue.waiting or self._suspended):
             self._timer = asyncio.get_running_loop().call_later(RECHECK, self._recheck)
 
     def _recheck(self) -> None:
@@ -242,7 +365,8 @@ class Admission:
         self._dispatch()
 
     def snapshot(self) -> list[dict[str, Any]]:
-        """The admission queue in admission order: tool, plugin, priority, seconds waited."""
+        """The admission queue in admission order: tool, plugin, priority, seconds waited
+        (suspended streams are listed with the active ones, by their owner)."""
         now = self._clock()
         aging = self._limits().aging
         return [

@@ -85,7 +85,7 @@ class ActiveStream:
         if lim.idle_timeout is not None:
             due.append((now if m.paused else m.last_active) + lim.idle_timeout)
         if self._slow_cancels() and lim.slow_consumer_timeout is not None:
-            due.append((m.last_taken if m.paused else now) + lim.slow_consumer_timeout)
+            due.append((m.last_taken if m.full else now) + lim.slow_consumer_timeout)
         at = max(min(due), now + MIN_CHECK)
         self._timer = asyncio.get_running_loop().call_later(at - now, self._check)
 
@@ -112,7 +112,7 @@ class ActiveStream:
         if (
             self._slow_cancels()
             and lim.slow_consumer_timeout is not None
-            and m.paused
+            and m.full
             and now - m.last_taken >= lim.slow_consumer_timeout
         ):
             self._abort(
@@ -144,7 +144,9 @@ class ActiveStream:
             "items": self.items,
             "bytes": self.bytes,
             "buffered": self.marks.buffered,
-            "state": "paused" if self.marks.paused else "flowing",
+            "state": (
+                "suspended" if self.marks.suspended else "paused" if self.marks.full else "flowing"
+            ),
         }
 
 
@@ -162,7 +164,11 @@ class Flow:
     def _admission_limits(self) -> AdmissionLimits:
         s = self._config().streaming
         return AdmissionLimits(
-            s.max_concurrent, s.max_concurrent_per_plugin, s.admission_timeout, s.aging_seconds
+            s.max_concurrent,
+            s.max_concurrent_per_plugin,
+            s.admission_timeout,
+            s.aging_seconds,
+            s.preempt,
         )
 
     def priority_for(self, name: str, asked: object = None) -> int:
@@ -208,6 +214,7 @@ class Flow:
                 stats.rejected["cancelled"] = stats.rejected.get("cancelled", 0) + 1
             raise
         marks = Watermarks(s.high_watermark, s.low_watermark)
+        ticket.suspend, ticket.resume = marks.suspend, marks.unsuspend
         active = ActiveStream(name, plugin, prio, lim, marks, stats)
         self.active.add(active)
         if stats is not None:
@@ -277,6 +284,7 @@ class Flow:
                     marks.pauses,
                     marks.paused_for(),
                 )
+                stats.suspensions += ticket.suspensions
                 if outcome == "ok":
                     stats.completed += 1
                 elif outcome == "cancelled":

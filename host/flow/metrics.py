@@ -28,6 +28,7 @@ class ToolStreams:
         "pauses",
         "plugin",
         "rejected",
+        "suspensions",
         "tool",
     )
 
@@ -44,6 +45,8 @@ class ToolStreams:
         self.cancelled = 0
         self.pauses = 0
         self.paused_seconds = 0.0
+        #: Times a stream gave its place to one of a higher priority (streams ended).
+        self.suspensions = 0
         self.items = 0
         self.bytes = 0
         self.first_item_buckets = [0] * (len(BUCKETS) + 1)

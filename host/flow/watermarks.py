@@ -7,6 +7,11 @@ the host stops crediting the worker (a backpressure event); at or below ``low`` 
 resumes and calls ``resume`` (the worker client credits what it owes). Between the
 two it keeps its state, so a buffer hovering at one mark does not flap.
 
+Admission may also *suspend* a stream (:meth:`Watermarks.suspend`): it is paused
+whatever its buffer holds, to give its place to a stream of a higher priority, until
+:meth:`Watermarks.unsuspend`. A suspension is not a backpressure event, and the
+consumer of a suspended stream is not a slow one (``full`` tells the two apart).
+
 It implements the worker client's :class:`~mcphost.sandbox.client.StreamGate`. No
 I/O and no clock but the one given: the property tests drive it alone.
 """
@@ -27,6 +32,7 @@ class Watermarks:
         "_paused_at",
         "buffered",
         "fail",
+        "full",
         "high",
         "last_active",
         "last_size",
@@ -38,6 +44,7 @@ class Watermarks:
         "pauses",
         "peak",
         "resume",
+        "suspended",
     )
 
     def __init__(
@@ -54,7 +61,11 @@ class Watermarks:
         self._clock = clock
         self.buffered = 0
         self.peak = 0
+        #: Credit withheld: the buffer passed ``high`` (``full``), or admission
+        #: suspended the stream (``suspended``), or both.
         self.paused = False
+        self.full = False
+        self.suspended = False
         #: Backpressure events: how often the buffer passed ``high``.
         self.pauses = 0
         self.paused_seconds = 0.0
@@ -79,7 +90,7 @@ class Watermarks:
         self.last_active = self._clock()
         if self.buffered > self.peak:
             self.peak = self.buffered
-        if not self.paused and self.buffered > self.high:
+        if not self.full and self.buffered > self.high:
             self._pause()
 
     def taken(self, size: int) -> None:
@@ -95,7 +106,7 @@ class Watermarks:
         self.buffered += size
         if self.buffered > self.peak:
             self.peak = self.buffered
-        if not self.paused and self.buffered > self.high:
+        if not self.full and self.buffered > self.high:
             self._pause()
 
     def release(self, size: int) -> None:
@@ -105,25 +116,44 @@ class Watermarks:
     # -- state -----------------------------------------------------------------------
     def _shrink(self, size: int) -> None:
         self.buffered -= size
-        if self.paused and self.buffered <= self.low:
-            self.paused = False
+        if self.full and self.buffered <= self.low:
+            self.full = False
             now = self._clock()
             self.paused_seconds += now - self._paused_at
             self.last_active = now
             if self.on_pause is not None:
                 self.on_pause(False)
-            if self.resume is not None:
-                self.resume()
+            self._flow()
 
     def _pause(self) -> None:
-        self.paused = True
+        self.full = self.paused = True
         self.pauses += 1
         self._paused_at = self._clock()
         if self.on_pause is not None:
             self.on_pause(True)
 
+    def _flow(self) -> None:
+        """Credit again unless something else still holds the stream."""
+        if self.paused and not (self.full or self.suspended):
+            self.paused = False
+            if self.resume is not None:
+                self.resume()
+
+    # -- admission's side ------------------------------------------------------------
+    def suspend(self) -> None:
+        """Withhold credit whatever the buffer holds (the stream's place was given to
+        one of a higher priority); the producer stops once its window is used."""
+        self.suspended = self.paused = True
+
+    def unsuspend(self) -> None:
+        """The stream has a place again: credit resumes unless its buffer is full."""
+        if self.suspended:
+            self.suspended = False
+            self.last_active = self._clock()
+            self._flow()
+
     def paused_for(self) -> float:
-        """Seconds paused in all, the current pause included."""
-        if self.paused:
+        """Seconds paused by backpressure in all, the current pause included."""
+        if self.full:
             return self.paused_seconds + self._clock() - self._paused_at
         return self.paused_seconds

@@ -457,6 +457,11 @@ def streams(m: HostMetrics, host: Host | None) -> Iterator[Metric]:
     paused = CounterMetricFamily(
         "mcphost_stream_paused_seconds", "Seconds streams spent paused.", labels=labels
     )
+    suspensions = CounterMetricFamily(
+        "mcphost_stream_suspensions",
+        "Times a stream gave its place to one of a higher priority (streams ended).",
+        labels=labels,
+    )
     items = CounterMetricFamily(
         "mcphost_stream_items", "Stream items delivered to consumers.", labels=labels
     )
@@ -484,11 +489,13 @@ def streams(m: HostMetrics, host: Host | None) -> Iterator[Metric]:
         cancelled.add_metric(key, t.cancelled)
         pauses.add_metric(key, t.pauses)
         paused.add_metric(key, t.paused_seconds)
+        suspensions.add_metric(key, t.suspensions)
         items.add_metric(key, t.items)
         nbytes.add_metric(key, t.bytes)
         first.add_metric(key, _buckets(t.first_item_buckets), t.first_item_sum)
         duration.add_metric(key, _buckets(t.duration_buckets), t.duration_sum)
-    yield from (admitted, rejected, completed, failed, cancelled, pauses, paused, items, nbytes)
+    yield from (admitted, rejected, completed, failed, cancelled, pauses, paused, suspensions)
+    yield from (items, nbytes)
     yield from (first, duration)
     active = GaugeMetricFamily("mcphost_streams_active", "Streams running now.", labels=labels)
     queued = GaugeMetricFamily(

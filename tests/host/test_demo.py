@@ -103,8 +103,10 @@ def check_the_rest(out: str) -> None:
     assert "notes.read({'title': 'demo'}) -> \"kept in the plugin's data dir\"" in out
     assert "received [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]" in out
     assert re.search(r"2000 items, every one in order; the producer was paused [1-9]\d* times", out)
+    # The high-priority stream took the running one's place (suspended, not ended).
+    assert re.search(r"suspended +textkit\.count_to priority 5", out)
     assert (
-        "finished in this order: running, high (priority 0, came second), "
+        "finished in this order: high (priority 0, came second), running (priority 5), "
         "low (priority 9, came first)" in out
     )
     assert "textkit.nope: [tool_not_found]" in out
