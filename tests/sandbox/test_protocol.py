@@ -22,6 +22,7 @@ from mcphost.sandbox.protocol import (
     FrameCodec,
     Hello,
     Log,
+    Notify,
     Ping,
     Pong,
     Progress,
@@ -33,6 +34,7 @@ from mcphost.sandbox.protocol import (
     negotiate,
 )
 from mcphost.sdk import ProtocolError
+from mcphost.sdk.features import PromptArgument, PromptSpec, ResourceSpec, TemplateSpec
 from mcphost.sdk.schema import ToolSpec
 
 ids = st.integers(min_value=0, max_value=2**63 - 1)
@@ -61,6 +63,21 @@ tool_specs = st.builds(
     batch=st.booleans(),
 )
 
+resource_specs = st.builds(ResourceSpec, uri=text, name=text, description=text, mime_type=text)
+template_specs = st.builds(
+    TemplateSpec, uri_template=text, name=text, description=text, mime_type=text
+)
+prompt_specs = st.builds(
+    PromptSpec,
+    name=text,
+    description=text,
+    arguments=st.lists(
+        st.builds(PromptArgument, name=text, description=text, required=st.booleans()),
+        max_size=3,
+    ),
+    input_schema=json_objects,
+)
+
 FRAME_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     Hello: st.builds(
         Hello,
@@ -69,6 +86,9 @@ FRAME_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         plugin_version=text,
         tools=st.lists(tool_specs, max_size=3),
         pid=counts,
+        resources=st.lists(resource_specs, max_size=2),
+        templates=st.lists(template_specs, max_size=2),
+        prompts=st.lists(prompt_specs, max_size=2),
     ),
     Welcome: st.builds(Welcome, version=counts, max_frame=counts),
     Call: st.builds(
@@ -81,6 +101,7 @@ FRAME_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         window=counts,
         progress=st.booleans(),
         window_bytes=counts,
+        kind=st.sampled_from(["tool", "resource", "prompt", "complete"]) | text,
     ),
     Result: st.builds(Result, id=ids, value=json_values),
     Error: st.builds(Error, id=ids, code=text, message=text, data=json_objects),
@@ -96,6 +117,7 @@ FRAME_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         message=st.none() | text,
     ),
     Log: st.builds(Log, level=text, message=text, id=ids),
+    Notify: st.builds(Notify, kind=st.just("resource_updated") | text, uri=text),
     Ping: st.builds(Ping, n=ids),
     Pong: st.builds(Pong, n=ids),
     Shutdown: st.builds(Shutdown, reason=text),
