@@ -20,6 +20,8 @@ __all__ = [
     "DEFAULT_MAX_FRAME",
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",
+    "Answer",
+    "Ask",
     "Call",
     "Cancel",
     "Credit",
@@ -40,9 +42,10 @@ __all__ = [
 ]
 
 #: The newest protocol version this side speaks; peers agree on the highest common one.
-#: Version 2 adds byte credit to streams (``Call.window_bytes``, ``Credit.bytes``).
-PROTOCOL_VERSION = 2
-SUPPORTED_VERSIONS = (1, 2)
+#: Version 2 adds byte credit to streams (``Call.window_bytes``, ``Credit.bytes``);
+#: version 3 lets a call ask its client (:class:`Ask`, :class:`Answer`).
+PROTOCOL_VERSION = 3
+SUPPORTED_VERSIONS = (1, 2, 3)
 #: Frames larger than this end the connection (both sides can be configured lower).
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 HEADER = struct.Struct(">I")
@@ -151,6 +154,28 @@ class Log(msgspec.Struct, frozen=True, tag="log", tag_field="t"):
     id: int = 0
 
 
+class Ask(msgspec.Struct, frozen=True, tag="ask", tag_field="t"):
+    """Worker -> host (version 3): call ``id`` asks its client something; ``n`` numbers
+    the asks of one call from 1. ``kind`` is "sample" (``params`` as MCP's
+    ``sampling/createMessage``) or "elicit" (as ``elicitation/create``)."""
+
+    id: int
+    n: int
+    kind: str
+    params: dict[str, Any]
+
+
+class Answer(msgspec.Struct, frozen=True, tag="answer", tag_field="t"):
+    """Host -> worker (version 3): the answer to ask ``n`` of call ``id``: ``value``
+    (the MCP result), or a stable error ``code`` and ``message`` when ``code`` is set."""
+
+    id: int
+    n: int
+    value: Any = None
+    code: str = ""
+    message: str = ""
+
+
 class Ping(msgspec.Struct, frozen=True, tag="ping", tag_field="t"):
     """Host -> worker: are you alive? The worker answers with the same ``n``."""
 
@@ -184,6 +209,8 @@ Frame = (
     | Cancel
     | Progress
     | Log
+    | Ask
+    | Answer
     | Ping
     | Pong
     | Shutdown
