@@ -14,6 +14,8 @@ from mcphost.sandbox.protocol import (
     DEFAULT_MAX_FRAME,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
+    Answer,
+    Ask,
     Call,
     Cancel,
     Credit,
@@ -51,6 +53,13 @@ json_values: st.SearchStrategy[Any] = st.recursive(
     max_leaves=12,
 )
 json_objects = st.dictionaries(text, json_values, max_size=4)
+#: A result of rich content (sdk/content.py): bytes cross the channel as bytes.
+content_blocks = st.fixed_dictionaries(
+    {"$content": st.sampled_from(["image", "audio"]), "data": st.binary(), "mimeType": text}
+) | st.lists(
+    st.fixed_dictionaries({"$content": st.just("resource"), "uri": text, "blob": st.binary()}),
+    max_size=3,
+)
 tool_specs = st.builds(
     ToolSpec,
     name=text,
@@ -82,7 +91,7 @@ FRAME_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         progress=st.booleans(),
         window_bytes=counts,
     ),
-    Result: st.builds(Result, id=ids, value=json_values),
+    Result: st.builds(Result, id=ids, value=json_values | content_blocks),
     Error: st.builds(Error, id=ids, code=text, message=text, data=json_objects),
     StreamItem: st.builds(StreamItem, id=ids, seq=counts, value=json_values),
     StreamEnd: st.builds(StreamEnd, id=ids, count=counts),
@@ -96,6 +105,10 @@ FRAME_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         message=st.none() | text,
     ),
     Log: st.builds(Log, level=text, message=text, id=ids),
+    Ask: st.builds(
+        Ask, id=ids, n=ids, kind=st.sampled_from(["sample", "elicit"]), params=json_objects
+    ),
+    Answer: st.builds(Answer, id=ids, n=ids, value=json_values, code=text, message=text),
     Ping: st.builds(Ping, n=ids),
     Pong: st.builds(Pong, n=ids),
     Shutdown: st.builds(Shutdown, reason=text),
