@@ -19,6 +19,7 @@ __all__ = [
     "PluginSettings",
     "PolicyConfig",
     "StreamingConfig",
+    "ToolOverride",
     "load_config",
 ]
 
@@ -100,12 +101,29 @@ class BatchingConfig(_Strict):
     large_item_bytes: int = Field(64 * 1024, ge=1)
 
 
+#: What MCP allows in a tool name: 1 to 128 letters, digits, ``_``, ``-`` and ``.``.
+TOOL_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"
+
+
+class ToolOverride(_Strict):
+    """How one tool of a plugin is offered (``[plugins.NAME.tools.TOOL]``): another name,
+    another description. Left out, the author's (with the plugin's ``expose``)."""
+
+    name: str | None = Field(None, pattern=TOOL_NAME_PATTERN)
+    description: str | None = Field(None, max_length=65536)
+
+
 class PluginSettings(_Strict):
     """What the operator sets for one plugin (``[plugins.NAME]``)."""
 
     #: Workers of the plugin running at once; calls go to the least busy (of two
     #: picked at random). Replicas share the plugin's data directory.
     replicas: int = Field(1, ge=1, le=64)
+    #: How its tools are named to callers: ``<plugin>.<tool>`` ("prefixed") or as the
+    #: author named them ("bare"). Live; a clash with another plugin is refused.
+    expose: Literal["prefixed", "bare"] = "prefixed"
+    #: Per tool, by the author's name: a new name or description (live).
+    tools: dict[str, ToolOverride] = Field(default_factory=dict)
 
 
 class ToolPriority(_Strict):

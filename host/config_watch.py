@@ -21,7 +21,7 @@ import msgspec
 
 from mcphost.sdk.errors import ConfigError
 
-from .config import HostConfig, load_config
+from .config import HostConfig, PluginSettings, load_config
 
 if TYPE_CHECKING:
     from .host import Host
@@ -75,7 +75,14 @@ def register_live(*keys: str) -> None:
 
 def is_live(key: str) -> bool:
     parts = key.split(".")
+    if _is_naming(parts):
+        return True
     return any(".".join(parts[:i]) in LIVE for i in range(1, len(parts) + 1))
+
+
+def _is_naming(parts: list[str]) -> bool:
+    """``plugins.NAME.expose`` and ``plugins.NAME.tools...``: how tools are named."""
+    return len(parts) >= 3 and parts[0] == "plugins" and parts[2] in ("expose", "tools")
 
 
 class PendingSetting(msgspec.Struct, frozen=True, kw_only=True):
@@ -108,7 +115,7 @@ def _merge(running: HostConfig, wanted: HostConfig) -> tuple[HostConfig, list[Pe
     pending = []
     old, new = flat_settings(running), flat_settings(wanted)
     for key, value in new.items():
-        if value == old.get(key):
+        if value == old.get(key, _plugin_default(key)):
             continue
         if not is_live(key):
             pending.append(PendingSetting(key=key, running=old.get(key), configured=value))
@@ -116,9 +123,27 @@ def _merge(running: HostConfig, wanted: HostConfig) -> tuple[HostConfig, list[Pe
         *tables, last = key.split(".")
         table = data
         for t in tables:
-            table = table[t]
+            table = table.setdefault(t, {})
         table[last] = value
+    # How tools are named is taken whole from the file: an override removed there is
+    # removed here too (a key that is gone is no change of a value).
+    plugins = data.setdefault("plugins", {})
+    for name in set(plugins) | set(wanted.plugins):
+        want = wanted.plugins.get(name)
+        entry = plugins.setdefault(name, {})
+        entry["expose"] = want.expose if want is not None else "prefixed"
+        entry["tools"] = (
+            {k: v.model_dump() for k, v in want.tools.items()} if want is not None else {}
+        )
     return HostConfig.model_validate(data), pending
+
+
+def _plugin_default(key: str) -> Any:
+    """A ``[plugins.NAME]`` setting's default: what a plugin with no table runs with."""
+    parts = key.split(".")
+    if len(parts) == 3 and parts[0] == "plugins":
+        return getattr(PluginSettings(), parts[2], None)
+    return None
 
 
 def apply_config(host: Host, wanted: HostConfig) -> list[tuple[str, Any, Any]]:
@@ -127,6 +152,11 @@ def apply_config(host: Host, wanted: HostConfig) -> list[tuple[str, Any, Any]]:
     applied, pending = _merge(host.config, wanted)
     before, after = flat_settings(host.config), flat_settings(applied)
     changed = [(k, before.get(k), v) for k, v in after.items() if before.get(k) != v]
+    renamed = _naming_of(host.config) != _naming_of(applied)
+    if renamed:
+        # Names that would clash refuse the whole change: the host keeps its last good
+        # configuration (raises NameClash naming both sides).
+        host.check_names(config=applied)
     host.config = applied
     if host._env is not None:
         host._env.config = applied
@@ -147,7 +177,18 @@ def apply_config(host: Host, wanted: HostConfig) -> list[tuple[str, Any, Any]]:
     if host.config_error is not None:
         log.info("the configuration file is valid again; the host uses it")
     host.config_error = None
+    if renamed:
+        host.names_changed()
     return changed
+
+
+def _naming_of(config: HostConfig) -> dict[str, Any]:
+    """What decides the exposed names in ``config``: per plugin, ``expose`` and ``tools``."""
+    return {
+        name: (p.expose, p.model_dump()["tools"])
+        for name, p in config.plugins.items()
+        if p.expose != "prefixed" or p.tools
+    }
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
@@ -187,7 +228,15 @@ async def watch_config(host: Host, interval: float = POLL_INTERVAL) -> None:
                     log.error("cannot read %s (next try in %gs): %s", path, delay, exc)
                 else:
                     seen, failures = stamp, 0
-                    apply_config(host, wanted)
+                    try:
+                        apply_config(host, wanted)
+                    except ConfigError as exc:
+                        host.config_error = exc.message
+                        log.error(
+                            "configuration change refused; the host keeps its last good "
+                            "configuration: %s",
+                            exc.message,
+                        )
         except Exception:
             log.exception("cannot follow %s", path)
         await asyncio.sleep(interval)
