@@ -947,6 +947,10 @@ class Host:
     def _supervise(self, source: PluginSource) -> Supervised:
         assert self._env is not None, "host not started"
         settings = self.config.plugins.get(source.name)
+        if settings is not None and settings.placement == "ray":
+            from .cluster import make_cluster_supervisor  # Ray only for plugins placed on it
+
+            return make_cluster_supervisor(source, self._env, settings, self.home)
         return make_supervisor(source, self._env, settings.replicas if settings else 1)
 
     async def activate(self, source: PluginSource) -> str | None:
