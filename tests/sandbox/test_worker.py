@@ -91,6 +91,12 @@ def environment() -> dict[str, str]:
 
 
 @plugin.tool
+async def loop_ready() -> bool:
+    """Answered on the worker's event loop: its thread has started and imported it."""
+    return True
+
+
+@plugin.tool
 def open_fds() -> dict[int, str]:
     """The file descriptors open in the worker, with what each one is."""
     fds = {}
@@ -352,6 +358,9 @@ def test_the_worker_runs_with_a_clean_environment_only_its_channel_fd_and_its_rl
     async def scenario() -> tuple[dict[str, str], dict[str, str], psutil.Process]:
         async with running(spec, backend) as w:
             env = await w.call("environment", {})
+            # The loop's thread starts beside the channel's and imports its event loop
+            # (reading directories as it does): list the fds once that has settled.
+            assert await w.call("loop_ready", {}) is True
             fds = await w.call("open_fds", {})
             proc = psutil.Process(w.pid)
             mib = 1024 * 1024
