@@ -616,7 +616,7 @@ class Host:
             worker = sup.worker
             if worker is None or not worker.alive:
                 worker = await sup.acquire()
-            return await worker.call(tool, args, timeout=timeout)
+            return await worker.call(tool, args, timeout=timeout, items=True)
 
         settings = FormerSettings(
             max_batch_size=cfg.max_batch_size,

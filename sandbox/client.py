@@ -21,6 +21,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Protocol
 
 from mcphost.sdk.errors import (
+    BatchResults,
     HandshakeRefused,
     MCPHostError,
     PluginError,
@@ -143,6 +144,7 @@ class _Pending:
         "gate",
         "granted",
         "granted_bytes",
+        "items",
         "on_log",
         "on_progress",
         "owed",
@@ -168,8 +170,12 @@ class _Pending:
         timeout: float | None = None,
         on_log: CallLogCallback | None = None,
         traceparent: str = "",
+        items: bool = False,
     ) -> None:
         self.future = future
+        #: The caller takes a batch's failed items as BatchResults (else: the first
+        #: failed item's error fails the call).
+        self.items = items
         self.queue = queue
         self.on_progress = on_progress
         self.on_log = on_log
@@ -259,7 +265,17 @@ class WorkerClient:
         if isinstance(frame, Result):
             p = self._pending.pop(frame.id, None)
             if p is not None and p.future is not None and not p.future.done():
-                p.future.set_result(frame.value)
+                if not frame.errors:
+                    p.future.set_result(frame.value)
+                    return
+                value = frame.value if isinstance(frame.value, list) else []
+                results = BatchResults(
+                    value, {e.index: (e.code, e.message, e.data) for e in frame.errors}
+                )
+                if p.items:
+                    p.future.set_result(results)
+                else:
+                    p.future.set_exception(results.error(min(results.errors)))
         elif isinstance(frame, StreamItem):
             p = self._pending.get(frame.id)
             if p is not None and p.queue is not None:
@@ -474,12 +490,15 @@ class WorkerClient:
         on_progress: ProgressCallback | None = None,
         on_log: CallLogCallback | None = None,
         traceparent: str = "",
+        items: bool = False,
     ) -> Any:
         """Run one call; cancelling the awaiting task cancels the call in the worker.
 
         ``on_progress`` and ``on_log`` receive this call's progress and log lines;
         ``traceparent`` (W3C) is the trace context the call's spans in the worker nest
-        under."""
+        under. ``items``: a batch tool's answer with failed items comes back as
+        :class:`~mcphost.sdk.errors.BatchResults` (the batcher splits it among its
+        callers); otherwise the first failed item's error fails the call."""
         call_id = next(self._ids)
         fut: asyncio.Future[Any] = self._loop.create_future()
         # A call made while others are in flight waits for the end of this turn of the
@@ -494,6 +513,7 @@ class WorkerClient:
             timeout=timeout,
             on_log=on_log,
             traceparent=traceparent,
+            items=items,
         )
         self.calls_total += 1
         try:

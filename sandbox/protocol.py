@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from mcphost.sdk.errors import ProtocolError
+from mcphost.sdk.errors import BatchResults, ProtocolError
 from mcphost.sdk.schema import ToolSpec
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "Frame",
     "FrameCodec",
     "Hello",
+    "ItemError",
     "Log",
     "Ping",
     "Pong",
@@ -37,12 +38,16 @@ __all__ = [
     "StreamItem",
     "Welcome",
     "negotiate",
+    "result_frame",
 ]
 
 #: The newest protocol version this side speaks; peers agree on the highest common one.
-#: Version 2 adds byte credit to streams (``Call.window_bytes``, ``Credit.bytes``).
-PROTOCOL_VERSION = 2
-SUPPORTED_VERSIONS = (1, 2)
+#: Version 2 adds byte credit to streams (``Call.window_bytes``, ``Credit.bytes``);
+#: version 3 adds per-item errors of batch tools (``Result.errors``).
+PROTOCOL_VERSION = 3
+SUPPORTED_VERSIONS = (1, 2, 3)
+#: The first version whose Result frames may carry per-item errors.
+ITEM_ERRORS_VERSION = 3
 #: Frames larger than this end the connection (both sides can be configured lower).
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 HEADER = struct.Struct(">I")
@@ -88,11 +93,26 @@ class Call(msgspec.Struct, frozen=True, tag="call", tag_field="t"):
     window_bytes: int = 0
 
 
-class Result(msgspec.Struct, frozen=True, tag="result", tag_field="t"):
-    """Worker -> host: the call finished with ``value``."""
+class ItemError(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One failed item of a batch tool's answer: its index in the list, and its error."""
+
+    index: int
+    code: str
+    message: str
+    data: dict[str, Any] = {}
+
+
+class Result(msgspec.Struct, frozen=True, tag="result", tag_field="t", omit_defaults=True):
+    """Worker -> host: the call finished with ``value``.
+
+    From version 3, a batch tool's answer may hold items that failed on their own:
+    ``value`` is then the list with None in their places and ``errors`` says which and
+    why (empty, and left out of the frame, when every item succeeded).
+    """
 
     id: int
     value: Any
+    errors: list[ItemError] = []
 
 
 class Error(msgspec.Struct, frozen=True, tag="error", tag_field="t"):
@@ -266,3 +286,21 @@ def negotiate(theirs: list[int], ours: tuple[int, ...] = SUPPORTED_VERSIONS) -> 
             data={"theirs": sorted(theirs), "ours": list(ours)},
         )
     return max(common)
+
+
+def result_frame(call_id: int, value: Any, version: int) -> Result | Error:
+    """The frame answering a call that returned ``value``: a Result, with per-item
+    errors when ``value`` is :class:`~mcphost.sdk.errors.BatchResults`. A host that
+    speaks no version with per-item errors gets the first failed item's Error instead
+    (it could not tell a failed item from a None result)."""
+    if type(value) is not BatchResults:
+        return Result(id=call_id, value=value)
+    if version < ITEM_ERRORS_VERSION:
+        index = min(value.errors)
+        code, message, data = value.errors[index]
+        return Error(id=call_id, code=code, message=message, data={**data, "item": index})
+    errors = [
+        ItemError(index=i, code=code, message=message, data=data)
+        for i, (code, message, data) in sorted(value.errors.items())
+    ]
+    return Result(id=call_id, value=list(value), errors=errors)

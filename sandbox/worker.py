@@ -33,7 +33,7 @@ from mcphost.sdk.errors import (
     ToolTimeout,
 )
 from mcphost.sdk.plugin import Plugin, Tool
-from mcphost.sdk.runner import to_wire
+from mcphost.sdk.runner import batch_to_wire, to_wire
 
 from . import worker_trace
 from .pool import ThreadPool
@@ -52,6 +52,7 @@ from .protocol import (
     Result,
     Shutdown,
     Welcome,
+    result_frame,
 )
 from .worker_async import LoopSide
 from .worker_io import FrameReader, FrameWriter, Timer, send_or_error
@@ -158,6 +159,8 @@ class Worker:
         self.tools: dict[str, Tool] = plugin.tools
         self.data_dir = Path(cfg.data_dir)
         self.codec = FrameCodec(cfg.max_frame)
+        #: The protocol version the host chose (its Welcome); 1 until it arrives.
+        self.version = 1
         self.reader = FrameReader(sock, self.codec)
         self.writer = FrameWriter(sock, self.codec)
         self.executor = ThreadPool(cfg.threads, "tool")
@@ -259,6 +262,7 @@ class Worker:
                 elif kind is Welcome:
                     assert isinstance(frame, Welcome)
                     self.codec.max_frame = frame.max_frame
+                    self.version = frame.version
                     continue
                 elif kind is Shutdown:
                     assert isinstance(frame, Shutdown)
@@ -365,6 +369,8 @@ class Worker:
                     ctx.run_seconds = seconds
             if deadline is not None and time.monotonic() > deadline:
                 return self.timeout_error(call)
+            if tool.batch:
+                return result_frame(call.id, batch_to_wire(value, name), self.version)
             return Result(id=call.id, value=to_wire(value, name))
         except MCPHostError as exc:
             return Error(id=call.id, code=exc.code, message=exc.message, data=exc.data)

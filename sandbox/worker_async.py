@@ -28,9 +28,9 @@ from .protocol import (
     Frame,
     Ping,
     Pong,
-    Result,
     StreamEnd,
     StreamItem,
+    result_frame,
 )
 from .worker_io import send_or_error
 from .worker_sync import STREAM_BATCH
@@ -176,7 +176,11 @@ class LoopSide:
                     if ctx.deadline is not None and time.monotonic() > ctx.deadline:
                         # Returned past the deadline (perhaps because of it): a timeout.
                         raise TimeoutError
-                    self.send(Result(id=call.id, value=value), call.id, now=len(self.tasks) <= 1)
+                    self.send(
+                        result_frame(call.id, value, w.version),
+                        call.id,
+                        now=len(self.tasks) <= 1,
+                    )
         except TimeoutError:
             ctx._cancel()
             self.send(w.timeout_error(call), now=True)

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "ApprovalRequired",
+    "BatchResults",
     "Busy",
     "CallCancelled",
     "CompositionError",
@@ -245,3 +246,31 @@ def error_from_code(code: str, message: str, data: dict[str, Any] | None = None)
         if cls is not ToolError and cls.__dict__.get("code") == code:
             return cls(message, data=data)
     return ToolError(message, code=code, data=data)
+
+
+class BatchResults(list[Any]):
+    """A batch tool's results in which some items failed.
+
+    The list holds one entry per item, in order, with None where an item failed;
+    ``errors`` maps the index of each failed item to its ``(code, message, data)``. The
+    worker sends it as a Result frame with per-item errors; the host hands each caller
+    its own slice, or the error of its failed item (:meth:`error`).
+    """
+
+    __slots__ = ("errors",)
+
+    def __init__(self, values: list[Any], errors: dict[int, tuple[str, str, dict[str, Any]]]):
+        super().__init__(values)
+        self.errors = errors
+
+    def first_failed(self, start: int = 0, stop: int | None = None) -> int | None:
+        """The index of the first failed item in ``[start, stop)``, or None."""
+        stop = len(self) if stop is None else stop
+        failed = [i for i in self.errors if start <= i < stop]
+        return min(failed) if failed else None
+
+    def error(self, index: int, item: int | None = None) -> MCPHostError:
+        """A fresh error for the failed item at ``index``; its ``data["item"]`` is
+        ``item`` (the item's place in its caller's own list), default ``index``."""
+        code, message, data = self.errors[index]
+        return error_from_code(code, message, {**data, "item": index if item is None else item})

@@ -16,11 +16,11 @@ from typing import Any
 import msgspec
 
 from .context import Context
-from .errors import MCPHostError, ToolError
+from .errors import BatchResults, MCPHostError, ToolError
 from .models import dump_model
 from .plugin import Tool
 
-__all__ = ["invoke", "iterate", "to_wire"]
+__all__ = ["batch_to_wire", "invoke", "iterate", "to_wire"]
 
 _STOP = object()
 #: Values that are plain data already (exactly these types, not subclasses).
@@ -40,6 +40,39 @@ def to_wire(value: Any, tool: str) -> Any:
             "pydantic models",
             code="bad_result",
         ) from None
+
+
+def batch_to_wire(value: Any, tool: str) -> Any:
+    """A batch tool's return value as plain data, and its failed items.
+
+    A batch tool returns one result per item; an item that failed on its own is an
+    exception in that place (``ToolError("...", code=...)``, or any exception, which
+    becomes ``tool_exception``). When there is one, the answer is a
+    :class:`~.errors.BatchResults`: None in the failed places, their errors by index.
+    """
+    if type(value) is not list or not any(isinstance(v, BaseException) for v in value):
+        return to_wire(value, tool)
+    errors: dict[int, tuple[str, str, dict[str, Any]]] = {}
+    values: list[Any] = []
+    for i, v in enumerate(value):
+        if isinstance(v, MCPHostError):
+            errors[i] = (v.code, v.message, to_wire(v.data, tool))
+            v = None
+        elif isinstance(v, Exception):
+            errors[i] = (
+                "tool_exception",
+                f"{tool} failed on item {i}: {type(v).__name__}: {v}",
+                {"exception": type(v).__name__},
+            )
+            v = None
+        elif isinstance(v, BaseException):
+            raise ToolError(
+                f"{tool}: item {i} is a {type(v).__name__}; a batch tool's failed item "
+                "must be an Exception (ToolError for a code of its own)",
+                code="bad_result",
+            )
+        values.append(v)
+    return BatchResults(to_wire(values, tool), errors)
 
 
 async def invoke(tool: Tool, args: dict[str, Any] | None, ctx: Context, executor: Executor) -> Any:
@@ -69,7 +102,7 @@ async def invoke(tool: Tool, args: dict[str, Any] | None, ctx: Context, executor
             code="tool_exception",
             data={"exception": type(exc).__name__},
         ) from exc
-    return to_wire(value, name)
+    return batch_to_wire(value, name) if tool.batch else to_wire(value, name)
 
 
 async def iterate(

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import msgspec
 
 from .context import Context
-from .errors import PluginFailed, ToolNotFound, ToolTimeout
+from .errors import BatchResults, PluginFailed, ToolNotFound, ToolTimeout
 from .plugin import Plugin, Tool
 from .runner import invoke, iterate
 
@@ -72,7 +72,11 @@ _wire_encoder = msgspec.msgpack.Encoder()
 
 
 def _over_the_wire(value: Any) -> Any:
-    """What the caller would receive: the value after a MessagePack round trip."""
+    """What the caller would receive: the value after a MessagePack round trip. A batch
+    tool's failed items come back as their errors, in their places."""
+    if isinstance(value, BatchResults):
+        values = msgspec.msgpack.decode(_wire_encoder.encode(list(value)))
+        return [value.error(i) if i in value.errors else v for i, v in enumerate(values)]
     return msgspec.msgpack.decode(_wire_encoder.encode(value))
 
 

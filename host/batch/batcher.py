@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mcphost.sdk.errors import Busy, MCPHostError, PluginError, ToolTimeout
+from mcphost.sdk.errors import BatchResults, Busy, MCPHostError, PluginError, ToolTimeout
 
 from ..observe.calls import BUCKETS
 from .former import BatchFormer, FormerSettings, Pending, Reason
@@ -310,6 +310,8 @@ class ToolBatcher:
             raise self._miscounted(result, n)
         self.stats.sizes[bisect_left(SIZE_BUCKETS, n)] += 1
         self.stats.size_sum += n
+        if type(result) is BatchResults:
+            raise result.error(min(result.errors))
         return result
 
     def _miscounted(self, result: Any, n: int) -> PluginError:
@@ -475,6 +477,17 @@ class ToolBatcher:
         stats.sizes[bisect_left(SIZE_BUCKETS, len(joined))] += 1
         stats.size_sum += len(joined)
         offset = 0
+        if type(result) is BatchResults:
+            # Some items failed on their own: their callers get their errors.
+            for future, _, count, *_ in entries:
+                if not future.done():
+                    failed = result.first_failed(offset, offset + count)
+                    if failed is None:
+                        future.set_result(result[offset : offset + count])
+                    else:
+                        future.set_exception(result.error(failed, failed - offset))
+                offset += count
+            return
         for future, _, count, *_ in entries:
             if not future.done():
                 future.set_result(result[offset : offset + count])

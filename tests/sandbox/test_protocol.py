@@ -21,6 +21,7 @@ from mcphost.sandbox.protocol import (
     Frame,
     FrameCodec,
     Hello,
+    ItemError,
     Log,
     Ping,
     Pong,
@@ -31,8 +32,10 @@ from mcphost.sandbox.protocol import (
     StreamItem,
     Welcome,
     negotiate,
+    result_frame,
 )
 from mcphost.sdk import ProtocolError
+from mcphost.sdk.errors import BatchResults
 from mcphost.sdk.schema import ToolSpec
 
 ids = st.integers(min_value=0, max_value=2**63 - 1)
@@ -82,7 +85,15 @@ FRAME_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         progress=st.booleans(),
         window_bytes=counts,
     ),
-    Result: st.builds(Result, id=ids, value=json_values),
+    Result: st.builds(
+        Result,
+        id=ids,
+        value=json_values,
+        errors=st.lists(
+            st.builds(ItemError, index=counts, code=text, message=text, data=json_objects),
+            max_size=3,
+        ),
+    ),
     Error: st.builds(Error, id=ids, code=text, message=text, data=json_objects),
     StreamItem: st.builds(StreamItem, id=ids, seq=counts, value=json_values),
     StreamEnd: st.builds(StreamEnd, id=ids, count=counts),
@@ -287,3 +298,29 @@ def test_negotiation_without_a_common_version_says_what_each_side_speaks() -> No
 def test_this_build_speaks_its_own_protocol_version() -> None:
     assert PROTOCOL_VERSION in SUPPORTED_VERSIONS
     assert negotiate(list(SUPPORTED_VERSIONS)) == PROTOCOL_VERSION
+
+
+def test_a_result_without_item_errors_is_the_frame_older_peers_send() -> None:
+    frame = Result(id=3, value=[1, 2])
+    body = codec.encode(frame)[4:]
+    assert msgspec.msgpack.decode(body) == {"t": "result", "id": 3, "value": [1, 2]}
+    # A frame from a peer that has never heard of item errors decodes with none.
+    old = msgspec.msgpack.encode({"t": "result", "id": 3, "value": [1, 2]})
+    assert codec.decode(old) == frame
+
+
+def test_failed_items_travel_in_the_result_and_older_hosts_get_the_first_error() -> None:
+    value = BatchResults([1, None, None], {2: ("late", "too late", {}), 1: ("bad", "no", {"k": 1})})
+    frame = result_frame(9, value, 3)
+    assert frame == Result(
+        id=9,
+        value=[1, None, None],
+        errors=[
+            ItemError(index=1, code="bad", message="no", data={"k": 1}),
+            ItemError(index=2, code="late", message="too late"),
+        ],
+    )
+    assert codec.decode(codec.encode(frame)[4:]) == frame
+    older = result_frame(9, value, 2)
+    assert older == Error(id=9, code="bad", message="no", data={"k": 1, "item": 1})
+    assert result_frame(9, [1, 2], 1) == Result(id=9, value=[1, 2])
