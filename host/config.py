@@ -19,6 +19,7 @@ __all__ = [
     "PluginSettings",
     "PolicyConfig",
     "StreamingConfig",
+    "ToolBatchingConfig",
     "load_config",
 ]
 
@@ -74,6 +75,33 @@ class FeaturesConfig(_Strict):
     status: bool = True
 
 
+class ToolBatchingConfig(_Strict):
+    """The operator's batching settings of one tool (``[batching.tools."P.T"]``): each
+    set here wins over the tool's own (its decorator) and the ``[batching]`` value."""
+
+    max_batch_size: int | None = Field(None, ge=1)
+    preferred_sizes: list[int] | None = None
+    max_queue_delay: float | None = Field(None, ge=0, le=10)
+    target_latency: float | None = Field(None, gt=0)
+    max_in_flight: int | None = Field(None, ge=1, le=64)
+    #: An argument's name or a JMESPath expression over the arguments ("": no key).
+    batch_key: str | None = None
+    #: The priority of a call that names none (0 the highest, up to 100).
+    priority: int | None = Field(None, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _check(self) -> ToolBatchingConfig:
+        from mcphost.sdk.tool_rules import key_problem
+
+        if self.preferred_sizes is not None and any(n < 1 for n in self.preferred_sizes):
+            raise ValueError("preferred_sizes must be whole numbers of 1 or more")
+        if self.batch_key:
+            problem = key_problem(self.batch_key)
+            if problem is not None:
+                raise ValueError(problem.removeprefix("its "))
+        return self
+
+
 class BatchingConfig(_Strict):
     """How calls to batch tools are coalesced (``features.batching`` switches it off)."""
 
@@ -98,6 +126,19 @@ class BatchingConfig(_Strict):
     #: Calls whose items take about this many bytes or more go in the large lane: they
     #: share batches only with each other, so they never hold small calls back.
     large_item_bytes: int = Field(64 * 1024, ge=1)
+    #: Per tool (``"<plugin>.<tool>"``): settings that win over the tool's own.
+    tools: dict[str, ToolBatchingConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _tool_names(self) -> BatchingConfig:
+        for name in self.tools:
+            plugin, dot, tool = name.partition(".")
+            if not (plugin and dot and tool) or "." in tool:
+                raise ValueError(
+                    f"batching.tools: {name!r} is not a tool name; write "
+                    '[batching.tools."<plugin>.<tool>"], e.g. [batching.tools."mathkit.factorize"]'
+                )
+        return self
 
 
 class PluginSettings(_Strict):

@@ -68,6 +68,11 @@ LIVE: set[str] = {
 }
 
 
+#: Tables keyed by names of the user's (which may hold dots): one setting each, compared
+#: and applied whole.
+WHOLE_TABLES: set[str] = {"batching.tools"}
+
+
 def register_live(*keys: str) -> None:
     """Declare settings (dotted keys, or whole tables) that a running host applies live."""
     LIVE.update(keys)
@@ -92,7 +97,7 @@ def flat_settings(config: HostConfig) -> dict[str, Any]:
     def walk(data: dict[str, Any], prefix: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for k, v in data.items():
-            if isinstance(v, dict):
+            if isinstance(v, dict) and f"{prefix}{k}" not in WHOLE_TABLES:
                 out.update(walk(v, f"{prefix}{k}."))
             else:
                 out[f"{prefix}{k}"] = v

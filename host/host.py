@@ -34,13 +34,14 @@ from mcphost.sdk.errors import (
 from mcphost.sdk.schema import ToolSpec
 
 from .batch.batcher import ToolBatcher, batch_parameter
-from .batch.former import FormerSettings, LevelPolicy
+from .batch.keys import key_function
+from .batch.settings import resolve
 from .config import HostConfig, load_config
 from .home import Home
 from .hooks import make_plugin_manager
 from .isolation_backend import isolation_backend
 from .observe import HostMetrics
-from .pool import Supervised, make_supervisor
+from .pool import Supervised, WorkerPool, make_supervisor
 from .sources import (
     PluginSource,
     discover_directory,
@@ -606,38 +607,38 @@ class Host:
                 del self._batchers[name]
                 self._old_batchers.append(known[1])
             return
-        if known is not None and known[0] is sup and known[1].param == param:
+        resolved = resolve(self.config.batching, name, spec.batching)
+        if (
+            known is not None
+            and known[0] is sup
+            and known[1].param == param
+            and known[1].made_from == resolved
+        ):
             return
         if known is not None:
             self._old_batchers.append(known[1])
-        cfg = self.config.batching
+        pool = sup if isinstance(sup, WorkerPool) else None
 
-        async def dispatch(args: dict[str, Any], timeout: float) -> Any:
-            worker = sup.worker
+        async def dispatch(args: dict[str, Any], timeout: float, key: str | None) -> Any:
+            # A keyed batch goes to its key's replica while that one's load allows.
+            worker = pool.worker_for(key) if pool is not None and key is not None else sup.worker
             if worker is None or not worker.alive:
                 worker = await sup.acquire()
             return await worker.call(tool, args, timeout=timeout, items=True)
 
-        settings = FormerSettings(
-            max_batch_size=cfg.max_batch_size,
-            preferred_sizes=tuple(sorted(cfg.preferred_sizes)),
-            max_queue_delay=cfg.max_queue_delay,
-            levels=tuple(LevelPolicy(max_queue_size=cfg.max_queue_size) for _ in range(cfg.levels)),
-            aging=cfg.aging,
+        batcher = ToolBatcher(
+            name,
+            param,
+            dispatch,
+            resolved.former,
+            target_latency=resolved.target_latency,
+            max_in_flight=resolved.max_in_flight,
+            default_priority=resolved.default_priority,
+            large_item_bytes=resolved.large_item_bytes,
+            key=key_function(name, resolved.batch_key),
         )
-        self._batchers[name] = (
-            sup,
-            ToolBatcher(
-                name,
-                param,
-                dispatch,
-                settings,
-                target_latency=cfg.target_latency,
-                max_in_flight=cfg.max_in_flight,
-                default_priority=cfg.default_priority,
-                large_item_bytes=cfg.large_item_bytes,
-            ),
-        )
+        batcher.made_from = resolved
+        self._batchers[name] = (sup, batcher)
 
     def _is_stored_composition(self, name: str) -> bool:
         if self._compositions is not None and name in self._compositions.by_name:

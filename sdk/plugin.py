@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
 from .context import Context
-from .schema import Signature, ToolSpec, build_signature
+from .schema import BatchSettings, Signature, ToolSpec, build_signature
 from .tool_rules import MAX_TOOLS, tool_problem
 
 __all__ = ["ENTRY_POINT_GROUP", "Plugin", "Tool"]
@@ -27,7 +27,14 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 class Tool:
     """One tool: the function, its kind, its schema and its argument validator."""
 
-    def __init__(self, fn: Callable[..., Any], name: str, description: str, batch: bool) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        name: str,
+        description: str,
+        batch: bool,
+        batching: BatchSettings | None = None,
+    ) -> None:
         self.fn = fn
         self.name = name
         self.batch = batch
@@ -47,6 +54,7 @@ class Tool:
             output_schema=self.signature.output_schema,
             kind="stream" if self.is_stream else "call",
             batch=batch,
+            batching=batching,
         )
 
     @property
@@ -85,7 +93,17 @@ class Plugin:
 
     @overload
     def tool(
-        self, *, name: str | None = None, description: str | None = None, batch: bool = False
+        self,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        batch: bool = False,
+        max_batch_size: int | None = None,
+        preferred_sizes: list[int] | None = None,
+        max_queue_delay_ms: float | None = None,
+        target_latency_ms: float | None = None,
+        batch_key: str = "",
+        priority: int | None = None,
     ) -> Callable[[F], F]: ...
 
     def tool(
@@ -95,12 +113,47 @@ class Plugin:
         name: str | None = None,
         description: str | None = None,
         batch: bool = False,
+        max_batch_size: int | None = None,
+        preferred_sizes: list[int] | None = None,
+        max_queue_delay_ms: float | None = None,
+        target_latency_ms: float | None = None,
+        batch_key: str = "",
+        priority: int | None = None,
     ) -> F | Callable[[F], F]:
         """Register a function as a tool; use bare or with options.
 
         ``batch=True`` marks a tool whose function takes a list of items and returns a
-        list of results of the same length, so the host may coalesce calls.
+        list of results of the same length, so the host may coalesce calls. A batch
+        tool may set its own batching (each left out takes the host's ``[batching]``
+        value, and the operator's per-tool settings win over these):
+        ``max_batch_size``, ``preferred_sizes``, ``max_queue_delay_ms``,
+        ``target_latency_ms``, ``batch_key`` (an argument's name or a JMESPath
+        expression over the arguments: only calls with the same key share a batch, and
+        a key keeps to one replica) and ``priority`` (of calls that name none; 0 is the
+        highest, up to 100). See docs/batching.md.
         """
+        batching: BatchSettings | None = None
+        if (
+            any(
+                v is not None
+                for v in (
+                    max_batch_size,
+                    preferred_sizes,
+                    max_queue_delay_ms,
+                    target_latency_ms,
+                    priority,
+                )
+            )
+            or batch_key
+        ):
+            batching = BatchSettings(
+                max_batch_size=max_batch_size,
+                preferred_sizes=None if preferred_sizes is None else list(preferred_sizes),
+                max_queue_delay_ms=max_queue_delay_ms,
+                target_latency_ms=target_latency_ms,
+                batch_key=batch_key,
+                priority=priority,
+            )
 
         def register(f: F) -> F:
             tool_name = name or f.__name__
@@ -113,7 +166,7 @@ class Plugin:
             if len(self.tools) >= MAX_TOOLS:
                 raise ValueError(f"plugin {self.name} has {MAX_TOOLS} tools, the most it may")
             doc = description if description is not None else inspect.getdoc(f) or ""
-            tool = Tool(f, tool_name, doc.strip(), batch)
+            tool = Tool(f, tool_name, doc.strip(), batch, batching)
             # The host checks the same rules at every worker's handshake.
             problem = tool_problem(self.name, tool.spec)
             if problem is not None:

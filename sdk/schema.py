@@ -20,7 +20,27 @@ import msgspec
 from .errors import InvalidArguments
 from .models import ModelParams, has_model, model_schema
 
-__all__ = ["ToolSpec", "build_signature"]
+__all__ = ["BatchSettings", "ToolSpec", "build_signature"]
+
+
+class BatchSettings(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A batch tool's own batching settings, from its decorator (each left out: the
+    host's ``[batching]`` value; the operator's ``[batching.tools."P.T"]`` wins over
+    both). See docs/batching.md."""
+
+    #: Items one batch call carries at most.
+    max_batch_size: int | None = None
+    #: Batch sizes to prefer when more calls wait than one batch takes.
+    preferred_sizes: list[int] | None = None
+    #: Milliseconds a queued call waits for others while batches of the tool run.
+    max_queue_delay_ms: float | None = None
+    #: Milliseconds a batch should take; sizes adapt to keep it.
+    target_latency_ms: float | None = None
+    #: Only calls with the same key share a batch, and a key keeps to one replica: an
+    #: argument's name or a JMESPath expression over the arguments ("": none).
+    batch_key: str = ""
+    #: The priority of a call that names none (0 the highest, up to 100).
+    priority: int | None = None
 
 
 class ToolSpec(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -34,6 +54,8 @@ class ToolSpec(msgspec.Struct, frozen=True, omit_defaults=True):
     kind: str = "call"
     #: True when the tool takes a list of items and returns a list of results.
     batch: bool = False
+    #: A batch tool's own batching settings (None: the host's).
+    batching: BatchSettings | None = None
 
 
 _GENERATOR_ORIGINS = {

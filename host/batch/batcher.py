@@ -30,12 +30,14 @@ from mcphost.sdk.errors import BatchResults, Busy, MCPHostError, PluginError, To
 
 from ..observe.calls import BUCKETS
 from .former import BatchFormer, FormerSettings, Pending, Reason
+from .keys import KeyFunction
 from .model import LatencyModel
 
 __all__ = ["SIZE_BUCKETS", "BatchStats", "ToolBatcher", "batch_parameter", "is_large"]
 
-#: ``dispatch(args, timeout)``: one call to the tool on a worker.
-Dispatch = Callable[[dict[str, Any], float], Awaitable[Any]]
+#: ``dispatch(args, timeout, key)``: one call to the tool on a worker; ``key`` (the
+#: calls' batch key, or None) lets a pool keep one key on one replica.
+Dispatch = Callable[[dict[str, Any], float, str | None], Awaitable[Any]]
 
 _ids = itertools.count(1)
 
@@ -154,6 +156,7 @@ class ToolBatcher:
         max_in_flight: int = 1,
         default_priority: int = 1,
         large_item_bytes: int = 64 * 1024,
+        key: KeyFunction | None = None,
     ) -> None:
         self.tool = tool
         self.param = param
@@ -170,6 +173,11 @@ class ToolBatcher:
         #: Calls whose list takes about this many bytes or more go in the large lane:
         #: they share batches only with each other.
         self.large_item_bytes = large_item_bytes
+        #: The tool's batch key: only calls with the same key share a batch, and the
+        #: key goes with the batch to the pool (None: grouped by other arguments only).
+        self.key = key
+        #: What the host made this batcher from; a change makes a new one.
+        self.made_from: object = None
         self.in_flight = 0
         self.stats = BatchStats()
         self._plain: deque[_Plain] = deque()
@@ -209,19 +217,26 @@ class ToolBatcher:
         """Run the tool for ``args`` (its batch parameter a list), maybe with others."""
         items = args.get(self.param)
         if not isinstance(items, list):
-            return await self._dispatch(args, timeout)  # the worker says what is wrong
+            return await self._dispatch(args, timeout, None)  # the worker says what is wrong
         if self._shut:
             raise self._closed_error()
+        route = None if self.key is None else self.key(args)
         self.stats.calls += 1
         plain = self._plain
         if not self.in_flight and not plain and not len(self.former):
-            return await self._alone(args, len(items), timeout)
+            return await self._alone(args, len(items), timeout, route)
         now = self._loop.time()
         level = self.default_priority if priority is None else priority
         small = (len(items) == 1 and type(items[0]) in _SCALARS) or not is_large(
             items, self.large_item_bytes
         )
-        if small and level == self.default_priority and len(args) == 1 and not len(self.former):
+        if (
+            small
+            and level == self.default_priority
+            and len(args) == 1
+            and route is None
+            and not len(self.former)
+        ):
             if len(plain) >= self.settings.levels[level].max_queue_size:
                 raise self._full(level)
             future = self._loop.create_future()
@@ -235,7 +250,7 @@ class ToolBatcher:
             elif len(plain) == 1:
                 self._arm(deadline)
             return await future
-        return await self._queue(args, len(items), timeout, level, now, 0 if small else 1)
+        return await self._queue(args, len(items), timeout, level, now, 0 if small else 1, route)
 
     def _full_size(self) -> int:
         return self.former.full_size(self.model.size_for(self.target_latency))
@@ -262,13 +277,22 @@ class ToolBatcher:
             self.former.submit(p, enqueued)
 
     async def _queue(
-        self, args: dict[str, Any], count: int, timeout: float, level: int, now: float, lane: int
+        self,
+        args: dict[str, Any],
+        count: int,
+        timeout: float,
+        level: int,
+        now: float,
+        lane: int,
+        route: str | None = None,
     ) -> Any:
         self._promote()
-        key = None
+        key: Any = None
         if len(args) > 1:
             rest = {k: v for k, v in args.items() if k != self.param}
             key = json.dumps(rest, sort_keys=True, default=str)
+        if route is not None:
+            key = (key, route)
         p = _Waiting(
             id=next(_ids), level=level, enqueued=now, deadline=now + timeout, key=key, lane=lane
         )
@@ -295,12 +319,14 @@ class ToolBatcher:
                 self._kick()
             raise
 
-    async def _alone(self, args: dict[str, Any], n: int, timeout: float) -> Any:
+    async def _alone(
+        self, args: dict[str, Any], n: int, timeout: float, route: str | None = None
+    ) -> Any:
         self.in_flight += 1
         self.stats.reasons["alone"] += 1
         t0 = time.perf_counter()
         try:
-            result = await self._dispatch(args, timeout)
+            result = await self._dispatch(args, timeout, route)
         finally:
             self.in_flight -= 1
             if self.queued:
@@ -452,7 +478,9 @@ class ToolBatcher:
         try:
             if timeout <= 0:
                 raise ToolTimeout(f"{self.tool}: the batch's time ran out before it left")
-            result = await self._dispatch(args, timeout)
+            # Every call of a batch has the same key: the first one's is the batch's.
+            route = None if self.key is None else self.key(entries[0][1])
+            result = await self._dispatch(args, timeout, route)
         except asyncio.CancelledError:
             for e in entries:
                 if not e[0].done():

@@ -42,15 +42,18 @@ class Condition:
         #: (root, second name, third name) of each name read from the top level.
         self.names = list(_root_names(cast(dict[str, Any], self._parsed.parsed)))
 
-    def holds(self, data: dict[str, Any]) -> bool:
+    def value(self, data: dict[str, Any]) -> Any:
+        """The expression's value over ``data`` (also used for batch keys)."""
         from jmespath.exceptions import JMESPathError
 
         try:
-            result = self._parsed.search(data)
+            return self._parsed.search(data)
         except JMESPathError as exc:  # e.g. a function given a value of the wrong type
             msg = str(exc).replace("\n", " ")
             raise ExpressionError(f"{self.text!r} failed on this run's data: {msg}") from None
-        return result not in (None, False, "", [], {})
+
+    def holds(self, data: dict[str, Any]) -> bool:
+        return self.value(data) not in (None, False, "", [], {})
 
 
 def compile_condition(text: str) -> Condition:

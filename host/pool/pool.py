@@ -15,6 +15,8 @@ Replicas share the plugin's data directory.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
 import random
 from typing import Any
 
@@ -25,6 +27,11 @@ from ..sources import PluginSource
 from ..supervisor import PluginSupervisor, SupervisorEnv
 
 __all__ = ["WorkerPool"]
+
+#: A keyed call stays on its key's replica while that replica, with the call, carries at
+#: most this many times the pool's mean load (calls in flight): consistent hashing with
+#: bounded loads.
+LOAD_BOUND = 1.25
 
 #: A pool's state is the most hopeful of its replicas' states.
 _STATE_ORDER = ("running", "starting", "restarting", "stopped", "refused", "failed")
@@ -83,6 +90,27 @@ class WorkerPool:
             return live[0] if live else None
         a, b = self._pick.sample(live, 2)
         return a if a.inflight <= b.inflight else b
+
+    def worker_for(self, key: str) -> WorkerClient | None:
+        """The running worker for calls with ``key`` (a batch key): rendezvous hashing
+        ranks the replicas for the key, and the first whose load allows takes it (its
+        calls in flight plus this one within :data:`LOAD_BOUND` times the pool's mean).
+        So a key keeps to one replica, and per-key caches there stay warm, until that
+        replica is overloaded or goes away; then only its keys move."""
+        ranked: list[tuple[int, WorkerClient]] = []
+        for i, r in enumerate(self.replicas):
+            w = r.worker
+            if w is not None and w.alive:
+                ranked.append((_rank(key, i), w))
+        if len(ranked) <= 1:
+            return ranked[0][1] if ranked else None
+        ranked.sort(key=lambda rw: rw[0], reverse=True)
+        total = sum(w.inflight for _, w in ranked)
+        bound = math.ceil(LOAD_BOUND * (total + 1) / len(ranked))
+        for _, w in ranked:
+            if w.inflight + 1 <= bound:
+                return w
+        return min((w for _, w in ranked), key=lambda w: w.inflight)  # pragma: no cover
 
     def call_info(self, call_id: int) -> tuple[str, str]:
         """The tool and trace context of a call by id, if one replica knows it (ids are
@@ -173,6 +201,13 @@ class WorkerPool:
                 out[key] = sum(values)
         out["replicas"] = each
         return out
+
+
+def _rank(key: str, replica: int) -> int:
+    """Replica ``replica``'s weight for ``key`` (rendezvous hashing): stable across
+    processes and runs, so the same key prefers the same replica."""
+    digest = hashlib.blake2b(f"{replica}\x00{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
 
 
 def _consume(task: asyncio.Future[Any]) -> None:
