@@ -5,12 +5,15 @@ same batch call gets its result."""
 from __future__ import annotations
 
 import asyncio
+import json
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.cli import run_mcphost
+from support.wheels import install_target
 
 from mcphost.host import Host, HostConfig, PluginSource
 from mcphost.sdk import Plugin, ToolError
@@ -207,3 +210,49 @@ def test_a_failed_item_that_is_not_an_exception_is_refused() -> None:
     with ToolTester(plugin) as tester, pytest.raises(ToolError) as refused:
         tester.call("leave", {"items": [1]})
     assert refused.value.code == "bad_result" and "must be an Exception" in refused.value.message
+
+
+INVERSE = '''
+
+
+@plugin.tool(batch=True)
+def inverse(numbers: list[float]) -> list[float | None]:
+    """One over each number; zero fails on its own."""
+    from mcphost.sdk import ToolError
+
+    return [
+        1 / n if n else ToolError(f"{n:g} has no inverse", code="zero", data={"value": n})
+        for n in numbers
+    ]
+'''
+
+
+@pytest.fixture(scope="module")
+def inverse_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """mathkit, plus the batch tool above, built as a wheel and pip-installed (--target)."""
+    from mcphost.host.examples import build_wheels, copy_example, find_examples
+
+    root = tmp_path_factory.mktemp("inverse")
+    source = find_examples(Path(__file__).resolve().parents[2] / "example_plugins")
+    project = copy_example(source / "mathkit", root / "src", version="1.0.1")
+    init = project / "mcphost_mathkit" / "__init__.py"
+    init.write_text(init.read_text() + INVERSE)
+    wheel = build_wheels({"mathkit": project}, root / "wheels")["mathkit"]
+    return install_target(wheel, root / "site")
+
+
+def test_call_batch_prints_each_items_own_status(tmp_path: Path, inverse_dir: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text('allow_unsigned = true\nisolation = "rlimits"\n')
+    items = tmp_path / "items.jsonl"
+    items.write_text("4\n0\n2\n")
+    env = {"MCPHOST_HOME": str(home), "MCPHOST_PLUGIN_PATH": str(inverse_dir)}
+    proc = run_mcphost("call", "mathkit.inverse", "--batch", items, extra_env=env, timeout=120)
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert lines[0] == {"id": 0, "ok": True, "result": 0.25}
+    assert lines[1]["id"] == 1 and lines[1]["ok"] is False
+    assert lines[1]["error"]["code"] == "zero"
+    assert lines[1]["error"]["message"] == "0 has no inverse"
+    assert lines[2] == {"id": 2, "ok": True, "result": 0.5}
+    assert proc.returncode == 1 and "1 of 3 items failed" in proc.stderr
