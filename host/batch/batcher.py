@@ -200,6 +200,8 @@ class ToolBatcher:
             "queued": self.queued,
             "in_flight": self.in_flight,
             "size_allowed": self.model.size_for(self.target_latency),
+            "max_batch_size": self.settings.max_batch_size,
+            "default_priority": self.default_priority,
         }
 
     @property

@@ -9,8 +9,12 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mcphost.host import Host, HostConfig, PluginSource
+from mcphost.host.batch.keys import key_function
 from mcphost.host.pool.pool import _rank
+from mcphost.sdk.errors import InvalidArguments
 
 KEYED = '''
 import os, time
@@ -112,3 +116,22 @@ async def test_with_one_replica_a_keyed_call_goes_to_it(tmp_path: Path) -> None:
     async with keyed_host(tmp_path, replicas=1) as host:
         pids = {await where(host, u) for u in ("a", "b", "c")}
     assert len(pids) == 1
+
+
+def test_a_key_is_an_arguments_value_or_an_expressions_as_text() -> None:
+    by_name = key_function("p.t", "user")
+    assert by_name is not None
+    assert by_name({"user": "ann"}) == "ann"
+    assert by_name({"user": {"b": 1, "a": [2]}}) == by_name({"user": {"a": [2], "b": 1}})
+    assert by_name({}) == "null"
+    by_expr = key_function("p.t", "items[0].lang")
+    assert by_expr is not None
+    assert by_expr({"items": [{"lang": "en"}]}) == "en"
+    assert by_expr({"items": []}) == "null"
+    assert key_function("p.t", "") is None
+    with pytest.raises(InvalidArguments, match="batch_key 'items\\[' does not compile"):
+        key_function("p.t", "items[")
+    unreadable = key_function("p.t", "length(user)")
+    assert unreadable is not None
+    with pytest.raises(InvalidArguments, match="could not be read from these arguments"):
+        unreadable({"user": 5})

@@ -297,7 +297,7 @@ async def test_the_operators_per_tool_maximum_wins_and_applies_live(
     assert max(r[0]["batch"] for r in wider) == 6
     assert all(i.ok for i in back.items)
     assert max(i.result["batch"] for i in back.items) <= 3
-    assert snapshot["size_allowed"] == 3
+    assert snapshot["size_allowed"] == snapshot["max_batch_size"] == 3
 
 
 async def test_a_call_that_names_no_priority_gets_the_tools_own(setty_host: MakeHost) -> None:
@@ -313,6 +313,7 @@ async def test_a_call_that_names_no_priority_gets_the_tools_own(setty_host: Make
         await host.call("setty.release")
         await asyncio.gather(first, *low, unnamed)
         seen = await host.call("setty.seen")
+        assert host.batching()["setty.urgent"]["default_priority"] == 0
     # The tool's priority is 0, above the level 1 the others asked for.
     assert seen == [1000, 99, 1, 2, 3]
 
