@@ -36,7 +36,7 @@ from mcphost.sandbox.protocol import (
 )
 from mcphost.sdk import ProtocolError
 from mcphost.sdk.errors import BatchResults
-from mcphost.sdk.schema import ToolSpec
+from mcphost.sdk.schema import BatchSettings, ToolSpec
 
 ids = st.integers(min_value=0, max_value=2**63 - 1)
 counts = st.integers(min_value=0, max_value=2**31)
@@ -62,6 +62,16 @@ tool_specs = st.builds(
     output_schema=st.none() | json_objects,
     kind=st.sampled_from(["call", "stream"]),
     batch=st.booleans(),
+    batching=st.none()
+    | st.builds(
+        BatchSettings,
+        max_batch_size=st.none() | counts,
+        preferred_sizes=st.none() | st.lists(counts, max_size=3),
+        max_queue_delay_ms=st.none() | floats,
+        target_latency_ms=st.none() | floats,
+        batch_key=text,
+        priority=st.none() | counts,
+    ),
 )
 
 FRAME_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
