@@ -24,7 +24,8 @@ __all__ = ["config", "effective_config"]
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
-        name = f"{prefix}{key}"
+        # A table named with dots (a tool's, "plugin.tool") is quoted, as in TOML.
+        name = f'{prefix}"{key}"' if "." in key else f"{prefix}{key}"
         if isinstance(value, dict):
             out.update(_flatten(value, name + "."))
         else:

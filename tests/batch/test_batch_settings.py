@@ -14,7 +14,9 @@ import pytest
 
 from mcphost.host import Host, HostConfig, PluginSource
 from mcphost.host.batch.settings import resolve
+from mcphost.host.cli.config_cmd import effective_config
 from mcphost.host.config import BatchingConfig, load_config
+from mcphost.host.home import Home
 from mcphost.sdk import Plugin
 from mcphost.sdk.errors import ConfigError
 from mcphost.sdk.schema import BatchSettings, ToolSpec
@@ -330,3 +332,13 @@ async def test_only_calls_with_the_same_key_share_a_batch(setty_host: MakeHost) 
     assert [r[0]["lang"] for r in out] == [c["items"][0]["lang"] for c in calls]
     assert all(r[0]["langs"] == [r[0]["lang"]] for r in out)  # never mixed
     assert len({r[0]["order"] for r in out}) == 2  # and each key went as one batch
+
+
+def test_config_show_names_a_tools_table_as_toml_does(tmp_path: Path) -> None:
+    root = tmp_path / "home"
+    root.mkdir()
+    (root / "config.toml").write_text('[batching.tools."m.t"]\nmax_batch_size = 8\n')
+    rows = {r["key"]: r for r in effective_config(Home(root))}
+    assert rows['batching.tools."m.t".max_batch_size']["value"] == 8
+    assert rows['batching.tools."m.t".max_batch_size']["source"] == str(root / "config.toml")
+    assert rows['batching.tools."m.t".priority']["source"] == "default"
