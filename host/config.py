@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mcphost.sandbox.isolation import Limits
 from mcphost.sdk.errors import ConfigError
+
+if TYPE_CHECKING:
+    from .pool.scaling import ScalingPolicy
 
 __all__ = [
     "BatchingConfig",
@@ -141,12 +144,69 @@ class BatchingConfig(_Strict):
         return self
 
 
-class PluginSettings(_Strict):
-    """What the operator sets for one plugin (``[plugins.NAME]``)."""
+#: Keys of ``[plugins.NAME]`` that only a scaling pool reads.
+_SCALING_KEYS = ("target_load", "target_latency", "scale_down_after")
 
-    #: Workers of the plugin running at once; calls go to the least busy (of two
-    #: picked at random). Replicas share the plugin's data directory.
-    replicas: int = Field(1, ge=1, le=64)
+
+class PluginSettings(_Strict):
+    """What the operator sets for one plugin (``[plugins.NAME]``): a fixed count of
+    workers (``replicas``), or bounds the count follows with the load (``min_replicas``,
+    ``max_replicas`` and the scaling targets). All apply live."""
+
+    #: Workers of the plugin running at once (a fixed count; 1 when nothing is set);
+    #: calls go to the least busy (of two picked at random). Replicas share the
+    #: plugin's data directory.
+    replicas: int | None = Field(None, ge=1, le=64)
+    #: The fewest and most workers of a scaling pool (min 1 and max min when unset).
+    min_replicas: int | None = Field(None, ge=1, le=64)
+    max_replicas: int | None = Field(None, ge=1, le=64)
+    #: Calls in flight or queued per replica above which the pool grows.
+    target_load: float = Field(2.0, gt=0)
+    #: Seconds a call should spend in the pool; above it, with calls sharing replicas,
+    #: the pool grows by one (None: latency does not scale).
+    target_latency: float | None = Field(None, gt=0)
+    #: Seconds the load must fit in one replica fewer before one stops.
+    scale_down_after: float = Field(60.0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PluginSettings:
+        bounds = [k for k in ("min_replicas", "max_replicas") if getattr(self, k) is not None]
+        if self.replicas is not None and bounds:
+            raise ValueError(
+                f"replicas (a fixed count) and {' and '.join(bounds)} (a scaling pool) "
+                "contradict each other; set either replicas = N, or min_replicas and "
+                "max_replicas"
+            )
+        fields = type(self).model_fields
+        scaling = [k for k in _SCALING_KEYS if getattr(self, k) != fields[k].default]
+        if self.replicas is not None and scaling:
+            raise ValueError(
+                f"{', '.join(scaling)} only apply to a scaling pool, and replicas sets a "
+                "fixed count; use min_replicas and max_replicas instead of replicas"
+            )
+        low = self.min_replicas or 1
+        high = self.max_replicas if self.max_replicas is not None else low
+        if low > high:
+            raise ValueError(
+                f"min_replicas ({low}) is above max_replicas ({high}); make "
+                "min_replicas <= max_replicas"
+            )
+        return self
+
+    def policy(self) -> ScalingPolicy:
+        """The pool these settings ask for."""
+        from .pool.scaling import ScalingPolicy
+
+        if self.replicas is not None:
+            return ScalingPolicy(min_replicas=self.replicas, max_replicas=self.replicas)
+        low = self.min_replicas or 1
+        return ScalingPolicy(
+            min_replicas=low,
+            max_replicas=self.max_replicas if self.max_replicas is not None else low,
+            target_load=self.target_load,
+            target_latency=self.target_latency,
+            scale_down_after=self.scale_down_after,
+        )
 
 
 class ToolPriority(_Strict):

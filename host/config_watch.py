@@ -65,6 +65,13 @@ LIVE: set[str] = {
     # Batchers are made anew for calls from then on; queued calls leave as before.
     "batching",
     "features.batching",
+    # Pools take new bounds at their next look at the load (``*``: any plugin).
+    "plugins.*.replicas",
+    "plugins.*.min_replicas",
+    "plugins.*.max_replicas",
+    "plugins.*.target_load",
+    "plugins.*.target_latency",
+    "plugins.*.scale_down_after",
 }
 
 
@@ -79,8 +86,22 @@ def register_live(*keys: str) -> None:
 
 
 def is_live(key: str) -> bool:
+    """Whether ``key`` or a table holding it is in :data:`LIVE` (where a ``*`` part
+    stands for any one name: ``plugins.*.replicas``)."""
     parts = key.split(".")
-    return any(".".join(parts[:i]) in LIVE for i in range(1, len(parts) + 1))
+    for i in range(1, len(parts) + 1):
+        prefix = parts[:i]
+        if ".".join(prefix) in LIVE:
+            return True
+        for live in LIVE:
+            pattern = live.split(".")
+            if (
+                "*" in pattern
+                and len(pattern) == i
+                and all(p in ("*", k) for p, k in zip(pattern, prefix, strict=True))
+            ):
+                return True
+    return False
 
 
 class PendingSetting(msgspec.Struct, frozen=True, kw_only=True):
@@ -121,9 +142,28 @@ def _merge(running: HostConfig, wanted: HostConfig) -> tuple[HostConfig, list[Pe
         *tables, last = key.split(".")
         table = data
         for t in tables:
-            table = table[t]
+            table = table.setdefault(t, {})  # a table new in the file ([plugins.NAME])
         table[last] = value
+    # A table gone from the file ([plugins.NAME] deleted): its live keys go too.
+    for key in old.keys() - new.keys():
+        if not is_live(key):
+            pending.append(PendingSetting(key=key, running=old[key], configured=None))
+            continue
+        *tables, last = key.split(".")
+        table = data
+        for t in tables:
+            table = table[t]
+        del table[last]
+    _prune(data)
     return HostConfig.model_validate(data), pending
+
+
+def _prune(data: dict[str, Any]) -> None:
+    """Drop the per-name tables (``plugins.NAME``) left empty."""
+    plugins = data.get("plugins")
+    if isinstance(plugins, dict):
+        for name in [n for n, t in plugins.items() if not t]:
+            del plugins[name]
 
 
 def apply_config(host: Host, wanted: HostConfig) -> list[tuple[str, Any, Any]]:
@@ -132,6 +172,7 @@ def apply_config(host: Host, wanted: HostConfig) -> list[tuple[str, Any, Any]]:
     applied, pending = _merge(host.config, wanted)
     before, after = flat_settings(host.config), flat_settings(applied)
     changed = [(k, before.get(k), v) for k, v in after.items() if before.get(k) != v]
+    changed += [(k, v, None) for k, v in before.items() if k not in after]
     host.config = applied
     if host._env is not None:
         host._env.config = applied
@@ -139,6 +180,8 @@ def apply_config(host: Host, wanted: HostConfig) -> list[tuple[str, Any, Any]]:
         log.info("setting %s changed from %r to %r (applied without a restart)", key, old, new)
     if any(k.startswith(("batching.", "features.batching")) for k, _, _ in changed):
         host.batching_changed()
+    if any(k.startswith("plugins.") for k, _, _ in changed):
+        host.plugins_changed()
     known = {p.key: p for p in host.restart_pending}
     for p in pending:
         if known.get(p.key) != p:

@@ -36,12 +36,12 @@ from mcphost.sdk.schema import ToolSpec
 from .batch.batcher import ToolBatcher, batch_parameter
 from .batch.keys import key_function
 from .batch.settings import resolve
-from .config import HostConfig, load_config
+from .config import HostConfig, PluginSettings, load_config
 from .home import Home
 from .hooks import make_plugin_manager
 from .isolation_backend import isolation_backend
 from .observe import HostMetrics
-from .pool import Supervised, WorkerPool, make_supervisor
+from .pool import Supervised, WorkerPool, make_supervisor, reconfigure
 from .sources import (
     PluginSource,
     discover_directory,
@@ -950,7 +950,29 @@ class Host:
     def _supervise(self, source: PluginSource) -> Supervised:
         assert self._env is not None, "host not started"
         settings = self.config.plugins.get(source.name)
-        return make_supervisor(source, self._env, settings.replicas if settings else 1)
+        return self._count_queued(
+            make_supervisor(source, self._env, settings.policy() if settings else 1)
+        )
+
+    def _count_queued(self, sup: Supervised) -> Supervised:
+        """Let a pool see the calls queued for its batch tools (a load it scales on)."""
+        if isinstance(sup, WorkerPool):
+            sup.queued = lambda: sum(b.queued for s, b in self._batchers.values() if s is sup)
+        return sup
+
+    def plugins_changed(self) -> None:
+        """The ``[plugins.NAME]`` settings changed: each plugin's workers follow them
+        from now on (a pool takes its new bounds at its next reading of the load; a
+        single worker that may now scale becomes the first replica of a pool)."""
+        if self._env is None:
+            return
+        for name, sup in list(self._supervisors.items()):
+            settings = self.config.plugins.get(name)
+            policy = settings.policy() if settings else PluginSettings().policy()
+            now = reconfigure(sup, policy)
+            if now is not sup:
+                self._supervisors[name] = self._count_queued(now)
+                self._routes.clear()
 
     async def activate(self, source: PluginSource) -> str | None:
         """Serve ``source`` for its plugin: add it, or hot-swap the running version.

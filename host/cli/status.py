@@ -34,6 +34,7 @@ COLUMNS = (
     ("CALLS/S", "calls_per_second", ">"),
     ("P50 MS", "p50_ms", ">"),
     ("P99 MS", "p99_ms", ">"),
+    ("REPLICAS", "replicas", ">"),
 )
 
 
@@ -98,7 +99,7 @@ def _host_text(h: dict[str, Any]) -> str:
     ]
     rows = [[c[0] for c in COLUMNS]]
     for p in h.get("plugins", []):
-        rows.append([printable(_cell(p.get(key))) for _, key, _align in COLUMNS])
+        rows.append([printable(_cell(_value(p, key))) for _, key, _align in COLUMNS])
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     for r in rows:
         cells = [f"{v:{align}{w}}" for v, w, (_, _, align) in zip(r, widths, COLUMNS, strict=True)]
@@ -108,6 +109,10 @@ def _host_text(h: dict[str, Any]) -> str:
     for p in h.get("plugins", []):
         if p.get("failure"):
             lines.append(f"  {printable(p['plugin'])} failed: {printable(str(p['failure']))}")
+    for p in h.get("plugins", []):
+        scaling = p.get("scaling")
+        if scaling:
+            lines.append("  " + printable(_scaling_text(p["plugin"], scaling)))
     for key, title in (("streams", "streams"), ("queues", "queues")):
         if h.get(key):
             lines.append(f"  {title}: " + "; ".join(printable(json.dumps(x)) for x in h[key]))
@@ -133,6 +138,30 @@ def _host_text(h: dict[str, Any]) -> str:
                 f"{printable(e.get('version', ''))}  {printable(e.get('detail', ''))}".rstrip()
             )
     return "\n".join(lines)
+
+
+def _value(p: dict[str, Any], key: str) -> Any:
+    """A plugin's cell: its replicas as a count (1 for a single worker; with a scaling
+    pool's bounds after it: ``2 (1-4)``)."""
+    if key != "replicas":
+        return p.get(key)
+    count = len(p.get("replicas") or ()) or 1
+    scaling = p.get("scaling")
+    if scaling:
+        return f"{count} ({scaling['min_replicas']}-{scaling['max_replicas']})"
+    return count
+
+
+def _scaling_text(plugin: str, scaling: dict[str, Any]) -> str:
+    text = (
+        f"{plugin} scales {scaling['min_replicas']}-{scaling['max_replicas']} replicas: "
+        f"up {scaling['scaled_up']}, down {scaling['scaled_down']}"
+    )
+    last = scaling.get("last")
+    if last:
+        when = time.strftime("%H:%M:%S", time.localtime(last.get("time", 0)))
+        text += f"; last {when} {last['from']} -> {last['to']} ({last['reason']})"
+    return text
 
 
 def _command(argv: list[str]) -> list[str]:

@@ -411,13 +411,28 @@ def pools(m: HostMetrics, host: Host | None) -> Iterator[Metric]:
         "Calls in flight on each replica of a plugin run as a pool.",
         labels=["plugin", "replica"],
     )
+    bounds = GaugeMetricFamily(
+        "mcphost_pool_replica_bounds",
+        "The fewest and most replicas a scaling pool may run (bound: min or max).",
+        labels=["plugin", "bound"],
+    )
+    scaled = CounterMetricFamily(
+        "mcphost_pool_scaled",
+        "Changes of a scaling pool's replica count, by direction (up or down).",
+        labels=["plugin", "direction"],
+    )
     for s in host.stats():
         each = s.get("replicas")
         replicas.add_metric([s["plugin"]], len(each) if each else 1)
         for i, r in enumerate(each or ()):
             load.add_metric([s["plugin"], str(i)], r.get("inflight", 0))
-    yield replicas
-    yield load
+        scaling = s.get("scaling")
+        if scaling:
+            bounds.add_metric([s["plugin"], "min"], scaling["min_replicas"])
+            bounds.add_metric([s["plugin"], "max"], scaling["max_replicas"])
+            scaled.add_metric([s["plugin"], "up"], scaling["scaled_up"])
+            scaled.add_metric([s["plugin"], "down"], scaling["scaled_down"])
+    yield from (replicas, load, bounds, scaled)
 
 
 @family
