@@ -5,7 +5,9 @@ plugins (and a second textkit version), installs them with ``mcphost plugin inst
 lists the tools, calls several through sandboxed workers, consumes a stream, shows a
 crash being contained, hot-swaps textkit under load and rolls it back
 (:mod:`.demo_swap`), adds and runs a composition and shows a swap that would break it
-refused (:mod:`.demo_compose`), and prints a short summary.
+refused (:mod:`.demo_compose`), runs 64 callers of a batch tool with batching off and
+on and lets a high-priority call overtake a queue (:mod:`.demo_batch`), and prints a
+short summary.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from mcphost.sdk.errors import MCPHostError, PluginError, RegistryError
 from mcphost.security import Permissions, TrustStore, generate_key, sign_wheel
 
 from .config import load_config
+from .demo_batch import CALLERS, batching_act
 from .demo_compose import BREAKING_VERSION, breaking_textkit, composition_act
 from .demo_swap import NEW_VERSION, OLD_VERSION, SUFFIX, hot_swap_under_load
 from .examples import EXAMPLES, build_wheels, copy_example, find_examples
@@ -245,6 +248,8 @@ async def run_demo(
 
             figures["composition"] = await composition_act(p, host, h, work, ms)
 
+            figures["batching"] = await batching_act(p, host, ms)
+
             await _latency(p, host, figures)
 
             p.step("summary")
@@ -268,6 +273,13 @@ async def run_demo(
             p.line(
                 "composition demo.report: added, run with a trace, served by the running "
                 f"host; the breaking swap {'refused' if comp['refused'] else 'NOT refused'}"
+            )
+            bt = figures["batching"]
+            p.line(
+                f"batching: {bt['speedup']:.1f}x the calls/s with {CALLERS} callers "
+                f"(p99 {ms(bt['on_p99_s'])} on, {ms(bt['off_p99_s'])} off; batches of up "
+                f"to {bt['largest_batch']}); a priority-0 call overtook {bt['overtaken']} "
+                "queued calls"
             )
             p.line(
                 f"textkit.echo p50 {figures['echo_p50_ms']:.3f} ms; "

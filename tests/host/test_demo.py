@@ -117,6 +117,26 @@ def check_the_rest(out: str) -> None:
     assert re.search(r"textkit 1\.0\.0: running, pid \d+, \d+ calls, 1 restarts", out)
     assert re.search(r"all workers stopped; demo took [\d.]+ ms", out)
     check_the_composition(out)
+    check_the_batching(out)
+
+
+def check_the_batching(out: str) -> None:
+    """The batching act: 64 callers with batching off and on, the same answers, batches
+    formed, and a high-priority call answered before the queue it came behind."""
+    assert "== batching: 64 concurrent callers of mathkit.factorize, one number per call" in out
+    assert re.search(r"batching off: +[\d,]+ calls/s, p99 [\d.]+ ms; one worker call each", out)
+    m = re.search(
+        r"batching on: +[\d,]+ calls/s, p99 [\d.]+ ms; [\d,]+ batch calls of up to (\d+)", out
+    )
+    assert m and int(m[1]) > 1, out
+    assert "every caller got the same answer either way" in out
+    assert "before 12 of the 12 priority-2 calls queued ahead of it" in out
+    assert "answer order: running, high, 12 low" in out
+    assert re.search(
+        r"batching: [\d.]+x the calls/s with 64 callers \(p99 [\d.]+ ms on, [\d.]+ ms off; "
+        r"batches of up to \d+\); a priority-0 call overtook 12 queued calls",
+        out,
+    )
 
 
 def check_the_composition(out: str) -> None:
