@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from mcphost.sdk.errors import ConfigError
 
-from ..config import HostConfig, load_config
+from ..config import HostConfig, PluginSettings, load_config
 from ..home import Home
 from .homes import pass_existing_home
 from .main import echo_json, main
@@ -101,7 +101,11 @@ def set_(home: Home, key: str, value: str) -> None:
     from ..config_watch import flat_settings, is_live
 
     valid = sorted(flat_settings(HostConfig()))
-    if key not in valid:
+    per_plugin = list(PluginSettings.model_fields)
+    parts = key.split(".")
+    plugin_key = len(parts) == 3 and parts[0] == "plugins" and parts[1] and parts[2]
+    if key not in valid and not (plugin_key and parts[2] in per_plugin):
+        valid.append(f"plugins.NAME.{{{','.join(per_plugin)}}}")
         raise ConfigError(f"unknown setting {key!r}; valid settings: {', '.join(valid)}")
     import tomlkit  # only here: it keeps the file's comments and layout as they are
 
@@ -139,7 +143,10 @@ def set_(home: Home, key: str, value: str) -> None:
 def _set_error(key: str, exc: ValidationError) -> str:
     msgs = "; ".join(e["msg"] for e in exc.errors())
     field: Any = HostConfig
-    for part in key.split("."):
+    parts = key.split(".")
+    if parts[0] == "plugins":  # plugins.NAME.KEY: a key of one plugin's table
+        field, parts = PluginSettings, parts[2:]
+    for part in parts:
         field = field.model_fields[part].annotation
     choices = ""
     if get_origin(field) is Literal:

@@ -153,3 +153,23 @@ def test_the_settings_make_the_policy(tmp_path: Path) -> None:
     assert PluginSettings().policy() == ScalingPolicy()  # one worker
     # The configuration as it runs reads back as it was (the reload dumps and reads it).
     assert type(cfg).model_validate(cfg.model_dump()) == cfg
+
+
+def test_config_set_writes_a_plugins_replica_setting_and_refuses_a_contradiction(
+    home_dir: Path,
+) -> None:
+    from support.cli import run_mcphost
+
+    done = run_mcphost("config", "set", "plugins.mathkit.max_replicas", "4", home=home_dir)
+    assert done.returncode == 0, done.stderr
+    assert "plugins.mathkit.max_replicas = 4  (running hosts apply it within a second)" in (
+        done.stdout
+    )
+    refused = run_mcphost("config", "set", "plugins.mathkit.replicas", "2", home=home_dir)
+    assert refused.returncode == 2
+    assert "invalid value for plugins.mathkit.replicas" in refused.stderr
+    assert "contradict each other" in refused.stderr
+    unknown = run_mcphost("config", "set", "plugins.mathkit.nope", "2", home=home_dir)
+    assert unknown.returncode == 2 and "plugins.NAME.{replicas,min_replicas" in unknown.stderr
+    config = load_config(home_dir / "config.toml")
+    assert config.plugins["mathkit"].policy() == ScalingPolicy(min_replicas=1, max_replicas=4)
