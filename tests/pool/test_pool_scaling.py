@@ -30,6 +30,14 @@ def hold(gate: str) -> int:
     return os.getpid()
 
 
+@plugin.tool(batch=True)
+def held(items: list[int], gate: str) -> list[int]:
+    """Waits until the file ``gate`` exists, then answers the items."""
+    while not Path(gate).exists():
+        time.sleep(0.005)
+    return items
+
+
 @plugin.tool
 def pid() -> int:
     """The pid of the worker that ran the call."""
@@ -51,11 +59,12 @@ def scaled_source(tmp_path: Path) -> PluginSource:
     )
 
 
-def config(**plugin: Any) -> HostConfig:
+def config(batching: dict[str, Any] | None = None, **plugin: Any) -> HostConfig:
     return HostConfig(
         allow_unsigned=True,
         isolation="rlimits",
         plugins={"scaled": plugin} if plugin else {},  # type: ignore[dict-item]
+        batching=batching or {},  # type: ignore[arg-type]
     )
 
 
@@ -200,3 +209,33 @@ async def test_a_pool_that_scales_stops_cleanly_while_a_replica_drains(tmp_path:
         await asyncio.gather(*held)
     outcome = await asyncio.gather(host.call("scaled.pid"), return_exceptions=True)
     assert isinstance(outcome[0], MCPHostError)  # closed: no worker is left behind
+
+
+async def test_calls_queued_for_a_batch_tool_count_as_load(tmp_path: Path) -> None:
+    # One batch of one call at a time: a single call is in flight on a worker, the
+    # others wait in the batcher's queue, and that queue is what grows the pool.
+    gate = tmp_path / "gate"
+    cfg = config(
+        batching={"max_batch_size": 1, "max_in_flight": 1},
+        min_replicas=1,
+        max_replicas=3,
+        target_load=2.0,
+        scale_down_after=60.0,
+    )
+    async with scaled_host(tmp_path, cfg) as host:
+        await host.call("scaled.pid")
+        held = [
+            asyncio.ensure_future(host.call("scaled.held", {"items": [i], "gate": str(gate)}))
+            for i in range(6)
+        ]
+        await wait_until(
+            lambda: host.batching().get("scaled.held", {}).get("queued") == 5, 30, "5 queued"
+        )
+        inflight = stats(host)["inflight"]
+        await wait_until(lambda: count(host) == 3, 30, "three replicas")
+        reason = stats(host)["scaling"]["last"]["reason"]
+        gate.touch()
+        answers = await asyncio.gather(*held)
+    assert inflight == 1
+    assert reason.startswith("6 calls in flight or queued over 1 replicas")
+    assert answers == [[i] for i in range(6)]
