@@ -16,6 +16,7 @@ from mcphost.sdk.errors import MCPHostError
 
 SOURCE = '''
 import os, time
+VERSION = "{version}"
 from pathlib import Path
 from mcphost.sdk import Plugin
 
@@ -42,16 +43,22 @@ def held(items: list[int], gate: str) -> list[int]:
 def pid() -> int:
     """The pid of the worker that ran the call."""
     return os.getpid()
+
+
+@plugin.tool
+def version() -> str:
+    return VERSION
 '''
 
 
-def scaled_source(tmp_path: Path) -> PluginSource:
-    code = tmp_path / "scaled"
+def scaled_source(tmp_path: Path, version: str = "1.0.0") -> PluginSource:
+    code = tmp_path / f"scaled-{version}"
     code.mkdir(exist_ok=True)
-    (code / "scaled.py").write_text(textwrap.dedent(SOURCE), encoding="utf-8")
+    text = textwrap.dedent(SOURCE).replace("{version}", version)
+    (code / "scaled.py").write_text(text, encoding="utf-8")
     return PluginSource(
         name="scaled",
-        version="1.0.0",
+        version=version,
         entry="scaled:plugin",
         paths=[str(code)],
         origin="directory",
@@ -239,3 +246,21 @@ async def test_calls_queued_for_a_batch_tool_count_as_load(tmp_path: Path) -> No
     assert inflight == 1
     assert reason.startswith("6 calls in flight or queued over 1 replicas")
     assert answers == [[i] for i in range(6)]
+
+
+async def test_a_swap_replaces_every_replica_a_pool_grew_to(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    cfg = config(min_replicas=1, max_replicas=3, target_load=1.0, scale_down_after=60.0)
+    async with scaled_host(tmp_path, cfg) as host:
+        await host.call("scaled.pid")
+        held = [
+            asyncio.ensure_future(host.call("scaled.hold", {"gate": str(gate)})) for _ in range(3)
+        ]
+        await wait_until(lambda: running(host) == 3, 30, "three replicas running")
+        gate.touch()
+        await asyncio.gather(*held)
+        await host.activate(scaled_source(tmp_path, "2.0.0"))
+        versions = set(await asyncio.gather(*(host.call("scaled.version") for _ in range(30))))
+        after = stats(host)
+    assert versions == {"2.0.0"}
+    assert [r["version"] for r in after["replicas"]] == ["2.0.0"] * 3
