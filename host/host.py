@@ -33,6 +33,7 @@ from mcphost.sdk.errors import (
 )
 from mcphost.sdk.schema import ToolSpec
 
+from . import features
 from .batch.batcher import ToolBatcher, batch_parameter
 from .batch.keys import key_function
 from .batch.settings import resolve
@@ -70,7 +71,8 @@ plugin_log = logging.getLogger("mcphost.plugin")
 class HostEvent(msgspec.Struct, frozen=True, kw_only=True):
     """Something listeners may want to know: ``kind`` is "tools_changed", "log",
     "plugin_started", "plugin_crashed", "plugin_swapped" or "plugin_replaced" (a wedged
-    worker was replaced by a new one of the same version; ``message`` says why). A "log"
+    worker was replaced by a new one of the same version; ``message`` says why) or
+    "resource_updated" (the plugin's resource ``message``, a URI, changed). A "log"
     event's ``call_id`` is the worker's id of the call that wrote the line, 0 for lines
     outside any call (what a plugin prints, or logs at import); a call's own lines also
     reach that call's ``on_log``."""
@@ -190,6 +192,8 @@ class Host:
             on_crashed=self._on_crashed,
             on_replaced=self._on_replaced,
             verify=verify,
+            on_notify=self._on_plugin_notify,
+            admit=lambda source, hello: features.admit(self, source, hello),
         )
         if self._tracing_choice is not False and self.tracing is None:
             self.tracing = await asyncio.to_thread(self._make_tracing)
@@ -490,6 +494,14 @@ class Host:
             self._emit(
                 HostEvent(kind="log", plugin=plugin, level=level, message=message, call_id=call_id)
             )
+
+    def _on_plugin_notify(self, plugin: str, kind: str, uri: str) -> None:
+        if kind != "resource_updated":
+            return  # a kind this host does not know (a newer worker's)
+        if not features.owns_uri(self, plugin, uri):
+            log.warning("plugin %s announced an update of %r, which it does not offer", plugin, uri)
+            return
+        self._emit(HostEvent(kind="resource_updated", plugin=plugin, message=uri))
 
     def _on_started(self, plugin: str, version: str, pid: int) -> None:
         self.hooks.hook.mcphost_plugin_started(plugin=plugin, version=version, pid=pid)
@@ -933,6 +945,45 @@ class Host:
                 outcome="ok" if error is None else getattr(error, "code", "cancelled"),
                 error=error,
             )
+
+    # -- resources, prompts, completions (host/features.py) -------------------------
+    # Each answers in MCP's shapes. Listing starts the worker of every plugin whose
+    # worker is not running (its handshake declares what it offers).
+    async def list_resources(self) -> list[dict[str, Any]]:
+        """Every plugin's resources: ``{"uri", "name", "description", "mimeType"}``."""
+        return (await features.known_index(self)).resources()
+
+    async def list_resource_templates(self) -> list[dict[str, Any]]:
+        """Every plugin's resource templates: ``{"uriTemplate", "name", ...}``."""
+        return (await features.known_index(self)).templates()
+
+    async def read_resource(self, uri: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """Read ``uri`` from the plugin that offers it: ``{"contents": [...]}``;
+        :class:`~mcphost.sdk.errors.ResourceNotFound` when none does."""
+        return await features.read_resource(self, uri, timeout)
+
+    async def list_prompts(self) -> list[dict[str, Any]]:
+        """Every plugin's prompts, named ``<plugin>.<prompt>``, with their arguments."""
+        return (await features.known_index(self)).prompts()
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, str] | None = None, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Fill in prompt ``<plugin>.<prompt>``: ``{"description", "messages": [...]}``."""
+        return await features.get_prompt(self, name, arguments, timeout)
+
+    async def complete(
+        self,
+        ref: dict[str, Any],
+        argument: dict[str, Any],
+        context: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Suggest values for ``argument`` (``{"name", "value"}``) of the prompt or
+        resource template ``ref`` names (MCP's ``ref/prompt`` / ``ref/resource``):
+        ``{"completion": {"values", "total", "hasMore"}}``."""
+        return await features.complete(self, ref, argument, context, timeout)
 
     # -- operations ----------------------------------------------------------------
     def stats(self) -> list[dict[str, Any]]:

@@ -118,7 +118,10 @@ class PluginSupervisor:
             handshake_timeout=self.env.config.handshake_timeout,
         )
         self.env.track(worker)
+        worker.on_notify = self.env.on_notify
         try:
+            if self.env.admit is not None and worker.hello is not None:
+                self.env.admit(source, worker.hello)
             # Bookkeeping runs as a callback of the worker's end, before any caller of a
             # failed call resumes: a caller retrying at once must see the crash counted.
             worker.closed.add_done_callback(lambda _: self._on_closed(worker))

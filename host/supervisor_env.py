@@ -12,6 +12,7 @@ from typing import Any
 
 from mcphost.sandbox.client import LogCallback, WorkerClient
 from mcphost.sandbox.isolation import IsolationBackend, Limits, WorkerSpec
+from mcphost.sandbox.protocol import Hello
 
 from .config import HostConfig
 from .sources import PluginSource
@@ -35,6 +36,11 @@ class SupervisorEnv:
     verify: Callable[[PluginSource], Awaitable[None]]
     #: A wedged worker was replaced by a new one: plugin, version, why.
     on_replaced: Callable[[str, str, str], None] | None = None
+    #: A worker's Notify frame: plugin, kind, uri (see sandbox/protocol.py).
+    on_notify: Callable[[str, str, str], None] | None = None
+    #: Checks a started worker's handshake against the other plugins' before it is
+    #: routed to (resource URIs that clash); raises HandshakeRefused.
+    admit: Callable[[PluginSource, Hello], None] | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     #: Every worker started and not yet released (ended, its jail and scratch gone).
     workers: set[WorkerClient] = field(default_factory=set)

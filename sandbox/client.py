@@ -30,6 +30,7 @@ from mcphost.sdk.errors import (
     WorkerCrashed,
     error_from_code,
 )
+from mcphost.sdk.features import features_problem
 from mcphost.sdk.tool_rules import tools_problem
 
 from .channel import Channel, open_channel
@@ -45,6 +46,7 @@ from .protocol import (
     FrameCodec,
     Hello,
     Log,
+    Notify,
     Ping,
     Pong,
     Progress,
@@ -77,6 +79,7 @@ ProgressCallback = Callable[[float, float | None, str | None], None]
 LogCallback = Callable[[str, str, str, int], None]  # plugin, level, message, call id
 #: Where one call's own log lines go: level, message.
 CallLogCallback = Callable[[str, str], None]
+NotifyCallback = Callable[[str, str, str], None]  # plugin, kind, uri
 
 #: Extra seconds the host waits past a call's own timeout before it gives up on the worker.
 DEADLINE_GRACE = 2.0
@@ -246,6 +249,8 @@ class WorkerClient:
         self.calls_total = 0
         #: Pool threads stuck in calls already answered, as of the worker's last Pong.
         self.stuck = 0
+        #: Receives the worker's Notify frames (plugin, kind, uri); None drops them.
+        self.on_notify: NotifyCallback | None = None
 
     # -- state ---------------------------------------------------------------------
     @property
@@ -334,6 +339,12 @@ class WorkerClient:
         elif isinstance(frame, Hello):
             if not self._hello.done():
                 self._hello.set_result(frame)
+        elif isinstance(frame, Notify):
+            if self.on_notify is not None:
+                try:
+                    self.on_notify(self.spec.plugin, frame.kind, frame.uri)
+                except Exception:  # a listener must not break the channel
+                    log.exception("notify callback failed")
         else:
             self._protocol_violation(
                 f"sent a {type(frame).__name__} frame, which only a host sends"
@@ -491,6 +502,7 @@ class WorkerClient:
         on_log: CallLogCallback | None = None,
         traceparent: str = "",
         items: bool = False,
+        kind: str = "tool",
     ) -> Any:
         """Run one call; cancelling the awaiting task cancels the call in the worker.
 
@@ -498,7 +510,8 @@ class WorkerClient:
         ``traceparent`` (W3C) is the trace context the call's spans in the worker nest
         under. ``items``: a batch tool's answer with failed items comes back as
         :class:`~mcphost.sdk.errors.BatchResults` (the batcher splits it among its
-        callers); otherwise the first failed item's error fails the call."""
+        callers); otherwise the first failed item's error fails the call. ``kind`` is
+        the :class:`Call` 's: "tool", "resource", "prompt" or "complete"."""
         call_id = next(self._ids)
         fut: asyncio.Future[Any] = self._loop.create_future()
         # A call made while others are in flight waits for the end of this turn of the
@@ -525,6 +538,7 @@ class WorkerClient:
                     timeout=timeout,
                     progress=on_progress is not None,
                     traceparent=traceparent,
+                    kind=kind,
                 ),
                 flush=flush,
             )
@@ -860,7 +874,9 @@ async def spawn_worker(
                 "check the plugin's entry point"
             )
         # Never trusted: a worker is plugin code and its Hello may hold anything.
-        problem = tools_problem(spec.plugin, hello.tools)
+        problem = tools_problem(spec.plugin, hello.tools) or features_problem(
+            spec.plugin, hello.resources, hello.templates, hello.prompts
+        )
         if problem is not None:
             raise HandshakeRefused(
                 f"worker for {spec.plugin} {spec.version} was refused: {problem}; the "

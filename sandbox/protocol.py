@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from mcphost.sdk.errors import BatchResults, ProtocolError
+from mcphost.sdk.features import PromptSpec, ResourceSpec, TemplateSpec
 from mcphost.sdk.schema import ToolSpec
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "Hello",
     "ItemError",
     "Log",
+    "Notify",
     "Ping",
     "Pong",
     "Progress",
@@ -55,13 +57,18 @@ _NO_LENGTH = bytes(HEADER.size)
 
 
 class Hello(msgspec.Struct, frozen=True, tag="hello", tag_field="t"):
-    """Worker -> host, first frame: who I am, which versions I speak, my tools."""
+    """Worker -> host, first frame: who I am, which versions I speak, my tools; and my
+    resources, resource templates and prompts (empty from a worker that has none or
+    predates them)."""
 
     versions: list[int]
     plugin: str
     plugin_version: str
     tools: list[ToolSpec]
     pid: int = 0
+    resources: list[ResourceSpec] = []
+    templates: list[TemplateSpec] = []
+    prompts: list[PromptSpec] = []
 
 
 class Welcome(msgspec.Struct, frozen=True, tag="welcome", tag_field="t"):
@@ -80,6 +87,12 @@ class Call(msgspec.Struct, frozen=True, tag="call", tag_field="t"):
     worker sends an item only while those are below it. ``traceparent`` is the W3C
     trace context of the host's span for the call ("" when the host is not tracing);
     the tool's own spans nest under it.
+
+    ``kind`` says what runs: "tool" (``tool`` names it), "resource" (``tool`` is the
+    URI to read), "prompt" (``tool`` names it, ``args`` are its arguments) or
+    "complete" (``args`` holds MCP's ``ref``, ``argument`` and ``context``). Every kind
+    answers with a :class:`Result` (for the last three, MCP's result object) or an
+    :class:`Error`, under the same deadline and cancellation.
     """
 
     id: int
@@ -91,6 +104,7 @@ class Call(msgspec.Struct, frozen=True, tag="call", tag_field="t"):
     progress: bool = False
     traceparent: str = ""
     window_bytes: int = 0
+    kind: str = "tool"
 
 
 class ItemError(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -171,6 +185,15 @@ class Log(msgspec.Struct, frozen=True, tag="log", tag_field="t"):
     id: int = 0
 
 
+class Notify(msgspec.Struct, frozen=True, tag="notify", tag_field="t"):
+    """Worker -> host: something the plugin announces outside any answer; ``kind``
+    "resource_updated" says resource ``uri`` changed (``ctx.notify_resource_updated``).
+    A host ignores kinds it does not know."""
+
+    kind: str
+    uri: str = ""
+
+
 class Ping(msgspec.Struct, frozen=True, tag="ping", tag_field="t"):
     """Host -> worker: are you alive? The worker answers with the same ``n``."""
 
@@ -204,6 +227,7 @@ Frame = (
     | Cancel
     | Progress
     | Log
+    | Notify
     | Ping
     | Pong
     | Shutdown

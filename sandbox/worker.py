@@ -47,6 +47,7 @@ from .protocol import (
     FrameCodec,
     Hello,
     Log,
+    Notify,
     Ping,
     Progress,
     Result,
@@ -142,6 +143,9 @@ class _QuietSink:
     ) -> None:
         return None
 
+    def emit_notify(self, kind: str, uri: str) -> None:
+        self._w.emit_notify(kind, uri)
+
 
 class Worker:
     """Serves the calls arriving on one channel.
@@ -206,6 +210,9 @@ class Worker:
     ) -> None:
         self._emit(Progress(id=call_id, progress=progress, total=total, message=message), call_id)
 
+    def emit_notify(self, kind: str, uri: str) -> None:
+        self._emit(Notify(kind=kind, uri=uri), 0)
+
     # -- the channel's thread --------------------------------------------------------
     def serve_forever(self) -> None:
         """Read and handle frames until the host says Shutdown (then return) or goes
@@ -236,7 +243,9 @@ class Worker:
                 kind = type(frame)
                 if kind is Call:
                     assert isinstance(frame, Call)
-                    if not frame.stream:
+                    if frame.kind != "tool":
+                        pass  # a resource read, prompt or completion: on the loop
+                    elif not frame.stream:
                         st = sync.get(frame.tool)
                         if st is not None:
                             if st.inline and inline_ok:
@@ -493,6 +502,9 @@ def serve(cfg: WorkerConfig, plugin: Plugin) -> None:
             plugin_version=cfg.version,
             tools=plugin.specs(),
             pid=os.getpid(),
+            resources=plugin.resource_specs(),
+            templates=plugin.template_specs(),
+            prompts=plugin.prompt_specs(),
         )
     )
     # The loop starts while the host reads the Hello: off the handshake's path.

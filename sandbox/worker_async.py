@@ -32,6 +32,7 @@ from .protocol import (
     StreamItem,
     result_frame,
 )
+from .worker_features import run_feature
 from .worker_io import send_or_error
 from .worker_sync import STREAM_BATCH
 
@@ -159,6 +160,11 @@ class LoopSide:
     async def _run_call(self, call: Call, ctx: Context) -> None:
         w = self.w
         try:
+            if call.kind != "tool":
+                async with asyncio.timeout(call.timeout):
+                    value = await run_feature(w.plugin, call, ctx, w.executor)
+                self.send(Result(id=call.id, value=value), call.id, now=len(self.tasks) <= 1)
+                return
             tool = w.tools.get(call.tool)
             if tool is None:
                 raise ToolNotFound(

@@ -17,12 +17,14 @@ from .errors import (
     ProtocolError,
     RegistryDamaged,
     RegistryError,
+    ResourceNotFound,
     ToolError,
     ToolNotFound,
     ToolTimeout,
     VerificationError,
     WorkerCrashed,
 )
+from .features import EmbeddedResource, Image, Message
 from .plugin import ENTRY_POINT_GROUP, Plugin, Tool
 from .schema import ToolSpec
 
@@ -31,9 +33,12 @@ __all__ = [
     "CallCancelled",
     "ConfigError",
     "Context",
+    "EmbeddedResource",
     "HandshakeRefused",
+    "Image",
     "InvalidArguments",
     "MCPHostError",
+    "Message",
     "Plugin",
     "PluginError",
     "PluginFailed",
@@ -41,6 +46,7 @@ __all__ = [
     "ProtocolError",
     "RegistryDamaged",
     "RegistryError",
+    "ResourceNotFound",
     "Tool",
     "ToolError",
     "ToolNotFound",

@@ -104,5 +104,13 @@ class Context:
             return None
         return max(0.0, self.deadline - time.monotonic())
 
+    # -- notifications -------------------------------------------------------------
+    def notify_resource_updated(self, uri: str) -> None:
+        """Tell the clients subscribed to resource ``uri`` (one of this plugin's) that
+        it changed; they get ``notifications/resources/updated`` and may read it again."""
+        notify = getattr(self._sink, "emit_notify", None)
+        if notify is not None:
+            notify("resource_updated", str(uri))
+
     def _cancel(self) -> None:
         self._cancelled = True

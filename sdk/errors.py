@@ -34,6 +34,7 @@ __all__ = [
     "ProtocolError",
     "RegistryDamaged",
     "RegistryError",
+    "ResourceNotFound",
     "StreamLimitExceeded",
     "ToolError",
     "ToolNotFound",
@@ -126,6 +127,12 @@ class ToolNotFound(PluginError):
     """The plugin exists but has no tool of that name."""
 
     code = "tool_not_found"
+
+
+class ResourceNotFound(PluginError):
+    """No plugin offers a resource of that URI."""
+
+    code = "resource_not_found"
 
 
 class InvalidArguments(PluginError):

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
 from .context import Context
+from .features import Completion, Prompt, PromptSpec, Resource, ResourceSpec, TemplateSpec
 from .schema import BatchSettings, Signature, ToolSpec, build_signature
 from .tool_rules import MAX_TOOLS, tool_problem
 
@@ -87,6 +88,11 @@ class Plugin:
         self.name = name
         self.description = description
         self.tools: dict[str, Tool] = {}
+        #: Resources and resource templates by URI (template) string.
+        self.resources: dict[str, Resource] = {}
+        self.prompts: dict[str, Prompt] = {}
+        #: Completion handlers by (prompt name or URI template, argument).
+        self.completions: dict[tuple[str, str], Completion] = {}
 
     @overload
     def tool(self, fn: F) -> F: ...
@@ -181,3 +187,78 @@ class Plugin:
     def specs(self) -> list[ToolSpec]:
         """The descriptors of every tool, as sent in the worker's handshake."""
         return [t.spec for t in self.tools.values()]
+
+    # -- resources, prompts, completions (see mcphost.sdk.features) ------------------
+    def resource(
+        self,
+        uri: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        mime_type: str = "text/plain",
+    ) -> Callable[[F], F]:
+        """Register a function as the resource at ``uri``, or as a resource template
+        when ``uri`` has ``{variables}`` (each one a parameter of the function). It
+        returns str (text) or bytes (sent base64 as a blob)."""
+
+        def register(f: F) -> F:
+            if uri in self.resources:
+                raise ValueError(f"plugin {self.name} already has a resource {uri!r}")
+            doc = description if description is not None else inspect.getdoc(f) or ""
+            res = Resource(f, uri, name or f.__name__, doc.strip(), mime_type, Context)
+            self.resources[uri] = res
+            return f
+
+        return register
+
+    @overload
+    def prompt(self, fn: F) -> F: ...
+
+    @overload
+    def prompt(
+        self, *, name: str | None = None, description: str | None = None
+    ) -> Callable[[F], F]: ...
+
+    def prompt(
+        self, fn: F | None = None, *, name: str | None = None, description: str | None = None
+    ) -> F | Callable[[F], F]:
+        """Register a function as a prompt; its typed parameters are the prompt's
+        arguments. It returns a str (one user message), a Message, or a list of them."""
+
+        def register(f: F) -> F:
+            prompt_name = name or f.__name__
+            if not _NAME.match(prompt_name):
+                raise ValueError(
+                    f"prompt name {prompt_name!r} must be 1-64 letters, digits, '_' or '-'"
+                )
+            if prompt_name in self.prompts:
+                raise ValueError(f"plugin {self.name} already has a prompt {prompt_name!r}")
+            doc = description if description is not None else inspect.getdoc(f) or ""
+            self.prompts[prompt_name] = Prompt(f, prompt_name, doc.strip(), Context)
+            return f
+
+        if fn is not None:
+            return register(fn)
+        return register
+
+    def completion(self, ref: str, argument: str) -> Callable[[F], F]:
+        """Register a function that completes ``argument`` of prompt ``ref`` (its name
+        as registered here) or of resource template ``ref`` (its URI template)."""
+
+        def register(f: F) -> F:
+            key = (ref, argument)
+            if key in self.completions:
+                raise ValueError(f"plugin {self.name} already completes {argument!r} of {ref!r}")
+            self.completions[key] = Completion(f, ref, argument, Context)
+            return f
+
+        return register
+
+    def resource_specs(self) -> list[ResourceSpec]:
+        return [r.spec for r in self.resources.values() if isinstance(r.spec, ResourceSpec)]
+
+    def template_specs(self) -> list[TemplateSpec]:
+        return [r.spec for r in self.resources.values() if isinstance(r.spec, TemplateSpec)]
+
+    def prompt_specs(self) -> list[PromptSpec]:
+        return [p.spec for p in self.prompts.values()]

@@ -45,6 +45,15 @@ HANDSHAKE_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 LATEST_HANDSHAKE_VERSION = HANDSHAKE_VERSIONS[-1]
 #: Stateless revisions: the version travels in each request's ``_meta``.
 MODERN_VERSIONS = ("2026-07-28",)
+#: What the handshake era's ``initialize`` declares (the 2026-07-28 era subscribes to
+#: resources on ``subscriptions/listen``, so ``server/discover`` leaves out ``subscribe``).
+CAPABILITIES: dict[str, Any] = {
+    "tools": {"listChanged": True},
+    "logging": {},
+    "resources": {"subscribe": True, "listChanged": True},
+    "prompts": {"listChanged": True},
+    "completions": {},
+}
 #: MCP log levels (RFC 5424 order) and their rank.
 LOG_LEVELS = {
     "debug": 0,
@@ -214,6 +223,11 @@ class McpServer:
                 self._host.start_workers()
             for s in list(self.sessions):
                 s.tools_changed()
+                if event.plugin:  # a plugin's change, not a composition's
+                    s.features_changed()
+        elif event.kind == "resource_updated":
+            for s in list(self.sessions):
+                s.resource_updated(event.message)
         elif event.kind == "log" and event.call_id == 0 and self.options.forward_plugin_logs:
             # A call's own lines reach its session through the call; see the module doc.
             level = event.level if event.level in LOG_LEVELS else "info"
@@ -223,7 +237,7 @@ class McpServer:
     def initialize_result(self, version: str) -> dict[str, Any]:
         result: dict[str, Any] = {
             "protocolVersion": version,
-            "capabilities": {"tools": {"listChanged": True}, "logging": {}},
+            "capabilities": dict(CAPABILITIES),
             "serverInfo": dict(self.server_info),
         }
         if self.options.instructions:
@@ -233,7 +247,7 @@ class McpServer:
     def discover_result(self) -> dict[str, Any]:
         result: dict[str, Any] = {
             "supportedVersions": list(MODERN_VERSIONS),
-            "capabilities": {"tools": {"listChanged": True}, "logging": {}},
+            "capabilities": {**CAPABILITIES, "resources": {"listChanged": True}},
             "ttlMs": self.options.tools_ttl_ms,
             "cacheScope": "private",
             "resultType": "complete",

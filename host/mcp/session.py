@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from mcphost.sdk.errors import MCPHostError, PluginNotFound, ToolNotFound
 
 from .catalog import McpTool, error_result, tool_result
+from .features import FEATURE_METHODS, SUBSCRIBE_METHODS, handle_feature
 from .jsonrpc import (
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -94,12 +95,23 @@ class _Call:
 
 
 class _Listen:
-    __slots__ = ("done", "notifier", "rid", "tools")
+    __slots__ = ("done", "notifier", "prompts", "resources", "rid", "tools", "uris")
 
-    def __init__(self, rid: RequestId, notifier: Notifier, tools: bool) -> None:
+    def __init__(
+        self,
+        rid: RequestId,
+        notifier: Notifier,
+        tools: bool,
+        prompts: bool = False,
+        resources: bool = False,
+        uris: frozenset[str] = frozenset(),
+    ) -> None:
         self.rid = rid
         self.notifier = notifier
         self.tools = tools
+        self.prompts = prompts
+        self.resources = resources
+        self.uris = uris
         self.done = asyncio.Event()
 
 
@@ -123,6 +135,8 @@ class Session:
         self.listens: dict[RequestId, _Listen] = {}
         #: The ``Mcp-Session-Id`` of an HTTP session (for traces), None elsewhere.
         self.session_id: str | None = None
+        #: URIs this handshake-era session subscribed to (``resources/subscribe``).
+        self.resource_subscriptions: set[str] = set()
         server.sessions.add(self)
         server.frontend.sessions_opened += 1
 
@@ -204,6 +218,9 @@ class Session:
         if method == "tools/list":
             self._need_initialize(method)
             return await self._list_tools(params, modern=False)
+        if method in FEATURE_METHODS or method in SUBSCRIBE_METHODS:
+            self._need_initialize(method)
+            return await handle_feature(self, method, params)
         if method == "logging/setLevel":
             level = params.get("level")
             if level not in LOG_LEVELS:
@@ -216,7 +233,9 @@ class Session:
         raise RpcError(
             METHOD_NOT_FOUND,
             f"method {method!r} is not served by mcphost "
-            "(it serves initialize, ping, tools/list, tools/call, logging/setLevel)",
+            "(it serves initialize, ping, tools/list, tools/call, logging/setLevel, "
+            "resources/list, resources/templates/list, resources/read, resources/subscribe, "
+            "resources/unsubscribe, prompts/list, prompts/get, completion/complete)",
             data=method,
         )
 
@@ -275,12 +294,15 @@ class Session:
             return self.server.discover_result()
         elif method == "subscriptions/listen":
             result = await self._listen(rid, params, notifier)
+        elif method in FEATURE_METHODS:
+            result = await handle_feature(self, method, params)
         else:
             raise RpcError(
                 METHOD_NOT_FOUND,
                 f"method {method!r} is not served at {version} "
                 "(mcphost serves server/discover, tools/list, tools/call, "
-                "subscriptions/listen)",
+                "subscriptions/listen, resources/list, resources/templates/list, "
+                "resources/read, prompts/list, prompts/get, completion/complete)",
                 data=method,
             )
         result["resultType"] = "complete"
@@ -421,9 +443,23 @@ class Session:
                 'subscriptions/listen needs params.notifications, e.g. {"toolsListChanged": true}',
             )
         tools = wanted.get("toolsListChanged") is True
+        prompts = wanted.get("promptsListChanged") is True
+        resources = wanted.get("resourcesListChanged") is True
+        raw_uris = wanted.get("resourceSubscriptions")
+        uris = (
+            frozenset(u for u in raw_uris if isinstance(u, str))
+            if isinstance(raw_uris, list)
+            else frozenset()
+        )
         meta = {SUBSCRIPTION_ID_KEY: rid}
         honored: dict[str, Any] = {"toolsListChanged": True} if tools else {}
-        lst = _Listen(rid, notifier, tools)
+        if prompts:
+            honored["promptsListChanged"] = True
+        if resources:
+            honored["resourcesListChanged"] = True
+        if uris:
+            honored["resourceSubscriptions"] = sorted(uris)
+        lst = _Listen(rid, notifier, tools, prompts, resources, uris)
         self.listens[rid] = lst
         try:
             notifier.notify(
@@ -450,6 +486,34 @@ class Session:
                     )
         elif self.version is not None and self.push is not None:
             self.push(notification("notifications/tools/list_changed", {}))
+
+    def features_changed(self) -> None:
+        """A plugin was installed, swapped or removed: its resources and prompts may
+        have changed (as for tools, clients are told and list again)."""
+        for method, flag in (
+            ("notifications/resources/list_changed", "resources"),
+            ("notifications/prompts/list_changed", "prompts"),
+        ):
+            if self.era == "modern":
+                for lst in self.listens.values():
+                    if getattr(lst, flag):
+                        lst.notifier.notify(
+                            notification(method, {"_meta": {SUBSCRIPTION_ID_KEY: lst.rid}})
+                        )
+            elif self.version is not None and self.push is not None:
+                self.push(notification(method, {}))
+
+    def resource_updated(self, uri: str) -> None:
+        """Resource ``uri`` changed: to the listens and subscriptions that asked for it."""
+        method = "notifications/resources/updated"
+        if self.era == "modern":
+            for lst in self.listens.values():
+                if uri in lst.uris:
+                    lst.notifier.notify(
+                        notification(method, {"uri": uri, "_meta": {SUBSCRIPTION_ID_KEY: lst.rid}})
+                    )
+        elif uri in self.resource_subscriptions and self.push is not None:
+            self.push(notification(method, {"uri": uri}))
 
     def plugin_log(self, plugin: str, level: str, message: str) -> None:
         """A plugin's line from outside any call (forwarded only when the operator asked):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from mcphost.sdk import Context, Plugin, ToolError
+from mcphost.sdk import Context, EmbeddedResource, Message, Plugin, ToolError
 
 __version__ = "1.0.0"
 
@@ -28,6 +28,9 @@ def save(title: str, body: str, ctx: Context) -> str:
     """Save a note under a title (replacing one of the same title)."""
     with open(_path(ctx, title), "w", encoding="utf-8") as f:
         json.dump({"title": title, "body": body}, f)
+    # Clients subscribed to this note's resource, or to the index, hear of it.
+    ctx.notify_resource_updated(f"notes://note/{title}")
+    ctx.notify_resource_updated("notes://index")
     return title
 
 
@@ -45,3 +48,36 @@ def read(title: str, ctx: Context) -> str:
 def list_notes(ctx: Context) -> list[str]:
     """Titles of all saved notes, sorted."""
     return sorted(p.stem for p in ctx.data_dir.glob("*.json"))
+
+
+@plugin.resource("notes://index", mime_type="application/json")
+def index(ctx: Context) -> str:
+    """The titles of all saved notes, as a JSON list."""
+    return json.dumps(list_notes(ctx))
+
+
+@plugin.resource("notes://note/{title}", mime_type="text/plain")
+def note(title: str, ctx: Context) -> str:
+    """The body of one note."""
+    return read(title, ctx)
+
+
+@plugin.prompt
+def summarize(title: str, ctx: Context, words: int = 50) -> list[Message]:
+    """Ask for a summary of one note; the note travels as an embedded resource."""
+    return [
+        Message("user", f"Summarize this note in at most {words} words."),
+        Message(
+            "user",
+            EmbeddedResource(
+                uri=f"notes://note/{title}", text=read(title, ctx), mime_type="text/plain"
+            ),
+        ),
+    ]
+
+
+@plugin.completion("summarize", "title")
+@plugin.completion("notes://note/{title}", "title")
+def complete_title(value: str, ctx: Context) -> list[str]:
+    """The titles of saved notes that begin with what was typed."""
+    return [t for t in list_notes(ctx) if t.startswith(value)]

@@ -1,0 +1,298 @@
+"""Plugins' resources and prompts as the host offers them: names, routing, clashes.
+
+Prompts are exposed as ``<plugin>.<prompt>``, like tools (:func:`prompt_name` is the
+one place that decides it). Resource URIs are exposed as the plugins declare them, so
+two plugins must never claim the same one: a worker whose resources clash with those of
+another plugin's running worker is refused at its handshake (:func:`uri_clash`), which
+refuses the install or swap that started it, naming both plugins. A URI is routed to
+the plugin that declares it exactly, else to the one whose template matches it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from mcphost.sandbox.protocol import Hello
+from mcphost.sdk.errors import (
+    HandshakeRefused,
+    InvalidArguments,
+    PluginNotFound,
+    ResourceNotFound,
+    ToolNotFound,
+)
+from mcphost.sdk.features import UriTemplate, string_arguments
+
+if TYPE_CHECKING:
+    from .host import Host
+    from .pool import Supervised
+    from .sources import PluginSource
+
+log = logging.getLogger("mcphost.host")
+
+__all__ = ["FeatureIndex", "prompt_name", "split_prompt_name", "uri_clash"]
+
+_VARIABLE = re.compile(r"\{[^}]*\}")
+
+
+def prompt_name(plugin: str, prompt: str) -> str:
+    """The name a client sees for ``prompt`` of ``plugin``."""
+    return f"{plugin}.{prompt}"
+
+
+def split_prompt_name(name: str) -> tuple[str, str] | None:
+    """(plugin, prompt) of an exposed prompt name, or None when it is not one."""
+    plugin, dot, prompt = name.partition(".")
+    return (plugin, prompt) if dot and plugin and prompt else None
+
+
+def _shape(template: str) -> str:
+    """A template with its variables' names left out: two templates of one shape
+    match the same URIs."""
+    return _VARIABLE.sub("{}", template)
+
+
+def uri_clash(plugin: str, hello: Hello, others: Iterable[Hello]) -> str | None:
+    """Why ``plugin`` 's resources may not be served beside the ``others`` (other
+    plugins' handshakes), or None: the same URI, templates of the same shape, or a URI
+    one of the other plugin's templates matches (either way round)."""
+    mine = [r.uri for r in hello.resources]
+    my_templates = [t.uri_template for t in hello.templates]
+    for other in others:
+        if other.plugin == plugin:
+            continue
+        theirs = {r.uri for r in other.resources}
+        shapes = {_shape(t.uri_template): t.uri_template for t in other.templates}
+        clash = next((u for u in mine if u in theirs), None)
+        if clash is None:
+            clash = next((t for t in my_templates if _shape(t) in shapes), None)
+        if clash is None:
+            their_templates = [UriTemplate(t) for t in shapes.values()]
+            clash = next(
+                (u for u in mine if any(t.match(u) is not None for t in their_templates)), None
+            )
+        if clash is None:
+            templates = [UriTemplate(t) for t in my_templates]
+            clash = next(
+                (u for u in theirs if any(t.match(u) is not None for t in templates)), None
+            )
+        if clash is not None:
+            return (
+                f"its resource {clash!r} clashes with a resource of plugin {other.plugin!r}; "
+                "resource URIs of different plugins must not overlap: give one plugin's "
+                "URIs a scheme or path of its own, or remove the other plugin"
+            )
+    return None
+
+
+class FeatureIndex:
+    """The resources, templates and prompts of the plugins whose handshakes are known."""
+
+    def __init__(self, hellos: list[Hello], versions: dict[str, str]) -> None:
+        self.hellos = hellos
+        self.versions = versions
+        self._templates = [
+            (h.plugin, UriTemplate(t.uri_template)) for h in hellos for t in h.templates
+        ]
+        self._static = {r.uri: h.plugin for h in hellos for r in h.resources}
+
+    def _meta(self, plugin: str) -> dict[str, Any]:
+        return {"mcphost/plugin": plugin, "mcphost/version": self.versions.get(plugin, "")}
+
+    def resources(self) -> list[dict[str, Any]]:
+        out = []
+        for h in self.hellos:
+            for r in h.resources:
+                entry: dict[str, Any] = {"uri": r.uri, "name": r.name}
+                if r.description:
+                    entry["description"] = r.description
+                if r.mime_type:
+                    entry["mimeType"] = r.mime_type
+                entry["_meta"] = self._meta(h.plugin)
+                out.append(entry)
+        return sorted(out, key=lambda e: e["uri"])
+
+    def templates(self) -> list[dict[str, Any]]:
+        out = []
+        for h in self.hellos:
+            for t in h.templates:
+                entry: dict[str, Any] = {"uriTemplate": t.uri_template, "name": t.name}
+                if t.description:
+                    entry["description"] = t.description
+                if t.mime_type:
+                    entry["mimeType"] = t.mime_type
+                entry["_meta"] = self._meta(h.plugin)
+                out.append(entry)
+        return sorted(out, key=lambda e: e["uriTemplate"])
+
+    def prompts(self) -> list[dict[str, Any]]:
+        out = []
+        for h in self.hellos:
+            for p in h.prompts:
+                entry: dict[str, Any] = {"name": prompt_name(h.plugin, p.name)}
+                if p.description:
+                    entry["description"] = p.description
+                entry["arguments"] = [
+                    {
+                        "name": a.name,
+                        **({"description": a.description} if a.description else {}),
+                        "required": a.required,
+                    }
+                    for a in p.arguments
+                ]
+                entry["_meta"] = self._meta(h.plugin)
+                out.append(entry)
+        return sorted(out, key=lambda e: e["name"])
+
+    def resource_owner(self, uri: str) -> str | None:
+        """The plugin serving ``uri``: an exact resource first, then a template."""
+        owner = self._static.get(uri)
+        if owner is not None:
+            return owner
+        return next((p for p, t in self._templates if t.match(uri) is not None), None)
+
+    def template_owner(self, template: str) -> str | None:
+        return next((p for p, t in self._templates if t.template == template), None)
+
+    def has_prompt(self, plugin: str, prompt: str) -> bool:
+        return any(
+            h.plugin == plugin and any(p.name == prompt for p in h.prompts) for h in self.hellos
+        )
+
+
+# -- what the Host does with them (its methods call these) -------------------------
+async def known_index(host: Host) -> FeatureIndex:
+    """The index of every served plugin's handshake; a plugin whose worker does not
+    run is started first (as its first call would), one that cannot start is logged
+    and left out."""
+    sups = list(host._supervisors.values())
+
+    async def hello_of(sup: Supervised) -> Hello:
+        w = sup.worker
+        if w is None or not w.alive or w.hello is None:
+            w = await sup.acquire()
+        assert w.hello is not None
+        return w.hello
+
+    results = await asyncio.gather(*(hello_of(s) for s in sups), return_exceptions=True)
+    hellos: list[Hello] = []
+    for sup, res in zip(sups, results, strict=True):
+        if isinstance(res, BaseException):
+            if isinstance(res, asyncio.CancelledError):
+                raise res
+            log.error("plugin %s could not start: %s", sup.source.label, res)
+        else:
+            hellos.append(res)
+    return FeatureIndex(hellos, {s.name: s.source.version for s in sups})
+
+
+def running_hellos(host: Host, but: str = "") -> list[Hello]:
+    """The handshakes of the running workers of every plugin but ``but``."""
+    out = []
+    for sup in host._supervisors.values():
+        w = sup.worker
+        if sup.name != but and w is not None and w.alive and w.hello is not None:
+            out.append(w.hello)
+    return out
+
+
+def admit(host: Host, source: PluginSource, hello: Hello) -> None:
+    """Refuse a worker whose resource URIs clash with another running plugin's."""
+    problem = uri_clash(source.name, hello, running_hellos(host, but=source.name))
+    if problem is not None:
+        raise HandshakeRefused(
+            f"worker for {source.label} was refused: {problem}",
+            data={"plugin": source.name, "version": source.version, "problem": problem},
+        )
+
+
+def owns_uri(host: Host, plugin: str, uri: str) -> bool:
+    """Whether ``plugin`` 's running worker declares ``uri`` (or a template matching it)."""
+    sup = host._supervisors.get(plugin)
+    w = sup.worker if sup is not None else None
+    if w is None or w.hello is None:
+        return False
+    return FeatureIndex([w.hello], {}).resource_owner(uri) == plugin
+
+
+async def feature_call(
+    host: Host, plugin: str, kind: str, target: str, args: dict[str, Any], timeout: float | None
+) -> Any:
+    """Run a resource read, prompt or completion in ``plugin`` 's worker."""
+    sup = host._supervisors.get(plugin)
+    if sup is None:
+        raise PluginNotFound(f"no plugin named {plugin!r} is installed", data={"plugin": plugin})
+    worker = sup.worker
+    if worker is None or not worker.alive:
+        worker = await sup.acquire()
+    return await worker.call(
+        target,
+        args,
+        timeout=host.config.call_timeout if timeout is None else timeout,
+        kind=kind,
+    )
+
+
+async def read_resource(host: Host, uri: str, timeout: float | None) -> dict[str, Any]:
+    if not isinstance(uri, str) or not uri:
+        raise InvalidArguments("resources/read needs a uri (a string)")
+    index = await known_index(host)
+    plugin = index.resource_owner(uri)
+    if plugin is None:
+        raise ResourceNotFound(
+            f"no plugin offers resource {uri!r}; resources/list and "
+            "resources/templates/list show what this host serves",
+            data={"uri": uri},
+        )
+    result: dict[str, Any] = await feature_call(host, plugin, "resource", uri, {}, timeout)
+    return result
+
+
+async def get_prompt(
+    host: Host, name: str, arguments: dict[str, Any] | None, timeout: float | None
+) -> dict[str, Any]:
+    parts = split_prompt_name(name) if isinstance(name, str) else None
+    index = await known_index(host)
+    if parts is None or not index.has_prompt(*parts):
+        raise ToolNotFound(
+            f"unknown prompt {name!r}: prompts/list shows the prompts this host serves "
+            "(names are <plugin>.<prompt>)",
+            data={"prompt": name},
+        )
+    args = string_arguments(arguments, f"prompt {name}")
+    result: dict[str, Any] = await feature_call(host, parts[0], "prompt", parts[1], args, timeout)
+    return result
+
+
+async def complete(
+    host: Host,
+    ref: dict[str, Any],
+    argument: dict[str, Any],
+    context: dict[str, Any] | None,
+    timeout: float | None,
+) -> dict[str, Any]:
+    if not isinstance(ref, dict) or not isinstance(argument, dict):
+        raise InvalidArguments("completion/complete needs ref and argument objects")
+    kind = ref.get("type")
+    index = await known_index(host)
+    if kind == "ref/prompt":
+        parts = split_prompt_name(str(ref.get("name", "")))
+        if parts is None or not index.has_prompt(*parts):
+            raise ToolNotFound(f"unknown prompt {ref.get('name')!r}", data={"ref": ref})
+        plugin, local = parts[0], {"type": kind, "name": parts[1]}
+    elif kind == "ref/resource":
+        uri = str(ref.get("uri", ""))
+        owner = index.template_owner(uri) or index.resource_owner(uri)
+        if owner is None:
+            raise ResourceNotFound(f"no plugin offers resource template {uri!r}", data={"ref": ref})
+        plugin, local = owner, {"type": kind, "uri": uri}
+    else:
+        raise InvalidArguments(
+            f"completion/complete: ref.type {kind!r} must be 'ref/prompt' or 'ref/resource'"
+        )
+    args = {"ref": local, "argument": argument, "context": context or {}}
+    result: dict[str, Any] = await feature_call(host, plugin, "complete", "", args, timeout)
+    return result

@@ -1,0 +1,86 @@
+"""MCP methods for plugins' resources, prompts and completions (host/features.py does
+the routing): ``resources/list``, ``resources/templates/list``, ``resources/read``,
+``resources/subscribe`` and ``unsubscribe`` (handshake era; the 2026-07-28 era
+subscribes on ``subscriptions/listen``), ``prompts/list``, ``prompts/get`` and
+``completion/complete``. A resource, prompt or completion that fails is a JSON-RPC
+error (these methods have no ``isError`` result); the error's code and data are in
+``data``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mcphost.sdk.errors import (
+    InvalidArguments,
+    MCPHostError,
+    PluginNotFound,
+    ResourceNotFound,
+    ToolNotFound,
+)
+
+from .jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, RpcError
+
+if TYPE_CHECKING:
+    from .session import Session
+
+__all__ = ["FEATURE_METHODS", "SUBSCRIBE_METHODS", "handle_feature"]
+
+#: Served in both eras.
+FEATURE_METHODS = frozenset(
+    {
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "prompts/list",
+        "prompts/get",
+        "completion/complete",
+    }
+)
+#: Served in the handshake era only.
+SUBSCRIBE_METHODS = frozenset({"resources/subscribe", "resources/unsubscribe"})
+
+
+def _uri(method: str, params: dict[str, Any]) -> str:
+    uri = params.get("uri")
+    if not isinstance(uri, str) or not uri:
+        raise RpcError(INVALID_PARAMS, f"{method} needs params.uri, the resource's URI (a string)")
+    return uri
+
+
+async def handle_feature(session: Session, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Answer one of :data:`FEATURE_METHODS` or :data:`SUBSCRIBE_METHODS`."""
+    if method == "resources/subscribe":
+        session.resource_subscriptions.add(_uri(method, params))
+        return {}
+    if method == "resources/unsubscribe":
+        session.resource_subscriptions.discard(_uri(method, params))
+        return {}
+    host = await session.server.ready()
+    try:
+        if method == "resources/list":
+            return {"resources": await host.list_resources()}
+        if method == "resources/templates/list":
+            return {"resourceTemplates": await host.list_resource_templates()}
+        if method == "resources/read":
+            return await host.read_resource(_uri(method, params))
+        if method == "prompts/list":
+            return {"prompts": await host.list_prompts()}
+        if method == "prompts/get":
+            name = params.get("name")
+            if not isinstance(name, str):
+                raise RpcError(INVALID_PARAMS, "prompts/get needs params.name, the prompt's name")
+            return await host.get_prompt(name, params.get("arguments"))
+        # completion/complete
+        ref, argument = params.get("ref"), params.get("argument")
+        if not isinstance(ref, dict) or not isinstance(argument, dict):
+            raise RpcError(
+                INVALID_PARAMS,
+                "completion/complete needs params.ref ({type, name} or {type, uri}) and "
+                "params.argument ({name, value})",
+            )
+        context = params.get("context")
+        return await host.complete(ref, argument, context if isinstance(context, dict) else None)
+    except (ResourceNotFound, ToolNotFound, PluginNotFound, InvalidArguments) as exc:
+        raise RpcError(INVALID_PARAMS, exc.message, data=exc.to_dict()) from None
+    except MCPHostError as exc:
+        raise RpcError(INTERNAL_ERROR, f"{method}: {exc.message}", data=exc.to_dict()) from None
