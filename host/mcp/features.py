@@ -47,8 +47,26 @@ def _uri(method: str, params: dict[str, Any]) -> str:
     return uri
 
 
-async def handle_feature(session: Session, method: str, params: dict[str, Any]) -> dict[str, Any]:
+#: Results the 2026-07-28 era lets clients cache (they carry ``ttlMs``, ``cacheScope``).
+_CACHEABLE = frozenset(
+    {"resources/list", "resources/templates/list", "resources/read", "prompts/list"}
+)
+
+
+async def handle_feature(
+    session: Session, method: str, params: dict[str, Any], *, modern: bool = False
+) -> dict[str, Any]:
     """Answer one of :data:`FEATURE_METHODS` or :data:`SUBSCRIBE_METHODS`."""
+    result = await _answer(session, method, params)
+    if modern and method in _CACHEABLE:
+        # Lists change as tools do (installs, swaps); a resource's content at any time.
+        reading = method == "resources/read"
+        result["ttlMs"] = 0 if reading else session.server.options.tools_ttl_ms
+        result["cacheScope"] = "private"
+    return result
+
+
+async def _answer(session: Session, method: str, params: dict[str, Any]) -> dict[str, Any]:
     if method == "resources/subscribe":
         session.resource_subscriptions.add(_uri(method, params))
         return {}

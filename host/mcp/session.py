@@ -295,7 +295,7 @@ class Session:
         elif method == "subscriptions/listen":
             result = await self._listen(rid, params, notifier)
         elif method in FEATURE_METHODS:
-            result = await handle_feature(self, method, params)
+            result = await handle_feature(self, method, params, modern=True)
         else:
             raise RpcError(
                 METHOD_NOT_FOUND,
