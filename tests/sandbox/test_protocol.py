@@ -23,6 +23,7 @@ from mcphost.sandbox.protocol import (
     Hello,
     ItemError,
     Log,
+    Notify,
     Ping,
     Pong,
     Progress,
@@ -36,6 +37,7 @@ from mcphost.sandbox.protocol import (
 )
 from mcphost.sdk import ProtocolError
 from mcphost.sdk.errors import BatchResults
+from mcphost.sdk.features import PromptArgument, PromptSpec, ResourceSpec, TemplateSpec
 from mcphost.sdk.schema import BatchSettings, ToolSpec
 
 ids = st.integers(min_value=0, max_value=2**63 - 1)
@@ -74,6 +76,21 @@ tool_specs = st.builds(
     ),
 )
 
+resource_specs = st.builds(ResourceSpec, uri=text, name=text, description=text, mime_type=text)
+template_specs = st.builds(
+    TemplateSpec, uri_template=text, name=text, description=text, mime_type=text
+)
+prompt_specs = st.builds(
+    PromptSpec,
+    name=text,
+    description=text,
+    arguments=st.lists(
+        st.builds(PromptArgument, name=text, description=text, required=st.booleans()),
+        max_size=3,
+    ),
+    input_schema=json_objects,
+)
+
 FRAME_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     Hello: st.builds(
         Hello,
@@ -82,6 +99,9 @@ FRAME_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         plugin_version=text,
         tools=st.lists(tool_specs, max_size=3),
         pid=counts,
+        resources=st.lists(resource_specs, max_size=2),
+        templates=st.lists(template_specs, max_size=2),
+        prompts=st.lists(prompt_specs, max_size=2),
     ),
     Welcome: st.builds(Welcome, version=counts, max_frame=counts),
     Call: st.builds(
@@ -94,6 +114,7 @@ FRAME_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         window=counts,
         progress=st.booleans(),
         window_bytes=counts,
+        kind=st.sampled_from(["tool", "resource", "prompt", "complete"]) | text,
     ),
     Result: st.builds(
         Result,
@@ -117,6 +138,7 @@ FRAME_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         message=st.none() | text,
     ),
     Log: st.builds(Log, level=text, message=text, id=ids),
+    Notify: st.builds(Notify, kind=st.just("resource_updated") | text, uri=text),
     Ping: st.builds(Ping, n=ids),
     Pong: st.builds(Pong, n=ids),
     Shutdown: st.builds(Shutdown, reason=text),
