@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from mcphost.sdk.context import Context
 from mcphost.sdk.errors import MCPHostError, ToolNotFound
+from mcphost.sdk.feature_runner import run_feature
 from mcphost.sdk.plugin import Tool
 from mcphost.sdk.runner import invoke, iterate
 
@@ -32,7 +33,6 @@ from .protocol import (
     StreamItem,
     result_frame,
 )
-from .worker_features import run_feature
 from .worker_io import send_or_error
 from .worker_sync import STREAM_BATCH
 
@@ -162,7 +162,9 @@ class LoopSide:
         try:
             if call.kind != "tool":
                 async with asyncio.timeout(call.timeout):
-                    value = await run_feature(w.plugin, call, ctx, w.executor)
+                    value = await run_feature(
+                        w.plugin, call.kind, call.tool, call.args, ctx, w.executor
+                    )
                 self.send(Result(id=call.id, value=value), call.id, now=len(self.tasks) <= 1)
                 return
             tool = w.tools.get(call.tool)

@@ -42,6 +42,7 @@ import msgspec
 
 from .context import Context
 from .errors import BatchResults, PluginFailed, ToolNotFound, ToolTimeout
+from .feature_runner import run_feature
 from .plugin import Plugin, Tool
 from .runner import invoke, iterate
 
@@ -104,6 +105,8 @@ class ToolTester:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.logs: list[LogLine] = []
         self.progress: list[ProgressReport] = []
+        #: URIs the plugin announced as updated (``ctx.notify_resource_updated``).
+        self.updated: list[str] = []
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tool")
         self._ids = 0
 
@@ -115,6 +118,10 @@ class ToolTester:
         self, call_id: int, progress: float, total: float | None, message: str | None
     ) -> None:
         self.progress.append(ProgressReport(progress, total, message, call_id))
+
+    def emit_notify(self, kind: str, uri: str) -> None:
+        if kind == "resource_updated":
+            self.updated.append(uri)
 
     # -- lifecycle -----------------------------------------------------------------
     def __enter__(self) -> ToolTester:
@@ -244,6 +251,63 @@ class ToolTester:
             return out
 
         return asyncio.run(collect())
+
+    # -- resources, prompts, completions ---------------------------------------------
+    async def _feature(
+        self, kind: str, target: str, args: dict[str, Any], timeout: float | None
+    ) -> dict[str, Any]:
+        self._ids += 1
+        ctx = Context(
+            call_id=self._ids,
+            plugin=self.plugin.name,
+            tool=target,
+            data_dir=self.data_dir,
+            sink=self,
+            deadline=time.monotonic() + timeout if timeout is not None else None,
+        )
+        inner = asyncio.ensure_future(
+            run_feature(self.plugin, kind, target, args, ctx, self._executor)
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                value = await asyncio.shield(inner)
+        except TimeoutError:
+            await self._stop(inner, ctx)
+            raise ToolTimeout(
+                f"{self.plugin.name} {kind} {target} did not finish within {timeout:g}s"
+            ) from None
+        result: dict[str, Any] = _over_the_wire(value)
+        return result
+
+    def read_resource(self, uri: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """``resources/read`` of ``uri``: ``{"contents": [{"uri", "text" | "blob", ...}]}``."""
+        return asyncio.run(self._feature("resource", uri, {}, timeout))
+
+    def get_prompt(
+        self, name: str, arguments: dict[str, str] | None = None, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """``prompts/get`` of prompt ``name`` (bare or ``<plugin>.<name>``): its messages."""
+        short = name.removeprefix(f"{self.plugin.name}.")
+        return asyncio.run(self._feature("prompt", short, dict(arguments or {}), timeout))
+
+    def complete(
+        self,
+        ref: str,
+        argument: str,
+        value: str = "",
+        arguments: dict[str, str] | None = None,
+    ) -> list[str]:
+        """The values the completion handler of ``argument`` of prompt or template
+        ``ref`` suggests for ``value``."""
+        kind = "uri" if "://" in ref else "name"
+        args = {
+            "ref": {kind: ref},
+            "argument": {"name": argument, "value": value},
+            "context": {"arguments": dict(arguments or {})},
+        }
+        result = asyncio.run(self._feature("complete", "", args, None))
+        values: list[str] = result["completion"]["values"]
+        return values
 
 
 class WorkerTester:

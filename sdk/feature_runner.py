@@ -1,6 +1,7 @@
-"""The worker's side of resources, prompts and completions: a :class:`Call` of kind
-"resource", "prompt" or "complete" runs the plugin's function on the worker's loop (a
-sync function on its thread pool) and answers with MCP's result object."""
+"""Run a plugin's resource read, prompt or completion from async code and answer with
+MCP's result object. The worker (a ``call`` frame of kind "resource", "prompt" or
+"complete", on its loop; a sync function on its thread pool) and
+:mod:`mcphost.sdk.testing` share this, as they share :mod:`.runner` for tools."""
 
 from __future__ import annotations
 
@@ -10,23 +11,21 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
-from mcphost.sdk.context import Context
-from mcphost.sdk.errors import (
+from .context import Context
+from .errors import (
     InvalidArguments,
     MCPHostError,
     ResourceNotFound,
     ToolError,
     ToolNotFound,
 )
-from mcphost.sdk.features import (
+from .features import (
     completion_result,
     prompt_result,
     resource_contents,
     string_arguments,
 )
-from mcphost.sdk.plugin import Plugin
-
-from .protocol import Call
+from .plugin import Plugin
 
 __all__ = ["run_feature"]
 
@@ -49,15 +48,24 @@ async def _run(
         ) from exc
 
 
-async def run_feature(plugin: Plugin, call: Call, ctx: Context, executor: Executor) -> Any:
-    """Run the resource read, prompt or completion ``call`` asks for; its MCP result."""
-    if call.kind == "resource":
-        return await _read(plugin, call.tool, ctx, executor)
-    if call.kind == "prompt":
-        return await _prompt(plugin, call.tool, call.args, ctx, executor)
-    if call.kind == "complete":
-        return await _complete(plugin, call.args, ctx, executor)
-    raise InvalidArguments(f"this worker does not serve calls of kind {call.kind!r}")
+async def run_feature(
+    plugin: Plugin,
+    kind: str,
+    target: str,
+    args: dict[str, Any],
+    ctx: Context,
+    executor: Executor,
+) -> Any:
+    """Read resource ``target`` (kind "resource"), fill in prompt ``target`` with
+    ``args`` ("prompt"), or complete the argument ``args`` names ("complete", ``args``
+    holding MCP's ``ref``, ``argument`` and ``context``); MCP's result object."""
+    if kind == "resource":
+        return await _read(plugin, target, ctx, executor)
+    if kind == "prompt":
+        return await _prompt(plugin, target, args, ctx, executor)
+    if kind == "complete":
+        return await _complete(plugin, args, ctx, executor)
+    raise InvalidArguments(f"this worker does not serve calls of kind {kind!r}")
 
 
 async def _read(plugin: Plugin, uri: str, ctx: Context, executor: Executor) -> Any:

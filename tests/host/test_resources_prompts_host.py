@@ -1,0 +1,109 @@
+"""Resources, prompts and completions through a real Host and worker: deadlines,
+cancellation, updates and URI clashes at install and swap."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from mcphost.host import Host, HostEvent, PluginSource
+from mcphost.sdk.errors import HandshakeRefused, ResourceNotFound, ToolTimeout
+
+SLOW = """
+import asyncio
+from mcphost.sdk import Context, Plugin
+
+plugin = Plugin("{name}")
+
+
+@plugin.resource("{scheme}://slow")
+async def slow(ctx: Context) -> str:
+    (ctx.data_dir / "started").write_text("yes")
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        (ctx.data_dir / "cancelled").write_text("yes")
+        raise
+    return "late"
+
+
+@plugin.resource("{scheme}://item/{{key}}")
+def item(key: str) -> str:
+    return key.upper()
+
+
+@plugin.tool
+def touch(uri: str, ctx: Context) -> str:
+    ctx.notify_resource_updated(uri)
+    return uri
+
+
+@plugin.prompt
+def hello(who: str) -> str:
+    return "hello " + who
+"""
+
+
+def plugin_source(write: Callable[..., PluginSource], name: str, scheme: str, **kw: Any) -> Any:
+    return write(name, SLOW.format(name=name, scheme=scheme), **kw)
+
+
+async def test_a_resource_read_has_the_call_deadline_and_is_cancelled_in_the_worker(
+    make_host: Callable[..., Host], write_plugin_source: Callable[..., PluginSource]
+) -> None:
+    src = plugin_source(write_plugin_source, "slowres", "slow")
+    async with make_host(sources=[src]) as host:
+        with pytest.raises(ToolTimeout):
+            await host.read_resource("slow://slow", timeout=0.5)
+        data = host.home.data_dir / "slowres"
+        for _ in range(200):
+            if (data / "cancelled").exists():
+                break
+            await asyncio.sleep(0.05)
+        assert (data / "cancelled").exists()
+        # The worker serves on: a template read and a prompt answer.
+        got = await host.read_resource("slow://item/abc")
+        assert got["contents"][0]["text"] == "ABC"
+        prompt = await host.get_prompt("slowres.hello", {"who": "you"})
+        assert prompt["messages"][0]["content"]["text"] == "hello you"
+
+
+async def test_updates_of_own_uris_become_events_and_others_are_ignored(
+    make_host: Callable[..., Host], write_plugin_source: Callable[..., PluginSource]
+) -> None:
+    src = plugin_source(write_plugin_source, "toucher", "tch")
+    async with make_host(sources=[src]) as host:
+        events: list[HostEvent] = []
+        host.add_listener(lambda e: events.append(e) if e.kind == "resource_updated" else None)
+        await host.call("toucher.touch", {"uri": "tch://item/x"})
+        await host.call("toucher.touch", {"uri": "elsewhere://item/x"})
+        await host.call("toucher.touch", {"uri": "tch://slow"})
+        for _ in range(100):
+            if len(events) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        assert [(e.plugin, e.message) for e in events] == [
+            ("toucher", "tch://item/x"),
+            ("toucher", "tch://slow"),
+        ]
+
+
+async def test_a_swap_to_a_version_whose_uris_clash_is_refused_and_changes_nothing(
+    make_host: Callable[..., Host], write_plugin_source: Callable[..., PluginSource]
+) -> None:
+    one = plugin_source(write_plugin_source, "one", "one")
+    two = plugin_source(write_plugin_source, "two", "two")
+    two_v2 = plugin_source(write_plugin_source, "two", "one", version="2.0.0")
+    async with make_host(sources=[one, two]) as host:
+        await host.list_resources()  # both workers run
+        with pytest.raises(HandshakeRefused) as err:
+            await host.activate(two_v2)
+        assert "'one'" in err.value.message and "two 2.0.0" in err.value.message
+        assert {p.name: p.version for p in host.plugins()} == {"one": "1.0.0", "two": "1.0.0"}
+        got = await host.read_resource("two://item/k")
+        assert got["contents"][0]["text"] == "K"
+        with pytest.raises(ResourceNotFound):
+            await host.read_resource("three://item/k")
