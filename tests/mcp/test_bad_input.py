@@ -62,7 +62,7 @@ def test_malformed_and_wrong_messages_get_errors_and_a_normal_call_then_succeeds
         (b'[{"jsonrpc": "2.0", "id": 5, "method": "ping"}]\n', -32600, None),
         (b'{"jsonrpc": "1.0", "id": 6, "method": "ping"}\n', -32600, 6),
         (b'{"jsonrpc": "2.0", "id": 7, "method": 42}\n', -32600, 7),
-        (b'{"jsonrpc": "2.0", "id": 8, "method": "resources/list"}\n', -32601, 8),
+        (b'{"jsonrpc": "2.0", "id": 8, "method": "nope/nope"}\n', -32601, 8),
         (b'{"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {}}\n', -32602, 9),
         (
             b'{"jsonrpc": "2.0", "id": 10, "method": "tools/call", "params": '
