@@ -23,7 +23,7 @@ from .jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, RpcError
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["FEATURE_METHODS", "SUBSCRIBE_METHODS", "handle_feature"]
+__all__ = ["FEATURE_METHODS", "PLUGIN_FEATURE_METHODS", "SUBSCRIBE_METHODS", "handle_feature"]
 
 #: Served in both eras.
 FEATURE_METHODS = frozenset(
@@ -38,6 +38,8 @@ FEATURE_METHODS = frozenset(
 )
 #: Served in the handshake era only.
 SUBSCRIBE_METHODS = frozenset({"resources/subscribe", "resources/unsubscribe"})
+#: All of them (an HTTP token limited to some tools may use none).
+PLUGIN_FEATURE_METHODS = FEATURE_METHODS | SUBSCRIBE_METHODS
 
 
 def _uri(method: str, params: dict[str, Any]) -> str:

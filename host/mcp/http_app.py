@@ -25,6 +25,7 @@ import msgspec
 from mcphost.security.tokens import Token
 
 from .auth import TokenBook, challenge, resource_metadata
+from .features import PLUGIN_FEATURE_METHODS
 from .http_checks import (
     check_accept,
     check_content_type,
@@ -352,6 +353,14 @@ class McpApp:
             self.sessions.close(entry.sid)
 
     def _forbidden_tool(self, msg: Message, token: Token | None) -> RpcError | None:
+        if token is not None and token.tools and msg.method in PLUGIN_FEATURE_METHODS:
+            # A token limited to some tools reaches no plugin's resources or prompts.
+            return RpcError(
+                INVALID_PARAMS,
+                f"token {token.name!r} may call only the tools {', '.join(token.tools)}; "
+                f"{msg.method} needs a token without a tool list",
+                data={"method": msg.method},
+            )
         if token is None or not token.tools or msg.method != "tools/call":
             return None
         name = msg.params.get("name") if isinstance(msg.params, dict) else None

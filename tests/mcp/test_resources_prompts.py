@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 import mcp_types as types
 import pytest
-from http_helpers import Served
+from http_helpers import Served, http_client
 from mcp.client.client import Client
 from mcp.shared.exceptions import MCPError
 from test_mcp1_client import mcp1_python  # noqa: F401  (a fixture)
@@ -429,3 +429,56 @@ def test_mcp_1x_client_reads_subscribes_gets_prompts_and_completes_over_stdio(
     assert result["done"] == ["a"]
     assert result["templates"] == ["notes://note/{title}"]
     assert result["updated"] == ["notes://note/a"]
+
+
+@pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_http_clients_of_either_era_read_get_complete_and_hear_resource_updates(
+    mcp_home: Path, plugin_dirs: dict[str, Path], mode: str
+) -> None:
+    updated: list[str] = []
+    arrived = anyio.Event()
+
+    async def on_message(msg: Any) -> None:
+        if isinstance(msg, types.ResourceUpdatedNotification):
+            updated.append(str(msg.params.uri))
+            arrived.set()
+
+    uri = "notes://note/plan"
+    async with (
+        embedded_sources(mcp_home, [plugin_dirs["notes"]], []) as served,
+        served.client(mode=mode, message_handler=on_message) as client,
+    ):
+        await exercise_notes(client)
+        if mode == "legacy":
+            with anyio.fail_after(10):
+                while not any(served.front.streams):  # the client's GET stream is open
+                    await anyio.sleep(0.01)
+            await client.subscribe_resource(uri)
+            await client.call_tool("notes.save", {"title": "plan", "body": "v1"})
+            with anyio.fail_after(10):
+                await arrived.wait()
+            assert updated == [uri]
+        else:
+            async with client.listen(resource_subscriptions=[uri]) as sub:
+                await client.call_tool("notes.save", {"title": "other", "body": "x"})
+                await client.call_tool("notes.save", {"title": "plan", "body": "v1"})
+                with anyio.fail_after(10):
+                    event = await sub.__anext__()
+                assert type(event).__name__ == "ResourceUpdated" and event.uri == uri
+
+
+async def test_an_http_token_limited_to_some_tools_reaches_no_resources_or_prompts(
+    mcp_home: Path, plugin_dirs: dict[str, Path]
+) -> None:
+    limited, _ = create_token(Home(mcp_home).tokens_file, "limited", tools=["notes.*"])
+    async with embedded_sources(mcp_home, [plugin_dirs["notes"]], []) as served:
+        async with http_client(served.front.url, limited) as client:
+            assert (await client.call_tool("notes.list", {})).is_error is False
+            for attempt in (client.list_resources(), client.list_prompts()):
+                with pytest.raises(MCPError) as err:
+                    await attempt
+                assert err.value.error.code == -32602
+                assert "needs a token without a tool list" in err.value.error.message
+        async with served.client() as client:  # the unlimited token
+            assert (await client.list_prompts()).prompts
