@@ -133,3 +133,31 @@ class SyncHost:
 
     def stats(self) -> list[dict[str, Any]]:
         return self._read(self.host.stats)
+
+    # -- resources, prompts, completions (see Host) ----------------------------------
+    def list_resources(self) -> list[dict[str, Any]]:
+        return self._run(self.host.list_resources())
+
+    def list_resource_templates(self) -> list[dict[str, Any]]:
+        return self._run(self.host.list_resource_templates())
+
+    def read_resource(self, uri: str, *, timeout: float | None = None) -> dict[str, Any]:
+        return self._run(self.host.read_resource(uri, timeout=timeout))
+
+    def list_prompts(self) -> list[dict[str, Any]]:
+        return self._run(self.host.list_prompts())
+
+    def get_prompt(
+        self, name: str, arguments: dict[str, str] | None = None, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        return self._run(self.host.get_prompt(name, arguments, timeout=timeout))
+
+    def complete(
+        self,
+        ref: dict[str, Any],
+        argument: dict[str, Any],
+        context: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        return self._run(self.host.complete(ref, argument, context, timeout=timeout))

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mcphost.host import Host, HostEvent, PluginSource
+from mcphost.host import Host, HostEvent, PluginSource, SyncHost
 from mcphost.sdk.errors import HandshakeRefused, ResourceNotFound, ToolTimeout
 
 SLOW = """
@@ -107,3 +108,19 @@ async def test_a_swap_to_a_version_whose_uris_clash_is_refused_and_changes_nothi
         assert got["contents"][0]["text"] == "K"
         with pytest.raises(ResourceNotFound):
             await host.read_resource("three://item/k")
+
+
+def test_a_sync_host_reads_resources_gets_prompts_and_completes(
+    home_dir: Path, write_plugin_source: Callable[..., PluginSource]
+) -> None:
+    src = plugin_source(write_plugin_source, "synced", "syn")
+    (home_dir / "config.toml").write_text('allow_unsigned = true\nisolation = "rlimits"\n')
+    with SyncHost(home_dir, sources=[src], environment=False, registry=False) as host:
+        assert [r["uri"] for r in host.list_resources()] == ["syn://slow"]
+        assert [t["uriTemplate"] for t in host.list_resource_templates()] == ["syn://item/{key}"]
+        assert host.read_resource("syn://item/q")["contents"][0]["text"] == "Q"
+        assert [p["name"] for p in host.list_prompts()] == ["synced.hello"]
+        got = host.get_prompt("synced.hello", {"who": "me"})
+        assert got["messages"][0]["content"]["text"] == "hello me"
+        done = host.complete({"type": "ref/prompt", "name": "synced.hello"}, {"name": "who"})
+        assert done == {"completion": {"values": [], "total": 0, "hasMore": False}}
