@@ -29,6 +29,7 @@ from .protocol import (
     Frame,
     Ping,
     Pong,
+    Result,
     StreamEnd,
     StreamItem,
     result_frame,
