@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from mcphost.sandbox.asking import AskHandler, HostAsker, current_asker
 from mcphost.sandbox.client import CallLogCallback, ProgressCallback
 from mcphost.sandbox.isolation import IsolationBackend
 from mcphost.sdk.errors import (
@@ -120,8 +121,18 @@ class Host:
         metrics: bool = True,
         tracing: bool | Any = None,
         status: bool | None = None,
+        sampling_handler: AskHandler | None = None,
+        elicitation_handler: AskHandler | None = None,
     ) -> None:
         self.home = home if isinstance(home, Home) else Home(home)
+        #: Answers tools' sampling and elicitation asks made with no MCP client (and for
+        #: clients without the capability): async functions from the MCP request's
+        #: params to its result. None when the app gave neither.
+        self.asker: HostAsker | None = (
+            HostAsker(sampling_handler, elicitation_handler)
+            if sampling_handler is not None or elicitation_handler is not None
+            else None
+        )
         self._config = config
         self._extra_sources = list(sources)
         self._plugin_dirs = [Path(p) for p in plugin_dirs]
@@ -691,6 +702,21 @@ class Host:
         its batch tool's queue (0 the highest; ``batching.default_priority`` if not
         given); calls to other tools go at once.
         """
+        if self.asker is not None and current_asker.get() is None:
+            # No MCP client made this call: the app's own handlers answer its asks.
+            token = current_asker.set(self.asker)
+            try:
+                return await self.call(
+                    name,
+                    args,
+                    timeout=timeout,
+                    on_progress=on_progress,
+                    on_log=on_log,
+                    traceparent=traceparent,
+                    priority=priority,
+                )
+            finally:
+                current_asker.reset(token)
         served = self._compositions
         if served is not None and name in served.by_name and self.config.features.composition:
             # A composition: each of its steps comes back here as an ordinary call.
@@ -881,6 +907,29 @@ class Host:
         An error that ends a stream carries ``data["delivered"]``, the items yielded.
         ``traceparent`` as for :meth:`call`.
         """
+        if self.asker is not None and current_asker.get() is None:
+            # No MCP client: the app's handlers answer the stream's asks. The variable is
+            # set in the consumer's context while the stream runs.
+            token = current_asker.set(self.asker)
+            try:
+                inner: Any = self.stream(
+                    name,
+                    args,
+                    timeout=timeout,
+                    window=window,
+                    on_progress=on_progress,
+                    on_log=on_log,
+                    traceparent=traceparent,
+                    priority=priority,
+                    limits=limits,
+                )
+                async with contextlib.aclosing(inner) as items:
+                    async for item in items:
+                        yield item
+            finally:
+                with contextlib.suppress(ValueError):  # closed from another context
+                    current_asker.reset(token)
+            return
         if self.tracing is not None and not traceparent:
             async for item in self.tracing.stream(
                 self,

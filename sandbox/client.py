@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from mcphost.sdk.errors import (
     BatchResults,
+    AskFailed,
     HandshakeRefused,
     MCPHostError,
     PluginError,
@@ -33,11 +34,14 @@ from mcphost.sdk.errors import (
 from mcphost.sdk.features import features_problem
 from mcphost.sdk.tool_rules import tools_problem
 
+from .asking import current_asker, no_handler
 from .channel import Channel, open_channel
 from .deadlines import Deadlines
 from .isolation import IsolationBackend, LaunchPlan, WorkerSpec
 from .output import OutputBudget, pump_output
 from .protocol import (
+    Answer,
+    Ask,
     Call,
     Cancel,
     Credit,
@@ -143,6 +147,8 @@ class StreamGate(Protocol):
 
 class _Pending:
     __slots__ = (
+        "asker",
+        "asking",
         "future",
         "gate",
         "granted",
@@ -196,6 +202,15 @@ class _Pending:
         self.refill = 1
         self.refill_bytes = 0
         self.sizes: deque[int] | None = None
+        #: Who answers the call's questions to its client (see .asking), and the
+        #: tasks answering them now (cancelled when the call ends).
+        self.asker = current_asker.get()
+        self.asking: set[asyncio.Task[None]] | None = None
+
+    def stop_asking(self) -> None:
+        if self.asking:
+            for task in self.asking:
+                task.cancel()
 
 
 def describe_exit(returncode: int) -> str:
@@ -336,6 +351,8 @@ class WorkerClient:
             fut = self._pings.pop(frame.n, None)
             if fut is not None and not fut.done():
                 fut.set_result(None)
+        elif isinstance(frame, Ask):
+            self._on_ask(frame)
         elif isinstance(frame, Hello):
             if not self._hello.done():
                 self._hello.set_result(frame)
@@ -349,6 +366,42 @@ class WorkerClient:
             self._protocol_violation(
                 f"sent a {type(frame).__name__} frame, which only a host sends"
             )
+
+    def _on_ask(self, frame: Ask) -> None:
+        """A call asks its client something: its asker answers on a task of its own
+        (cancelled with the call); a call with none is answered an error at once."""
+        p = self._pending.get(frame.id)
+        if p is None:
+            return  # the call is over: nobody waits for the answer
+        if p.asker is None:
+            exc = no_handler(
+                frame.kind,
+                f"the call to {self.spec.plugin}.{p.tool} came from no MCP client and "
+                "the host has no handler",
+            )
+            self._send(Answer(id=frame.id, n=frame.n, code=exc.code, message=exc.message))
+            return
+        task = self._loop.create_task(self._answer(frame, p.asker))
+        if p.asking is None:
+            p.asking = set()
+        p.asking.add(task)
+        task.add_done_callback(p.asking.discard)
+
+    async def _answer(self, frame: Ask, asker: Any) -> None:
+        try:
+            value = await asker(frame.kind, frame.params)
+            answer = Answer(id=frame.id, n=frame.n, value=value)
+        except MCPHostError as exc:
+            answer = Answer(id=frame.id, n=frame.n, code=exc.code, message=exc.message)
+        except Exception as exc:  # the client's or the handler's failure, for the tool
+            answer = Answer(
+                id=frame.id,
+                n=frame.n,
+                code=AskFailed.code,
+                message=f"the {frame.kind} request failed: {exc}",
+            )
+        if frame.id in self._pending and self.alive:
+            self._send(answer)
 
     def _gated_item(self, frame: StreamItem, p: _Pending) -> None:
         """An item of a stream with a gate: counted in bytes, credited while not paused."""
@@ -518,7 +571,7 @@ class WorkerClient:
         # loop, to leave in one write with the calls made beside it; a lone call leaves
         # at once.
         flush = not self._pending
-        self._pending[call_id] = _Pending(
+        self._pending[call_id] = pending = _Pending(
             fut,
             None,
             on_progress,
@@ -553,6 +606,9 @@ class WorkerClient:
             if self._pending.pop(call_id, None) is not None and self.alive:
                 self.channel.send(Cancel(id=call_id))  # type: ignore[union-attr]
             raise
+        finally:
+            if pending.asking:
+                pending.stop_asking()
 
     def _expire(self, call_id: int) -> None:
         p = self._pending.pop(call_id, None)
@@ -626,6 +682,8 @@ class WorkerClient:
                     self._send(Credit(id=call_id, n=consumed))
                     consumed = 0
         finally:
+            if pending.asking:
+                pending.stop_asking()
             if not finished and self._pending.pop(call_id, None) is not None and self.alive:
                 self.channel.send(Cancel(id=call_id))  # type: ignore[union-attr]
 
@@ -711,6 +769,8 @@ class WorkerClient:
                 yield item
         finally:
             gate.resume = gate.fail = None
+            if pending.asking:
+                pending.stop_asking()
             if not finished and self._pending.pop(call_id, None) is not None and self.alive:
                 self.channel.send(Cancel(id=call_id))  # type: ignore[union-attr]
 

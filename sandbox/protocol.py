@@ -21,6 +21,8 @@ __all__ = [
     "DEFAULT_MAX_FRAME",
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",
+    "Answer",
+    "Ask",
     "Call",
     "Cancel",
     "Credit",
@@ -45,7 +47,8 @@ __all__ = [
 
 #: The newest protocol version this side speaks; peers agree on the highest common one.
 #: Version 2 adds byte credit to streams (``Call.window_bytes``, ``Credit.bytes``);
-#: version 3 adds per-item errors of batch tools (``Result.errors``).
+#: version 3 adds per-item errors of batch tools (``Result.errors``) and lets a call ask
+#: its client (:class:`Ask`, :class:`Answer`).
 PROTOCOL_VERSION = 3
 SUPPORTED_VERSIONS = (1, 2, 3)
 #: The first version whose Result frames may carry per-item errors.
@@ -192,6 +195,26 @@ class Notify(msgspec.Struct, frozen=True, tag="notify", tag_field="t"):
 
     kind: str
     uri: str = ""
+class Ask(msgspec.Struct, frozen=True, tag="ask", tag_field="t"):
+    """Worker -> host (version 3): call ``id`` asks its client something; ``n`` numbers
+    the asks of one call from 1. ``kind`` is "sample" (``params`` as MCP's
+    ``sampling/createMessage``) or "elicit" (as ``elicitation/create``)."""
+
+    id: int
+    n: int
+    kind: str
+    params: dict[str, Any]
+
+
+class Answer(msgspec.Struct, frozen=True, tag="answer", tag_field="t"):
+    """Host -> worker (version 3): the answer to ask ``n`` of call ``id``: ``value``
+    (the MCP result), or a stable error ``code`` and ``message`` when ``code`` is set."""
+
+    id: int
+    n: int
+    value: Any = None
+    code: str = ""
+    message: str = ""
 
 
 class Ping(msgspec.Struct, frozen=True, tag="ping", tag_field="t"):
@@ -228,6 +251,8 @@ Frame = (
     | Progress
     | Log
     | Notify
+    | Ask
+    | Answer
     | Ping
     | Pong
     | Shutdown

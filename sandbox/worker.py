@@ -10,9 +10,11 @@ async tools. It exits when the host goes away.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import contextvars
 import importlib
+import itertools
 import os
 import signal
 import socket
@@ -26,6 +28,8 @@ import msgspec
 
 from mcphost.sdk.context import Context
 from mcphost.sdk.errors import (
+    AskFailed,
+    AskUnsupported,
     CallCancelled,
     MCPHostError,
     PluginError,
@@ -39,6 +43,8 @@ from . import worker_trace
 from .pool import ThreadPool
 from .protocol import (
     SUPPORTED_VERSIONS,
+    Answer,
+    Ask,
     Call,
     Cancel,
     Credit,
@@ -145,6 +151,14 @@ class _QuietSink:
 
     def emit_notify(self, kind: str, uri: str) -> None:
         self._w.emit_notify(kind, uri)
+    def ask(
+        self, call_id: int, kind: str, params: dict[str, Any]
+    ) -> concurrent.futures.Future[Any]:
+        return self._w.ask(call_id, kind, params)
+
+
+#: The first protocol version with Ask and Answer frames.
+ASK_VERSION = 3
 
 
 class Worker:
@@ -190,6 +204,9 @@ class Worker:
         self._batch = bytearray()
         #: Why the host asked this worker to stop (Shutdown.reason), for cancelled calls.
         self.stop_reason = ""
+        #: Questions to the client waiting for their Answer, by (call id, ask number).
+        self.asks: dict[tuple[int, int], concurrent.futures.Future[Any]] = {}
+        self._ask_numbers = itertools.count(1)
 
     # -- ContextSink ---------------------------------------------------------------
     def _emit(self, frame: Frame, call_id: int) -> None:
@@ -212,6 +229,52 @@ class Worker:
 
     def emit_notify(self, kind: str, uri: str) -> None:
         self._emit(Notify(kind=kind, uri=uri), 0)
+    def ask(
+        self, call_id: int, kind: str, params: dict[str, Any]
+    ) -> concurrent.futures.Future[Any]:
+        """Send call ``call_id``'s question to the host; the future gets the Answer."""
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        if self.version < ASK_VERSION:
+            future.set_exception(
+                AskUnsupported(
+                    f"{self.plugin.name}: the host speaks worker protocol {self.version}, "
+                    f"which cannot carry a tool's questions (version {ASK_VERSION} can); "
+                    "upgrade mcphost on the host"
+                )
+            )
+            return future
+        if threading.get_ident() == self.reader_thread:
+            future.set_exception(
+                AskUnsupported(
+                    f"{self.plugin.name}: a sync tool asked its client from the worker's "
+                    "channel thread, which must stay free to read the answer; call "
+                    "ctx.sample_sync/ctx.elicit_sync in the tool's own function, or make "
+                    "the tool async"
+                )
+            )
+            return future
+        key = (call_id, next(self._ask_numbers))
+        self.asks[key] = future
+        future.add_done_callback(lambda _f: self.asks.pop(key, None))
+        self._emit(Ask(id=call_id, n=key[1], kind=kind, params=params), call_id)
+        return future
+
+    def _answered(self, frame: Answer) -> None:
+        future = self.asks.pop((frame.id, frame.n), None)
+        if future is None or future.done():
+            return  # its call ended, or the tool stopped waiting
+        if frame.code:
+            cls = AskUnsupported if frame.code == AskUnsupported.code else AskFailed
+            future.set_exception(cls(frame.message))
+        else:
+            future.set_result(frame.value)
+
+    def _drop_asks(self, call_id: int) -> None:
+        """Cancel the questions of a call that was answered early."""
+        for key in [k for k in self.asks if k[0] == call_id]:
+            future = self.asks.pop(key, None)
+            if future is not None:
+                future.cancel()
 
     # -- the channel's thread --------------------------------------------------------
     def serve_forever(self) -> None:
@@ -268,6 +331,10 @@ class Worker:
                     if frame.id in jobs:
                         self._cancel_job(frame.id)
                         continue
+                elif kind is Answer:
+                    assert isinstance(frame, Answer)
+                    self._answered(frame)
+                    continue
                 elif kind is Welcome:
                     assert isinstance(frame, Welcome)
                     self.codec.max_frame = frame.max_frame
@@ -444,6 +511,8 @@ class Worker:
         call, ctx = job
         if ctx is not None:
             ctx._cancel()
+        if self.asks:
+            self._drop_asks(call_id)
         ss = self.sync_streams.pop(call_id, None)
         if ss is not None and ss.unpark():
             self.executor.post(close_stream, ss)

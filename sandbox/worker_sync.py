@@ -56,6 +56,9 @@ LINGER = 0.001
 PARK_AFTER = 0.002
 
 
+_ASKS = frozenset({"sample_sync", "elicit_sync"})
+
+
 class SyncTool:
     """A sync tool and where it runs: inline on the channel's thread, or on the pool.
 
@@ -70,7 +73,7 @@ class SyncTool:
     good delays the pings, and the host replaces a worker that stops answering them.
     """
 
-    __slots__ = ("context_param", "fast", "inline", "name", "need", "streak", "tool")
+    __slots__ = ("asks", "context_param", "fast", "inline", "name", "need", "streak", "tool")
 
     def __init__(self, tool: Tool, name: str) -> None:
         self.tool = tool
@@ -80,10 +83,14 @@ class SyncTool:
         self.streak = 0  # fast runs in a row on the pool
         self.need = FAST_STREAK
         self.fast = 0  # fast runs in a row inline
+        #: A tool that asks its client (``ctx.sample_sync``, ``ctx.elicit_sync``) waits
+        #: for an answer the channel's thread must read: it never runs there.
+        code = getattr(tool.fn, "__code__", None)
+        self.asks = code is not None and bool(_ASKS & set(code.co_names))
 
     def ran_on_pool(self, seconds: float) -> None:
         # Called from pool threads: a lost update only delays a promotion.
-        if seconds <= FAST_SECONDS:
+        if seconds <= FAST_SECONDS and not self.asks:
             self.streak += 1
             if self.streak >= self.need:
                 self.inline = True

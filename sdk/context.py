@@ -1,12 +1,16 @@
-"""The :class:`Context` a tool receives: logging, progress, cancellation, a data dir."""
+"""The :class:`Context` a tool receives: logging, progress, cancellation, a data dir,
+and questions to the MCP client that made the call (sampling, elicitation)."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from .errors import CallCancelled
+from .ask import Elicited, Sampled, elicit_params, elicited, sample_params, sampled
+from .errors import AskUnsupported, CallCancelled, ToolTimeout
 
 __all__ = ["Context", "ContextSink"]
 
@@ -21,6 +25,14 @@ class ContextSink(Protocol):
     def emit_progress(
         self, call_id: int, progress: float, total: float | None, message: str | None
     ) -> None: ...
+
+
+class AskSink(Protocol):
+    """A sink that can also send a call's questions to its client (the worker's)."""
+
+    def ask(
+        self, call_id: int, kind: str, params: dict[str, Any]
+    ) -> concurrent.futures.Future[Any]: ...
 
 
 class Context:
@@ -114,3 +126,80 @@ class Context:
 
     def _cancel(self) -> None:
         self._cancelled = True
+
+    # -- asking the client ----------------------------------------------------------
+    async def sample(
+        self,
+        messages: Any,
+        *,
+        max_tokens: int,
+        system_prompt: str | None = None,
+        temperature: float | None = None,
+        stop_sequences: list[str] | None = None,
+        model_preferences: dict[str, Any] | None = None,
+        include_context: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Sampled:
+        """Ask the client's model for a message (MCP ``sampling/createMessage``).
+
+        ``messages``: a str (one user message), or a list of str, ``(role, content)``
+        pairs or ``{"role", "content"}`` dicts, content being text, :class:`Image`,
+        :class:`Audio` or an MCP block. Raises :class:`AskUnsupported` when nobody can
+        answer (the client did not declare ``sampling``, or there is no client), and
+        :class:`AskFailed` when the client refused. Waits at most until the call's
+        deadline; cancelling the call cancels the wait."""
+        params = sample_params(
+            messages,
+            max_tokens=max_tokens,
+            system_prompt=system_prompt,
+            temperature=temperature,
+            stop_sequences=stop_sequences,
+            model_preferences=model_preferences,
+            include_context=include_context,
+            metadata=metadata,
+        )
+        return sampled(await asyncio.wrap_future(self._ask("sample", params)))
+
+    def sample_sync(self, messages: Any, *, max_tokens: int, **options: Any) -> Sampled:
+        """:meth:`sample` for sync tools: blocks the tool's thread until the answer."""
+        params = sample_params(messages, max_tokens=max_tokens, **options)
+        return sampled(self._wait(self._ask("sample", params)))
+
+    async def elicit(self, message: str, schema: Any) -> Elicited:
+        """Ask the user for input through the client (MCP ``elicitation/create``).
+
+        ``schema``: a JSON Schema object of flat fields (strings, numbers, booleans,
+        enums), or a class (dataclass, TypedDict, msgspec Struct, pydantic model) whose
+        fields, defaults and enum choices make the form; an accepted answer's
+        ``content`` is then an instance of it. Errors and deadline as :meth:`sample`."""
+        params, tp = elicit_params(message, schema)
+        return elicited(await asyncio.wrap_future(self._ask("elicit", params)), tp)
+
+    def elicit_sync(self, message: str, schema: Any) -> Elicited:
+        """:meth:`elicit` for sync tools: blocks the tool's thread until the answer."""
+        params, tp = elicit_params(message, schema)
+        return elicited(self._wait(self._ask("elicit", params)), tp)
+
+    def _ask(self, kind: str, params: dict[str, Any]) -> concurrent.futures.Future[Any]:
+        ask = getattr(self._sink, "ask", None)
+        if ask is None:
+            raise AskUnsupported(
+                f"{self.plugin}.{self.tool}: this context cannot ask a client ({kind}); "
+                "give the test harness a handler, or run the tool in a host"
+            )
+        self.check_cancelled()
+        future: concurrent.futures.Future[Any] = ask(self.call_id, kind, params)
+        return future
+
+    def _wait(self, future: concurrent.futures.Future[Any]) -> Any:
+        try:
+            return future.result(self.time_remaining())
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise ToolTimeout(
+                f"{self.plugin}.{self.tool}: the client did not answer before the call's deadline"
+            ) from None
+        except concurrent.futures.CancelledError:
+            raise CallCancelled(
+                f"{self.plugin}.{self.tool}: call {self.call_id} was cancelled"
+            ) from None

@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 __all__ = [
     "ApprovalRequired",
     "BatchResults",
+    "AskFailed",
+    "AskUnsupported",
     "Busy",
     "CallCancelled",
     "CompositionError",
@@ -189,6 +191,20 @@ class ToolError(PluginError):
         super().__init__(message, data=data)
         if code is not None:
             self.code = code  # type: ignore[misc]
+
+
+class AskUnsupported(PluginError):
+    """A tool asked its client to sample or elicit, and nobody can answer: the call
+    came with no MCP client (``Host.call``) and the host has no handler, or the client
+    did not declare the capability."""
+
+    code = "ask_unsupported"
+
+
+class AskFailed(PluginError):
+    """A tool asked its client to sample or elicit, and the client answered an error."""
+
+    code = "ask_failed"
 
 
 class VerificationError(MCPHostError):

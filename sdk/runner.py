@@ -15,6 +15,8 @@ from typing import Any
 
 import msgspec
 
+from .content import is_content
+from .content import to_wire as content_to_wire
 from .context import Context
 from .errors import BatchResults, MCPHostError, ToolError
 from .models import dump_model
@@ -31,6 +33,8 @@ def to_wire(value: Any, tool: str) -> Any:
     """Convert a tool's return value to plain JSON-compatible data."""
     if type(value) in _PLAIN:
         return value
+    if is_content(value):
+        return content_to_wire(value, dump_model)
     try:
         return msgspec.to_builtins(value, str_keys=True, enc_hook=dump_model)
     except TypeError as exc:

@@ -17,6 +17,7 @@ from typing import Any, get_args, get_origin
 
 import msgspec
 
+from .content import output_type
 from .errors import InvalidArguments
 from .models import ModelParams, has_model, model_schema
 
@@ -187,6 +188,9 @@ def build_signature(fn: Callable[..., Any], tool_name: str, context_type: type) 
         if get_origin(ret) in _GENERATOR_ORIGINS:
             args = get_args(ret)
             ret = args[0] if args else Any
+        is_content, structured = output_type(ret)
+        if is_content:
+            ret = Any if structured is None else structured
         if ret is not Any:
             try:
                 output_schema = (

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from mcphost.sdk.content import is_wire_content
+from mcphost.sdk.content import to_mcp as content_to_mcp
 from mcphost.sdk.errors import MCPHostError
 
 from .jsonrpc import INVALID_PARAMS, RpcError
@@ -149,6 +151,14 @@ def text_blocks(value: Any) -> list[dict[str, Any]]:
 
 def tool_result(tool: McpTool | None, value: Any) -> dict[str, Any]:
     """A successful ``tools/call`` result: content, plus structuredContent when typed."""
+    if is_wire_content(value):
+        # Images, audio, resources (sdk/content.py): blocks as MCP writes them, bytes
+        # in base64; a ToolResult's structured value beside them.
+        blocks, structured, has_structured = content_to_mcp(value)
+        out: dict[str, Any] = {"content": blocks}
+        if tool is not None and tool.output_schema is not None and has_structured:
+            out["structuredContent"] = {"result": structured} if tool.wrapped else structured
+        return out
     result: dict[str, Any] = {"content": text_blocks(value)}
     if tool is not None and tool.output_schema is not None:
         result["structuredContent"] = {"result": value} if tool.wrapped else value

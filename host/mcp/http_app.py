@@ -274,6 +274,8 @@ class McpApp:
         if not msg.is_request:
             if entry is not None and msg.is_notification:
                 entry.session.handle_notification(msg)
+            elif entry is not None:  # the answer to a tool's question (sampling, ...)
+                entry.session.handle_response(msg)
             await send(
                 {
                     "type": "http.response.start",

@@ -125,6 +125,8 @@ class McpServer:
         #: with the host's metrics once the host is made).
         self.frontend = FrontEndMetrics()
         self.frontend.open_sessions = lambda: len(self.sessions)
+        #: 2026-07-28 calls waiting for their client's answers, by requestState.
+        self.parked: dict[str, Any] = {}
 
     @property
     def host(self) -> Host:

@@ -20,8 +20,10 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
+from mcphost.sandbox.asking import current_asker
 from mcphost.sdk.errors import MCPHostError, PluginNotFound, ToolNotFound
 
+from .asks import ClientRequests, ParkedCall, declared, fallback, for_version
 from .catalog import McpTool, error_result, tool_result
 from .features import FEATURE_METHODS, SUBSCRIBE_METHODS, handle_feature
 from .jsonrpc import (
@@ -137,6 +139,10 @@ class Session:
         self.session_id: str | None = None
         #: URIs this handshake-era session subscribed to (``resources/subscribe``).
         self.resource_subscriptions: set[str] = set()
+        #: The capabilities the client declared at initialize (handshake era).
+        self.client_caps: dict[str, Any] = {}
+        #: This session's requests to its client (tools' questions), by id.
+        self.client_requests = ClientRequests()
         server.sessions.add(self)
         server.frontend.sessions_opened += 1
 
@@ -174,6 +180,10 @@ class Session:
         stats.end(t0, "ok")
         return response(rid, result)
 
+    def handle_response(self, msg: Message) -> None:
+        """A response from the client: the answer to a tool's question (else ignored)."""
+        self.client_requests.answered(msg)
+
     def handle_notification(self, msg: Message) -> None:
         params = msg.params if isinstance(msg.params, dict) else {}
         if msg.method == "notifications/cancelled":
@@ -206,6 +216,8 @@ class Session:
             self.version = (
                 requested if requested in HANDSHAKE_VERSIONS else (LATEST_HANDSHAKE_VERSION)
             )
+            caps = params.get("capabilities")
+            self.client_caps = caps if isinstance(caps, dict) else {}
             return self.server.initialize_result(self.version)
         if method == "ping":
             return {}
@@ -282,12 +294,15 @@ class Session:
         result: dict[str, Any]
         if method == "tools/call":
             level = meta.get(LOG_LEVEL_KEY)
-            result = await self._call_tool(
+            result = await self._modern_call(
                 rid,
                 params,
                 notifier,
                 LOG_LEVELS.get(level, None) if isinstance(level, str) else None,
+                meta.get(CLIENT_CAPABILITIES_KEY),
             )
+            if "resultType" in result:
+                return result  # input_required: the client answers and comes back
         elif method == "tools/list":
             result = await self._list_tools(params, modern=True)
         elif method == "server/discover":
@@ -323,6 +338,59 @@ class Session:
             result["cacheScope"] = "private"
         return result
 
+    async def _modern_call(
+        self,
+        rid: RequestId,
+        params: dict[str, Any],
+        notifier: Notifier,
+        log_level: int | None,
+        caps: Any,
+    ) -> dict[str, Any]:
+        """A 2026-07-28 ``tools/call``: its questions to the client go back as
+        ``input_required`` results, and the retry carrying ``requestState`` resumes the
+        call still running (see :mod:`.asks`)."""
+        parked_calls: dict[str, ParkedCall] = self.server.parked
+        state = params.get("requestState")
+        if state is not None:
+            parked = parked_calls.get(state) if isinstance(state, str) else None
+            if parked is None:
+                raise RpcError(
+                    INVALID_PARAMS,
+                    "tools/call: requestState names no call waiting for answers (it ended, "
+                    "or its deadline passed); call the tool again without it",
+                )
+            parked.take_responses(params.get("inputResponses"))
+            return await parked.next_answer()
+        parked = ParkedCall(parked_calls, self.server.call_timeout)
+        host_asker = self.server.host.asker
+
+        async def ask(kind: str, ask_params: dict[str, Any]) -> Any:
+            if not declared(caps, kind):
+                return await fallback(host_asker, kind)(kind, ask_params)
+            return await parked.ask(kind, ask_params)
+
+        token = current_asker.set(ask)
+        try:
+            parked.task = asyncio.get_running_loop().create_task(
+                self._call_tool(rid, params, notifier, log_level)
+            )
+        finally:
+            current_asker.reset(token)
+        return await parked.next_answer()
+
+    def _asker(self, notifier: Notifier) -> Any:
+        """The asker of a handshake-era call: requests to the client down the call's
+        own stream, or the host's handler for a capability the client lacks."""
+        host_asker = self.server.host.asker
+
+        async def ask(kind: str, params: dict[str, Any]) -> Any:
+            if not declared(self.client_caps, kind):
+                return await fallback(host_asker, kind)(kind, params)
+            params = for_version(kind, params, self.version)
+            return await self.client_requests.ask(kind, params, notifier.send, notifier.notify)
+
+        return ask
+
     async def _call_tool(
         self, rid: RequestId, params: dict[str, Any], notifier: Notifier, log_level: int | None
     ) -> dict[str, Any]:
@@ -352,6 +420,7 @@ class Session:
             self._call_log(call, level, message)
 
         tracing = self.server.host.tracing
+        token = current_asker.set(self._asker(notifier)) if self.era == "legacy" else None
         try:
             if tracing is not None:
                 from mcphost.host.observe.tracing import mcp_request
@@ -372,6 +441,8 @@ class Session:
             return error_result(exc)
         finally:
             self.calls.pop(rid, None)
+            if token is not None:
+                current_asker.reset(token)
         return tool_result(tool, value)
 
     async def _run_tool(

@@ -154,7 +154,8 @@ class StdioTransport:
             task.add_done_callback(self._ended)
         elif msg.is_notification:
             self.session.handle_notification(msg)
-        # A response from the client answers nothing: this server sends no requests.
+        else:  # a response: the answer to a tool's question (sampling, elicitation)
+            self.session.handle_response(msg)
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
