@@ -114,8 +114,9 @@ async def ask_forever(ctx: Context) -> str:
 
 def build(root: Path) -> Path:
     """textkit plus the tools above, built as a wheel and pip-installed (--target)."""
-    from mcphost.host.examples import build_wheels, copy_example, find_examples
     from support.wheels import install_target
+
+    from mcphost.host.examples import build_wheels, copy_example, find_examples
 
     source = find_examples(Path(__file__).resolve().parents[2] / "example_plugins")
     project = copy_example(source / "textkit", root / "src", version="1.0.2")

@@ -157,10 +157,12 @@ async def test_content_and_asks_over_http(
     mcp_home: Path, asking_dir: Path, embedded: Any, mode: str
 ) -> None:
     answers = Answers()
-    async with embedded(mcp_home, [asking_dir]) as served:
-        async with served.client(mode=mode, **answers.kwargs()) as client:
-            await _content_checks(client)
-            await _ask_checks(client, answers)
+    async with (
+        embedded(mcp_home, [asking_dir]) as served,
+        served.client(mode=mode, **answers.kwargs()) as client,
+    ):
+        await _content_checks(client)
+        await _ask_checks(client, answers)
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
