@@ -82,8 +82,13 @@ def mcp1_python() -> Path:
 
 
 def run_client(python: Path, target: Any) -> dict[str, Any]:
+    return run_client_script(python, CLIENT, target)
+
+
+def run_client_script(python: Path, script: str, target: Any) -> dict[str, Any]:
+    """Run ``script`` with the 1.x client's Python on ``target``; its last line's JSON."""
     out = subprocess.run(
-        [str(python), "-c", CLIENT, json.dumps(target)], capture_output=True, text=True, timeout=120
+        [str(python), "-c", script, json.dumps(target)], capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])

@@ -14,6 +14,8 @@ from mcphost.sandbox.protocol import (
     DEFAULT_MAX_FRAME,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
+    Answer,
+    Ask,
     Call,
     Cancel,
     Credit,
@@ -56,6 +58,13 @@ json_values: st.SearchStrategy[Any] = st.recursive(
     max_leaves=12,
 )
 json_objects = st.dictionaries(text, json_values, max_size=4)
+#: A result of rich content (sdk/content.py): bytes cross the channel as bytes.
+content_blocks = st.fixed_dictionaries(
+    {"$content": st.sampled_from(["image", "audio"]), "data": st.binary(), "mimeType": text}
+) | st.lists(
+    st.fixed_dictionaries({"$content": st.just("resource"), "uri": text, "blob": st.binary()}),
+    max_size=3,
+)
 tool_specs = st.builds(
     ToolSpec,
     name=text,
@@ -119,7 +128,7 @@ FRAME_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     Result: st.builds(
         Result,
         id=ids,
-        value=json_values,
+        value=json_values | content_blocks,
         errors=st.lists(
             st.builds(ItemError, index=counts, code=text, message=text, data=json_objects),
             max_size=3,
@@ -139,6 +148,10 @@ FRAME_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     ),
     Log: st.builds(Log, level=text, message=text, id=ids),
     Notify: st.builds(Notify, kind=st.just("resource_updated") | text, uri=text),
+    Ask: st.builds(
+        Ask, id=ids, n=ids, kind=st.sampled_from(["sample", "elicit"]), params=json_objects
+    ),
+    Answer: st.builds(Answer, id=ids, n=ids, value=json_values, code=text, message=text),
     Ping: st.builds(Ping, n=ids),
     Pong: st.builds(Pong, n=ids),
     Shutdown: st.builds(Shutdown, reason=text),
