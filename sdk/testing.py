@@ -25,6 +25,7 @@ pulls in the host for :func:`run_in_worker`.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import importlib
 import os
@@ -32,7 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import msgspec
 
 from .context import Context
-from .errors import BatchResults, PluginFailed, ToolNotFound, ToolTimeout
+from .errors import AskUnsupported, BatchResults, PluginFailed, ToolNotFound, ToolTimeout
 from .feature_runner import run_feature
 from .plugin import Plugin, Tool
 from .runner import invoke, iterate
@@ -94,6 +95,8 @@ class ToolTester:
         *,
         data_dir: str | os.PathLike[str] | None = None,
         threads: int = 4,
+        sampling_handler: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        elicitation_handler: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         if not isinstance(plugin, Plugin):
             raise TypeError(f"ToolTester needs an mcphost.sdk.Plugin, not {type(plugin).__name__}")
@@ -109,8 +112,30 @@ class ToolTester:
         self.updated: list[str] = []
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tool")
         self._ids = 0
+        #: What answers the tools' ``ctx.sample`` and ``ctx.elicit``: plain functions
+        #: from the MCP request's params to its result (recorded in ``asked``).
+        self._handlers = {"sample": sampling_handler, "elicit": elicitation_handler}
+        self.asked: list[tuple[str, dict[str, Any]]] = []
 
     # -- ContextSink ---------------------------------------------------------------
+    def ask(
+        self, call_id: int, kind: str, params: dict[str, Any]
+    ) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.asked.append((kind, params))
+        handler = self._handlers.get(kind)
+        if handler is None:
+            option = "sampling_handler" if kind == "sample" else "elicitation_handler"
+            future.set_exception(
+                AskUnsupported(f"the tool asked to {kind}; give ToolTester({option}=...)")
+            )
+            return future
+        try:
+            future.set_result(handler(params))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
     def emit_log(self, call_id: int, level: str, message: str) -> None:
         self.logs.append(LogLine(level, message, call_id))
 
@@ -421,6 +446,8 @@ async def run_in_worker(
     config: HostConfig | None = None,
     isolation: str | None = None,
     hooks: Sequence[object] = (),
+    sampling_handler: Any = None,
+    elicitation_handler: Any = None,
 ) -> AsyncIterator[WorkerTester]:
     """Serve ``plugin`` through a real Host and worker process for the ``async with`` body.
 
@@ -429,6 +456,8 @@ async def run_in_worker(
     ``.py`` file or package directory holding a global ``plugin``. The host runs with a
     temporary home (unless ``home`` is given) and a configuration that allows the
     unsigned plugin (unless ``config`` is given); every worker is stopped on exit.
+    ``sampling_handler`` and ``elicitation_handler`` (async functions from the MCP
+    request's params to its result) answer the tools' ``ctx.sample`` and ``ctx.elicit``.
     """
     from mcphost.host import Host, HostConfig, PluginSource
 
@@ -453,6 +482,8 @@ async def run_in_worker(
             registry=False,
             hooks=hooks,
             isolation=isolation,
+            sampling_handler=sampling_handler,
+            elicitation_handler=elicitation_handler,
         )
         tester = WorkerTester(host, plugin_name)
 
