@@ -299,7 +299,10 @@ def main() -> None:
     rows = run(quick="--quick" in sys.argv)
     text = to_markdown(rows)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
+    # Keep the sections other benchmarks write into this file (bench_mcp_content.py).
+    old = RESULTS.read_text() if RESULTS.exists() else ""
+    marker = old.find("<!-- bench_mcp_content -->")
+    RESULTS.write_text(text + ("\n" + old[marker:] if marker >= 0 else ""))
     print(text)
 
 

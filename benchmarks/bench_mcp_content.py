@@ -1,0 +1,236 @@
+"""A tool returning a 1 MB image: the official SDK's server vs ``mcphost serve``.
+
+The same official ``mcp`` client (``mcp.client.Client``, default connect mode) over
+stdio calls a tool that returns a 1 MiB PNG-typed image: (a) the SDK's own
+``MCPServer`` with the tool in-process (``mcp.server.mcpserver.Image``); (b)
+``mcphost serve`` with the tool in a plugin (``mcphost.sdk.content.Image``) in its
+sandboxed worker, where the bytes cross the worker's channel as MessagePack binary
+and are base64-encoded by the front end. Every answer is decoded and checked to be
+the image's bytes.
+
+Rounds in which the servers take turns; per round some sequential calls on one
+connection (calls/s, MB/s of image, p50, p99). Figures are medians over the rounds.
+
+    python benchmarks/bench_mcp_content.py [--quick]
+
+writes its section of ``benchmarks/results/mcp.md`` (between the markers below, the
+rest of the file kept); ``run(quick)`` returns the rows for a runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "mcp.md"
+BEGIN = "<!-- bench_mcp_content -->"
+END = "<!-- /bench_mcp_content -->"
+SIZE = 1024 * 1024
+
+#: The image both servers return: deterministic bytes, the same on both sides.
+MAKE_IMAGE = "bytes((i * 7 + 3) % 256 for i in range(1024 * 1024))"
+
+OFFICIAL_SERVER = f"""
+from mcp.server.mcpserver import Image, MCPServer
+
+app = MCPServer("official-image")
+IMAGE = {MAKE_IMAGE}
+
+
+@app.tool()
+def picture() -> Image:
+    \"\"\"A 1 MiB image.\"\"\"
+    return Image(data=IMAGE, format="png")
+
+
+app.run()
+"""
+
+PLUGIN = f'''
+from mcphost.sdk import Plugin
+from mcphost.sdk.content import Image
+
+plugin = Plugin("pictures")
+IMAGE = {MAKE_IMAGE}
+
+
+@plugin.tool
+def picture() -> Image:
+    """A 1 MiB image."""
+    return Image(IMAGE, "image/png")
+'''
+
+PYPROJECT = """
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "mcphost-pictures"
+version = "1.0.0"
+
+[project.entry-points."mcphost.plugins"]
+pictures = "mcphost_pictures:plugin"
+"""
+
+OFFICIAL = "official MCPServer (in-process tool)"
+SANDBOXED = "mcphost serve (sandboxed plugin)"
+
+
+def _mcphost_command() -> list[str]:
+    script = Path(sys.executable).with_name("mcphost")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from mcphost.host.cli import main; main()"]
+
+
+def _install_plugin(work: Path) -> Path:
+    project = work / "src"
+    (project / "mcphost_pictures").mkdir(parents=True)
+    (project / "pyproject.toml").write_text(PYPROJECT)
+    (project / "mcphost_pictures" / "__init__.py").write_text(PLUGIN)
+    target = work / "plugins"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(
+        [
+            *pip,
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(project),
+        ],
+        check=True,
+    )
+    return target
+
+
+def _prepare(work: Path) -> dict[str, tuple[list[str], str]]:
+    official = work / "official_image.py"
+    official.write_text(OFFICIAL_SERVER)
+    target = _install_plugin(work)
+    home = work / "home"
+    home.mkdir()
+    (home / "config.toml").write_text("allow_unsigned = true\n")
+    serve = [*_mcphost_command(), "--home", str(home), "serve", "--no-environment"]
+    return {
+        OFFICIAL: ([sys.executable, str(official)], "picture"),
+        SANDBOXED: ([*serve, "--plugin-dir", str(target)], "pictures.picture"),
+    }
+
+
+async def _measure(argv: list[str], tool: str, calls: int) -> dict[str, float]:
+    from mcp.client.client import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    expected = bytes((i * 7 + 3) % 256 for i in range(SIZE))
+    params = StdioServerParameters(command=argv[0], args=argv[1:])
+    async with Client(params) as client:
+        for _ in range(3):  # warm: the worker started, the paths taken once
+            await client.call_tool(tool, {})
+        lat: list[float] = []
+        t_all = time.perf_counter()
+        for _ in range(calls):
+            t = time.perf_counter()
+            res = await client.call_tool(tool, {})
+            lat.append(time.perf_counter() - t)
+            (block,) = res.content
+            assert base64.b64decode(block.data) == expected  # type: ignore[union-attr]
+        elapsed = time.perf_counter() - t_all
+    lat.sort()
+    return {
+        "calls_per_s": calls / elapsed,
+        "mb_per_s": calls * SIZE / elapsed / 1e6,
+        "p50_ms": lat[len(lat) // 2] * 1000,
+        "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
+    }
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    """Measure both servers in alternating rounds; one row per server."""
+    calls, rounds = (20, 2) if quick else (100, 5)
+    per: dict[str, list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="mcphost-bench-content-") as tmp:
+        servers = _prepare(Path(tmp))
+        for _ in range(rounds):
+            for name, (argv, tool) in servers.items():
+                per.setdefault(name, []).append(asyncio.run(_measure(argv, tool, calls)))
+    rows = []
+    for name, results in per.items():
+        row: dict[str, Any] = {"name": name, "calls": calls, "rounds": rounds, "quick": quick}
+        for key in ("calls_per_s", "mb_per_s", "p50_ms", "p99_ms"):
+            row[key] = statistics.median(r[key] for r in results)
+        rows.append(row)
+    return rows
+
+
+def _load() -> str:
+    try:
+        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    r0 = rows[0]
+    mode = " (quick mode)" if r0["quick"] else ""
+    out = [
+        BEGIN,
+        "## A tool returning a 1 MB image",
+        "",
+        "`python benchmarks/bench_mcp_content.py`: the same official `mcp` client (`Client`, "
+        "default connect mode), stdio, a tool returning a 1 MiB image (base64 on the wire, "
+        f"every answer decoded and checked). {r0['rounds']} rounds in which the servers take "
+        f"turns, {r0['calls']} sequential calls each{mode}; medians over the rounds.",
+        "",
+        f"Machine: {os.cpu_count()} CPUs, load average {_load()} when the run ended.",
+        "",
+        "| server | calls/s | image MB/s | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['name']} | {r['calls_per_s']:.1f} | {r['mb_per_s']:.1f} | "
+            f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} |"
+        )
+    by = {r["name"]: r for r in rows}
+    if OFFICIAL in by and SANDBOXED in by:
+        ratio = by[SANDBOXED]["calls_per_s"] / by[OFFICIAL]["calls_per_s"]
+        out += ["", f"- mcphost serve does {ratio:.2f}x the official server's calls/s."]
+    out += ["", f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", END]
+    return "\n".join(out) + "\n"
+
+
+def write_section(section: str) -> None:
+    """Put ``section`` into the results file in place of its previous run, keeping the
+    rest (bench_mcp.py's table)."""
+    old = RESULTS.read_text() if RESULTS.exists() else ""
+    if BEGIN in old and END in old:
+        head, _, rest = old.partition(BEGIN)
+        _, _, tail = rest.partition(END)
+        text = head + section.rstrip("\n") + tail
+    else:
+        text = old.rstrip("\n") + ("\n\n" if old else "") + section
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(text)
+
+
+def main() -> None:
+    rows = run(quick="--quick" in sys.argv)
+    section = to_markdown(rows)
+    write_section(section)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()
