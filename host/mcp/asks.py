@@ -141,9 +141,20 @@ class ParkedCall:
         #: Questions not yet sent to the client, and those sent and not answered.
         self.new: dict[str, tuple[str, dict[str, Any]]] = {}
         self.open: dict[str, tuple[str, asyncio.Future[Any]]] = {}
-        self.changed = asyncio.Event()
         self.task: asyncio.Task[dict[str, Any]] | None = None
         self._expiry: asyncio.TimerHandle | None = None
+        #: Resolved when a question comes or the call ends (one future, no task, so a
+        #: call that asks nothing costs little more than its own task).
+        self._waiter: asyncio.Future[None] | None = None
+
+    def start(self, task: asyncio.Task[dict[str, Any]]) -> None:
+        self.task = task
+        task.add_done_callback(lambda _t: self._wake())
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
 
     async def ask(self, kind: str, params: dict[str, Any]) -> Any:
         """The asker of the call: queue the question for the next answer to the client."""
@@ -151,7 +162,7 @@ class ParkedCall:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.new[key] = (KINDS[kind], params)
         self.open[key] = (kind, future)
-        self.changed.set()
+        self._wake()
         try:
             return await future
         finally:
@@ -177,17 +188,16 @@ class ParkedCall:
             self._expiry.cancel()
             self._expiry = None
         while not self.new and not self.task.done():
-            self.changed.clear()
-            waiter = asyncio.ensure_future(self.changed.wait())
+            self._waiter = asyncio.get_running_loop().create_future()
             try:
-                await asyncio.wait({self.task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                await self._waiter
             except asyncio.CancelledError:
                 # The client gave up on the request (closed its stream): end the call.
                 self.task.cancel()
                 self._parked.pop(self.state, None)
                 raise
             finally:
-                waiter.cancel()
+                self._waiter = None
         if self.task.done():
             self._parked.pop(self.state, None)
             return self.task.result()

@@ -371,8 +371,10 @@ class Session:
 
         token = current_asker.set(ask)
         try:
-            parked.task = asyncio.get_running_loop().create_task(
-                self._call_tool(rid, params, notifier, log_level)
+            parked.start(
+                asyncio.get_running_loop().create_task(
+                    self._call_tool(rid, params, notifier, log_level)
+                )
             )
         finally:
             current_asker.reset(token)

@@ -13,6 +13,7 @@ import pytest
 from asking_plugin import build
 from mcp.client.client import Client
 from mcp.client.stdio import StdioServerParameters
+from mcp.shared.exceptions import MCPError
 
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -193,3 +194,38 @@ async def test_an_image_over_the_frame_limit_is_a_clear_error(asking_argv: list[
         assert res.is_error
         text = res.content[0].text  # type: ignore[union-attr]
         assert "over the limit" in text and "frame" in text
+
+
+async def test_2026_era_asks_come_back_as_input_required_and_a_stale_state_is_refused(
+    asking_argv: list[str],
+) -> None:
+    answers = Answers()
+    async with Client(stdio(asking_argv), **answers.kwargs()) as client:
+        assert client.protocol_version == "2026-07-28"
+        first = await client.session.call_tool(
+            "textkit.haiku", {"topic": "moss"}, allow_input_required=True
+        )
+        assert isinstance(first, types.InputRequiredResult)
+        assert first.input_requests is not None and first.request_state
+        ((key, request),) = first.input_requests.items()
+        assert request.method == "sampling/createMessage"
+        reply = types.CreateMessageResult(
+            role="assistant",
+            content=types.TextContent(type="text", text="green"),
+            model="by-hand",
+        )
+        done = await client.session.call_tool(
+            "textkit.haiku",
+            {"topic": "moss"},
+            input_responses={key: reply},
+            request_state=first.request_state,
+            allow_input_required=True,
+        )
+        assert isinstance(done, types.CallToolResult)
+        assert done.structured_content == {"result": "by-hand: green"}
+        with pytest.raises(MCPError) as err:
+            await client.session.call_tool(
+                "textkit.haiku", {"topic": "moss"}, request_state=first.request_state
+            )
+        assert err.value.error.code == -32602
+        assert "requestState names no call" in err.value.error.message
