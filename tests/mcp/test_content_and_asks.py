@@ -8,12 +8,14 @@ import base64
 from pathlib import Path
 from typing import Any
 
+import anyio
 import mcp_types as types
 import pytest
 from asking_plugin import build
 from mcp.client.client import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.shared.exceptions import MCPError
+from support.waiting import wait_until
 
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -229,3 +231,32 @@ async def test_2026_era_asks_come_back_as_input_required_and_a_stale_state_is_re
             )
         assert err.value.error.code == -32602
         assert "requestState names no call" in err.value.error.message
+
+
+async def test_cancelling_a_call_cancels_its_open_elicitation_in_the_client_and_the_worker(
+    asking_argv: list[str], mcp_home: Path
+) -> None:
+    asked = anyio.Event()
+    client_cancelled = anyio.Event()
+
+    async def elicitation(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.set()
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            client_cancelled.set()
+            raise
+        raise AssertionError("unreachable")
+
+    marker = mcp_home / "data" / "textkit" / "ask-cancelled"
+    async with Client(stdio(asking_argv), mode="legacy", elicitation_callback=elicitation) as c:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(c.call_tool, "textkit.ask_forever", {})
+            await asked.wait()
+            tg.cancel_scope.cancel()
+        await wait_until(marker.exists, 30, "the tool's wait for its answer was cancelled")
+        with anyio.fail_after(30):
+            await client_cancelled.wait()
+        # The session serves on.
+        res = await c.call_tool("textkit.picture", {})
+        assert not res.is_error
