@@ -21,8 +21,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Protocol
 
 from mcphost.sdk.errors import (
-    BatchResults,
     AskFailed,
+    BatchResults,
     HandshakeRefused,
     MCPHostError,
     PluginError,

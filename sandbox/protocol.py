@@ -195,6 +195,8 @@ class Notify(msgspec.Struct, frozen=True, tag="notify", tag_field="t"):
 
     kind: str
     uri: str = ""
+
+
 class Ask(msgspec.Struct, frozen=True, tag="ask", tag_field="t"):
     """Worker -> host (version 3): call ``id`` asks its client something; ``n`` numbers
     the asks of one call from 1. ``kind`` is "sample" (``params`` as MCP's

@@ -151,6 +151,7 @@ class _QuietSink:
 
     def emit_notify(self, kind: str, uri: str) -> None:
         self._w.emit_notify(kind, uri)
+
     def ask(
         self, call_id: int, kind: str, params: dict[str, Any]
     ) -> concurrent.futures.Future[Any]:
@@ -229,6 +230,7 @@ class Worker:
 
     def emit_notify(self, kind: str, uri: str) -> None:
         self._emit(Notify(kind=kind, uri=uri), 0)
+
     def ask(
         self, call_id: int, kind: str, params: dict[str, Any]
     ) -> concurrent.futures.Future[Any]:

@@ -4,6 +4,7 @@ Write functions with type hints, register them on a :class:`Plugin`, and name th
 object in your distribution's ``mcphost.plugins`` entry point.
 """
 
+from .content import Audio, BlobResource, Image, ResourceLink, Text, TextResource
 from .context import Context
 from .errors import (
     CallCancelled,
@@ -24,16 +25,17 @@ from .errors import (
     VerificationError,
     WorkerCrashed,
 )
-from .features import EmbeddedResource, Image, Message
+from .features import Message
 from .plugin import ENTRY_POINT_GROUP, Plugin, Tool
 from .schema import ToolSpec
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "Audio",
+    "BlobResource",
     "CallCancelled",
     "ConfigError",
     "Context",
-    "EmbeddedResource",
     "HandshakeRefused",
     "Image",
     "InvalidArguments",
@@ -46,7 +48,10 @@ __all__ = [
     "ProtocolError",
     "RegistryDamaged",
     "RegistryError",
+    "ResourceLink",
     "ResourceNotFound",
+    "Text",
+    "TextResource",
     "Tool",
     "ToolError",
     "ToolNotFound",

@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 
 __all__ = [
     "ApprovalRequired",
-    "BatchResults",
     "AskFailed",
     "AskUnsupported",
+    "BatchResults",
     "Busy",
     "CallCancelled",
     "CompositionError",

@@ -22,14 +22,14 @@ from typing import Any
 
 import msgspec
 
+from .content import Block, ToolResult, is_content, to_mcp
+from .content import to_wire as content_to_wire
 from .errors import InvalidArguments, ToolError
 from .schema import Signature, build_signature
 
 __all__ = [
     "MAX_COMPLETIONS",
     "Completion",
-    "EmbeddedResource",
-    "Image",
     "Message",
     "Prompt",
     "PromptArgument",
@@ -125,27 +125,11 @@ def _check_uri(uri: str) -> None:
 
 
 # -- content -------------------------------------------------------------------------
-class Image(msgspec.Struct, frozen=True):
-    """An image in a prompt message: its bytes and MIME type."""
-
-    data: bytes
-    mime_type: str = "image/png"
-
-
-class EmbeddedResource(msgspec.Struct, frozen=True):
-    """A resource embedded in a prompt message: ``text`` or ``blob`` (bytes)."""
-
-    uri: str
-    text: str | None = None
-    blob: bytes | None = None
-    mime_type: str = ""
-
-
 class Message(msgspec.Struct, frozen=True):
     """One message of a prompt: ``role`` "user" or "assistant", and its content."""
 
     role: str
-    content: str | Image | EmbeddedResource
+    content: str | Block
 
 
 def _contents(uri: str, value: str | bytes, mime_type: str) -> dict[str, Any]:
@@ -176,20 +160,12 @@ def resource_contents(uri: str, value: Any, mime_type: str, where: str) -> dict[
 def _content_block(content: Any, where: str) -> dict[str, Any]:
     if isinstance(content, str):
         return {"type": "text", "text": content}
-    if isinstance(content, Image):
-        return {
-            "type": "image",
-            "data": base64.b64encode(content.data).decode("ascii"),
-            "mimeType": content.mime_type,
-        }
-    if isinstance(content, EmbeddedResource):
-        value = content.text if content.text is not None else content.blob
-        if value is None:
-            raise ToolError(f"{where}: EmbeddedResource {content.uri!r} has no text or blob")
-        return {"type": "resource", "resource": _contents(content.uri, value, content.mime_type)}
+    if is_content(content) and not isinstance(content, list | ToolResult):
+        return to_mcp(content_to_wire(content))[0][0]
     raise ToolError(
-        f"{where}: a message's content is a {type(content).__name__}; use str, Image or "
-        "EmbeddedResource",
+        f"{where}: a message's content is a {type(content).__name__}; use a str or one "
+        "block of mcphost.sdk.content (Text, Image, Audio, TextResource, BlobResource, "
+        "ResourceLink)",
         code="bad_result",
     )
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from mcphost.sdk import (
+    BlobResource,
     Context,
-    EmbeddedResource,
     Image,
     InvalidArguments,
     Message,
@@ -62,7 +62,7 @@ def ask(topic: str, times: int = 1) -> list[Message | str]:
     return [
         f"Tell me about {topic}" * times,
         Message("assistant", Image(b"\x89PNG", "image/png")),
-        Message("user", EmbeddedResource(uri="feat://greeting", blob=b"\x00\x01")),
+        Message("user", BlobResource("feat://greeting", b"\x00\x01")),
     ]
 
 

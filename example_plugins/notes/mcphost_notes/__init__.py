@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from mcphost.sdk import Context, EmbeddedResource, Message, Plugin, ToolError
+from mcphost.sdk import Context, Message, Plugin, TextResource, ToolError
 
 __version__ = "1.0.0"
 
@@ -69,9 +69,7 @@ def summarize(title: str, ctx: Context, words: int = 50) -> list[Message]:
         Message("user", f"Summarize this note in at most {words} words."),
         Message(
             "user",
-            EmbeddedResource(
-                uri=f"notes://note/{title}", text=read(title, ctx), mime_type="text/plain"
-            ),
+            TextResource(f"notes://note/{title}", read(title, ctx), mime_type="text/plain"),
         ),
     ]
 
