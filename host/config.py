@@ -23,6 +23,7 @@ __all__ = [
     "PolicyConfig",
     "StreamingConfig",
     "ToolBatchingConfig",
+    "ToolOverride",
     "load_config",
 ]
 
@@ -148,10 +149,23 @@ class BatchingConfig(_Strict):
 _SCALING_KEYS = ("target_load", "target_latency", "scale_down_after")
 
 
+#: What MCP allows in a tool name: 1 to 128 letters, digits, ``_``, ``-`` and ``.``.
+TOOL_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"
+
+
+class ToolOverride(_Strict):
+    """How one tool of a plugin is offered (``[plugins.NAME.tools.TOOL]``): another name,
+    another description. Left out, the author's (with the plugin's ``expose``)."""
+
+    name: str | None = Field(None, pattern=TOOL_NAME_PATTERN)
+    description: str | None = Field(None, max_length=65536)
+
+
 class PluginSettings(_Strict):
     """What the operator sets for one plugin (``[plugins.NAME]``): a fixed count of
     workers (``replicas``), or bounds the count follows with the load (``min_replicas``,
-    ``max_replicas`` and the scaling targets). All apply live."""
+    ``max_replicas`` and the scaling targets); and how its tools are named (``expose``,
+    ``tools``). All apply live."""
 
     #: Workers of the plugin running at once (a fixed count; 1 when nothing is set);
     #: calls go to the least busy (of two picked at random). Replicas share the
@@ -167,6 +181,11 @@ class PluginSettings(_Strict):
     target_latency: float | None = Field(None, gt=0)
     #: Seconds the load must fit in one replica fewer before one stops.
     scale_down_after: float = Field(60.0, ge=0)
+    #: How its tools are named to callers: ``<plugin>.<tool>`` ("prefixed") or as the
+    #: author named them ("bare"). Live; a clash with another plugin is refused.
+    expose: Literal["prefixed", "bare"] = "prefixed"
+    #: Per tool, by the author's name: a new name or description (live).
+    tools: dict[str, ToolOverride] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> PluginSettings:

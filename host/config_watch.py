@@ -21,7 +21,7 @@ import msgspec
 
 from mcphost.sdk.errors import ConfigError
 
-from .config import HostConfig, load_config
+from .config import HostConfig, PluginSettings, load_config
 
 if TYPE_CHECKING:
     from .host import Host
@@ -72,12 +72,15 @@ LIVE: set[str] = {
     "plugins.*.target_load",
     "plugins.*.target_latency",
     "plugins.*.scale_down_after",
+    # How tools are named: a clash with another plugin refuses the whole change.
+    "plugins.*.expose",
+    "plugins.*.tools",
 }
 
 
 #: Tables keyed by names of the user's (which may hold dots): one setting each, compared
 #: and applied whole.
-WHOLE_TABLES: set[str] = {"batching.tools"}
+WHOLE_TABLES: set[str] = {"batching.tools", "plugins.*.tools"}
 
 
 def register_live(*keys: str) -> None:
@@ -89,19 +92,20 @@ def is_live(key: str) -> bool:
     """Whether ``key`` or a table holding it is in :data:`LIVE` (where a ``*`` part
     stands for any one name: ``plugins.*.replicas``)."""
     parts = key.split(".")
-    for i in range(1, len(parts) + 1):
-        prefix = parts[:i]
-        if ".".join(prefix) in LIVE:
-            return True
-        for live in LIVE:
-            pattern = live.split(".")
-            if (
-                "*" in pattern
-                and len(pattern) == i
-                and all(p in ("*", k) for p, k in zip(pattern, prefix, strict=True))
-            ):
-                return True
-    return False
+    return any(_matches(".".join(parts[:i]), LIVE) for i in range(1, len(parts) + 1))
+
+
+def _matches(key: str, patterns: set[str]) -> bool:
+    """Whether ``key`` is one of ``patterns`` (a ``*`` part stands for any one name)."""
+    if key in patterns:
+        return True
+    parts = key.split(".")
+    return any(
+        "*" in p
+        and len(pattern := p.split(".")) == len(parts)
+        and all(x in ("*", k) for x, k in zip(pattern, parts, strict=True))
+        for p in patterns
+    )
 
 
 class PendingSetting(msgspec.Struct, frozen=True, kw_only=True):
@@ -118,7 +122,7 @@ def flat_settings(config: HostConfig) -> dict[str, Any]:
     def walk(data: dict[str, Any], prefix: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for k, v in data.items():
-            if isinstance(v, dict) and f"{prefix}{k}" not in WHOLE_TABLES:
+            if isinstance(v, dict) and not _matches(f"{prefix}{k}", WHOLE_TABLES):
                 out.update(walk(v, f"{prefix}{k}."))
             else:
                 out[f"{prefix}{k}"] = v
@@ -134,7 +138,7 @@ def _merge(running: HostConfig, wanted: HostConfig) -> tuple[HostConfig, list[Pe
     pending = []
     old, new = flat_settings(running), flat_settings(wanted)
     for key, value in new.items():
-        if value == old.get(key):
+        if value == old.get(key, _plugin_default(key)):
             continue
         if not is_live(key):
             pending.append(PendingSetting(key=key, running=old.get(key), configured=value))
@@ -166,6 +170,14 @@ def _prune(data: dict[str, Any]) -> None:
             del plugins[name]
 
 
+def _plugin_default(key: str) -> Any:
+    """A ``[plugins.NAME]`` setting's default: what a plugin with no table runs with."""
+    parts = key.split(".")
+    if len(parts) == 3 and parts[0] == "plugins":
+        return getattr(PluginSettings(), parts[2], None)
+    return None
+
+
 def apply_config(host: Host, wanted: HostConfig) -> list[tuple[str, Any, Any]]:
     """Run ``host`` with ``wanted``'s live settings from now on; note (and log) the others
     as waiting for a restart. Returns the settings changed live: (key, old, new)."""
@@ -173,6 +185,11 @@ def apply_config(host: Host, wanted: HostConfig) -> list[tuple[str, Any, Any]]:
     before, after = flat_settings(host.config), flat_settings(applied)
     changed = [(k, before.get(k), v) for k, v in after.items() if before.get(k) != v]
     changed += [(k, v, None) for k, v in before.items() if k not in after]
+    renamed = _naming_of(host.config) != _naming_of(applied)
+    if renamed:
+        # Names that would clash refuse the whole change: the host keeps its last good
+        # configuration (raises NameClash naming both sides).
+        host.check_names(config=applied)
     host.config = applied
     if host._env is not None:
         host._env.config = applied
@@ -195,7 +212,18 @@ def apply_config(host: Host, wanted: HostConfig) -> list[tuple[str, Any, Any]]:
     if host.config_error is not None:
         log.info("the configuration file is valid again; the host uses it")
     host.config_error = None
+    if renamed:
+        host.names_changed()
     return changed
+
+
+def _naming_of(config: HostConfig) -> dict[str, Any]:
+    """What decides the exposed names in ``config``: per plugin, ``expose`` and ``tools``."""
+    return {
+        name: (p.expose, p.model_dump()["tools"])
+        for name, p in config.plugins.items()
+        if p.expose != "prefixed" or p.tools
+    }
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
@@ -235,7 +263,15 @@ async def watch_config(host: Host, interval: float = POLL_INTERVAL) -> None:
                     log.error("cannot read %s (next try in %gs): %s", path, delay, exc)
                 else:
                     seen, failures = stamp, 0
-                    apply_config(host, wanted)
+                    try:
+                        apply_config(host, wanted)
+                    except ConfigError as exc:
+                        host.config_error = exc.message
+                        log.error(
+                            "configuration change refused; the host keeps its last good "
+                            "configuration: %s",
+                            exc.message,
+                        )
         except Exception:
             log.exception("cannot follow %s", path)
         await asyncio.sleep(interval)

@@ -42,6 +42,7 @@ from .config import HostConfig, PluginSettings, load_config
 from .home import Home
 from .hooks import make_plugin_manager
 from .isolation_backend import isolation_backend
+from .naming import NameMap, build, canonical
 from .observe import HostMetrics
 from .pool import Supervised, WorkerPool, make_supervisor, reconfigure
 from .sources import (
@@ -177,6 +178,8 @@ class Host:
         #: Answers ``mcphost status`` while the host runs (None when it does not).
         self.control: ControlServer | None = None
         self._flow: Flow | None = None
+        #: The exposed names of the plugins' tools, and what they were built from.
+        self._names: tuple[list[object], NameMap] | None = None
 
     # -- lifecycle -----------------------------------------------------------------
     async def __aenter__(self) -> Host:
@@ -220,6 +223,8 @@ class Host:
                 continue
             self._supervisors[source.name] = self._supervise(source)
         await self._learn_tools(list(self._supervisors.values()))
+        for clash in self.names().clashes:
+            log.error("%s (served under its canonical name meanwhile)", clash.message)
         generation = -1
         if self._use_registry and self.config.features.composition:
             generation = await asyncio.to_thread(self._installed_compositions)
@@ -371,8 +376,13 @@ class Host:
         return self._compositions
 
     def plugin_catalog(self) -> dict[str, ToolInfo]:
-        """The plugins' tools by name (what compositions are checked against)."""
-        return {t.name: t for t in self._plugin_tools()}
+        """The plugins' tools by exposed name, and by ``<plugin>.<tool>`` too (what
+        compositions are checked against: a step may name a tool either way)."""
+        out: dict[str, ToolInfo] = {}
+        for t in self._plugin_tools():
+            out[t.name] = t
+            out.setdefault(canonical(t.plugin, t.tool), t)
+        return out
 
     def compositions_changed(self) -> None:
         """Tell listeners the tool list changed (compositions were added or removed)."""
@@ -398,6 +408,18 @@ class Host:
         info = served.add(comp, "0", catalog)
         self.compositions_changed()
         return info
+
+    def names_changed(self) -> None:
+        """The operator renamed tools (``[plugins.NAME]``): routes are looked up anew and
+        listeners told the tool list changed."""
+        self._routes.clear()
+        self._batchers_renamed()
+        self._emit(HostEvent(kind="tools_changed"))
+
+    def _batchers_renamed(self) -> None:
+        """Batchers are kept by the name a tool was called by: made anew from now on."""
+        if self._batchers:
+            self.batching_changed()
 
     def _composition_switch(self) -> None:
         if not self.config.features.composition:
@@ -533,24 +555,81 @@ class Host:
         return [s.source for s in self._supervisors.values()]
 
     def tools(self) -> list[ToolInfo]:
-        """Every tool of every plugin, named ``<plugin>.<tool>``, and every composition
-        served (``<group>.<name>``, with an empty ``plugin``)."""
+        """Every tool of every plugin, by its exposed name (``<plugin>.<tool>`` unless the
+        operator's ``[plugins.NAME]`` says otherwise, :mod:`mcphost.host.naming`), and
+        every composition served (``<group>.<name>``, with an empty ``plugin``)."""
         out = self._plugin_tools()
         if self._compositions is not None and self.config.features.composition:
             out.extend(self._compositions.tools())
         return sorted(out, key=lambda t: t.name)
 
+    def names(self) -> NameMap:
+        """How the plugins' tools are exposed now (rebuilt when a plugin's tools, the
+        configuration or the compositions change)."""
+        served = self._compositions
+        comps: tuple[str, ...] = ()
+        if served is not None and self.config.features.composition:
+            comps = tuple(served.by_name)
+        # Objects compared by identity: a new supervisor, version or worker is a change.
+        key: list[object] = [self.config.plugins, comps]
+        for s in self._supervisors.values():
+            key += (s, s.source, s.route_token)
+        cached = self._names
+        if cached is not None and _same(cached[0], key):
+            return cached[1]
+        names = self._build_names(
+            {s.name: [t.name for t in s.tools] for s in self._supervisors.values()},
+            self.config,
+            comps,
+        )
+        self._names = (key, names)
+        return names
+
+    @staticmethod
+    def _build_names(
+        items: dict[str, list[str]], config: HostConfig, comps: Iterable[str]
+    ) -> NameMap:
+        return build(items, config.plugins, {c: f"composition {c}" for c in comps})
+
+    def check_names(
+        self,
+        config: HostConfig | None = None,
+        source: PluginSource | None = None,
+        removed: str | None = None,
+    ) -> NameMap:
+        """The names the plugins' tools would have with ``config`` (default: the running
+        one), ``source`` served for its plugin and ``removed`` no longer served; raises
+        :class:`~mcphost.sdk.errors.NameClash` naming both sides of any clash."""
+        items = {s.name: [t.name for t in s.tools] for s in self._supervisors.values()}
+        if source is not None and source.tools is not None:
+            items[source.name] = [t.name for t in source.tools]
+        if removed is not None:
+            items.pop(removed, None)
+        cfg = config or self.config
+        comps: tuple[str, ...] = ()
+        if self._compositions is not None and cfg.features.composition:
+            comps = tuple(self._compositions.by_name)
+        names = self._build_names(items, cfg, comps)
+        names.check()
+        return names
+
     def _plugin_tools(self) -> list[ToolInfo]:
         out: list[ToolInfo] = []
+        names = self.names()
         for sup in self._supervisors.values():
             for spec in sup.tools:
+                exposed = names.of.get((sup.name, spec.name))
+                if exposed is None:
+                    continue  # its name clashes even as <plugin>.<tool>: not served
                 out.append(
                     ToolInfo(
-                        name=f"{sup.name}.{spec.name}",
+                        name=exposed.name,
                         plugin=sup.name,
                         version=sup.source.version,
                         tool=spec.name,
-                        description=spec.description,
+                        description=(
+                            spec.description if exposed.description is None else exposed.description
+                        ),
                         input_schema=spec.input_schema,
                         output_schema=spec.output_schema,
                         kind=spec.kind,
@@ -570,12 +649,18 @@ class Host:
                 return routed, tool
         if not self._started:
             raise PluginError("the host is not started; use `async with Host() as host:`")
-        plugin, dot, tool = name.partition(".")
-        if not dot or not tool:
-            raise ToolNotFound(
-                f"tool name {name!r} must be <plugin>.<tool>, e.g. textkit.upper; "
-                "list tools with `mcphost tools`"
-            )
+        exposed = self.names().resolve(name)
+        if exposed is not None:
+            plugin, tool = exposed.plugin, exposed.item
+        else:
+            plugin, dot, tool = name.partition(".")
+            if not dot or not tool:
+                raise ToolNotFound(
+                    f"no tool is named {name!r}; a tool is called by the name `mcphost "
+                    "tools` lists (<plugin>.<tool> unless its plugin is exposed bare or the "
+                    "tool renamed, e.g. textkit.upper)",
+                    data={"tool": name},
+                )
         sup = self._supervisors.get(plugin)
         if sup is None:
             if not self.config.features.composition and self._is_stored_composition(name):
@@ -1081,6 +1166,9 @@ class Host:
         version cannot start, nothing changes and the error says why.
         """
         assert self._env is not None, "host not started"
+        # A version whose tools would take a name another plugin (or a composition) is
+        # exposed under is refused before anything starts, naming both.
+        self.check_names(source=source)
         sup = self._supervisors.get(source.name)
         if sup is None:
             sup = self._supervise(source)
@@ -1141,6 +1229,14 @@ def _checked_timeout(timeout: float) -> float:
             "for the configured call_timeout"
         )
     return float(timeout)
+
+
+def _same(a: list[object], b: list[object]) -> bool:
+    """Whether two lists hold the same objects (the configuration's table compared by
+    value: a reload makes a new one even when nothing changed)."""
+    if len(a) != len(b) or a[0] != b[0] or a[1] != b[1]:
+        return False
+    return all(x is y for x, y in zip(a[2:], b[2:], strict=True))
 
 
 def _consume(task: asyncio.Task[Any]) -> None:

@@ -42,6 +42,7 @@ __all__ = [
     "RETRY_INITIAL",
     "RETRY_MAX",
     "RegistryFailure",
+    "check_names",
     "grants_for",
     "learn_tools",
     "limits_for",
@@ -113,6 +114,7 @@ def source_for(rec: VersionRecord) -> PluginSource:
         grants=grants_for(rec.permissions),
         limits=limits_for(rec.permissions),
         key_id=rec.key_id,
+        approved=list(rec.approved.items) if rec.approved is not None else None,
     )
 
 
@@ -143,6 +145,32 @@ def registry_sources(home: Home) -> list[PluginSource]:
         return []
     with reg:
         return [source_for(r) for r in reg.active()]
+
+
+def check_names(
+    home: Home,
+    config: HostConfig,
+    tools: dict[str, list[ToolSpec] | None],
+    changed: tuple[str, list[ToolSpec] | None] | None = None,
+) -> None:
+    """Refuse (:class:`~mcphost.sdk.errors.NameClash`, naming both sides) a change after
+    which two plugins' tools, or a tool and a composition, would be exposed under one
+    name. ``tools``: the active versions' tools by plugin; ``changed``: a plugin and the
+    tools it would have (None to remove it)."""
+    from .naming import build
+
+    items = {name: [t.name for t in specs or []] for name, specs in tools.items()}
+    if changed is not None:
+        name, specs = changed
+        items.pop(name, None)
+        if specs is not None:
+            items[name] = [t.name for t in specs]
+    reserved: dict[str, str] = {}
+    if config.features.composition and (home.root / "compositions.sqlite3").exists():
+        from .compose.link import read_installed
+
+        reserved = {c.name: f"composition {c.name}" for c, _, _ in read_installed(home)[1]}
+    build(items, config.plugins, reserved).check()
 
 
 def missing_tools(old: list[ToolSpec] | None, new: list[ToolSpec] | None) -> list[str]:

@@ -14,6 +14,7 @@ from typing import Any
 import importlib_metadata as md
 import msgspec
 
+from mcphost.registry.approvals import ApprovedItem
 from mcphost.sandbox.isolation import Grants, Limits
 from mcphost.sdk.plugin import ENTRY_POINT_GROUP
 from mcphost.sdk.schema import ToolSpec
@@ -51,6 +52,9 @@ class PluginSource(msgspec.Struct, kw_only=True):
     grants: Grants = Grants()
     limits: Limits | None = None
     key_id: str | None = None
+    #: What the operator approved of its tools (the registry keeps it); a worker whose
+    #: handshake differs is refused. None: nothing recorded, nothing compared.
+    approved: list[ApprovedItem] | None = None
 
     @property
     def label(self) -> str:

@@ -39,6 +39,7 @@ from typing import Any
 from mcphost.sandbox.client import WorkerClient, spawn_worker
 from mcphost.sandbox.isolation import ResourceUsage
 from mcphost.sdk.errors import (
+    DescriptionsChanged,
     HandshakeRefused,
     MCPHostError,
     PluginFailed,
@@ -122,6 +123,7 @@ class PluginSupervisor:
         try:
             if self.env.admit is not None and worker.hello is not None:
                 self.env.admit(source, worker.hello)
+            _check_approved(source, worker)
             # Bookkeeping runs as a callback of the worker's end, before any caller of a
             # failed call resumes: a caller retrying at once must see the crash counted.
             worker.closed.add_done_callback(lambda _: self._on_closed(worker))
@@ -462,6 +464,31 @@ class PluginSupervisor:
             out["stuck"] = w.stuck
         out["replaced"] = self.replaced
         return out
+
+
+def _check_approved(source: PluginSource, worker: WorkerClient) -> None:
+    """Refuse a worker whose handshake shows other tools, descriptions or schemas than
+    the operator approved for its version (code computing them at run time could change
+    them after the approval: a rug pull)."""
+    if source.approved is None or worker.hello is None:
+        return
+    from mcphost.registry.approvals import diff, differences, items_of_tools
+
+    seen = items_of_tools(worker.hello.tools)
+    changed = differences(source.approved, seen)
+    if changed:
+        raise DescriptionsChanged(
+            f"plugin {source.label} was refused: its handshake differs from what the "
+            f"operator approved for this version ({'; '.join(changed)}); its tools are not "
+            "served. Install a version whose descriptions do not change at run time, or "
+            "roll back",
+            data={
+                "plugin": source.name,
+                "version": source.version,
+                "changes": changed,
+                "diff": diff(source.approved, seen, "approved", "handshake"),
+            },
+        )
 
 
 def _consume(task: asyncio.Task[Any]) -> None:

@@ -15,6 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .approvals import Approval, ApprovedItem
     from .crash import CRASH_POINTS
     from .db import SCHEMA_VERSION
     from .reader import HomeLayout, RegistryReader, sort_versions
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 _WHERE = {
     "Activation": "records",
+    "Approval": "approvals",
+    "ApprovedItem": "approvals",
     "CRASH_POINTS": "crash",
     "CheckedWheel": "wheels",
     "ENTRY_POINT_GROUP": "wheels",
@@ -47,6 +50,8 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "SCHEMA_VERSION",
     "Activation",
+    "Approval",
+    "ApprovedItem",
     "CheckedWheel",
     "HomeLayout",
     "InstallResult",

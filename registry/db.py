@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the schema changes; :func:`connect` migrates older databases forward.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: What every message about a lost or damaged database tells the operator to do.
 REBUILD_ADVICE = (
@@ -105,7 +105,13 @@ CREATE TABLE IF NOT EXISTS pending (
 );
 """
 
-_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
+#: Version 4: what the operator approved of each version (its tools' names,
+#: descriptions and schemas, as JSON: ``approvals.Approval``); NULL until approved.
+_SCHEMA_V4 = """
+ALTER TABLE versions ADD COLUMN approved TEXT;
+"""
+
+_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}
 
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
@@ -296,9 +302,21 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
         have = _check_version(conn, path)
         for version in range(have + 1, SCHEMA_VERSION + 1):
             for statement in _MIGRATIONS[version].split(";"):
-                if statement.strip():
+                if statement.strip() and not _added_already(conn, statement):
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {version}")
+
+
+def _added_already(conn: sqlite3.Connection, statement: str) -> bool:
+    """Whether ``statement`` adds a column the table has already (SQLite has no ``ADD
+    COLUMN IF NOT EXISTS``): each migration can run again over what it made."""
+    words = statement.split()
+    if [w.upper() for w in words[:2]] != ["ALTER", "TABLE"] or len(words) < 6:
+        return False
+    if [w.upper() for w in words[3:5]] != ["ADD", "COLUMN"]:
+        return False
+    table, column = words[2], words[5]
+    return any(r[1] == column for r in conn.execute(f"PRAGMA table_info({table})"))
 
 
 @contextmanager

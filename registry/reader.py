@@ -19,6 +19,7 @@ from mcphost.sdk.schema import ToolSpec
 from mcphost.security.permissions import Permissions
 
 from . import db
+from .approvals import Approval
 from .damage import check_database_present
 from .records import Activation, PluginRecord, VersionRecord
 from .store import tree_changes
@@ -26,6 +27,7 @@ from .store import tree_changes
 __all__ = ["HomeLayout", "RegistryReader", "sort_versions"]
 
 _TOOLS = msgspec.json.Decoder(list[ToolSpec])
+_APPROVAL = msgspec.json.Decoder(Approval)
 _PERMS = msgspec.json.Decoder(Permissions)
 _FILES = msgspec.json.Decoder(dict[str, str])
 #: The oldest schema a reader reads (version 2 added the dependency hashes).
@@ -168,6 +170,11 @@ class RegistryReader:
             installed_by=row["installed_by"],
             active=row["version"] == active,
             deps_files=_FILES.decode(row["deps_files"]) if row["deps_files"] else None,
+            approved=(
+                _APPROVAL.decode(row["approved"])
+                if "approved" in row.keys() and row["approved"]  # noqa: SIM118 (a Row: values)
+                else None
+            ),
         )
 
     def versions(self, name: str) -> list[VersionRecord]:

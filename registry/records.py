@@ -7,6 +7,8 @@ import msgspec
 from mcphost.sdk.schema import ToolSpec
 from mcphost.security.permissions import Permissions
 
+from .approvals import Approval
+
 __all__ = ["Activation", "InstallResult", "PluginRecord", "RecoveryReport", "VersionRecord"]
 
 
@@ -40,6 +42,9 @@ class VersionRecord(msgspec.Struct, frozen=True, kw_only=True):
     active: bool = False
     #: Relative path -> sha256 of every file in ``deps_dir`` at install time.
     deps_files: dict[str, str] | None = None
+    #: What the operator approved of its tools (names, descriptions, schemas); ``None``
+    #: until approved (a version installed before approvals were recorded).
+    approved: Approval | None = None
 
     @property
     def label(self) -> str:

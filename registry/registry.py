@@ -11,6 +11,7 @@ registry's lock deletes only what an interrupted change left, as its journal nam
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,7 @@ from mcphost.security.audit import AuditLog
 from mcphost.security.truststore import TrustStore
 
 from . import db
+from .approvals import Approval, ApprovedItem
 from .crash import crash_point
 from .damage import check_records
 from .reader import HomeLayout, RegistryReader, sort_versions
@@ -32,7 +34,7 @@ from .repair import restore_version
 from .rules import check_install
 from .store import build_version_dir, discard_tree, move_to_trash, store_wheel, wheel_path
 from .wheels import CheckedWheel, check_wheel
-from .writes import log_change, record_install, set_active
+from .writes import current_user, log_change, record_install, set_active
 
 __all__ = ["Registry"]
 
@@ -320,6 +322,20 @@ class Registry(RegistryReader):
                 "UPDATE versions SET tools = ? WHERE plugin = ? AND version = ?",
                 (msgspec.json.encode(tools).decode(), name, rec.version),
             )
+
+    def approve(self, name: str, version: str, items: list[ApprovedItem]) -> Approval:
+        """Record that the operator approved ``items`` (what clients are shown of the
+        version's tools) for ``name`` ``version``; hosts refuse a worker of that version
+        whose handshake differs. Replaces an earlier approval of the version."""
+        rec = self.version(name, version)
+        approval = Approval(at=time.time(), by=current_user(), items=items)
+        with self._locked(), db.transaction(self.conn):
+            self.conn.execute(
+                "UPDATE versions SET approved = ? WHERE plugin = ? AND version = ?",
+                (msgspec.json.encode(approval).decode(), name, rec.version),
+            )
+            db.bump_generation(self.conn)
+        return approval
 
     def activate(
         self, name: str, version: str, *, action: str = "swap", reason: str = ""

@@ -25,11 +25,13 @@ __all__ = [
     "CompositionInvalid",
     "CompositionUnavailable",
     "ConfigError",
+    "DescriptionsChanged",
     "HandshakeRefused",
     "HomeError",
     "HomeNotFound",
     "InvalidArguments",
     "MCPHostError",
+    "NameClash",
     "PluginError",
     "PluginFailed",
     "PluginNotFound",
@@ -80,11 +82,25 @@ class HandshakeRefused(ProtocolError):
     code = "handshake_refused"
 
 
+class DescriptionsChanged(HandshakeRefused):
+    """A worker's handshake lists tools whose names, descriptions or schemas differ from
+    what the operator approved for its version (a rug pull): it is refused."""
+
+    code = "descriptions_changed"
+
+
 class ConfigError(MCPHostError):
     """The configuration (file, option or environment) is invalid."""
 
     code = "config_error"
     exit_code = 2
+
+
+class NameClash(ConfigError):
+    """Two plugins (or a plugin and a composition) would expose the same tool name; the
+    message names both and the settings that decide the names."""
+
+    code = "name_clash"
 
 
 class HomeError(MCPHostError):

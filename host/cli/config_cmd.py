@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from mcphost.sdk.errors import ConfigError
 
-from ..config import HostConfig, PluginSettings, load_config
+from ..config import HostConfig, PluginSettings, ToolOverride, load_config
 from ..home import Home
 from .homes import pass_existing_home
 from .main import echo_json, main
@@ -101,12 +101,13 @@ def set_(home: Home, key: str, value: str) -> None:
     from ..config_watch import flat_settings, is_live
 
     valid = sorted(flat_settings(HostConfig()))
-    per_plugin = list(PluginSettings.model_fields)
-    parts = key.split(".")
-    plugin_key = len(parts) == 3 and parts[0] == "plugins" and parts[1] and parts[2]
-    if key not in valid and not (plugin_key and parts[2] in per_plugin):
-        valid.append(f"plugins.NAME.{{{','.join(per_plugin)}}}")
-        raise ConfigError(f"unknown setting {key!r}; valid settings: {', '.join(valid)}")
+    if key not in valid and not _plugin_key(key):
+        per_plugin = [k for k in PluginSettings.model_fields if k != "tools"]
+        raise ConfigError(
+            f"unknown setting {key!r}; valid settings: {', '.join(valid)}, and per plugin "
+            f"plugins.NAME.{{{','.join(per_plugin)}}}, plugins.NAME.tools.TOOL.name, "
+            "plugins.NAME.tools.TOOL.description"
+        )
     import tomlkit  # only here: it keeps the file's comments and layout as they are
 
     path = home.config_file
@@ -124,9 +125,11 @@ def set_(home: Home, key: str, value: str) -> None:
     table[last] = _parse_value(value)
     new_text = tomlkit.dumps(doc)
     try:
-        HostConfig.model_validate(tomllib.loads(new_text))
+        new_config = HostConfig.model_validate(tomllib.loads(new_text))
     except ValidationError as exc:
         raise ConfigError(_set_error(key, exc)) from None
+    if _plugin_key(key) and key.split(".")[2] != "replicas":
+        _check_names(home, new_config)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(new_text, encoding="utf-8")
     if path.exists():
@@ -140,12 +143,41 @@ def set_(home: Home, key: str, value: str) -> None:
     click.echo(f"{key} = {tomlkit.item(table[last]).as_string()}  ({when})")
 
 
+def _check_names(home: Home, config: HostConfig) -> None:
+    """Refuse names that would clash among the registry's active plugins (a running host
+    would refuse the file too, and keep its last good configuration)."""
+    from ..registry_link import check_names, open_reader
+
+    reader = open_reader(home)
+    if reader is None:
+        return
+    with reader:
+        tools = {r.plugin: r.tools for r in reader.active()}
+    check_names(home, config, tools)
+
+
+def _plugin_key(key: str) -> bool:
+    """``plugins.NAME.<setting>`` or ``plugins.NAME.tools.TOOL.<name|description>``."""
+    parts = key.split(".")
+    if len(parts) == 3 and parts[0] == "plugins":
+        return parts[2] in PluginSettings.model_fields and parts[2] != "tools"
+    return (
+        len(parts) == 5
+        and parts[0] == "plugins"
+        and parts[2] == "tools"
+        and parts[4] in ToolOverride.model_fields
+    )
+
+
 def _set_error(key: str, exc: ValidationError) -> str:
     msgs = "; ".join(e["msg"] for e in exc.errors())
-    field: Any = HostConfig
     parts = key.split(".")
-    if parts[0] == "plugins":  # plugins.NAME.KEY: a key of one plugin's table
-        field, parts = PluginSettings, parts[2:]
+    if parts[0] == "plugins":  # tables by name: the model of the setting itself
+        model: Any = ToolOverride if len(parts) == 5 else PluginSettings
+        parts = parts[-1:]
+    else:
+        model = HostConfig
+    field: Any = model
     for part in parts:
         field = field.model_fields[part].annotation
     choices = ""

@@ -19,6 +19,7 @@ import click
 import msgspec
 
 from mcphost.registry import CheckedWheel, Registry, VersionRecord
+from mcphost.registry.approvals import ApprovedItem, diff, differences, items_of_tools
 from mcphost.sdk.errors import ApprovalRequired, MCPHostError, RegistryError
 from mcphost.sdk.text import printable
 from mcphost.security.permissions import Permissions
@@ -27,7 +28,14 @@ from ..config import HostConfig, load_config
 from ..home import Home
 from ..isolation_backend import isolation_backend
 from ..policy import enforce_policy
-from ..registry_link import grants_for, learn_tools, limits_for, missing_tools, source_for
+from ..registry_link import (
+    check_names,
+    grants_for,
+    learn_tools,
+    limits_for,
+    missing_tools,
+    source_for,
+)
 from ..sources import PluginSource
 from ..verification import UNSIGNED_WARNING, verify_source
 from .homes import pass_existing_home, pass_home_to_create
@@ -153,13 +161,18 @@ def _switch(
     command: str,
     reason: str,
     force: bool = False,
+    yes: bool = False,
 ) -> dict[str, Any]:
     rec = ensure_tools(home, cfg, reg, rec)
     missing = _check_switch(reg, rec, allow_missing, command)
+    check_names(home, cfg, {r.plugin: r.tools for r in reg.active()}, (rec.plugin, rec.tools))
     change = f"{action} of {rec.plugin} to {rec.version}"
     broken = _composition_guard(home, reg, rec.plugin, rec.tools, force, change, command)
+    items = items_of_tools(rec.tools or [])
+    changes = _approve_descriptions(reg, rec, items, yes, command)
     _verify_before_switch(home, cfg, rec, action)
     t0 = time.perf_counter()
+    reg.approve(rec.plugin, rec.version, items)
     act = reg.activate(rec.plugin, rec.version, action=action, reason=reason)
     marked = _mark_broken(home, broken, change, command)
     return {
@@ -168,9 +181,53 @@ def _switch(
         "to": act.to_version,
         "action": action,
         "missing_tools": missing,
+        "descriptions_changed": changes,
         "compositions_unavailable": marked,
         "seconds": round(time.perf_counter() - t0, 4),
     }
+
+
+def _approve_descriptions(
+    reg: Registry, rec: VersionRecord, items: list[ApprovedItem], yes: bool, command: str
+) -> list[str]:
+    """Show how ``rec``'s tools (names, descriptions, schemas) differ from what was
+    approved for the active version, and ask for approval again (``yes`` gives it).
+    Returns the changes (empty: nothing to approve)."""
+    active = reg.plugin(rec.plugin).active_version
+    if active is None or active == rec.version:
+        return []
+    current = reg.version(rec.plugin, active)
+    if current.approved is not None:
+        baseline = current.approved.items
+    elif current.tools is not None:
+        baseline = items_of_tools(current.tools)
+    else:
+        return []
+    # A tool taken away shows nothing new (the check of missing tools covers it); a tool
+    # added or changed is something clients will read and trust: it is approved first.
+    changes = differences(baseline, items, removals=False)
+    if not changes:
+        return []
+    click.echo(
+        f"{rec.label} shows clients other tools, descriptions or schemas than "
+        f"{rec.plugin} {active}, which the operator approved:",
+        err=True,
+    )
+    for line in changes:
+        click.echo(f"  {line}", err=True)
+    click.echo(diff(baseline, items, f"{active}, approved", rec.version, removals=False), err=True)
+    if yes:
+        return changes
+    if not sys.stdin.isatty():
+        raise ApprovalRequired(
+            f"{rec.label} changes what clients are shown of its tools (above); nothing was "
+            f"changed. Review the difference, then run `{command} --yes` to approve it",
+            data={"plugin": rec.plugin, "version": rec.version, "changes": changes},
+        )
+    if not click.confirm("Approve these descriptions?", default=False, err=True):
+        click.echo("nothing changed", err=True)
+        raise SystemExit(1)
+    return changes
 
 
 def _composition_guard(
@@ -286,7 +343,12 @@ def install(
                 allow_missing=allow_missing_tools,
                 command=f"mcphost plugin swap {rec.plugin} {rec.version}",
                 reason=reason or "installed",
+                yes=yes,
             )
+        elif rec.approved is None:
+            # Installing is approving what its tools show clients (their descriptions
+            # and schemas); a host refuses a worker of this version that shows other.
+            reg.approve(rec.plugin, rec.version, items_of_tools(rec.tools or []))
         rec = reg.version(result.plugin, result.version)
     if result.installed:
         outcome = "installed"
@@ -482,6 +544,7 @@ def _show(line: str) -> None:
     is_flag=True,
     help="Switch even if it breaks an installed composition (marked unavailable).",
 )
+@click.option("--yes", "-y", is_flag=True, help="Approve changed tool descriptions without asking.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_existing_home
 def swap(
@@ -491,6 +554,7 @@ def swap(
     allow_missing_tools: bool,
     reason: str,
     force: bool,
+    yes: bool,
     as_json: bool,
 ) -> None:
     """Make VERSION the active version of NAME; running hosts hot-swap to it."""
@@ -512,6 +576,7 @@ def swap(
             command=f"mcphost plugin swap {name} {version}",
             reason=reason,
             force=force,
+            yes=yes,
         )
     _report_switch(out, as_json)
 
@@ -522,6 +587,8 @@ def _report_switch(out: dict[str, Any], as_json: bool) -> None:
         return
     if out["missing_tools"]:
         click.echo(f"warning: {out['to']} lacks {', '.join(out['missing_tools'])}", err=True)
+    if out["descriptions_changed"]:
+        click.echo(f"approved the changed descriptions of {out['plugin']} {out['to']}", err=True)
     click.echo(
         f"{out['plugin']}: {out['from'] or 'none'} -> {out['to']} ({out['action']}); "
         "running hosts switch within a second"
@@ -542,6 +609,7 @@ def _report_switch(out: dict[str, Any], as_json: bool) -> None:
     is_flag=True,
     help="Switch even if it breaks an installed composition (marked unavailable).",
 )
+@click.option("--yes", "-y", is_flag=True, help="Approve changed tool descriptions without asking.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_existing_home
 def rollback(
@@ -551,6 +619,7 @@ def rollback(
     allow_missing_tools: bool,
     reason: str,
     force: bool,
+    yes: bool,
     as_json: bool,
 ) -> None:
     """Go back to the version of NAME that was active before (or --to VERSION)."""
@@ -570,6 +639,7 @@ def rollback(
             command=f"mcphost plugin rollback {name} --to {rec.version}",
             reason=reason,
             force=force,
+            yes=yes,
         )
     _report_switch(out, as_json)
 

@@ -410,7 +410,7 @@ class Session:
             raise RpcError(
                 INVALID_PARAMS,
                 f"unknown tool {name!r}: tools/list shows the tools "
-                "this server offers (names are <plugin>.<tool>)",
+                "this server offers, by the names to call them by",
                 data={"tool": name},
             )
         meta = params.get("_meta")

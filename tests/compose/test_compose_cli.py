@@ -186,7 +186,7 @@ def test_an_operator_writes_checks_installs_runs_and_protects_a_composition(
     assert json.loads(op("plugin", "list", "--json").stdout)[0]["active"] == "1.0.0"
 
     # Forced: the composition is marked unavailable with the reason, and says so.
-    forced = op("plugin", "swap", "textkit", "2.0.0", "--force")
+    forced = op("plugin", "swap", "textkit", "2.0.0", "--force", "--yes")
     assert "composition demo.title is now unavailable" in forced.stderr
     listed = json.loads(op("compose", "list", "--json").stdout)
     assert "swap of textkit to 2.0.0 broke it" in listed[0]["unavailable"]
@@ -196,7 +196,7 @@ def test_an_operator_writes_checks_installs_runs_and_protects_a_composition(
     assert "error [composition_unavailable]" in called.stderr
 
     # Back: the plugin rolls back; a second version of the composition, then its rollback.
-    op("plugin", "rollback", "textkit")
+    op("plugin", "rollback", "textkit", "--yes")
     path.write_text(good.replace("Upper-case a title", "Shout a title"))
     assert "added demo.title version 2" in op("compose", "add", str(path)).stdout
     shown = op("compose", "show", "demo.title").stdout
@@ -298,7 +298,7 @@ def test_a_rollback_to_a_version_the_tools_no_longer_fit_is_refused_unless_force
     path = tmp_path / "demo_p.toml"
     v1 = path.read_text()
     op("compose", "add", str(path))
-    op("plugin", "swap", "textkit", "2.0.0", "--force")
+    op("plugin", "swap", "textkit", "2.0.0", "--force", "--yes")
     path.write_text(v1.replace('text = "$input.text"', 'value = "$input.text"', 1))
     assert "version 2" in op("compose", "add", str(path)).stdout
     refused = op("compose", "rollback", "demo.p", ok=False)

@@ -97,8 +97,12 @@ def test_a_swap_that_would_lose_a_tool_is_refused_unless_allowed(
     result = cli("plugin", "swap", "textkit", "1.2", "--allow-missing-tools", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["missing_tools"] == ["sleep"]
+    # Going back shows clients ``sleep`` again: an added tool is approved first.
     result = cli("plugin", "rollback", "textkit", "--json")
-    assert json.loads(result.stdout)["to"] == "1.0.0"
+    assert result.exit_code == 2 and "approval_required" in result.stderr
+    result = cli("plugin", "rollback", "textkit", "--yes", "--json")
+    out = json.loads(result.stdout)
+    assert out["to"] == "1.0.0" and out["descriptions_changed"] == ["tool sleep: added"]
 
 
 def test_a_tampered_installed_file_fails_verify_and_is_refused_at_start(

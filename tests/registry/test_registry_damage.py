@@ -125,7 +125,8 @@ def test_rebuild_restores_versions_active_version_rollback_ownership_and_sequenc
     # Swaps and rollbacks work as before.
     proc = run_mcphost("plugin", "swap", "textkit", "1.2", "--allow-missing-tools", home=home)
     assert proc.returncode == 0, proc.stderr
-    assert run_mcphost("plugin", "rollback", "textkit", home=home).returncode == 0
+    # (1.1 has the tool 1.2 lacks: showing it again is approved with --yes.)
+    assert run_mcphost("plugin", "rollback", "textkit", "--yes", home=home).returncode == 0
     assert cli_json(home, "plugin", "list")[0]["active"] == "1.1.0"
     actions = [e["action"] for e in json.loads(run_mcphost("audit", "--json", home=home).stdout)]
     assert "registry.rebuild" in actions
