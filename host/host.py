@@ -587,9 +587,12 @@ class Host:
 
     @staticmethod
     def _build_names(
-        items: dict[str, list[str]], config: HostConfig, comps: Iterable[str]
+        items: dict[str, list[str]],
+        config: HostConfig,
+        comps: Iterable[str],
+        newcomer: str | None = None,
     ) -> NameMap:
-        return build(items, config.plugins, {c: f"composition {c}" for c in comps})
+        return build(items, config.plugins, {c: f"composition {c}" for c in comps}, newcomer)
 
     def check_names(
         self,
@@ -609,7 +612,7 @@ class Host:
         comps: tuple[str, ...] = ()
         if self._compositions is not None and cfg.features.composition:
             comps = tuple(self._compositions.by_name)
-        names = self._build_names(items, cfg, comps)
+        names = self._build_names(items, cfg, comps, source.name if source else None)
         names.check()
         return names
 

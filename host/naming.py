@@ -121,17 +121,19 @@ def build(
     items: Mapping[str, Iterable[str]],
     settings: Mapping[str, PluginSettings],
     reserved: Mapping[str, str] | None = None,
+    newcomer: str | None = None,
 ) -> NameMap:
     """The names of ``items`` (plugin -> its item names) under ``settings`` (by plugin).
 
     ``reserved`` maps names taken already to what owns them (a composition's name to
     ``"composition <name>"``). Plugins are taken in name order, so which side of a clash
     keeps the name does not depend on the order they were found in; the other is served
-    under its canonical name (when that is free) and the clash is listed.
+    under its canonical name (when that is free) and the clash is listed. ``newcomer``
+    (a plugin being installed or swapped) comes last: a clash names it second.
     """
     out = NameMap()
     owners: dict[str, str] = dict(reserved or {})
-    for plugin in sorted(items):
+    for plugin in sorted(items, key=lambda p: (p == newcomer, p)):
         for item in sorted(set(items[plugin])):
             e = expose(plugin, item, settings.get(plugin))
             if e.name in owners:

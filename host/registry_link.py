@@ -170,7 +170,7 @@ def check_names(
         from .compose.link import read_installed
 
         reserved = {c.name: f"composition {c.name}" for c, _, _ in read_installed(home)[1]}
-    build(items, config.plugins, reserved).check()
+    build(items, config.plugins, reserved, changed[0] if changed else None).check()
 
 
 def missing_tools(old: list[ToolSpec] | None, new: list[ToolSpec] | None) -> list[str]:

@@ -1,0 +1,160 @@
+"""Tool names as the operator exposes them (``[plugins.NAME] expose``, renames and
+description overrides), through the official MCP client over stdio and HTTP, through
+``Host.call`` and compositions; clashes are refused naming both plugins."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp.client.client import Client
+from mcp.client.stdio import StdioServerParameters
+from mcp.shared.exceptions import MCPError
+from support import subprocess_coverage
+from support.cli import mcphost_command
+from support.waiting import wait_until
+
+from mcphost.host.compose import composition_from_data
+from mcphost.host.config import HostConfig
+from mcphost.sdk.errors import NameClash
+
+NAMING = """
+[plugins.textkit]
+expose = "bare"
+
+[plugins.mathkit.tools.is_prime]
+name = "prime"
+description = "Tell whether n is a prime number."
+"""
+
+
+@pytest.fixture
+def named_home(mcp_home: Path) -> Path:
+    with (mcp_home / "config.toml").open("a") as f:
+        f.write(NAMING)
+    return mcp_home
+
+
+def _text(result: Any) -> str:
+    return str(result.content[0].text)
+
+
+async def test_bare_and_renamed_tools_over_stdio_and_a_live_rename(
+    named_home: Path, serve_argv: list[str]
+) -> None:
+    env = subprocess_coverage.environment()
+    params = StdioServerParameters(command=serve_argv[0], args=serve_argv[1:], env=env)
+    async with Client(params) as client:
+        listed = {t.name: t for t in (await client.list_tools()).tools}
+        assert {"upper", "echo", "count", "prime", "mathkit.add"} <= set(listed)
+        assert "textkit.upper" not in listed and "mathkit.is_prime" not in listed
+        assert listed["upper"].description == "Upper-case the text."
+        assert listed["prime"].description == "Tell whether n is a prime number."
+        assert _text(await client.call_tool("upper", {"text": "hi"})) == "HI"
+        prime = await client.call_tool("prime", {"n": 97})
+        assert prime.structured_content == {"result": True}
+        # Only the exposed name is offered to MCP clients.
+        with pytest.raises(MCPError, match=r"unknown tool 'textkit\.upper'"):
+            await client.call_tool("textkit.upper", {"text": "hi"})
+
+        # The operator renames it again while serving: clients hear list_changed.
+        async with client.listen(tools_list_changed=True) as sub:
+            proc = await anyio.to_thread.run_sync(
+                lambda: subprocess.run(
+                    [
+                        *mcphost_command(),
+                        "--home",
+                        str(named_home),
+                        "config",
+                        "set",
+                        "plugins.mathkit.tools.is_prime.name",
+                        "is_prime_number",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+            )
+            assert proc.returncode == 0, proc.stderr
+            assert "running hosts apply it within a second" in proc.stdout
+            with anyio.fail_after(20):
+                event = await sub.__anext__()
+            assert type(event).__name__ == "ToolsListChanged"
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert "is_prime_number" in names and "prime" not in names
+        done = await client.call_tool("is_prime_number", {"n": 91})
+        assert done.structured_content == {"result": False}
+
+
+async def test_bare_names_over_http_host_call_and_compositions(
+    named_home: Path, plugin_dirs: dict[str, Path], embedded: Any
+) -> None:
+    dirs = [plugin_dirs["textkit"], plugin_dirs["mathkit"]]
+    async with embedded(named_home, dirs) as served:
+        host = served.host
+        # Host.call takes the exposed name and the canonical <plugin>.<tool> alike.
+        assert await host.call("upper", {"text": "a"}) == "A"
+        assert await host.call("textkit.upper", {"text": "b"}) == "B"
+        assert await host.call("prime", {"n": 7}) is True
+        assert await host.call("mathkit.is_prime", {"n": 8}) is False
+        comp = composition_from_data(
+            {
+                "name": "demo.shout_prime",
+                "input_schema": {
+                    "type": "object",
+                    "properties": {"text": {"type": "string"}, "n": {"type": "integer"}},
+                    "required": ["text", "n"],
+                },
+                "steps": [
+                    {"id": "up", "tool": "upper", "args": {"text": "$input.text"}},
+                    {"id": "p", "tool": "prime", "args": {"n": "$input.n"}},
+                ],
+                "output": {"text": "$steps.up.output", "prime": "$steps.p.output"},
+            }
+        )
+        host.add_composition(comp)
+        async with served.client() as client:
+            listed = {t.name: t for t in (await client.list_tools()).tools}
+            assert {"upper", "prime", "demo.shout_prime"} <= set(listed)
+            assert listed["prime"].description == "Tell whether n is a prime number."
+            assert _text(await client.call_tool("upper", {"text": "hi"})) == "HI"
+            res = await client.call_tool("demo.shout_prime", {"text": "x", "n": 13})
+            assert res.structured_content == {"text": "X", "prime": True}
+
+
+async def test_a_clash_at_config_reload_is_refused_naming_both_plugins(
+    named_home: Path, plugin_dirs: dict[str, Path], embedded: Any
+) -> None:
+    dirs = [plugin_dirs["textkit"], plugin_dirs["mathkit"]]
+    async with embedded(named_home, dirs) as served:
+        host = served.host
+        clashing = (
+            "allow_unsigned = true\n"
+            '[plugins.textkit]\nexpose = "bare"\n'
+            '[plugins.mathkit.tools.is_prime]\nname = "upper"\n'
+        )
+        with pytest.raises(NameClash) as err:
+            host.reconfigure(HostConfig.model_validate(_toml(clashing)))
+        assert err.value.code == "name_clash"
+        assert "plugin textkit's tool upper" in err.value.message
+        assert "plugin mathkit's tool is_prime" in err.value.message
+
+        # The same change in the file: refused, the host keeps its names.
+        (named_home / "config.toml").write_text(clashing)
+        await wait_until(lambda: host.config_error is not None, 20, "the change refused")
+        assert "plugin textkit's tool upper" in str(host.config_error)
+        assert "plugin mathkit's tool is_prime" in str(host.config_error)
+        async with served.client() as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+        assert {"upper", "prime"} <= names
+        assert await host.call("upper", {"text": "still"}) == "STILL"
+        assert await host.call("prime", {"n": 5}) is True
+
+
+def _toml(text: str) -> dict[str, Any]:
+    import tomllib
+
+    return tomllib.loads(text)
