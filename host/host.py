@@ -1177,6 +1177,11 @@ class Host:
             sup = self._supervise(source)
             if source.tools is None:
                 await sup.acquire()
+                try:  # its tools are known now: their names must not clash either
+                    self.check_names(source=msgspec.structs.replace(source, tools=sup.tools))
+                except BaseException:
+                    await sup.stop()
+                    raise
             self._supervisors[source.name] = sup
             self._emit(HostEvent(kind="tools_changed", plugin=source.name, version=source.version))
             return None

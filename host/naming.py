@@ -78,7 +78,7 @@ def expose(plugin: str, item: str, settings: PluginSettings | None) -> Exposed:
 
 
 def _owner(e: Exposed) -> str:
-    return f"plugin {e.plugin}'s tool {e.item}"
+    return f"tool {e.item} of plugin {e.plugin}"
 
 
 class NameMap:

@@ -106,6 +106,9 @@ def _version_json(r: VersionRecord) -> dict[str, Any]:
         "path": r.root,
         "permissions": msgspec.to_builtins(r.permissions),
         "tools": [t.name for t in r.tools] if r.tools is not None else None,
+        "approved": (
+            {"at": r.approved.at, "by": r.approved.by} if r.approved is not None else None
+        ),
     }
 
 
@@ -516,6 +519,10 @@ def info(home: Home, name: str, as_json: bool) -> None:
         )
         tools = ", ".join(t.name for t in v.tools) if v.tools is not None else "(not yet known)"
         _show(f"     tools: {tools}")
+        if v.approved is not None:
+            _show(f"     descriptions approved {_when(v.approved.at)} by {v.approved.by}")
+        else:
+            _show("     descriptions not approved yet (the next swap to it records them)")
         for line in describe_permissions(v.permissions):
             _show(f"     {line}")
     _show("history:")

@@ -139,14 +139,14 @@ async def test_a_clash_at_config_reload_is_refused_naming_both_plugins(
         with pytest.raises(NameClash) as err:
             host.reconfigure(HostConfig.model_validate(_toml(clashing)))
         assert err.value.code == "name_clash"
-        assert "plugin textkit's tool upper" in err.value.message
-        assert "plugin mathkit's tool is_prime" in err.value.message
+        assert "tool upper of plugin textkit" in err.value.message
+        assert "tool is_prime of plugin mathkit" in err.value.message
 
         # The same change in the file: refused, the host keeps its names.
         (named_home / "config.toml").write_text(clashing)
         await wait_until(lambda: host.config_error is not None, 20, "the change refused")
-        assert "plugin textkit's tool upper" in str(host.config_error)
-        assert "plugin mathkit's tool is_prime" in str(host.config_error)
+        assert "tool upper of plugin textkit" in str(host.config_error)
+        assert "tool is_prime of plugin mathkit" in str(host.config_error)
         async with served.client() as client:
             names = {t.name for t in (await client.list_tools()).tools}
         assert {"upper", "prime"} <= names
@@ -158,3 +158,21 @@ def _toml(text: str) -> dict[str, Any]:
     import tomllib
 
     return tomllib.loads(text)
+
+
+async def test_a_plugin_added_while_serving_whose_name_clashes_is_refused(
+    named_home: Path, plugin_dirs: dict[str, Path], embedded: Any
+) -> None:
+    from mcphost.host import discover_directory
+
+    with (named_home / "config.toml").open("a") as f:
+        f.write('\n[plugins.notes.tools.save]\nname = "upper"\n')
+    async with embedded(named_home, [plugin_dirs["textkit"]]) as served:
+        with pytest.raises(NameClash) as err:
+            await served.host.activate(discover_directory(plugin_dirs["notes"])[0])
+        assert "tool upper of plugin textkit" in err.value.message
+        assert "tool save of plugin notes" in err.value.message
+        assert "notes" not in {p.name for p in served.host.plugins()}
+        async with served.client() as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+        assert "upper" in names and not any(n.startswith("notes.") for n in names)

@@ -60,7 +60,9 @@ def test_list_and_info_print_the_documented_json(
         "path",
         "permissions",
         "tools",
+        "approved",
     }
+    assert set(info["versions"][0]["approved"]) == {"at", "by"}
     assert [h["action"] for h in info["history"]] == ["install", "activate", "install", "activate"]
     assert set(info["history"][0]) == {
         "plugin",
