@@ -779,7 +779,9 @@ class Host:
         traceparent: str = "",
         priority: int | None = None,
     ) -> Any:
-        """Call ``<plugin>.<tool>`` with ``args`` and return its result as plain data.
+        """Call a tool by its exposed name (:meth:`tools`; see
+        :mod:`mcphost.host.naming`) or by ``<plugin>.<tool>``, with ``args``, and return
+        its result as plain data.
 
         Cancelling the awaiting task cancels the call in the worker. Errors are
         :class:`~mcphost.sdk.errors.MCPHostError` subclasses with stable codes.

@@ -10,8 +10,11 @@ __all__ = ["ToolInfo"]
 
 
 class ToolInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """A tool as the host offers it: ``name`` is ``<plugin>.<tool>``; for a composition
-    it is ``<group>.<name>``, ``plugin`` is empty and ``version`` its registry version."""
+    """A tool as the host offers it: ``name`` is the name callers use (``<plugin>.<tool>``
+    unless the operator exposes the plugin bare or renames the tool; ``tool`` is always
+    the author's name, ``description`` the operator's when overridden); for a
+    composition it is ``<group>.<name>``, ``plugin`` is empty and ``version`` its
+    registry version."""
 
     name: str
     plugin: str

@@ -176,3 +176,78 @@ async def test_a_plugin_added_while_serving_whose_name_clashes_is_refused(
         async with served.client() as client:
             names = {t.name for t in (await client.list_tools()).tools}
         assert "upper" in names and not any(n.startswith("notes.") for n in names)
+
+
+MCP1_CLIENT = r"""
+import json, sys
+import anyio
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamablehttp_client
+
+
+async def exercise(session):
+    await session.initialize()
+    tools = {t.name: t.description for t in (await session.list_tools()).tools}
+    up = await session.call_tool("upper", {"text": "old"})
+    prime = await session.call_tool("prime", {"n": 11})
+    return {"tools": tools, "upper": up.content[0].text, "prime": prime.structuredContent}
+
+
+async def main():
+    target = json.loads(sys.argv[1])
+    if isinstance(target, list):
+        params = StdioServerParameters(command=target[0], args=target[1:])
+        async with stdio_client(params) as (r, w), ClientSession(r, w) as s:
+            print(json.dumps(await exercise(s)))
+    else:
+        headers = {"Authorization": "Bearer " + target["token"]}
+        async with (
+            streamablehttp_client(target["url"], headers=headers) as (r, w, _),
+            ClientSession(r, w) as s,
+        ):
+            print(json.dumps(await exercise(s)))
+
+
+anyio.run(main)
+"""
+
+
+def _mcp1(target: Any) -> dict[str, Any]:
+    """Run the ``mcp`` 1.x client (its own virtualenv, as test_mcp1_client.py) on
+    ``target``: a stdio argv, or {"url", "token"}."""
+    import json
+    import sys
+
+    python = Path(sys.prefix) / "mcp1" / "bin" / "python"
+    if not python.exists():
+        pytest.fail(f"no mcp 1.x client in {python.parent.parent}: see test_mcp1_client.py")
+    out = subprocess.run(
+        [str(python), "-c", MCP1_CLIENT, json.dumps(target)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _check_mcp1(result: dict[str, Any]) -> None:
+    assert result["tools"]["prime"] == "Tell whether n is a prime number."
+    assert "upper" in result["tools"] and "textkit.upper" not in result["tools"]
+    assert result["upper"] == "OLD"
+    assert result["prime"] == {"result": True}
+
+
+def test_bare_names_with_the_1x_client_over_stdio(named_home: Path, serve_argv: list[str]) -> None:
+    _check_mcp1(_mcp1(serve_argv))
+
+
+async def test_bare_names_with_the_1x_client_over_http(
+    named_home: Path, plugin_dirs: dict[str, Path], embedded: Any
+) -> None:
+    dirs = [plugin_dirs["textkit"], plugin_dirs["mathkit"]]
+    async with embedded(named_home, dirs) as served:
+        target = {"url": served.front.url, "token": served.token}
+        _check_mcp1(await anyio.to_thread.run_sync(_mcp1, target))
