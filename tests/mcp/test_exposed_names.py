@@ -19,7 +19,7 @@ from support.waiting import wait_until
 
 from mcphost.host.compose import composition_from_data
 from mcphost.host.config import HostConfig
-from mcphost.sdk.errors import NameClash
+from mcphost.sdk.errors import CompositionInvalid, NameClash
 
 NAMING = """
 [plugins.textkit]
@@ -251,3 +251,22 @@ async def test_bare_names_with_the_1x_client_over_http(
     async with embedded(named_home, dirs) as served:
         target = {"url": served.front.url, "token": served.token}
         _check_mcp1(await anyio.to_thread.run_sync(_mcp1, target))
+
+
+async def test_a_composition_under_a_tools_exposed_name_is_refused(
+    mcp_home: Path, plugin_dirs: dict[str, Path], embedded: Any
+) -> None:
+    with (mcp_home / "config.toml").open("a") as f:
+        f.write('\n[plugins.textkit.tools.upper]\nname = "demo.upper"\n')
+    async with embedded(mcp_home, [plugin_dirs["textkit"]]) as served:
+        comp = composition_from_data(
+            {
+                "name": "demo.upper",
+                "steps": [{"id": "s", "tool": "textkit.echo", "args": {"text": "x"}}],
+            }
+        )
+        # A renamed tool's group counts as taken, as a plugin's name does.
+        with pytest.raises(CompositionInvalid) as err:
+            served.host.add_composition(comp)
+        assert "'demo' is a plugin's name" in err.value.message
+        assert await served.host.call("demo.upper", {"text": "x"}) == "X"
