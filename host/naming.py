@@ -17,7 +17,7 @@ import msgspec
 
 from mcphost.sdk.errors import NameClash
 
-from .config import PluginSettings
+from .config import PluginSettings, ToolOverride
 
 __all__ = ["Clash", "Exposed", "NameMap", "build", "canonical", "expose"]
 
@@ -43,14 +43,18 @@ class Clash(msgspec.Struct, frozen=True, kw_only=True):
     #: The plugin whose settings would resolve it ("" for a composition alone).
     plugin: str
     item: str
+    kind: str = "tool"
 
     @property
     def message(self) -> str:
         fix = (
-            f"give one another name (`[plugins.{self.plugin}.tools.{self.item}] name = "
+            f"give one another name (`[plugins.{self.plugin}.{self.kind}s.{self.item}] name = "
             f'"..."`) or expose it prefixed (`[plugins.{self.plugin}] expose = "prefixed"`)'
         )
-        return f"the tool name {self.name!r} would be both {self.first} and {self.second}; {fix}"
+        return (
+            f"the {self.kind} name {self.name!r} would be both {self.first} and "
+            f"{self.second}; {fix}"
+        )
 
 
 def canonical(plugin: str, item: str) -> str:
@@ -58,11 +62,13 @@ def canonical(plugin: str, item: str) -> str:
     return f"{plugin}.{item}"
 
 
-def expose(plugin: str, item: str, settings: PluginSettings | None) -> Exposed:
-    """How ``plugin``'s ``item`` is exposed under ``settings`` (None: the defaults)."""
+def expose(plugin: str, item: str, settings: PluginSettings | None, kind: str = "tool") -> Exposed:
+    """How ``plugin``'s ``item`` of ``kind`` is exposed under ``settings`` (None: the
+    defaults). Overrides are read from the settings' table of that kind (``tools``)."""
     if settings is None:
         return Exposed(name=canonical(plugin, item), plugin=plugin, item=item)
-    override = settings.tools.get(item)
+    overrides: Mapping[str, ToolOverride] = getattr(settings, f"{kind}s", None) or {}
+    override = overrides.get(item)
     if override is not None and override.name is not None:
         name = override.name
     elif settings.expose == "bare":
@@ -77,8 +83,8 @@ def expose(plugin: str, item: str, settings: PluginSettings | None) -> Exposed:
     )
 
 
-def _owner(e: Exposed) -> str:
-    return f"tool {e.item} of plugin {e.plugin}"
+def _owner(e: Exposed, kind: str) -> str:
+    return f"{kind} {e.item} of plugin {e.plugin}"
 
 
 class NameMap:
@@ -100,10 +106,6 @@ class NameMap:
             return self.of.get((plugin, item))
         return None
 
-    def name_of(self, plugin: str, item: str) -> str:
-        e = self.of.get((plugin, item))
-        return e.name if e is not None else canonical(plugin, item)
-
     def check(self) -> None:
         """Raise :class:`NameClash` naming both owners of every clashing name."""
         if self.clashes:
@@ -122,6 +124,7 @@ def build(
     settings: Mapping[str, PluginSettings],
     reserved: Mapping[str, str] | None = None,
     newcomer: str | None = None,
+    kind: str = "tool",
 ) -> NameMap:
     """The names of ``items`` (plugin -> its item names) under ``settings`` (by plugin).
 
@@ -135,22 +138,23 @@ def build(
     owners: dict[str, str] = dict(reserved or {})
     for plugin in sorted(items, key=lambda p: (p == newcomer, p)):
         for item in sorted(set(items[plugin])):
-            e = expose(plugin, item, settings.get(plugin))
+            e = expose(plugin, item, settings.get(plugin), kind)
             if e.name in owners:
                 out.clashes.append(
                     Clash(
                         name=e.name,
                         first=owners[e.name],
-                        second=_owner(e),
+                        second=_owner(e, kind),
                         plugin=plugin,
                         item=item,
+                        kind=kind,
                     )
                 )
                 name = canonical(plugin, item)
                 e = Exposed(name=name, plugin=plugin, item=item, description=e.description)
                 if name in owners:
                     continue
-            owners[e.name] = _owner(e)
+            owners[e.name] = _owner(e, kind)
             out.by_name[e.name] = e
             out.of[(plugin, item)] = e
     return out
