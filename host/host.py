@@ -413,13 +413,9 @@ class Host:
         """The operator renamed tools (``[plugins.NAME]``): routes are looked up anew and
         listeners told the tool list changed."""
         self._routes.clear()
-        self._batchers_renamed()
-        self._emit(HostEvent(kind="tools_changed"))
-
-    def _batchers_renamed(self) -> None:
-        """Batchers are kept by the name a tool was called by: made anew from now on."""
-        if self._batchers:
+        if self._batchers:  # kept by the name a tool was called by: made anew from now on
             self.batching_changed()
+        self._emit(HostEvent(kind="tools_changed"))
 
     def _composition_switch(self) -> None:
         if not self.config.features.composition:
@@ -598,16 +594,13 @@ class Host:
         self,
         config: HostConfig | None = None,
         source: PluginSource | None = None,
-        removed: str | None = None,
     ) -> NameMap:
         """The names the plugins' tools would have with ``config`` (default: the running
-        one), ``source`` served for its plugin and ``removed`` no longer served; raises
+        one) and ``source`` served for its plugin (when its tools are known); raises
         :class:`~mcphost.sdk.errors.NameClash` naming both sides of any clash."""
         items = {s.name: [t.name for t in s.tools] for s in self._supervisors.values()}
         if source is not None and source.tools is not None:
             items[source.name] = [t.name for t in source.tools]
-        if removed is not None:
-            items.pop(removed, None)
         cfg = config or self.config
         comps: tuple[str, ...] = ()
         if self._compositions is not None and cfg.features.composition:

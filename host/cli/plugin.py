@@ -176,6 +176,15 @@ def _switch(
     _verify_before_switch(home, cfg, rec, action)
     t0 = time.perf_counter()
     reg.approve(rec.plugin, rec.version, items)
+    if changes:
+        reg.audit.append(
+            "plugin.approve",
+            plugin=rec.plugin,
+            version=rec.version,
+            key_id=rec.key_id,
+            outcome="approved",
+            detail="; ".join(changes),
+        )
     act = reg.activate(rec.plugin, rec.version, action=action, reason=reason)
     marked = _mark_broken(home, broken, change, command)
     return {
@@ -217,8 +226,10 @@ def _approve_descriptions(
         err=True,
     )
     for line in changes:
-        click.echo(f"  {line}", err=True)
-    click.echo(diff(baseline, items, f"{active}, approved", rec.version, removals=False), err=True)
+        click.echo(printable(f"  {line}"), err=True)
+    # What a plugin wrote reaches the terminal without control characters.
+    text = diff(baseline, items, f"{active}, approved", rec.version, removals=False)
+    click.echo(printable(text, multiline=True), err=True)
     if yes:
         return changes
     if not sys.stdin.isatty():

@@ -104,6 +104,10 @@ def test_a_swap_that_changes_a_description_shows_it_and_needs_approval_again(
     assert out["to"] == "1.3.0"
     assert out["descriptions_changed"] == ["tool echo: description changed"]
     assert cli_json(home, "plugin", "list")[0]["active"] == "1.3.0"
+    approvals = [e for e in cli_json(home, "audit") if e["action"] == "plugin.approve"]
+    assert [(e["version"], e["detail"]) for e in approvals] == [
+        ("1.3.0", "tool echo: description changed")
+    ]
 
     # Back again is a change too: asked again, approved with --yes.
     proc = run_mcphost("plugin", "rollback", "textkit", home=home)
