@@ -270,3 +270,27 @@ async def test_a_composition_under_a_tools_exposed_name_is_refused(
             served.host.add_composition(comp)
         assert "'demo' is a plugin's name" in err.value.message
         assert await served.host.call("demo.upper", {"text": "x"}) == "X"
+
+
+async def test_a_rename_onto_a_compositions_name_is_refused_naming_both(
+    mcp_home: Path, plugin_dirs: dict[str, Path], embedded: Any
+) -> None:
+    async with embedded(mcp_home, [plugin_dirs["textkit"]]) as served:
+        host = served.host
+        host.add_composition(
+            composition_from_data(
+                {
+                    "name": "demo.title",
+                    "steps": [{"id": "s", "tool": "textkit.upper", "args": {"text": "x"}}],
+                }
+            )
+        )
+        wanted = _toml('allow_unsigned = true\n[plugins.textkit.tools.echo]\nname = "demo.title"\n')
+        with pytest.raises(NameClash) as err:
+            host.reconfigure(HostConfig.model_validate(wanted))
+        assert (
+            "the tool name 'demo.title' would be both composition demo.title and tool echo "
+            "of plugin textkit" in err.value.message
+        )
+        assert await host.call("demo.title", {}) == "X"
+        assert await host.call("textkit.echo", {"text": "e"}) == "e"
