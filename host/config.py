@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BatchingConfig",
+    "ClusterConfig",
     "FeaturesConfig",
     "HostConfig",
     "LimitsConfig",
@@ -186,6 +187,15 @@ class PluginSettings(_Strict):
     expose: Literal["prefixed", "bare"] = "prefixed"
     #: Per tool, by the author's name: a new name or description (live).
     tools: dict[str, ToolOverride] = Field(default_factory=dict)
+    #: Where the plugin's workers run: on this machine, or on the Ray cluster of
+    #: ``[cluster]`` (docs/cluster.md).
+    placement: Literal["local", "ray"] = "local"
+    #: With ``placement = "ray"``: how many of ``replicas`` run on Ray (the others run
+    #: here); None: all of them.
+    ray_replicas: int | None = Field(None, ge=0, le=64)
+    #: Ray resources each remote worker reserves: CPUs and custom resources by name.
+    num_cpus: float = Field(1.0, ge=0)
+    resources: dict[str, float] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> PluginSettings:
@@ -210,6 +220,17 @@ class PluginSettings(_Strict):
                 f"min_replicas ({low}) is above max_replicas ({high}); make "
                 "min_replicas <= max_replicas"
             )
+        if self.placement == "ray":
+            if bounds or scaling:
+                raise ValueError(
+                    'placement = "ray" takes a fixed count of workers (replicas = N); '
+                    f"remove {', '.join(bounds + scaling)}"
+                )
+            if self.ray_replicas is not None and self.ray_replicas > (self.replicas or 1):
+                raise ValueError(
+                    f"ray_replicas ({self.ray_replicas}) must not be above replicas "
+                    f"({self.replicas or 1})"
+                )
         return self
 
     def policy(self) -> ScalingPolicy:
@@ -226,6 +247,25 @@ class PluginSettings(_Strict):
             target_latency=self.target_latency,
             scale_down_after=self.scale_down_after,
         )
+
+
+class ClusterConfig(_Strict):
+    """The cluster that hosts plugins placed on it (``[cluster]``, docs/cluster.md)."""
+
+    backend: Literal["ray"] = "ray"
+    #: "auto": the Ray cluster this machine belongs to (``ray start``); "ray://host:port":
+    #: one reached through Ray Client; "local": a cluster started by the host for itself.
+    address: str = "auto"
+    #: CPUs of the cluster the host starts with ``address = "local"`` (None: all here).
+    local_num_cpus: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _address(self) -> ClusterConfig:
+        if self.address not in ("auto", "local") and not self.address.startswith("ray://"):
+            raise ValueError(
+                f'address {self.address!r} is not "auto", "local" or "ray://host:port"'
+            )
+        return self
 
 
 class ToolPriority(_Strict):
@@ -326,6 +366,29 @@ class HostConfig(_Strict):
     batching: BatchingConfig = BatchingConfig()
     #: Per plugin, by name.
     plugins: dict[str, PluginSettings] = Field(default_factory=dict)
+    #: The cluster plugins with ``placement = "ray"`` run on (None: none).
+    cluster: ClusterConfig | None = None
+
+    @model_validator(mode="after")
+    def _placement(self) -> HostConfig:
+        remote = sorted(n for n, p in self.plugins.items() if p.placement == "ray")
+        if not remote:
+            return self
+        names = ", ".join(remote)
+        if self.cluster is None:
+            raise ValueError(
+                f'plugins {names} have placement = "ray" but there is no [cluster] table; '
+                'add [cluster] with backend = "ray" and address = "auto", "local" or '
+                '"ray://host:port" (docs/cluster.md), or set placement = "local"'
+            )
+        from importlib.util import find_spec  # finds Ray without importing it
+
+        if find_spec("ray") is None:
+            raise ValueError(
+                f'plugins {names} have placement = "ray" but Ray is not installed; install '
+                "it with `pip install 'mcphost[ray]'`, or set placement = \"local\""
+            )
+        return self
 
 
 def _fields_at(loc: tuple[int | str, ...]) -> list[str]:

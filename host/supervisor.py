@@ -112,12 +112,7 @@ class PluginSupervisor:
         step fails, nothing it started is left running."""
         await self.env.verify(source)
         source = enforce_policy(source, self.env.config)
-        worker = await spawn_worker(
-            self.env.worker_spec(source),
-            self.env.backend,
-            on_log=self.env.on_log,
-            handshake_timeout=self.env.config.handshake_timeout,
-        )
+        worker = await self._start_worker(source)
         self.env.track(worker)
         worker.on_notify = self.env.on_notify
         try:
@@ -134,6 +129,16 @@ class PluginSupervisor:
             worker.kill(f"was stopped: its start failed ({exc!r})")
             raise
         return worker
+
+    async def _start_worker(self, source: PluginSource) -> WorkerClient:
+        """Start a worker of the verified ``source``, on this machine (a replica placed
+        elsewhere overrides this; see mcphost.host.cluster)."""
+        return await spawn_worker(
+            self.env.worker_spec(source),
+            self.env.backend,
+            on_log=self.env.on_log,
+            handshake_timeout=self.env.config.handshake_timeout,
+        )
 
     def _begin(self, delay: float) -> asyncio.Task[WorkerClient | None]:
         """Start a worker of the routed version after ``delay`` seconds."""

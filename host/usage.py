@@ -26,8 +26,11 @@ class Meter:
 
     def __init__(self, worker: WorkerClient) -> None:
         self.plan_usage = worker.plan.usage
+        self.proc: psutil.Process | None = None
+        if getattr(worker, "node", None) is not None:
+            return  # on another machine: its plan reads it there; a local pid means nothing
         try:
-            self.proc: psutil.Process | None = psutil.Process(worker.pid)
+            self.proc = psutil.Process(worker.pid)
         except psutil.Error:
             self.proc = None
 

@@ -311,9 +311,15 @@ async def open_channel(
     on_frame: Callable[[Frame], None],
     on_close: Callable[[BaseException | None], None],
 ) -> Channel:
-    """Wrap a connected stream socket (e.g. one end of a socketpair) in a Channel."""
+    """Wrap a connected stream socket (one end of a socketpair, or a TCP connection to
+    a node that relays a worker's channel) in a Channel."""
     loop = asyncio.get_running_loop()
-    _, proto = await loop.create_unix_connection(
-        lambda: Channel(codec, on_frame, on_close, sock), sock=sock
-    )
+    if sock.family == socket.AF_UNIX:
+        _, proto = await loop.create_unix_connection(
+            lambda: Channel(codec, on_frame, on_close, sock), sock=sock
+        )
+    else:
+        _, proto = await loop.create_connection(
+            lambda: Channel(codec, on_frame, on_close, sock), sock=sock
+        )
     return proto

@@ -70,6 +70,7 @@ __all__ = [
     "ProgressCallback",
     "StreamGate",
     "WorkerClient",
+    "complete_handshake",
     "describe_exit",
     "spawn_worker",
 ]
@@ -920,6 +921,15 @@ async def spawn_worker(
         asyncio.create_task(pump_output(proc.stdout, spec.plugin, "stdout", on_log, budget)),
         asyncio.create_task(pump_output(proc.stderr, spec.plugin, "stderr", on_log, budget)),
     ]
+    await complete_handshake(client, handshake_timeout)
+    return client
+
+
+async def complete_handshake(client: WorkerClient, handshake_timeout: float) -> None:
+    """Wait for the worker's Hello, check it and answer Welcome; a worker that fails
+    any of it is killed and the error raised (also used for workers on other nodes,
+    whose channel is a connection to the node that relays it)."""
+    spec = client.spec
     try:
         hello = await asyncio.wait_for(asyncio.shield(client._hello), handshake_timeout)
         try:
@@ -944,6 +954,7 @@ async def spawn_worker(
                 data={"plugin": spec.plugin, "version": spec.version, "problem": problem},
             )
         client.hello = hello
+        assert client.channel is not None
         client.channel.send(Welcome(version=client.version, max_frame=spec.max_frame))
     except TimeoutError:
         client.kill("did not complete its handshake in time")
@@ -956,4 +967,3 @@ async def spawn_worker(
         client.kill(str(exc))
         await client.stopped()
         raise
-    return client

@@ -54,7 +54,8 @@ class WorkerPool:
     """``replicas`` workers of one plugin version, used as one: a fixed count, or a
     :class:`~.scaling.ScalingPolicy` the count follows. ``first``: a supervisor already
     running for the plugin, which becomes the first replica (a plugin that starts to
-    scale while it runs keeps its worker)."""
+    scale while it runs keeps its worker). ``members``: the replicas, made by the caller
+    (a cluster's own, say)."""
 
     def __init__(
         self,
@@ -63,6 +64,7 @@ class WorkerPool:
         replicas: int | ScalingPolicy,
         *,
         first: PluginSupervisor | None = None,
+        members: list[PluginSupervisor] | None = None,
     ) -> None:
         if isinstance(replicas, int):
             if replicas < 1:
@@ -71,11 +73,12 @@ class WorkerPool:
         self.env = env
         self.policy = replicas
         # An adopted supervisor is alone at first: the scaling starts the others.
-        self.replicas = (
-            [first]
-            if first is not None
-            else [PluginSupervisor(source, env) for _ in range(replicas.min_replicas)]
-        )
+        if members is not None:  # made by the caller (replicas of a cluster, say)
+            self.replicas = list(members)
+        elif first is not None:
+            self.replicas = [first]
+        else:
+            self.replicas = [PluginSupervisor(source, env) for _ in range(replicas.min_replicas)]
         #: Each replica's slot: a number it keeps while it lives, which routing by key
         #: hashes, so that a replica's leaving or joining moves only its own keys.
         self._slots = {r: i for i, r in enumerate(self.replicas)}

@@ -1,0 +1,338 @@
+"""The host's side of workers on a Ray cluster: one actor per remote worker.
+
+:class:`RayReplica` is a :class:`~mcphost.host.supervisor.PluginSupervisor` whose worker
+runs on a Ray node: everything else of supervision (health checks, restarts with
+backoff, restart intensity, swaps with drain) is the supervisor's own. Its start asks a
+new actor (:class:`~mcphost.host.cluster.node.NodeWorker`, scheduled by Ray with the
+plugin's ``num_cpus`` and ``resources``) to verify and start the version on its node,
+connects to the port the actor opened, proves itself with a one-time token, and from
+there speaks the worker protocol over that connection: a :class:`RemoteWorkerClient` is
+a :class:`~mcphost.sandbox.client.WorkerClient` whose channel is that socket, so calls,
+streams, credits, cancels and pings work unchanged.
+
+The wheel travels as a Ray object put once per digest; the trust store as bytes in the
+request. A lost actor or node ends the worker like a crash: calls in flight fail with
+``worker_crashed`` naming the node, and the supervisor starts the replica again, on
+whichever node Ray then picks (elsewhere when that node is gone).
+
+Ray is imported only here, and this module only when a plugin is placed on Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import ray
+
+from mcphost.sandbox.channel import open_channel
+from mcphost.sandbox.client import LogCallback, WorkerClient, complete_handshake
+from mcphost.sandbox.isolation import LaunchPlan, ResourceUsage, WorkerSpec
+from mcphost.sandbox.protocol import FrameCodec
+from mcphost.sandbox.spawn import WorkerProcess
+from mcphost.sdk.errors import (
+    ConfigError,
+    MCPHostError,
+    VerificationError,
+    WorkerCrashed,
+    error_from_code,
+)
+
+from ..config import ClusterConfig, PluginSettings
+from ..home import Home
+from ..sources import PluginSource
+from ..supervisor import PluginSupervisor
+from ..supervisor_env import SupervisorEnv
+from .node import NodeWorker, StartRequest
+
+__all__ = ["RayReplica", "RemoteWorkerClient", "connect", "spawn_remote_worker"]
+
+log = logging.getLogger("mcphost.cluster")
+
+_connect_lock = threading.Lock()
+#: Wheels put into the object store, by sha256 (a Ray object lives as long as its ref).
+_wheels: dict[tuple[str, int, int], Any] = {}
+_NodeActor: Any = None
+
+
+def connect(cluster: ClusterConfig) -> None:
+    """Join (or, with ``address = "local"``, start) the Ray cluster, once per process;
+    a process already connected (``ray.init`` called by the embedding program) is
+    used as it is. Blocking: call it in a thread."""
+    global _NodeActor
+    with _connect_lock:
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {
+                "include_dashboard": False,
+                "log_to_driver": True,
+                "configure_logging": False,
+            }
+            if cluster.address == "local":
+                if cluster.local_num_cpus is not None:
+                    kwargs["num_cpus"] = cluster.local_num_cpus
+                # The raylet kills what a dead actor's process left, even after a crash.
+                kwargs["_system_config"] = {
+                    "kill_child_processes_on_worker_exit_with_raylet_subreaper": True
+                }
+            else:
+                kwargs["address"] = cluster.address
+            try:
+                ray.init(**kwargs)
+            except Exception as exc:
+                raise ConfigError(
+                    f"cannot connect to the Ray cluster at {cluster.address!r}: {exc}; start "
+                    'it with `ray start --head`, or set [cluster] address = "local"'
+                ) from exc
+        if _NodeActor is None:
+            # No restarts by Ray: the supervisor restarts a replica (with its backoff).
+            _NodeActor = ray.remote(max_restarts=0, max_task_retries=0)(NodeWorker)
+
+
+def _trust_files(home: Home) -> dict[str, bytes]:
+    """The host's trust store as it is now: every key, record and the revocations."""
+    out: dict[str, bytes] = {}
+    keys = home.keys_dir
+    if keys.is_dir():
+        for p in sorted(keys.iterdir()):
+            if p.is_file() and not p.name.startswith("."):
+                out[p.name] = p.read_bytes()
+    return out
+
+
+def _wheel_of(home: Home, source: PluginSource) -> tuple[str, Path]:
+    """The digest the registry recorded for ``source``'s wheel, and its stored copy."""
+    from ..registry_link import open_reader
+
+    if source.origin != "registry":
+        raise ConfigError(
+            f'plugin {source.label} has placement = "ray" but comes from the {source.origin}; '
+            "only plugins installed with `mcphost plugin install` (whose signed wheel the "
+            "registry keeps) can run on a cluster node"
+        )
+    reg = open_reader(home)
+    if reg is None:
+        raise ConfigError(f"there is no registry in {home.root} to send {source.label} from")
+    with reg:
+        sha = reg.version(source.name, source.version).wheel_sha256
+    path = home.store_dir / f"{sha}.whl"
+    if not path.is_file():
+        raise VerificationError(
+            f"the registry's copy of {source.label}'s wheel ({path}) is missing; install the "
+            "wheel again with `mcphost plugin install`",
+            data={"plugin": source.name, "version": source.version, "reason": "missing_wheel"},
+        )
+    return sha, path
+
+
+def _wheel_ref(sha: str, path: Path) -> Any:
+    """The wheel in Ray's object store, put once per digest (and again when the file
+    changed). The node checks the bytes against the digest itself: a wheel changed on
+    this side is refused there."""
+    st = path.stat()
+    key = (sha, st.st_size, st.st_mtime_ns)
+    ref = _wheels.get(key)
+    if ref is None:
+        for old in [k for k in _wheels if k[0] == sha]:
+            del _wheels[old]
+        ref = _wheels[key] = ray.put(path.read_bytes())
+    return ref
+
+
+class RemoteProcess(WorkerProcess):
+    """A worker process on a node, as the client follows it: its end comes from the
+    actor (its exit status) or from Ray (the actor or its node was lost)."""
+
+    def __init__(self, actor: Any, pid: int, node: str) -> None:  # no Popen here
+        self.pid = pid
+        self.stdout = None
+        self.stderr = None
+        self._loop = asyncio.get_running_loop()
+        self._exited = self._loop.create_future()
+        self._pidfd = None
+        self.actor = actor
+        self.node = node
+        self.oom_kills = 0
+        #: Why it ended when Ray, not the worker, ended it.
+        self.lost: str | None = None
+        self._watch = asyncio.ensure_future(self._await_end())
+
+    async def _await_end(self) -> None:
+        try:
+            result = await self.actor.wait.remote()
+            rc, self.oom_kills = int(result["rc"]), int(result.get("oom_kills", 0))
+        except Exception as exc:  # the actor died, or its node was lost
+            self.lost = f"was lost with its Ray node {self.node} ({type(exc).__name__})"
+            rc = -signal.SIGKILL
+        if not self._exited.done():
+            self._exited.set_result(rc)
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(Exception):
+                self.actor.kill.remote()
+
+
+class RemoteWorkerClient(WorkerClient):
+    """A worker on a Ray node, spoken to over the connection its actor relays."""
+
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        proc: RemoteProcess,
+        plan: LaunchPlan,
+        on_log: LogCallback | None,
+        node: str,
+        node_id: str,
+    ) -> None:
+        super().__init__(spec, proc, plan, on_log)
+        self.node = node
+        self.node_id = node_id
+        self.remote_proc = proc
+        proc._exited.add_done_callback(self._on_remote_exit)
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec.plugin} {self.spec.version} (pid {self.pid} on node {self.node})"
+
+    def _on_remote_exit(self, _: asyncio.Future[int]) -> None:
+        lost = self.remote_proc.lost
+        if lost is not None and self.alive:
+            # The connection may hang on a lost node: end the channel now.
+            self.kill(lost)
+
+    def kill(self, reason: str | None = None) -> None:
+        """End the remote worker's process group (the actor kills it) and the channel."""
+        if reason is not None and self._kill_reason is None:
+            self._kill_reason = reason
+        self.remote_proc.kill()
+        if self.channel is not None:
+            self.channel.abort()
+
+
+def _end_actor(actor: Any) -> None:
+    with contextlib.suppress(Exception):
+        ray.kill(actor, no_restart=True)
+
+
+async def spawn_remote_worker(
+    env: SupervisorEnv,
+    home: Home,
+    source: PluginSource,
+    settings: PluginSettings,
+    *,
+    handshake_timeout: float,
+) -> RemoteWorkerClient:
+    """Start a worker of ``source`` on a Ray node and complete its handshake."""
+    cfg = env.config
+    assert cfg.cluster is not None, "placement = 'ray' needs [cluster] (checked at load)"
+    await asyncio.to_thread(connect, cfg.cluster)
+    sha, path = await asyncio.to_thread(_wheel_of, home, source)
+    wheel = await asyncio.to_thread(_wheel_ref, sha, path)
+    trust = await asyncio.to_thread(_trust_files, home)
+    spec = env.worker_spec(source)
+    token = secrets.token_bytes(32)
+    request = StartRequest(
+        plugin=source.name,
+        version=source.version,
+        entry=source.entry,
+        wheel_sha256=sha,
+        trust=trust,
+        allow_unsigned=cfg.allow_unsigned,
+        isolation=env.backend.name,
+        level=env.backend.level,
+        limits=spec.limits,
+        grants=spec.grants,
+        max_frame=spec.max_frame,
+        threads=spec.threads,
+        token=token,
+    )
+    actor = _NodeActor.options(
+        num_cpus=settings.num_cpus, resources=dict(settings.resources) or None
+    ).remote()
+    sock: socket.socket | None = None
+    try:
+        reply = await actor.start.remote(msgspec.msgpack.encode(request), wheel)
+        if "error" in reply:
+            err = reply["error"]
+            raise error_from_code(err["code"], err["message"], err.get("data"))
+        node, node_id = str(reply["node"]), str(reply["node_id"])
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        await asyncio.wait_for(loop.sock_connect(sock, (reply["ip"], reply["port"])), 10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await loop.sock_sendall(sock, token)
+        proc = RemoteProcess(actor, int(reply["pid"]), node)
+        plan = LaunchPlan(
+            argv=[],
+            env={},
+            cwd="",
+            cleanup=lambda: _end_actor(actor),
+            usage=lambda: _remote_usage(actor),
+            oom_kills=lambda: proc.oom_kills,
+        )
+        client = RemoteWorkerClient(spec, proc, plan, env.on_log, node, node_id)
+        client._hello.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+        client.channel = await open_channel(
+            sock, FrameCodec(spec.max_frame), client._on_frame, client._on_close
+        )
+        sock = None  # the channel owns it
+    except BaseException as exc:
+        if sock is not None:
+            sock.close()
+        _end_actor(actor)
+        if isinstance(exc, MCPHostError | asyncio.CancelledError):
+            raise
+        if isinstance(exc, ray.exceptions.RayError | OSError | TimeoutError):
+            raise WorkerCrashed(
+                f"could not start a worker for {source.label} on the Ray cluster: {exc}",
+                data={"plugin": source.name, "version": source.version, "reason": str(exc)},
+            ) from exc
+        raise
+    await complete_handshake(client, handshake_timeout)
+    return client
+
+
+def _remote_usage(actor: Any) -> ResourceUsage:
+    """The worker's use as its node reads it (called in a thread by the watcher)."""
+    try:
+        memory, source, cpu = ray.get(actor.usage.remote(), timeout=5)
+    except Exception:
+        return ResourceUsage()
+    return ResourceUsage(memory=memory, memory_source=source, cpu_seconds=cpu)
+
+
+class RayReplica(PluginSupervisor):
+    """A supervisor whose worker runs on the Ray cluster."""
+
+    def __init__(
+        self, source: PluginSource, env: SupervisorEnv, settings: PluginSettings, home: Home
+    ) -> None:
+        super().__init__(source, env)
+        self.settings = settings
+        self.home = home
+
+    async def _start_worker(self, source: PluginSource) -> WorkerClient:
+        return await spawn_remote_worker(
+            self.env,
+            self.home,
+            source,
+            self.settings,
+            handshake_timeout=self.env.config.handshake_timeout,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        out = super().stats()
+        w = self.worker
+        out["placement"] = "ray"
+        if isinstance(w, RemoteWorkerClient) and w.alive:
+            out["node"] = w.node
+        return out

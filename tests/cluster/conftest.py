@@ -1,0 +1,147 @@
+"""Fixtures for the cluster suite: one real local Ray cluster per test session, and a
+signed plugin installed in a real registry for it to run.
+
+Without Ray installed the suite fails in CI (``CI`` set) and is skipped elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.wheels import build_wheel
+
+from mcphost.host import Home
+from mcphost.registry import Registry
+from mcphost.security import Permissions, PrivateKey, TrustStore, generate_key, sign_wheel
+
+PLUGIN = '''
+"""remotekit: tools to watch a worker run on a cluster node."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+
+from mcphost.sdk import Context, Plugin
+from mcphost.sdk.errors import ToolError
+
+plugin = Plugin("remotekit")
+
+
+@plugin.tool
+def where() -> dict:
+    """The pid and parent pid of the worker that ran the call."""
+    return {"pid": os.getpid(), "ppid": os.getppid(), "version": "VERSION"}
+
+
+@plugin.tool
+def refuse(why: str) -> None:
+    """Fails on purpose with code not_found."""
+    raise ToolError(f"refused: {why}", code="not_found")
+
+
+@plugin.tool
+async def count_to(n: int, ctx: Context, delay: float = 0.0) -> AsyncIterator[int]:
+    """1..n, one item at a time."""
+    for i in range(1, n + 1):
+        if delay:
+            await asyncio.sleep(delay)
+        yield i
+
+
+@plugin.tool
+async def wait(seconds: float) -> float:
+    """Sleeps, then answers how long."""
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+@plugin.tool
+def crash() -> None:
+    """Ends the worker's process at once."""
+    os._exit(3)
+'''
+
+PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "mcphost-remotekit"
+version = "VERSION"
+requires-python = ">=3.11"
+dependencies = []
+
+[project.entry-points."mcphost.plugins"]
+remotekit = "mcphost_remotekit:plugin"
+
+[tool.setuptools]
+packages = ["mcphost_remotekit"]
+"""
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real local Ray cluster of 2 CPUs for the whole session."""
+    try:
+        import ray
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("Ray is not installed: install it with pip install -e '.[ray]'")
+        pytest.skip("Ray is not installed (pip install -e '.[ray]'); CI fails here instead")
+    # Nodes unpack wheels and keep plugin data here (Ray's workers inherit it).
+    os.environ["MCPHOST_NODE_DIR"] = str(tmp_path_factory.mktemp("node"))
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        configure_logging=False,
+        _system_config={"kill_child_processes_on_worker_exit_with_raylet_subreaper": True},
+    )
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def cluster_key() -> PrivateKey:
+    return generate_key()
+
+
+@pytest.fixture(scope="session")
+def remotekit_wheels(
+    tmp_path_factory: pytest.TempPathFactory, cluster_key: PrivateKey
+) -> dict[str, Path]:
+    """Signed remotekit wheels by version ("1.0.0", "1.1.0")."""
+    out: dict[str, Path] = {}
+    for version in ("1.0.0", "1.1.0"):
+        project = tmp_path_factory.mktemp(f"remotekit-{version}")
+        (project / "pyproject.toml").write_text(PYPROJECT.replace("VERSION", version))
+        pkg = project / "mcphost_remotekit"
+        pkg.mkdir()
+        code = textwrap.dedent(PLUGIN).replace("VERSION", version)
+        (pkg / "__init__.py").write_text(code)
+        raw = build_wheel(project, tmp_path_factory.mktemp("raw"))
+        out[version] = sign_wheel(
+            raw, cluster_key, permissions=Permissions(), out=tmp_path_factory.mktemp("signed")
+        )
+    return out
+
+
+@pytest.fixture
+def cluster_home(
+    tmp_path: Path, cluster_key: PrivateKey, remotekit_wheels: dict[str, Path]
+) -> Home:
+    """A home that trusts the test key, with remotekit 1.0.0 installed and active."""
+    home = Home(tmp_path / "home").ensure()
+    TrustStore(home.keys_dir).trust(cluster_key.public_key.pem(), "test publisher")
+    with Registry.open(home) as reg:
+        reg.install(reg.check(remotekit_wheels["1.0.0"]), activate=True)
+    return home
