@@ -76,12 +76,11 @@ def connect(cluster: ClusterConfig) -> None:
                 "configure_logging": False,
             }
             if cluster.address == "local":
+                # Not Ray's raylet subreaper option: with it, bubblewrap jails started by
+                # this process (local replicas) no longer finish. A worker dies with its
+                # actor anyway (its parent-death signal, bubblewrap's --die-with-parent).
                 if cluster.local_num_cpus is not None:
                     kwargs["num_cpus"] = cluster.local_num_cpus
-                # The raylet kills what a dead actor's process left, even after a crash.
-                kwargs["_system_config"] = {
-                    "kill_child_processes_on_worker_exit_with_raylet_subreaper": True
-                }
             else:
                 kwargs["address"] = cluster.address
             try:

@@ -102,7 +102,6 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         num_cpus=2,
         include_dashboard=False,
         configure_logging=False,
-        _system_config={"kill_child_processes_on_worker_exit_with_raylet_subreaper": True},
     )
     try:
         yield ray

@@ -15,6 +15,7 @@ from typing import Any
 
 import psutil
 import pytest
+from bwrap_check import require_bwrap
 from support.waiting import wait_until
 
 from mcphost.host import Home, Host, HostConfig
@@ -23,10 +24,10 @@ from mcphost.registry import Registry
 from mcphost.sdk.errors import MCPHostError
 
 
-def ray_config(**plugin: Any) -> HostConfig:
+def ray_config(isolation: str = "rlimits", **plugin: Any) -> HostConfig:
     settings: dict[str, Any] = {"placement": "ray", "num_cpus": 0.5, **plugin}
     return HostConfig(
-        isolation="rlimits",
+        isolation=isolation,  # type: ignore[arg-type]
         plugins={"remotekit": settings},  # type: ignore[dict-item]
         cluster={"backend": "ray", "address": "auto"},  # type: ignore[arg-type]
         backoff_initial=0.0,
@@ -186,3 +187,22 @@ async def test_a_pool_mixes_a_local_and_a_remote_replica(
         assert len(local) == 1 and len(remote) == 1, parents
         placements = sorted(r.get("placement", "local") for r in remotekit_stats(host)["replicas"])
         assert placements == ["local", "ray"]
+
+
+@pytest.mark.bwrap
+async def test_a_remote_worker_runs_in_the_same_bubblewrap_jail_as_a_local_one(
+    ray_cluster: Any, cluster_home: Home
+) -> None:
+    require_bwrap()
+    async with ray_host(cluster_home, ray_config(isolation="bwrap")) as host:
+        out = await host.call("remotekit.where", {})
+        assert out["version"] == "1.0.0"
+        # In its own pid namespace, in a bubblewrap jail the actor started.
+        assert out["pid"] < 10
+        jailed = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if "bwrap" in " ".join(p.info["cmdline"] or [])
+            and "remotekit" in " ".join(p.info["cmdline"] or [])
+        ]
+        assert any(hosted_by_ray_actor(p.ppid()) for p in jailed), jailed
