@@ -206,3 +206,36 @@ async def test_a_remote_worker_runs_in_the_same_bubblewrap_jail_as_a_local_one(
             and "remotekit" in " ".join(p.info["cmdline"] or [])
         ]
         assert any(hosted_by_ray_actor(p.ppid()) for p in jailed), jailed
+
+
+async def test_a_hot_swap_of_a_ray_hosted_plugin_under_load_fails_no_call(
+    ray_cluster: Any, cluster_home: Home, remotekit_wheels: dict[str, Path]
+) -> None:
+    async with ray_host(cluster_home, ray_config()) as host:
+        assert (await host.call("remotekit.where", {}))["version"] == "1.0.0"
+        seen: list[dict[str, Any]] = []
+        failures: list[BaseException] = []
+        stop = asyncio.Event()
+
+        async def load() -> None:
+            while not stop.is_set():
+                try:
+                    seen.append(await host.call("remotekit.where", {}))
+                except MCPHostError as exc:
+                    failures.append(exc)
+
+        callers = [asyncio.ensure_future(load()) for _ in range(4)]
+
+        def install() -> None:
+            with Registry.open(cluster_home) as reg:
+                reg.install(reg.check(remotekit_wheels["1.1.0"]), activate=True)
+
+        await asyncio.to_thread(install)
+        await wait_until(
+            lambda: any(s["version"] == "1.1.0" for s in seen[-4:]), 30, "calls reach 1.1.0"
+        )
+        stop.set()
+        await asyncio.gather(*callers)
+        assert failures == []
+        assert all(hosted_by_ray_actor(s["ppid"]) for s in seen if s["version"] == "1.1.0")
+        assert remotekit_stats(host)["version"] == "1.1.0"
