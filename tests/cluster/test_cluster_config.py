@@ -107,3 +107,26 @@ def test_a_host_with_no_plugin_on_ray_never_imports_ray(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "no ray"
+
+
+_WITHOUT_RAY = """
+import sys
+from pathlib import Path
+
+sys.modules["ray"] = None  # as where Ray is not installed: it cannot be imported
+from mcphost.host.config import load_config
+from mcphost.sdk.errors import ConfigError
+try:
+    load_config(Path(sys.argv[1]))
+except ConfigError as exc:
+    print(exc.message)
+"""
+
+
+def test_placement_on_ray_without_ray_installed_says_what_to_install(tmp_path: Path) -> None:
+    path = write(tmp_path, '[cluster]\naddress = "auto"\n[plugins.mathkit]\nplacement = "ray"\n')
+    out = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_RAY, str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Ray is not installed; install it with `pip install 'mcphost[ray]'`" in out.stdout
