@@ -148,9 +148,11 @@ def _merge(running: HostConfig, wanted: HostConfig) -> tuple[HostConfig, list[Pe
         for t in tables:
             table = table.setdefault(t, {})  # a table new in the file ([plugins.NAME])
         table[last] = value
-    # A table gone from the file ([plugins.NAME] deleted): its live keys go too.
+    # A table gone from the file ([plugins.NAME] deleted): its live keys go too, and so do
+    # the others still at their defaults (their going changes nothing).
     for key in old.keys() - new.keys():
-        if not is_live(key):
+        at_default = key.startswith("plugins.") and old[key] == _plugin_default(key)
+        if not is_live(key) and not at_default:
             pending.append(PendingSetting(key=key, running=old[key], configured=None))
             continue
         *tables, last = key.split(".")

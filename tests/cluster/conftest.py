@@ -87,9 +87,10 @@ packages = ["mcphost_remotekit"]
 """
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A real local Ray cluster of 2 CPUs for the whole session."""
+    """A real local Ray cluster of 2 CPUs for the module's tests, shut down after them
+    (its processes would otherwise stay children of the test run for later tests)."""
     try:
         import ray
     except ImportError:

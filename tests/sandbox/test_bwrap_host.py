@@ -111,11 +111,14 @@ def test_a_worker_the_cgroups_oom_killer_ends_is_described_as_such(
 
 
 def _worker_cgroups() -> list[str]:
-    """The pids/memory cgroup lines of this process's jailed Python worker."""
+    """The pids/memory cgroup lines of this process's jailed Python worker (not another
+    Python child of the test run's, nor the bubblewrap process that names it)."""
     import psutil
 
     for proc in psutil.Process().children(recursive=True):
-        if proc.name().startswith("python"):
+        if proc.name().startswith("python") and "mcphost.sandbox.worker" in " ".join(
+            proc.cmdline()
+        ):
             lines = Path(f"/proc/{proc.pid}/cgroup").read_text().splitlines()
             return [
                 line
