@@ -1,9 +1,15 @@
 """Plugins' resources and prompts as the host offers them: names, routing, clashes.
 
-Prompts are exposed as ``<plugin>.<prompt>``, like tools (:func:`prompt_name` is the
-one place that decides it). Resource URIs are exposed as the plugins declare them, so
-two plugins must never claim the same one: a worker whose resources clash with those of
-another plugin's running worker is refused at its handshake (:func:`uri_clash`), which
+Prompts are named as tools are, by the operator's ``[plugins.NAME] expose``
+(:mod:`.naming`): ``<plugin>.<prompt>`` by default, the author's own name when the
+plugin is exposed bare; ``<plugin>.<prompt>`` always resolves too. Two plugins' prompts
+exposed under one name are not refused (prompts are known only from running workers'
+handshakes): the plugin first in name order keeps the name, the other's prompt is served
+as ``<plugin>.<prompt>`` and the clash is logged.
+
+Resource URIs are exposed as the plugins declare them, so two plugins must never claim
+the same one: a worker whose resources clash with those of another plugin's running
+worker is refused at its handshake (:func:`uri_clash`), which
 refuses the install or swap that started it, naming both plugins. A URI is routed to
 the plugin that declares it exactly, else to the one whose template matches it.
 """
@@ -13,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from mcphost.sandbox.protocol import Hello
@@ -26,27 +32,19 @@ from mcphost.sdk.errors import (
 )
 from mcphost.sdk.features import UriTemplate, string_arguments
 
+from .naming import NameMap, build
+
 if TYPE_CHECKING:
+    from .config import PluginSettings
     from .host import Host
     from .pool import Supervised
     from .sources import PluginSource
 
 log = logging.getLogger("mcphost.host")
 
-__all__ = ["FeatureIndex", "prompt_name", "split_prompt_name", "uri_clash"]
+__all__ = ["FeatureIndex", "uri_clash"]
 
 _VARIABLE = re.compile(r"\{[^}]*\}")
-
-
-def prompt_name(plugin: str, prompt: str) -> str:
-    """The name a client sees for ``prompt`` of ``plugin``."""
-    return f"{plugin}.{prompt}"
-
-
-def split_prompt_name(name: str) -> tuple[str, str] | None:
-    """(plugin, prompt) of an exposed prompt name, or None when it is not one."""
-    plugin, dot, prompt = name.partition(".")
-    return (plugin, prompt) if dot and plugin and prompt else None
 
 
 def _shape(template: str) -> str:
@@ -91,9 +89,18 @@ def uri_clash(plugin: str, hello: Hello, others: Iterable[Hello]) -> str | None:
 class FeatureIndex:
     """The resources, templates and prompts of the plugins whose handshakes are known."""
 
-    def __init__(self, hellos: list[Hello], versions: dict[str, str]) -> None:
+    def __init__(
+        self,
+        hellos: list[Hello],
+        versions: dict[str, str],
+        settings: Mapping[str, PluginSettings] | None = None,
+    ) -> None:
         self.hellos = hellos
         self.versions = versions
+        #: The prompts' exposed names, under the operator's ``[plugins.NAME]`` settings.
+        self.prompt_names: NameMap = build(
+            {h.plugin: [p.name for p in h.prompts] for h in hellos}, settings or {}, kind="prompt"
+        )
         self._templates = [
             (h.plugin, UriTemplate(t.uri_template)) for h in hellos for t in h.templates
         ]
@@ -132,7 +139,10 @@ class FeatureIndex:
         out = []
         for h in self.hellos:
             for p in h.prompts:
-                entry: dict[str, Any] = {"name": prompt_name(h.plugin, p.name)}
+                exposed = self.prompt_names.of.get((h.plugin, p.name))
+                if exposed is None:
+                    continue  # its name clashes even as <plugin>.<prompt>: not served
+                entry: dict[str, Any] = {"name": exposed.name}
                 if p.description:
                     entry["description"] = p.description
                 entry["arguments"] = [
@@ -157,10 +167,11 @@ class FeatureIndex:
     def template_owner(self, template: str) -> str | None:
         return next((p for p, t in self._templates if t.template == template), None)
 
-    def has_prompt(self, plugin: str, prompt: str) -> bool:
-        return any(
-            h.plugin == plugin and any(p.name == prompt for p in h.prompts) for h in self.hellos
-        )
+    def resolve_prompt(self, name: Any) -> tuple[str, str] | None:
+        """(plugin, prompt) of the prompt a client calls ``name``: its exposed name, or
+        ``<plugin>.<prompt>``; None when no served prompt has that name."""
+        exposed = self.prompt_names.resolve(name) if isinstance(name, str) else None
+        return None if exposed is None else (exposed.plugin, exposed.item)
 
 
 # -- what the Host does with them (its methods call these) -------------------------
@@ -186,7 +197,18 @@ async def known_index(host: Host) -> FeatureIndex:
             log.error("plugin %s could not start: %s", sup.source.label, res)
         else:
             hellos.append(res)
-    return FeatureIndex(hellos, {s.name: s.source.version for s in sups})
+    index = FeatureIndex(hellos, {s.name: s.source.version for s in sups}, host.config.plugins)
+    for clash in index.prompt_names.clashes:
+        if clash.message not in _logged_clashes:
+            _logged_clashes.add(clash.message)
+            log.warning(
+                "%s; until then it is served as %s.%s", clash.message, clash.plugin, clash.item
+            )
+    return index
+
+
+#: Prompt clashes logged already (each is logged once per process, not at every list).
+_logged_clashes: set[str] = set()
 
 
 def running_hellos(host: Host, but: str = "") -> list[Hello]:
@@ -254,12 +276,12 @@ async def read_resource(host: Host, uri: str, timeout: float | None) -> dict[str
 async def get_prompt(
     host: Host, name: str, arguments: dict[str, Any] | None, timeout: float | None
 ) -> dict[str, Any]:
-    parts = split_prompt_name(name) if isinstance(name, str) else None
     index = await known_index(host)
-    if parts is None or not index.has_prompt(*parts):
+    parts = index.resolve_prompt(name)
+    if parts is None:
         raise ToolNotFound(
             f"unknown prompt {name!r}: prompts/list shows the prompts this host serves "
-            "(names are <plugin>.<prompt>)",
+            "(<plugin>.<prompt> unless its plugin is exposed bare)",
             data={"prompt": name},
         )
     args = string_arguments(arguments, f"prompt {name}")
@@ -279,8 +301,8 @@ async def complete(
     kind = ref.get("type")
     index = await known_index(host)
     if kind == "ref/prompt":
-        parts = split_prompt_name(str(ref.get("name", "")))
-        if parts is None or not index.has_prompt(*parts):
+        parts = index.resolve_prompt(ref.get("name"))
+        if parts is None:
             raise ToolNotFound(f"unknown prompt {ref.get('name')!r}", data={"ref": ref})
         plugin, local = parts[0], {"type": kind, "name": parts[1]}
     elif kind == "ref/resource":

@@ -89,6 +89,10 @@ class HostEvent(msgspec.Struct, frozen=True, kw_only=True):
 
 Listener = Callable[[HostEvent], None]
 
+#: The ``message`` of a "tools_changed" event that follows the operator's change of
+#: names (``[plugins.NAME] expose``, renames), which may rename prompts as well.
+RENAMED = "renamed"
+
 
 class Host:
     """Runs plugins in sandboxed workers and offers their tools to callers.
@@ -414,11 +418,12 @@ class Host:
 
     def names_changed(self) -> None:
         """The operator renamed tools (``[plugins.NAME]``): routes are looked up anew and
-        listeners told the tool list changed."""
+        listeners told the tool list changed (``message`` "renamed": ``expose`` names the
+        plugins' prompts too)."""
         self._routes.clear()
         if self._batchers:  # kept by the name a tool was called by: made anew from now on
             self.batching_changed()
-        self._emit(HostEvent(kind="tools_changed"))
+        self._emit(HostEvent(kind="tools_changed", message=RENAMED))
 
     def _composition_switch(self) -> None:
         if not self.config.features.composition:
@@ -1098,13 +1103,15 @@ class Host:
         return await features.read_resource(self, uri, timeout)
 
     async def list_prompts(self) -> list[dict[str, Any]]:
-        """Every plugin's prompts, named ``<plugin>.<prompt>``, with their arguments."""
+        """Every plugin's prompts, by exposed name (``<plugin>.<prompt>`` unless the
+        operator's ``[plugins.NAME] expose`` says otherwise), with their arguments."""
         return (await features.known_index(self)).prompts()
 
     async def get_prompt(
         self, name: str, arguments: dict[str, str] | None = None, *, timeout: float | None = None
     ) -> dict[str, Any]:
-        """Fill in prompt ``<plugin>.<prompt>``: ``{"description", "messages": [...]}``."""
+        """Fill in the prompt exposed as ``name`` (or ``<plugin>.<prompt>``):
+        ``{"description", "messages": [...]}``."""
         return await features.get_prompt(self, name, arguments, timeout)
 
     async def complete(

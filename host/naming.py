@@ -1,5 +1,6 @@
-"""The names callers see: how a plugin's tools (and, with the same rules, its prompts
-and resources) are exposed, by the operator's ``[plugins.NAME]`` settings.
+"""The names callers see: how a plugin's tools (and, with the same rules, its prompts;
+resource URIs are never renamed) are exposed, by the operator's ``[plugins.NAME]``
+settings.
 
 A plugin's item is exposed as ``<plugin>.<item>`` (``expose = "prefixed"``, the default)
 or under the author's own name (``expose = "bare"``); ``[plugins.NAME.tools.TOOL]``
@@ -47,10 +48,14 @@ class Clash(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def message(self) -> str:
-        fix = (
-            f"give one another name (`[plugins.{self.plugin}.{self.kind}s.{self.item}] name = "
-            f'"..."`) or expose it prefixed (`[plugins.{self.plugin}] expose = "prefixed"`)'
-        )
+        prefixed = f'expose it prefixed (`[plugins.{self.plugin}] expose = "prefixed"`)'
+        if self.kind == "tool":  # only tools have a table of renames
+            fix = (
+                f"give one another name (`[plugins.{self.plugin}.tools.{self.item}] name = "
+                f'"..."`) or {prefixed}'
+            )
+        else:
+            fix = prefixed
         return (
             f"the {self.kind} name {self.name!r} would be both {self.first} and "
             f"{self.second}; {fix}"

@@ -225,7 +225,10 @@ class McpServer:
                 self._host.start_workers()
             for s in list(self.sessions):
                 s.tools_changed()
-                if event.plugin:  # a plugin's change, not a composition's
+                # A plugin's change, or the operator's renaming (host.RENAMED: prompts
+                # follow ``expose``); not a composition's. (The literal keeps the host
+                # module off the stdio start path.)
+                if event.plugin or event.message == "renamed":
                     s.features_changed()
         elif event.kind == "resource_updated":
             for s in list(self.sessions):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import mcp_types as types
 import pytest
 from mcp.client.client import Client
 from mcp.client.stdio import StdioServerParameters
@@ -16,6 +17,7 @@ from mcp.shared.exceptions import MCPError
 from support import subprocess_coverage
 from support.cli import mcphost_command
 from support.waiting import wait_until
+from test_resources_prompts import embedded_sources, write_plugin
 
 from mcphost.host.compose import composition_from_data
 from mcphost.host.config import HostConfig
@@ -294,3 +296,94 @@ async def test_a_rename_onto_a_compositions_name_is_refused_naming_both(
         )
         assert await host.call("demo.title", {}) == "X"
         assert await host.call("textkit.echo", {"text": "e"}) == "e"
+
+
+async def test_bare_prompts_are_got_and_completed_by_their_own_names_and_renamed_live(
+    mcp_home: Path, plugin_dirs: dict[str, Path]
+) -> None:
+    with (mcp_home / "config.toml").open("a") as f:
+        f.write('[plugins.notes]\nexpose = "bare"\n')
+    argv = [
+        *mcphost_command(),
+        "--home",
+        str(mcp_home),
+        "serve",
+        "--no-environment",
+        "--plugin-dir",
+        str(plugin_dirs["notes"]),
+    ]
+    env = subprocess_coverage.environment()
+    params = StdioServerParameters(command=argv[0], args=argv[1:], env=env)
+    async with Client(params) as client:
+        await client.call_tool("save", {"title": "groceries", "body": "eggs"})
+        assert [p.name for p in (await client.list_prompts()).prompts] == ["summarize"]
+        got = await client.get_prompt("summarize", {"title": "groceries", "words": "5"})
+        first = got.messages[0].content
+        assert isinstance(first, types.TextContent)
+        assert first.text == "Summarize this note in at most 5 words."
+        done = await client.complete(
+            types.PromptReference(type="ref/prompt", name="summarize"),
+            {"name": "title", "value": "gro"},
+        )
+        assert done.completion.values == ["groceries"]
+
+        # Back to prefixed while serving: clients hear the prompt list changed.
+        async with client.listen(prompts_list_changed=True) as sub:
+            proc = await anyio.to_thread.run_sync(
+                lambda: subprocess.run(
+                    [
+                        *mcphost_command(),
+                        "--home",
+                        str(mcp_home),
+                        "config",
+                        "set",
+                        "plugins.notes.expose",
+                        "prefixed",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+            )
+            assert proc.returncode == 0, proc.stderr
+            with anyio.fail_after(20):
+                event = await sub.__anext__()
+            assert type(event).__name__ == "PromptsListChanged"
+        assert [p.name for p in (await client.list_prompts()).prompts] == ["notes.summarize"]
+        with pytest.raises(MCPError, match=r"unknown prompt 'summarize'"):
+            await client.get_prompt("summarize", {"title": "groceries"})
+
+
+#: A second plugin with a prompt named as notes' is.
+MEMOS = '''
+from mcphost.sdk import Plugin
+
+plugin = Plugin("memos")
+
+
+@plugin.prompt
+def summarize(title: str) -> str:
+    """Ask for a summary of a memo."""
+    return f"Summarize memo {title}."
+'''
+
+
+async def test_two_bare_prompts_of_one_name_keep_one_and_serve_the_other_prefixed(
+    mcp_home: Path, plugin_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    with (mcp_home / "config.toml").open("a") as f:
+        f.write('[plugins.notes]\nexpose = "bare"\n[plugins.memos]\nexpose = "bare"\n')
+    memos = write_plugin(tmp_path, "memos", MEMOS)
+    async with (
+        embedded_sources(mcp_home, [plugin_dirs["notes"]], [memos]) as served,
+        served.client() as client,
+    ):
+        names = [p.name for p in (await client.list_prompts()).prompts]
+        # memos comes first in name order: it keeps the bare name.
+        assert names == ["notes.summarize", "summarize"]
+        got = await client.get_prompt("summarize", {"title": "q3"})
+        text = got.messages[0].content
+        assert isinstance(text, types.TextContent) and text.text == "Summarize memo q3."
+        await client.call_tool("save", {"title": "q3", "body": "up"})
+        mine = await client.get_prompt("notes.summarize", {"title": "q3"})
+        assert len(mine.messages) == 2
