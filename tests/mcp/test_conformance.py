@@ -5,10 +5,12 @@ tests/conformance/package-lock.json) is installed by tests/conformance/install.s
 .ci/run calls; this test installs nothing. It builds the example plugin
 example_plugins/conformance (the suite's fixtures) into a wheel, signs it, installs it
 into a fresh home with ``mcphost plugin install``, serves that home over streamable HTTP
-on a free loopback port, runs every active server scenario and asserts that each passes,
-but for :data:`EXPECTED_FAILURES`: each names what mcphost lacks for it. When a feature
-lands its scenarios pass, and the test fails until they are taken off the list (and the
-count in docs/mcp.md and the README is brought up to date).
+on a free loopback port (the plugin exposed bare, as the suite calls tools and prompts by
+their own names), runs every active server scenario and asserts that each passes, but for
+:data:`EXPECTED_FAILURES` (none today): a scenario listed there must fail and one not
+listed must pass, so a regression fails the test, and so does a listed scenario that
+starts to pass until it is taken off the list (and the count in docs/mcp.md and the
+README is brought up to date).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from support.cli import mcphost_command, run_mcphost
 from support.wheels import build_wheel
 
 from mcphost.host import Home
-from mcphost.host.config import PluginSettings
 from mcphost.security import Permissions, TrustStore, generate_key, sign_wheel
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,38 +40,9 @@ SUITE_VERSION = "0.1.16"
 #: Server scenarios the suite's "active" set runs (its other two are pending upstream).
 ACTIVE_SCENARIOS = 30
 
-_BARE = 'bare tool names ([plugins.conformance] expose = "bare")'
-_RESOURCES = "resources (@plugin.resource, resources/list and resources/read)"
-_PROMPTS = "prompts (@plugin.prompt, prompts/list and prompts/get)"
-
-#: Scenario -> what mcphost lacks for it. A scenario here must fail, one not here must
-#: pass; take a scenario off when what it names lands.
-EXPECTED_FAILURES: dict[str, str] = {
-    "completion-complete": "completions (@plugin.completion, completion/complete)",
-    "tools-call-simple-text": _BARE,
-    "tools-call-image": f"{_BARE}; image content from tools",
-    "tools-call-audio": f"{_BARE}; audio content from tools",
-    "tools-call-embedded-resource": f"{_BARE}; embedded resource content from tools",
-    "tools-call-mixed-content": f"{_BARE}; image and embedded resource content from tools",
-    "tools-call-with-logging": _BARE,
-    "tools-call-error": _BARE,
-    "tools-call-with-progress": _BARE,
-    "tools-call-sampling": f"{_BARE}; ctx.sample (sampling/createMessage)",
-    "tools-call-elicitation": f"{_BARE}; ctx.elicit (elicitation/create)",
-    "elicitation-sep1034-defaults": f"{_BARE}; ctx.elicit with defaults",
-    "elicitation-sep1330-enums": f"{_BARE}; ctx.elicit with enum schemas",
-    "resources-list": _RESOURCES,
-    "resources-read-text": _RESOURCES,
-    "resources-read-binary": f"{_RESOURCES}, binary",
-    "resources-templates-read": f"{_RESOURCES}, templates",
-    "resources-subscribe": "resource subscriptions (resources/subscribe)",
-    "resources-unsubscribe": "resource subscriptions (resources/unsubscribe)",
-    "prompts-list": _PROMPTS,
-    "prompts-get-simple": _PROMPTS,
-    "prompts-get-with-args": f"{_PROMPTS}, with arguments",
-    "prompts-get-embedded-resource": f"{_PROMPTS}, embedded resource content",
-    "prompts-get-with-image": f"{_PROMPTS}, image content",
-}
+#: Scenario -> why it cannot pass on mcphost. A scenario here must fail, one not here must
+#: pass (each is listed with its reason in docs/mcp.md, "Conformance").
+EXPECTED_FAILURES: dict[str, str] = {}
 
 #: ``✓ NAME: 3 passed, 0 failed`` in the suite's closing summary, one line per scenario.
 _SUMMARY = re.compile(r"^([✓✗]) (\S+): (\d+) passed, (\d+) failed$", re.M)
@@ -125,9 +97,9 @@ def conformance_home(tmp_path_factory: pytest.TempPathFactory) -> Home:
     signed = sign_wheel(wheel, key, permissions=Permissions(), sequence=1, out=root / "signed")
     home = Home(root / "home").ensure()
     TrustStore(home.keys_dir).trust(key.public_key.pem(), "conformance test")
-    if "expose" in PluginSettings.model_fields:
-        # The suite calls tools by the names its reference server uses (test_simple_text).
-        home.config_file.write_text('[plugins.conformance]\nexpose = "bare"\n')
+    # The suite calls tools and prompts by the names its reference server uses
+    # (test_simple_text, test_simple_prompt), not conformance.test_simple_text.
+    home.config_file.write_text('[plugins.conformance]\nexpose = "bare"\n')
     proc = run_mcphost("plugin", "install", signed, "--yes", home=home, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return home
@@ -159,8 +131,10 @@ def _scenarios(stdout: str, results: Path) -> dict[str, Scenario]:
 
 
 def _baseline(path: Path) -> Path:
-    """The suite's own --expected-failures file, from :data:`EXPECTED_FAILURES`."""
-    path.write_text("server:\n" + "".join(f"  - {name}\n" for name in EXPECTED_FAILURES))
+    """The suite's own --expected-failures file, from :data:`EXPECTED_FAILURES` (the
+    suite wants a list there, so none is ``[]``)."""
+    names = "".join(f"  - {name}\n" for name in EXPECTED_FAILURES)
+    path.write_text(f"server:\n{names}" if names else "server: []\n")
     return path
 
 
@@ -237,9 +211,17 @@ async def test_the_fixtures_answer_as_the_scenarios_check(served: ServedProcess)
         names = {t.name.rsplit(".", 1)[-1]: t.name for t in listed}
         assert set(names) == {
             "test_simple_text",
+            "test_image_content",
+            "test_audio_content",
+            "test_embedded_resource",
+            "test_multiple_content_types",
             "test_tool_with_logging",
             "test_tool_with_progress",
             "test_error_handling",
+            "test_sampling",
+            "test_elicitation",
+            "test_elicitation_sep1034_defaults",
+            "test_elicitation_sep1330_enums",
         }
         assert all(t.description for t in listed)  # tools-list wants every description
 
@@ -270,3 +252,38 @@ async def test_the_fixtures_answer_as_the_scenarios_check(served: ServedProcess)
         first = failed.content[0]
         assert isinstance(first, types.TextContent)
         assert "This tool intentionally returns an error for testing" in first.text
+
+        # Prompts by their own names too (the plugin is exposed bare), and the completion.
+        prompts = {p.name: p for p in (await client.list_prompts()).prompts}
+        assert set(prompts) == {
+            "test_simple_prompt",
+            "test_prompt_with_arguments",
+            "test_prompt_with_embedded_resource",
+            "test_prompt_with_image",
+        }
+        assert all(p.description for p in prompts.values())  # prompts-list wants them
+        args = {
+            a.name: a.description for a in prompts["test_prompt_with_arguments"].arguments or []
+        }
+        assert args == {"arg1": "First test argument", "arg2": "Second test argument"}
+        got = await client.get_prompt("test_prompt_with_arguments", {"arg1": "a", "arg2": "b"})
+        (message,) = got.messages
+        assert isinstance(message.content, types.TextContent)
+        assert message.content.text == "Prompt with arguments: arg1='a', arg2='b'"
+        done = await client.complete(
+            types.PromptReference(type="ref/prompt", name="test_prompt_with_arguments"),
+            {"name": "arg1", "value": "test"},
+        )
+        assert done.completion.values == ["test", "testValue1"]
+
+        # Resources under the URIs the scenarios read.
+        uris = {str(r.uri) for r in (await client.list_resources()).resources}
+        assert uris == {"test://static-text", "test://static-binary", "test://watched-resource"}
+        read = await client.read_resource("test://template/123/data")
+        (contents,) = read.contents
+        assert isinstance(contents, types.TextResourceContents)
+        assert json.loads(contents.text) == {
+            "id": "123",
+            "templateTest": True,
+            "data": "Data for ID: 123",
+        }
