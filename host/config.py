@@ -128,6 +128,9 @@ class BatchingConfig(_Strict):
     max_queue_size: int = Field(1024, ge=1)
     #: Seconds of waiting worth one level of priority.
     aging: float = Field(1.0, gt=0)
+    #: Seconds a priority level stays active after its last call arrived: while a level
+    #: is active, lower levels yield to it (short batches, one slot kept free; 0: never).
+    priority_window: float = Field(0.5, ge=0, le=60)
     #: Calls whose items take about this many bytes or more go in the large lane: they
     #: share batches only with each other, so they never hold small calls back.
     large_item_bytes: int = Field(64 * 1024, ge=1)

@@ -12,6 +12,10 @@ Most calls are plain: the default priority, no other arguments to group by, no q
 timeout of their own. While only such calls wait they are kept in one FIFO of tuples
 (a few hundred nanoseconds a call); the first call that is not plain moves them into
 the former, which then orders everything until it is empty again.
+
+While a call of a level above the default has arrived within ``priority_window``, the
+plain FIFO is not used: every call goes through the former, where lower levels yield to
+the higher one (:mod:`.former`).
 """
 
 from __future__ import annotations
@@ -109,7 +113,13 @@ class BatchStats:
         #: Items of the batches answered.
         self.items = 0
         self.largest = 0
-        self.reasons: dict[str, int] = {"alone": 0, "idle": 0, "size": 0, "deadline": 0}
+        self.reasons: dict[str, int] = {
+            "alone": 0,
+            "idle": 0,
+            "size": 0,
+            "deadline": 0,
+            "priority": 0,
+        }
         self.rejected: dict[str, int] = {}
         #: Batches per size bucket (calls that went alone are batches of one here).
         self.sizes = [0] * (len(SIZE_BUCKETS) + 1)
@@ -179,6 +189,12 @@ class ToolBatcher:
         #: What the host made this batcher from; a change makes a new one.
         self.made_from: object = None
         self.in_flight = 0
+        #: Batches in flight per priority level (a batch's level is its best call's).
+        self._running = [0] * len(self.settings.levels)
+        #: Seconds a level stays active after its last call (0: lower ones never yield).
+        self._window = self.settings.priority_window
+        #: Until when a call above the default level keeps plain calls in the former.
+        self._high_until = -math.inf
         self.stats = BatchStats()
         self._plain: deque[_Plain] = deque()
         self._loop = asyncio.get_running_loop()
@@ -226,9 +242,14 @@ class ToolBatcher:
         self.stats.calls += 1
         plain = self._plain
         if not self.in_flight and not plain and not len(self.former):
-            return await self._alone(args, len(items), timeout, route)
+            if priority is None:
+                return await self._alone(args, len(items), timeout, route, self.default_priority)
+            level = self._level(priority)
+            if self._window:
+                self._arrived(level, self._loop.time())
+            return await self._alone(args, len(items), timeout, route, level)
         now = self._loop.time()
-        level = self.default_priority if priority is None else priority
+        level = self.default_priority if priority is None else self._level(priority)
         small = (len(items) == 1 and type(items[0]) in _SCALARS) or not is_large(
             items, self.large_item_bytes
         )
@@ -238,6 +259,7 @@ class ToolBatcher:
             and len(args) == 1
             and route is None
             and not len(self.former)
+            and now >= self._high_until
         ):
             if len(plain) >= self.settings.levels[level].max_queue_size:
                 raise self._full(level)
@@ -253,6 +275,17 @@ class ToolBatcher:
                 self._arm(deadline)
             return await future
         return await self._queue(args, len(items), timeout, level, now, 0 if small else 1, route)
+
+    def _arrived(self, level: int, now: float) -> None:
+        """A call of ``level`` came: its level is active for the window from now."""
+        self.former.arrived(level, now)
+        if level < self.default_priority:
+            self._high_until = max(self._high_until, now + self._window)
+
+    def _level(self, priority: int) -> int:
+        """The level of a call that asked for ``priority`` (levels beyond the last are
+        the last)."""
+        return min(max(priority, 0), len(self.settings.levels) - 1)
 
     def _full_size(self) -> int:
         return self.former.full_size(self.model.size_for(self.target_latency))
@@ -303,12 +336,17 @@ class ToolBatcher:
         former = self.former
         if former.submit(p, now) is not None:
             raise self._full(p.level)
+        if self._window and level < self.default_priority:
+            self._high_until = max(self._high_until, now + self._window)
         # Only what this call changes is looked at: with a batch running and room for
-        # another, its group may now be full; otherwise a timer must not miss it.
+        # another, its group may now be full, or nothing of its level or above runs
+        # (lower levels yield); otherwise a timer must not miss it.
         if not self.in_flight:
             self._kick()
         elif self.in_flight < self.max_in_flight:
-            if former.full(p, self.model.size_for(self.target_latency)):
+            if former.full(p, self.model.size_for(self.target_latency)) or (
+                self._window and not any(self._running[: p.level + 1])
+            ):
                 self._kick()
             else:
                 self._arm(former.due(p, self._expect))
@@ -322,15 +360,17 @@ class ToolBatcher:
             raise
 
     async def _alone(
-        self, args: dict[str, Any], n: int, timeout: float, route: str | None = None
+        self, args: dict[str, Any], n: int, timeout: float, route: str | None, level: int
     ) -> Any:
         self.in_flight += 1
+        self._running[level] += 1
         self.stats.reasons["alone"] += 1
         t0 = time.perf_counter()
         try:
             result = await self._dispatch(args, timeout, route)
         finally:
             self.in_flight -= 1
+            self._running[level] -= 1
             if self.queued:
                 self._kick()
         self._observe(n, time.perf_counter() - t0)
@@ -362,12 +402,15 @@ class ToolBatcher:
             w: _Waiting = p  # type: ignore[assignment]
             self._refuse(w.future, why, w.level)
         limit = self.model.size_for(self.target_latency)
+        short = self.model.yield_size()
+        running, slots = self._running, self.max_in_flight
         # No batch running: what waits goes at once. Some running, with room for more:
-        # a group goes once full or once its first call has waited long enough. No room:
-        # calls wait here, in priority order, for a running batch to end.
-        while self.in_flight < self.max_in_flight:
+        # a group goes once full or once its first call has waited long enough (calls of
+        # a higher level than every batch running go at once). No room: calls wait
+        # here, in priority order, for a running batch to end.
+        while self.in_flight < slots:
             batch = self.former.take(
-                now, idle=self.in_flight == 0, limit=limit, expect=self._expect
+                now, running=running, slots=slots, limit=limit, expect=self._expect, short=short
             )
             if batch is None:
                 break
@@ -376,8 +419,9 @@ class ToolBatcher:
                 [(p.future, p.args, p.count, p.deadline, p.enqueued, p.level) for p in calls],
                 batch.reason,
             )
-        room = self.in_flight < self.max_in_flight
-        when = self.former.wakeup(self._expect, limit, dispatch=room)
+        when = self.former.wakeup(
+            self._expect, limit, now=now, running=running, slots=slots, short=short
+        )
         if when is not None:
             self._arm(when)
 
@@ -422,14 +466,16 @@ class ToolBatcher:
                 self._arm(first[3])
 
     def _launch(self, entries: list[_Entry], reason: Reason) -> None:
+        level = min(e[5] for e in entries)
         self.in_flight += 1
+        self._running[level] += 1
         stats = self.stats
         stats.batches += 1
         stats.reasons[reason] += 1
         now = self._loop.time()
         for e in entries:
             stats.waited(e[5], now - e[4])
-        task = self._loop.create_task(self._run(entries))
+        task = self._loop.create_task(self._run(entries, level))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -469,7 +515,7 @@ class ToolBatcher:
                 )
             )
 
-    async def _run(self, entries: list[_Entry]) -> None:
+    async def _run(self, entries: list[_Entry], level: int) -> None:
         param = self.param
         joined: list[Any] = []
         for e in entries:
@@ -496,6 +542,7 @@ class ToolBatcher:
             return
         finally:
             self.in_flight -= 1
+            self._running[level] -= 1
             self._kick()
         self._observe(len(joined), time.perf_counter() - t0)
         if not isinstance(result, list) or len(result) != len(joined):

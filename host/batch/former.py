@@ -13,10 +13,20 @@ a group each priority level keeps its calls in arrival order. A group is dispatc
 
 Among the groups that may go, the one whose best call has the highest priority goes
 first; a call's priority rises by one level for every ``aging`` seconds it waits, so
-low levels are never starved. Cancelled calls are skipped and calls past their deadline
-or queue timeout are never dispatched: :meth:`BatchFormer.expire` hands them back with a
-reason. Time is passed in (seconds, any monotonic clock), so everything here is tested
-without a loop or a clock.
+low levels are never starved.
+
+Lower levels yield to a higher one (``priority_window``): a level is *active* while
+calls of it wait or one arrived within the window, and calls of levels below the
+highest active one (not yet aged up to it) are *yielding*. Yielding calls never share a
+batch with the others, leave only in short batches (``short``: what the latency model
+says a call of the higher level may wait behind), and never take the last free slot of
+``slots`` batches in flight: it is kept for the higher level, whose calls see only the
+batches of their own levels running, so a lone high call leaves at once (``priority``)
+and waits in the worker behind at most one short batch.
+
+Cancelled calls are skipped and calls past their deadline or queue timeout are never
+dispatched: :meth:`BatchFormer.expire` hands them back with a reason. Time is passed in
+(seconds, any monotonic clock), so everything here is tested without a loop or a clock.
 """
 
 from __future__ import annotations
@@ -24,13 +34,13 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = ["Batch", "BatchFormer", "FormerSettings", "LevelPolicy", "Pending", "Reason"]
 
-Reason = Literal["idle", "size", "deadline"]
+Reason = Literal["idle", "size", "deadline", "priority"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,9 @@ class FormerSettings:
     levels: tuple[LevelPolicy, ...] = (LevelPolicy(), LevelPolicy(), LevelPolicy())
     #: Seconds of waiting worth one level of priority (None: no aging).
     aging: float | None = 1.0
+    #: Seconds a level stays active after its last call arrived: while a level is
+    #: active, lower levels yield to it (0: they never do).
+    priority_window: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -69,6 +82,8 @@ class FormerSettings:
             raise ValueError("max_queue_delay must be a number of seconds, 0 or more")
         if self.aging is not None and not self.aging > 0:
             raise ValueError("aging must be a positive number of seconds, or None")
+        if not (self.priority_window >= 0 and math.isfinite(self.priority_window)):
+            raise ValueError("priority_window must be a number of seconds, 0 or more")
 
 
 @dataclass(eq=False, slots=True)
@@ -114,11 +129,13 @@ class _Group:
     """The queued calls of one key and lane: a deque per level, in arrival order.
     Cancelled calls stay in their deque until they reach its head."""
 
-    __slots__ = ("_min_deadline", "levels", "live")
+    __slots__ = ("_min_deadline", "counts", "levels", "live")
 
     def __init__(self, nlevels: int) -> None:
         self.levels: list[deque[Pending]] = [deque() for _ in range(nlevels)]
         self.live = 0
+        #: Live calls per level.
+        self.counts = [0] * nlevels
         self._min_deadline: float | None = math.inf  # None: to be found again
 
     def heads(self) -> list[Pending]:
@@ -159,6 +176,8 @@ class BatchFormer:
         self._groups: dict[tuple[Hashable, int], _Group] = {}
         self._by_id: dict[int, tuple[Pending, _Group]] = {}
         self._level_counts = [0] * len(self.settings.levels)
+        #: When a call of each level last arrived.
+        self._seen = [-math.inf] * len(self.settings.levels)
         #: (when it may no longer run, id, call): entries of calls gone are skipped.
         self._ends: list[tuple[float, int, Pending]] = []
         #: Calls taken out as expired, not yet handed back by :meth:`expire`.
@@ -189,13 +208,23 @@ class BatchFormer:
             group = self._groups[(p.key, p.lane)] = _Group(len(levels))
         group.levels[p.level].append(p)
         group.live += 1
+        group.counts[p.level] += 1
         group.added(p)
+        if now > self._seen[p.level]:
+            self._seen[p.level] = now
         self._by_id[p.id] = (p, group)
         self._level_counts[p.level] += 1
         end = min(p.deadline, p.expires)
         if end < math.inf:
             heapq.heappush(self._ends, (end, p.id, p))
         return None
+
+    def arrived(self, level: int, now: float) -> None:
+        """A call of ``level`` arrived that did not queue here (it went at once, or
+        waits elsewhere): its level is active for ``priority_window`` all the same."""
+        level = min(max(level, 0), len(self._seen) - 1)
+        if now > self._seen[level]:
+            self._seen[level] = now
 
     def cancel(self, call_id: int) -> bool:
         """Forget a queued call (its caller went away); False when it is not queued."""
@@ -210,6 +239,7 @@ class BatchFormer:
     def _forget(self, p: Pending, group: _Group) -> None:
         self._level_counts[p.level] -= 1
         group.live -= 1
+        group.counts[p.level] -= 1
         group.left(p)
         if group.live == 0:
             del self._groups[(p.key, p.lane)]
@@ -256,9 +286,11 @@ class BatchFormer:
     def _demote(self, p: Pending, group: _Group, level: int) -> None:
         group.levels[p.level].remove(p)
         self._level_counts[p.level] -= 1
+        group.counts[p.level] -= 1
         p.level, p.expires = level, math.inf
         group.levels[level].append(p)
         self._level_counts[level] += 1
+        group.counts[level] += 1
         if p.deadline < math.inf:
             heapq.heappush(self._ends, (p.deadline, p.id, p))
 
@@ -282,83 +314,165 @@ class BatchFormer:
         run), or must be taken out: what a timer must not miss for it."""
         return min(p.enqueued + self.settings.max_queue_delay, p.deadline - expect(1), p.expires)
 
-    def _dispatch_by(self, group: _Group, heads: list[Pending], n: int, expect: Expect) -> float:
-        first = min(p.enqueued for p in heads)
-        return min(first + self.settings.max_queue_delay, group.min_deadline() - expect(n))
-
     def _cap(self, limit: int | None) -> int:
         cap = self.settings.max_batch_size if limit is None else limit
         return max(1, min(cap, self.settings.max_batch_size))
 
+    def top(self, now: float, running: Sequence[int] = ()) -> int | None:
+        """The highest level active at ``now``: one with calls waiting or batches
+        ``running`` (counts per level), or whose last call arrived within
+        ``priority_window``. None when lower levels never yield (no window) or nothing
+        is active."""
+        window = self.settings.priority_window
+        if not window:
+            return None
+        cutoff = now - window
+        for level, (n, seen) in enumerate(zip(self._level_counts, self._seen, strict=True)):
+            if n or seen > cutoff or (level < len(running) and running[level]):
+                return level
+        return None
+
+    def _candidates(
+        self,
+        now: float,
+        running: Sequence[int],
+        slots: float,
+        cap: int,
+        short: int,
+    ) -> Iterator[_Candidate]:
+        """What may leave now, per group: its calls of the higher levels and its
+        yielding ones (two candidates), or all of them when nothing yields."""
+        busy = sum(running)
+        if busy >= slots:
+            return
+        top = self.top(now, running)
+        aging = self.settings.aging
+        if top is None:
+            for group in self._groups.values():
+                heads = group.heads()
+                yield _Candidate(group, heads, group.live, cap, busy == 0, False, None)
+            return
+        # The higher levels see only their own batches running; the yielding ones leave
+        # only while a slot stays free for the higher levels (or when nothing runs).
+        high_idle = not any(running[: top + 1])
+        low_may = busy == 0 or busy + 1 < slots
+        low_cap = max(1, min(short, cap))
+        for group in self._groups.values():
+            high: list[Pending] = []
+            low: list[Pending] = []
+            for h in group.heads():
+                (low if h.level > top and h.priority(now, aging) > top else high).append(h)
+            if high:
+                n = sum(group.counts[h.level] for h in high)
+                yield _Candidate(group, high, n, cap, high_idle, busy > 0, top)
+            if low and low_may:
+                n = sum(group.counts[h.level] for h in low)
+                yield _Candidate(group, low, n, low_cap, busy == 0, False, None, top)
+
+    def _dispatch_by(self, c: _Candidate, expect: Expect) -> float:
+        first = min(p.enqueued for p in c.heads)
+        n = min(c.count, c.cap)
+        return min(first + self.settings.max_queue_delay, c.group.min_deadline() - expect(n))
+
+    @staticmethod
+    def _running(idle: bool | None, running: Sequence[int] | None) -> Sequence[int]:
+        if running is not None:
+            return running
+        return () if idle else (1,)
+
     def take(
-        self, now: float, *, idle: bool, limit: int | None = None, expect: Expect = _no_time
+        self,
+        now: float,
+        *,
+        idle: bool | None = None,
+        running: Sequence[int] | None = None,
+        slots: float = math.inf,
+        limit: int | None = None,
+        expect: Expect = _no_time,
+        short: int = 1,
     ) -> Batch | None:
-        """The batch to dispatch now, if any. ``idle``: a replica waits for work;
-        ``limit``: the largest batch the latency model allows (at most the maximum);
-        ``expect(n)``: the expected service seconds of a batch of ``n``. Calls that may
-        no longer run never go: :meth:`expire` hands them back."""
+        """The batch to dispatch now, if any. ``running``: the batches in flight, as
+        counts per level (``idle=True``: none; ``idle=False``: one of level 0);
+        ``slots``: how many may be in flight at once; ``limit``: the largest batch the
+        latency model allows (at most the maximum); ``short``: the largest batch of
+        yielding calls; ``expect(n)``: the expected service seconds of a batch of
+        ``n``. Calls that may no longer run never go: :meth:`expire` hands them back."""
         self._sweep(now)
         if not self._groups:
             return None
         cap = self._cap(limit)
-        target = self._target(cap)
         aging = self.settings.aging
-        best: tuple[float, float, _Group, Reason] | None = None
-        for group in self._groups.values():
-            heads = group.heads()
+        best: tuple[float, float, _Candidate, Reason] | None = None
+        for c in self._candidates(now, self._running(idle, running), slots, cap, short):
             reason: Reason
-            if idle:
-                reason = "idle"
-            elif group.live >= target:
+            if c.idle:
+                reason = "priority" if c.overtakes else "idle"
+            elif c.count >= self._target(c.cap):
                 reason = "size"
-            elif now >= self._dispatch_by(group, heads, min(group.live, cap), expect):
+            elif now >= self._dispatch_by(c, expect):
                 reason = "deadline"
             else:
                 continue
-            for p in heads:
+            for p in c.heads:
                 rank = (p.priority(now, aging), p.enqueued)
                 if best is None or rank < best[:2]:
-                    best = (*rank, group, reason)
+                    best = (*rank, c, reason)
         if best is None:
             return None
-        _, _, group, reason = best
-        size = self._target(min(cap, group.live))
+        _, _, c, reason = best
+        group = c.group
+        size = self._target(min(c.cap, c.count))
         items: list[Pending] = []
         # Within a level, calls wait in arrival order, which is also priority order (an
         # older call has aged more): merging the level heads gives the best calls first.
-        queues = [q for q in group.levels if q]
+        queues = [group.levels[h.level] for h in c.heads]
         while len(items) < size:
-            if len(queues) == 1:
-                q = queues[0]
-                while q and len(items) < size:
+            heads = []
+            for q in queues:
+                while q and q[0].cancelled:
+                    q.popleft()
+                if q and c.admits(q[0], now, aging):
+                    heads.append(q[0])
+            if not heads:
+                break
+            if len(heads) == 1:
+                q = group.levels[heads[0].level]
+                while q and len(items) < size and (q[0].cancelled or c.admits(q[0], now, aging)):
                     p = q.popleft()
                     if not p.cancelled:
                         items.append(p)
                 break
-            heads = group.heads()
-            if not heads:  # pragma: no cover - live counts the calls in the deques
-                break
             p = min(heads, key=lambda h: (h.priority(now, aging), h.enqueued))
             group.levels[p.level].popleft()
             items.append(p)
-            queues = [q for q in group.levels if q]
         for p in items:
             del self._by_id[p.id]
             self._forget(p, group)
         return Batch(reason=reason, items=items, key=items[0].key, lane=items[0].lane)
 
     def wakeup(
-        self, expect: Expect = _no_time, limit: int | None = None, *, dispatch: bool = True
+        self,
+        expect: Expect = _no_time,
+        limit: int | None = None,
+        *,
+        dispatch: bool = True,
+        now: float | None = None,
+        running: Sequence[int] | None = None,
+        slots: float = math.inf,
+        short: int = 1,
     ) -> float | None:
         """When :meth:`take` or :meth:`expire` next has something to do without a new
-        call or an idle replica (None: nothing is queued). ``dispatch=False``: when only
-        :meth:`expire` has (no batch may leave before one ends)."""
+        call or a batch ending (None: nothing is queued), for what :meth:`take` was
+        just given (``now``, ``running``, ``slots``, ``short``). ``dispatch=False``:
+        when only :meth:`expire` has (no batch may leave before one ends)."""
         if not self._groups:
             return None
         cap = self._cap(limit)
         when = math.inf
-        for group in self._groups.values() if dispatch else ():
-            when = min(when, self._dispatch_by(group, group.heads(), min(group.live, cap), expect))
+        if dispatch:
+            at = -math.inf if now is None else now
+            for c in self._candidates(at, self._running(False, running), slots, cap, short):
+                when = min(when, self._dispatch_by(c, expect))
         ends = self._ends
         while ends and (
             ends[0][1] not in self._by_id or self._by_id[ends[0][1]][0] is not ends[0][2]
@@ -367,3 +481,31 @@ class BatchFormer:
         if ends:
             when = min(when, ends[0][0])
         return when
+
+
+@dataclass(slots=True)
+class _Candidate:
+    """Calls of one group that may leave together: the heads of their levels."""
+
+    group: _Group
+    heads: list[Pending]
+    #: Live calls of those levels (a yielding level aged in part counts whole).
+    count: int
+    #: The most one batch of them takes.
+    cap: int
+    #: Nothing of theirs runs: they leave at once.
+    idle: bool
+    #: They leave at once while batches of lower levels run (reason ``priority``).
+    overtakes: bool
+    #: Higher levels: calls of a level below ``top`` join only once aged up to it.
+    top: int | None
+    #: Yielding calls: only those still below ``low_top`` join.
+    low_top: int | None = None
+
+    def admits(self, p: Pending, now: float, aging: float | None) -> bool:
+        """Whether head ``p`` of one of the levels may join this batch."""
+        if self.top is not None and p.level > self.top:
+            return p.priority(now, aging) <= self.top
+        if self.low_top is not None:
+            return p.priority(now, aging) > self.low_top
+        return True

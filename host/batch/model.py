@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["LatencyModel"]
+__all__ = ["YIELD_SHARE", "LatencyModel"]
+
+#: While a higher priority level is active, a batch of a lower level carries at most the
+#: items whose own time (the per-item part) is this share of a batch of one: a call of
+#: the higher level that finds it running waits at most that long behind it.
+YIELD_SHARE = 0.5
 
 
 class LatencyModel:
@@ -88,4 +93,18 @@ class LatencyModel:
         fits = (budget - a) / b
         if fits >= self.cap:  # also an infinite quotient of a tiny per-item time
             return self.cap
+        return max(1, math.floor(fits))
+
+    def yield_size(self) -> int:
+        """The largest batch a lower priority level may send while a higher one is
+        active: its per-item time at most ``YIELD_SHARE`` of a batch of one (1 while
+        nothing is known yet, at most the cap). The fit is trusted up to twice the
+        sizes it was made from: fitted on small batches only, a line through noise can
+        make the per-item time look like nothing."""
+        if self._count == 0:
+            return 1
+        a, b = self.coefficients()
+        if b <= 0:  # no per-item time told apart from the noise yet: be cautious
+            return 1
+        fits = min(YIELD_SHARE * (a + b) / b, 2 * self._n, float(self.cap))
         return max(1, math.floor(fits))

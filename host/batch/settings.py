@@ -58,6 +58,7 @@ def resolve(cfg: BatchingConfig, name: str, own: BatchSettings | None) -> ToolBa
         max_queue_delay=delay,
         levels=tuple(LevelPolicy(max_queue_size=cfg.max_queue_size) for _ in range(cfg.levels)),
         aging=cfg.aging,
+        priority_window=cfg.priority_window,
     )
     return ToolBatching(
         former=former,

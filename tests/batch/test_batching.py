@@ -74,6 +74,22 @@ def release() -> None:
     _gate.set()
 
 
+_gates: dict[str, threading.Event] = {}
+
+
+@plugin.tool(batch=True)
+def gated(items: list[int], gate: str) -> list[int]:
+    """Like ``held``, behind the gate of that name (``open_gate``)."""
+    _arrived.extend(items)
+    _gates.setdefault(gate, threading.Event()).wait(20)
+    return items
+
+
+@plugin.tool
+def open_gate(gate: str) -> None:
+    _gates.setdefault(gate, threading.Event()).set()
+
+
 @plugin.tool
 def seen() -> list[int]:
     return list(_seen)
@@ -380,11 +396,51 @@ async def test_a_priority_call_overtakes_plain_calls_queued_before_it(batch_host
         seen: list[int] = await host.call("batchy.seen")
         seen, outcomes = seen, outcomes
     assert isinstance(outcomes[2], asyncio.CancelledError)
-    # The high call went in the first batch after the held one, with the oldest plain
-    # call (batches of two); the cancelled call 2 never ran.
-    assert seen[0] == 0
-    assert sorted(seen[1:3]) == [1, 99]
-    assert seen[3:] == [3, 4, 5]
+    # The high call went first after the held one, on its own: calls of a lower level
+    # do not ride with it (batches of two). The cancelled call 2 never ran.
+    assert seen == [0, 99, 1, 3, 4, 5]
+
+
+async def arrived(host: Host, want: list[int]) -> list[int]:
+    """What reached ``batchy.held`` in the worker, once it is ``want`` (at most 10 s)."""
+    got: list[int] = []
+    for _ in range(2000):
+        got = await host.call("batchy.arrived")
+        if got == want:
+            break
+        await asyncio.sleep(0.005)
+    return got
+
+
+async def test_a_high_call_leaves_at_once_while_low_ones_keep_a_slot_free_for_it(
+    batch_host: MakeHost,
+) -> None:
+    # Two batches may run at once, and a call waits for others 0 s: without the rule,
+    # the queued low calls would take the second slot at once.
+    async with batch_host(max_queue_delay=0.0, max_in_flight=2, priority_window=30.0) as host:
+        await host.call("batchy.open_gate", {"gate": "open"})
+        # A level-0 call came: for 30 s lower levels yield to level 0.
+        await host.call("batchy.gated", {"items": [7], "gate": "open"}, priority=0)
+        shut = {"gate": "shut"}
+        first = asyncio.ensure_future(host.call("batchy.gated", {"items": [0], **shut}, priority=2))
+        assert await arrived(host, [7, 0]) == [7, 0]
+        low = [
+            asyncio.ensure_future(host.call("batchy.gated", {"items": [i], **shut}, priority=2))
+            for i in (1, 2)
+        ]
+        await queued()
+        # A round trip to the worker later, the low calls still wait: the second slot
+        # is kept for level 0.
+        assert await host.call("batchy.arrived") == [7, 0]
+        high = asyncio.ensure_future(host.call("batchy.gated", {"items": [99], **shut}, priority=0))
+        # The high call reaches the worker while the low batch still holds it.
+        before_opening = await arrived(host, [7, 0, 99])
+        await host.call("batchy.open_gate", shut)
+        results = await asyncio.gather(first, *low, high)
+        stats = host.batching()["batchy.gated"]
+    assert before_opening == [7, 0, 99]
+    assert results == [[0], [1], [2], [99]]
+    assert stats["reasons"]["priority"] == 1
 
 
 def test_large_items_never_share_a_batch_with_small_ones(batch_host: MakeHost) -> None:
