@@ -78,6 +78,22 @@ class Notifier(Protocol):
         the client's outbox is full. Returns at once once the client is gone."""
 
 
+def meta_priority(tool: str, meta: Any) -> int | None:
+    """The priority a ``tools/call`` asks for in ``_meta["mcphost/priority"]`` (None:
+    none); anything but a whole number from 0 to 100 is refused as invalid params."""
+    if not isinstance(meta, dict) or PRIORITY_META_KEY not in meta:
+        return None
+    value = meta[PRIORITY_META_KEY]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+        raise RpcError(
+            INVALID_PARAMS,
+            f"tools/call {tool}: _meta[{PRIORITY_META_KEY!r}] must be a whole number from 0 "
+            f"(the highest priority) to 100, got {value!r}; leave it out for the tool's default",
+            data={"tool": tool, "key": PRIORITY_META_KEY, "minimum": 0, "maximum": 100},
+        )
+    return value
+
+
 def has_envelope(params: dict[str, Any] | None) -> bool:
     """Whether a request carries the 2026-07-28 per-request envelope."""
     if not params:
@@ -414,6 +430,7 @@ class Session:
                 data={"tool": name},
             )
         meta = params.get("_meta")
+        priority = meta_priority(name, meta)
         if rid in self.calls:
             raise RpcError(INVALID_REQUEST, f"request id {rid!r} is already in use by a call")
         call = self.calls[rid] = _Call(tool.plugin, notifier, log_level)
@@ -434,9 +451,9 @@ class Session:
                     session_id=self.session_id,
                     protocol_version=self.version,
                 ):
-                    value = await self._run_tool(tool, args, notifier, meta, on_log)
+                    value = await self._run_tool(tool, args, notifier, meta, on_log, priority)
             else:
-                value = await self._run_tool(tool, args, notifier, meta, on_log)
+                value = await self._run_tool(tool, args, notifier, meta, on_log, priority)
         except (ToolNotFound, PluginNotFound) as exc:
             raise RpcError(INVALID_PARAMS, exc.message, data={"tool": name}) from None
         except MCPHostError as exc:
@@ -454,12 +471,12 @@ class Session:
         notifier: Notifier,
         meta: Any,
         on_log: Callable[[str, str], None],
+        priority: int | None,
     ) -> Any:
         token = meta.get("progressToken") if isinstance(meta, dict) else None
         if tool.kind == "stream":
-            return await self._stream(tool, args, notifier, meta, on_log)
+            return await self._stream(tool, args, notifier, meta, on_log, priority)
         on_progress = None if token is None else progress_sender(notifier, token)
-        priority = meta.get(PRIORITY_META_KEY) if isinstance(meta, dict) else None
         return await self.server.host.call(
             tool.name, args, on_progress=on_progress, on_log=on_log, priority=priority
         )
@@ -471,6 +488,7 @@ class Session:
         notifier: Notifier,
         meta: Any,
         on_log: Callable[[str, str], None],
+        priority: int | None,
     ) -> list[Any]:
         """Collect a streaming tool's items; each one is a progress notification and,
         for a client that opted in, a partial result (docs/streaming.md)."""
@@ -490,7 +508,7 @@ class Session:
             args,
             on_progress=on_progress,
             on_log=on_log,
-            priority=meta.get(PRIORITY_META_KEY),
+            priority=priority,
         )
         async for item in stream:
             seq = len(items)

@@ -156,13 +156,13 @@ def test_a_client_that_opts_in_gets_every_item_as_a_partial_result_in_order(
     assert len(answer["result"]["content"]) == 5
 
 
-def test_a_bad_priority_in_meta_is_a_clear_tool_error(serve: Serve) -> None:
+def test_a_bad_priority_in_meta_is_invalid_params(serve: Serve) -> None:
     serve.send(call(2, 3, {"mcphost/priority": 1000}))
     _, answer = serve.until_answered(2)
-    result = answer["result"]
-    assert result["isError"] is True
-    assert result["_meta"]["mcphost/error"]["code"] == "invalid_arguments"
-    assert "priority must be a whole number from 0 to 100" in result["content"][0]["text"]
+    error = answer["error"]
+    assert error["code"] == -32602
+    assert "must be a whole number from 0 (the highest priority) to 100" in error["message"]
+    assert "got 1000" in error["message"]
 
 
 def test_a_client_that_stops_reading_pauses_the_stream_and_loses_no_partial_result(
