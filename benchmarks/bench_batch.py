@@ -7,7 +7,8 @@ when there is nothing to coalesce.
 - One caller at a time: p50 with batching on against off (target: within 5 %).
 - Priorities: 4 callers at priority 0 alone, then beside low-priority (priority 2)
   callers rising to 10x as many; the high-priority p99 against its unloaded value
-  (target: at most 1.5x at 10x).
+  (target: at most 1.5x at 10x). The low calls yield to the high ones (short batches,
+  a slot kept free: ``priority_window``, docs/batching.md).
 - Replicas: ``mathkit.spin`` (CPU-bound, 2 ms a call) by 8 callers with 1 and 2
   replicas; the calls/s ratio (this machine has 2 cores, shared).
 - Adaptive against fixed ``max_batch_size`` (64, with and without a

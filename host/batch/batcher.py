@@ -418,6 +418,7 @@ class ToolBatcher:
             self._launch(
                 [(p.future, p.args, p.count, p.deadline, p.enqueued, p.level) for p in calls],
                 batch.reason,
+                min(p.level for p in calls),
             )
         when = self.former.wakeup(
             self._expect, limit, now=now, running=running, slots=slots, short=short
@@ -452,7 +453,7 @@ class ToolBatcher:
                     continue
                 entries.append((future, args, count, deadline, enqueued, level))
             if entries:
-                self._launch(entries, reason)
+                self._launch(entries, reason, level)
         # Calls whose time ran out while no batch could leave.
         while plain and (plain[0][0].done() or plain[0][3] <= now):
             future = plain.popleft()[0]
@@ -465,8 +466,8 @@ class ToolBatcher:
             else:
                 self._arm(first[3])
 
-    def _launch(self, entries: list[_Entry], reason: Reason) -> None:
-        level = min(e[5] for e in entries)
+    def _launch(self, entries: list[_Entry], reason: Reason, level: int) -> None:
+        """Send ``entries`` as one batch; ``level``: its best call's."""
         self.in_flight += 1
         self._running[level] += 1
         stats = self.stats
