@@ -16,7 +16,7 @@ first; a call's priority rises by one level for every ``aging`` seconds it waits
 low levels are never starved.
 
 Lower levels yield to a higher one (``priority_window``): a level is *active* while
-calls of it wait or one arrived within the window, and calls of levels below the
+calls of it wait or run, or one arrived within the window, and calls of levels below the
 highest active one (not yet aged up to it) are *yielding*. Yielding calls never share a
 batch with the others, leave only in short batches (``short``: what the latency model
 says a call of the higher level may wait behind), and never take the last free slot of
