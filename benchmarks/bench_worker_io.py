@@ -135,7 +135,7 @@ class Driver:
 
     def stream(self, tool: str, n: int, window: int = 256) -> tuple[float, int]:
         """Items per second of a stream of ``n`` items, and the frames it took."""
-        from mcphost.sandbox.protocol import Credit, Progress, StreamEnd, StreamItem
+        from mcphost.sandbox.protocol import Credit, Items, Progress, StreamEnd, StreamItem
 
         t0 = time.perf_counter()
         call_id = self.send_call(tool, {"n": n}, stream=True, window=window, timeout=600.0)
@@ -143,9 +143,11 @@ class Driver:
         while True:
             frame = self.recv()
             frames += 1
-            if isinstance(frame, StreamItem):
-                got += 1
-                consumed += 1
+            if isinstance(frame, StreamItem | Items):
+                # Protocol 4 carries several items in one Items frame.
+                k = len(frame.values) if isinstance(frame, Items) else 1
+                got += k
+                consumed += k
                 if consumed >= window // 2:
                     self.sock.sendall(self.codec.encode(Credit(id=call_id, n=consumed)))
                     consumed = 0

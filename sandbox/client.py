@@ -49,6 +49,7 @@ from .protocol import (
     Frame,
     FrameCodec,
     Hello,
+    Items,
     Log,
     Notify,
     Ping,
@@ -109,6 +110,15 @@ class _Inbox:
 
     def put_nowait(self, item: Any) -> None:
         self.items.append(item)
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def put_many(self, items: list[Any]) -> None:
+        """Several items at once (an Items frame's): one wake-up for all of them."""
+        self.items.extend(items)
         w = self._waiter
         if w is not None:
             self._waiter = None
@@ -310,6 +320,10 @@ class WorkerClient:
                     self._gated_item(frame, p)
                     return
                 p.queue.put_nowait(frame.value)
+        elif isinstance(frame, Items):
+            p = self._pending.get(frame.id)
+            if p is not None and p.queue is not None:
+                self._items(frame, p)
         elif isinstance(frame, StreamEnd):
             p = self._pending.pop(frame.id, None)
             if p is not None and p.queue is not None:
@@ -404,6 +418,48 @@ class WorkerClient:
         if frame.id in self._pending and self.alive:
             self._send(answer)
 
+    def _items(self, frame: Items, p: _Pending) -> None:
+        """An Items frame: checked, decoded and accounted once for all its items."""
+        raws = frame.values
+        n = len(raws)
+        if frame.seq != p.received or not n:
+            self._protocol_violation(
+                f"sent items from {frame.seq} of stream {frame.id} where item {p.received} was due"
+                if n
+                else f"sent no items in a frame of stream {frame.id}"
+            )
+            return
+        p.received += n
+        if p.received > p.granted:
+            self._protocol_violation(
+                f"sent item {p.received} of stream {frame.id} with only {p.granted} credits"
+            )
+            return
+        decode = self.channel.codec.decode_value  # type: ignore[union-attr]
+        values = [decode(raw) for raw in raws]
+        gate = p.gate
+        if gate is None:
+            p.queue.put_many(values)  # type: ignore[union-attr]
+            return
+        sizes = [len(raw) for raw in raws]
+        total = sum(sizes)
+        # Every item but the last must have been sent within the byte credit (the last
+        # may pass it), as if each had come alone.
+        if p.refill_bytes and p.received_bytes + total - sizes[-1] >= p.granted_bytes:
+            self._protocol_violation(
+                f"sent items up to {p.received} of stream {frame.id} past its byte credit "
+                f"of {p.granted_bytes} bytes"
+            )
+            return
+        p.received_bytes += total
+        p.sizes.extend(sizes)  # type: ignore[union-attr]
+        p.queue.put_many(values)  # type: ignore[union-attr]
+        p.owed += n
+        p.owed_bytes += total
+        gate.arrived(total)
+        if not gate.paused and (p.owed >= p.refill or p.owed_bytes >= p.refill_bytes > 0):
+            self._credit(frame.id, p)
+
     def _gated_item(self, frame: StreamItem, p: _Pending) -> None:
         """An item of a stream with a gate: counted in bytes, credited while not paused."""
         size = self.channel.last_size if self.channel is not None else 0
@@ -451,7 +507,9 @@ class WorkerClient:
             )
 
     def _protocol_violation(self, what: str) -> None:
-        self._kill_reason = f"broke the wire protocol: it {what}"
+        # The first violation is the reason (frames read with it may break it again).
+        if self._kill_reason is None:
+            self._kill_reason = f"broke the wire protocol: it {what}"
         self.kill()
 
     def _on_close(self, exc: BaseException | None) -> None:

@@ -30,7 +30,9 @@ __all__ = [
     "Frame",
     "FrameCodec",
     "Hello",
+    "ItemBatch",
     "ItemError",
+    "Items",
     "Log",
     "Notify",
     "Ping",
@@ -48,11 +50,14 @@ __all__ = [
 #: The newest protocol version this side speaks; peers agree on the highest common one.
 #: Version 2 adds byte credit to streams (``Call.window_bytes``, ``Credit.bytes``);
 #: version 3 adds per-item errors of batch tools (``Result.errors``) and lets a call ask
-#: its client (:class:`Ask`, :class:`Answer`).
-PROTOCOL_VERSION = 3
-SUPPORTED_VERSIONS = (1, 2, 3)
+#: its client (:class:`Ask`, :class:`Answer`); version 4 carries several stream items in
+#: one frame (:class:`Items`).
+PROTOCOL_VERSION = 4
+SUPPORTED_VERSIONS = (1, 2, 3, 4)
 #: The first version whose Result frames may carry per-item errors.
 ITEM_ERRORS_VERSION = 3
+#: The first version with :class:`Items` frames (older hosts get one StreamItem per item).
+ITEMS_VERSION = 4
 #: Frames larger than this end the connection (both sides can be configured lower).
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 HEADER = struct.Struct(">I")
@@ -147,6 +152,26 @@ class StreamItem(msgspec.Struct, frozen=True, tag="item", tag_field="t"):
     id: int
     seq: int
     value: Any
+
+
+class Items(msgspec.Struct, frozen=True, tag="items", tag_field="t"):
+    """Worker -> host (version 4): the next items of a stream, in order, the first of
+    them numbered ``seq``. Each value stays the MessagePack it was encoded to, so the
+    host learns every item's size (its bytes, which byte credit and the watermarks
+    count) from the frame itself and decodes each value on its own."""
+
+    id: int
+    seq: int
+    values: list[msgspec.Raw]
+
+
+class _ItemsOut(msgspec.Struct, frozen=True, tag="items", tag_field="t"):
+    """An :class:`Items` frame as :class:`ItemBatch` writes it: the values' array
+    encoded already (the same bytes on the wire)."""
+
+    id: int
+    seq: int
+    values: msgspec.Raw
 
 
 class StreamEnd(msgspec.Struct, frozen=True, tag="end", tag_field="t"):
@@ -247,6 +272,7 @@ Frame = (
     | Result
     | Error
     | StreamItem
+    | Items
     | StreamEnd
     | Credit
     | Cancel
@@ -268,6 +294,7 @@ class FrameCodec:
         self.max_frame = max_frame
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder: msgspec.msgpack.Decoder[Frame] = msgspec.msgpack.Decoder(Frame)
+        self._values: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder()
 
     def encode(self, frame: Frame) -> bytes:
         """The frame's bytes with its length prefix."""
@@ -304,6 +331,13 @@ class FrameCodec:
             )
         return int(n)
 
+    def decode_value(self, raw: msgspec.Raw) -> Any:
+        """One value of an :class:`Items` frame; bad bytes raise ProtocolError."""
+        try:
+            return self._values.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+            raise ProtocolError(f"malformed stream item from peer: {exc}") from None
+
     def decode(self, body: bytes | bytearray | memoryview) -> Frame:
         """One frame from its body (without the prefix); bad bytes raise ProtocolError."""
         try:
@@ -325,6 +359,76 @@ class FrameCodec:
             frames.append(self.decode(bytes(view[start : start + n])))
             pos = start + n
         return frames, bytes(view[pos:])
+
+
+#: Bytes of an Items frame besides its values, at most: the map with its keys, the tag,
+#: id and seq (9 bytes each at most) and the values' array header.
+ITEMS_ENVELOPE = 64
+_ARRAY16 = struct.Struct(">BH")
+_ARRAY32 = struct.Struct(">BI")
+
+
+class ItemBatch:
+    """Items of one stream encoded one by one, to leave together in one :class:`Items`
+    frame (version 4).
+
+    :meth:`add` encodes a value at once and returns its size, so the sender counts
+    every item's bytes against its byte credit as it goes; :meth:`encode_into` appends
+    the frame to an outgoing buffer and empties the batch. The batch never grows past
+    the codec's frame limit: :meth:`add` says when the value must start a new frame.
+    """
+
+    __slots__ = ("_encode_into", "count", "id", "max_frame", "seq", "values")
+
+    def __init__(self, codec: FrameCodec) -> None:
+        self._encode_into = codec._encoder.encode_into
+        self.max_frame = codec.max_frame
+        self.id = 0
+        self.seq = 0
+        self.count = 0
+        self.values = bytearray()
+
+    def add(self, call_id: int, seq: int, value: Any) -> int:
+        """Append item ``seq`` of stream ``call_id``; returns its size in bytes, or -1
+        (and nothing added) when it does not belong in this batch: another stream's, not
+        the next ``seq``, or too large to share the frame (send the batch, then add it
+        again). A value too large for any frame raises ProtocolError."""
+        values = self.values
+        start = len(values)
+        if self.count and (call_id != self.id or seq != self.seq + self.count):
+            return -1
+        self._encode_into(value, values, -1)
+        size = len(values) - start
+        if start + size + ITEMS_ENVELOPE > self.max_frame:
+            del values[start:]
+            if size + ITEMS_ENVELOPE > self.max_frame:
+                raise ProtocolError(
+                    f"stream item of {size} bytes is over the frame limit of "
+                    f"{self.max_frame} bytes; yield smaller items"
+                )
+            return -1
+        if not self.count:
+            self.id = call_id
+            self.seq = seq
+        self.count += 1
+        return size
+
+    def encode_into(self, codec: FrameCodec, out: bytearray) -> None:
+        """Append the batch as one Items frame (with its length prefix) to ``out``, and
+        empty it; nothing when it is empty."""
+        n = self.count
+        if not n:
+            return
+        if n < 16:
+            head = bytes((0x90 | n,))
+        elif n < 1 << 16:
+            head = _ARRAY16.pack(0xDC, n)
+        else:
+            head = _ARRAY32.pack(0xDD, n)
+        values = msgspec.Raw(head + self.values)
+        self.count = 0
+        self.values.clear()
+        codec.encode_into(_ItemsOut(id=self.id, seq=self.seq, values=values), out)  # type: ignore[arg-type]
 
 
 def negotiate(theirs: list[int], ours: tuple[int, ...] = SUPPORTED_VERSIONS) -> int:

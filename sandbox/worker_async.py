@@ -22,6 +22,7 @@ from mcphost.sdk.runner import invoke, iterate
 
 from . import loops, worker_trace
 from .protocol import (
+    ITEMS_VERSION,
     Call,
     Cancel,
     Credit,
@@ -35,7 +36,7 @@ from .protocol import (
     result_frame,
 )
 from .worker_io import send_or_error
-from .worker_sync import STREAM_BATCH
+from .worker_sync import flush_every
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -121,11 +122,16 @@ class LoopSide:
         size = send_or_error(writer, frame, call_id, now=False)
         if now:
             writer.flush()
-        elif not self._flush_scheduled:
+        else:
+            self._flush_soon()
+        return size
+
+    def _flush_soon(self) -> None:
+        """Write what is queued at the end of this turn of the loop."""
+        if not self._flush_scheduled:
             self._flush_scheduled = True
             assert self.loop is not None
             self.loop.call_soon(self._flush)
-        return size
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -214,6 +220,10 @@ class LoopSide:
         st = _Stream(call.window if call.window > 0 else 1 << 30, call.window_bytes)
         self.streams[call.id] = st
         seq = 0
+        writer = self.w.writer
+        # Protocol 4: consecutive items share Items frames; older hosts get a frame each.
+        batched = self.w.version >= ITEMS_VERSION
+        every = flush_every(call.window)
         agen = iterate(tool, call.args, ctx, self.w.executor)
         try:
             async for item in agen:
@@ -221,13 +231,17 @@ class LoopSide:
                     st.event.clear()
                     await st.event.wait()
                 st.credit -= 1
-                # Items leave at the end of the loop's turn, or every STREAM_BATCH items
+                # Items leave at the end of the loop's turn, or every ``every`` items
                 # of a generator that does not wait: the consumer starts on them while
                 # the generator makes the next ones.
+                if batched:
+                    st.bytes -= writer.queue_item(call.id, seq, item)
+                    self._flush_soon()
+                else:
+                    st.bytes -= self.send(StreamItem(id=call.id, seq=seq, value=item), call.id)
                 seq += 1
-                st.bytes -= self.send(StreamItem(id=call.id, seq=seq - 1, value=item), call.id)
-                if not seq % STREAM_BATCH:
-                    self.w.writer.flush()
+                if not seq % every:
+                    writer.flush()
         finally:
             await agen.aclose()
         self.send(StreamEnd(id=call.id, count=seq), call.id)

@@ -29,7 +29,7 @@ from collections.abc import Callable, Collection
 
 from mcphost.sdk.errors import ProtocolError
 
-from .protocol import HEADER, Error, Frame, FrameCodec
+from .protocol import HEADER, Error, Frame, FrameCodec, ItemBatch
 
 __all__ = ["FrameReader", "FrameWriter", "Timer", "send_or_error"]
 
@@ -115,7 +115,11 @@ class FrameWriter:
     """Frames to a blocking socket from any thread, in order, under one lock.
 
     :meth:`send` writes at once (with whatever was queued before it); :meth:`queue`
-    only encodes, and whoever queues makes sure :meth:`flush` follows. After a failed
+    only encodes, and whoever queues makes sure :meth:`flush` follows.
+    :meth:`queue_item` adds a stream's item to the writer's open :class:`Items` batch
+    (protocol 4): consecutive items of one stream leave in one frame, which any other
+    frame, item of another stream, write or flush closes first, so frames keep their
+    order. After a failed
     write (the host went away) the writer is closed and drops what it is given: the
     reader sees the end of the channel and ends the worker.
     """
@@ -125,6 +129,7 @@ class FrameWriter:
         self.codec = codec
         self._lock = threading.Lock()
         self._out = bytearray()
+        self._batch = ItemBatch(codec)
         self.closed = False
         self.frames_out = 0
 
@@ -133,6 +138,8 @@ class FrameWriter:
         with self._lock:
             if self.closed:
                 return
+            if self._batch.count:
+                self._close_batch()
             self.codec.encode_into(frame, self._out)
             self.frames_out += 1
             self._write()
@@ -143,6 +150,8 @@ class FrameWriter:
         with self._lock:
             if self.closed:
                 return 0
+            if self._batch.count:
+                self._close_batch()
             out = self._out
             start = len(out)
             self.codec.encode_into(frame, out)
@@ -151,6 +160,30 @@ class FrameWriter:
             if len(out) >= FLUSH_BYTES:
                 self._write()
             return size
+
+    def queue_item(self, call_id: int, seq: int, value: object) -> int:
+        """Add item ``seq`` of stream ``call_id`` to the open Items batch (the peer must
+        speak protocol 4); it leaves with the next write. Returns the item's size (its
+        value's bytes; 0 once the writer is closed); ProtocolError, and nothing added,
+        for a value too large for any frame."""
+        with self._lock:
+            if self.closed:
+                return 0
+            batch = self._batch
+            size = batch.add(call_id, seq, value)
+            if size < 0:  # another stream's, or the frame is full: this batch leaves
+                self._close_batch()
+                size = batch.add(call_id, seq, value)
+            if len(batch.values) + len(self._out) >= FLUSH_BYTES:
+                self._close_batch()
+                self._write()
+            return size
+
+    def _close_batch(self) -> None:
+        """Encode the open Items batch into the outgoing buffer; the caller holds the
+        lock."""
+        self._batch.encode_into(self.codec, self._out)
+        self.frames_out += 1
 
     def write(self, frames: bytearray) -> None:
         """Write frames encoded elsewhere (after what is queued), and empty ``frames``."""
@@ -165,14 +198,14 @@ class FrameWriter:
 
     def flush(self) -> None:
         """Write what is queued."""
-        if self._out:
+        if self._out or self._batch.count:
             with self._lock:
                 self._write()
 
     @property
     def pending(self) -> int:
         """Bytes queued and not yet written."""
-        return len(self._out)
+        return len(self._out) + len(self._batch.values)
 
     def close(self) -> None:
         """Write what is queued, then write nothing more."""
@@ -181,6 +214,8 @@ class FrameWriter:
             self.closed = True
 
     def _write(self) -> None:
+        if self._batch.count:
+            self._close_batch()
         out = self._out
         if not out or self.closed:
             return

@@ -19,7 +19,7 @@ from mcphost.sdk.errors import MCPHostError, ToolError
 from mcphost.sdk.plugin import Tool
 from mcphost.sdk.runner import to_wire
 
-from .protocol import Call, Error, Frame, StreamEnd, StreamItem
+from .protocol import ITEMS_VERSION, Call, Error, Frame, StreamEnd, StreamItem
 from .worker_io import send_or_error
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ __all__ = [
     "SyncStream",
     "SyncTool",
     "close_stream",
+    "flush_every",
     "run_stream",
 ]
 
@@ -47,7 +48,8 @@ FAST_SECONDS = 0.0005
 MAX_STREAK = 1024
 FORGIVE = 1000
 
-#: A stream's items leave at the latest after this many (fewer when its credit runs out).
+#: A stream's items leave at the latest after this many (fewer when its credit runs out),
+#: and after half its window: the host credits them while the next ones are made.
 STREAM_BATCH = 32
 #: Items queued by a generator that is slow to yield the next one leave after this long.
 LINGER = 0.001
@@ -206,6 +208,9 @@ def run_stream(w: Worker, call: Call, ctx: Context, ss: SyncStream) -> None:
         close_stream(ss)
         return
     writer = w.writer
+    # Protocol 4: consecutive items share Items frames; older hosts get a frame each.
+    batched = w.version >= ITEMS_VERSION
+    every = flush_every(call.window)
     answer: Frame | None = None
     parked = False
     w.running.add(cid)
@@ -237,11 +242,15 @@ def run_stream(w: Worker, call: Call, ctx: Context, ss: SyncStream) -> None:
             if item is _STOP:
                 answer = StreamEnd(id=cid, count=ss.sent)
                 break
-            frame = StreamItem(id=cid, seq=ss.sent, value=to_wire(item, ss.name))
+            value = to_wire(item, ss.name)
+            if batched:
+                ss.sent_bytes += writer.queue_item(cid, ss.sent, value)
+            else:
+                frame = StreamItem(id=cid, seq=ss.sent, value=value)
+                ss.sent_bytes += send_or_error(writer, frame, cid, now=False)
             ss.sent += 1
-            ss.sent_bytes += send_or_error(writer, frame, cid, now=False)
             batch += 1
-            if batch >= STREAM_BATCH:
+            if batch >= every:
                 writer.flush()
                 batch = 0
             elif batch == 1:
@@ -265,6 +274,12 @@ def run_stream(w: Worker, call: Call, ctx: Context, ss: SyncStream) -> None:
         send_or_error(writer, answer, cid, now=True)
     else:
         writer.flush()
+
+
+def flush_every(window: int) -> int:
+    """After how many items a stream's queued items leave: STREAM_BATCH, or half the
+    stream's window when that is fewer."""
+    return STREAM_BATCH if window <= 0 else max(1, min(STREAM_BATCH, window // 2))
 
 
 def close_stream(ss: SyncStream) -> None:

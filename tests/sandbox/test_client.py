@@ -43,7 +43,9 @@ import sys
 import time
 from collections.abc import Callable
 
-from mcphost.sandbox.protocol import Call, Error, FrameCodec, Hello, Result, StreamItem
+import msgspec
+
+from mcphost.sandbox.protocol import Call, Error, FrameCodec, Hello, Items, Result, StreamItem
 from mcphost.sdk.schema import ToolSpec
 
 fd, mode = int(sys.argv[1]), sys.argv[2]
@@ -108,6 +110,20 @@ elif mode == "flood-stream":
     call = wait_for_call()
     for seq in range(call.window + 5):
         sock.sendall(codec.encode(StreamItem(id=call.id, seq=seq, value=seq)))
+elif mode in ("flood-items", "skip-items"):
+    hello(versions=(4,))
+    call = wait_for_call()
+
+    def items(seq, values):
+        raws = [msgspec.Raw(msgspec.msgpack.encode(v)) for v in values]
+        sock.sendall(codec.encode(Items(id=call.id, seq=seq, values=raws)))
+
+    if mode == "flood-items":  # in frames of 3: the second one passes the credit
+        for seq in range(0, call.window + 5, 3):
+            items(seq, list(range(seq, seq + 3)))
+    else:  # items 2 to 4 never come
+        items(0, [0, 1])
+        items(5, [5, 6])
 elif mode == "exit-during-call":
     hello()
     wait_for_call()
@@ -262,6 +278,32 @@ async def test_a_worker_sending_stream_items_beyond_its_credit_is_ended(
             got.append(item)
     assert "with only 4 credits" in info.value.message
     assert got == [0, 1, 2, 3]
+    await bad.close()
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        ("flood-items", "sent item 6 of stream"),
+        ("skip-items", "sent items from 5 of stream"),
+    ],
+)
+async def test_a_worker_sending_items_frames_beyond_credit_or_out_of_order_is_ended(
+    fake: tuple[Path, WorkerSpec], no_leftover_workers: None, mode: str, reason: str
+) -> None:
+    script, spec = fake
+
+    bad = await spawn_worker(spec, FakeWorkerBackend(script, mode))
+    assert bad.version == 4
+    stream = bad.stream("items", {}, window=4)
+    got = [await stream.__anext__()]
+    closed = await asyncio.wait_for(asyncio.shield(bad.closed), 5)
+    assert "broke the wire protocol" in closed and reason in closed
+    with pytest.raises(WorkerCrashed):
+        async for item in stream:
+            got.append(item)
+    # What came in order and within credit was delivered, nothing after it.
+    assert got == ([0, 1, 2] if mode == "flood-items" else [0, 1])
     await bad.close()
 
 

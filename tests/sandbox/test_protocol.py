@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 from typing import Any
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from mcphost.sandbox.protocol import (
     DEFAULT_MAX_FRAME,
+    ITEMS_ENVELOPE,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
     Answer,
@@ -23,7 +25,9 @@ from mcphost.sandbox.protocol import (
     Frame,
     FrameCodec,
     Hello,
+    ItemBatch,
     ItemError,
+    Items,
     Log,
     Notify,
     Ping,
@@ -136,6 +140,16 @@ FRAME_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     ),
     Error: st.builds(Error, id=ids, code=text, message=text, data=json_objects),
     StreamItem: st.builds(StreamItem, id=ids, seq=counts, value=json_values),
+    Items: st.builds(
+        Items,
+        id=ids,
+        seq=counts,
+        values=st.lists(
+            json_values.map(lambda v: msgspec.Raw(msgspec.msgpack.encode(v))),
+            min_size=1,
+            max_size=6,
+        ),
+    ),
     StreamEnd: st.builds(StreamEnd, id=ids, count=counts),
     Credit: st.builds(Credit, id=ids, n=counts, bytes=counts),
     Cancel: st.builds(Cancel, id=ids),
@@ -369,3 +383,72 @@ def test_failed_items_travel_in_the_result_and_older_hosts_get_the_first_error()
     older = result_frame(9, value, 2)
     assert older == Error(id=9, code="bad", message="no", data={"k": 1, "item": 1})
     assert result_frame(9, [1, 2], 1) == Result(id=9, value=[1, 2])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    call_id=ids,
+    seq=counts,
+    values=st.lists(json_values | content_blocks, min_size=1, max_size=40),
+    max_frame=st.integers(min_value=200, max_value=4096),
+)
+def test_an_item_batch_leaves_as_items_frames_that_give_back_every_value_and_its_size(
+    call_id: int, seq: int, values: list[Any], max_frame: int
+) -> None:
+    small = FrameCodec(max_frame=max_frame)
+    batch = ItemBatch(small)
+    out = bytearray()
+    sizes: list[int] = []
+    for i, value in enumerate(values):
+        try:
+            size = batch.add(call_id, seq + i, value)
+        except ProtocolError as exc:
+            # Only a value that fits no frame at all is refused, and it says so.
+            assert len(msgspec.msgpack.encode(value)) + ITEMS_ENVELOPE > max_frame
+            assert "over the frame limit" in exc.message
+            return
+        if size < 0:  # the frame is full: it leaves, and the value starts the next one
+            batch.encode_into(small, out)
+            size = batch.add(call_id, seq + i, value)
+        assert size == len(msgspec.msgpack.encode(value))
+        sizes.append(size)
+    batch.encode_into(small, out)
+    assert batch.count == 0
+    frames, rest = small.decode_stream(bytes(out))
+    assert rest == b""
+    got: list[Any] = []
+    got_sizes: list[int] = []
+    for frame in frames:
+        assert isinstance(frame, Items) and frame.id == call_id
+        assert frame.seq == seq + len(got)
+        got += [small.decode_value(raw) for raw in frame.values]
+        got_sizes += [len(raw) for raw in frame.values]
+    assert got == [msgspec.msgpack.decode(msgspec.msgpack.encode(v)) for v in values]
+    assert got_sizes == sizes
+    # Items of one stream share frames: a new frame begins only when the next value
+    # would have taken the last one past the limit.
+    for this, following in itertools.pairwise(frames):
+        assert isinstance(this, Items) and isinstance(following, Items)
+        held = sum(len(raw) for raw in this.values)
+        assert held + len(following.values[0]) + ITEMS_ENVELOPE > max_frame
+
+
+def test_an_item_batch_takes_only_the_next_item_of_its_own_stream() -> None:
+    batch = ItemBatch(codec)
+    assert batch.add(5, 10, "a") == 2
+    assert batch.add(6, 11, "b") == -1  # another stream's
+    assert batch.add(5, 12, "b") == -1  # not the next seq
+    assert batch.add(5, 11, "b") == 2
+    out = bytearray()
+    batch.encode_into(codec, out)
+    (frame,) = codec.decode_stream(bytes(out))[0]
+    assert frame == Items(id=5, seq=10, values=[msgspec.Raw(b"\xa1a"), msgspec.Raw(b"\xa1b")])
+    # The frame is the one an Items struct of those values encodes to, byte for byte.
+    assert bytes(out) == codec.encode(frame)
+    assert batch.add(6, 0, "c") == 2  # an empty batch starts anywhere
+
+
+def test_a_malformed_item_value_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError) as info:
+        codec.decode_value(msgspec.Raw(b"\xc1"))
+    assert "malformed stream item" in info.value.message
