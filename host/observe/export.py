@@ -512,7 +512,16 @@ def streams(m: HostMetrics, host: Host | None) -> Iterator[Metric]:
     yield from (admitted, rejected, completed, failed, cancelled, pauses, paused, suspensions)
     yield from (items, nbytes)
     yield from (first, duration)
-    active = GaugeMetricFamily("mcphost_streams_active", "Streams running now.", labels=labels)
+    active = GaugeMetricFamily(
+        "mcphost_streams_active",
+        "Streams running now, each holding a place (suspended ones are counted apart).",
+        labels=labels,
+    )
+    suspended = GaugeMetricFamily(
+        "mcphost_streams_suspended",
+        "Streams suspended now: they gave their place to one of a higher priority.",
+        labels=labels,
+    )
     queued = GaugeMetricFamily(
         "mcphost_streams_queued", "Streams waiting for admission now.", labels=labels
     )
@@ -521,18 +530,22 @@ def streams(m: HostMetrics, host: Host | None) -> Iterator[Metric]:
         "Bytes buffered toward streams' consumers now.",
         labels=labels,
     )
+    # Per (plugin, tool): active, suspended, queued, buffered bytes.
     counts: dict[tuple[str, str], list[int]] = {}
     for row in [] if host is None else host.streams():
-        c = counts.setdefault((row["plugin"], row["tool"]), [0, 0, 0])
-        if row["state"] == "queued":
-            c[1] += 1
-        else:
-            c[0] += 1
-            c[2] += row["buffered"]
+        c = counts.setdefault((row["plugin"], row["tool"]), [0, 0, 0, 0])
+        state = row["state"]
+        if state == "queued":
+            c[2] += 1
+            continue
+        # A suspended stream holds no place (admission gave it away): not active.
+        c[1 if state == "suspended" else 0] += 1
+        c[3] += row["buffered"]
     for name, t in list(s.tools.items()):
-        counts.setdefault((t.plugin, name), [0, 0, 0])
-    for key2, (a, q, b) in counts.items():
+        counts.setdefault((t.plugin, name), [0, 0, 0, 0])
+    for key2, (a, sus, q, b) in counts.items():
         active.add_metric(list(key2), a)
+        suspended.add_metric(list(key2), sus)
         queued.add_metric(list(key2), q)
         buffered.add_metric(list(key2), b)
-    yield from (active, queued, buffered)
+    yield from (active, suspended, queued, buffered)

@@ -94,6 +94,33 @@ def test_the_gauges_show_running_and_queued_streams_and_rejections_count(
     asyncio.run(scenario())
 
 
+def test_a_suspended_stream_is_counted_apart_from_the_active_ones(
+    flow_host: Callable[..., Host],
+) -> None:
+    async def scenario() -> None:
+        async with flow_host(max_concurrent=1, admission_timeout=10) as host:
+            low = host.stream("flowkit.endless", {}, priority=9)
+            await anext(low)  # type: ignore[call-overload]
+            got = samples(host)
+            assert value(got, "mcphost_streams_active", "flowkit.endless") == 1
+            assert value(got, "mcphost_streams_suspended", "flowkit.endless") == 0
+            # A higher priority takes the only place: the low stream is suspended.
+            high = host.stream("flowkit.numbers", {"n": 10**6}, priority=0)
+            await anext(high)  # type: ignore[call-overload]
+            got = samples(host)
+            assert value(got, "mcphost_streams_active", "flowkit.numbers") == 1
+            assert value(got, "mcphost_streams_active", "flowkit.endless") == 0
+            assert value(got, "mcphost_streams_suspended", "flowkit.endless") == 1
+            await high.aclose()  # type: ignore[attr-defined]
+            await anext(low)  # type: ignore[call-overload]
+            got = samples(host)
+            assert value(got, "mcphost_streams_active", "flowkit.endless") == 1
+            assert value(got, "mcphost_streams_suspended", "flowkit.endless") == 0
+            await low.aclose()  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())
+
+
 def test_a_host_that_never_streamed_exports_no_stream_families(
     flow_host: Callable[..., Host],
 ) -> None:
