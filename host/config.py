@@ -351,7 +351,7 @@ class HostConfig(_Strict):
     #: Largest frame on the wire, in bytes.
     max_frame: int = Field(16 * 1024 * 1024, ge=1024)
     #: Items a stream may have in flight before the worker waits for the consumer.
-    stream_window: int = Field(32, ge=1)
+    stream_window: int = Field(256, ge=1)
     #: Threads for sync tools in each worker.
     worker_threads: int = Field(8, ge=1, le=256)
     #: More than this many crashes within restart_period seconds marks a plugin failed.

@@ -50,7 +50,7 @@ FORGIVE = 1000
 
 #: A stream's items leave at the latest after this many (fewer when its credit runs out),
 #: and after half its window: the host credits them while the next ones are made.
-STREAM_BATCH = 32
+STREAM_BATCH = 128
 #: Items queued by a generator that is slow to yield the next one leave after this long.
 LINGER = 0.001
 #: A stream out of credit waits this long for more on its thread, then gives the
