@@ -403,8 +403,9 @@ class ItemBatch:
             del values[start:]
             if size + ITEMS_ENVELOPE > self.max_frame:
                 raise ProtocolError(
-                    f"stream item of {size} bytes is over the frame limit of "
-                    f"{self.max_frame} bytes; yield smaller items"
+                    f"stream item of {size} bytes (a frame of up to {size + ITEMS_ENVELOPE} "
+                    f"with it) is over the frame limit of {self.max_frame} bytes; yield "
+                    "smaller items"
                 )
             return -1
         if not self.count:

@@ -181,15 +181,16 @@ def test_a_version_4_host_gets_several_items_per_frame_in_order_within_credit(
     assert all(isinstance(f, Items) and len(f.values) <= 9 for f in big_frames)
 
 
+@pytest.mark.parametrize("tool", ["count", "acount"])
 def test_a_stream_item_too_large_for_any_frame_fails_the_call(
-    write_plugin: PluginWriter,
+    write_plugin: PluginWriter, tool: str
 ) -> None:
     spec = write_plugin("gen", GEN, max_frame=4096)
     with worker(spec, 4) as host:
         host.send(
             Call(
                 id=1,
-                tool="count",
+                tool=tool,
                 args={"n": 3, "size": 8000},
                 stream=True,
                 window=8,
