@@ -110,6 +110,12 @@ elif mode == "flood-stream":
     call = wait_for_call()
     for seq in range(call.window + 5):
         sock.sendall(codec.encode(StreamItem(id=call.id, seq=seq, value=seq)))
+elif mode == "items-past-bytes":  # a byte window of 1024: the third item passes it
+    hello(versions=(4,))
+    call = wait_for_call()
+    pad = msgspec.Raw(msgspec.msgpack.encode("x" * 600))
+    sock.sendall(codec.encode(Items(id=call.id, seq=0, values=[pad, pad])))
+    sock.sendall(codec.encode(Items(id=call.id, seq=2, values=[pad])))
 elif mode in ("flood-items", "skip-items"):
     hello(versions=(4,))
     call = wait_for_call()
@@ -304,6 +310,28 @@ async def test_a_worker_sending_items_frames_beyond_credit_or_out_of_order_is_en
             got.append(item)
     # What came in order and within credit was delivered, nothing after it.
     assert got == ([0, 1, 2] if mode == "flood-items" else [0, 1])
+    await bad.close()
+
+
+async def test_a_worker_sending_items_frames_past_their_byte_credit_is_ended(
+    fake: tuple[Path, WorkerSpec], no_leftover_workers: None
+) -> None:
+    from mcphost.host.flow.watermarks import Watermarks
+
+    script, spec = fake
+    bad = await spawn_worker(spec, FakeWorkerBackend(script, "items-past-bytes"))
+    # Paused from the first item on: the host credits nothing while the consumer holds.
+    gate = Watermarks(1, 0)
+    stream = bad.gated_stream("items", {}, gate, window=8, window_bytes=1024)
+    got = [await anext(stream)]
+    closed = await asyncio.wait_for(asyncio.shield(bad.closed), 5)
+    assert "broke the wire protocol" in closed
+    assert "past its byte credit of 1024 bytes" in closed
+    with pytest.raises(WorkerCrashed):
+        async for item in stream:
+            got.append(item)
+    # The first frame's two items were within credit (each began below 1024 bytes).
+    assert got == ["x" * 600] * 2
     await bad.close()
 
 
