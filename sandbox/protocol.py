@@ -311,7 +311,11 @@ class FrameCodec:
         leave in one write; over the limit ``out`` is left as it was."""
         start = len(out)
         out += _NO_LENGTH
-        self._encoder.encode_into(frame, out, -1)
+        try:
+            self._encoder.encode_into(frame, out, -1)
+        except BaseException:
+            del out[start:]  # no half-encoded frame before the next one
+            raise
         n = len(out) - start - HEADER.size
         if n > self.max_frame:
             del out[start:]
@@ -397,7 +401,11 @@ class ItemBatch:
         start = len(values)
         if self.count and (call_id != self.id or seq != self.seq + self.count):
             return -1
-        self._encode_into(value, values, -1)
+        try:
+            self._encode_into(value, values, -1)
+        except BaseException:
+            del values[start:]  # no half-encoded value in the frame
+            raise
         size = len(values) - start
         if start + size + ITEMS_ENVELOPE > self.max_frame:
             del values[start:]

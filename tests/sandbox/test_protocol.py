@@ -448,6 +448,24 @@ def test_an_item_batch_takes_only_the_next_item_of_its_own_stream() -> None:
     assert batch.add(6, 0, "c") == 2  # an empty batch starts anywhere
 
 
+def test_a_value_that_cannot_be_encoded_leaves_the_batch_as_it_was() -> None:
+    batch = ItemBatch(codec)
+    assert batch.add(1, 0, [1, 2]) == 3
+    with pytest.raises(TypeError):
+        batch.add(1, 1, [3, object()])
+    assert batch.count == 1 and bytes(batch.values) == b"\x92\x01\x02"
+    assert batch.add(1, 1, "ok") == 3
+
+
+def test_a_frame_that_cannot_be_encoded_leaves_the_outgoing_buffer_as_it_was() -> None:
+    out = bytearray()
+    codec.encode_into(Ping(n=1), out)
+    sent = bytes(out)
+    with pytest.raises(TypeError):
+        codec.encode_into(Result(id=1, value=[1, object()]), out)
+    assert bytes(out) == sent
+
+
 def test_a_malformed_item_value_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError) as info:
         codec.decode_value(msgspec.Raw(b"\xc1"))
