@@ -60,6 +60,7 @@ from .protocol import (
     StreamEnd,
     StreamItem,
     Welcome,
+    item_size,
     negotiate,
 )
 from .settle import in_thread, wait_out
@@ -441,7 +442,7 @@ class WorkerClient:
         if gate is None:
             p.queue.put_many(values)  # type: ignore[union-attr]
             return
-        sizes = [len(raw) for raw in raws]
+        sizes = [item_size(raw) for raw in raws]
         total = sum(sizes)
         # Every item but the last must have been sent within the byte credit (the last
         # may pass it), as if each had come alone.

@@ -19,6 +19,7 @@ from mcphost.sdk.schema import ToolSpec
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
+    "ITEM_OVERHEAD",
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",
     "Answer",
@@ -43,6 +44,7 @@ __all__ = [
     "StreamEnd",
     "StreamItem",
     "Welcome",
+    "item_size",
     "negotiate",
     "result_frame",
 ]
@@ -368,6 +370,12 @@ class FrameCodec:
 #: Bytes of an Items frame besides its values, at most: the map with its keys, the tag,
 #: id and seq (9 bytes each at most) and the values' array header.
 ITEMS_ENVELOPE = 64
+#: What an item of an Items frame counts besides its value's bytes, for byte credit,
+#: watermarks and limits alike: about the envelope a frame of its own had (an ``item``
+#: frame's keys, tag, id and seq take 23 bytes or more). So a byte window or watermark
+#: bounds about as many items as before frames carried several, and tiny items (an
+#: int is 1 byte) cannot crowd a host's buffer by the hundred thousand.
+ITEM_OVERHEAD = 24
 _ARRAY16 = struct.Struct(">BH")
 _ARRAY32 = struct.Struct(">BI")
 
@@ -393,10 +401,11 @@ class ItemBatch:
         self.values = bytearray()
 
     def add(self, call_id: int, seq: int, value: Any) -> int:
-        """Append item ``seq`` of stream ``call_id``; returns its size in bytes, or -1
-        (and nothing added) when it does not belong in this batch: another stream's, not
-        the next ``seq``, or too large to share the frame (send the batch, then add it
-        again). A value too large for any frame raises ProtocolError."""
+        """Append item ``seq`` of stream ``call_id``; returns its size as credit counts
+        it (:func:`item_size`), or -1 (and nothing added) when it does not belong in
+        this batch: another stream's, not the next ``seq``, or too large to share the
+        frame (send the batch, then add it again). A value too large for any frame
+        raises ProtocolError."""
         values = self.values
         start = len(values)
         if self.count and (call_id != self.id or seq != self.seq + self.count):
@@ -420,7 +429,7 @@ class ItemBatch:
             self.id = call_id
             self.seq = seq
         self.count += 1
-        return size
+        return size + ITEM_OVERHEAD
 
     def encode_into(self, codec: FrameCodec, out: bytearray) -> None:
         """Append the batch as one Items frame (with its length prefix) to ``out``, and
@@ -438,6 +447,12 @@ class ItemBatch:
         self.count = 0
         self.values.clear()
         codec.encode_into(_ItemsOut(id=self.id, seq=self.seq, values=values), out)  # type: ignore[arg-type]
+
+
+def item_size(raw: msgspec.Raw) -> int:
+    """The bytes an item of an Items frame counts for (credit, watermarks, limits): its
+    value's, plus :data:`ITEM_OVERHEAD`."""
+    return len(raw) + ITEM_OVERHEAD
 
 
 def negotiate(theirs: list[int], ours: tuple[int, ...] = SUPPORTED_VERSIONS) -> int:

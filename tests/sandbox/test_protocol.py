@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from mcphost.sandbox.protocol import (
     DEFAULT_MAX_FRAME,
+    ITEM_OVERHEAD,
     ITEMS_ENVELOPE,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
@@ -38,6 +39,7 @@ from mcphost.sandbox.protocol import (
     StreamEnd,
     StreamItem,
     Welcome,
+    item_size,
     negotiate,
     result_frame,
 )
@@ -410,7 +412,8 @@ def test_an_item_batch_leaves_as_items_frames_that_give_back_every_value_and_its
         if size < 0:  # the frame is full: it leaves, and the value starts the next one
             batch.encode_into(small, out)
             size = batch.add(call_id, seq + i, value)
-        assert size == len(msgspec.msgpack.encode(value))
+        # Its value's bytes, and the overhead every item counts for.
+        assert size == len(msgspec.msgpack.encode(value)) + ITEM_OVERHEAD
         sizes.append(size)
     batch.encode_into(small, out)
     assert batch.count == 0
@@ -422,7 +425,7 @@ def test_an_item_batch_leaves_as_items_frames_that_give_back_every_value_and_its
         assert isinstance(frame, Items) and frame.id == call_id
         assert frame.seq == seq + len(got)
         got += [small.decode_value(raw) for raw in frame.values]
-        got_sizes += [len(raw) for raw in frame.values]
+        got_sizes += [item_size(raw) for raw in frame.values]
     assert got == [msgspec.msgpack.decode(msgspec.msgpack.encode(v)) for v in values]
     assert got_sizes == sizes
     # Items of one stream share frames: a new frame begins only when the next value
@@ -435,26 +438,26 @@ def test_an_item_batch_leaves_as_items_frames_that_give_back_every_value_and_its
 
 def test_an_item_batch_takes_only_the_next_item_of_its_own_stream() -> None:
     batch = ItemBatch(codec)
-    assert batch.add(5, 10, "a") == 2
+    assert batch.add(5, 10, "a") == 2 + ITEM_OVERHEAD
     assert batch.add(6, 11, "b") == -1  # another stream's
     assert batch.add(5, 12, "b") == -1  # not the next seq
-    assert batch.add(5, 11, "b") == 2
+    assert batch.add(5, 11, "b") == 2 + ITEM_OVERHEAD
     out = bytearray()
     batch.encode_into(codec, out)
     (frame,) = codec.decode_stream(bytes(out))[0]
     assert frame == Items(id=5, seq=10, values=[msgspec.Raw(b"\xa1a"), msgspec.Raw(b"\xa1b")])
     # The frame is the one an Items struct of those values encodes to, byte for byte.
     assert bytes(out) == codec.encode(frame)
-    assert batch.add(6, 0, "c") == 2  # an empty batch starts anywhere
+    assert batch.add(6, 0, "c") == 2 + ITEM_OVERHEAD  # an empty batch starts anywhere
 
 
 def test_a_value_that_cannot_be_encoded_leaves_the_batch_as_it_was() -> None:
     batch = ItemBatch(codec)
-    assert batch.add(1, 0, [1, 2]) == 3
+    assert batch.add(1, 0, [1, 2]) == 3 + ITEM_OVERHEAD
     with pytest.raises(TypeError):
         batch.add(1, 1, [3, object()])
     assert batch.count == 1 and bytes(batch.values) == b"\x92\x01\x02"
-    assert batch.add(1, 1, "ok") == 3
+    assert batch.add(1, 1, "ok") == 3 + ITEM_OVERHEAD
 
 
 def test_a_frame_that_cannot_be_encoded_leaves_the_outgoing_buffer_as_it_was() -> None:

@@ -25,6 +25,7 @@ from mcphost.sandbox.protocol import (
     StreamEnd,
     StreamItem,
     Welcome,
+    item_size,
 )
 
 PluginWriter = Callable[..., WorkerSpec]
@@ -139,13 +140,13 @@ def stream(
         else:
             assert frame.seq == len(items) and frame.values
             values = [host.codec.decode_value(raw) for raw in frame.values]
-            sizes = [len(raw) for raw in frame.values]
-        for value, item_size in zip(values, sizes, strict=True):
+            sizes = [item_size(raw) for raw in frame.values]
+        for value, size in zip(values, sizes, strict=True):
             # Each item was sent with credit left, in items and in bytes.
             assert len(items) < granted
             assert got_bytes < granted_bytes
             items.append(value)
-            got_bytes += item_size
+            got_bytes += size
         # Credit for what was read, as a host whose consumer keeps up.
         host.send(Credit(id=1, n=len(values), bytes=sum(sizes)))
         granted += len(values)
