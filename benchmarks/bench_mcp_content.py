@@ -1,15 +1,19 @@
-"""A tool returning a 1 MB image: the official SDK's server vs ``mcphost serve``.
+"""1 MB of bytes over MCP, the official SDK's server vs ``mcphost serve``: a tool
+returning a 1 MB image, and a ``resources/read`` of a 1 MB binary resource.
 
 The same official ``mcp`` client (``mcp.client.Client``, default connect mode) over
-stdio calls a tool that returns a 1 MiB PNG-typed image: (a) the SDK's own
-``MCPServer`` with the tool in-process (``mcp.server.mcpserver.Image``); (b)
-``mcphost serve`` with the tool in a plugin (``mcphost.sdk.content.Image``) in its
-sandboxed worker, where the bytes cross the worker's channel as MessagePack binary
-and are base64-encoded by the front end. Every answer is decoded and checked to be
-the image's bytes.
+stdio (a) calls a tool that returns a 1 MiB PNG-typed image and (b) reads a resource
+whose 1 MiB of bytes is sent as a base64 ``blob``: served by the SDK's own
+``MCPServer`` with the tool and the resource in-process (``mcp.server.mcpserver.Image``,
+a ``@app.resource`` function returning bytes), and by ``mcphost serve`` with both in a
+plugin (``mcphost.sdk.content.Image``, a ``@plugin.resource`` function returning bytes)
+in its sandboxed worker, where the bytes cross the worker's channel as MessagePack
+binary and are base64-encoded by the front end. Every answer is decoded and checked to
+be the same bytes.
 
-Rounds in which the servers take turns; per round some sequential calls on one
-connection (calls/s, MB/s of image, p50, p99). Figures are medians over the rounds.
+Rounds in which the servers take turns; per round and per workload some sequential
+requests on one connection (requests/s, MB/s, p50, p99). Figures are medians over the
+rounds.
 
     python benchmarks/bench_mcp_content.py [--quick]
 
@@ -36,7 +40,8 @@ BEGIN = "<!-- bench_mcp_content -->"
 END = "<!-- /bench_mcp_content -->"
 SIZE = 1024 * 1024
 
-#: The image both servers return: deterministic bytes, the same on both sides.
+#: The image and the resource both servers return: deterministic bytes, the same on
+#: both sides.
 MAKE_IMAGE = "bytes((i * 7 + 3) % 256 for i in range(1024 * 1024))"
 
 OFFICIAL_SERVER = f"""
@@ -50,6 +55,12 @@ IMAGE = {MAKE_IMAGE}
 def picture() -> Image:
     \"\"\"A 1 MiB image.\"\"\"
     return Image(data=IMAGE, format="png")
+
+
+@app.resource("bench://blob", mime_type="application/octet-stream")
+def blob() -> bytes:
+    \"\"\"1 MiB of bytes.\"\"\"
+    return IMAGE
 
 
 app.run()
@@ -67,6 +78,12 @@ IMAGE = {MAKE_IMAGE}
 def picture() -> Image:
     """A 1 MiB image."""
     return Image(IMAGE, "image/png")
+
+
+@plugin.resource("bench://blob", mime_type="application/octet-stream")
+def blob() -> bytes:
+    """1 MiB of bytes."""
+    return IMAGE
 '''
 
 PYPROJECT = """
@@ -82,8 +99,14 @@ version = "1.0.0"
 pictures = "mcphost_pictures:plugin"
 """
 
-OFFICIAL = "official MCPServer (in-process tool)"
+OFFICIAL = "official MCPServer (in-process)"
 SANDBOXED = "mcphost serve (sandboxed plugin)"
+#: The URI of the 1 MiB resource on both servers.
+BLOB_URI = "bench://blob"
+#: The workloads, each measured on every server: what a row calls it.
+IMAGE_TOOL = "tool returning a 1 MB image"
+BLOB_READ = "resources/read of a 1 MB blob"
+WORKLOADS = (IMAGE_TOOL, BLOB_READ)
 
 
 def _mcphost_command() -> list[str]:
@@ -129,23 +152,34 @@ def _prepare(work: Path) -> dict[str, tuple[list[str], str]]:
     }
 
 
-async def _measure(argv: list[str], tool: str, calls: int) -> dict[str, float]:
+async def _measure(argv: list[str], tool: str, workload: str, calls: int) -> dict[str, float]:
     from mcp.client.client import Client
     from mcp.client.stdio import StdioServerParameters
 
     expected = bytes((i * 7 + 3) % 256 for i in range(SIZE))
     params = StdioServerParameters(command=argv[0], args=argv[1:])
+
+    async def once() -> str:
+        """One request; the base64 text of the bytes it got."""
+        if workload == IMAGE_TOOL:
+            res = await client.call_tool(tool, {})
+            (block,) = res.content
+            return block.data  # type: ignore[union-attr,no-any-return]
+        # cache_mode "bypass": every read goes to the server, whatever ttlMs says.
+        read = await client.read_resource(BLOB_URI, cache_mode="bypass")
+        (content,) = read.contents
+        return content.blob  # type: ignore[union-attr,no-any-return]
+
     async with Client(params) as client:
         for _ in range(3):  # warm: the worker started, the paths taken once
-            await client.call_tool(tool, {})
+            await once()
         lat: list[float] = []
         t_all = time.perf_counter()
         for _ in range(calls):
             t = time.perf_counter()
-            res = await client.call_tool(tool, {})
+            data = await once()
             lat.append(time.perf_counter() - t)
-            (block,) = res.content
-            assert base64.b64decode(block.data) == expected  # type: ignore[union-attr]
+            assert base64.b64decode(data) == expected
         elapsed = time.perf_counter() - t_all
     lat.sort()
     return {
@@ -157,17 +191,26 @@ async def _measure(argv: list[str], tool: str, calls: int) -> dict[str, float]:
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
-    """Measure both servers in alternating rounds; one row per server."""
+    """Measure both servers in alternating rounds; one row per workload and server."""
     calls, rounds = (20, 2) if quick else (100, 5)
-    per: dict[str, list[dict[str, float]]] = {}
+    per: dict[tuple[str, str], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="mcphost-bench-content-") as tmp:
         servers = _prepare(Path(tmp))
         for _ in range(rounds):
-            for name, (argv, tool) in servers.items():
-                per.setdefault(name, []).append(asyncio.run(_measure(argv, tool, calls)))
+            for workload in WORKLOADS:
+                for name, (argv, tool) in servers.items():
+                    result = asyncio.run(_measure(argv, tool, workload, calls))
+                    per.setdefault((workload, name), []).append(result)
     rows = []
-    for name, results in per.items():
-        row: dict[str, Any] = {"name": name, "calls": calls, "rounds": rounds, "quick": quick}
+    for (workload, name), results in per.items():
+        row: dict[str, Any] = {
+            "name": f"{workload}: {name}",
+            "workload": workload,
+            "server": name,
+            "calls": calls,
+            "rounds": rounds,
+            "quick": quick,
+        }
         for key in ("calls_per_s", "mb_per_s", "p50_ms", "p99_ms"):
             row[key] = statistics.median(r[key] for r in results)
         rows.append(row)
@@ -186,27 +229,34 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
     mode = " (quick mode)" if r0["quick"] else ""
     out = [
         BEGIN,
-        "## A tool returning a 1 MB image",
+        "## 1 MB of bytes: a tool returning an image, a resource read",
         "",
         "`python benchmarks/bench_mcp_content.py`: the same official `mcp` client (`Client`, "
-        "default connect mode), stdio, a tool returning a 1 MiB image (base64 on the wire, "
-        f"every answer decoded and checked). {r0['rounds']} rounds in which the servers take "
-        f"turns, {r0['calls']} sequential calls each{mode}; medians over the rounds.",
+        "default connect mode), stdio; a tool returning a 1 MiB image, and `resources/read` "
+        "of a 1 MiB binary resource (base64 on the wire, as `data` and as `blob`; every "
+        f"answer decoded and checked). {r0['rounds']} rounds in which the servers take "
+        f"turns, {r0['calls']} sequential requests per workload each{mode}; medians over "
+        "the rounds.",
         "",
         f"Machine: {os.cpu_count()} CPUs, load average {_load()} when the run ended.",
         "",
-        "| server | calls/s | image MB/s | p50 ms | p99 ms |",
-        "|---|---:|---:|---:|---:|",
+        "| workload | server | requests/s | MB/s | p50 ms | p99 ms |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         out.append(
-            f"| {r['name']} | {r['calls_per_s']:.1f} | {r['mb_per_s']:.1f} | "
-            f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} |"
+            f"| {r['workload']} | {r['server']} | {r['calls_per_s']:.1f} | "
+            f"{r['mb_per_s']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |"
         )
-    by = {r["name"]: r for r in rows}
-    if OFFICIAL in by and SANDBOXED in by:
-        ratio = by[SANDBOXED]["calls_per_s"] / by[OFFICIAL]["calls_per_s"]
-        out += ["", f"- mcphost serve does {ratio:.2f}x the official server's calls/s."]
+    by = {(r["workload"], r["server"]): r for r in rows}
+    out.append("")
+    for workload in WORKLOADS:
+        official, mine = by.get((workload, OFFICIAL)), by.get((workload, SANDBOXED))
+        if official is not None and mine is not None:
+            ratio = mine["calls_per_s"] / official["calls_per_s"]
+            out.append(
+                f"- {workload}: mcphost serve does {ratio:.2f}x the official server's requests/s."
+            )
     out += ["", f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", END]
     return "\n".join(out) + "\n"
 
