@@ -160,7 +160,7 @@ CLIENT_SNIPPET = """\
     type=click.IntRange(min=1),
     default=100,
     show_default=True,
-    help="Tools per tools/list page.",
+    help="Items per page of tools/list, resources/list, resources/templates/list, prompts/list.",
 )
 @click.option(
     "--tools-ttl-ms",

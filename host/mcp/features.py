@@ -4,7 +4,7 @@ the routing): ``resources/list``, ``resources/templates/list``, ``resources/read
 subscribes on ``subscriptions/listen``), ``prompts/list``, ``prompts/get`` and
 ``completion/complete``. A resource, prompt or completion that fails is a JSON-RPC
 error (these methods have no ``isError`` result); the error's code and data are in
-``data``."""
+``data``. The three lists come in pages of the server's page size (:mod:`.pages`)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from mcphost.sdk.errors import (
 )
 
 from .jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, RpcError
+from .pages import cursor_param, decode_cursor, page_by_key
 
 if TYPE_CHECKING:
     from .session import Session
@@ -55,6 +56,35 @@ _CACHEABLE = frozenset(
 )
 
 
+#: The paged lists: method -> (the result's field, the cursor's tag, the sort key).
+_LISTS: dict[str, tuple[str, str, str]] = {
+    "resources/list": ("resources", "resources", "uri"),
+    "resources/templates/list": ("resourceTemplates", "templates", "uriTemplate"),
+    "prompts/list": ("prompts", "prompts", "name"),
+}
+
+
+async def _list_page(session: Session, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """One page of a list (a bad cursor refused before any worker starts for it)."""
+    field, tag, key = _LISTS[method]
+    cursor = cursor_param(method, params)
+    after = None if cursor is None else decode_cursor(method, tag, cursor)
+    host = await session.server.ready()
+    if method == "resources/list":
+        items = await host.list_resources()
+    elif method == "resources/templates/list":
+        items = await host.list_resource_templates()
+    else:
+        items = await host.list_prompts()
+    page, nxt = page_by_key(
+        tag, items, lambda e: str(e[key]), after, session.server.options.page_size
+    )
+    result: dict[str, Any] = {field: page}
+    if nxt is not None:
+        result["nextCursor"] = nxt
+    return result
+
+
 async def handle_feature(
     session: Session, method: str, params: dict[str, Any], *, modern: bool = False
 ) -> dict[str, Any]:
@@ -75,16 +105,12 @@ async def _answer(session: Session, method: str, params: dict[str, Any]) -> dict
     if method == "resources/unsubscribe":
         session.resource_subscriptions.discard(_uri(method, params))
         return {}
+    if method in _LISTS:
+        return await _list_page(session, method, params)
     host = await session.server.ready()
     try:
-        if method == "resources/list":
-            return {"resources": await host.list_resources()}
-        if method == "resources/templates/list":
-            return {"resourceTemplates": await host.list_resource_templates()}
         if method == "resources/read":
             return await host.read_resource(_uri(method, params))
-        if method == "prompts/list":
-            return {"prompts": await host.list_prompts()}
         if method == "prompts/get":
             name = params.get("name")
             if not isinstance(name, str):
