@@ -82,7 +82,12 @@ async def _read(plugin: Plugin, uri: str, ctx: Context, executor: Executor) -> A
     if res is None:
         raise ResourceNotFound(f"plugin {plugin.name} has no resource {uri!r}", data={"uri": uri})
     where = f"{plugin.name} resource {res.uri}"
-    kwargs = res.signature.bind(where, variables)
+    kwargs = res.signature.bind(
+        where,
+        variables,
+        see=f"each variable of {res.uri} takes the type its function declares "
+        "(resources/templates/list shows the templates)",
+    )
     if res.signature.context_param is not None:
         kwargs[res.signature.context_param] = ctx
     value = await _run(res.fn, res.kind, kwargs, where, executor)
@@ -101,7 +106,12 @@ async def _prompt(
         )
     where = f"{plugin.name}.{name}"
     # MCP sends prompt arguments as strings: converted (not strictly) to the hints.
-    kwargs = prompt.signature.bind(where, args)
+    kwargs = prompt.signature.bind(
+        where,
+        args,
+        see="prompts/list shows the prompt's arguments (each given as a string, "
+        "converted to the type the prompt declares)",
+    )
     if prompt.signature.context_param is not None:
         kwargs[prompt.signature.context_param] = ctx
     value = await _run(prompt.fn, prompt.kind, kwargs, where, executor)

@@ -67,9 +67,15 @@ class ModelParams:
         """A value of parameter ``name`` as JSON data (for its default in the schema)."""
         return self.adapters[name].dump_python(value, mode="json")
 
-    def validate(self, kwargs: dict[str, Any], skip: dict[str, Any]) -> None:
+    def validate(
+        self,
+        kwargs: dict[str, Any],
+        skip: dict[str, Any],
+        see: str = "see the tool's input schema (`mcphost tools --json`)",
+    ) -> None:
         """Replace each model parameter's JSON value in ``kwargs`` by the validated value;
-        a value that ``is`` its entry in ``skip`` (the parameter's default) stays."""
+        a value that ``is`` its entry in ``skip`` (the parameter's default) stays. An
+        invalid one's message ends with ``see`` (where to look for what is expected)."""
         from pydantic import ValidationError
 
         problems: list[str] = []
@@ -83,8 +89,7 @@ class ModelParams:
         if problems:
             detail = "; ".join(problems)
             raise InvalidArguments(
-                f"invalid arguments: {detail}; see the tool's input schema "
-                "(`mcphost tools --json`)",
+                f"invalid arguments: {detail}; {see}",
                 data={"detail": detail},
             )
 

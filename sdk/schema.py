@@ -101,8 +101,13 @@ class Signature:
         self.models = models
         self._model_defaults = model_defaults or {}
 
-    def bind(self, tool: str, args: dict[str, Any] | None) -> dict[str, Any]:
-        """Validate ``args`` and return keyword arguments for the function."""
+    def bind(
+        self, tool: str, args: dict[str, Any] | None, *, see: str | None = None
+    ) -> dict[str, Any]:
+        """Validate ``args`` and return keyword arguments for the function; ``see`` is
+        where an invalid argument's message sends the caller (a tool's input schema by
+        default; a prompt's or a resource template's own place for those)."""
+        see = _SEE_SCHEMA if see is None else see
         if args is None:
             args = {}
         if not isinstance(args, dict):
@@ -115,7 +120,7 @@ class Signature:
             value = msgspec.convert(args, self.args_type, strict=False)
         except msgspec.ValidationError as exc:
             raise InvalidArguments(
-                f"invalid arguments: {exc}; {_SEE_SCHEMA}",
+                f"invalid arguments: {exc}; {see}",
                 data={"tool": tool, "detail": str(exc)},
             ) from None
         kwargs = {f: getattr(value, f) for f in self._decoder_fields}
@@ -124,7 +129,7 @@ class Signature:
                 if kwargs[name] is msgspec.UNSET:
                     kwargs[name] = default
             try:
-                self.models.validate(kwargs, skip=self._model_defaults)
+                self.models.validate(kwargs, skip=self._model_defaults, see=see)
             except InvalidArguments as exc:
                 exc.data["tool"] = tool
                 raise

@@ -482,3 +482,25 @@ async def test_an_http_token_limited_to_some_tools_reaches_no_resources_or_promp
                 assert "needs a token without a tool list" in err.value.error.message
         async with served.client() as client:  # the unlimited token
             assert (await client.list_prompts()).prompts
+
+
+async def test_bad_prompt_arguments_and_template_variables_say_where_to_look(
+    mcp_home: Path, tmp_path: Path
+) -> None:
+    """Not a tool's input schema (``mcphost tools --json`` lists no prompt or resource):
+    prompts/list for a prompt's arguments, the template for a resource's variables."""
+    icons = write_plugin(tmp_path, "icons", ICONS)
+    async with embedded_sources(mcp_home, [], [icons]) as served, served.client() as client:
+        for args in ({}, {"size": "64", "colour": "red"}, {"size": "big"}):
+            with pytest.raises(MCPError) as err:
+                await client.get_prompt("icons.describe", args)
+            assert err.value.error.code == -32602
+            message = err.value.error.message
+            assert "prompts/list shows the prompt's arguments" in message
+            assert "mcphost tools" not in message
+        with pytest.raises(MCPError) as err:
+            await client.read_resource("icons://sized/big")
+        assert err.value.error.code == -32602
+        message = err.value.error.message
+        assert "`$.size`" in message and "icons://sized/{size}" in message
+        assert "resources/templates/list" in message and "mcphost tools" not in message
