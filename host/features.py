@@ -30,7 +30,7 @@ from mcphost.sdk.errors import (
     ResourceNotFound,
     ToolNotFound,
 )
-from mcphost.sdk.features import UriTemplate, string_arguments
+from mcphost.sdk.features import UriTemplate, contents_to_mcp, string_arguments
 
 from .naming import NameMap, build
 
@@ -270,7 +270,7 @@ async def read_resource(host: Host, uri: str, timeout: float | None) -> dict[str
             data={"uri": uri},
         )
     result: dict[str, Any] = await feature_call(host, plugin, "resource", uri, {}, timeout)
-    return result
+    return contents_to_mcp(result)  # blobs cross the worker's channel as bytes
 
 
 async def get_prompt(

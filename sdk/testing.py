@@ -44,6 +44,7 @@ import msgspec
 from .context import Context
 from .errors import AskUnsupported, BatchResults, PluginFailed, ToolNotFound, ToolTimeout
 from .feature_runner import run_feature
+from .features import contents_to_mcp
 from .plugin import Plugin, Tool
 from .runner import invoke, iterate
 
@@ -306,7 +307,8 @@ class ToolTester:
 
     def read_resource(self, uri: str, *, timeout: float | None = None) -> dict[str, Any]:
         """``resources/read`` of ``uri``: ``{"contents": [{"uri", "text" | "blob", ...}]}``."""
-        return asyncio.run(self._feature("resource", uri, {}, timeout))
+        result: dict[str, Any] = asyncio.run(self._feature("resource", uri, {}, timeout))
+        return contents_to_mcp(result)
 
     def get_prompt(
         self, name: str, arguments: dict[str, str] | None = None, *, timeout: float | None = None

@@ -4,6 +4,7 @@ cancellation, updates and URI clashes at install and swap."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from mcphost.sdk.errors import HandshakeRefused, ResourceNotFound, ToolTimeout
 
 SLOW = """
 import asyncio
+import base64
 from mcphost.sdk import Context, Plugin
 
 plugin = Plugin("{name}")
@@ -124,3 +126,36 @@ def test_a_sync_host_reads_resources_gets_prompts_and_completes(
         assert got["messages"][0]["content"]["text"] == "hello me"
         done = host.complete({"type": "ref/prompt", "name": "synced.hello"}, {"name": "who"})
         assert done == {"completion": {"values": [], "total": 0, "hasMore": False}}
+
+
+BLOBS = """
+from mcphost.sdk import Plugin
+
+plugin = Plugin("blobs")
+
+
+@plugin.resource("blobs://one", mime_type="application/octet-stream")
+def one() -> bytes:
+    return bytes(range(256)) * 4096
+"""
+
+
+async def test_a_binary_resource_crosses_the_channel_as_bytes_and_reads_as_base64(
+    make_host: Callable[..., Host], write_plugin_source: Callable[..., PluginSource]
+) -> None:
+    """The worker sends the bytes as they are (MessagePack binary: a third smaller than
+    base64, and not encoded on its loop); the host's read gives MCP's base64 text."""
+    data = bytes(range(256)) * 4096
+    async with make_host(sources=[write_plugin_source("blobs", BLOBS)]) as host:
+        read = await host.read_resource("blobs://one")
+        assert read["contents"] == [
+            {
+                "uri": "blobs://one",
+                "mimeType": "application/octet-stream",
+                "blob": base64.b64encode(data).decode("ascii"),
+            }
+        ]
+        worker = host._supervisors["blobs"].worker
+        assert worker is not None
+        wire = await worker.call("blobs://one", {}, timeout=10, kind="resource")
+        assert wire["contents"][0]["blob"] == data
