@@ -4,12 +4,14 @@ HTTP follows ``nextCursor`` through lists longer than the server's page size and
 every item exactly once; a cursor that is not one of that list's is ``-32602``.
 
 The ``shelf`` plugin written here declares 7 resources, 5 templates and 7 prompts;
-the server's page size is 3.
+the server's page size is 3. The 1.x client (its own virtualenv) walks them too.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
+import subprocess
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,6 +23,7 @@ from mcp.client.client import Client
 from mcp.shared.exceptions import MCPError
 from support.cli import mcphost_command
 from support.wheels import pip
+from test_mcp1_client import mcp1_python  # noqa: F401  (a fixture)
 from test_resources_prompts import write_plugin
 from test_stdio import params
 
@@ -226,3 +229,59 @@ def test_a_list_that_changes_between_pages_gives_no_item_twice_and_misses_none_a
     after = decode_cursor("resources/list", "resources", cursor)
     last, cursor = page_by_key("resources", grown, key, after, 2)
     assert [e["uri"] for e in last] == ["g"] and cursor is None
+
+
+MCP1_CLIENT = """
+import json, sys
+import anyio
+from mcp import ClientSession, StdioServerParameters, types
+from mcp.client.stdio import stdio_client
+
+
+async def walk(method, field, key):
+    pages, cursor = [], None
+    while True:
+        params = types.PaginatedRequestParams(cursor=cursor) if cursor else None
+        page = await method(params=params)
+        pages.append([key(x) for x in getattr(page, field)])
+        cursor = page.nextCursor
+        if cursor is None:
+            return pages
+
+
+async def main():
+    argv = json.loads(sys.argv[1])
+    params = StdioServerParameters(command=argv[0], args=argv[1:])
+    async with stdio_client(params) as (r, w), ClientSession(r, w) as s:
+        await s.initialize()
+        print(json.dumps({
+            "resources": await walk(s.list_resources, "resources", lambda x: str(x.uri)),
+            "templates": await walk(
+                s.list_resource_templates, "resourceTemplates", lambda x: x.uriTemplate
+            ),
+            "prompts": await walk(s.list_prompts, "prompts", lambda x: x.name),
+        }))
+
+
+anyio.run(main)
+"""
+
+
+def test_the_1x_client_pages_through_the_lists_over_stdio(
+    mcp1_python: Path,  # noqa: F811
+    mcp_home: Path,
+    shelf_dir: Path,
+) -> None:
+    out = subprocess.run(
+        [str(mcp1_python), "-c", MCP1_CLIENT, json.dumps(serve_argv(mcp_home, shelf_dir))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {
+        "resources": [RESOURCES[:3], RESOURCES[3:6], RESOURCES[6:]],
+        "templates": [TEMPLATES[:3], TEMPLATES[3:]],
+        "prompts": [PROMPTS[:3], PROMPTS[3:6], PROMPTS[6:]],
+    }
