@@ -15,7 +15,7 @@ from mcphost.sandbox.jail import available_backends, choose_backend
 from mcphost.sdk.errors import ConfigError, MCPHostError, PluginNotFound
 from mcphost.sdk.text import printable
 
-from ..config import load_config
+from ..config import HostConfig, load_config
 from ..home import Home
 from ..host import Host
 from .homes import pass_serving_home
@@ -185,7 +185,9 @@ def _batch_items(path: str) -> list[Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_home
 def doctor(home: Home, as_json: bool) -> None:
-    """Show Python, platform, the event loop, available isolation and the default limits."""
+    """Show Python, platform, the event loop, available isolation, the default limits, and
+    the cluster of [cluster] when one is configured (its nodes, their resources and the
+    isolation each can give)."""
     try:
         cfg = load_config(home.config_file)
         config_error = None
@@ -209,6 +211,7 @@ def doctor(home: Home, as_json: bool) -> None:
         "isolation": {"chosen": chosen, "backends": msgspec.to_builtins(reports)},
         "limits": cfg.limits.model_dump() if cfg else None,
         "require_namespaces": cfg.require_namespaces if cfg else None,
+        "cluster": _cluster(cfg, chosen),
     }
     if as_json:
         echo_json(data)
@@ -236,6 +239,68 @@ def doctor(home: Home, as_json: bool) -> None:
     if cfg:
         lim = ", ".join(f"{k}={v}" for k, v in cfg.limits.model_dump().items())
         click.echo(f"limits      {lim}")
+    for line in _cluster_lines(data["cluster"], chosen):
+        click.echo(line)
+
+
+def _cluster(cfg: HostConfig | None, chosen: str) -> dict[str, Any] | None:
+    """The cluster of ``[cluster]`` as doctor shows it; None when none is configured
+    (Ray is then never imported)."""
+    if cfg is None or cfg.cluster is None:
+        return None
+    from ..cluster.survey import survey
+
+    # The nodes are asked about the backend the host would use (auto: the one it chose).
+    wanted = cfg.isolation if chosen.startswith("none") else chosen
+    return survey(cfg.cluster, wanted)
+
+
+def _cluster_lines(cluster: dict[str, Any] | None, chosen: str) -> list[str]:
+    if cluster is None:
+        return ["cluster     none configured (plugins run here; [cluster] in docs/cluster.md)"]
+    head = f"cluster     {cluster['backend']} at {cluster['address']!r}"
+    if cluster.get("note"):
+        return [f"{head}: {cluster['note']}"]
+    if cluster["error"]:
+        return [f"{head}: ERROR: {printable(cluster['error'])}"]
+    nodes = cluster["nodes"]
+    lines = [f"{head}: {len(nodes)} live node{'s' if len(nodes) != 1 else ''}"]
+    for n in nodes:
+        lines.append(
+            f"  node {printable(str(n.get('name') or n['hostname']))} ({n['address']}, "
+            f"id {n['node_id'][:12]})"
+        )
+        lines.append(f"    resources  {_resources(n['resources'])}")
+        if n.get("labels"):
+            labels = ", ".join(f"{k}={v}" for k, v in sorted(n["labels"].items()))
+            lines.append(f"    labels     {printable(labels)}")
+        if n["error"]:
+            lines.append(f"    ERROR: {printable(n['error'])}")
+            continue
+        lines.append(f"    mcphost    {n['mcphost']}")
+        for b in n["backends"]:
+            state = "available" if b["available"] else "NOT available"
+            lines.append(f"    backend {b['backend']} ({b['level']}): {state}")
+        if n["isolation"]:
+            lines.append(f"    isolation  {n['isolation']}: workers can start here")
+        else:
+            lines.append(
+                f"    isolation  NONE for the host's {chosen!r}: {printable(n['refusal'] or '')}"
+            )
+    return lines
+
+
+def _resources(resources: dict[str, float]) -> str:
+    """Ray's resources of a node, memory in GiB, Ray's per-node markers left out."""
+    parts = []
+    for key, value in sorted(resources.items()):
+        if key.startswith("node:"):
+            continue
+        if "memory" in key:
+            parts.append(f"{key}={value / 2**30:.1f}GiB")
+        else:
+            parts.append(f"{key}={value:g}")
+    return ", ".join(parts)
 
 
 def _event_loop() -> dict[str, Any]:

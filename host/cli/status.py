@@ -35,6 +35,7 @@ COLUMNS = (
     ("P50 MS", "p50_ms", ">"),
     ("P99 MS", "p99_ms", ">"),
     ("REPLICAS", "replicas", ">"),
+    ("WHERE", "where", "<"),
 )
 
 
@@ -110,6 +111,11 @@ def _host_text(h: dict[str, Any]) -> str:
         if p.get("failure"):
             lines.append(f"  {printable(p['plugin'])} failed: {printable(str(p['failure']))}")
     for p in h.get("plugins", []):
+        placed = _placements(p)
+        if len(placed) > 1 and any(place != "local" for place in placed):
+            each = ", ".join(f"{i} {place}" for i, place in enumerate(placed))
+            lines.append(f"  {printable(p['plugin'])} replicas: {printable(each)}")
+    for p in h.get("plugins", []):
         scaling = p.get("scaling")
         if scaling:
             lines.append("  " + printable(_scaling_text(p["plugin"], scaling)))
@@ -142,7 +148,15 @@ def _host_text(h: dict[str, Any]) -> str:
 
 def _value(p: dict[str, Any], key: str) -> Any:
     """A plugin's cell: its replicas as a count (1 for a single worker; with a scaling
-    pool's bounds after it: ``2 (1-4)``)."""
+    pool's bounds after it: ``2 (1-4)``); where its workers run (``local``, ``ray@NODE``,
+    or for a pool the count of each: ``2 ray@a, 1 local``)."""
+    if key == "where":
+        counts: dict[str, int] = {}
+        for place in _placements(p):
+            counts[place] = counts.get(place, 0) + 1
+        if len(counts) == 1 and sum(counts.values()) == 1:
+            return next(iter(counts))
+        return ", ".join(f"{n} {place}" for place, n in counts.items())
     if key != "replicas":
         return p.get(key)
     count = len(p.get("replicas") or ()) or 1
@@ -150,6 +164,18 @@ def _value(p: dict[str, Any], key: str) -> Any:
     if scaling:
         return f"{count} ({scaling['min_replicas']}-{scaling['max_replicas']})"
     return count
+
+
+def _placements(p: dict[str, Any]) -> list[str]:
+    """Where each worker of a plugin runs: ``local``, ``ray@NODE``, or ``ray`` while a
+    remote replica has no worker (not started, restarting)."""
+    out = []
+    for r in p.get("replicas") or [p]:
+        place = str(r.get("placement") or "local")
+        if r.get("node"):
+            place += f"@{r['node']}"
+        out.append(place)
+    return out
 
 
 def _scaling_text(plugin: str, scaling: dict[str, Any]) -> str:

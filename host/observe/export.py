@@ -206,9 +206,18 @@ def workers(m: HostMetrics, host: Host | None) -> Iterator[Metric]:
         "CPU time used by each running worker as a whole (starts again with a new worker).",
         labels=["plugin", "version"],
     )
+    placed = GaugeMetricFamily(
+        "mcphost_worker_placement",
+        "1 for where each worker of a plugin runs (replica: its slot in the pool, 0 for a "
+        "single worker; placement: local or ray; node: the Ray node, empty when local or "
+        "not running).",
+        labels=["plugin", "version", "replica", "placement", "node"],
+    )
     for s in host.stats():
         plugin, version = s["plugin"], s["version"]
         state.add_metric([plugin, version, s["state"]], 1)
+        for i, r in enumerate(s.get("replicas") or [s]):
+            placed.add_metric([plugin, version, str(i), *where(r)], 1)
         if "memory_mb" in s:
             memory.add_metric([plugin, version, s.get("memory_source") or ""], s["memory_mb"] * MIB)
         if "cpu_seconds" in s:
@@ -216,6 +225,13 @@ def workers(m: HostMetrics, host: Host | None) -> Iterator[Metric]:
     yield state
     yield memory
     yield cpu
+    yield placed
+
+
+def where(stats: dict[str, Any]) -> tuple[str, str]:
+    """A worker's placement and node labels from its supervisor's stats: ``("local",
+    "")`` here, ``("ray", node)`` on a Ray node (node empty while it is not running)."""
+    return str(stats.get("placement") or "local"), str(stats.get("node") or "")
 
 
 @family
@@ -408,8 +424,9 @@ def pools(m: HostMetrics, host: Host | None) -> Iterator[Metric]:
     )
     load = GaugeMetricFamily(
         "mcphost_pool_replica_inflight",
-        "Calls in flight on each replica of a plugin run as a pool.",
-        labels=["plugin", "replica"],
+        "Calls in flight on each replica of a plugin run as a pool (placement: local or "
+        "ray; node: the Ray node it runs on, empty when local).",
+        labels=["plugin", "replica", "placement", "node"],
     )
     bounds = GaugeMetricFamily(
         "mcphost_pool_replica_bounds",
@@ -425,7 +442,7 @@ def pools(m: HostMetrics, host: Host | None) -> Iterator[Metric]:
         each = s.get("replicas")
         replicas.add_metric([s["plugin"]], len(each) if each else 1)
         for i, r in enumerate(each or ()):
-            load.add_metric([s["plugin"], str(i)], r.get("inflight", 0))
+            load.add_metric([s["plugin"], str(i), *where(r)], r.get("inflight", 0))
         scaling = s.get("scaling")
         if scaling:
             bounds.add_metric([s["plugin"], "min"], scaling["min_replicas"])
