@@ -199,9 +199,19 @@ class PluginSettings(_Strict):
     #: Ray resources each remote worker reserves: CPUs and custom resources by name.
     num_cpus: float = Field(1.0, ge=0)
     resources: dict[str, float] = Field(default_factory=dict)
+    #: Ray label selectors the node of each remote worker must satisfy, by label key:
+    #: ``"a"``, ``"!a"``, ``"in(a,b)"``, ``"!in(a,b)"`` (docs/cluster.md).
+    labels: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> PluginSettings:
+        if self.labels:
+            from .cluster.labels import label_error
+
+            for key, value in self.labels.items():
+                why = label_error(key, value)
+                if why is not None:
+                    raise ValueError(why)
         bounds = [k for k in ("min_replicas", "max_replicas") if getattr(self, k) is not None]
         if self.replicas is not None and bounds:
             raise ValueError(

@@ -51,6 +51,7 @@ from ..home import Home
 from ..sources import PluginSource
 from ..supervisor import PluginSupervisor
 from ..supervisor_env import SupervisorEnv
+from .labels import unmatched
 from .node import NodeWorker, StartRequest
 
 __all__ = ["RayReplica", "RemoteWorkerClient", "connect", "spawn_remote_worker"]
@@ -253,8 +254,12 @@ async def spawn_remote_worker(
         threads=spec.threads,
         token=token,
     )
+    if settings.labels:
+        await asyncio.to_thread(_check_labels, settings.labels, source)
     actor = _NodeActor.options(
-        num_cpus=settings.num_cpus, resources=dict(settings.resources) or None
+        num_cpus=settings.num_cpus,
+        resources=dict(settings.resources) or None,
+        label_selector=dict(settings.labels) or None,
     ).remote()
     sock: socket.socket | None = None
     try:
@@ -298,6 +303,20 @@ async def spawn_remote_worker(
         raise
     await complete_handshake(client, handshake_timeout)
     return client
+
+
+def _check_labels(selector: dict[str, str], source: PluginSource) -> None:
+    """Refuse a start whose label selector no live node satisfies (Ray would leave the
+    actor pending until such a node joins). Blocking: call it in a thread."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
+    if unmatched(selector, [dict(n.get("Labels") or {}) for n in nodes]):
+        wanted = ", ".join(f"{k} = {v!r}" for k, v in selector.items())
+        raise ConfigError(
+            f"no live node of the Ray cluster has the labels plugin {source.label} asks "
+            f"for ({wanted}); give a node those labels (`ray start --labels`), or change "
+            f"[plugins.{source.name}] labels (`mcphost doctor` shows each node's labels)",
+            data={"plugin": source.name, "labels": dict(selector)},
+        )
 
 
 def _remote_usage(actor: Any) -> ResourceUsage:

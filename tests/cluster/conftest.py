@@ -87,6 +87,10 @@ packages = ["mcphost_remotekit"]
 """
 
 
+#: The labels of the local cluster's node (placement by label selectors).
+NODE_LABELS = {"mcphost.dev/zone": "a", "disk": "ssd"}
+
+
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real local Ray cluster of 2 CPUs for the module's tests, shut down after them
@@ -101,6 +105,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     os.environ["MCPHOST_NODE_DIR"] = str(tmp_path_factory.mktemp("node"))
     ray.init(
         num_cpus=2,
+        labels=dict(NODE_LABELS),
         include_dashboard=False,
         configure_logging=False,
     )

@@ -53,6 +53,52 @@ def test_ray_replicas_cannot_be_more_than_replicas(tmp_path: Path) -> None:
     assert "ray_replicas (3) must not be above replicas (2)" in info.value.message
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "why"),
+    [
+        ("zone", "a b", "label zone = 'a b': write a value"),
+        ("zone", "in(a,)", "label zone = 'in(a,)': write a value"),
+        ("-zone", "a", "label key '-zone': a name is at most 63"),
+        ("bad_prefix!/zone", "a", "label key 'bad_prefix!/zone': its prefix"),
+    ],
+)
+def test_a_label_selector_ray_would_refuse_is_refused_at_load(
+    tmp_path: Path, key: str, value: str, why: str
+) -> None:
+    path = write(
+        tmp_path,
+        f"""
+        [cluster]
+        backend = "ray"
+        [plugins.mathkit]
+        placement = "ray"
+        labels = {{ "{key}" = "{value}" }}
+        """,
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert why in info.value.message
+
+
+def test_label_selectors_match_as_rays_do() -> None:
+    from mcphost.host.cluster.labels import label_error, selector_matches
+
+    node = {"zone": "a", "ray.io/node-id": "abc"}
+    for selector, matches in (
+        ({"zone": "a"}, True),
+        ({"zone": "b"}, False),
+        ({"zone": "!b"}, True),
+        ({"zone": "!a"}, False),
+        ({"zone": "in(b, a)"}, True),
+        ({"zone": "!in(a,b)"}, False),
+        ({"disk": "!ssd"}, True),  # absent: not equal
+        ({"disk": "ssd"}, False),
+        ({"zone": "a", "ray.io/node-id": "abc"}, True),
+    ):
+        assert all(label_error(k, v) is None for k, v in selector.items()), selector
+        assert selector_matches(selector, node) is matches, selector
+
+
 def test_a_valid_cluster_configuration_loads(tmp_path: Path) -> None:
     path = write(
         tmp_path,

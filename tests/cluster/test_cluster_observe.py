@@ -9,7 +9,7 @@ import socket
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from support.cli import invoke
+from support.cli import run_mcphost
 from support.waiting import wait_until
 
 from mcphost.host import Home, Host, HostConfig
@@ -24,25 +24,29 @@ def test_doctor_shows_the_clusters_nodes_resources_and_isolation(
     cluster_home.config_file.write_text(
         'isolation = "rlimits"\n[cluster]\nbackend = "ray"\naddress = "auto"\n'
     )
-    out = invoke("doctor", home=cluster_home)
-    assert out.exit_code == 0, out.output
-    text = out.output
+    # A process of its own (doctor probes bubblewrap, which makes its process a child
+    # subreaper), joining this cluster: "auto" takes RAY_ADDRESS first.
+    joined = {"RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
+    out = run_mcphost("doctor", home=cluster_home, extra_env=joined, timeout=120)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
     assert "cluster     ray at 'auto': 1 live node" in text
     assert f"  node {socket.gethostname()} (" in text
     assert "CPU=2" in text  # the resources Ray gave the node
+    assert "disk=ssd" in text and "mcphost.dev/zone=a" in text  # its labels
     assert "backend rlimits (rlimits): available" in text.split("cluster ")[1]
     assert "isolation  rlimits: workers can start here" in text
 
-    data = json.loads(invoke("doctor", "--json", home=cluster_home).output)["cluster"]
+    out = run_mcphost("doctor", "--json", home=cluster_home, extra_env=joined, timeout=120)
+    data = json.loads(out.stdout)["cluster"]
     assert data["address"] == "auto" and data["error"] is None
     [node] = data["nodes"]
     assert node["node_id"] == ray_cluster.get_runtime_context().get_node_id()
     assert node["resources"]["CPU"] == 2
     assert node["name"] == socket.gethostname()
     assert node["isolation"] == "rlimits"
+    assert node["labels"]["mcphost.dev/zone"] == "a"  # what label selectors match
     assert {b["backend"] for b in node["backends"]} >= {"rlimits"}
-    # The doctor used the process's connection and left it open.
-    assert ray_cluster.is_initialized()
 
 
 def replicas(host: Host) -> list[dict[str, Any]]:

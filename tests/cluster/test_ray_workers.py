@@ -239,3 +239,20 @@ async def test_a_hot_swap_of_a_ray_hosted_plugin_under_load_fails_no_call(
         assert failures == []
         assert all(hosted_by_ray_actor(s["ppid"]) for s in seen if s["version"] == "1.1.0")
         assert remotekit_stats(host)["version"] == "1.1.0"
+
+
+async def test_label_selectors_pick_the_node_and_one_no_node_satisfies_is_refused(
+    ray_cluster: Any, cluster_home: Home
+) -> None:
+    # The local cluster's node has NODE_LABELS (conftest): zone a, disk ssd.
+    fits = ray_config(labels={"mcphost.dev/zone": "in(a,b)", "disk": "!hdd"})
+    async with ray_host(cluster_home, fits) as host:
+        out = await host.call("remotekit.where", {})
+        assert hosted_by_ray_actor(out["ppid"])
+    nowhere = ray_config(labels={"mcphost.dev/zone": "b"})
+    async with ray_host(cluster_home, nowhere) as host:
+        with pytest.raises(MCPHostError) as info:
+            await host.call("remotekit.where", {})
+    assert info.value.code == "config_error"
+    assert "no live node of the Ray cluster has the labels plugin remotekit" in str(info.value)
+    assert "mcphost.dev/zone = 'b'" in str(info.value)
