@@ -17,7 +17,8 @@ __all__ = ["label_error", "selector_matches", "unmatched"]
 _NAME = r"[a-zA-Z0-9]([a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?"
 _PREFIX = re.compile(rf"{_NAME}(\.{_NAME})*")
 _KEY_NAME = re.compile(_NAME)
-_SELECTOR = re.compile(rf"!?(in\(\s*{_NAME}(\s*,\s*{_NAME})*\s*\)|{_NAME})")
+#: As Ray's own check: values in ``in(...)`` separated by a comma and at most one space.
+_SELECTOR = re.compile(rf"!?(in\({_NAME}(, ?{_NAME})*\)|{_NAME})")
 
 
 def label_error(key: str, value: str) -> str | None:

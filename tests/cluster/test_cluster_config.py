@@ -58,6 +58,7 @@ def test_ray_replicas_cannot_be_more_than_replicas(tmp_path: Path) -> None:
     [
         ("zone", "a b", "label zone = 'a b': write a value"),
         ("zone", "in(a,)", "label zone = 'in(a,)': write a value"),
+        ("zone", "in(a ,b)", "label zone = 'in(a ,b)': write a value"),
         ("-zone", "a", "label key '-zone': a name is at most 63"),
         ("bad_prefix!/zone", "a", "label key 'bad_prefix!/zone': its prefix"),
     ],
