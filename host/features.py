@@ -2,10 +2,13 @@
 
 Prompts are named as tools are, by the operator's ``[plugins.NAME] expose``
 (:mod:`.naming`): ``<plugin>.<prompt>`` by default, the author's own name when the
-plugin is exposed bare; ``<plugin>.<prompt>`` always resolves too. Two plugins' prompts
-exposed under one name are not refused (prompts are known only from running workers'
-handshakes): the plugin first in name order keeps the name, the other's prompt is served
-as ``<plugin>.<prompt>`` and the clash is logged.
+plugin is exposed bare; ``<plugin>.<prompt>`` always resolves too. Prompts are known
+from workers' handshakes, so a clash is found there: a worker whose prompts would take
+a name another running plugin's prompt has is refused at its handshake (:func:`admit`),
+which refuses the install or swap that started it, naming both. A clash that a change
+of ``expose`` makes among running plugins is not refused (the workers already run): the
+plugin first in name order keeps the name, the other's prompt is served as
+``<plugin>.<prompt>`` and the clash is logged.
 
 Resource URIs are exposed as the plugins declare them, so two plugins must never claim
 the same one: a worker whose resources clash with those of another plugin's running
@@ -222,8 +225,19 @@ def running_hellos(host: Host, but: str = "") -> list[Hello]:
 
 
 def admit(host: Host, source: PluginSource, hello: Hello) -> None:
-    """Refuse a worker whose resource URIs clash with another running plugin's."""
-    problem = uri_clash(source.name, hello, running_hellos(host, but=source.name))
+    """Refuse a worker whose resource URIs, or whose prompts' exposed names, clash with
+    another running plugin's (naming both)."""
+    others = running_hellos(host, but=source.name)
+    problem = uri_clash(source.name, hello, others)
+    if problem is None and hello.prompts:
+        names = build(
+            {h.plugin: [p.name for p in h.prompts] for h in [*others, hello]},
+            host.config.plugins,
+            newcomer=hello.plugin,
+            kind="prompt",
+        )
+        mine = [c.message for c in names.clashes if c.plugin == hello.plugin]
+        problem = "; ".join(mine) or None
     if problem is not None:
         raise HandshakeRefused(
             f"worker for {source.label} was refused: {problem}",

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from mcphost.host import Host, HostEvent, PluginSource, SyncHost
+from mcphost.host.config import PluginSettings
 from mcphost.sdk.errors import HandshakeRefused, ResourceNotFound, ToolTimeout
 
 SLOW = """
@@ -110,6 +111,26 @@ async def test_a_swap_to_a_version_whose_uris_clash_is_refused_and_changes_nothi
         assert got["contents"][0]["text"] == "K"
         with pytest.raises(ResourceNotFound):
             await host.read_resource("three://item/k")
+
+
+async def test_a_plugin_whose_bare_prompt_takes_a_running_plugins_name_is_refused(
+    make_host: Callable[..., Host], write_plugin_source: Callable[..., PluginSource]
+) -> None:
+    one = plugin_source(write_plugin_source, "one", "one")
+    two = plugin_source(write_plugin_source, "two", "two")
+    bare = {"one": PluginSettings(expose="bare"), "two": PluginSettings(expose="bare")}
+    async with make_host(sources=[one], plugins=bare) as host:
+        assert [p["name"] for p in await host.list_prompts()] == ["hello"]
+        # two's prompt "hello" would take the name one's prompt has: refused, naming both.
+        with pytest.raises(HandshakeRefused) as err:
+            await host.activate(two)
+        message = err.value.message
+        assert "prompt name 'hello'" in message
+        assert "prompt hello of plugin one" in message and "prompt hello of plugin two" in message
+        assert 'expose = "prefixed"' in message  # what to do about it
+        assert [p.name for p in host.plugins()] == ["one"]
+        got = await host.get_prompt("hello", {"who": "you"})
+        assert got["messages"][0]["content"]["text"] == "hello you"
 
 
 def test_a_sync_host_reads_resources_gets_prompts_and_completes(

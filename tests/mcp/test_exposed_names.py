@@ -20,7 +20,7 @@ from support.waiting import wait_until
 from test_resources_prompts import embedded_sources, write_plugin
 
 from mcphost.host.compose import composition_from_data
-from mcphost.host.config import HostConfig
+from mcphost.host.config import HostConfig, PluginSettings
 from mcphost.sdk.errors import CompositionInvalid, NameClash
 
 NAMING = """
@@ -368,18 +368,24 @@ def summarize(title: str) -> str:
 '''
 
 
-async def test_two_bare_prompts_of_one_name_keep_one_and_serve_the_other_prefixed(
+async def test_a_change_that_makes_two_running_prompts_share_a_name_keeps_one_bare(
     mcp_home: Path, plugin_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
     with (mcp_home / "config.toml").open("a") as f:
-        f.write('[plugins.notes]\nexpose = "bare"\n[plugins.memos]\nexpose = "bare"\n')
+        f.write('[plugins.notes]\nexpose = "bare"\n')
     memos = write_plugin(tmp_path, "memos", MEMOS)
     async with (
         embedded_sources(mcp_home, [plugin_dirs["notes"]], [memos]) as served,
         served.client() as client,
     ):
         names = [p.name for p in (await client.list_prompts()).prompts]
-        # memos comes first in name order: it keeps the bare name.
+        assert names == ["memos.summarize", "summarize"]
+        # memos made bare while both run: their workers already run, so nothing is
+        # refused; memos comes first in name order and keeps the bare name.
+        config = served.host.config
+        plugins = {**config.plugins, "memos": PluginSettings(expose="bare")}
+        served.host.reconfigure(config.model_copy(update={"plugins": plugins}))
+        names = [p.name for p in (await client.list_prompts()).prompts]
         assert names == ["notes.summarize", "summarize"]
         got = await client.get_prompt("summarize", {"title": "q3"})
         text = got.messages[0].content
