@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 
 from mcphost.sdk import Context, Plugin
 from mcphost.sdk.errors import ToolError
@@ -66,6 +67,57 @@ async def wait(seconds: float) -> float:
 def crash() -> None:
     """Ends the worker's process at once."""
     os._exit(3)
+
+
+_produced = [0]
+
+
+@plugin.tool
+def numbers(n: int, size: int = 0) -> Iterator[dict]:
+    """0..n-1, each padded with ``size`` bytes; counts what it produced."""
+    pad = "x" * size
+    for i in range(n):
+        _produced[0] = i + 1
+        yield {"i": i, "pad": pad}
+
+
+@plugin.tool
+def produced() -> int:
+    """How many items ``numbers`` has produced so far."""
+    return _produced[0]
+
+
+_gate = threading.Event()
+_arrived: list[int] = []
+_batches = iter(range(1_000_000))
+
+
+@plugin.tool(batch=True)
+def checked(items: list[int]) -> list:
+    """Each item doubled, with the size and order of the batch it came in; a negative
+    item fails on its own; item 1000 holds its batch until ``release``."""
+    if 1000 in items:
+        _arrived.append(1000)
+        _gate.wait(20)
+    n = next(_batches)
+    return [
+        ToolError(f"{i} is negative", code="negative", data={"order": n, "batch": len(items)})
+        if i < 0
+        else {"value": 2 * i, "order": n, "batch": len(items)}
+        for i in items
+    ]
+
+
+@plugin.tool
+def release() -> None:
+    """Lets the held batch of ``checked`` go."""
+    _gate.set()
+
+
+@plugin.tool
+def arrived() -> list[int]:
+    """The held items that reached ``checked``."""
+    return list(_arrived)
 '''
 
 PYPROJECT = """\
