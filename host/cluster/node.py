@@ -13,7 +13,11 @@ A :class:`NodeWorker` is the body of one Ray actor (the host wraps it with
    cannot give it (a node's sandbox is never weaker than the host's);
 4. listens on a TCP port for one connection that proves itself with the token the host
    sent, and splices bytes between it and the worker's channel socket: the host speaks
-   the worker protocol over it, exactly as over a local socketpair.
+   the worker protocol over it, exactly as over a local socketpair;
+5. sends the worker's stdout and stderr to the host over a second connection (proved
+   with the request's ``output_token``), in :func:`output_frame` frames, so its lines
+   reach the host's log as a local worker's do; without that connection (a host that
+   did not ask for it, or gone) they go to the actor's log (Ray's worker logs).
 
 The worker's whole process group is killed when the host's connection drops, when the
 actor is asked to or ends, and (through the worker's own parent-death signal and
@@ -41,7 +45,15 @@ import msgspec
 from mcphost.sandbox.isolation import Grants, LaunchPlan, Limits, WorkerSpec
 from mcphost.sdk.errors import MCPHostError, VerificationError, WorkerCrashed
 
-__all__ = ["NODE_DIR_VARIABLE", "NodeWorker", "StartRequest", "node_dir", "trust_digest"]
+__all__ = [
+    "NODE_DIR_VARIABLE",
+    "OUTPUT_STREAMS",
+    "NodeWorker",
+    "StartRequest",
+    "node_dir",
+    "output_frame",
+    "trust_digest",
+]
 
 log = logging.getLogger("mcphost.cluster.node")
 
@@ -51,6 +63,17 @@ NODE_DIR_VARIABLE = "MCPHOST_NODE_DIR"
 #: Seconds the node waits for the host to connect after a start.
 CONNECT_TIMEOUT = 30.0
 _RELAY_CHUNK = 256 * 1024
+#: The longest output line logged here (the rest is cut).
+_LOG_LINE = 4096
+#: The worker's output streams by their tag in an output frame.
+OUTPUT_STREAMS = {1: "stdout", 2: "stderr"}
+_OUTPUT_TAGS = {name: tag for tag, name in OUTPUT_STREAMS.items()}
+
+
+def output_frame(name: str, data: bytes) -> bytes:
+    """One chunk of the worker's ``name`` stream on the output connection: its tag (one
+    byte), the chunk's length (4 bytes, big-endian), the chunk."""
+    return bytes([_OUTPUT_TAGS[name]]) + len(data).to_bytes(4, "big") + data
 
 
 class StartRequest(msgspec.Struct, frozen=True):
@@ -74,6 +97,9 @@ class StartRequest(msgspec.Struct, frozen=True):
     threads: int
     #: The secret the host's connection proves itself with.
     token: bytes
+    #: The secret of the host's output connection (the worker's stdout and stderr);
+    #: empty: the host does not want them (they go to the actor's log).
+    output_token: bytes = b""
 
 
 def node_dir() -> Path:
@@ -249,6 +275,11 @@ class NodeWorker:
         self._exited: asyncio.Future[dict[str, Any]] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._sock: socket.socket | None = None
+        #: The host's output connection, once it came (None: log output here).
+        self._out: socket.socket | None = None
+        self._out_ready = asyncio.Event()
+        self._out_lock = asyncio.Lock()
+        self._out_open = 0
 
     # -- start ---------------------------------------------------------------------
     async def start(self, request: bytes, wheel: bytes) -> dict[str, Any]:
@@ -316,11 +347,14 @@ class NodeWorker:
         server = socket.create_server(("0.0.0.0", 0))
         server.setblocking(False)
         self._server = server
+        if not req.output_token:
+            self._out_ready.set()  # nobody will connect for the output: log it here
+        self._out_open = 2
         self._tasks += [
             asyncio.create_task(self._drain_output(proc.stdout, "stdout")),
             asyncio.create_task(self._drain_output(proc.stderr, "stderr")),
             asyncio.create_task(self._follow(proc)),
-            asyncio.create_task(self._serve(server, here, req.token)),
+            asyncio.create_task(self._serve(server, here, req.token, req.output_token)),
         ]
         import ray  # present: this runs inside a Ray actor
 
@@ -331,19 +365,47 @@ class NodeWorker:
             "node": _node_name(),
             "node_id": ray.get_runtime_context().get_node_id(),
             "isolation": backend.name,
+            "output": bool(req.output_token),
         }
 
     async def _drain_output(self, stream: asyncio.StreamReader | None, name: str) -> None:
-        """The worker's stdout and stderr go to the actor's log (Ray's worker logs)."""
-        if stream is None:
-            return
-        spec = self._spec
-        plugin = spec.plugin if spec is not None else "?"
-        while True:
-            line = await stream.readline()
-            if not line:
+        """Read the worker's ``name`` stream to its end: to the host's output connection
+        while there is one, else to the actor's log (Ray's worker logs). The host
+        connects right after the start; until then the pipe holds what was written."""
+        try:
+            if stream is None:
                 return
-            log.warning("[%s %s] %s", plugin, name, line.decode(errors="replace").rstrip())
+            await self._out_ready.wait()
+            spec = self._spec
+            plugin = spec.plugin if spec is not None else "?"
+            loop = asyncio.get_running_loop()
+            pending = b""  # a line's start, when logging here
+            while True:
+                chunk = await stream.read(64 * 1024)
+                out = self._out
+                if chunk and out is not None:
+                    try:
+                        async with self._out_lock:
+                            await loop.sock_sendall(out, output_frame(name, chunk))
+                        continue
+                    except OSError:  # the host went away: log here from now on
+                        self._out = None
+                        out.close()
+                if not chunk:
+                    if pending:
+                        log.warning("[%s %s] %s", plugin, name, pending.decode(errors="replace"))
+                    return
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()[:_LOG_LINE]
+                for line in lines:
+                    text = line[:_LOG_LINE].decode(errors="replace")
+                    log.warning("[%s %s] %s", plugin, name, text)
+        finally:
+            self._out_open -= 1
+            if self._out_open <= 0 and self._out is not None:
+                # Both streams ended: the host reads the end of its output.
+                self._out.close()
+                self._out = None
 
     async def _follow(self, proc: Any) -> None:
         rc = await proc.wait()
@@ -361,9 +423,13 @@ class NodeWorker:
             self._exited.set_result({"rc": status, "oom_kills": oom})
         await asyncio.to_thread(self._release)
 
-    async def _serve(self, server: socket.socket, here: socket.socket, token: bytes) -> None:
+    async def _serve(
+        self, server: socket.socket, here: socket.socket, token: bytes, output_token: bytes
+    ) -> None:
         """Take one connection that proves itself with ``token``; then splice it with
-        the worker's channel until either side ends; then kill the worker."""
+        the worker's channel until either side ends; then kill the worker. A connection
+        that proves itself with ``output_token`` before it gets the worker's output (the
+        host opens it first)."""
         loop = asyncio.get_running_loop()
         try:
             deadline = loop.time() + CONNECT_TIMEOUT
@@ -381,8 +447,13 @@ class NodeWorker:
                     continue
                 if hmac.compare_digest(proof, token):
                     break
+                if output_token and self._out is None and hmac.compare_digest(proof, output_token):
+                    self._out = conn
+                    self._out_ready.set()
+                    continue
                 conn.close()  # not the host: wait for the right one
             server.close()
+            self._out_ready.set()  # no output connection came first: log output here
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._sock = conn
             here.setblocking(False)
@@ -395,6 +466,7 @@ class NodeWorker:
         except (TimeoutError, OSError) as exc:
             log.error("relay ended: %r", exc)
         finally:
+            self._out_ready.set()
             server.close()
             self._kill()
             here.close()

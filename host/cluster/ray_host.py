@@ -8,7 +8,9 @@ plugin's ``num_cpus`` and ``resources``) to verify and start the version on its 
 connects to the port the actor opened, proves itself with a one-time token, and from
 there speaks the worker protocol over that connection: a :class:`RemoteWorkerClient` is
 a :class:`~mcphost.sandbox.client.WorkerClient` whose channel is that socket, so calls,
-streams, credits, cancels and pings work unchanged.
+streams, credits, cancels and pings work unchanged. A second connection brings the
+worker's stdout and stderr, which reach the host's log (``on_log``) through the same
+bounded folding as a local worker's (:func:`~mcphost.sandbox.output.pump_output`).
 
 The wheel travels as a Ray object put once per digest; the trust store as bytes in the
 request. A lost actor or node ends the worker like a crash: calls in flight fail with
@@ -36,6 +38,7 @@ import ray
 from mcphost.sandbox.channel import open_channel
 from mcphost.sandbox.client import LogCallback, WorkerClient, complete_handshake
 from mcphost.sandbox.isolation import LaunchPlan, ResourceUsage, WorkerSpec
+from mcphost.sandbox.output import OutputBudget, pump_output
 from mcphost.sandbox.protocol import FrameCodec
 from mcphost.sandbox.spawn import WorkerProcess
 from mcphost.sdk.errors import (
@@ -52,7 +55,7 @@ from ..sources import PluginSource
 from ..supervisor import PluginSupervisor
 from ..supervisor_env import SupervisorEnv
 from .labels import unmatched
-from .node import NodeWorker, StartRequest
+from .node import OUTPUT_STREAMS, NodeWorker, StartRequest, _recv_exactly
 
 __all__ = ["RayReplica", "RemoteWorkerClient", "connect", "spawn_remote_worker"]
 
@@ -62,6 +65,10 @@ _connect_lock = threading.Lock()
 #: Wheels put into the object store, by sha256 (a Ray object lives as long as its ref).
 _wheels: dict[tuple[str, int, int], Any] = {}
 _NodeActor: Any = None
+#: Seconds the worker's last output may still arrive after its channel closed.
+OUTPUT_GRACE = 2.0
+#: The largest output frame a node sends (it sends chunks of at most 64 KiB).
+_MAX_OUTPUT_FRAME = 1024 * 1024
 
 
 def connect(cluster: ClusterConfig) -> None:
@@ -217,6 +224,44 @@ class RemoteWorkerClient(WorkerClient):
             self.channel.abort()
 
 
+async def _demux_output(sock: socket.socket, readers: dict[str, asyncio.StreamReader]) -> None:
+    """Feed the node's output frames into the worker's stdout and stderr readers until
+    the node closes the connection (both streams ended) or this task is cancelled."""
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            head = await _recv_exactly(loop, sock, 5)
+            size = int.from_bytes(head[1:], "big")
+            if size > _MAX_OUTPUT_FRAME:
+                log.error("a node sent an output frame of %d bytes; output ends here", size)
+                return
+            data = await _recv_exactly(loop, sock, size)
+            reader = readers.get(OUTPUT_STREAMS.get(head[0], ""))
+            if reader is not None:
+                reader.feed_data(data)
+    except (EOFError, OSError):
+        pass
+    finally:
+        for reader in readers.values():
+            reader.feed_eof()
+        sock.close()
+
+
+async def _connect_node(reply: dict[str, Any], proof: bytes) -> socket.socket:
+    """A connection to the port the node's actor opened, proved with ``proof``."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        await asyncio.wait_for(loop.sock_connect(sock, (reply["ip"], reply["port"])), 10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await loop.sock_sendall(sock, proof)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def _end_actor(actor: Any) -> None:
     with contextlib.suppress(Exception):
         ray.kill(actor, no_restart=True)
@@ -239,6 +284,7 @@ async def spawn_remote_worker(
     trust = await asyncio.to_thread(_trust_files, home)
     spec = env.worker_spec(source)
     token = secrets.token_bytes(32)
+    output_token = secrets.token_bytes(32)
     request = StartRequest(
         plugin=source.name,
         version=source.version,
@@ -253,6 +299,7 @@ async def spawn_remote_worker(
         max_frame=spec.max_frame,
         threads=spec.threads,
         token=token,
+        output_token=output_token,
     )
     if settings.labels:
         await asyncio.to_thread(_check_labels, settings.labels, source)
@@ -262,18 +309,16 @@ async def spawn_remote_worker(
         label_selector=dict(settings.labels) or None,
     ).remote()
     sock: socket.socket | None = None
+    out: socket.socket | None = None
     try:
         reply = await actor.start.remote(msgspec.msgpack.encode(request), wheel)
         if "error" in reply:
             err = reply["error"]
             raise error_from_code(err["code"], err["message"], err.get("data"))
         node, node_id = str(reply["node"]), str(reply["node_id"])
-        loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        await asyncio.wait_for(loop.sock_connect(sock, (reply["ip"], reply["port"])), 10)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        await loop.sock_sendall(sock, token)
+        if reply.get("output"):  # a node that sends the worker's output (first)
+            out = await _connect_node(reply, output_token)
+        sock = await _connect_node(reply, token)
         proc = RemoteProcess(actor, int(reply["pid"]), node)
         plan = LaunchPlan(
             argv=[],
@@ -289,9 +334,28 @@ async def spawn_remote_worker(
             sock, FrameCodec(spec.max_frame), client._on_frame, client._on_close
         )
         sock = None  # the channel owns it
+        if out is not None:
+            readers = {name: asyncio.StreamReader() for name in OUTPUT_STREAMS.values()}
+            proc.stdout, proc.stderr = readers["stdout"], readers["stderr"]
+            demux = asyncio.create_task(_demux_output(out, readers))
+            out = None  # the task owns it
+            budget = OutputBudget()  # one per worker: stdout and stderr share it
+            client._io_tasks += [
+                demux,
+                *(
+                    asyncio.create_task(pump_output(r, spec.plugin, name, env.on_log, budget))
+                    for name, r in readers.items()
+                ),
+            ]
+            # A lost node may leave the connection open: end it a little after the worker.
+            client.closed.add_done_callback(
+                lambda _: asyncio.get_running_loop().call_later(OUTPUT_GRACE, demux.cancel)
+            )
     except BaseException as exc:
         if sock is not None:
             sock.close()
+        if out is not None:
+            out.close()
         _end_actor(actor)
         if isinstance(exc, MCPHostError | asyncio.CancelledError):
             raise

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 
@@ -65,8 +66,16 @@ async def wait(seconds: float) -> float:
 
 @plugin.tool
 def crash() -> None:
-    """Ends the worker's process at once."""
+    """Says so on stderr, then ends the worker's process at once."""
+    print("remotekit is crashing", file=sys.stderr, flush=True)
     os._exit(3)
+
+
+@plugin.tool
+def say(text: str) -> None:
+    """Prints ``text`` to stdout and to stderr."""
+    print(f"out: {text}", flush=True)
+    print(f"err: {text}", file=sys.stderr, flush=True)
 
 
 _produced = [0]

@@ -1,7 +1,8 @@
 """Plugin workers hosted by Ray actors (placement = "ray"), on a real local Ray cluster:
 calls, tool errors and streams answer as they do locally; a remote worker that crashes,
 or whose actor dies, is restarted and the calls in flight fail naming the node; a
-tampered wheel is refused on the node; a pool mixes local and remote replicas."""
+tampered wheel is refused on the node; a pool mixes local and remote replicas; what a
+remote worker prints reaches the host's log."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pytest
 from bwrap_check import require_bwrap
 from support.waiting import wait_until
 
-from mcphost.host import Home, Host, HostConfig
+from mcphost.host import Home, Host, HostConfig, HostEvent
 from mcphost.host.cluster.node import node_dir
 from mcphost.registry import Registry
 from mcphost.sdk.errors import MCPHostError
@@ -94,6 +95,34 @@ async def test_a_crashed_remote_worker_fails_its_call_naming_the_node_and_is_res
         # The first worker and its actor are gone: nothing is left behind.
         await wait_until(lambda: not psutil.pid_exists(first["ppid"]), 15, "the first actor to end")
         assert not psutil.pid_exists(first["pid"])
+
+
+async def test_what_a_remote_worker_prints_reaches_the_hosts_log_as_a_local_workers_does(
+    ray_cluster: Any, cluster_home: Home
+) -> None:
+    async with ray_host(cluster_home, ray_config()) as host:
+        logged: list[tuple[str, str, str]] = []
+
+        def listen(event: HostEvent) -> None:
+            if event.kind == "log":
+                logged.append((event.plugin, event.level, event.message))
+
+        host.add_listener(listen)
+        await host.call("remotekit.say", {"text": "hello from the node"})
+        await wait_until(lambda: len(logged) >= 2, 10, "both lines in the host's log")
+        # stdout at info, stderr at warning, as for a local worker.
+        assert sorted(logged) == [
+            ("remotekit", "info", "out: hello from the node"),
+            ("remotekit", "warning", "err: hello from the node"),
+        ]
+        # The last words of a worker that crashes arrive too.
+        with pytest.raises(MCPHostError):
+            await host.call("remotekit.crash", {})
+        await wait_until(
+            lambda: ("remotekit", "warning", "remotekit is crashing") in logged,
+            10,
+            "the crashing worker's last line",
+        )
 
 
 async def test_a_dead_actor_fails_the_calls_in_flight_kills_its_worker_and_is_replaced(
