@@ -219,13 +219,13 @@ async def test_a_composition_runs_steps_on_a_remote_and_a_local_plugin(
         await host.call("remotekit.where", {})
         host.add_composition(composition_from_data(MIXED))
         out = await host.call("mixed.describe", {})
-        failing = dict(MIXED, name="mixed.failing")
-        failing["steps"] = [
-            {**s, "on_error": "fail"} if s["id"] == "refused" else s for s in MIXED["steps"]
-        ]
-        failing["steps"] = [
-            {k: v for k, v in s.items() if k != "default"} for s in failing["steps"]
-        ]
+        # The same, with the remote step's error failing the run.
+        refused = {
+            "id": "refused",
+            "tool": "remotekit.refuse",
+            "args": {"why": "$steps.shout.output"},
+        }
+        failing = {**MIXED, "name": "mixed.failing", "steps": [*MIXED["steps"][:-1], refused]}
         host.add_composition(composition_from_data(failing))
         with pytest.raises(CompositionFailed) as info:
             await host.call("mixed.failing", {})
