@@ -733,11 +733,16 @@ class Host:
             self._old_batchers.append(known[1])
         pool = sup if isinstance(sup, WorkerPool) else None
 
-        async def dispatch(args: dict[str, Any], timeout: float, key: str | None) -> Any:
-            # A keyed batch goes to its key's replica while that one's load allows.
+        def dispatch(args: dict[str, Any], timeout: float, key: str | None) -> Awaitable[Any]:
+            # A keyed batch goes to its key's replica while that one's load allows. With
+            # a worker running, its call is awaited as it is (no coroutine around it).
             worker = pool.worker_for(key) if pool is not None and key is not None else sup.worker
             if worker is None or not worker.alive:
-                worker = await sup.acquire()
+                return acquired(args, timeout)
+            return worker.call(tool, args, timeout=timeout, items=True)
+
+        async def acquired(args: dict[str, Any], timeout: float) -> Any:
+            worker = await sup.acquire()
             return await worker.call(tool, args, timeout=timeout, items=True)
 
         batcher = ToolBatcher(

@@ -135,6 +135,28 @@ class BatchStats:
         counts[bisect_left(BUCKETS, seconds)] += 1
         self.wait_seconds[level] = self.wait_seconds.get(level, 0.0) + seconds
 
+    def waited_all(self, entries: list[_Entry], now: float) -> None:
+        """:meth:`waited` for each call of a batch leaving at ``now`` (once a batch: a
+        level's counts are looked up once for its run of calls)."""
+        level = -1
+        counts: list[int] = []
+        total = 0.0
+        wait_seconds = self.wait_seconds
+        for e in entries:
+            if e[5] != level:
+                if level >= 0:
+                    wait_seconds[level] = total
+                level = e[5]
+                counts = self.wait_buckets.get(level)  # type: ignore[assignment]
+                if counts is None:
+                    counts = self.wait_buckets[level] = [0] * (len(BUCKETS) + 1)
+                total = wait_seconds.get(level, 0.0)
+            seconds = now - e[4]
+            counts[bisect_left(BUCKETS, seconds)] += 1
+            total += seconds
+        if level >= 0:
+            wait_seconds[level] = total
+
 
 class _Waiting(Pending):
     """A call queued in the former and what its caller waits on."""
@@ -174,12 +196,16 @@ class ToolBatcher:
         self.former = BatchFormer(settings)
         self.settings = self.former.settings
         self.model = LatencyModel(self.settings.max_batch_size)
+        #: :meth:`_full_size`'s answer while the model and the target stay as they are.
+        self._sized: int | None = None
         self.target_latency = target_latency
         #: Batches of this tool running at once: with none running a call goes at once;
         #: with some, a group goes when full or after ``max_queue_delay``; at this many,
         #: calls wait for one to end.
         self.max_in_flight = max_in_flight
         self.default_priority = min(max(default_priority, 0), len(self.settings.levels) - 1)
+        #: Plain calls (default level) that may wait at once.
+        self._plain_limit = self.settings.levels[self.default_priority].max_queue_size
         #: Calls whose list takes about this many bytes or more go in the large lane:
         #: they share batches only with each other.
         self.large_item_bytes = large_item_bytes
@@ -231,23 +257,36 @@ class ToolBatcher:
         return bool(self.in_flight or self.queued)
 
     # -- the caller's side ---------------------------------------------------------
-    async def call(self, args: dict[str, Any], timeout: float, priority: int | None = None) -> Any:
-        """Run the tool for ``args`` (its batch parameter a list), maybe with others."""
+    def call(
+        self, args: dict[str, Any], timeout: float, priority: int | None = None
+    ) -> Awaitable[Any]:
+        """Run the tool for ``args`` (its batch parameter a list), maybe with others:
+        what to await for the result. A refusal comes when it is awaited, as any error.
+
+        Not a coroutine: a plain call queued behind a running batch is awaited as its
+        bare future, and a lone call as :meth:`_alone` itself, with no frame between
+        the caller and either (this runs once per call, the rest once per batch)."""
         items = args.get(self.param)
         if not isinstance(items, list):
-            return await self._dispatch(args, timeout, None)  # the worker says what is wrong
+            return self._dispatch(args, timeout, None)  # the worker says what is wrong
         if self._shut:
-            raise self._closed_error()
-        route = None if self.key is None else self.key(args)
+            return self._failed(self._closed_error())
+        if self.key is None:
+            route = None
+        else:
+            try:
+                route = self.key(args)
+            except MCPHostError as exc:
+                return self._failed(exc)
         self.stats.calls += 1
         plain = self._plain
         if not self.in_flight and not plain and not len(self.former):
             if priority is None:
-                return await self._alone(args, len(items), timeout, route, self.default_priority)
+                return self._alone(args, len(items), timeout, route, self.default_priority)
             level = self._level(priority)
             if self._window:
                 self._arrived(level, self._loop.time())
-            return await self._alone(args, len(items), timeout, route, level)
+            return self._alone(args, len(items), timeout, route, level)
         now = self._loop.time()
         level = self.default_priority if priority is None else self._level(priority)
         small = (len(items) == 1 and type(items[0]) in _SCALARS) or not is_large(
@@ -261,8 +300,8 @@ class ToolBatcher:
             and not len(self.former)
             and now >= self._high_until
         ):
-            if len(plain) >= self.settings.levels[level].max_queue_size:
-                raise self._full(level)
+            if len(plain) >= self._plain_limit:
+                return self._failed(self._full(level))
             future = self._loop.create_future()
             deadline = now + timeout
             plain.append((future, args, len(items), deadline, now))
@@ -273,8 +312,14 @@ class ToolBatcher:
                     self._arm(min(now + self.settings.max_queue_delay, deadline))
             elif len(plain) == 1:
                 self._arm(deadline)
-            return await future
-        return await self._queue(args, len(items), timeout, level, now, 0 if small else 1, route)
+            return future
+        return self._queue(args, len(items), timeout, level, now, 0 if small else 1, route)
+
+    def _failed(self, error: BaseException) -> asyncio.Future[Any]:
+        """A call refused at once: a future holding its error."""
+        future = self._loop.create_future()
+        future.set_exception(error)
+        return future
 
     def _arrived(self, level: int, now: float) -> None:
         """A call of ``level`` came: its level is active for the window from now."""
@@ -287,8 +332,22 @@ class ToolBatcher:
         the last)."""
         return min(max(priority, 0), len(self.settings.levels) - 1)
 
+    @property
+    def target_latency(self) -> float | None:
+        """The latency a batch should keep within (None: batches as large as allowed)."""
+        return self._target_latency
+
+    @target_latency.setter
+    def target_latency(self, value: float | None) -> None:
+        self._target_latency = value
+        self._sized = None
+
     def _full_size(self) -> int:
-        return self.former.full_size(self.model.size_for(self.target_latency))
+        """How many plain calls make a full batch; kept until a batch is observed or the
+        target changes (it is asked once per queued call)."""
+        if self._sized is None:
+            self._sized = self.former.full_size(self.model.size_for(self._target_latency))
+        return self._sized
 
     def _full(self, level: int) -> Busy:
         self.stats.rejected["queue_full"] = self.stats.rejected.get("queue_full", 0) + 1
@@ -371,7 +430,7 @@ class ToolBatcher:
         finally:
             self.in_flight -= 1
             self._running[level] -= 1
-            if self.queued:
+            if self._plain or len(self.former):
                 self._kick()
         self._observe(n, time.perf_counter() - t0)
         if not isinstance(result, list) or len(result) != n:
@@ -473,9 +532,7 @@ class ToolBatcher:
         stats = self.stats
         stats.batches += 1
         stats.reasons[reason] += 1
-        now = self._loop.time()
-        for e in entries:
-            stats.waited(e[5], now - e[4])
+        stats.waited_all(entries, self._loop.time())
         task = self._loop.create_task(self._run(entries, level))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -557,7 +614,8 @@ class ToolBatcher:
         offset = 0
         if type(result) is BatchResults:
             # Some items failed on their own: their callers get their errors.
-            for future, _, count, *_ in entries:
+            for e in entries:
+                future, count = e[0], e[2]
                 if not future.done():
                     failed = result.first_failed(offset, offset + count)
                     if failed is None:
@@ -566,7 +624,8 @@ class ToolBatcher:
                         future.set_exception(result.error(failed, failed - offset))
                 offset += count
             return
-        for future, _, count, *_ in entries:
+        for e in entries:
+            future, count = e[0], e[2]
             if not future.done():
                 future.set_result(result[offset : offset + count])
             offset += count
@@ -578,7 +637,8 @@ class ToolBatcher:
                 e[0].set_exception(error)
 
     def _observe(self, n: int, seconds: float) -> None:
-        self.model.observe(n, seconds, self.target_latency)
+        self.model.observe(n, seconds, self._target_latency)
+        self._sized = None
 
     def shut(self) -> None:
         """Take no more calls; the queued ones fail (the host is closing). Batches
