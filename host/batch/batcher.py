@@ -44,6 +44,7 @@ __all__ = ["SIZE_BUCKETS", "BatchStats", "ToolBatcher", "batch_parameter", "is_l
 Dispatch = Callable[[dict[str, Any], float, str | None], Awaitable[Any]]
 
 _ids = itertools.count(1)
+_perf_counter = time.perf_counter
 
 
 def batch_parameter(input_schema: dict[str, Any]) -> str | None:
@@ -422,21 +423,24 @@ class ToolBatcher:
         self, args: dict[str, Any], n: int, timeout: float, route: str | None, level: int
     ) -> Any:
         self.in_flight += 1
-        self._running[level] += 1
-        self.stats.reasons["alone"] += 1
-        t0 = time.perf_counter()
+        running = self._running
+        running[level] += 1
+        stats = self.stats
+        stats.reasons["alone"] += 1
+        t0 = _perf_counter()
         try:
             result = await self._dispatch(args, timeout, route)
         finally:
             self.in_flight -= 1
-            self._running[level] -= 1
+            running[level] -= 1
             if self._plain or len(self.former):
                 self._kick()
-        self._observe(n, time.perf_counter() - t0)
+        self.model.observe(n, _perf_counter() - t0, self._target_latency)
+        self._sized = None
         if not isinstance(result, list) or len(result) != n:
             raise self._miscounted(result, n)
-        self.stats.sizes[bisect_left(SIZE_BUCKETS, n)] += 1
-        self.stats.size_sum += n
+        stats.sizes[bisect_left(SIZE_BUCKETS, n)] += 1
+        stats.size_sum += n
         if type(result) is BatchResults:
             raise result.error(min(result.errors))
         return result

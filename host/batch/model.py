@@ -21,6 +21,8 @@ __all__ = ["YIELD_SHARE", "LatencyModel"]
 #: the higher level that finds it running waits at most that long behind it.
 YIELD_SHARE = 0.5
 
+_INF = math.inf
+
 
 class LatencyModel:
     """Expected service seconds of a batch of ``n`` items, for one tool on one replica."""
@@ -46,14 +48,16 @@ class LatencyModel:
 
     def observe(self, n: int, seconds: float, target: float | None = None) -> None:
         """A batch of ``n`` items took ``seconds``; ``target`` moves the AIMD cap."""
-        if n < 1 or not math.isfinite(seconds) or seconds < 0:
+        # Once per batch and per lone call: the comparison also refuses NaN and inf.
+        if n < 1 or not 0.0 <= seconds < _INF:
             return
-        a = 1.0 if self._count == 0 else self._alpha
+        count = self._count
+        a = self._alpha if count else 1.0
         self._n += a * (n - self._n)
         self._t += a * (seconds - self._t)
         self._nn += a * (n * n - self._nn)
         self._nt += a * (n * seconds - self._nt)
-        self._count += 1
+        self._count = count + 1
         if target is not None:
             if seconds > target:
                 self.cap = max(1, min(self.cap, n) // 2)
