@@ -169,9 +169,8 @@ class _Waiting(Pending):
     count: int
 
 
-#: A plain queued call: (future, args, items, deadline, enqueued).
-_Plain = tuple["asyncio.Future[Any]", dict[str, Any], int, float, float]
-#: What a batch is made of: (future, args, items, deadline, enqueued, level).
+#: What a batch is made of: (future, args, items, deadline, enqueued, level). A plain
+#: queued call is one already (at the default level): it joins a batch as it is.
 _Entry = tuple["asyncio.Future[Any]", dict[str, Any], int, float, float, int]
 
 
@@ -223,7 +222,7 @@ class ToolBatcher:
         #: Until when a call above the default level keeps plain calls in the former.
         self._high_until = -math.inf
         self.stats = BatchStats()
-        self._plain: deque[_Plain] = deque()
+        self._plain: deque[_Entry] = deque()
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
@@ -281,16 +280,17 @@ class ToolBatcher:
                 return self._failed(exc)
         self.stats.calls += 1
         plain = self._plain
+        n = len(items)
         if not self.in_flight and not plain and not len(self.former):
             if priority is None:
-                return self._alone(args, len(items), timeout, route, self.default_priority)
+                return self._alone(args, n, timeout, route, self.default_priority)
             level = self._level(priority)
             if self._window:
                 self._arrived(level, self._loop.time())
-            return self._alone(args, len(items), timeout, route, level)
+            return self._alone(args, n, timeout, route, level)
         now = self._loop.time()
         level = self.default_priority if priority is None else self._level(priority)
-        small = (len(items) == 1 and type(items[0]) in _SCALARS) or not is_large(
+        small = (n == 1 and type(items[0]) in _SCALARS) or not is_large(
             items, self.large_item_bytes
         )
         if (
@@ -301,20 +301,21 @@ class ToolBatcher:
             and not len(self.former)
             and now >= self._high_until
         ):
-            if len(plain) >= self._plain_limit:
+            waiting = len(plain)
+            if waiting >= self._plain_limit:
                 return self._failed(self._full(level))
             future = self._loop.create_future()
             deadline = now + timeout
-            plain.append((future, args, len(items), deadline, now))
+            plain.append((future, args, n, deadline, now, level))
             if self.in_flight < self.max_in_flight:
-                if len(plain) >= self._full_size():
+                if waiting + 1 >= self._full_size():
                     self._kick()
-                elif len(plain) == 1:
+                elif not waiting:
                     self._arm(min(now + self.settings.max_queue_delay, deadline))
-            elif len(plain) == 1:
+            elif not waiting:
                 self._arm(deadline)
             return future
-        return self._queue(args, len(items), timeout, level, now, 0 if small else 1, route)
+        return self._queue(args, n, timeout, level, now, 0 if small else 1, route)
 
     def _failed(self, error: BaseException) -> asyncio.Future[Any]:
         """A call refused at once: a future holding its error."""
@@ -362,7 +363,7 @@ class ToolBatcher:
     def _promote(self) -> None:
         """Move the plain calls into the former, in their order, at the default level."""
         while self._plain:
-            future, args, count, deadline, enqueued = self._plain.popleft()
+            future, args, count, deadline, enqueued, _ = self._plain.popleft()
             if future.done():
                 continue
             p = _Waiting(
@@ -508,13 +509,13 @@ class ToolBatcher:
             entries: list[_Entry] = []
             level = self.default_priority
             while plain and len(entries) < size:
-                future, args, count, deadline, enqueued = plain.popleft()
-                if future.done():
+                entry = plain.popleft()
+                if entry[0].done():
                     continue  # its caller went away
-                if deadline <= now:
-                    self._refuse(future, "deadline", self.default_priority)
+                if entry[3] <= now:
+                    self._refuse(entry[0], "deadline", level)
                     continue
-                entries.append((future, args, count, deadline, enqueued, level))
+                entries.append(entry)
             if entries:
                 self._launch(entries, reason, level)
         # Calls whose time ran out while no batch could leave.
@@ -580,10 +581,13 @@ class ToolBatcher:
     async def _run(self, entries: list[_Entry], level: int) -> None:
         param = self.param
         joined: list[Any] = []
+        latest = -math.inf
         for e in entries:
             joined.extend(e[1][param])
+            if e[3] > latest:
+                latest = e[3]
         args = {**entries[0][1], param: joined}
-        timeout = max(e[3] for e in entries) - self._loop.time()
+        timeout = latest - self._loop.time()
         t0 = time.perf_counter()
         try:
             if timeout <= 0:
