@@ -194,6 +194,8 @@ class ToolBatcher:
         self.param = param
         self._dispatch = dispatch
         self.former = BatchFormer(settings)
+        #: The former's queued calls: empty while nothing waits there.
+        self._formed = self.former.calls
         self.settings = self.former.settings
         self.model = LatencyModel(self.settings.max_batch_size)
         #: :meth:`_full_size`'s answer while the model and the target stay as they are.
@@ -281,7 +283,7 @@ class ToolBatcher:
         self.stats.calls += 1
         plain = self._plain
         n = len(items)
-        if not self.in_flight and not plain and not len(self.former):
+        if not self.in_flight and not plain and not self._formed:
             if priority is None:
                 return self._alone(args, n, timeout, route, self.default_priority)
             level = self._level(priority)
@@ -298,7 +300,7 @@ class ToolBatcher:
             and level == self.default_priority
             and len(args) == 1
             and route is None
-            and not len(self.former)
+            and not self._formed
             and now >= self._high_until
         ):
             waiting = len(plain)
@@ -434,7 +436,7 @@ class ToolBatcher:
         finally:
             self.in_flight -= 1
             running[level] -= 1
-            if self._plain or len(self.former):
+            if self._plain or self._formed:
                 self._kick()
         self.model.observe(n, _perf_counter() - t0, self._target_latency)
         self._sized = None

@@ -174,7 +174,10 @@ class BatchFormer:
     def __init__(self, settings: FormerSettings | None = None) -> None:
         self.settings = settings or FormerSettings()
         self._groups: dict[tuple[Hashable, int], _Group] = {}
-        self._by_id: dict[int, tuple[Pending, _Group]] = {}
+        #: Every queued call by id; its truthiness says whether any waits (the batcher
+        #: reads it once per call: cheaper than ``len(former)``). Never rebound.
+        self.calls: dict[int, tuple[Pending, _Group]] = {}
+        self._by_id = self.calls
         self._level_counts = [0] * len(self.settings.levels)
         #: When a call of each level last arrived.
         self._seen = [-math.inf] * len(self.settings.levels)
