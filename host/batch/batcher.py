@@ -129,16 +129,9 @@ class BatchStats:
         self.wait_buckets: dict[int, list[int]] = {}
         self.wait_seconds: dict[int, float] = {}
 
-    def waited(self, level: int, seconds: float) -> None:
-        counts = self.wait_buckets.get(level)
-        if counts is None:
-            counts = self.wait_buckets[level] = [0] * (len(BUCKETS) + 1)
-        counts[bisect_left(BUCKETS, seconds)] += 1
-        self.wait_seconds[level] = self.wait_seconds.get(level, 0.0) + seconds
-
     def waited_all(self, entries: list[_Entry], now: float) -> None:
-        """:meth:`waited` for each call of a batch leaving at ``now`` (once a batch: a
-        level's counts are looked up once for its run of calls)."""
+        """The queue waits of the calls of a batch leaving at ``now``, each under its
+        level (once a batch: a level's counts are looked up once for its run of calls)."""
         level = -1
         counts: list[int] = []
         total = 0.0

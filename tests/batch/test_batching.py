@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
+from bisect import bisect_left
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ from typing import Any
 import pytest
 
 from mcphost.host import Host, HostConfig, PluginSource
-from mcphost.host.batch.batcher import is_large
+from mcphost.host.batch.batcher import BatchStats, is_large
+from mcphost.host.observe.calls import BUCKETS
 from mcphost.sdk.errors import Busy, PluginError, ToolError, ToolTimeout
 
 BATCHY = '''
@@ -554,3 +556,15 @@ async def test_a_priority_that_is_not_a_level_is_refused_before_anything_runs(
                 await host.call("batchy.tag", {"items": [1]}, priority=bad)
         assert await host.call("batchy.seen") == []
         assert (await host.call("batchy.tag", {"items": [1]}, priority=0))[0]["value"] == 1
+
+
+def test_a_batch_of_several_levels_counts_each_calls_wait_under_its_level() -> None:
+    # A batch formed in the former may mix levels, in any order: (future, args, items,
+    # deadline, enqueued, level), leaving at 10 s.
+    stats = BatchStats()
+    stats.waited_all([(None, {}, 1, 0.0, 9.0, 0)], 10.0)  # type: ignore[list-item]
+    batch = [(None, {}, 1, 0.0, t, level) for t, level in ((9.5, 0), (9.9, 1), (5.0, 0))]
+    stats.waited_all(batch, 10.0)  # type: ignore[arg-type]
+    assert stats.wait_seconds == pytest.approx({0: 1.0 + 0.5 + 5.0, 1: 0.1})
+    assert sum(stats.wait_buckets[0]) == 3 and sum(stats.wait_buckets[1]) == 1
+    assert stats.wait_buckets[0][bisect_left(BUCKETS, 5.0)] == 1
