@@ -303,7 +303,7 @@ class ToolBatcher:
             deadline = now + timeout
             plain.append((future, args, n, deadline, now, level))
             if self.in_flight < self.max_in_flight:
-                if waiting + 1 >= self._full_size():
+                if waiting + 1 >= (self._sized or self._full_size()):
                     self._kick()
                 elif not waiting:
                     self._arm(min(now + self.settings.max_queue_delay, deadline))
