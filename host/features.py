@@ -112,30 +112,34 @@ class FeatureIndex:
     def _meta(self, plugin: str) -> dict[str, Any]:
         return {"mcphost/plugin": plugin, "mcphost/version": self.versions.get(plugin, "")}
 
+    def _listed(
+        self, plugin: str, first: tuple[str, str], name: str, description: str, mime: str
+    ) -> dict[str, Any]:
+        """One entry of the resource or template list: ``first`` its URI field."""
+        entry: dict[str, Any] = {first[0]: first[1], "name": name}
+        if description:
+            entry["description"] = description
+        if mime:
+            entry["mimeType"] = mime
+        entry["_meta"] = self._meta(plugin)
+        return entry
+
     def resources(self) -> list[dict[str, Any]]:
-        out = []
-        for h in self.hellos:
-            for r in h.resources:
-                entry: dict[str, Any] = {"uri": r.uri, "name": r.name}
-                if r.description:
-                    entry["description"] = r.description
-                if r.mime_type:
-                    entry["mimeType"] = r.mime_type
-                entry["_meta"] = self._meta(h.plugin)
-                out.append(entry)
+        out = [
+            self._listed(h.plugin, ("uri", r.uri), r.name, r.description, r.mime_type)
+            for h in self.hellos
+            for r in h.resources
+        ]
         return sorted(out, key=lambda e: e["uri"])
 
     def templates(self) -> list[dict[str, Any]]:
-        out = []
-        for h in self.hellos:
-            for t in h.templates:
-                entry: dict[str, Any] = {"uriTemplate": t.uri_template, "name": t.name}
-                if t.description:
-                    entry["description"] = t.description
-                if t.mime_type:
-                    entry["mimeType"] = t.mime_type
-                entry["_meta"] = self._meta(h.plugin)
-                out.append(entry)
+        out = [
+            self._listed(
+                h.plugin, ("uriTemplate", t.uri_template), t.name, t.description, t.mime_type
+            )
+            for h in self.hellos
+            for t in h.templates
+        ]
         return sorted(out, key=lambda e: e["uriTemplate"])
 
     def prompts(self) -> list[dict[str, Any]]:

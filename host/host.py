@@ -146,9 +146,6 @@ class Host:
         self.hooks = make_plugin_manager(list(hooks))
         self._isolation = isolation
         self._supervisors: dict[str, Supervised] = {}
-        #: Plugins whose workers run on a cluster (placement "ray"): their replica
-        #: settings apply when they next start, not live.
-        self._on_cluster: set[str] = set()
         #: ``<plugin>.<tool>`` -> (supervisor, tool, its route token when checked).
         self._routes: dict[str, tuple[Supervised, str, object]] = {}
         #: Plugins being removed, while their calls drain.
@@ -1151,7 +1148,6 @@ class Host:
         if settings is not None and settings.placement == "ray":
             from .cluster import make_cluster_supervisor  # Ray only for plugins placed on it
 
-            self._on_cluster.add(source.name)
             return make_cluster_supervisor(source, self._env, settings, self.home)
         return self._count_queued(
             make_supervisor(source, self._env, settings.policy() if settings else 1)
@@ -1167,15 +1163,17 @@ class Host:
         """The ``[plugins.NAME]`` settings changed: each plugin's workers follow them
         from now on (a pool takes its new bounds at its next reading of the load; a
         single worker that may now scale becomes the first replica of a pool). A plugin
-        placed on a cluster keeps its workers until it next starts."""
+        placed on a cluster keeps its workers until the host restarts."""
         if self._env is None:
             return
         for name, sup in list(self._supervisors.items()):
             settings = self.config.plugins.get(name)
-            if name in self._on_cluster or (settings is not None and settings.placement != "local"):
-                log.info(
-                    "plugin %s: its placement and replica settings apply when it next "
-                    "starts (a swap, a restart of the host)",
+            # placement is not live: the running configuration's is the one each
+            # supervisor was made with.
+            if settings is not None and settings.placement != "local":
+                log.warning(
+                    "plugin %s runs on a cluster: its replica settings apply when the "
+                    "host restarts (restart mcphost serve, or the embedding app's Host)",
                     name,
                 )
                 continue

@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from batch_hosts import serving
 from support.cli import run_mcphost
+from support.sources import directory_source
 from support.wheels import install_target
 
-from mcphost.host import Host, HostConfig, PluginSource
+from mcphost.host import Host, PluginSource
 from mcphost.sdk import Plugin, ToolError
 from mcphost.sdk.errors import MCPHostError
 from mcphost.sdk.testing import ToolTester
@@ -74,17 +75,7 @@ def arrived() -> list[int]:
 
 
 def itemy_source(tmp_path: Path) -> PluginSource:
-    code = tmp_path / "itemy-code"
-    code.mkdir(exist_ok=True)
-    (code / "itemy.py").write_text(textwrap.dedent(ITEMY), encoding="utf-8")
-    return PluginSource(
-        name="itemy",
-        version="1.0.0",
-        entry="itemy:plugin",
-        paths=[str(code)],
-        origin="directory",
-        root=str(code),
-    )
+    return directory_source(tmp_path / "itemy-code", "itemy", ITEMY)
 
 
 MakeHost = Callable[..., Host]
@@ -93,19 +84,7 @@ MakeHost = Callable[..., Host]
 @pytest.fixture
 def item_host(tmp_path: Path) -> MakeHost:
     def make(features: dict[str, Any] | None = None, **batching: Any) -> Host:
-        config = HostConfig(
-            allow_unsigned=True,
-            isolation="rlimits",
-            batching=batching,  # type: ignore[arg-type]
-            features=features or {},  # type: ignore[arg-type]
-        )
-        return Host(
-            tmp_path / "home",
-            config=config,
-            sources=[itemy_source(tmp_path)],
-            environment=False,
-            registry=False,
-        )
+        return serving(tmp_path, itemy_source(tmp_path), features, **batching)
 
     return make
 

@@ -5,13 +5,13 @@ when the replica is overloaded."""
 from __future__ import annotations
 
 import asyncio
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.sources import directory_source
 
-from mcphost.host import Host, HostConfig, PluginSource
+from mcphost.host import Host, HostConfig
 from mcphost.host.batch.keys import key_function
 from mcphost.host.pool.pool import _rank
 from mcphost.sdk.errors import InvalidArguments
@@ -35,17 +35,7 @@ def where(items: list[int], user: str, gate: str = "") -> list[dict]:
 
 
 def keyed_host(tmp_path: Path, replicas: int = 2) -> Host:
-    code = tmp_path / "keyed-code"
-    code.mkdir(exist_ok=True)
-    (code / "keyed.py").write_text(textwrap.dedent(KEYED), encoding="utf-8")
-    source = PluginSource(
-        name="keyed",
-        version="1.0.0",
-        entry="keyed:plugin",
-        paths=[str(code)],
-        origin="directory",
-        root=str(code),
-    )
+    source = directory_source(tmp_path / "keyed-code", "keyed", KEYED)
     config = HostConfig(
         allow_unsigned=True,
         isolation="rlimits",

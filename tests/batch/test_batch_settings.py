@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from batch_hosts import serving
+from support.sources import directory_source
 
-from mcphost.host import Host, HostConfig, PluginSource
+from mcphost.host import Host, PluginSource
 from mcphost.host.batch.settings import resolve
 from mcphost.host.cli.config_cmd import effective_config
 from mcphost.host.config import BatchingConfig, load_config
@@ -82,17 +84,7 @@ def seen() -> list[int]:
 
 
 def setty_source(tmp_path: Path) -> PluginSource:
-    code = tmp_path / "setty-code"
-    code.mkdir(exist_ok=True)
-    (code / "setty.py").write_text(textwrap.dedent(SETTY), encoding="utf-8")
-    return PluginSource(
-        name="setty",
-        version="1.0.0",
-        entry="setty:plugin",
-        paths=[str(code)],
-        origin="directory",
-        root=str(code),
-    )
+    return directory_source(tmp_path / "setty-code", "setty", SETTY)
 
 
 MakeHost = Callable[..., Host]
@@ -101,18 +93,7 @@ MakeHost = Callable[..., Host]
 @pytest.fixture
 def setty_host(tmp_path: Path) -> MakeHost:
     def make(**batching: Any) -> Host:
-        config = HostConfig(
-            allow_unsigned=True,
-            isolation="rlimits",
-            batching={"max_in_flight": 1, **batching},  # type: ignore[arg-type]
-        )
-        return Host(
-            tmp_path / "home",
-            config=config,
-            sources=[setty_source(tmp_path)],
-            environment=False,
-            registry=False,
-        )
+        return serving(tmp_path, setty_source(tmp_path), max_in_flight=1, **batching)
 
     return make
 

@@ -5,15 +5,16 @@ what the worker received."""
 from __future__ import annotations
 
 import asyncio
-import textwrap
 from bisect import bisect_left
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from batch_hosts import serving
+from support.sources import directory_source
 
-from mcphost.host import Host, HostConfig, PluginSource
+from mcphost.host import Host, PluginSource
 from mcphost.host.batch.batcher import BatchStats, is_large
 from mcphost.host.observe.calls import BUCKETS
 from mcphost.sdk.errors import Busy, PluginError, ToolError, ToolTimeout
@@ -104,17 +105,7 @@ def arrived() -> list[int]:
 
 
 def batchy_source(tmp_path: Path) -> PluginSource:
-    code = tmp_path / "batchy-code"
-    code.mkdir(exist_ok=True)
-    (code / "batchy.py").write_text(textwrap.dedent(BATCHY), encoding="utf-8")
-    return PluginSource(
-        name="batchy",
-        version="1.0.0",
-        entry="batchy:plugin",
-        paths=[str(code)],
-        origin="directory",
-        root=str(code),
-    )
+    return directory_source(tmp_path / "batchy-code", "batchy", BATCHY)
 
 
 MakeHost = Callable[..., Any]
@@ -125,19 +116,7 @@ def batch_host(tmp_path: Path) -> MakeHost:
     """``async with batch_host(**batching) as host``: a host serving batchy."""
 
     def make(features: dict[str, Any] | None = None, **batching: Any) -> Host:
-        config = HostConfig(
-            allow_unsigned=True,
-            isolation="rlimits",
-            batching=batching,  # type: ignore[arg-type]
-            features=features or {},  # type: ignore[arg-type]
-        )
-        return Host(
-            tmp_path / "home",
-            config=config,
-            sources=[batchy_source(tmp_path)],
-            environment=False,
-            registry=False,
-        )
+        return serving(tmp_path, batchy_source(tmp_path), features, **batching)
 
     return make
 

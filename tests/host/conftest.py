@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.sources import directory_source
 
 from mcphost.host import Host, HostConfig, PluginSource
 
@@ -33,17 +33,7 @@ def write_plugin_source(tmp_path: Path) -> Callable[..., PluginSource]:
     def write(name: str, source: str, *, version: str = "1.0.0") -> PluginSource:
         nonlocal counter
         counter += 1
-        code = tmp_path / f"code-{name}-{counter}"
-        code.mkdir()
-        (code / f"{name}.py").write_text(textwrap.dedent(source), encoding="utf-8")
-        return PluginSource(
-            name=name,
-            version=version,
-            entry=f"{name}:plugin",
-            paths=[str(code)],
-            origin="directory",
-            root=str(code),
-        )
+        return directory_source(tmp_path / f"code-{name}-{counter}", name, source, version=version)
 
     return write
 

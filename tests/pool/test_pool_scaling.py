@@ -5,10 +5,10 @@ shrinks when they are idle, never below its minimum; the count shows in the stat
 from __future__ import annotations
 
 import asyncio
-import textwrap
 from pathlib import Path
 from typing import Any
 
+from support.sources import directory_source
 from support.waiting import wait_until
 
 from mcphost.host import Host, HostConfig, PluginSource
@@ -52,18 +52,8 @@ def version() -> str:
 
 
 def scaled_source(tmp_path: Path, version: str = "1.0.0") -> PluginSource:
-    code = tmp_path / f"scaled-{version}"
-    code.mkdir(exist_ok=True)
-    text = textwrap.dedent(SOURCE).replace("{version}", version)
-    (code / "scaled.py").write_text(text, encoding="utf-8")
-    return PluginSource(
-        name="scaled",
-        version=version,
-        entry="scaled:plugin",
-        paths=[str(code)],
-        origin="directory",
-        root=str(code),
-    )
+    code = SOURCE.replace("{version}", version)
+    return directory_source(tmp_path / f"scaled-{version}", "scaled", code, version=version)
 
 
 def config(batching: dict[str, Any] | None = None, **plugin: Any) -> HostConfig:
