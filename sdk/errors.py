@@ -26,6 +26,7 @@ __all__ = [
     "CompositionUnavailable",
     "ConfigError",
     "DescriptionsChanged",
+    "FollowingHome",
     "HandshakeRefused",
     "HomeError",
     "HomeNotFound",
@@ -240,6 +241,13 @@ class RegistryDamaged(RegistryError):
     remain; nothing is changed until ``mcphost registry rebuild`` restores its records."""
 
     code = "registry_damaged"
+
+
+class FollowingHome(RegistryError):
+    """The home follows a primary (``serve --follow``): its registry and configuration
+    change only by following; the change must be made on the primary."""
+
+    code = "following_home"
 
 
 class CompositionError(MCPHostError):

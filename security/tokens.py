@@ -2,8 +2,9 @@
 
 A token is ``mcph_`` and 32 random bytes (URL-safe base64). The token file (JSON, mode
 0600) keeps, per token, its name, the sha256 of the secret, the tool patterns it may use
-(shell-style, over ``<plugin>.<tool>`` names; none means every tool), when it was made and
-when it expires. Checking a presented token hashes it and compares every stored hash in
+(shell-style, over ``<plugin>.<tool>`` names; none means every tool), when it was made,
+when it expires, and whether it is a follower's (it reads a published registry and calls
+no tool). Checking a presented token hashes it and compares every stored hash in
 constant time. These are pure functions over the file; the CLI audits what they change.
 """
 
@@ -56,6 +57,9 @@ class Token(msgspec.Struct, frozen=True):
     tools: tuple[str, ...] = ()
     created: float = 0.0
     expires: float | None = None
+    #: A follower's token (``tokens create --follow``): it may read the registry a
+    #: primary publishes (``serve --publish-registry``) and call no tool.
+    follow: bool = False
 
     def allows(self, tool: str) -> bool:
         """Whether this token may see and call ``tool`` (a ``<plugin>.<tool>`` name)."""
@@ -117,6 +121,7 @@ def create_token(
     tools: Iterable[str] = (),
     expires: float | None = None,
     now: float | None = None,
+    follow: bool = False,
 ) -> tuple[str, Token]:
     """Make a token called ``name``; returns (the secret, to show once, and its record)."""
     if not _NAME.fullmatch(name):
@@ -140,7 +145,12 @@ def create_token(
             )
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         token = Token(
-            name=name, sha256=hash_secret(secret), tools=patterns, created=made, expires=expires
+            name=name,
+            sha256=hash_secret(secret),
+            tools=patterns,
+            created=made,
+            expires=expires,
+            follow=follow,
         )
         _save(path, [*tokens, token])
     return secret, token

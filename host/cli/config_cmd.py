@@ -99,7 +99,9 @@ def set_(home: Home, key: str, value: str) -> None:
     the file and its comments. A running host applies it within a second, or notes it
     as needing a restart."""
     from ..config_watch import flat_settings, is_live
+    from ..follow import refuse_if_following
 
+    refuse_if_following(home, f"mcphost config set {key} ...")
     valid = sorted(flat_settings(HostConfig()))
     if key not in valid and not _plugin_key(key):
         per_plugin = [k for k in PluginSettings.model_fields if k != "tools"]

@@ -25,6 +25,7 @@ from mcphost.sdk.text import printable
 from mcphost.security.permissions import Permissions
 
 from ..config import HostConfig, load_config
+from ..follow import refuse_if_following
 from ..home import Home
 from ..isolation_backend import isolation_backend
 from ..policy import enforce_policy
@@ -315,6 +316,7 @@ def install(
 ) -> None:
     """Verify WHEEL, show what it asks for, install it beside the other versions and
     (unless --no-activate) make it the active version."""
+    refuse_if_following(home, "mcphost plugin install")
     cfg = _config(home)
     isolation_backend(cfg)  # a plugin that could not run here is not installed at all
     with _open(home, cfg) as reg, _unsigned_said_once():
@@ -576,6 +578,7 @@ def swap(
     as_json: bool,
 ) -> None:
     """Make VERSION the active version of NAME; running hosts hot-swap to it."""
+    refuse_if_following(home, f"mcphost plugin swap {name} {version}")
     cfg = _config(home)
     with _open(home, cfg) as reg:
         rec = reg.version(name, version)
@@ -641,6 +644,7 @@ def rollback(
     as_json: bool,
 ) -> None:
     """Go back to the version of NAME that was active before (or --to VERSION)."""
+    refuse_if_following(home, f"mcphost plugin rollback {name}")
     cfg = _config(home)
     with _open(home, cfg) as reg:
         target = to if to is not None else reg.rollback_target(name)
@@ -675,6 +679,7 @@ def rollback(
 @pass_existing_home
 def remove(home: Home, name: str, version: str | None, force: bool, as_json: bool) -> None:
     """Remove VERSION of NAME, or every version when VERSION is left out."""
+    refuse_if_following(home, f"mcphost plugin remove {name}")
     with _open(home) as reg:
         active = reg.plugin(name).active_version
         broken: list[Any] = []

@@ -136,6 +136,35 @@ CLIENT_SNIPPET = """\
     "at / (open /?token=TOKEN once; loopback only unless --allow-remote).",
 )
 @click.option(
+    "--publish-registry",
+    is_flag=True,
+    help="With --http: publish this home's registry and config.toml to followers "
+    "(`serve --follow`), read-only, at <endpoint>/registry/ for tokens made with "
+    "`mcphost tokens create NAME --follow` (docs/cluster.md).",
+)
+@click.option(
+    "--follow",
+    "follow_url",
+    metavar="URL",
+    help="With --http: keep this home's registry and config.toml in step with the primary "
+    "serving at URL (its MCP endpoint, started with --publish-registry); the token comes "
+    "from $MCPHOST_FOLLOW_TOKEN or --follow-token-file.",
+)
+@click.option(
+    "--follow-token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="A file holding the follower's token (instead of $MCPHOST_FOLLOW_TOKEN).",
+)
+@click.option(
+    "--follow-interval",
+    type=click.FloatRange(min=0.05),
+    default=3.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often a follower asks the primary for changes.",
+)
+@click.option(
     "--plugin-dir",
     "plugin_dirs",
     multiple=True,
@@ -207,6 +236,10 @@ def serve(
     body_timeout: float,
     keep_alive: float,
     metrics: str | None,
+    publish_registry: bool,
+    follow_url: str | None,
+    follow_token_file: Path | None,
+    follow_interval: float,
     plugin_dirs: tuple[Path, ...],
     environment: bool,
     max_message_bytes: int,
@@ -235,6 +268,16 @@ def serve(
         if not sep or not port_part.isdigit():
             raise click.UsageError(f"--http {http!r}: expected HOST:PORT, e.g. 127.0.0.1:8765")
         bind = (host_part.strip("[]") or "127.0.0.1", int(port_part))
+    if bind is None and (publish_registry or follow_url is not None):
+        raise click.UsageError("--publish-registry and --follow serve over HTTP: add --http")
+    follower = None
+    if follow_url is not None:
+        from ..follow import Follower, read_token
+
+        follower = Follower(
+            home, follow_url, read_token(follow_token_file), interval=follow_interval
+        )
+        follower.check_token()  # a refused token stops here, with what to do
 
     metrics_bind: tuple[str, int] | None = None
     if metrics is not None:
@@ -265,7 +308,10 @@ def serve(
         )
         server = McpServer(make_host, options)
         exporter = None
+        following = None
         try:
+            if follower is not None:
+                following = asyncio.ensure_future(follower.run())
             if metrics_bind is not None:
                 from ..observe.listener import MetricsListener
 
@@ -302,12 +348,17 @@ def serve(
                         max_connections=max_connections,
                         max_per_client=max_connections_per_client,
                     ),
+                    publish_home=home.root if publish_registry else None,
                 )
                 try:
                     await serve_http(server, opts, on_ready=_say_serving)
                 except ValueError as exc:
                     raise ConfigError(str(exc)) from None
         finally:
+            if following is not None:
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await following
             if exporter is not None:
                 await exporter.close()
             await server.close()

@@ -57,7 +57,7 @@ def status(home: Home, as_json: bool, watch: bool) -> None:
         if not hosts:
             click.echo(none_running(home), err=True)
             sys.exit(1)
-        click.echo(_json(hosts, home) if as_json else render(hosts))
+        click.echo(_json(hosts, home) if as_json else following_text(home) + render(hosts))
         return
     try:
         while True:
@@ -65,7 +65,8 @@ def status(home: Home, as_json: bool, watch: bool) -> None:
             if as_json:
                 text = _json(hosts, home)
             else:
-                text = render(hosts) if hosts else none_running(home)
+                text = following_text(home)
+                text += render(hosts) if hosts else none_running(home)
                 text += f"\n\n{time.strftime('%H:%M:%S')}  every 1 s; Ctrl-C to stop"
             click.echo(REDRAW + text, nl=True)
             time.sleep(1.0)
@@ -78,7 +79,33 @@ def none_running(home: Home) -> str:
 
 
 def _json(hosts: list[dict[str, Any]], home: Home) -> str:
-    return json.dumps({"home": str(home.root), "hosts": hosts}, indent=2, sort_keys=True)
+    from ..follow import following
+
+    return json.dumps(
+        {"home": str(home.root), "hosts": hosts, "following": following(home)},
+        indent=2,
+        sort_keys=True,
+    )
+
+
+def following_text(home: Home) -> str:
+    """A following home's first lines: whom it follows, in step or why not ("" when it
+    follows no primary; see docs/cluster.md)."""
+    from ..follow import following
+
+    f = following(home)
+    if f is None:
+        return ""
+    primary = printable(str(f.get("primary")))
+    contact = f.get("last_contact")
+    seen = time.strftime("%H:%M:%S", time.localtime(contact)) if contact else "never"
+    if f.get("error"):
+        state = f"NOT in step (last contact {seen}): {printable(str(f['error']))}"
+    elif f.get("in_step"):
+        state = f"in step at generation {f.get('generation')} (last contact {seen})"
+    else:
+        state = "starting"
+    return f"following {primary}: {state}\n\n"
 
 
 def render(hosts: list[dict[str, Any]]) -> str:

@@ -69,16 +69,37 @@ def tokens_group() -> None:
     metavar="WHEN",
     help="When the token stops working: a duration (30d, 12h, 90m, 2w) or a date. Default: never.",
 )
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="A follower's token: it may read the registry this home publishes "
+    "(`serve --publish-registry`) and call no tool (docs/cluster.md).",
+)
 @pass_home_to_create
-def create(home: Home, name: str, patterns: tuple[str, ...], expires: str | None) -> None:
+def create(
+    home: Home, name: str, patterns: tuple[str, ...], expires: str | None, follow: bool
+) -> None:
     """Make a token called NAME and print it (it is shown this once only)."""
+    if follow and patterns:
+        raise TokenError("a --follow token calls no tool: leave out --tools")
     expires_at = parse_expiry(expires) if expires is not None else None
-    secret, token = create_token(home.tokens_file, name, tools=patterns, expires=expires_at)
+    secret, token = create_token(
+        home.tokens_file, name, tools=patterns, expires=expires_at, follow=follow
+    )
     AuditLog(home.audit_log).append(
         "token.create",
-        detail=f"name={name} tools={','.join(patterns) or '*'} expires={_when(expires_at)}",
+        detail=f"name={name} tools={'-' if follow else ','.join(patterns) or '*'} "
+        f"expires={_when(expires_at)}" + (" follow" if follow else ""),
     )
     click.echo(secret)
+    if follow:
+        click.echo(
+            f"token {name!r} created for a follower (reads the published registry, calls no "
+            f"tool; expires {_when(token.expires)}). It is shown only now: give it to the "
+            "follower in $MCPHOST_FOLLOW_TOKEN or a file (--follow-token-file).",
+            err=True,
+        )
+        return
     click.echo(
         f"token {name!r} created (tools: {', '.join(token.tools) or 'all'}; expires "
         f"{_when(token.expires)}). It is shown only now: give it to the client as the header "
@@ -100,6 +121,7 @@ def list_(home: Home, as_json: bool) -> None:
                 {
                     "name": t.name,
                     "tools": list(t.tools),
+                    "follow": t.follow,
                     "created": _when(t.created),
                     "expires": None if t.expires is None else _when(t.expires),
                     "expired": t.expired(now),
@@ -114,7 +136,7 @@ def list_(home: Home, as_json: bool) -> None:
     for t in tokens:
         state = " (expired)" if t.expired(now) else ""
         click.echo(
-            f"{t.name}\ttools: {', '.join(t.tools) or 'all'}\t"
+            f"{t.name}\ttools: {'none (follower)' if t.follow else ', '.join(t.tools) or 'all'}\t"
             f"created {_when(t.created)}\texpires {_when(t.expires)}{state}"
         )
 

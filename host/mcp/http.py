@@ -53,6 +53,7 @@ class HttpOptions:
         session_idle_seconds: float = DEFAULT_IDLE_SECONDS,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         outbox_bytes: int = DEFAULT_OUTBOX_BYTES,
+        publish_home: Path | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -66,6 +67,8 @@ class HttpOptions:
         self.session_idle_seconds = session_idle_seconds
         self.max_sessions = max_sessions
         self.outbox_bytes = outbox_bytes
+        #: The home whose registry this server publishes to followers (None: it does not).
+        self.publish_home = publish_home
 
     def check(self) -> None:
         """Refuse unsafe combinations (ValueError with what to do)."""
@@ -79,6 +82,11 @@ class HttpOptions:
             raise ValueError(
                 f"refusing --no-auth on {self.host}: without tokens only a loopback "
                 "address may be served; create a token with `mcphost tokens create NAME`"
+            )
+        if self.publish_home is not None and not self.auth:
+            raise ValueError(
+                "refusing --publish-registry with --no-auth: followers present tokens made "
+                "with `mcphost tokens create NAME --follow`"
             )
         if self.auth and self.tokens_file is None:
             raise ValueError("HTTP authentication needs a token file (the home's tokens.json)")
@@ -152,6 +160,7 @@ class HttpFrontEnd:
             body_timeout=limits.body_timeout,
             outbox_bytes=opts.outbox_bytes,
             public_url=lambda: self.url,
+            publisher=self._publisher(),
         )
         guard = ConnectionGuard(limits)
         loop = asyncio.get_running_loop()
@@ -184,6 +193,14 @@ class HttpFrontEnd:
         self._accept = loop.create_task(accept_forever(self._sock, guard, make_protocol))
         self.sessions.start()
         return self.port
+
+    def _publisher(self) -> Any:
+        if self.options.publish_home is None:
+            return None
+        from ..home import Home
+        from ..publish import Publisher
+
+        return Publisher(Home(self.options.publish_home), self.options.path)
 
     @property
     def url(self) -> str:

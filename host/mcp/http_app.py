@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -62,6 +62,9 @@ from .jsonrpc import (
 )
 from .server import HANDSHAKE_VERSIONS, McpServer
 from .session import PROTOCOL_VERSION_KEY, Session, has_envelope
+
+if TYPE_CHECKING:
+    from ..publish import Publisher
 
 __all__ = ["McpApp"]
 
@@ -110,8 +113,11 @@ class McpApp:
         body_timeout: float,
         outbox_bytes: int,
         public_url: Callable[[], str],
+        publisher: Publisher | None = None,
     ) -> None:
         self.server = server
+        #: The published registry's routes (``serve --publish-registry``), if any.
+        self.publisher = publisher
         self.path = path
         self.metadata_path = "/.well-known/oauth-protected-resource" + path
         self.sessions = sessions
@@ -167,7 +173,8 @@ class McpApp:
         if path == self.metadata_path and method == "GET":
             await self._json(send, 200, _encoder.encode(resource_metadata(self.public_url())))
             return
-        if path != self.path:
+        publishing = self.publisher is not None and self.publisher.owns(path)
+        if path != self.path and not publishing:
             await self._plain(send, 404, f"not found: the MCP endpoint is {self.path}")
             return
         refused = check_host(headers, self.allowed_hosts) or check_origin(
@@ -186,6 +193,9 @@ class McpApp:
                 hdr = challenge(meta_url, invalid=header(headers, b"authorization") is not None)
                 await self._plain(send, 401, why, [(b"www-authenticate", hdr)])
                 return
+        if publishing or (token is not None and token.follow):
+            await self._follower(scope, send, token, publishing)
+            return
         if method == "POST":
             await self._post(scope, receive, send, token)
         elif method == "GET":
@@ -196,6 +206,34 @@ class McpApp:
             await self._plain(
                 send, 405, "use POST, GET or DELETE", [(b"allow", b"GET, POST, DELETE")]
             )
+
+    async def _follower(
+        self, scope: Scope, send: Send, token: Token | None, publishing: bool
+    ) -> None:
+        """The published registry, for followers' tokens only; they call no tool."""
+        if not publishing:
+            assert token is not None
+            self.server.frontend.reject("forbidden_follower_token")
+            await self._plain(
+                send,
+                403,
+                f"token {token.name!r} is a follower's token: it reads the published registry "
+                "and calls no tool; give MCP clients a token made without --follow",
+            )
+            return
+        if token is None or not token.follow:
+            self.server.frontend.reject("forbidden_not_follower")
+            await self._plain(
+                send,
+                403,
+                "the published registry is for followers' tokens only: make one with "
+                "`mcphost tokens create NAME --follow` on this (the primary's) home",
+            )
+            return
+        assert self.publisher is not None
+        await self.publisher(
+            scope["path"], scope["method"], header(scope["headers"], b"if-none-match"), send
+        )
 
     def _session(
         self, headers: Headers, token: Token | None
