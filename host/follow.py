@@ -10,8 +10,9 @@ Every ``interval`` seconds the follower asks for the primary's state (with the l
    home's trust store (a wheel signed by a key it does not trust is refused), the
    install policy, tools learned from one handshake, descriptions approved;
 2. a plugin whose active version differs is switched as ``plugin swap`` / ``rollback``
-   would (verified again before the switch); the host serving this home follows its
-   registry and hot-swaps with drain, as for a change made with the CLI;
+   would (verified again before the switch), and a plugin active here but not on the
+   primary (removed there) is removed; the host serving this home follows its registry
+   and hot-swaps with drain, as for a change made with the CLI;
 3. the primary's ``config.toml`` text replaces this home's when it differs; the host's
    live configuration path applies it (a refused one leaves the last good one running).
 
@@ -135,6 +136,7 @@ class _Plugin(msgspec.Struct, frozen=True):
     active: _Version
     previous: _Version | None = None
     action: str = "activate"
+    owner_key: str | None = None
 
 
 class _State(msgspec.Struct, frozen=True):
@@ -175,6 +177,8 @@ class Follower:
         self.last_change: float | None = None
         self.since = time.time()
         self._said: str | None = None
+        #: Refused wheels by digest: (the trust stamp they were refused under, why).
+        self._refused: dict[str, tuple[tuple[tuple[str, int, int], ...], str]] = {}
 
     # -- HTTP ------------------------------------------------------------------------
     def _get(
@@ -272,6 +276,15 @@ class Follower:
                 try:
                     changed |= self._follow_plugin(reg, cfg, name, plugin)
                 except MCPHostError as exc:
+                    named = exc.message.startswith(f"{name} ")
+                    problems.append(exc.message if named else f"{name}: {exc.message}")
+            for name in sorted(set(reg.active_state()) - set(state.plugins)):
+                # Not active on the primary (removed there): the mirror removes it too.
+                try:
+                    reg.remove(name, force=True, reason=f"following {self.url}: not on it")
+                    log.info("following %s: removed %s (not active on the primary)", self.url, name)
+                    changed = True
+                except MCPHostError as exc:
                     problems.append(f"{name}: {exc.message}")
         changed |= self._follow_config(state.config)
         if changed:
@@ -298,7 +311,7 @@ class Follower:
                     )
                 continue
             try:
-                self._install(reg, cfg, name, v)
+                self._install(reg, cfg, name, v, plugin.owner_key)
             except MCPHostError as exc:
                 if v is plugin.active:
                     raise
@@ -324,8 +337,40 @@ class Follower:
             raise RegistryError("; ".join(problems))
         return current != plugin.active.version
 
-    def _install(self, reg: Registry, cfg: HostConfig, name: str, v: _Version) -> None:
-        """Download, check the digest, and install as `plugin install` does (inactive)."""
+    def _install(
+        self, reg: Registry, cfg: HostConfig, name: str, v: _Version, owner: str | None
+    ) -> None:
+        """Download, check the digest, and install as `plugin install` does (inactive).
+
+        A refused wheel is not downloaded again (nor its refusal audited again) until
+        this home's trust store or configuration changes."""
+        stamp = self._trust_stamp()
+        refused = self._refused.get(v.sha256)
+        if refused is not None and refused[0] == stamp:
+            raise VerificationError(refused[1], data={"plugin": name, "version": v.version})
+        try:
+            self._download_and_install(reg, cfg, name, v, owner)
+        except MCPHostError as exc:
+            what = f"{name} {v.version} (sha256 {v.sha256[:16]}) from the primary is refused"
+            message = f"{what}: {exc.message}"
+            self._refused[v.sha256] = (stamp, message)
+            raise type(exc)(message, data=exc.data) from None
+
+    def _trust_stamp(self) -> tuple[tuple[str, int, int], ...]:
+        """Changes when this home's trust store or config.toml changes."""
+        out: list[tuple[str, int, int]] = []
+        paths = [self.home.config_file]
+        with contextlib.suppress(OSError):
+            paths += sorted(self.home.keys_dir.rglob("*"))
+        for path in paths:
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                out.append((str(path), st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
+    def _download_and_install(
+        self, reg: Registry, cfg: HostConfig, name: str, v: _Version, owner: str | None
+    ) -> None:
         from mcphost.registry.approvals import items_of_tools
         from mcphost.registry.store import wheel_path
 
@@ -340,9 +385,7 @@ class Follower:
             got = hashlib.sha256(data).hexdigest()
             if got != v.sha256:
                 raise VerificationError(
-                    f"the wheel of {name} {v.version} from the primary has sha256 {got[:16]}, "
-                    f"not the published {v.sha256[:16]}: refused",
-                    data={"plugin": name, "version": v.version},
+                    f"the wheel downloaded has sha256 {got[:16]}, not the one published"
                 )
             incoming = self.home.run_dir / "follow"
             incoming.mkdir(parents=True, exist_ok=True)
@@ -350,14 +393,27 @@ class Follower:
             tmp.write_bytes(data)
             source = tmp
         try:
-            checked = reg.check(source)  # this home's trust store
-            if checked.plugin != name or checked.version != v.version:
-                raise VerificationError(
-                    f"the primary published {name} {v.version} but the wheel is "
-                    f"{checked.plugin} {checked.version}: refused"
+            try:
+                # Trust first (this home's store); the name's owner is the primary's
+                # decision: a key change it made is followed, for a key trusted here.
+                checked = reg.check(source, allow_key_change=True)
+                if checked.plugin != name or checked.version != v.version:
+                    raise VerificationError(
+                        f"the wheel is {checked.plugin} {checked.version}, not what was published"
+                    )
+                _check_policy(checked, cfg)
+                result = reg.install(
+                    checked,
+                    activate=False,
+                    allow_key_change=checked.key_id is not None and checked.key_id == owner,
+                    reason=f"following {self.url}",
                 )
-            _check_policy(checked, cfg)
-            result = reg.install(checked, activate=False, reason=f"following {self.url}")
+            except MCPHostError as exc:
+                # The message names the downloaded file, a temporary name: say the digest.
+                raise type(exc)(
+                    exc.message.replace(f"{source}: ", "").replace(str(source), "the wheel"),
+                    data=exc.data,
+                ) from None
             rec = ensure_tools(self.home, cfg, reg, reg.version(name, result.version))
             if rec.approved is None:
                 reg.approve(rec.plugin, rec.version, items_of_tools(rec.tools or []))

@@ -5,7 +5,8 @@ tokens create --follow`` only:
 
 * ``GET <path>/registry/state``: per plugin its active version and that wheel's sha256,
   the version it rolls back to (and its sha256), how it became active (``activate``,
-  ``swap`` or ``rollback``), and the text of ``config.toml``; the ``ETag`` is the body's
+  ``swap`` or ``rollback``), the key its name belongs to, and the text of
+  ``config.toml``; the ``ETag`` is the body's
   sha256, and ``If-None-Match`` with it answers 304 (a poll that finds nothing new costs
   one small answer).
 * ``GET <path>/registry/wheels/<sha256>``: the wheel kept under that digest in the
@@ -48,6 +49,8 @@ class PublishedPlugin(msgspec.Struct, frozen=True):
     previous: PublishedVersion | None = None
     #: How the active version became active: "activate", "swap" or "rollback".
     action: str = "activate"
+    #: The key the name belongs to on the primary (it changes with --allow-key-change).
+    owner_key: str | None = None
 
 
 class PublishedState(msgspec.Struct, frozen=True):
@@ -92,6 +95,7 @@ def read_state(home: Home) -> PublishedState:
                     active=PublishedVersion(rec.version, rec.wheel_sha256),
                     previous=previous,
                     action=action,
+                    owner_key=reg.plugin(rec.plugin).owner_key,
                 )
     try:
         config = home.config_file.read_text(encoding="utf-8")

@@ -188,6 +188,9 @@ def doctor(home: Home, as_json: bool) -> None:
     """Show Python, platform, the event loop, available isolation, the default limits, and
     the cluster of [cluster] when one is configured (its nodes, their resources and the
     isolation each can give)."""
+    from ..follow import following
+    from .status import following_text
+
     try:
         cfg = load_config(home.config_file)
         config_error = None
@@ -212,6 +215,7 @@ def doctor(home: Home, as_json: bool) -> None:
         "limits": cfg.limits.model_dump() if cfg else None,
         "require_namespaces": cfg.require_namespaces if cfg else None,
         "cluster": _cluster(cfg, chosen),
+        "following": following(home),
     }
     if as_json:
         echo_json(data)
@@ -241,6 +245,8 @@ def doctor(home: Home, as_json: bool) -> None:
         click.echo(f"limits      {lim}")
     for line in _cluster_lines(data["cluster"], chosen):
         click.echo(line)
+    if data["following"] is not None:
+        click.echo(following_text(home).rstrip().replace("following ", "following   ", 1))
 
 
 def _cluster(cfg: HostConfig | None, chosen: str) -> dict[str, Any] | None:

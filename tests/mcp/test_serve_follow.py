@@ -206,6 +206,14 @@ async def test_a_swap_and_a_rollback_on_the_primary_reach_the_follower_without_a
                 assert time.monotonic() < deadline, "the rename did not reach the follower"
                 await asyncio.sleep(0.1)
 
+        # A removal on the primary removes the plugin from the follower too.
+        await run_mcphost_ok_async("plugin", "remove", "textkit", "--force", home=primary)
+        async with http_client(f.url, f.token) as client:
+            deadline = time.monotonic() + REACH
+            while "say" in {t.name for t in (await client.list_tools()).tools}:
+                assert time.monotonic() < deadline, "the removal did not reach the follower"
+                await asyncio.sleep(0.1)
+
         # status on the follower says whom it follows.
         out = _status(follower)
         assert f"following {p.url}: in step" in out, out
@@ -245,7 +253,16 @@ async def test_an_untrusted_wheel_is_refused_and_a_lost_primary_leaves_the_follo
         await wait_until(refused, REACH, "the follower logged the refusal")
         assert await _echo(f, "y") == "y"  # still the old version
         out = _status(follower)
-        assert "NOT in step" in out and "textkit" in out, out
+        assert "NOT in step" in out, out
+        assert "textkit 1.2.0 (sha256 " in out and "from the primary is refused: key" in out, out
+        assert "is not trusted" in out, out
+        assert sum("is not trusted" in line for line in f.log) == 1  # logged once
+
+        # Once the follower's operator trusts the key, the follower catches up.
+        pub = tmp_path / "stranger.pub"
+        pub.write_bytes(keys["stranger"].public_key.pem())
+        await run_mcphost_ok_async("keys", "trust", str(pub), "--name", "stranger", home=follower)
+        await _serves(f, " [1.2]")
 
         # The primary goes away: the follower keeps serving what it has, and says so.
         p.proc.terminate()
@@ -255,7 +272,7 @@ async def test_an_untrusted_wheel_is_refused_and_a_lost_primary_leaves_the_follo
             REACH,
             "the follower noticed the primary is gone",
         )
-        assert await _echo(f, "z") == "z"
+        assert await _echo(f, "z") == "z [1.2]"
         assert "cannot be reached" in _status(follower)
         assert sum("cannot be reached" in line for line in f.log) == 1  # logged once
 
@@ -304,3 +321,26 @@ def test_a_token_the_primary_refuses_stops_the_follower_with_what_to_do(
         )  # fmt: skip
         assert proc.returncode == 2 and "MCPHOST_FOLLOW_TOKEN" in proc.stderr, proc.stderr
     assert not (follower.root / "following.json").exists()
+
+
+async def test_a_wheel_whose_bytes_are_not_the_published_digest_is_refused(
+    tmp_path: Path, keys: dict[str, PrivateKey], textkits: dict[str, Path]
+) -> None:
+    primary = _home(tmp_path / "primary", keys["publisher"])
+    follower = _home(tmp_path / "follower", keys["publisher"])
+    _install(primary, textkits["1.0.0"])
+    # The wheel kept by the primary changes after its install (a damaged disk, a
+    # tampered store, a proxy in between): its bytes no longer have the published digest.
+    (kept,) = primary.store_dir.glob("*.whl")
+    kept.chmod(0o644)
+    kept.write_bytes(kept.read_bytes() + b"\0")
+    token_file = _follow_token(primary, tmp_path / "follow.token")
+    with _pair(tmp_path, primary, follower, token_file) as (_p, f):
+        await wait_until(
+            lambda: any("not the one published" in line for line in f.log),
+            REACH,
+            "the follower refused the wheel",
+        )
+        assert "NOT in step" in _status(follower)
+        async with http_client(f.url, f.token) as client:
+            assert (await client.list_tools()).tools == []
