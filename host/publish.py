@@ -112,8 +112,6 @@ class Publisher:
     def __init__(self, home: Home, mcp_path: str) -> None:
         self.home = home
         self.prefix = mcp_path.rstrip("/") + "/registry/"
-        #: Requests answered, by route (the status page and tests read it).
-        self.served = {"state": 0, "not_modified": 0, "wheel": 0}
 
     def owns(self, path: str) -> bool:
         return path.startswith(self.prefix)
@@ -130,11 +128,9 @@ class Publisher:
             body = _encoder.encode(state)
             etag = '"' + hashlib.sha256(body).hexdigest() + '"'
             if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
-                self.served["not_modified"] += 1
                 await _start(send, 304, [(b"etag", etag.encode())])
                 await send({"type": "http.response.body", "body": b""})
                 return
-            self.served["state"] += 1
             await _start(
                 send,
                 200,
@@ -176,7 +172,6 @@ class Publisher:
             )
             return
         size = path.stat().st_size
-        self.served["wheel"] += 1
         await _start(
             send,
             200,

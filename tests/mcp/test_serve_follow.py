@@ -8,6 +8,7 @@ against its own trust store."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 import urllib.error
@@ -313,6 +314,28 @@ def test_a_token_the_primary_refuses_stops_the_follower_with_what_to_do(
             urllib.request.urlopen(req, timeout=30)
         assert denied.value.code == 403
         assert "follower's token" in denied.value.read().decode()
+
+        # The published state: an ETag, 304 when unchanged; wheels by digest only.
+        def get(path: str, secret: str, **headers: str) -> tuple[int, bytes, str | None]:
+            req = urllib.request.Request(
+                f"{p.url}/registry/{path}", headers={"Authorization": f"Bearer {secret}", **headers}
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    return resp.status, resp.read(), resp.headers.get("ETag")
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read(), exc.headers.get("ETag")
+
+        status, body, etag = get("state", follow_secret)
+        assert status == 200 and etag, body
+        state = json.loads(body)
+        active = state["plugins"]["textkit"]["active"]
+        assert active["version"] == "1.0.0" and len(active["sha256"]) == 64
+        assert get("state", follow_secret, **{"If-None-Match": etag})[0] == 304
+        status, wheel, _ = get(f"wheels/{active['sha256']}", follow_secret)
+        assert status == 200 and hashlib.sha256(wheel).hexdigest() == active["sha256"]
+        assert get("wheels/" + "0" * 64, follow_secret)[0] == 404
+        assert get("state", p.token)[0] == 403  # an MCP client's token reads no registry
 
         # No token in the environment or a file: refused before anything starts.
         proc = run_mcphost(
