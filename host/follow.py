@@ -182,7 +182,11 @@ class Follower:
 
     # -- HTTP ------------------------------------------------------------------------
     def _get(
-        self, path: str, etag: str | None = None, limit: int = _MAX_STATE
+        self,
+        path: str,
+        etag: str | None = None,
+        limit: int = _MAX_STATE,
+        timeout: float = _TIMEOUT,
     ) -> tuple[int, str | None, bytes]:
         import urllib.error
         import urllib.request
@@ -192,7 +196,7 @@ class Follower:
         if etag is not None:
             req.add_header("If-None-Match", etag)
         try:
-            with urllib.request.urlopen(req, timeout=_TIMEOUT) as resp:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
                 body = resp.read(limit + 1)
                 if len(body) > limit:
                     raise RegistryError(f"the primary's answer to {path} is over {limit} bytes")
@@ -256,7 +260,7 @@ class Follower:
     def check_token(self) -> None:
         """At start: a token the primary refuses is a configuration error (raised)."""
         try:
-            self._get("state")
+            self._get("state", timeout=5.0)  # a primary that does not answer is not waited for
         except _Refused as exc:
             raise ConfigError(str(exc)) from None
         except (MCPHostError, OSError, msgspec.DecodeError):

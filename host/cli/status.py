@@ -105,7 +105,22 @@ def following_text(home: Home) -> str:
         state = f"in step at generation {f.get('generation')} (last contact {seen})"
     else:
         state = "starting"
+    pid = f.get("pid")
+    if isinstance(pid, int) and not _running(pid):
+        state += f" (its following server, pid {pid}, is not running)"
     return f"following {primary}: {state}\n\n"
+
+
+def _running(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def render(hosts: list[dict[str, Any]]) -> str:

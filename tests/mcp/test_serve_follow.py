@@ -230,6 +230,12 @@ async def test_a_swap_and_a_rollback_on_the_primary_reach_the_follower_without_a
             assert "error [following_home]" in proc.stderr, proc.stderr
             assert p.url in proc.stderr and "on the primary" in proc.stderr, proc.stderr
 
+    # Stopped, the follower's home still follows; doctor says its server is not running.
+    proc = run_mcphost("doctor", home=follower)
+    assert proc.returncode == 0, proc.stderr
+    assert f"following   {p.url}: in step" in proc.stdout, proc.stdout
+    assert "is not running" in proc.stdout, proc.stdout
+
 
 async def test_an_untrusted_wheel_is_refused_and_a_lost_primary_leaves_the_follower_serving(
     tmp_path: Path, keys: dict[str, PrivateKey], textkits: dict[str, Path]
