@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from mcphost.sandbox.isolation import IsolationBackend
+from mcphost.sandbox.isolation import IsolationBackend, write_worker_bytecode
 from mcphost.sandbox.jail import choose_backend
 from mcphost.sdk.errors import ConfigError
 
@@ -15,6 +15,8 @@ __all__ = ["isolation_backend"]
 def isolation_backend(config: HostConfig, override: str | None = None) -> IsolationBackend:
     """The backend plugins run under, refusing when the configuration requires namespaces
     and the chosen backend has none. Every place that starts a worker asks here."""
+    # Before the first worker: once per process, a few stat calls when up to date.
+    write_worker_bytecode()
     isolation = override or config.isolation
     backend = choose_backend(isolation)
     if config.require_namespaces and backend.level != "namespaces":

@@ -28,6 +28,7 @@ __all__ = [
     "runtime_paths",
     "worker_argv",
     "worker_config",
+    "write_worker_bytecode",
 ]
 
 
@@ -199,6 +200,39 @@ def runtime_paths() -> list[str]:
 
     out.add(str(Path(_m.__file__ or ".").resolve().parent.parent))
     return sorted(out)
+
+
+_BYTECODE_WRITTEN = False
+
+
+def write_worker_bytecode() -> None:
+    """Write the bytecode of the code every worker imports first (``mcphost.sdk`` and
+    ``mcphost.sandbox``) where Python keeps it, for the files whose bytecode is missing
+    or older than the file; once per process.
+
+    Workers run with ``-B`` (they never write bytecode: their code is read-only to
+    them), and the host imports only part of these modules itself, so a worker-only
+    module (the worker loop, its I/O) would otherwise be compiled from source by every
+    worker that starts: about a third of a worker's start. This is the host's own
+    code, compiled into its own install's ``__pycache__`` by the host, as the host's
+    imports do for the modules they load; a worker only reads it, read-only, and
+    Python still checks each file's bytecode against the source's size and mtime.
+    Skipped when the host itself writes no bytecode (``-B``,
+    ``PYTHONDONTWRITEBYTECODE``).
+    """
+    global _BYTECODE_WRITTEN
+    if _BYTECODE_WRITTEN or sys.dont_write_bytecode:
+        return
+    _BYTECODE_WRITTEN = True
+    import compileall
+
+    import mcphost.sandbox as _sb
+    import mcphost.sdk as _sdk
+
+    for pkg in (_sdk, _sb):
+        for root in pkg.__path__:
+            # Quietly: a file it cannot write (a read-only install) is left as it is.
+            compileall.compile_dir(root, quiet=2)
 
 
 def worker_argv(spec: WorkerSpec, channel_fd: int, python: str | None = None) -> list[str]:
