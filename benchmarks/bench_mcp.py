@@ -84,9 +84,30 @@ def install_textkit(work: Path) -> Path:
     return target
 
 
+def compile_mcphost() -> None:
+    """Write the bytecode of every mcphost module, as ``pip install`` does at install.
+
+    A development checkout (an editable install) has bytecode only for the modules some
+    process has imported while allowed to write it; the modules only workers import
+    (workers run with ``-B``) have none where ``PYTHONDONTWRITEBYTECODE`` is set, so
+    each worker would compile them from source at every start, which no installed
+    mcphost does (the official server's modules, installed by pip, have theirs).
+    """
+    import compileall
+    import importlib
+
+    roots: set[str] = set()
+    for sub in ("host", "sdk", "sandbox", "registry", "security"):
+        roots.update(importlib.import_module(f"mcphost.{sub}").__path__)
+    for root in sorted(roots):
+        compileall.compile_dir(root, quiet=1)
+
+
 def _prepare(work: Path) -> dict[str, tuple[list[str], str]]:
-    """Install textkit; return each server's argv and the name of its echo tool."""
+    """Install textkit, compile mcphost as an install would; return each server's argv
+    and the name of its echo tool."""
     target = install_textkit(work)
+    compile_mcphost()
     official = work / "official_echo.py"
     official.write_text(OFFICIAL_SERVER)
     servers = {OFFICIAL: ([sys.executable, str(official)], "echo")}
