@@ -100,8 +100,9 @@ def choose_backend(isolation: str = "auto") -> IsolationBackend:
 def warm_up(isolation: str = "auto") -> threading.Thread:
     """Begin, on a thread, what the first worker start would otherwise wait for: the
     bytecode of the worker's own modules (:func:`write_worker_bytecode`), bubblewrap's
-    probe (it runs ``bwrap --version`` and a trivial jail) and the seccomp filter
-    (finding libseccomp runs ``ldconfig -p``). Each is done once per process, so the
+    probe (it runs ``bwrap --version`` and a trivial jail), the seccomp filter
+    (finding libseccomp runs ``ldconfig -p``) and the folders a jail binds for
+    mcphost's own code. Each is done once per process, so the
     start that asks next gets the answer ready, or waits for the one in progress;
     nothing is decided here (the backend is still chosen from the configuration, and a
     probe that fails here fails there the same way).
@@ -118,7 +119,10 @@ def warm_up(isolation: str = "auto") -> threading.Thread:
                 return
             for backend in available_backends():
                 if backend.name == "bwrap" and backend.available()[0]:
+                    from .bwrap import code_paths
                     from .seccomp import SeccompUnavailable, filter_program
+
+                    code_paths()  # the links of an editable install, walked once
 
                     # Without it the launch plan goes on without a filter and says so.
                     with contextlib.suppress(SeccompUnavailable):
