@@ -39,7 +39,6 @@ import signal
 import stat
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
 
 import msgspec
@@ -127,11 +126,9 @@ class BubblewrapBackend(IsolationBackend):
     def available(self) -> tuple[bool, str]:
         if self._available is None:
             # One probe per process and setup: every backend instance shares the answer.
-            # A probe already running (the start's warm-up) is waited for, not repeated.
             key = (self.bwrap, self.privileged, os.geteuid())
-            with _PROBE_LOCK:
-                if key not in _PROBED:
-                    _PROBED[key] = self._probe()
+            if key not in _PROBED:
+                _PROBED[key] = self._probe()
             self._available = _PROBED[key]
         return self._available
 
@@ -485,4 +482,3 @@ def _give_to(path: str, uid: int, gid: int, *, recursive: bool) -> None:
 
 
 _PROBED: dict[tuple[str, bool, int], tuple[bool, str]] = {}
-_PROBE_LOCK = threading.Lock()

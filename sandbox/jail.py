@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
-
 from .isolation import (
     IsolationBackend,
     IsolationReport,
@@ -12,10 +9,9 @@ from .isolation import (
     WorkerSpec,
     clean_env,
     worker_argv,
-    write_worker_bytecode,
 )
 
-__all__ = ["RlimitBackend", "available_backends", "choose_backend", "warm_up"]
+__all__ = ["RlimitBackend", "available_backends", "choose_backend"]
 
 
 class RlimitBackend(IsolationBackend):
@@ -95,41 +91,3 @@ def choose_backend(isolation: str = "auto") -> IsolationBackend:
             return b
     names = ", ".join(["auto", *(b.name for b in backends)])
     raise ConfigError(f"unknown isolation backend {isolation!r}; choose one of: {names}")
-
-
-def warm_up(isolation: str = "auto") -> threading.Thread:
-    """Begin, on a thread, what the first worker start would otherwise wait for: the
-    bytecode of the worker's own modules (:func:`write_worker_bytecode`), bubblewrap's
-    probe (it runs ``bwrap --version`` and a trivial jail), the seccomp filter
-    (finding libseccomp runs ``ldconfig -p``) and the folders a jail binds for
-    mcphost's own code. Each is done once per process, so the
-    start that asks next gets the answer ready, or waits for the one in progress;
-    nothing is decided here (the backend is still chosen from the configuration, and a
-    probe that fails here fails there the same way).
-
-    Worth it where the host has other work meanwhile: ``mcphost serve`` calls it before
-    it imports the host, and the probe's processes run while that import holds the
-    interpreter. With ``isolation = "rlimits"`` there is no jail to probe.
-    """
-
-    def warm() -> None:
-        try:
-            write_worker_bytecode()
-            if isolation == "rlimits":
-                return
-            for backend in available_backends():
-                if backend.name == "bwrap" and backend.available()[0]:
-                    from .bwrap import code_paths
-                    from .seccomp import SeccompUnavailable, filter_program
-
-                    code_paths()  # the links of an editable install, walked once
-
-                    # Without it the launch plan goes on without a filter and says so.
-                    with contextlib.suppress(SeccompUnavailable):
-                        filter_program()
-        except Exception:  # the real start reports whatever this met
-            pass
-
-    thread = threading.Thread(target=warm, name="mcphost-warm-up", daemon=True)
-    thread.start()
-    return thread

@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import threading
 from typing import Any
 
 __all__ = [
@@ -112,19 +111,9 @@ def seccomp_status() -> tuple[bool, str]:
     )
 
 
-#: One build at a time: the start's warm-up (:func:`mcphost.sandbox.jail.warm_up`) may be
-#: building the filter on its thread when the first worker's launch plan asks for it.
-_BUILD_LOCK = threading.Lock()
-
-
+@functools.cache
 def filter_program() -> bytes:
     """The filter as a BPF program (built once per process)."""
-    with _BUILD_LOCK:
-        return _build_program()
-
-
-@functools.cache
-def _build_program() -> bytes:
     sc = _pyseccomp()
     eperm = sc.ERRNO(errno.EPERM)
     flt = sc.SyscallFilter(sc.ALLOW)

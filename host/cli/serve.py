@@ -291,12 +291,6 @@ def serve(
             )
 
     def make_host() -> Host:
-        # On the start's thread, once serving has begun: the sandbox's probe runs its
-        # processes while the host's modules are imported, so the first worker start
-        # finds it done.
-        from mcphost.sandbox.jail import warm_up
-
-        warm_up(_isolation_hint(home))
         from ..host import Host
 
         return Host(home, plugin_dirs=plugin_dirs, environment=environment)
@@ -399,19 +393,6 @@ def _say_serving(url: str) -> None:
     """The start-up line of ``serve --http``: information for the operator, not a log
     line (stdout stays free; the line always reads the same, at any -v level)."""
     click.echo(f"mcphost serving MCP at {url}", err=True)
-
-
-def _isolation_hint(home: Home) -> str:
-    """The configured ``isolation``, read without the configuration models (a hint for
-    :func:`~mcphost.sandbox.jail.warm_up` only: the host validates the file and chooses
-    the backend itself); ``auto`` when the file is missing or does not say."""
-    import tomllib
-
-    try:
-        value = tomllib.loads(home.config_file.read_text(encoding="utf-8")).get("isolation")
-    except (OSError, ValueError):
-        return "auto"
-    return value if isinstance(value, str) else "auto"
 
 
 def _version() -> str:
