@@ -31,4 +31,5 @@ def isolation_backend(config: HostConfig, override: str | None = None) -> Isolat
             f"the configuration requires namespaces (require_namespaces = true) but {why}, "
             "or set require_namespaces = false; `mcphost doctor` shows what runs here"
         )
+    backend.ready()
     return backend

@@ -59,7 +59,7 @@ from .isolation import (
 from .landlock import BOOTSTRAP, JailStart, abi_version, rules_for
 from .layout import APP, DATA, HOME, inside, mount_args, overlaps, top_dir_args
 from .reaper import Jail, set_subreaper
-from .seccomp import SeccompUnavailable, filter_fd, seccomp_status
+from .seccomp import SeccompUnavailable, filter_fd, filter_program, seccomp_status
 
 __all__ = ["NOBODY", "BubblewrapBackend", "code_paths", "exit_status"]
 
@@ -254,6 +254,14 @@ class BubblewrapBackend(IsolationBackend):
             "are not enforced" + (" (ports are, by Landlock)" if abi >= 4 else ", nor are ports")
         )
         return IsolationReport(self.name, self.level, True, layers, warnings)
+
+    def ready(self) -> None:
+        """Build the seccomp filter (once per process: finding libseccomp runs
+        ``ldconfig -p`` twice), beside the host's other set-up instead of in the first
+        launch plan; where it cannot be built the plan says so, as before."""
+        if self.use_seccomp:
+            with contextlib.suppress(SeccompUnavailable):
+                filter_program()
 
     # -- the launch plan -----------------------------------------------------------
     def prepare(

@@ -146,6 +146,12 @@ class IsolationBackend(abc.ABC):
     def prepare(self, spec: WorkerSpec, channel_fd: int) -> LaunchPlan:
         """The launch plan for ``spec``; the worker talks to the host on ``channel_fd``."""
 
+    def ready(self) -> None:
+        """Make now, once per process, what every launch plan needs (nothing by
+        default): the host calls it where it chooses the backend, on a thread, so the
+        first worker start does not wait for it."""
+        return None
+
 
 def clean_env(
     extra: dict[str, str] | None = None, passthrough: list[str] | None = None
