@@ -10,7 +10,7 @@ from typing import Any
 
 import pluggy
 
-__all__ = ["hookimpl", "hookspec", "make_plugin_manager"]
+__all__ = ["HostPluginManager", "hookimpl", "hookspec", "make_plugin_manager"]
 
 PROJECT = "mcphost"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -57,8 +57,28 @@ class HostSpecs:
         """Routing for a plugin switched to another version."""
 
 
-def make_plugin_manager(hooks: list[object] | tuple[object, ...] = ()) -> pluggy.PluginManager:
-    pm = pluggy.PluginManager(PROJECT)
+class HostPluginManager(pluggy.PluginManager):
+    """pluggy's manager, counting registrations: the host checks which call hooks have
+    implementations only when :attr:`generation` has moved, not on every call."""
+
+    #: Moves on with every register and unregister.
+    generation = 0
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        try:
+            return super().register(plugin, name)
+        finally:
+            self.generation += 1
+
+    def unregister(self, plugin: object | None = None, name: str | None = None) -> Any:
+        try:
+            return super().unregister(plugin, name)
+        finally:
+            self.generation += 1
+
+
+def make_plugin_manager(hooks: list[object] | tuple[object, ...] = ()) -> HostPluginManager:
+    pm = HostPluginManager(PROJECT)
     pm.add_hookspecs(HostSpecs)
     for h in hooks:
         pm.register(h)

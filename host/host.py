@@ -144,10 +144,15 @@ class Host:
         self._use_environment = environment
         self._use_registry = registry
         self.hooks = make_plugin_manager(list(hooks))
+        #: Whether any call hook (authorize, before, after) has an implementation, as of
+        #: the hooks' registration generation ``_hooks_seen``.
+        self._call_hooks = False
+        self._hooks_seen = -1
         self._isolation = isolation
         self._supervisors: dict[str, Supervised] = {}
-        #: ``<plugin>.<tool>`` -> (supervisor, tool, its route token when checked).
-        self._routes: dict[str, tuple[Supervised, str, object]] = {}
+        #: ``<plugin>.<tool>`` -> (supervisor, tool, its route token when checked, its
+        #: plugin's name).
+        self._routes: dict[str, tuple[Supervised, str, object, str]] = {}
         #: Plugins being removed, while their calls drain.
         self._leaving: dict[str, Supervised] = {}
         #: ``<plugin>.<tool>`` -> (its supervisor, the batcher) for batch tools, made at
@@ -645,8 +650,8 @@ class Host:
         # with no worker, from its source, which changes only with a new worker).
         hit = self._routes.get(name)
         if hit is not None:
-            routed, tool, token = hit
-            if routed.route_token is token and self._supervisors.get(routed.name) is routed:
+            routed, tool, token, plugin = hit
+            if routed.route_token is token and self._supervisors.get(plugin) is routed:
                 return routed, tool
         if not self._started:
             raise PluginError("the host is not started; use `async with Host() as host:`")
@@ -683,7 +688,7 @@ class Host:
                 )
             if len(self._routes) > 4096:
                 self._routes.clear()
-            self._routes[name] = (sup, tool, token)
+            self._routes[name] = (sup, tool, token, plugin)
             self._batch_route(name, sup, tool, known_tools)
         return sup, tool
 
@@ -832,8 +837,9 @@ class Host:
                 on_log=on_log,
                 priority=priority,
             )
-        args = {} if args is None else args
-        if not isinstance(args, dict):
+        if args is None:
+            args = {}
+        elif type(args) is not dict and not isinstance(args, dict):
             raise InvalidArguments(f"{name}: arguments must be a JSON object (a dict)")
         if priority is not None:
             from .flow.controller import checked_priority
@@ -841,6 +847,58 @@ class Host:
             priority = checked_priority(priority)
         sup, tool = self._route(name)
         timeout = self.config.call_timeout if timeout is None else _checked_timeout(timeout)
+        if self.hooks.generation != self._hooks_seen:
+            self._see_hooks()
+        if self._call_hooks:
+            return await self._hooked_call(
+                name, sup, tool, args, timeout, on_progress, on_log, traceparent, priority
+            )
+        # The path of most calls: no hook to run, so nothing but the call and its count.
+        batchers = self._batchers
+        routed = batchers.get(name) if batchers else None
+        if routed is not None and routed[0] is sup:
+            sent = routed[1].call(args, timeout, priority)
+        else:
+            sent = self._send(
+                name, sup, tool, args, timeout, on_progress, on_log, traceparent, priority
+            )
+        metrics = self.metrics
+        if metrics is None:
+            return await sent
+        # Observed here, at the edge: a cached lookup and a few adds per call.
+        stats = metrics.routes.get(name) or metrics.route(name, sup.name)
+        m0 = stats.begin()
+        try:
+            result = await sent
+        except BaseException as exc:
+            stats.failed(m0, exc)
+            raise
+        stats.done(m0)
+        return result
+
+    def _see_hooks(self) -> None:
+        """Note which call hooks have implementations (after a (un)registration)."""
+        hook = self.hooks.hook
+        self._hooks_seen = self.hooks.generation
+        self._call_hooks = bool(
+            hook.mcphost_authorize_call.get_hookimpls()
+            or hook.mcphost_before_call.get_hookimpls()
+            or hook.mcphost_after_call.get_hookimpls()
+        )
+
+    async def _hooked_call(
+        self,
+        name: str,
+        sup: Supervised,
+        tool: str,
+        args: dict[str, Any],
+        timeout: float,
+        on_progress: ProgressCallback | None,
+        on_log: CallLogCallback | None,
+        traceparent: str,
+        priority: int | None,
+    ) -> Any:
+        """:meth:`call` with the app's call hooks around it."""
         hook = self.hooks.hook
         after = hook.mcphost_after_call
         # A hook with no implementation registered is not called at all: pluggy's call
@@ -850,23 +908,6 @@ class Host:
         if hook.mcphost_before_call.get_hookimpls():
             hook.mcphost_before_call(tool=name, plugin=sup.name, arguments=args)
         metrics = self.metrics
-        if not after.get_hookimpls():
-            if metrics is None:
-                return await self._send(
-                    name, sup, tool, args, timeout, on_progress, on_log, traceparent, priority
-                )
-            # Observed here, at the edge: a cached lookup and a few adds per call.
-            stats = metrics.routes.get(name) or metrics.route(name, sup.name)
-            m0 = stats.begin()
-            try:
-                result = await self._send(
-                    name, sup, tool, args, timeout, on_progress, on_log, traceparent, priority
-                )
-            except BaseException as exc:
-                stats.failed(m0, exc)
-                raise
-            stats.done(m0)
-            return result
         stats_or_none = None if metrics is None else metrics.route(name, sup.name)
         m0 = 0.0 if stats_or_none is None else stats_or_none.begin()
         t0 = time.perf_counter()
@@ -884,15 +925,16 @@ class Host:
                     stats_or_none.done(m0)
                 else:
                     stats_or_none.failed(m0, error)
-            outcome = "ok" if error is None else getattr(error, "code", "cancelled")
-            after(
-                tool=name,
-                plugin=sup.name,
-                arguments=args,
-                duration=time.perf_counter() - t0,
-                outcome=outcome,
-                error=error,
-            )
+            if after.get_hookimpls():
+                outcome = "ok" if error is None else getattr(error, "code", "cancelled")
+                after(
+                    tool=name,
+                    plugin=sup.name,
+                    arguments=args,
+                    duration=time.perf_counter() - t0,
+                    outcome=outcome,
+                    error=error,
+                )
 
     def _send(
         self,

@@ -28,6 +28,7 @@ import time
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Awaitable, Callable
+from operator import itemgetter, methodcaller
 from typing import Any
 
 from mcphost.sdk.errors import BatchResults, Busy, MCPHostError, PluginError, ToolTimeout
@@ -45,6 +46,24 @@ Dispatch = Callable[[dict[str, Any], float, str | None], Awaitable[Any]]
 
 _ids = itertools.count(1)
 _perf_counter = time.perf_counter
+
+# A batch's entries are read field by field in C (map over an itemgetter), not by a
+# Python loop per call: at 32 calls a batch that is most of the batcher's cost per call.
+_future_of = itemgetter(0)
+_args_of = itemgetter(1)
+_count_of = itemgetter(2)
+_deadline_of = itemgetter(3)
+_enqueued_of = itemgetter(4)
+_first = itemgetter(0)
+_is_done = methodcaller("done")
+#: The futures this module makes come from the loop; when they are asyncio's own (C)
+#: futures, results are handed out by mapping its unbound ``set_result``.
+_set_result = asyncio.Future.set_result
+
+
+def _consume(iterator: Any) -> None:
+    """Run an iterator to its end in C."""
+    deque(iterator, maxlen=0)
 
 
 def batch_parameter(input_schema: dict[str, Any]) -> str | None:
@@ -128,6 +147,32 @@ class BatchStats:
         #: Per priority level: calls per queue-wait bucket, and their total seconds.
         self.wait_buckets: dict[int, list[int]] = {}
         self.wait_seconds: dict[int, float] = {}
+
+    def waited_in_order(self, level: int, enqueued: list[float], now: float) -> None:
+        """The queue waits of calls of one ``level`` leaving at ``now``, ``enqueued``
+        the times they came, oldest first. Their waits then fall in order, so the counts
+        per bucket come from a search of the times per bucket crossed (most batches
+        cross one or two), not from a look at every call."""
+        counts = self.wait_buckets.get(level)
+        if counts is None:
+            counts = self.wait_buckets[level] = [0] * (len(BUCKETS) + 1)
+        n = len(enqueued)
+        # A wait w falls in the first bucket whose bound is >= w (bisect_left); it is
+        # <= BUCKETS[j] exactly when its call came at or after now - BUCKETS[j].
+        low = bisect_left(BUCKETS, now - enqueued[-1])
+        high = bisect_left(BUCKETS, now - enqueued[0])
+        if low == high:
+            counts[low] += n
+        else:
+            below = 0
+            for j in range(low, high):
+                within = n - bisect_left(enqueued, now - BUCKETS[j])
+                counts[j] += within - below
+                below = within
+            counts[high] += n - below
+        self.wait_seconds[level] = self.wait_seconds.get(level, 0.0) + (
+            n * now - math.fsum(enqueued)
+        )
 
     def waited_all(self, entries: list[_Entry], now: float) -> None:
         """The queue waits of the calls of a batch leaving at ``now``, each under its
@@ -219,6 +264,10 @@ class ToolBatcher:
         self.stats = BatchStats()
         self._plain: deque[_Entry] = deque()
         self._loop = asyncio.get_running_loop()
+        self._time = self._loop.time
+        self._create_future = self._loop.create_future
+        #: Whether the loop's futures are asyncio's own (see :data:`_set_result`).
+        self._c_futures = type(self._loop.create_future()) is asyncio.Future
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._tasks: set[asyncio.Task[None]] = set()
@@ -262,7 +311,7 @@ class ToolBatcher:
         bare future, and a lone call as :meth:`_alone` itself, with no frame between
         the caller and either (this runs once per call, the rest once per batch)."""
         items = args.get(self.param)
-        if not isinstance(items, list):
+        if type(items) is not list and not isinstance(items, list):
             return self._dispatch(args, timeout, None)  # the worker says what is wrong
         if self._shut:
             return self._failed(self._closed_error())
@@ -275,15 +324,41 @@ class ToolBatcher:
                 return self._failed(exc)
         self.stats.calls += 1
         plain = self._plain
-        n = len(items)
-        if not self.in_flight and not plain and not self._formed:
+        in_flight = self.in_flight
+        if not in_flight and not plain and not self._formed:
             if priority is None:
-                return self._alone(args, n, timeout, route, self.default_priority)
+                return self._alone(args, len(items), timeout, route, self.default_priority)
             level = self._level(priority)
             if self._window:
-                self._arrived(level, self._loop.time())
-            return self._alone(args, n, timeout, route, level)
-        now = self._loop.time()
+                self._arrived(level, self._time())
+            return self._alone(args, len(items), timeout, route, level)
+        now = self._time()
+        if (
+            priority is None
+            and route is None
+            and len(items) == 1
+            and type(items[0]) in _SCALARS
+            and len(args) == 1
+            and not self._formed
+            and now >= self._high_until
+        ):
+            # The most common call of all: one small item, nothing to group by, the
+            # default level, while no call of a higher one is about.
+            waiting = len(plain)
+            if waiting >= self._plain_limit:
+                return self._failed(self._full(self.default_priority))
+            future = self._create_future()
+            deadline = now + timeout
+            plain.append((future, args, 1, deadline, now, self.default_priority))
+            if in_flight < self.max_in_flight:
+                if waiting >= (self._sized or self._full_size()) - 1:
+                    self._kick()
+                elif not waiting:
+                    self._arm(min(now + self.settings.max_queue_delay, deadline))
+            elif not waiting:
+                self._arm(deadline)
+            return future
+        n = len(items)
         level = self.default_priority if priority is None else self._level(priority)
         small = (n == 1 and type(items[0]) in _SCALARS) or not is_large(
             items, self.large_item_bytes
@@ -299,10 +374,10 @@ class ToolBatcher:
             waiting = len(plain)
             if waiting >= self._plain_limit:
                 return self._failed(self._full(level))
-            future = self._loop.create_future()
+            future = self._create_future()
             deadline = now + timeout
             plain.append((future, args, n, deadline, now, level))
-            if self.in_flight < self.max_in_flight:
+            if in_flight < self.max_in_flight:
                 if waiting + 1 >= (self._sized or self._full_size()):
                     self._kick()
                 elif not waiting:
@@ -501,18 +576,25 @@ class ToolBatcher:
                 reason = "deadline"
             else:
                 break
-            entries: list[_Entry] = []
             level = self.default_priority
-            while plain and len(entries) < size:
-                entry = plain.popleft()
-                if entry[0].done():
-                    continue  # its caller went away
-                if entry[3] <= now:
-                    self._refuse(entry[0], "deadline", level)
-                    continue
-                entries.append(entry)
+            if len(plain) <= size:
+                taken = list(plain)
+                plain.clear()
+            else:
+                popleft = plain.popleft
+                taken = [popleft() for _ in range(size)]
+            # Calls whose caller went away, or whose time ran out, do not go.
+            if min(map(_deadline_of, taken)) > now and not any(
+                map(_is_done, map(_future_of, taken))
+            ):
+                entries = taken
+            else:
+                entries = [e for e in taken if e[3] > now and not e[0].done()]
+                for e in taken:
+                    if e[3] <= now and not e[0].done():
+                        self._refuse(e[0], "deadline", level)
             if entries:
-                self._launch(entries, reason, level)
+                self._launch(entries, reason, level, plain=True)
         # Calls whose time ran out while no batch could leave.
         while plain and (plain[0][0].done() or plain[0][3] <= now):
             future = plain.popleft()[0]
@@ -525,14 +607,20 @@ class ToolBatcher:
             else:
                 self._arm(first[3])
 
-    def _launch(self, entries: list[_Entry], reason: Reason, level: int) -> None:
-        """Send ``entries`` as one batch; ``level``: its best call's."""
+    def _launch(
+        self, entries: list[_Entry], reason: Reason, level: int, plain: bool = False
+    ) -> None:
+        """Send ``entries`` as one batch; ``level``: its best call's. ``plain``: they
+        are plain calls in the order they came (one level, the oldest first)."""
         self.in_flight += 1
         self._running[level] += 1
         stats = self.stats
         stats.batches += 1
         stats.reasons[reason] += 1
-        stats.waited_all(entries, self._loop.time())
+        if plain:
+            stats.waited_in_order(level, list(map(_enqueued_of, entries)), self._time())
+        else:
+            stats.waited_all(entries, self._time())
         task = self._loop.create_task(self._run(entries, level))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -575,12 +663,17 @@ class ToolBatcher:
 
     async def _run(self, entries: list[_Entry], level: int) -> None:
         param = self.param
-        joined: list[Any] = []
-        latest = -math.inf
-        for e in entries:
-            joined.extend(e[1][param])
-            if e[3] > latest:
-                latest = e[3]
+        lists = list(map(itemgetter(param), map(_args_of, entries)))
+        counts = list(map(_count_of, entries))
+        # Every call one item (the common case): items and results pair one to one.
+        ones = counts.count(1) == len(counts)
+        if ones:
+            joined = list(map(_first, lists))
+        else:
+            joined = []
+            for items in lists:
+                joined.extend(items)
+        latest = max(map(_deadline_of, entries))
         args = {**entries[0][1], param: joined}
         timeout = latest - self._loop.time()
         t0 = time.perf_counter()
@@ -614,6 +707,15 @@ class ToolBatcher:
         stats.largest = max(stats.largest, len(joined))
         stats.sizes[bisect_left(SIZE_BUCKETS, len(joined))] += 1
         stats.size_sum += len(joined)
+        if ones and type(result) is not BatchResults:
+            futures = list(map(_future_of, entries))
+            if self._c_futures and not any(map(_is_done, futures)):
+                _consume(map(_set_result, futures, map(list, zip(result))))
+                return
+            for future, item in zip(futures, result, strict=True):
+                if not future.done():
+                    future.set_result([item])
+            return
         offset = 0
         if type(result) is BatchResults:
             # Some items failed on their own: their callers get their errors.

@@ -47,26 +47,37 @@ _now = time.perf_counter
 
 
 class PluginCalls:
-    """What a plugin's routes share: the calls in flight, and the (time, total calls)
-    samples taken when someone reads calls/s (a reader's own clock, never a call's)."""
+    """What a plugin's routes share: the (time, total calls) samples taken when someone
+    reads calls/s (a reader's own clock, never a call's)."""
 
-    __slots__ = ("in_flight", "plugin", "routes", "samples")
+    __slots__ = ("plugin", "routes", "samples")
 
     def __init__(self, plugin: str) -> None:
         self.plugin = plugin
-        self.in_flight = 0
         self.routes: list[RouteStats] = []
         self.samples: list[tuple[float, int]] = []
 
+    @property
+    def in_flight(self) -> int:
+        """Calls of the plugin's routes begun and not yet ended."""
+        return sum(r.begun - r.ended for r in list(self.routes))
+
 
 class RouteStats:
-    """Totals, a duration histogram and the durations of the recent calls of one tool."""
+    """Totals, a duration histogram and the durations of the recent calls of one tool.
 
-    __slots__ = ("_i", "buckets", "errors", "ok", "owner", "recent", "sum", "tool")
+    A call's path touches as little as it can: :meth:`begin` one add, :meth:`done` the
+    counts, the histogram and the ring of recent durations, whose write index is the
+    count of calls ended (``in_flight`` is derived when read)."""
+
+    __slots__ = ("begun", "buckets", "ended", "errors", "ok", "owner", "recent", "sum", "tool")
 
     def __init__(self, tool: str, owner: PluginCalls) -> None:
         self.tool = tool
         self.owner = owner
+        #: Calls begun, and calls ended (either way).
+        self.begun = 0
+        self.ended = 0
         self.ok = 0
         #: Stable error code (or "cancelled") -> calls that ended with it.
         self.errors: dict[str, int] = {}
@@ -74,37 +85,38 @@ class RouteStats:
         #: Non-cumulative counts per bucket of :data:`BUCKETS`, the last one for +Inf.
         self.buckets = [0] * (len(BUCKETS) + 1)
         self.recent = [-1.0] * RECENT
-        self._i = 0
 
     def begin(self) -> float:
         """A call starts: returns its start time for :meth:`done` / :meth:`failed`."""
-        self.owner.in_flight += 1
+        self.begun += 1
         return _now()
 
     def done(self, t0: float) -> None:
         """The call started at ``t0`` returned a result."""
         d = _now() - t0
         self.ok += 1
-        self.owner.in_flight -= 1
         self.sum += d
         self.buckets[bisect_left(BUCKETS, d)] += 1
-        i = self._i
-        self.recent[i] = d
-        self._i = (i + 1) & _MASK
+        i = self.ended
+        self.recent[i & _MASK] = d
+        self.ended = i + 1
 
     def failed(self, t0: float, exc: BaseException) -> None:
         """The call started at ``t0`` raised ``exc`` (counted under its stable code)."""
-        d = _now() - t0
         code = getattr(exc, "code", None)
         key = code if isinstance(code, str) else "cancelled"
         errors = self.errors
         errors[key] = errors.get(key, 0) + 1
-        self.owner.in_flight -= 1
+        d = _now() - t0
         self.sum += d
         self.buckets[bisect_left(BUCKETS, d)] += 1
-        i = self._i
-        self.recent[i] = d
-        self._i = (i + 1) & _MASK
+        i = self.ended
+        self.recent[i & _MASK] = d
+        self.ended = i + 1
+
+    @property
+    def in_flight(self) -> int:
+        return self.begun - self.ended
 
     @property
     def total(self) -> int:
