@@ -9,6 +9,11 @@ A :class:`NodeWorker` is the body of one Ray actor (the host wraps it with
    registry's own check (:func:`mcphost.registry.wheels.check_wheel`), unpacks exactly
    the verified bytes into a cache keyed by the digest, and verifies that tree again
    before each start (:func:`mcphost.security.verify.verify_tree`), as a local start does;
+   the plugin's dependencies (which no signature covers) are named by the sha256 of
+   every file the host's registry recorded at install (:func:`deps_digest`): the node
+   asks for their archive once (when its cache under that digest lacks them), unpacks
+   it checking each file against that record, and checks the unpacked files against it
+   again before each start, as a local start checks ``deps/``;
 3. starts the worker under the isolation backend the host uses, refusing when the node
    cannot give it (a node's sandbox is never weaker than the host's);
 4. listens on a TCP port for one connection that proves itself with the token the host
@@ -50,6 +55,7 @@ __all__ = [
     "OUTPUT_STREAMS",
     "NodeWorker",
     "StartRequest",
+    "deps_digest",
     "node_dir",
     "output_frame",
     "trust_digest",
@@ -77,7 +83,8 @@ def output_frame(name: str, data: bytes) -> bytes:
 
 
 class StartRequest(msgspec.Struct, frozen=True):
-    """What the host sends to start one remote worker (the wheel travels beside it)."""
+    """What the host sends to start one remote worker (the wheel, and when the node
+    asks for it the archive of the dependencies, travel beside it)."""
 
     plugin: str
     version: str
@@ -100,6 +107,10 @@ class StartRequest(msgspec.Struct, frozen=True):
     #: The secret of the host's output connection (the worker's stdout and stderr);
     #: empty: the host does not want them (they go to the actor's log).
     output_token: bytes = b""
+    #: The version's dependencies: relative path under ``deps/`` -> sha256 (or the
+    #: registry's marker of a symlink), as the host's registry recorded them at install;
+    #: ``None``: nothing was recorded (a version installed before the registry did).
+    deps_files: dict[str, str] | None = None
 
 
 def node_dir() -> Path:
@@ -117,6 +128,15 @@ def trust_digest(trust: dict[str, bytes]) -> str:
         data = trust[name]
         h.update(f"{name}\0{len(data)}\0".encode())
         h.update(data)
+    return h.hexdigest()
+
+
+def deps_digest(files: dict[str, str]) -> str:
+    """The content address of a version's dependencies: the sha256 of the recorded
+    hash of every file, by path. The node keeps them unpacked under it."""
+    h = hashlib.sha256()
+    for rel in sorted(files):
+        h.update(f"{rel}\0{files[rel]}\n".encode())
     return h.hexdigest()
 
 
@@ -207,12 +227,14 @@ def prepare_tree(base: Path, req: StartRequest, wheel: bytes) -> tuple[Path, str
             f"{checked.plugin} {checked.version}",
             data={"plugin": req.plugin, "version": req.version, "reason": "identity"},
         )
-    if checked.requires:
+    if checked.requires and req.deps_files is None:
         raise VerificationError(
-            f"plugin {req.plugin} {req.version} depends on {', '.join(checked.requires)}; "
-            'plugins with dependencies cannot run with placement = "ray" yet '
-            "(docs/cluster.md): run it locally",
-            data={"plugin": req.plugin, "version": req.version, "reason": "dependencies"},
+            f"plugin {req.plugin} {req.version} depends on {', '.join(checked.requires)}, "
+            "but the host's registry recorded no hashes of its installed dependencies (a "
+            "version installed before it did), so a node cannot check them: remove that "
+            "version and install its wheel again with `mcphost plugin install`, or run it "
+            "locally",
+            data={"plugin": req.plugin, "version": req.version, "reason": "dependencies_unknown"},
         )
     tree = _unpack(base, req.wheel_sha256, checked.members) / "plugin"
     if checked.signed:
@@ -226,6 +248,174 @@ def prepare_tree(base: Path, req: StartRequest, wheel: bytes) -> tuple[Path, str
                 data={**exc.data, "plugin": req.plugin, "version": req.version, "node": node},
             ) from None
     return tree, checked.dist_info
+
+
+class DependenciesWanted(Exception):
+    """The node has not got the dependencies of a start: the host is to send them."""
+
+    def __init__(self, digest: str) -> None:
+        super().__init__(digest)
+        self.digest = digest
+
+
+def _deps_refusal(req: StartRequest, node: str, what: str, reason: str) -> VerificationError:
+    return VerificationError(
+        f"plugin {req.plugin} {req.version} was refused on node {node}: {what}",
+        data={"plugin": req.plugin, "version": req.version, "reason": reason, "node": node},
+    )
+
+
+def _member_path(name: str) -> str | None:
+    """``name`` as a relative path with no ``..``, ``.`` or empty part (else ``None``)."""
+    parts = name.split("/")
+    if name.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        return None
+    return name
+
+
+def _unpack_deps(base: Path, digest: str, archive: bytes, req: StartRequest) -> Path:
+    """The dependencies in ``archive`` (a tar the host built from its ``deps/``),
+    written once under their digest: every member must be a file or symlink the record
+    lists, with the recorded hash, and every recorded file must come. Files are
+    streamed to disk (hashed as they are written), symlinks made last (so nothing is
+    ever written through one), then all of it frozen read-only."""
+    import io
+    import tarfile
+
+    from mcphost.registry.store import _sync_and_freeze
+
+    assert req.deps_files is not None
+    node = _node_name()
+    target = base / "deps" / digest
+    if target.is_dir():
+        return target
+    tmp = target.with_name(f".{digest}.{os.getpid()}.{time.time_ns()}")
+    root = tmp / "deps"
+    root.mkdir(parents=True)
+    expected = req.deps_files
+    seen: set[str] = set()
+    links: list[tuple[str, str]] = []
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
+            for member in tar:
+                rel = _member_path(member.name)
+                want = expected.get(rel) if rel is not None else None
+                if rel is None or want is None or rel in seen:
+                    raise _deps_refusal(
+                        req,
+                        node,
+                        f"the archive of its dependencies holds {member.name!r}, which the "
+                        "host's registry did not record at install",
+                        "dependency_changed",
+                    )
+                seen.add(rel)
+                if member.issym() and want == "symlink:" + member.linkname:
+                    links.append((rel, member.linkname))
+                    continue
+                src = tar.extractfile(member) if member.isreg() else None
+                if src is None or want.startswith("symlink:"):
+                    raise _deps_refusal(
+                        req,
+                        node,
+                        f"its dependency {rel} in the archive the host sent is not what "
+                        "the host's registry recorded at install",
+                        "dependency_changed",
+                    )
+                path = root / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                mode = 0o755 if member.mode & 0o111 else 0o644
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+                h = hashlib.sha256()
+                try:
+                    while chunk := src.read(1 << 20):
+                        h.update(chunk)
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[os.write(fd, view) :]
+                finally:
+                    os.close(fd)
+                if not hmac.compare_digest(h.hexdigest(), want):
+                    raise _deps_refusal(
+                        req,
+                        node,
+                        f"its dependency {rel} in the archive the host sent has sha256 "
+                        f"{h.hexdigest()}, not the {want} the host's registry recorded at "
+                        "install",
+                        "dependency_changed",
+                    )
+        missing = sorted(expected.keys() - seen)
+        if missing:
+            raise _deps_refusal(
+                req,
+                node,
+                f"the archive of its dependencies lacks {', '.join(missing[:5])}"
+                f"{' and more' if len(missing) > 5 else ''}",
+                "dependency_changed",
+            )
+        linked = {rel for rel, _ in links}
+        for rel in sorted(seen):
+            # Nothing inside a link: it would be written where that link points.
+            parts = rel.split("/")
+            if any("/".join(parts[:i]) in linked for i in range(1, len(parts))):
+                raise _deps_refusal(
+                    req, node, f"its dependency {rel} lies inside a symlink", "dependency_changed"
+                )
+        for rel, dest in links:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(dest, root / rel)
+        _sync_and_freeze(tmp)
+        os.rename(tmp, target)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            for d, _, _ in os.walk(tmp):
+                os.chmod(d, 0o755)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not target.is_dir():
+            if isinstance(exc, tarfile.TarError):
+                raise _deps_refusal(
+                    req,
+                    node,
+                    f"the archive of its dependencies the host sent cannot be read: {exc}",
+                    "dependency_changed",
+                ) from None
+            raise
+    return target
+
+
+def prepare_deps(base: Path, req: StartRequest, archive: bytes | None) -> Path | None:
+    """The directory of the version's dependencies on this node, checked against the
+    hashes the host's registry recorded (``None``: it has none). Unpacked once from
+    ``archive`` under their digest; :class:`DependenciesWanted` when the node has not
+    got them and no archive came; :class:`VerificationError` when the cached files
+    differ from the record (changed, added, missing), naming them and the node."""
+    from mcphost.registry.store import tree_changes
+
+    if not req.deps_files:
+        return None
+    digest = deps_digest(req.deps_files)
+    target = base / "deps" / digest
+    if not target.is_dir():
+        if archive is None:
+            raise DependenciesWanted(digest)
+        _unpack_deps(base, digest, archive, req)
+    deps = target / "deps"
+    changes = tree_changes(deps, req.deps_files)
+    if changes:
+        node = _node_name()
+        raise VerificationError(
+            f"plugin {req.plugin} {req.version} was refused on node {node}: its "
+            f"dependencies unpacked in {deps} changed since they were unpacked: "
+            f"{', '.join(changes[:5])}{' and more' if len(changes) > 5 else ''}; remove "
+            f"{target} so the next start unpacks them again",
+            data={
+                "plugin": req.plugin,
+                "version": req.version,
+                "reason": "dependency_changed",
+                "node": node,
+                "changes": changes[:20],
+            },
+        )
+    return deps
 
 
 def node_backend(req: StartRequest) -> Any:
@@ -282,11 +472,19 @@ class NodeWorker:
         self._out_open = 0
 
     # -- start ---------------------------------------------------------------------
-    async def start(self, request: bytes, wheel: bytes) -> dict[str, Any]:
+    async def start(
+        self, request: bytes, wheel: bytes, deps: bytes | None = None
+    ) -> dict[str, Any]:
         """Verify, start and listen; returns where to connect, or the error to raise
-        (``{"error": {code, message, data}}``: errors cross Ray as data)."""
+        (``{"error": {code, message, data}}``: errors cross Ray as data), or, when the
+        version has dependencies this node has not got and ``deps`` (their archive) did
+        not come, ``{"need_deps": digest}``: nothing was started, and the host asks
+        again with the archive."""
         try:
-            return await self._start(msgspec.msgpack.decode(request, type=StartRequest), wheel)
+            req = msgspec.msgpack.decode(request, type=StartRequest)
+            return await self._start(req, wheel, deps)
+        except DependenciesWanted as want:
+            return {"need_deps": want.digest, "node": _node_name()}
         except MCPHostError as exc:
             self._kill()
             return {"error": {"code": exc.code, "message": exc.message, "data": exc.data}}
@@ -301,18 +499,20 @@ class NodeWorker:
                 }
             }
 
-    async def _start(self, req: StartRequest, wheel: bytes) -> dict[str, Any]:
+    async def _start(self, req: StartRequest, wheel: bytes, deps: bytes | None) -> dict[str, Any]:
         from mcphost.sandbox.spawn import start_process
 
         base = node_dir()
         tree, _ = await asyncio.to_thread(prepare_tree, base, req, wheel)
+        deps_dir = await asyncio.to_thread(prepare_deps, base, req, deps)
         backend = node_backend(req)
         work = base / "run" / f"{req.plugin}-{req.version}-{time.time_ns()}"
         spec = WorkerSpec(
             plugin=req.plugin,
             version=req.version,
             entry=req.entry,
-            paths=[str(tree)],
+            # As a local worker: its code, then its dependencies (each bound read-only).
+            paths=[str(tree)] + ([str(deps_dir)] if deps_dir is not None else []),
             data_dir=str(base / "data" / req.plugin),
             work_dir=str(work),
             limits=req.limits,

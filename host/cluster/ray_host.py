@@ -13,7 +13,12 @@ worker's stdout and stderr, which reach the host's log (``on_log``) through the 
 bounded folding as a local worker's (:func:`~mcphost.sandbox.output.pump_output`).
 
 The wheel travels as a Ray object put once per digest; the trust store as bytes in the
-request. A lost actor or node ends the worker like a crash: calls in flight fail with
+request. A version's dependencies travel as the sha256 of each file the registry
+recorded at install (in the request) and, only when the node answers that its cache
+lacks them, as a deterministic tar built from that record (:func:`deps_archive`), put
+into the object store once per digest for the starts that need it at that time.
+
+A lost actor or node ends the worker like a crash: calls in flight fail with
 ``worker_crashed`` naming the node, and the supervisor starts the replica again, on
 whichever node Ray then picks (elsewhere when that node is gone).
 
@@ -29,6 +34,7 @@ import secrets
 import signal
 import socket
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +61,9 @@ from ..sources import PluginSource
 from ..supervisor import PluginSupervisor
 from ..supervisor_env import SupervisorEnv
 from .labels import unmatched
-from .node import OUTPUT_STREAMS, NodeWorker, StartRequest, _recv_exactly
+from .node import OUTPUT_STREAMS, NodeWorker, StartRequest, _recv_exactly, deps_digest
 
-__all__ = ["RayReplica", "RemoteWorkerClient", "connect", "spawn_remote_worker"]
+__all__ = ["RayReplica", "RemoteWorkerClient", "connect", "deps_archive", "spawn_remote_worker"]
 
 log = logging.getLogger("mcphost.cluster")
 
@@ -114,8 +120,20 @@ def _trust_files(home: Home) -> dict[str, bytes]:
     return out
 
 
-def _wheel_of(home: Home, source: PluginSource) -> tuple[str, Path]:
-    """The digest the registry recorded for ``source``'s wheel, and its stored copy."""
+@dataclass(frozen=True)
+class _Stored:
+    """What the registry keeps of a version that a node is sent."""
+
+    wheel_sha256: str
+    wheel: Path
+    deps_dir: Path
+    #: The sha256 of every file of ``deps_dir`` recorded at install (``None``: none).
+    deps_files: dict[str, str] | None
+
+
+def _wheel_of(home: Home, source: PluginSource) -> _Stored:
+    """The digest the registry recorded for ``source``'s wheel, its stored copy, and
+    the record of its dependencies."""
     from ..registry_link import open_reader
 
     if source.origin != "registry":
@@ -128,7 +146,8 @@ def _wheel_of(home: Home, source: PluginSource) -> tuple[str, Path]:
     if reg is None:
         raise ConfigError(f"there is no registry in {home.root} to send {source.label} from")
     with reg:
-        sha = reg.version(source.name, source.version).wheel_sha256
+        rec = reg.version(source.name, source.version)
+    sha = rec.wheel_sha256
     path = home.store_dir / f"{sha}.whl"
     if not path.is_file():
         raise VerificationError(
@@ -136,7 +155,7 @@ def _wheel_of(home: Home, source: PluginSource) -> tuple[str, Path]:
             "wheel again with `mcphost plugin install`",
             data={"plugin": source.name, "version": source.version, "reason": "missing_wheel"},
         )
-    return sha, path
+    return _Stored(sha, path, Path(rec.deps_dir), rec.deps_files)
 
 
 def _wheel_ref(sha: str, path: Path) -> Any:
@@ -151,6 +170,113 @@ def _wheel_ref(sha: str, path: Path) -> Any:
             del _wheels[old]
         ref = _wheels[key] = ray.put(path.read_bytes())
     return ref
+
+
+def deps_archive(deps_dir: Path, files: dict[str, str], label: str) -> bytes:
+    """A tar of the dependencies the registry recorded in ``files``, read from
+    ``deps_dir``: exactly the recorded paths, sorted, with no owner, time or mode but
+    the executable bit, so the same record always gives the same bytes. A file whose
+    content is not the recorded one is refused here (the host's own check before the
+    start refuses it first; this closes the gap of a change since)."""
+    import hashlib
+    import io
+    import os
+    import stat
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:", format=tarfile.PAX_FORMAT) as tar:
+        for rel in sorted(files):
+            want = files[rel]
+            path = deps_dir / rel
+            info = tarfile.TarInfo(rel)
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            try:
+                st = os.lstat(path)
+                if want.startswith("symlink:"):
+                    if not stat.S_ISLNK(st.st_mode) or "symlink:" + os.readlink(path) != want:
+                        raise _deps_changed(label, rel)
+                    info.type, info.linkname, info.mode = tarfile.SYMTYPE, want[8:], 0o777
+                    tar.addfile(info)
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    raise _deps_changed(label, rel)
+                info.size, info.mode = st.st_size, 0o755 if st.st_mode & 0o111 else 0o644
+                h = hashlib.sha256()
+                with open(path, "rb") as f:
+                    # Exactly st_size bytes are copied (fewer fail): the hash covers them.
+                    tar.addfile(info, _Hashing(f, h))
+                if h.hexdigest() != want:
+                    raise _deps_changed(label, rel)
+            except OSError as exc:
+                raise _deps_changed(label, rel, exc.strerror or str(exc)) from None
+    return buf.getvalue()
+
+
+class _Hashing:
+    """A file read through a hash (what ``tarfile`` copies is what is hashed)."""
+
+    def __init__(self, f: Any, h: Any) -> None:
+        self._f, self._h = f, h
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self._f.read(size)
+        self._h.update(data)
+        return data
+
+
+def _deps_changed(label: str, rel: str, why: str = "") -> VerificationError:
+    detail = f" ({why})" if why else ""
+    return VerificationError(
+        f"plugin {label}: its installed dependency {rel} is not what the registry recorded "
+        f"at install{detail}, so it cannot be sent to a Ray node; install its wheel again "
+        "with `mcphost plugin install` to restore it",
+        data={"reason": "dependency_changed", "file": rel},
+    )
+
+
+class _Shipment:
+    """The archive of one digest's dependencies in Ray's object store, shared by the
+    starts that need it at the same time and released when the last one is done (a
+    node keeps what it was sent: it is not sent there again)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ref: Any = None
+        self.size = 0
+        self.users = 0
+
+
+_shipments: dict[str, _Shipment] = {}
+_shipments_lock = threading.Lock()
+
+
+def _take_deps(digest: str, stored: _Stored, label: str) -> _Shipment:
+    """The shipment of ``digest``, built (once) if no start holds it now. Blocking:
+    call it in a thread; give it back with :func:`_give_back_deps`."""
+    with _shipments_lock:
+        shipment = _shipments.setdefault(digest, _Shipment())
+        shipment.users += 1
+    try:
+        with shipment.lock:
+            if shipment.ref is None:
+                assert stored.deps_files is not None
+                data = deps_archive(stored.deps_dir, stored.deps_files, label)
+                shipment.size = len(data)
+                # The only copy kept is the object store's.
+                shipment.ref = ray.put(data)
+                del data
+    except BaseException:
+        _give_back_deps(digest, shipment)
+        raise
+    return shipment
+
+
+def _give_back_deps(digest: str, shipment: _Shipment) -> None:
+    with _shipments_lock:
+        shipment.users -= 1
+        if shipment.users <= 0 and _shipments.get(digest) is shipment:
+            del _shipments[digest]
 
 
 class RemoteProcess(WorkerProcess):
@@ -279,8 +405,8 @@ async def spawn_remote_worker(
     cfg = env.config
     assert cfg.cluster is not None, "placement = 'ray' needs [cluster] (checked at load)"
     await asyncio.to_thread(connect, cfg.cluster)
-    sha, path = await asyncio.to_thread(_wheel_of, home, source)
-    wheel = await asyncio.to_thread(_wheel_ref, sha, path)
+    stored = await asyncio.to_thread(_wheel_of, home, source)
+    wheel = await asyncio.to_thread(_wheel_ref, stored.wheel_sha256, stored.wheel)
     trust = await asyncio.to_thread(_trust_files, home)
     spec = env.worker_spec(source)
     token = secrets.token_bytes(32)
@@ -289,7 +415,7 @@ async def spawn_remote_worker(
         plugin=source.name,
         version=source.version,
         entry=source.entry,
-        wheel_sha256=sha,
+        wheel_sha256=stored.wheel_sha256,
         trust=trust,
         allow_unsigned=cfg.allow_unsigned,
         isolation=env.backend.name,
@@ -300,6 +426,7 @@ async def spawn_remote_worker(
         threads=spec.threads,
         token=token,
         output_token=output_token,
+        deps_files=stored.deps_files,
     )
     if settings.labels:
         await asyncio.to_thread(_check_labels, settings.labels, source)
@@ -311,7 +438,10 @@ async def spawn_remote_worker(
     sock: socket.socket | None = None
     out: socket.socket | None = None
     try:
-        reply = await actor.start.remote(msgspec.msgpack.encode(request), wheel)
+        encoded = msgspec.msgpack.encode(request)
+        reply = await actor.start.remote(encoded, wheel)
+        if "need_deps" in reply:
+            reply = await _start_with_deps(actor, encoded, wheel, stored, source, reply)
         if "error" in reply:
             err = reply["error"]
             raise error_from_code(err["code"], err["message"], err.get("data"))
@@ -367,6 +497,39 @@ async def spawn_remote_worker(
         raise
     await complete_handshake(client, handshake_timeout)
     return client
+
+
+async def _start_with_deps(
+    actor: Any,
+    encoded: bytes,
+    wheel: Any,
+    stored: _Stored,
+    source: PluginSource,
+    reply: dict[str, Any],
+) -> dict[str, Any]:
+    """Start again, with the archive of the dependencies the node said it lacks."""
+    digest = str(reply["need_deps"])
+    if stored.deps_files is None or digest != deps_digest(stored.deps_files):
+        raise VerificationError(
+            f"node {reply.get('node')} asked for dependencies of {source.label} "
+            f"({digest}) that are not the ones its registry recorded",
+            data={"plugin": source.name, "version": source.version, "reason": "identity"},
+        )
+    shipment = await asyncio.to_thread(_take_deps, digest, stored, source.label)
+    try:
+        log.info(
+            "sending the dependencies of %s (%d files, %d bytes, sha256 %s) to node %s, "
+            "which has not got them",
+            source.label,
+            len(stored.deps_files),
+            shipment.size,
+            digest[:16],
+            reply.get("node"),
+        )
+        result: dict[str, Any] = await actor.start.remote(encoded, wheel, shipment.ref)
+        return result
+    finally:
+        _give_back_deps(digest, shipment)
 
 
 def _check_labels(selector: dict[str, str], source: PluginSource) -> None:
