@@ -296,7 +296,7 @@ class Follower:
         return problems
 
     def _follow_plugin(self, reg: Registry, cfg: HostConfig, name: str, plugin: _Plugin) -> bool:
-        from .cli.plugin import _switch
+        from .cli.plugin import switch_version
 
         installed: dict[str, VersionRecord] = {}
         with contextlib.suppress(PluginNotFound):
@@ -324,7 +324,7 @@ class Follower:
         if current != plugin.active.version:
             rec = reg.version(name, plugin.active.version)
             action = plugin.action if plugin.action in ("swap", "rollback") else "swap"
-            _switch(
+            switch_version(
                 self.home,
                 cfg,
                 reg,
@@ -378,7 +378,7 @@ class Follower:
         from mcphost.registry.approvals import items_of_tools
         from mcphost.registry.store import wheel_path
 
-        from .cli.plugin import _check_policy, ensure_tools
+        from .cli.plugin import check_policy, ensure_tools
 
         local = wheel_path(self.home.store_dir, v.sha256)
         tmp: Path | None = None
@@ -405,7 +405,7 @@ class Follower:
                     raise VerificationError(
                         f"the wheel is {checked.plugin} {checked.version}, not what was published"
                     )
-                _check_policy(checked, cfg)
+                check_policy(checked, cfg)
                 result = reg.install(
                     checked,
                     activate=False,

@@ -154,7 +154,7 @@ def _verify_before_switch(home: Home, cfg: HostConfig, rec: VersionRecord, actio
     verify_source(home, cfg, source_for(rec), action=f"plugin.{action}")
 
 
-def _switch(
+def switch_version(
     home: Home,
     cfg: HostConfig,
     reg: Registry,
@@ -167,6 +167,10 @@ def _switch(
     force: bool = False,
     yes: bool = False,
 ) -> dict[str, Any]:
+    """Make ``rec`` the active version of its plugin (``action``: "swap" or "rollback")
+    after every check an operator's switch gets: its tools known, none missing unless
+    allowed, no name clash, no composition broken unless forced, changed descriptions
+    approved, the version verified again. Used by the CLI and by a following home."""
     rec = ensure_tools(home, cfg, reg, rec)
     missing = _check_switch(reg, rec, allow_missing, command)
     check_names(home, cfg, {r.plugin: r.tools for r in reg.active()}, (rec.plugin, rec.tools))
@@ -325,7 +329,7 @@ def install(
         for w in checked.warnings:
             click.echo(f"warning: {w}", err=True)
         try:
-            _check_policy(checked, cfg)
+            check_policy(checked, cfg)
         except MCPHostError as exc:
             reg.audit.append(
                 "plugin.install",
@@ -350,7 +354,7 @@ def install(
         rec = ensure_tools(home, cfg, reg, reg.version(result.plugin, result.version))
         switched: dict[str, Any] | None = None
         if not no_activate and not rec.active:
-            switched = _switch(
+            switched = switch_version(
                 home,
                 cfg,
                 reg,
@@ -428,7 +432,7 @@ def _unsigned_said_once() -> Iterator[None]:
         logger.removeFilter(drop)
 
 
-def _check_policy(w: CheckedWheel, cfg: HostConfig) -> None:
+def check_policy(w: CheckedWheel, cfg: HostConfig) -> None:
     """Refuse, before anything is installed, a plugin the operator's policy would never
     let start (the same check runs again before every start)."""
     enforce_policy(
@@ -587,7 +591,7 @@ def swap(
                 f"{rec.label} is the active version already; installed: "
                 f"{', '.join(reg.plugin(name).versions)}"
             )
-        out = _switch(
+        out = switch_version(
             home,
             cfg,
             reg,
@@ -651,7 +655,7 @@ def rollback(
         rec = reg.version(name, target)
         if rec.active:
             raise RegistryError(f"{rec.label} is the active version already; nothing to roll back")
-        out = _switch(
+        out = switch_version(
             home,
             cfg,
             reg,
