@@ -157,8 +157,9 @@ class BatchStats:
         if counts is None:
             counts = self.wait_buckets[level] = [0] * (len(BUCKETS) + 1)
         n = len(enqueued)
-        # A wait w falls in the first bucket whose bound is >= w (bisect_left); it is
-        # <= BUCKETS[j] exactly when its call came at or after now - BUCKETS[j].
+        # A wait w falls in the first bucket whose bound is >= w (bisect_left). The
+        # waits (now - t) are searched as computed, negated to run upwards: comparing
+        # the times with now - bound instead would round differently at a bound.
         low = bisect_left(BUCKETS, now - enqueued[-1])
         high = bisect_left(BUCKETS, now - enqueued[0])
         if low == high:
@@ -166,7 +167,8 @@ class BatchStats:
         else:
             below = 0
             for j in range(low, high):
-                within = n - bisect_left(enqueued, now - BUCKETS[j])
+                # Calls whose wait is <= BUCKETS[j]: those whose -wait >= -BUCKETS[j].
+                within = n - bisect_left(enqueued, -BUCKETS[j], key=lambda t: t - now)
                 counts[j] += within - below
                 below = within
             counts[high] += n - below

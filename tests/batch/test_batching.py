@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 from batch_hosts import serving
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support.sources import directory_source
 
 from mcphost.host import Host, PluginSource
@@ -547,3 +549,25 @@ def test_a_batch_of_several_levels_counts_each_calls_wait_under_its_level() -> N
     assert stats.wait_seconds == pytest.approx({0: 1.0 + 0.5 + 5.0, 1: 0.1})
     assert sum(stats.wait_buckets[0]) == 3 and sum(stats.wait_buckets[1]) == 1
     assert stats.wait_buckets[0][bisect_left(BUCKETS, 5.0)] == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    waits=st.lists(
+        st.floats(min_value=0.0, max_value=400.0, allow_nan=False, allow_infinity=False),
+        min_size=1,
+        max_size=80,
+    )
+)
+def test_calls_leaving_in_the_order_they_came_are_counted_as_one_by_one(
+    waits: list[float],
+) -> None:
+    # Plain calls leave oldest first: their waits are counted per bucket crossed. The
+    # histogram and the total must be those of counting every call on its own.
+    now = 1_000.0
+    enqueued = sorted(now - w for w in waits)
+    by_bucket, one_by_one = BatchStats(), BatchStats()
+    by_bucket.waited_in_order(2, enqueued, now)
+    one_by_one.waited_all([(None, {}, 1, 0.0, t, 2) for t in enqueued], now)  # type: ignore[misc]
+    assert by_bucket.wait_buckets == one_by_one.wait_buckets
+    assert by_bucket.wait_seconds[2] == pytest.approx(one_by_one.wait_seconds[2], abs=1e-6)
