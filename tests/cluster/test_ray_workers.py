@@ -43,6 +43,15 @@ def remotekit_stats(host: Host) -> dict[str, Any]:
     return next(s for s in host.stats() if s["plugin"] == "remotekit")
 
 
+def ended(pid: int) -> bool:
+    """Whether process ``pid`` no longer runs: gone, or dead and waiting for its
+    parent (after its actor died that is whichever process adopted it) to reap it."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def hosted_by_ray_actor(ppid: int) -> bool:
     """Whether ``ppid`` is the process of a Ray actor that supervises a worker."""
     return ppid != os.getpid() and "NodeWorker" in " ".join(psutil.Process(ppid).cmdline())
@@ -93,8 +102,8 @@ async def test_a_crashed_remote_worker_fails_its_call_naming_the_node_and_is_res
         assert hosted_by_ray_actor(again["ppid"])
         assert remotekit_stats(host)["restarts"] == 1
         # The first worker and its actor are gone: nothing is left behind.
-        await wait_until(lambda: not psutil.pid_exists(first["ppid"]), 15, "the first actor to end")
-        assert not psutil.pid_exists(first["pid"])
+        await wait_until(lambda: ended(first["ppid"]), 15, "the first actor to end")
+        assert ended(first["pid"])
 
 
 async def test_what_a_remote_worker_prints_reaches_the_hosts_log_as_a_local_workers_does(
@@ -144,7 +153,7 @@ async def test_a_dead_actor_fails_the_calls_in_flight_kills_its_worker_and_is_re
             assert isinstance(r, MCPHostError) and r.code == "worker_crashed", r
             assert f"on node {socket.gethostname()}" in r.message
         # The worker died with its actor: no orphan.
-        await wait_until(lambda: not psutil.pid_exists(first["pid"]), 15, "the worker to die")
+        await wait_until(lambda: ended(first["pid"]), 15, "the worker to die")
         again = await host.call("remotekit.where", {})
         assert again["pid"] != first["pid"] and hosted_by_ray_actor(again["ppid"])
 
