@@ -4,8 +4,9 @@ Reading: the transport reads straight into the channel's own buffer (an
 :class:`asyncio.BufferedProtocol`, so no bytes object is allocated per read), and every
 whole frame in it is decoded and handed to ``on_frame`` in one pass: a busy channel
 costs one callback per frame and no task switch. A frame larger than that buffer is read
-into a buffer of its own, of exactly its size (the header tells it), and decoded from
-there: its bytes are copied by no one on the way in.
+into a buffer of its own, of its size (the header tells it), and decoded from there:
+its bytes are copied by no one on the way in, and that buffer is kept for the next
+large frame (:class:`~.buffers.BodyBuffer`: no fresh pages per frame).
 
 Writing: frames are encoded into one outgoing buffer. Frames sent while a read is being
 handled leave together, in one write, when it is done; ``send(frame, flush=False)`` lets
@@ -14,7 +15,9 @@ calls) leave in one write too. ``send_threadsafe`` is for other threads (a worke
 thread pool sending its results): it writes at once when the socket takes the bytes and
 nothing is queued before them, and otherwise leaves them to the loop. A large frame is
 handed to the transport as a view of the bytes it was encoded into, which neither loop
-copies again for the part the socket took at once (uvloop copies none of it).
+copies again for the part the socket took at once (uvloop copies none of it); once the
+transport is done with it, that buffer takes the next large frame
+(:class:`~.buffers.OutBuffer`).
 
 Works on asyncio's own loop and on uvloop (whose transports are not
 :class:`asyncio.Transport` instances, but have the same methods).
@@ -31,6 +34,7 @@ from typing import cast
 
 from mcphost.sdk.errors import MCPHostError, ProtocolError
 
+from .buffers import BodyBuffer, OutBuffer
 from .protocol import HEADER, Frame, FrameCodec
 
 __all__ = ["Channel", "open_channel"]
@@ -66,7 +70,8 @@ class Channel(asyncio.BufferedProtocol):
         self._end = 0  # the end of the bytes read
         self._big: memoryview | None = None  # the body of a large frame being read
         self._big_fill = 0  # how much of it is read
-        self._out = bytearray()  # frames encoded and not yet handed to the transport
+        self._large = BodyBuffer()  # where large bodies are read, kept between them
+        self._out = OutBuffer()  # frames encoded and not yet handed to the transport
         self._queued = 0  # how many frames _out holds
         self._lock = threading.Lock()  # guards _out and the order of writes
         self._receiving = False  # a read is being handled: its end writes _out
@@ -132,6 +137,8 @@ class Channel(asyncio.BufferedProtocol):
             self._end_receiving()
             raise
         self._end_receiving()
+        if self._large.held:
+            self._large.trim()
         if pos == end:
             self._start = self._end = 0
         elif len(buf) - pos < max(need, MIN_READ):
@@ -168,7 +175,7 @@ class Channel(asyncio.BufferedProtocol):
         with self._lock:
             if self.closed or self._transport is None:
                 raise ProtocolError("the channel is closed")
-            self.codec.encode_into(frame, self._out)
+            self.codec.encode_out(frame, self._out)
             self.frames_out += 1
             self._queued += 1
             if (
@@ -188,7 +195,7 @@ class Channel(asyncio.BufferedProtocol):
             if self.closed or self._transport is None:
                 raise ProtocolError("the channel is closed")
             out = self._out
-            self.codec.encode_into(frame, out)
+            self.codec.encode_out(frame, out)
             self.frames_out += 1
             self._queued += 1
             if self._receiving or self._scheduled:
@@ -198,14 +205,15 @@ class Channel(asyncio.BufferedProtocol):
             tr = self._transport
             if self._sock is not None and not tr.is_closing() and not tr.get_write_buffer_size():
                 try:
-                    n = self._sock.send(out)
+                    with out.view() as view:
+                        n = self._sock.send(view)
                 except OSError:  # full, or broken: the loop's write finds out which
                     n = 0
                 if n == len(out):
                     out.clear()
                     self._queued = 0
                     return
-                del out[:n]
+                out.consume(n)
             self._scheduled = True
             assert self._loop is not None
             # A closed loop sends nothing any more.
@@ -234,16 +242,16 @@ class Channel(asyncio.BufferedProtocol):
     # -- internals -----------------------------------------------------------------
     def _write_out(self) -> None:
         """Hand the queued frames to the transport; the caller holds the lock."""
-        if self._out and self._transport is not None and not self.closed:
-            data, self._out = self._out, bytearray()
+        out = self._out
+        if out.used and self._transport is not None and not self.closed:
             self._queued = 0
-            if len(data) < LARGE_WRITE:
-                self._transport.write(data)
+            if out.used < LARGE_WRITE:
+                self._transport.write(out.take())
             else:
                 # A view: asyncio's loop then copies only what the socket did not take
                 # at once (it would slice a bytearray first), uvloop nothing at all.
-                # ``data`` is no one else's: nothing changes it while the view lives.
-                self._transport.write(memoryview(data))
+                # Nothing writes into those bytes while the transport holds the view.
+                self._transport.write(out.lend())
 
     def _write_scheduled(self) -> None:
         with self._lock:
@@ -258,7 +266,7 @@ class Channel(asyncio.BufferedProtocol):
     def _begin_big(self, length: int, start: int, end: int) -> None:
         """Go on reading a frame body of ``length`` bytes, whose first bytes are
         ``buf[start:end]``, into a buffer of its own (reads stop at its end)."""
-        big = memoryview(bytearray(length))
+        big = self._large.view(length)
         have = end - start
         big[:have] = self._view[start:end]
         self._big, self._big_fill = big, have
@@ -275,7 +283,7 @@ class Channel(asyncio.BufferedProtocol):
         try:
             frame = self.codec.decode(big)
             self.last_size = len(big)
-            del big  # the frame holds copies: its buffer goes now
+            del big  # the frame holds copies: the buffer is free for the next one
             self.frames_in += 1
             self._on_frame(frame)
         except MCPHostError as exc:
@@ -298,7 +306,7 @@ class Channel(asyncio.BufferedProtocol):
                 return
             # Under the lock: no other thread is writing to the socket past this point.
             self.closed = True
-            self._out = bytearray()
+            self._out = OutBuffer()
         w, self._drain_waiter = self._drain_waiter, None
         if w is not None and not w.done():
             w.set_result(None)

@@ -17,6 +17,8 @@ from mcphost.sdk.errors import BatchResults, ProtocolError
 from mcphost.sdk.features import PromptSpec, ResourceSpec, TemplateSpec
 from mcphost.sdk.schema import ToolSpec
 
+from .buffers import OutBuffer
+
 __all__ = [
     "DEFAULT_MAX_FRAME",
     "ITEM_OVERHEAD",
@@ -327,6 +329,23 @@ class FrameCodec:
             )
         HEADER.pack_into(out, start, n)
 
+    def encode_out(self, frame: Frame, out: OutBuffer) -> int:
+        """Append the frame with its length prefix to ``out`` (as :meth:`encode_into`,
+        into a buffer that may keep its memory between large frames); returns the length
+        of its body. Over the limit ``out`` is left as it was."""
+        body = out.start()
+        data = out.data
+        self._encoder.encode_into(frame, data, body)
+        n = len(data) - body
+        if n > self.max_frame:
+            raise ProtocolError(
+                f"{type(frame).__name__} frame of {n} bytes is over the limit of "
+                f"{self.max_frame} bytes; return smaller results or stream them"
+            )
+        HEADER.pack_into(data, body - HEADER.size, n)
+        out.used = body + n
+        return n
+
     def body_length(self, header: bytes | bytearray | memoryview, pos: int = 0) -> int:
         """Read the length prefix at ``pos``; refuse lengths over the limit before the body
         is read."""
@@ -431,7 +450,7 @@ class ItemBatch:
         self.count += 1
         return size + ITEM_OVERHEAD
 
-    def encode_into(self, codec: FrameCodec, out: bytearray) -> None:
+    def encode_into(self, codec: FrameCodec, out: bytearray | OutBuffer) -> None:
         """Append the batch as one Items frame (with its length prefix) to ``out``, and
         empty it; nothing when it is empty."""
         n = self.count
@@ -446,7 +465,11 @@ class ItemBatch:
         values = msgspec.Raw(head + self.values)
         self.count = 0
         self.values.clear()
-        codec.encode_into(_ItemsOut(id=self.id, seq=self.seq, values=values), out)  # type: ignore[arg-type]
+        frame: Any = _ItemsOut(id=self.id, seq=self.seq, values=values)
+        if isinstance(out, OutBuffer):
+            codec.encode_out(frame, out)
+        else:
+            codec.encode_into(frame, out)
 
 
 def item_size(raw: msgspec.Raw) -> int:

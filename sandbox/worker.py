@@ -40,6 +40,7 @@ from mcphost.sdk.plugin import Plugin, Tool
 from mcphost.sdk.runner import batch_to_wire, to_wire
 
 from . import worker_trace
+from .buffers import OutBuffer
 from .pool import ThreadPool
 from .protocol import (
     SUPPORTED_VERSIONS,
@@ -202,7 +203,7 @@ class Worker:
         self._gens = {name for name, t in self.tools.items() if t.kind == "sync_gen"}
         self._quiet = _QuietSink(self)
         #: The frames answering the read being handled (see :meth:`_batch_frame`).
-        self._batch = bytearray()
+        self._batch = OutBuffer()
         #: Why the host asked this worker to stop (Shutdown.reason), for cancelled calls.
         self.stop_reason = ""
         #: Questions to the client waiting for their Answer, by (call id, ask number).
@@ -353,7 +354,7 @@ class Worker:
                     to_loop = [frame]
                 else:
                     to_loop.append(frame)
-            if batch:
+            if batch.used:
                 writer.write(batch)
             if to_loop is not None:
                 self.aio.post(to_loop)
@@ -389,11 +390,10 @@ class Worker:
         """On the channel's thread: add ``frame`` to the answers of this read, which
         leave in one write once every frame of the read is handled."""
         try:
-            self.codec.encode_into(frame, self._batch)
+            self.codec.encode_out(frame, self._batch)
         except MCPHostError as exc:
-            self.codec.encode_into(
-                Error(id=call_id, code=exc.code, message=exc.message), self._batch
-            )
+            error = Error(id=call_id, code=exc.code, message=exc.message)
+            self.codec.encode_out(error, self._batch)
 
     def _post_job(self, call: Call, st: SyncTool) -> None:
         deadline = _deadline(call)

@@ -6,12 +6,15 @@ thread has a frame to send writes it itself (:class:`FrameWriter`). Both work on
 blocking socket:
 
 - Reads go into one preallocated buffer, every whole frame in it is decoded in one
-  pass; a frame larger than the buffer is read straight into a buffer of its exact
-  size (``MSG_WAITALL``), so it is neither copied nor grown piece by piece.
+  pass; a frame larger than the buffer is read straight into a buffer of its size
+  (``MSG_WAITALL``), kept for the next large frame (:class:`~.buffers.BodyBuffer`), so
+  it is neither copied, nor grown piece by piece, nor paid for in fresh pages.
 - Writes are encoded into one outgoing buffer and leave with ``sendall`` of the whole
   buffer (the kernel takes it from the buffer itself: no ``data[n:]`` copies after a
-  partial write). Frames queued while a batch is handled (all the frames of one read,
-  a loop turn's results, a run of stream items) leave together in one write.
+  partial write); a buffer that grew large keeps its memory for the next large frame
+  (:class:`~.buffers.OutBuffer`). Frames queued while a batch is handled (all the
+  frames of one read, a loop turn's results, a run of stream items) leave together in
+  one write.
 
 :class:`Timer` is the worker's one clock thread: the deadlines of calls running on
 threads, and a bounded delay before queued frames are written when their producer
@@ -29,6 +32,7 @@ from collections.abc import Callable, Collection
 
 from mcphost.sdk.errors import ProtocolError
 
+from .buffers import BodyBuffer, OutBuffer
 from .protocol import HEADER, Error, Frame, FrameCodec, ItemBatch
 
 __all__ = ["FrameReader", "FrameWriter", "Timer", "send_or_error"]
@@ -51,6 +55,7 @@ class FrameReader:
         self._view = memoryview(self._buf)
         self._start = 0  # the first byte not yet decoded
         self._end = 0  # the end of the bytes read
+        self._large = BodyBuffer()  # where frames larger than the buffer are read
         self.frames_in = 0
 
     def read(self) -> list[Frame] | None:
@@ -84,6 +89,8 @@ class FrameReader:
                     return None
                 self.frames_in += 1
                 return [frame]
+            if self._large.held:
+                self._large.trim()
             if len(buf) - end < max(need - (end - pos), MIN_READ) and pos:
                 # Move the partial frame to the front (at most one frame, and small).
                 rest = bytes(view[pos:end])
@@ -96,15 +103,15 @@ class FrameReader:
             self._end = end + n
 
     def _read_large(self, pos: int, end: int, need: int) -> Frame | None:
-        """A frame larger than the read buffer, read into a buffer of its own size."""
+        """A frame larger than the read buffer, read into a buffer of its size."""
         size = HEADER.size
-        body = bytearray(need - size)
+        length = need - size
+        body = self._large.view(length)
         have = end - pos - size
         body[:have] = self._view[pos + size : end]
         self._start = self._end = 0
-        view = memoryview(body)
-        while have < len(body):
-            n = self._sock.recv_into(view[have:], 0, socket.MSG_WAITALL)
+        while have < length:
+            n = self._sock.recv_into(body[have:], 0, socket.MSG_WAITALL)
             if not n:
                 return None
             have += n
@@ -128,7 +135,7 @@ class FrameWriter:
         self._sock = sock
         self.codec = codec
         self._lock = threading.Lock()
-        self._out = bytearray()
+        self._out = OutBuffer()
         self._batch = ItemBatch(codec)
         self.closed = False
         self.frames_out = 0
@@ -140,7 +147,7 @@ class FrameWriter:
                 return
             if self._batch.count:
                 self._close_batch()
-            self.codec.encode_into(frame, self._out)
+            self.codec.encode_out(frame, self._out)
             self.frames_out += 1
             self._write()
 
@@ -153,9 +160,7 @@ class FrameWriter:
             if self._batch.count:
                 self._close_batch()
             out = self._out
-            start = len(out)
-            self.codec.encode_into(frame, out)
-            size = len(out) - start - HEADER.size
+            size = self.codec.encode_out(frame, out)
             self.frames_out += 1
             if len(out) >= FLUSH_BYTES:
                 self._write()
@@ -185,20 +190,21 @@ class FrameWriter:
         self._batch.encode_into(self.codec, self._out)
         self.frames_out += 1
 
-    def write(self, frames: bytearray) -> None:
+    def write(self, frames: OutBuffer) -> None:
         """Write frames encoded elsewhere (after what is queued), and empty ``frames``."""
         with self._lock:
             self._write()
-            if frames and not self.closed:
+            if frames.used and not self.closed:
                 try:
-                    self._sock.sendall(frames)
+                    with frames.view() as view:
+                        self._sock.sendall(view)
                 except OSError:
                     self.closed = True
         frames.clear()
 
     def flush(self) -> None:
         """Write what is queued."""
-        if self._out or self._batch.count:
+        if self._out.used or self._batch.count:
             with self._lock:
                 self._write()
 
@@ -217,16 +223,14 @@ class FrameWriter:
         if self._batch.count:
             self._close_batch()
         out = self._out
-        if not out or self.closed:
+        if not out.used or self.closed:
             return
         try:
-            self._sock.sendall(out)
+            with out.view() as view:
+                self._sock.sendall(view)
         except OSError:
             self.closed = True
-        if len(out) > FLUSH_BYTES:
-            self._out = bytearray()  # let a large frame's memory go
-        else:
-            out.clear()
+        out.clear()
 
 
 class Timer:
