@@ -61,6 +61,9 @@ class BodyBuffer:
             self._map = None  # a view still in use keeps it alive until released
 
 
+#: Bytes of a frame's length prefix (protocol.HEADER), and a placeholder for it.
+_HEADER = 4
+_NO_LENGTH = bytes(_HEADER)
 _resize: Callable[[bytearray, int], int] | None = None
 
 
@@ -109,7 +112,11 @@ class OutBuffer:
         """Where the body of the next frame goes (its header before it)."""
         if self._cap:
             self._stretch()
-        return self.used + 4
+        body = self.used + _HEADER
+        if len(self.data) < body:
+            # Room for the header: msgspec writes at an offset within the bytearray.
+            self.data[self.used :] = _NO_LENGTH
+        return body
 
     def view(self) -> memoryview:
         """A view of the frames, for a write that is done with it when it returns

@@ -261,3 +261,62 @@ def test_frames_of_megabytes_cross_whole_both_ways_without_growing_the_read_buff
     # The body went into one buffer of exactly its size, never the channel's read buffer.
     assert body_buffers == [len(FrameCodec().encode(big_in)) - HEADER.size]
     assert sizes[0] == len(FrameCodec().encode(big_out))  # handed over at once, whole
+
+
+def test_large_frames_read_in_many_pieces_arrive_whole_through_one_kept_buffer() -> None:
+    frames: list[Frame] = [
+        Result(id=1, value="a" * (3 * READ_SIZE)),
+        Pong(n=1),
+        Result(id=2, value="".join(chr(65 + i % 26) for i in range(2 * READ_SIZE))),
+        Result(id=3, value="c" * (READ_SIZE + 10)),
+    ]
+
+    async def scenario() -> tuple[list[Frame], list[object]]:
+        got: list[Frame] = []
+        ch, peer, _ = await channel_pair(got)
+        buffers: list[object] = []  # the buffers the large bodies went into
+        begin_big = ch._begin_big
+
+        def watching_begin_big(length: int, start: int, end: int) -> None:
+            begin_big(length, start, end)
+            assert ch._big is not None
+            buffers.append(ch._big.obj)
+
+        ch._begin_big = watching_begin_big  # type: ignore[method-assign]
+        wire = b"".join(FrameCodec().encode(f) for f in frames)
+        pos, step = 0, 1000
+        while pos < len(wire):  # pieces of every size, the loop turning between them
+            peer.sock.sendall(wire[pos : pos + step])
+            pos += step
+            step = step * 3 % 65_521 + 1
+            await asyncio.sleep(0)
+        await wait_until(lambda: len(got) == len(frames), 10.0, "every frame arrived")
+        ch.close()
+        return got, buffers
+
+    got, buffers = asyncio.run(scenario())
+    assert got == frames
+    assert len(buffers) == 3
+    assert all(b is buffers[0] for b in buffers)  # the first large body's took the others
+
+
+def test_a_large_frame_sent_after_another_is_encoded_into_its_buffer() -> None:
+    first = Result(id=1, value="a" * (2 * 1024 * 1024))
+    second = Result(id=2, value="b" * (2 * 1024 * 1024))
+
+    async def scenario() -> tuple[list[Frame], bool]:
+        ch, peer, _ = await channel_pair([])
+        loop = asyncio.get_running_loop()
+        ch.send(first)
+        sent = await loop.run_in_executor(None, peer.read_frames, 1)
+        await wait_until(lambda: not ch._transport.get_write_buffer_size(), 5.0, "written")
+        kept = ch._out.data
+        ch.send(second)
+        sent += await loop.run_in_executor(None, peer.read_frames, 1)
+        same = ch._out.data is kept
+        ch.close()
+        return sent, same
+
+    sent, same = asyncio.run(scenario())
+    assert sent == [first, second]
+    assert same  # the transport was done with the first: its memory took the second
