@@ -13,6 +13,7 @@ every second). Frames that fit the channel's usual buffers never touch these.
 from __future__ import annotations
 
 import mmap
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -97,12 +98,13 @@ class OutBuffer:
     when a transport still holds a view of it.
     """
 
-    __slots__ = ("_cap", "_until", "data", "used")
+    __slots__ = ("_until", "data", "kept", "used")
 
     def __init__(self) -> None:
         self.data = bytearray()
         self.used = 0
-        self._cap = 0  # > 0: a kept buffer, the length its allocation allows
+        #: Above 0 while the buffer keeps its memory: the length its allocation allows.
+        self.kept = 0
         self._until = 0.0
 
     def __len__(self) -> int:
@@ -110,13 +112,24 @@ class OutBuffer:
 
     def start(self) -> int:
         """Where the body of the next frame goes (its header before it)."""
-        if self._cap:
+        if self.kept:
             self._stretch()
-        body = self.used + _HEADER
-        if len(self.data) < body:
-            # Room for the header: msgspec writes at an offset within the bytearray.
-            self.data[self.used :] = _NO_LENGTH
-        return body
+        used = self.used
+        data = self.data
+        if len(data) == used:
+            data += _NO_LENGTH  # room for the header: msgspec writes at an offset
+        elif len(data) < used + _HEADER:
+            data[used:] = _NO_LENGTH
+        return used + _HEADER
+
+    def write_to(self, sock: socket.socket) -> None:
+        """``sendall`` the frames to a blocking socket (then :meth:`clear`)."""
+        data = self.data
+        if len(data) == self.used:
+            sock.sendall(data)
+        else:
+            with memoryview(data) as whole, whole[: self.used] as frames:
+                sock.sendall(frames)
 
     def view(self) -> memoryview:
         """A view of the frames, for a write that is done with it when it returns
@@ -127,7 +140,7 @@ class OutBuffer:
         """The frames as a bytearray of their own (small ones, for a transport that
         keeps it); the buffer starts afresh."""
         data = self.data
-        if self._cap:  # a kept buffer keeps its memory: the frames are copied out
+        if self.kept:  # a kept buffer keeps its memory: the frames are copied out
             out = data[: self.used]
             self._emptied()
             return out
@@ -143,14 +156,16 @@ class OutBuffer:
         view of it (or a new one takes its place)."""
         view = memoryview(self.data)[: self.used]
         self._emptied()
-        if not self._cap:
+        if not self.kept:
             self.data = bytearray()  # the transport's now
         return view
 
     def clear(self) -> None:
         """Empty, once the frames were written (no view of them is left)."""
-        if self._emptied() is None:
-            self.data.clear()
+        if (self.kept or self.used >= LARGE // 2) and self._emptied() is not None:
+            return
+        self.data.clear()
+        self.used = 0
 
     def consume(self, n: int) -> None:
         """The first ``n`` bytes were written; the rest moves to the front."""
@@ -168,21 +183,21 @@ class OutBuffer:
         used, self.used = self.used, 0
         size = data.__alloc__()
         if size < LARGE:
-            self._cap = 0
+            self.kept = 0
             return None
         now = time.monotonic()
         if used >= LARGE // 2:
             self._until = now + RETAIN
         if now > self._until:
             self.data = bytearray()
-            self._cap = 0
+            self.kept = 0
             return False
-        self._cap = size - 1
+        self.kept = size - 1
         return True
 
     def _stretch(self) -> None:
         data = self.data
-        cap = self._cap
+        cap = self.kept
         try:
             if len(data) == cap:  # no change of length: no check for views either
                 _set_length(data, cap - 1)
@@ -191,4 +206,4 @@ class OutBuffer:
             # A transport is still writing from it: it keeps it, and this one starts
             # afresh with the frames it holds.
             self.data = bytearray(data[: self.used])
-            self._cap = 0
+            self.kept = 0

@@ -333,7 +333,14 @@ class FrameCodec:
         """Append the frame with its length prefix to ``out`` (as :meth:`encode_into`,
         into a buffer that may keep its memory between large frames); returns the length
         of its body. Over the limit ``out`` is left as it was."""
-        body = out.start()
+        if out.kept:
+            body = out.start()
+        else:  # OutBuffer.start, inline for the common small frame
+            body = out.used + HEADER.size
+            if len(out.data) == out.used:
+                out.data += _NO_LENGTH
+            elif len(out.data) < body:
+                out.data[out.used :] = _NO_LENGTH
         data = out.data
         self._encoder.encode_into(frame, data, body)
         n = len(data) - body

@@ -196,8 +196,7 @@ class FrameWriter:
             self._write()
             if frames.used and not self.closed:
                 try:
-                    with frames.view() as view:
-                        self._sock.sendall(view)
+                    frames.write_to(self._sock)
                 except OSError:
                     self.closed = True
         frames.clear()
@@ -226,8 +225,7 @@ class FrameWriter:
         if not out.used or self.closed:
             return
         try:
-            with out.view() as view:
-                self._sock.sendall(view)
+            out.write_to(self._sock)
         except OSError:
             self.closed = True
         out.clear()
