@@ -55,6 +55,29 @@ def test_notes_plugin_saves_and_reads_a_note_inside_the_jail(
     assert stats["memory_mb"] > 0 and "rss_mb" not in stats, stats
 
 
+def test_frames_of_megabytes_cross_a_jailed_worker_intact_both_ways(
+    home_dir: Path, plugin_dirs: dict[str, Path]
+) -> None:
+    """The buffers kept between large frames (an anonymous map read into, a bytearray
+    resized in place through CPython's C API) work under the jail's seccomp filter and
+    Landlock rules as they do outside it."""
+    require_bwrap()
+    texts = ["".join(chr(65 + i % 26) for i in range(n)) for n in (3_000_000, 100, 5_000_000)]
+
+    async def scenario() -> list[bool]:
+        async with Host(
+            home_dir,
+            config=HostConfig(allow_unsigned=True),
+            plugin_dirs=[plugin_dirs["textkit"]],
+            environment=False,
+            registry=False,
+            isolation="bwrap",
+        ) as host:
+            return [await host.call("textkit.echo", {"text": t}) == t for t in texts * 2]
+
+    assert asyncio.run(scenario()) == [True] * 6
+
+
 HOG = """
 from mcphost.sdk import Plugin
 
