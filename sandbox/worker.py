@@ -356,6 +356,8 @@ class Worker:
                     to_loop.append(frame)
             if batch.used:
                 writer.write(batch)
+            elif batch.kept:
+                batch.clear()  # a large answer's buffer goes once no large one came for a while
             if to_loop is not None:
                 self.aio.post(to_loop)
 
