@@ -66,20 +66,32 @@ class BodyBuffer:
 _HEADER = 4
 _NO_LENGTH = bytes(_HEADER)
 _resize: Callable[[bytearray, int], int] | None = None
+_no_resize = False  # this interpreter has no ctypes (or no C API to reach): keep nothing
+
+
+def _can_keep() -> bool:
+    """Whether :func:`_set_length` works here (ctypes is imported on the first call,
+    once a large frame was written)."""
+    global _resize, _no_resize
+    if _resize is None and not _no_resize:
+        try:
+            import ctypes
+
+            fn: Any = ctypes.pythonapi.PyByteArray_Resize
+            fn.argtypes = [ctypes.py_object, ctypes.c_ssize_t]
+            fn.restype = ctypes.c_int
+            _resize = fn
+        except (ImportError, AttributeError, OSError):
+            _no_resize = True
+    return _resize is not None
 
 
 def _set_length(buf: bytearray, n: int) -> None:
     """Set ``buf``'s length to ``n`` (a change of it) without writing its bytes:
     CPython's ``PyByteArray_Resize``, which keeps the memory for any length from half
-    of it up. BufferError while anything holds a view of ``buf``."""
-    global _resize
-    if _resize is None:
-        import ctypes  # only once a large frame was written
-
-        fn: Any = ctypes.pythonapi.PyByteArray_Resize
-        fn.argtypes = [ctypes.py_object, ctypes.c_ssize_t]
-        fn.restype = ctypes.c_int
-        _resize = fn
+    of it up. BufferError while anything holds a view of ``buf``; only once
+    :func:`_can_keep` said yes."""
+    assert _resize is not None
     _resize(buf, n)
 
 
@@ -182,7 +194,7 @@ class OutBuffer:
         data = self.data
         used, self.used = self.used, 0
         size = data.__alloc__()
-        if size < LARGE:
+        if size < LARGE or not _can_keep():
             self.kept = 0
             return None
         now = time.monotonic()

@@ -138,3 +138,17 @@ def test_a_large_body_is_read_into_the_memory_of_the_one_before() -> None:
     assert body.held
     larger = body.view(8 * MB)  # too large for it: a new one
     assert larger.obj is not kept and len(larger) == 8 * MB
+
+
+def test_without_ctypes_nothing_is_kept_and_frames_still_leave_intact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(buffers, "_resize", None)
+    monkeypatch.setattr(buffers, "_no_resize", True)  # as if ctypes failed to import
+    codec = FrameCodec()
+    out = OutBuffer()
+    frames: list[Frame] = [Result(id=1, value="a" * (2 * MB)), Pong(n=1)]
+    for frame in frames:
+        codec.encode_out(frame, out)
+    assert sent(out) == frames
+    assert not out.kept and out.data.__alloc__() < LARGE
