@@ -194,7 +194,7 @@ class OutBuffer:
         data = self.data
         used, self.used = self.used, 0
         size = data.__alloc__()
-        if size < LARGE or not _can_keep():
+        if size < LARGE or not (self.kept or _can_keep()):
             self.kept = 0
             return None
         now = time.monotonic()
