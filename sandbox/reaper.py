@@ -32,7 +32,7 @@ from collections.abc import Callable
 from .cgroups import WorkerCgroup
 from .isolation import ResourceUsage
 
-__all__ = ["Jail", "set_subreaper"]
+__all__ = ["Jail", "process_birth", "reap_if_adopted", "set_subreaper"]
 
 _PR_SET_CHILD_SUBREAPER = 36
 #: How long :meth:`Jail.cleanup` waits for the jail to be gone before leaving the rest
@@ -389,6 +389,42 @@ def _reap_adopted_init(pid: int) -> None:
     if zombie and _nspid_depth(status) > _nspid_depth(own):
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG)
+
+
+def process_birth(pid: int) -> tuple[int, int] | None:
+    """``(parent pid, start time in clock ticks)`` of process ``pid`` as /proc shows it
+    now (None when it is gone or unreadable)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[1]), int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def reap_if_adopted(pid: int, birth: tuple[int, int] | None) -> bool:
+    """Reap ``pid`` if it is a dead process this one adopted: ``birth`` (from
+    :func:`process_birth` while it ran) says another process was its parent, it is now
+    a zombie child of this one (its subreaper: :func:`set_subreaper`), and it started
+    at the same time (the same process, not a later one given its pid). Nobody here
+    forked it, so no one here waits for it and reaping it takes nobody's exit status.
+    Returns whether it is gone (reaped now, or not this process's to reap any more)."""
+    me = os.getpid()
+    if birth is None or birth[0] == me:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        state, ppid, started = fields[0], int(fields[1]), int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return True
+    if started != birth[1] or ppid != me:
+        return True  # another process by now, or not adopted by this one
+    if state != b"Z":
+        return False
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG)
+    return True
 
 
 def _children() -> list[int]:

@@ -46,6 +46,7 @@ from mcphost.sandbox.client import LogCallback, WorkerClient, complete_handshake
 from mcphost.sandbox.isolation import LaunchPlan, ResourceUsage, WorkerSpec
 from mcphost.sandbox.output import OutputBudget, pump_output
 from mcphost.sandbox.protocol import FrameCodec
+from mcphost.sandbox.reaper import process_birth, reap_if_adopted
 from mcphost.sandbox.spawn import WorkerProcess
 from mcphost.sdk.errors import (
     ConfigError,
@@ -292,6 +293,9 @@ class RemoteProcess(WorkerProcess):
         self._pidfd = None
         self.actor = actor
         self.node = node
+        #: Its parent and start time when it runs on this machine (a local cluster):
+        #: an actor that dies leaves it to this process, its subreaper, to reap.
+        self.birth = process_birth(pid) if node == socket.gethostname() else None
         self.oom_kills = 0
         #: Why it ended when Ray, not the worker, ended it.
         self.lost: str | None = None
@@ -306,11 +310,23 @@ class RemoteProcess(WorkerProcess):
             rc = -signal.SIGKILL
         if not self._exited.done():
             self._exited.set_result(rc)
+        if self.lost is not None and self.birth is not None:
+            await _reap_orphan(self.pid, self.birth)
 
     def kill(self) -> None:
         if self.returncode is None:
             with contextlib.suppress(Exception):
                 self.actor.kill.remote()
+
+
+async def _reap_orphan(pid: int, birth: tuple[int, int]) -> None:
+    """After its actor died, reap the worker it started on this machine once the worker
+    is dead (its parent-death signal): this process adopted it as the subreaper of its
+    jails, and an unreaped worker would stay a zombie for as long as the host runs."""
+    for delay in (0.05, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0):
+        await asyncio.sleep(delay)
+        if reap_if_adopted(pid, birth):
+            return
 
 
 class RemoteWorkerClient(WorkerClient):

@@ -22,6 +22,7 @@ from support.waiting import wait_until
 from mcphost.host import Home, Host, HostConfig, HostEvent
 from mcphost.host.cluster.node import node_dir
 from mcphost.registry import Registry
+from mcphost.sandbox.reaper import set_subreaper
 from mcphost.sdk.errors import MCPHostError
 
 
@@ -141,6 +142,8 @@ async def test_what_a_remote_worker_prints_reaches_the_hosts_log_as_a_local_work
 async def test_a_dead_actor_fails_the_calls_in_flight_kills_its_worker_and_is_replaced(
     ray_cluster: Any, cluster_home: Home
 ) -> None:
+    # As with any jail started by this process: orphans of its tree come to it.
+    set_subreaper()
     async with ray_host(cluster_home, ray_config()) as host:
         first = await host.call("remotekit.where", {})
         calls = [
@@ -152,8 +155,9 @@ async def test_a_dead_actor_fails_the_calls_in_flight_kills_its_worker_and_is_re
         for r in results:
             assert isinstance(r, MCPHostError) and r.code == "worker_crashed", r
             assert f"on node {socket.gethostname()}" in r.message
-        # The worker died with its actor: no orphan.
-        await wait_until(lambda: ended(first["pid"]), 15, "the worker to die")
+        # The worker died with its actor, and the host that adopted it reaped it: no
+        # orphan, and no zombie left for as long as the host runs.
+        await wait_until(lambda: not psutil.pid_exists(first["pid"]), 15, "the worker reaped")
         again = await host.call("remotekit.where", {})
         assert again["pid"] != first["pid"] and hosted_by_ray_actor(again["ppid"])
 
