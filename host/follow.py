@@ -51,6 +51,7 @@ from mcphost.sdk.errors import (
 )
 
 from .home import Home
+from .publish import PublishedPlugin, PublishedState, PublishedVersion
 
 if TYPE_CHECKING:
     from mcphost.registry import Registry, VersionRecord
@@ -127,26 +128,8 @@ def read_token(token_file: Path | None) -> str:
     return secret
 
 
-class _Version(msgspec.Struct, frozen=True):
-    version: str
-    sha256: str
-
-
-class _Plugin(msgspec.Struct, frozen=True):
-    active: _Version
-    previous: _Version | None = None
-    action: str = "activate"
-    owner_key: str | None = None
-
-
-class _State(msgspec.Struct, frozen=True):
-    format: int
-    generation: int
-    plugins: dict[str, _Plugin]
-    config: str
-
-
-_state_decoder = msgspec.json.Decoder(_State)
+# The primary's answer, as :mod:`.publish` writes it.
+_state_decoder = msgspec.json.Decoder(PublishedState)
 
 
 class _Refused(Exception):
@@ -266,7 +249,7 @@ class Follower:
         except (MCPHostError, OSError, msgspec.DecodeError):
             pass  # unreachable or not publishing yet: the polls say so and go on
 
-    def apply(self, state: _State) -> list[str]:
+    def apply(self, state: PublishedState) -> list[str]:
         """Bring the registry and config.toml in step with ``state``; the problems left."""
         from mcphost.registry import Registry
 
@@ -295,7 +278,9 @@ class Follower:
             self.last_change = time.time()
         return problems
 
-    def _follow_plugin(self, reg: Registry, cfg: HostConfig, name: str, plugin: _Plugin) -> bool:
+    def _follow_plugin(
+        self, reg: Registry, cfg: HostConfig, name: str, plugin: PublishedPlugin
+    ) -> bool:
         from .cli.plugin import switch_version
 
         installed: dict[str, VersionRecord] = {}
@@ -342,7 +327,7 @@ class Follower:
         return current != plugin.active.version
 
     def _install(
-        self, reg: Registry, cfg: HostConfig, name: str, v: _Version, owner: str | None
+        self, reg: Registry, cfg: HostConfig, name: str, v: PublishedVersion, owner: str | None
     ) -> None:
         """Download, check the digest, and install as `plugin install` does (inactive).
 
@@ -373,7 +358,7 @@ class Follower:
         return tuple(out)
 
     def _download_and_install(
-        self, reg: Registry, cfg: HostConfig, name: str, v: _Version, owner: str | None
+        self, reg: Registry, cfg: HostConfig, name: str, v: PublishedVersion, owner: str | None
     ) -> None:
         from mcphost.registry.approvals import items_of_tools
         from mcphost.registry.store import wheel_path
