@@ -13,7 +13,7 @@ import click
 from mcphost.sdk.text import printable
 
 from ..home import Home
-from ..observe.control import find_hosts
+from ..observe.control import alive, find_hosts
 from .homes import pass_existing_home
 from .main import main
 
@@ -106,21 +106,9 @@ def following_text(home: Home) -> str:
     else:
         state = "starting"
     pid = f.get("pid")
-    if isinstance(pid, int) and not _running(pid):
+    if isinstance(pid, int) and not alive(pid):
         state += f" (its following server, pid {pid}, is not running)"
     return f"following {primary}: {state}\n\n"
-
-
-def _running(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def render(hosts: list[dict[str, Any]]) -> str:

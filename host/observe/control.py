@@ -32,7 +32,15 @@ from .status import collect, sample, summarise
 if TYPE_CHECKING:
     from ..host import Host
 
-__all__ = ["ControlServer", "HostSocket", "ask", "find_hosts", "hosts_dir", "sockets"]
+__all__ = [
+    "ControlServer",
+    "HostSocket",
+    "alive",
+    "ask",
+    "find_hosts",
+    "hosts_dir",
+    "sockets",
+]
 
 log = logging.getLogger("mcphost.observe")
 #: Longest request line a host reads.
@@ -48,7 +56,8 @@ def hosts_dir(run_dir: Path) -> Path:
     return run_dir / "hosts"
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -83,7 +92,7 @@ def sockets(directory: Path, *, remove_stale: bool = True) -> list[HostSocket]:
         pid = int(pid_text)
         # A pid that names no process here may still listen (a host in another pid
         # namespace sharing the home): only a socket nobody listens on is stale.
-        if pid != os.getpid() and not _alive(pid) and not _listening(path):
+        if pid != os.getpid() and not alive(pid) and not _listening(path):
             if remove_stale:
                 with contextlib.suppress(OSError):
                     path.unlink()
