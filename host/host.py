@@ -43,7 +43,7 @@ from .home import Home
 from .hooks import make_plugin_manager
 from .isolation_backend import isolation_backend
 from .naming import NameMap, build, canonical
-from .observe import HostMetrics
+from .observe import HostMetrics, RouteStats
 from .pool import Supervised, WorkerPool, make_supervisor, reconfigure
 from .sources import (
     PluginSource,
@@ -92,6 +92,11 @@ Listener = Callable[[HostEvent], None]
 #: The ``message`` of a "tools_changed" event that follows the operator's change of
 #: names (``[plugins.NAME] expose``, renames), which may rename prompts as well.
 RENAMED = "renamed"
+
+#: Where the calls of a name go: its supervisor, the tool, the supervisor's route token
+#: when the route was checked, the plugin's name, the tool's batcher (None: none), and
+#: the name's call counts (None: no metrics).
+_Route = tuple[Supervised, str, object, str, ToolBatcher | None, RouteStats | None]
 
 
 class Host:
@@ -150,9 +155,8 @@ class Host:
         self._hooks_seen = -1
         self._isolation = isolation
         self._supervisors: dict[str, Supervised] = {}
-        #: ``<plugin>.<tool>`` -> (supervisor, tool, its route token when checked, its
-        #: plugin's name).
-        self._routes: dict[str, tuple[Supervised, str, object, str]] = {}
+        #: Called name -> the route its calls take (:data:`_Route`), kept while good.
+        self._routes: dict[str, _Route] = {}
         #: Plugins being removed, while their calls drain.
         self._leaving: dict[str, Supervised] = {}
         #: ``<plugin>.<tool>`` -> (its supervisor, the batcher) for batch tools, made at
@@ -645,14 +649,29 @@ class Host:
         return out
 
     def _route(self, name: str) -> tuple[Supervised, str]:
-        # A name checked before is good while its plugin has the same supervisor and
-        # worker: the tools a supervisor offers come from its worker's handshake (or,
-        # with no worker, from its source, which changes only with a new worker).
+        """The supervisor and the tool a call of ``name`` goes to (or the error saying
+        what exists)."""
+        hit = self._kept_route(name) or self._routed(name)
+        return hit[0], hit[1]
+
+    def _kept_route(self, name: str) -> _Route | None:
+        """The route kept for ``name`` if it still holds: its plugin has the same
+        supervisor, and that supervisor the same worker (:meth:`call` inlines this)."""
         hit = self._routes.get(name)
-        if hit is not None:
-            routed, tool, token, plugin = hit
-            if routed.route_token is token and self._supervisors.get(plugin) is routed:
-                return routed, tool
+        if (
+            hit is None
+            or hit[0].route_token is not hit[2]
+            or self._supervisors.get(hit[3]) is not hit[0]
+        ):
+            return None
+        return hit
+
+    def _routed(self, name: str) -> _Route:
+        """Resolve ``name`` and keep the answer while it holds (the caller checked the
+        kept one first): a name checked before is good while its plugin has the same
+        supervisor and worker, as the tools a supervisor offers come from its worker's
+        handshake (or, with no worker, from its source, which changes only with a new
+        worker)."""
         if not self._started:
             raise PluginError("the host is not started; use `async with Host() as host:`")
         exposed = self.names().resolve(name)
@@ -679,18 +698,24 @@ class Host:
             )
         token = sup.route_token
         known_tools = sup.tools
-        if known_tools:
-            if tool not in {t.name for t in known_tools}:
-                raise ToolNotFound(
-                    f"plugin {plugin} has no tool {tool!r}; it has: "
-                    + ", ".join(sorted(t.name for t in known_tools)),
-                    data={"plugin": plugin, "tool": tool},
-                )
-            if len(self._routes) > 4096:
-                self._routes.clear()
-            self._routes[name] = (sup, tool, token, plugin)
-            self._batch_route(name, sup, tool, known_tools)
-        return sup, tool
+        if known_tools and tool not in {t.name for t in known_tools}:
+            raise ToolNotFound(
+                f"plugin {plugin} has no tool {tool!r}; it has: "
+                + ", ".join(sorted(t.name for t in known_tools)),
+                data={"plugin": plugin, "tool": tool},
+            )
+        stats = None if self.metrics is None else self.metrics.route(name, sup.name)
+        if not known_tools:
+            return (sup, tool, token, plugin, None, stats)
+        if len(self._routes) > 4096:
+            self._routes.clear()
+        self._batch_route(name, sup, tool, known_tools)
+        # The batcher kept with the route: every change of the batchers forgets the
+        # routes (batching_changed), or happens here as the route is kept.
+        batched = self._batchers.get(name)
+        batcher = batched[1] if batched is not None and batched[0] is sup else None
+        route = self._routes[name] = (sup, tool, token, plugin, batcher, stats)
+        return route
 
     def batching(self) -> dict[str, dict[str, Any]]:
         """Per batch tool called so far: calls, batches, items, why batches left
@@ -845,7 +870,16 @@ class Host:
             from .flow.controller import checked_priority
 
             priority = checked_priority(priority)
-        sup, tool = self._route(name)
+        # The route kept for the name, while its supervisor and worker are the same
+        # (_kept_route, inlined: this runs once per call).
+        hit = self._routes.get(name)
+        if (
+            hit is None
+            or hit[0].route_token is not hit[2]
+            or self._supervisors.get(hit[3]) is not hit[0]
+        ):
+            hit = self._routed(name)
+        sup, tool, _, _, batcher, stats = hit
         timeout = self.config.call_timeout if timeout is None else _checked_timeout(timeout)
         if self.hooks.generation != self._hooks_seen:
             self._see_hooks()
@@ -854,19 +888,15 @@ class Host:
                 name, sup, tool, args, timeout, on_progress, on_log, traceparent, priority
             )
         # The path of most calls: no hook to run, so nothing but the call and its count.
-        batchers = self._batchers
-        routed = batchers.get(name) if batchers else None
-        if routed is not None and routed[0] is sup:
-            sent = routed[1].call(args, timeout, priority)
+        if batcher is not None:
+            sent = batcher.call(args, timeout, priority)
         else:
             sent = self._send(
                 name, sup, tool, args, timeout, on_progress, on_log, traceparent, priority
             )
-        metrics = self.metrics
-        if metrics is None:
+        if stats is None:
             return await sent
-        # Observed here, at the edge: a cached lookup and a few adds per call.
-        stats = metrics.routes.get(name) or metrics.route(name, sup.name)
+        # Observed here, at the edge: a few adds per call.
         m0 = stats.begin()
         try:
             result = await sent
