@@ -335,36 +335,15 @@ class ToolBatcher:
                 self._arrived(level, self._time())
             return self._alone(args, len(items), timeout, route, level)
         now = self._time()
-        if (
-            priority is None
-            and route is None
-            and len(items) == 1
-            and type(items[0]) in _SCALARS
-            and len(args) == 1
-            and not self._formed
-            and now >= self._high_until
-        ):
-            # The most common call of all: one small item, nothing to group by, the
-            # default level, while no call of a higher one is about.
-            waiting = len(plain)
-            if waiting >= self._plain_limit:
-                return self._failed(self._full(self.default_priority))
-            future = self._create_future()
-            deadline = now + timeout
-            plain.append((future, args, 1, deadline, now, self.default_priority))
-            if in_flight < self.max_in_flight:
-                if waiting >= (self._sized or self._full_size()) - 1:
-                    self._kick()
-                elif not waiting:
-                    self._arm(min(now + self.settings.max_queue_delay, deadline))
-            elif not waiting:
-                self._arm(deadline)
-            return future
         n = len(items)
-        level = self.default_priority if priority is None else self._level(priority)
-        small = (n == 1 and type(items[0]) in _SCALARS) or not is_large(
-            items, self.large_item_bytes
-        )
+        if priority is None and n == 1 and type(items[0]) in _SCALARS:
+            # The most common call of all: one small item at the default level.
+            level, small = self.default_priority, True
+        else:
+            level = self.default_priority if priority is None else self._level(priority)
+            small = (n == 1 and type(items[0]) in _SCALARS) or not is_large(
+                items, self.large_item_bytes
+            )
         if (
             small
             and level == self.default_priority
@@ -373,6 +352,7 @@ class ToolBatcher:
             and not self._formed
             and now >= self._high_until
         ):
+            # A plain call: it waits in the FIFO (see the module's docstring).
             waiting = len(plain)
             if waiting >= self._plain_limit:
                 return self._failed(self._full(level))

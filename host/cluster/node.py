@@ -182,13 +182,18 @@ def _unpack(base: Path, sha: str, members: dict[str, bytes]) -> Path:
         _sync_and_freeze(tmp)
         os.rename(tmp, target)
     except BaseException:
-        with contextlib.suppress(OSError):
-            for d, _, _ in os.walk(tmp):
-                os.chmod(d, 0o755)
-        shutil.rmtree(tmp, ignore_errors=True)
+        _discard(tmp)
         if not target.is_dir():
             raise
     return target
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a build that did not finish (its folders may be frozen read-only)."""
+    with contextlib.suppress(OSError):
+        for d, _, _ in os.walk(tmp):
+            os.chmod(d, 0o755)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def prepare_tree(base: Path, req: StartRequest, wheel: bytes) -> tuple[Path, str]:
@@ -366,10 +371,7 @@ def _unpack_deps(base: Path, digest: str, archive: bytes, req: StartRequest) -> 
         _sync_and_freeze(tmp)
         os.rename(tmp, target)
     except BaseException as exc:
-        with contextlib.suppress(OSError):
-            for d, _, _ in os.walk(tmp):
-                os.chmod(d, 0o755)
-        shutil.rmtree(tmp, ignore_errors=True)
+        _discard(tmp)
         if not target.is_dir():
             if isinstance(exc, tarfile.TarError):
                 raise _deps_refusal(

@@ -68,7 +68,7 @@ class RouteStats:
 
     A call's path touches as little as it can: :meth:`begin` one add, :meth:`done` the
     counts, the histogram and the ring of recent durations, whose write index is the
-    count of calls ended (``in_flight`` is derived when read)."""
+    count of calls ended (the plugin's calls in flight are derived when read)."""
 
     __slots__ = ("begun", "buckets", "ended", "errors", "ok", "owner", "recent", "sum", "tool")
 
@@ -113,10 +113,6 @@ class RouteStats:
         i = self.ended
         self.recent[i & _MASK] = d
         self.ended = i + 1
-
-    @property
-    def in_flight(self) -> int:
-        return self.begun - self.ended
 
     @property
     def total(self) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.extras import require_ray
 from support.wheels import build_wheel
 
 from mcphost.host import Home
@@ -156,12 +157,7 @@ NODE_LABELS = {"mcphost.dev/zone": "a", "disk": "ssd"}
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real local Ray cluster of 2 CPUs for the module's tests, shut down after them
     (its processes would otherwise stay children of the test run for later tests)."""
-    try:
-        import ray
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("Ray is not installed: install it with pip install -e '.[ray]'")
-        pytest.skip("Ray is not installed (pip install -e '.[ray]'); CI fails here instead")
+    ray = require_ray()
     # Nodes unpack wheels and keep plugin data here (Ray's workers inherit it).
     os.environ["MCPHOST_NODE_DIR"] = str(tmp_path_factory.mktemp("node"))
     ray.init(

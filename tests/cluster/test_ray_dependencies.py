@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from bwrap_check import require_bwrap
+from support.extras import require_ray
 from support.wheels import build_wheel
 
 from mcphost.host import Home, Host, HostConfig
@@ -244,7 +245,7 @@ async def test_dependencies_changed_on_the_host_are_refused_before_anything_is_s
 def test_the_archive_of_the_dependencies_is_the_registrys_record_and_only_that(
     deps_home: Home,
 ) -> None:
-    pytest.importorskip("ray")
+    require_ray()
     from mcphost.host.cluster.ray_host import deps_archive
 
     files = recorded(deps_home)
