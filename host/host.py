@@ -887,13 +887,13 @@ class Host:
             return await self._hooked_call(
                 name, sup, tool, args, timeout, on_progress, on_log, traceparent, priority
             )
-        # The path of most calls: no hook to run, so nothing but the call and its count.
+        # The path of most calls: no hook to run, so nothing but the call and its count
+        # (a batch tool's batcher counts its calls itself, a batch at once).
         if batcher is not None:
-            sent = batcher.call(args, timeout, priority)
-        else:
-            sent = self._send(
-                name, sup, tool, args, timeout, on_progress, on_log, traceparent, priority
-            )
+            return await batcher.call(args, timeout, priority, stats)
+        sent = self._send(
+            name, sup, tool, args, timeout, on_progress, on_log, traceparent, priority
+        )
         if stats is None:
             return await sent
         # Observed here, at the edge: a few adds per call.

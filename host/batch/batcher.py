@@ -33,7 +33,7 @@ from typing import Any
 
 from mcphost.sdk.errors import BatchResults, Busy, MCPHostError, PluginError, ToolTimeout
 
-from ..observe.calls import BUCKETS
+from ..observe.calls import BUCKETS, RouteStats
 from .former import BatchFormer, FormerSettings, Pending, Reason
 from .keys import KeyFunction
 from .model import LatencyModel
@@ -46,6 +46,10 @@ Dispatch = Callable[[dict[str, Any], float, str | None], Awaitable[Any]]
 
 _ids = itertools.count(1)
 _perf_counter = time.perf_counter
+#: The batcher's clock, for deadlines, queue waits and the calls' durations. Not the
+#: loop's: uvloop's moves in steps of a millisecond, coarser than most queue waits.
+#: Timers are set on the loop by the time left (:meth:`ToolBatcher._arm`).
+_clock = time.perf_counter
 
 # A batch's entries are read field by field in C (map over an itemgetter), not by a
 # Python loop per call: at 32 calls a batch that is most of the batcher's cost per call.
@@ -54,6 +58,7 @@ _args_of = itemgetter(1)
 _count_of = itemgetter(2)
 _deadline_of = itemgetter(3)
 _enqueued_of = itemgetter(4)
+_stats_of = itemgetter(6)
 _first = itemgetter(0)
 _is_done = methodcaller("done")
 #: The futures this module makes come from the loop; when they are asyncio's own (C)
@@ -64,6 +69,47 @@ _set_result = asyncio.Future.set_result
 def _consume(iterator: Any) -> None:
     """Run an iterator to its end in C."""
     deque(iterator, maxlen=0)
+
+
+#: How a call whose caller went away (its future cancelled) is counted.
+_GONE = asyncio.CancelledError()
+
+
+def _count(entry: _Entry, error: BaseException | None) -> None:
+    """Count one call the batcher answered (``error`` None: with a result) in its
+    route's stats, if it came with them."""
+    stats = entry[6]
+    if stats is not None:
+        if error is None:
+            stats.done(entry[4])
+        else:
+            stats.failed(entry[4], error)
+
+
+def _answered(entries: list[_Entry]) -> None:
+    """Count the calls of a batch that all got their results (once a batch, in C for
+    the usual batch whose calls all came by one route)."""
+    every = list(map(_stats_of, entries))
+    first = every[0]
+    if every.count(first) == len(every):
+        if first is not None:
+            first.answered(list(map(_enqueued_of, entries)), _perf_counter())
+        return
+    for e in entries:
+        _count(e, None)
+
+
+async def _counted(sent: Awaitable[Any], stats: RouteStats) -> Any:
+    """Await ``sent`` and count it in ``stats`` (a call that does not wait as a plain
+    one: its own frame costs nothing next to its path)."""
+    t0 = stats.begin()
+    try:
+        result = await sent
+    except BaseException as exc:
+        stats.failed(t0, exc)
+        raise
+    stats.done(t0)
+    return result
 
 
 def batch_parameter(input_schema: dict[str, Any]) -> str | None:
@@ -200,18 +246,22 @@ class BatchStats:
 
 
 class _Waiting(Pending):
-    """A call queued in the former and what its caller waits on."""
+    """A call queued in the former and what its caller waits on; ``stats``: where the
+    batcher counts the call when it answers it (None: counted by its caller)."""
 
-    __slots__ = ("args", "count", "future")
+    __slots__ = ("args", "count", "future", "stats")
 
     future: asyncio.Future[Any]
     args: dict[str, Any]
     count: int
+    stats: RouteStats | None
 
 
-#: What a batch is made of: (future, args, items, deadline, enqueued, level). A plain
-#: queued call is one already (at the default level): it joins a batch as it is.
-_Entry = tuple["asyncio.Future[Any]", dict[str, Any], int, float, float, int]
+#: What a batch is made of: (future, args, items, deadline, enqueued, level, stats). A
+#: plain queued call is one already (at the default level): it joins a batch as it is.
+#: ``stats``: the call's route's counts, kept by the batcher for the call (None: not
+#: counted here). Times are :data:`_clock`'s.
+_Entry = tuple["asyncio.Future[Any]", dict[str, Any], int, float, float, int, RouteStats | None]
 
 
 class ToolBatcher:
@@ -266,7 +316,6 @@ class ToolBatcher:
         self.stats = BatchStats()
         self._plain: deque[_Entry] = deque()
         self._loop = asyncio.get_running_loop()
-        self._time = self._loop.time
         self._create_future = self._loop.create_future
         #: Whether the loop's futures are asyncio's own (see :data:`_set_result`).
         self._c_futures = type(self._loop.create_future()) is asyncio.Future
@@ -274,12 +323,14 @@ class ToolBatcher:
         self._timer_at = math.inf
         self._tasks: set[asyncio.Task[None]] = set()
         self._shut = False
+        #: Whether plain calls may wait in the FIFO at all (no batch key; not shut).
+        self._plain_open = key is None
 
     def snapshot(self) -> dict[str, Any]:
         """What :meth:`mcphost.host.Host.batching` shows of this tool."""
         st = self.stats
         return {
-            "calls": st.calls,
+            "calls": self.calls,
             "batches": st.batches,
             "items": st.items,
             "largest_batch": st.largest,
@@ -293,6 +344,12 @@ class ToolBatcher:
         }
 
     @property
+    def calls(self) -> int:
+        """Calls made to the tool through the batcher (its stats count the plain calls
+        when they leave the FIFO)."""
+        return self.stats.calls + len(self._plain)
+
+    @property
     def queued(self) -> int:
         """Calls waiting for a batch (cancelled ones may count until they are reached)."""
         return len(self._plain) + len(self.former)
@@ -304,37 +361,90 @@ class ToolBatcher:
 
     # -- the caller's side ---------------------------------------------------------
     def call(
-        self, args: dict[str, Any], timeout: float, priority: int | None = None
+        self,
+        args: dict[str, Any],
+        timeout: float,
+        priority: int | None = None,
+        stats: RouteStats | None = None,
     ) -> Awaitable[Any]:
         """Run the tool for ``args`` (its batch parameter a list), maybe with others:
         what to await for the result. A refusal comes when it is awaited, as any error.
+        ``stats``: the counts of the route the call came by, where the batcher counts
+        it (begun now, and its outcome once it is answered, a batch's calls at once).
 
         Not a coroutine: a plain call queued behind a running batch is awaited as its
         bare future, and a lone call as :meth:`_alone` itself, with no frame between
         the caller and either (this runs once per call, the rest once per batch)."""
         items = args.get(self.param)
+        if (
+            priority is None
+            and type(items) is list
+            and len(items) == 1
+            and len(args) == 1
+            and self._plain_open
+            and not self._formed
+            and type(items[0]) in _SCALARS
+        ):
+            # The most common call of all: one small item at the default level, with
+            # nothing to group by. While a batch runs or plain calls wait, and no call
+            # above the default level is about, it waits in the FIFO (see the module's
+            # docstring); it is counted in the batcher's calls when it leaves it.
+            plain = self._plain
+            in_flight = self.in_flight
+            if in_flight or plain:
+                now = _clock()
+                waiting = len(plain)
+                if now >= self._high_until and waiting < self._plain_limit:
+                    future = self._create_future()
+                    deadline = now + timeout
+                    plain.append((future, args, 1, deadline, now, self.default_priority, stats))
+                    if stats is not None:
+                        stats.begun += 1
+                    if in_flight < self.max_in_flight:
+                        if waiting + 1 >= (self._sized or self._full_size()):
+                            self._kick()
+                        elif not waiting:
+                            self._arm(min(now + self.settings.max_queue_delay, deadline))
+                        elif deadline < self._timer_at:
+                            self._arm(deadline)
+                    elif deadline < self._timer_at:
+                        # Its time may run out before those ahead of it leave.
+                        self._arm(deadline)
+                    return future
+        return self._call(args, items, timeout, priority, stats)
+
+    def _call(
+        self,
+        args: dict[str, Any],
+        items: Any,
+        timeout: float,
+        priority: int | None,
+        stats: RouteStats | None,
+    ) -> Awaitable[Any]:
+        """:meth:`call` for every call but a plain one of one scalar item."""
         if type(items) is not list and not isinstance(items, list):
-            return self._dispatch(args, timeout, None)  # the worker says what is wrong
+            sent = self._dispatch(args, timeout, None)  # the worker says what is wrong
+            return sent if stats is None else _counted(sent, stats)
         if self._shut:
-            return self._failed(self._closed_error())
+            return self._failed(self._closed_error(), stats)
         if self.key is None:
             route = None
         else:
             try:
                 route = self.key(args)
             except MCPHostError as exc:
-                return self._failed(exc)
+                return self._failed(exc, stats)
         self.stats.calls += 1
         plain = self._plain
         in_flight = self.in_flight
         if not in_flight and not plain and not self._formed:
             if priority is None:
-                return self._alone(args, len(items), timeout, route, self.default_priority)
+                return self._alone(args, len(items), timeout, route, self.default_priority, stats)
             level = self._level(priority)
             if self._window:
-                self._arrived(level, self._time())
-            return self._alone(args, len(items), timeout, route, level)
-        now = self._time()
+                self._arrived(level, _clock())
+            return self._alone(args, len(items), timeout, route, level, stats)
+        now = _clock()
         n = len(items)
         if priority is None and n == 1 and type(items[0]) in _SCALARS:
             # The most common call of all: one small item at the default level.
@@ -355,22 +465,30 @@ class ToolBatcher:
             # A plain call: it waits in the FIFO (see the module's docstring).
             waiting = len(plain)
             if waiting >= self._plain_limit:
-                return self._failed(self._full(level))
+                return self._failed(self._full(level), stats)
+            self.stats.calls -= 1  # counted again when it leaves the FIFO
             future = self._create_future()
             deadline = now + timeout
-            plain.append((future, args, n, deadline, now, level))
+            plain.append((future, args, n, deadline, now, level, stats))
+            if stats is not None:
+                stats.begun += 1
             if in_flight < self.max_in_flight:
                 if waiting + 1 >= (self._sized or self._full_size()):
                     self._kick()
                 elif not waiting:
                     self._arm(min(now + self.settings.max_queue_delay, deadline))
-            elif not waiting:
+                elif deadline < self._timer_at:
+                    self._arm(deadline)
+            elif deadline < self._timer_at:
                 self._arm(deadline)
             return future
-        return self._queue(args, n, timeout, level, now, 0 if small else 1, route)
+        queued = self._queue(args, n, timeout, level, now, 0 if small else 1, route)
+        return queued if stats is None else _counted(queued, stats)
 
-    def _failed(self, error: BaseException) -> asyncio.Future[Any]:
+    def _failed(self, error: BaseException, stats: RouteStats | None) -> asyncio.Future[Any]:
         """A call refused at once: a future holding its error."""
+        if stats is not None:
+            stats.refused(error)
         future = self._loop.create_future()
         future.set_exception(error)
         return future
@@ -415,13 +533,16 @@ class ToolBatcher:
     def _promote(self) -> None:
         """Move the plain calls into the former, in their order, at the default level."""
         while self._plain:
-            future, args, count, deadline, enqueued, _ = self._plain.popleft()
+            e = self._plain.popleft()
+            self.stats.calls += 1
+            future, args, count, deadline, enqueued = e[:5]
             if future.done():
+                _count(e, _GONE)
                 continue
             p = _Waiting(
                 id=next(_ids), level=self.default_priority, enqueued=enqueued, deadline=deadline
             )
-            p.future, p.args, p.count = future, args, count
+            p.future, p.args, p.count, p.stats = future, args, count, e[6]
             self.former.submit(p, enqueued)
 
     async def _queue(
@@ -445,7 +566,7 @@ class ToolBatcher:
             id=next(_ids), level=level, enqueued=now, deadline=now + timeout, key=key, lane=lane
         )
         p.future = self._loop.create_future()
-        p.args, p.count = args, count
+        p.args, p.count, p.stats = args, count, None
         former = self.former
         if former.submit(p, now) is not None:
             raise self._full(p.level)
@@ -473,7 +594,13 @@ class ToolBatcher:
             raise
 
     async def _alone(
-        self, args: dict[str, Any], n: int, timeout: float, route: str | None, level: int
+        self,
+        args: dict[str, Any],
+        n: int,
+        timeout: float,
+        route: str | None,
+        level: int,
+        counts: RouteStats | None = None,
     ) -> Any:
         self.in_flight += 1
         running = self._running
@@ -481,21 +608,30 @@ class ToolBatcher:
         stats = self.stats
         stats.reasons["alone"] += 1
         t0 = _perf_counter()
+        if counts is not None:
+            counts.begun += 1
         try:
-            result = await self._dispatch(args, timeout, route)
-        finally:
-            self.in_flight -= 1
-            running[level] -= 1
-            if self._plain or self._formed:
-                self._kick()
-        self.model.observe(n, _perf_counter() - t0, self._target_latency)
-        self._sized = None
-        if not isinstance(result, list) or len(result) != n:
-            raise self._miscounted(result, n)
-        stats.sizes[bisect_left(SIZE_BUCKETS, n)] += 1
-        stats.size_sum += n
-        if type(result) is BatchResults:
-            raise result.error(min(result.errors))
+            try:
+                result = await self._dispatch(args, timeout, route)
+            finally:
+                self.in_flight -= 1
+                running[level] -= 1
+                if self._plain or self._formed:
+                    self._kick()
+            self.model.observe(n, _perf_counter() - t0, self._target_latency)
+            self._sized = None
+            if not isinstance(result, list) or len(result) != n:
+                raise self._miscounted(result, n)
+            stats.sizes[bisect_left(SIZE_BUCKETS, n)] += 1
+            stats.size_sum += n
+            if type(result) is BatchResults:
+                raise result.error(min(result.errors))
+        except BaseException as exc:
+            if counts is not None:
+                counts.failed(t0, exc)
+            raise
+        if counts is not None:
+            counts.done(t0)
         return result
 
     def _miscounted(self, result: Any, n: int) -> PluginError:
@@ -513,10 +649,10 @@ class ToolBatcher:
         if self._plain:
             self._kick_plain()
             return
-        now = self._loop.time()
+        now = _clock()
         for p, why in self.former.expire(now):
             w: _Waiting = p  # type: ignore[assignment]
-            self._refuse(w.future, why, w.level)
+            self._refuse(w.future, why, w.level, w.stats, w.enqueued)
         limit = self.model.size_for(self.target_latency)
         short = self.model.yield_size()
         running, slots = self._running, self.max_in_flight
@@ -532,7 +668,10 @@ class ToolBatcher:
                 break
             calls: list[_Waiting] = batch.items  # type: ignore[assignment]
             self._launch(
-                [(p.future, p.args, p.count, p.deadline, p.enqueued, p.level) for p in calls],
+                [
+                    (p.future, p.args, p.count, p.deadline, p.enqueued, p.level, p.stats)
+                    for p in calls
+                ],
                 batch.reason,
                 min(p.level for p in calls),
             )
@@ -545,7 +684,7 @@ class ToolBatcher:
     def _kick_plain(self) -> None:
         """:meth:`_kick` while only plain calls wait: the same rules on one FIFO."""
         plain = self._plain
-        now = self._loop.time()
+        now = _clock()
         size = self._full_size()
         delay = self.settings.max_queue_delay
         while plain and self.in_flight < self.max_in_flight:
@@ -565,29 +704,49 @@ class ToolBatcher:
             else:
                 popleft = plain.popleft
                 taken = [popleft() for _ in range(size)]
+            self.stats.calls += len(taken)
             # Calls whose caller went away, or whose time ran out, do not go.
             if min(map(_deadline_of, taken)) > now and not any(
                 map(_is_done, map(_future_of, taken))
             ):
                 entries = taken
             else:
-                entries = [e for e in taken if e[3] > now and not e[0].done()]
+                entries = []
                 for e in taken:
-                    if e[3] <= now and not e[0].done():
-                        self._refuse(e[0], "deadline", level)
+                    if e[0].done():
+                        _count(e, _GONE)
+                    elif e[3] <= now:
+                        self._refuse(e[0], "deadline", level, e[6], e[4])
+                    else:
+                        entries.append(e)
             if entries:
                 self._launch(entries, reason, level, plain=True)
-        # Calls whose time ran out while no batch could leave.
-        while plain and (plain[0][0].done() or plain[0][3] <= now):
-            future = plain.popleft()[0]
-            if not future.done():
-                self._refuse(future, "deadline", self.default_priority)
-        if plain:
-            first = plain[0]
-            if self.in_flight < self.max_in_flight:
-                self._arm(min(first[4] + delay, first[3] - self._expect(len(plain))))
-            else:
-                self._arm(first[3])
+        if not plain:
+            return
+        # Calls whose time ran out while no batch could leave, wherever they wait (a
+        # call may come with a shorter timeout than those ahead of it).
+        soonest = min(map(_deadline_of, plain))
+        if soonest <= now:
+            kept = []
+            for e in plain:
+                if e[0].done():
+                    self.stats.calls += 1
+                    _count(e, _GONE)
+                elif e[3] <= now:
+                    self.stats.calls += 1
+                    self._refuse(e[0], "deadline", self.default_priority, e[6], e[4])
+                else:
+                    kept.append(e)
+            plain.clear()
+            plain.extend(kept)
+            if not plain:
+                return
+            soonest = min(map(_deadline_of, plain))
+        first = plain[0]
+        if self.in_flight < self.max_in_flight:
+            self._arm(min(first[4] + delay, first[3] - self._expect(len(plain)), soonest))
+        else:
+            self._arm(soonest)
 
     def _launch(
         self, entries: list[_Entry], reason: Reason, level: int, plain: bool = False
@@ -600,9 +759,9 @@ class ToolBatcher:
         stats.batches += 1
         stats.reasons[reason] += 1
         if plain:
-            stats.waited_in_order(level, list(map(_enqueued_of, entries)), self._time())
+            stats.waited_in_order(level, list(map(_enqueued_of, entries)), _clock())
         else:
-            stats.waited_all(entries, self._time())
+            stats.waited_all(entries, _clock())
         task = self._loop.create_task(self._run(entries, level))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -614,7 +773,7 @@ class ToolBatcher:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = when
-        self._timer = self._loop.call_at(when, self._on_timer)
+        self._timer = self._loop.call_later(max(0.0, when - _clock()), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer, self._timer_at = None, math.inf
@@ -623,25 +782,33 @@ class ToolBatcher:
     def _expect(self, n: int) -> float:
         return self.model.predict(n)
 
-    def _refuse(self, future: asyncio.Future[Any], why: str, level: int) -> None:
+    def _refuse(
+        self,
+        future: asyncio.Future[Any],
+        why: str,
+        level: int,
+        stats: RouteStats | None,
+        started: float,
+    ) -> None:
         self.stats.rejected[why] = self.stats.rejected.get(why, 0) + 1
+        error: BaseException
         if future.done():
-            return
-        if why == "deadline":
-            future.set_exception(
-                ToolTimeout(
-                    f"{self.tool}: the call's time ran out while it waited for a batch",
-                    data={"tool": self.tool},
-                )
+            error = _GONE
+        elif why == "deadline":
+            error = ToolTimeout(
+                f"{self.tool}: the call's time ran out while it waited for a batch",
+                data={"tool": self.tool},
             )
+            future.set_exception(error)
         else:
-            future.set_exception(
-                Busy(
-                    f"{self.tool}: the call waited its priority's queue timeout out before a "
-                    "batch took it; try again later",
-                    data={"tool": self.tool, "priority": level, "reason": why},
-                )
+            error = Busy(
+                f"{self.tool}: the call waited its priority's queue timeout out before a "
+                "batch took it; try again later",
+                data={"tool": self.tool, "priority": level, "reason": why},
             )
+            future.set_exception(error)
+        if stats is not None:
+            stats.failed(started, error)
 
     async def _run(self, entries: list[_Entry], level: int) -> None:
         param = self.param
@@ -657,7 +824,7 @@ class ToolBatcher:
                 joined.extend(items)
         latest = max(map(_deadline_of, entries))
         args = {**entries[0][1], param: joined}
-        timeout = latest - self._loop.time()
+        timeout = latest - _clock()
         t0 = time.perf_counter()
         try:
             if timeout <= 0:
@@ -669,6 +836,7 @@ class ToolBatcher:
             for e in entries:
                 if not e[0].done():
                     e[0].cancel()
+                _count(e, _GONE)
             raise
         except MCPHostError as exc:
             self._fail(entries, exc)
@@ -693,35 +861,50 @@ class ToolBatcher:
             futures = list(map(_future_of, entries))
             if self._c_futures and not any(map(_is_done, futures)):
                 _consume(map(_set_result, futures, map(list, zip(result))))
+                _answered(entries)
                 return
-            for future, item in zip(futures, result, strict=True):
-                if not future.done():
-                    future.set_result([item])
+            for e, item in zip(entries, result, strict=True):
+                if not e[0].done():
+                    e[0].set_result([item])
+                    _count(e, None)
+                else:
+                    _count(e, _GONE)
             return
         offset = 0
         if type(result) is BatchResults:
             # Some items failed on their own: their callers get their errors.
             for e in entries:
                 future, count = e[0], e[2]
-                if not future.done():
+                if future.done():
+                    _count(e, _GONE)
+                else:
                     failed = result.first_failed(offset, offset + count)
                     if failed is None:
                         future.set_result(result[offset : offset + count])
+                        _count(e, None)
                     else:
-                        future.set_exception(result.error(failed, failed - offset))
+                        error = result.error(failed, failed - offset)
+                        future.set_exception(error)
+                        _count(e, error)
                 offset += count
             return
         for e in entries:
             future, count = e[0], e[2]
-            if not future.done():
+            if future.done():
+                _count(e, _GONE)
+            else:
                 future.set_result(result[offset : offset + count])
+                _count(e, None)
             offset += count
 
     @staticmethod
     def _fail(entries: list[_Entry], error: BaseException) -> None:
         for e in entries:
-            if not e[0].done():
+            if e[0].done():
+                _count(e, _GONE)
+            else:
                 e[0].set_exception(error)
+                _count(e, error)
 
     def _observe(self, n: int, seconds: float) -> None:
         self.model.observe(n, seconds, self._target_latency)
@@ -731,18 +914,17 @@ class ToolBatcher:
         """Take no more calls; the queued ones fail (the host is closing). Batches
         running end as their workers answer or stop."""
         self._shut = True
+        self._plain_open = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer, self._timer_at = None, math.inf
-        error = self._closed_error()
-        futures = [e[0] for e in self._plain]
+        entries = list(self._plain)
         self._plain.clear()
+        self.stats.calls += len(entries)
         for p, _ in self.former.expire(math.inf):
             w: _Waiting = p  # type: ignore[assignment]
-            futures.append(w.future)
-        for future in futures:
-            if not future.done():
-                future.set_exception(error)
+            entries.append((w.future, w.args, w.count, w.deadline, w.enqueued, w.level, w.stats))
+        self._fail(entries, self._closed_error())
 
     def _closed_error(self) -> PluginError:
         return PluginError(

@@ -395,7 +395,7 @@ def batching(m: HostMetrics, host: Host | None) -> Iterator[Metric]:
     size_le = [str(b) for b in SIZE_BUCKETS] + ["+Inf"]
     for name, b in sorted(batchers.items()):
         st = b.stats
-        calls.add_metric([name], st.calls)
+        calls.add_metric([name], b.calls)
         for reason, n in st.reasons.items():
             sent.add_metric([name, reason], n)
         for reason, n in list(st.rejected.items()):
