@@ -25,7 +25,7 @@ import itertools
 import json
 import math
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Awaitable, Callable
 from operator import itemgetter, methodcaller
@@ -197,30 +197,27 @@ class BatchStats:
     def waited_in_order(self, level: int, enqueued: list[float], now: float) -> None:
         """The queue waits of calls of one ``level`` leaving at ``now``, ``enqueued``
         the times they came, oldest first. Their waits then fall in order, so the counts
-        per bucket come from a search of the times per bucket crossed (most batches
+        per bucket come from a search of the waits per bucket crossed (most batches
         cross one or two), not from a look at every call."""
         counts = self.wait_buckets.get(level)
         if counts is None:
             counts = self.wait_buckets[level] = [0] * (len(BUCKETS) + 1)
         n = len(enqueued)
-        # A wait w falls in the first bucket whose bound is >= w (bisect_left). The
-        # waits (now - t) are searched as computed, negated to run upwards: comparing
-        # the times with now - bound instead would round differently at a bound.
-        low = bisect_left(BUCKETS, now - enqueued[-1])
-        high = bisect_left(BUCKETS, now - enqueued[0])
+        waits = list(map(now.__sub__, enqueued))  # the longest first
+        # A wait w falls in the first bucket whose bound is >= w (bisect_left).
+        low = bisect_left(BUCKETS, waits[-1])
+        high = bisect_left(BUCKETS, waits[0])
         if low == high:
             counts[low] += n
         else:
+            waits.reverse()
             below = 0
             for j in range(low, high):
-                # Calls whose wait is <= BUCKETS[j]: those whose -wait >= -BUCKETS[j].
-                within = n - bisect_left(enqueued, -BUCKETS[j], key=lambda t: t - now)
+                within = bisect_right(waits, BUCKETS[j])  # waits <= BUCKETS[j]
                 counts[j] += within - below
                 below = within
             counts[high] += n - below
-        self.wait_seconds[level] = self.wait_seconds.get(level, 0.0) + (
-            n * now - math.fsum(enqueued)
-        )
+        self.wait_seconds[level] = self.wait_seconds.get(level, 0.0) + math.fsum(waits)
 
     def waited_all(self, entries: list[_Entry], now: float) -> None:
         """The queue waits of the calls of a batch leaving at ``now``, each under its
@@ -649,6 +646,8 @@ class ToolBatcher:
         if self._plain:
             self._kick_plain()
             return
+        if not self._formed:
+            return  # nothing waits
         now = _clock()
         for p, why in self.former.expire(now):
             w: _Waiting = p  # type: ignore[assignment]
