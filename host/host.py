@@ -93,10 +93,11 @@ Listener = Callable[[HostEvent], None]
 #: names (``[plugins.NAME] expose``, renames), which may rename prompts as well.
 RENAMED = "renamed"
 
-#: Where the calls of a name go: its supervisor, the tool, the supervisor's route token
-#: when the route was checked, the plugin's name, the tool's batcher (None: none), and
-#: the name's call counts (None: no metrics).
-_Route = tuple[Supervised, str, object, str, ToolBatcher | None, RouteStats | None]
+#: Where the calls of a name go: its supervisor, the tool, the plugin's name, the tool's
+#: batcher (None: none), and the name's call counts (None: no metrics). Kept until the
+#: routes are forgotten: when a plugin is added, removed or reconfigured, a supervisor
+#: routes to a new worker (whose tools may differ), names or batching settings change.
+_Route = tuple[Supervised, str, str, ToolBatcher | None, RouteStats | None]
 
 
 class Host:
@@ -218,6 +219,7 @@ class Host:
             on_started=self._on_started,
             on_crashed=self._on_crashed,
             on_replaced=self._on_replaced,
+            on_routed=self._routes.clear,
             verify=verify,
             on_notify=self._on_plugin_notify,
             admit=lambda source, hello: features.admit(self, source, hello),
@@ -655,23 +657,15 @@ class Host:
         return hit[0], hit[1]
 
     def _kept_route(self, name: str) -> _Route | None:
-        """The route kept for ``name`` if it still holds: its plugin has the same
-        supervisor, and that supervisor the same worker (:meth:`call` inlines this)."""
-        hit = self._routes.get(name)
-        if (
-            hit is None
-            or hit[0].route_token is not hit[2]
-            or self._supervisors.get(hit[3]) is not hit[0]
-        ):
-            return None
-        return hit
+        """The route kept for ``name``, if any (:meth:`call` inlines this)."""
+        return self._routes.get(name)
 
     def _routed(self, name: str) -> _Route:
-        """Resolve ``name`` and keep the answer while it holds (the caller checked the
-        kept one first): a name checked before is good while its plugin has the same
-        supervisor and worker, as the tools a supervisor offers come from its worker's
-        handshake (or, with no worker, from its source, which changes only with a new
-        worker)."""
+        """Resolve ``name`` and keep the answer (the caller checked the kept one first).
+        A name checked before is good while its plugin has the same supervisor and that
+        supervisor the same worker, as the tools a supervisor offers come from its
+        worker's handshake (or, with no worker, from its source, which changes only with
+        a new worker): every change of either forgets the routes (see :data:`_Route`)."""
         if not self._started:
             raise PluginError("the host is not started; use `async with Host() as host:`")
         exposed = self.names().resolve(name)
@@ -696,7 +690,6 @@ class Host:
                 "with `mcphost plugin install WHEEL`",
                 data={"plugin": plugin},
             )
-        token = sup.route_token
         known_tools = sup.tools
         if known_tools and tool not in {t.name for t in known_tools}:
             raise ToolNotFound(
@@ -706,7 +699,7 @@ class Host:
             )
         stats = None if self.metrics is None else self.metrics.route(name, sup.name)
         if not known_tools:
-            return (sup, tool, token, plugin, None, stats)
+            return (sup, tool, plugin, None, stats)
         if len(self._routes) > 4096:
             self._routes.clear()
         self._batch_route(name, sup, tool, known_tools)
@@ -714,7 +707,7 @@ class Host:
         # routes (batching_changed), or happens here as the route is kept.
         batched = self._batchers.get(name)
         batcher = batched[1] if batched is not None and batched[0] is sup else None
-        route = self._routes[name] = (sup, tool, token, plugin, batcher, stats)
+        route = self._routes[name] = (sup, tool, plugin, batcher, stats)
         return route
 
     def batching(self) -> dict[str, dict[str, Any]]:
@@ -870,16 +863,11 @@ class Host:
             from .flow.controller import checked_priority
 
             priority = checked_priority(priority)
-        # The route kept for the name, while its supervisor and worker are the same
-        # (_kept_route, inlined: this runs once per call).
+        # The route kept for the name (_kept_route, inlined: this runs once per call).
         hit = self._routes.get(name)
-        if (
-            hit is None
-            or hit[0].route_token is not hit[2]
-            or self._supervisors.get(hit[3]) is not hit[0]
-        ):
+        if hit is None:
             hit = self._routed(name)
-        sup, tool, _, _, batcher, stats = hit
+        sup, tool, _, batcher, stats = hit
         timeout = self.config.call_timeout if timeout is None else _checked_timeout(timeout)
         if self.hooks.generation != self._hooks_seen:
             self._see_hooks()
@@ -1276,6 +1264,7 @@ class Host:
                     await sup.stop()
                     raise
             self._supervisors[source.name] = sup
+            self._routes.clear()
             self._emit(HostEvent(kind="tools_changed", plugin=source.name, version=source.version))
             return None
         old = sup.source.version
@@ -1306,6 +1295,7 @@ class Host:
         sup = self._supervisors.pop(name, None)
         if sup is None:
             return
+        self._routes.clear()
         # Routed no more, but its calls still log while they drain: keep it findable.
         self._leaving[name] = sup
         try:

@@ -179,6 +179,8 @@ class PluginSupervisor:
                 return None
             self.worker = worker
             self.state, self.failure = "running", None
+            if self.env.on_routed is not None:
+                self.env.on_routed()
             return worker
         finally:
             if self._starting is asyncio.current_task():
@@ -391,6 +393,8 @@ class PluginSupervisor:
         self._move_on()
         self.source, self.worker = source, new
         self.state, self.failure = "running", None
+        if self.env.on_routed is not None:
+            self.env.on_routed()
         if old is not None:
             self._retiring.add(old)
             self.env.spawn_task(self._retire(old, drain_timeout, why or "it was replaced"))

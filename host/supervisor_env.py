@@ -36,6 +36,9 @@ class SupervisorEnv:
     verify: Callable[[PluginSource], Awaitable[None]]
     #: A wedged worker was replaced by a new one: plugin, version, why.
     on_replaced: Callable[[str, str, str], None] | None = None
+    #: A supervisor routes to another worker from now on (a start, a swap, a
+    #: replacement): the host looks its routes up anew, as the tools may differ.
+    on_routed: Callable[[], None] | None = None
     #: A worker's Notify frame: plugin, kind, uri (see sandbox/protocol.py).
     on_notify: Callable[[str, str, str], None] | None = None
     #: Checks a started worker's handshake against the other plugins' before it is
