@@ -712,10 +712,10 @@ class Host:
 
     def batching(self) -> dict[str, dict[str, Any]]:
         """Per batch tool called so far: calls, batches, items, why batches left
-        (``alone``, ``idle``, ``size``, ``deadline``), refusals, calls queued and
-        batches running now, the largest batch the latency model allows, and the tool's
-        effective ``max_batch_size`` and ``default_priority`` (after its own settings
-        and the operator's)."""
+        (``alone``, ``idle``, ``size``, ``balance``, ``deadline``, ``priority``),
+        refusals, calls queued and batches running now, the largest batch the latency
+        model allows, and the tool's effective ``max_batch_size`` and
+        ``default_priority`` (after its own settings and the operator's)."""
         return {name: b.snapshot() for name, (_, b) in sorted(self._batchers.items())}
 
     @property

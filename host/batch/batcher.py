@@ -34,7 +34,7 @@ from typing import Any
 from mcphost.sdk.errors import BatchResults, Busy, MCPHostError, PluginError, ToolTimeout
 
 from ..observe.calls import BUCKETS, RouteStats
-from .former import BatchFormer, FormerSettings, Pending, Reason
+from .former import BatchFormer, FormerSettings, Pending, Reason, balanced
 from .keys import KeyFunction
 from .model import LatencyModel
 
@@ -183,6 +183,7 @@ class BatchStats:
             "alone": 0,
             "idle": 0,
             "size": 0,
+            "balance": 0,
             "deadline": 0,
             "priority": 0,
         }
@@ -304,6 +305,8 @@ class ToolBatcher:
         #: What the host made this batcher from; a change makes a new one.
         self.made_from: object = None
         self.in_flight = 0
+        #: Calls of the batches in flight (a lone call is one).
+        self._in_hand = 0
         #: Batches in flight per priority level (a batch's level is its best call's).
         self._running = [0] * len(self.settings.levels)
         #: Seconds a level stays active after its last call (0: lower ones never yield).
@@ -398,7 +401,10 @@ class ToolBatcher:
                     if stats is not None:
                         stats.begun += 1
                     if in_flight < self.max_in_flight:
-                        if waiting + 1 >= (self._sized or self._full_size()):
+                        if (
+                            waiting + 1 >= (self._sized or self._full_size())
+                            or (waiting + 1) * (self.max_in_flight - 1) >= self._in_hand
+                        ):
                             self._kick()
                         elif not waiting:
                             self._arm(min(now + self.settings.max_queue_delay, deadline))
@@ -470,7 +476,9 @@ class ToolBatcher:
             if stats is not None:
                 stats.begun += 1
             if in_flight < self.max_in_flight:
-                if waiting + 1 >= (self._sized or self._full_size()):
+                if waiting + 1 >= (self._sized or self._full_size()) or balanced(
+                    waiting + 1, self._in_hand, self.max_in_flight
+                ):
                     self._kick()
                 elif not waiting:
                     self._arm(min(now + self.settings.max_queue_delay, deadline))
@@ -575,8 +583,10 @@ class ToolBatcher:
         if not self.in_flight:
             self._kick()
         elif self.in_flight < self.max_in_flight:
-            if former.full(p, self.model.size_for(self.target_latency)) or (
-                self._window and not any(self._running[: p.level + 1])
+            if (
+                former.full(p, self.model.size_for(self.target_latency))
+                or balanced(former.held(p), self._in_hand, self.max_in_flight)
+                or (self._window and not any(self._running[: p.level + 1]))
             ):
                 self._kick()
             else:
@@ -600,6 +610,7 @@ class ToolBatcher:
         counts: RouteStats | None = None,
     ) -> Any:
         self.in_flight += 1
+        self._in_hand += 1
         running = self._running
         running[level] += 1
         stats = self.stats
@@ -612,6 +623,7 @@ class ToolBatcher:
                 result = await self._dispatch(args, timeout, route)
             finally:
                 self.in_flight -= 1
+                self._in_hand -= 1
                 running[level] -= 1
                 if self._plain or self._formed:
                     self._kick()
@@ -661,7 +673,13 @@ class ToolBatcher:
         # here, in priority order, for a running batch to end.
         while self.in_flight < slots:
             batch = self.former.take(
-                now, running=running, slots=slots, limit=limit, expect=self._expect, short=short
+                now,
+                running=running,
+                slots=slots,
+                limit=limit,
+                expect=self._expect,
+                short=short,
+                in_hand=self._in_hand,
             )
             if batch is None:
                 break
@@ -692,6 +710,8 @@ class ToolBatcher:
                 reason: Reason = "idle"
             elif len(plain) >= size:
                 reason = "size"
+            elif balanced(len(plain), self._in_hand, self.max_in_flight):
+                reason = "balance"
             elif now >= min(first[4] + delay, first[3] - self._expect(len(plain))):
                 reason = "deadline"
             else:
@@ -753,6 +773,7 @@ class ToolBatcher:
         """Send ``entries`` as one batch; ``level``: its best call's. ``plain``: they
         are plain calls in the order they came (one level, the oldest first)."""
         self.in_flight += 1
+        self._in_hand += len(entries)
         self._running[level] += 1
         stats = self.stats
         stats.batches += 1
@@ -845,6 +866,7 @@ class ToolBatcher:
             return
         finally:
             self.in_flight -= 1
+            self._in_hand -= len(entries)
             self._running[level] -= 1
             self._kick()
         self._observe(len(joined), time.perf_counter() - t0)

@@ -8,6 +8,8 @@ a group each priority level keeps its calls in arrival order. A group is dispatc
   a worker could run it;
 - when it holds enough calls for a full batch (``size``): the largest preferred size that
   fits, else the size the latency model allows;
+- when it holds its share of the calls in hand (``balance``, when the caller passes the
+  calls of the batches running): see :func:`balanced`;
 - when its earliest call must leave (``deadline``): ``max_queue_delay`` after it came, or
   its own deadline minus the expected service time of the batch, whichever is first.
 
@@ -38,9 +40,17 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["Batch", "BatchFormer", "FormerSettings", "LevelPolicy", "Pending", "Reason"]
+__all__ = [
+    "Batch",
+    "BatchFormer",
+    "FormerSettings",
+    "LevelPolicy",
+    "Pending",
+    "Reason",
+    "balanced",
+]
 
-Reason = Literal["idle", "size", "deadline", "priority"]
+Reason = Literal["idle", "size", "balance", "deadline", "priority"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,17 @@ class Batch:
 
 
 Expect = Callable[[int], float]
+
+
+def balanced(queued: int, in_hand: int, slots: float) -> bool:
+    """Whether a group of ``queued`` calls holds its share of the calls in hand while
+    batches run: at least (``in_hand`` + ``queued``) / ``slots``, where ``in_hand`` is
+    the calls of the batches running and ``slots`` the batches that may run at once.
+    A closed loop of callers (each calls again when answered) thus settles into
+    batches of one size, one running while the host answers another, however large
+    the batches may be; without it, a batch allowed to hold every caller takes nearly
+    all of them and the next one only the rest."""
+    return queued * (slots - 1) >= in_hand
 
 
 def _no_time(n: int) -> float:
@@ -312,6 +333,11 @@ class BatchFormer:
         group = self._groups.get((p.key, p.lane))
         return group is not None and group.live >= self._target(self._cap(limit))
 
+    def held(self, p: Pending) -> int:
+        """The calls queued in the group of queued call ``p``."""
+        group = self._groups.get((p.key, p.lane))
+        return 0 if group is None else group.live
+
     def due(self, p: Pending, expect: Expect = _no_time) -> float:
         """When newly queued ``p`` makes its group leave at the latest (while batches
         run), or must be taken out: what a timer must not miss for it."""
@@ -393,13 +419,16 @@ class BatchFormer:
         limit: int | None = None,
         expect: Expect = _no_time,
         short: int = 1,
+        in_hand: int | None = None,
     ) -> Batch | None:
         """The batch to dispatch now, if any. ``running``: the batches in flight, as
         counts per level (``idle=True``: none; ``idle=False``: one of level 0);
         ``slots``: how many may be in flight at once; ``limit``: the largest batch the
         latency model allows (at most the maximum); ``short``: the largest batch of
         yielding calls; ``expect(n)``: the expected service seconds of a batch of
-        ``n``. Calls that may no longer run never go: :meth:`expire` hands them back."""
+        ``n``; ``in_hand``: the calls of the batches in flight, if a group may also
+        leave once it holds its share (:func:`balanced`). Calls that may no longer run
+        never go: :meth:`expire` hands them back."""
         self._sweep(now)
         if not self._groups:
             return None
@@ -412,6 +441,8 @@ class BatchFormer:
                 reason = "priority" if c.overtakes else "idle"
             elif c.count >= self._target(c.cap):
                 reason = "size"
+            elif in_hand is not None and balanced(c.count, in_hand, slots):
+                reason = "balance"
             elif now >= self._dispatch_by(c, expect):
                 reason = "deadline"
             else:

@@ -5,6 +5,7 @@ what the worker received."""
 from __future__ import annotations
 
 import asyncio
+import statistics
 from bisect import bisect_left
 from collections.abc import Callable
 from pathlib import Path
@@ -168,7 +169,30 @@ async def test_concurrent_callers_share_batches_and_each_gets_its_own_results(
     assert tag["calls"] == 64 and tag["queued"] == 0 and tag["in_flight"] == 0
     assert tag["largest_batch"] == max(sizes)
     assert tag["reasons"]["alone"] + tag["items"] == 64
-    assert tag["batches"] == sum(tag["reasons"][r] for r in ("idle", "size", "deadline"))
+    assert tag["batches"] == sum(tag["reasons"][r] for r in ("idle", "size", "balance", "deadline"))
+
+
+@pytest.mark.parametrize("priority", [None, 0], ids=["plain", "with-priority"])
+async def test_a_closed_loop_of_callers_settles_into_batches_of_one_size(
+    batch_host: MakeHost, priority: int | None
+) -> None:
+    # 16 callers, each calling again when answered, and batches that may hold them all:
+    # a batch that left with most of them must not leave the next with only the rest
+    # (15 and 1 would alternate, the worker and the host waiting for each other).
+    async with batch_host(max_batch_size=64, max_queue_delay=10.0, max_in_flight=2) as host:
+        seen: list[int] = []
+
+        async def caller(k: int) -> None:
+            for _ in range(30):
+                args = {"items": [k], "pause": 0.002}
+                result = await host.call("batchy.tag", args, priority=priority)
+                seen.append(result[0]["batch"])
+
+        await asyncio.gather(*(caller(k) for k in range(16)))
+        reasons = host.batching()["batchy.tag"]["reasons"]
+    settled = seen[len(seen) // 2 :]
+    assert reasons["balance"] > 0
+    assert 6 <= statistics.median(settled) <= 10, sorted(settled)
 
 
 async def test_a_caller_with_several_items_gets_its_slice_in_order(batch_host: MakeHost) -> None:
@@ -500,7 +524,7 @@ async def test_batching_is_measured_in_the_metrics_registry(batch_host: MakeHost
     answered = stats["batchy.held"]["batches"] + stats["batchy.held"]["reasons"]["alone"]
     assert after[("mcphost_batch_size_count", frozenset(hold))] == answered
     assert after[("mcphost_batch_size_sum", frozenset(hold))] == 4  # the items that ran
-    for reason in ("alone", "idle", "size", "deadline"):
+    for reason in ("alone", "idle", "size", "balance", "deadline"):
         key = frozenset({("tool", "batchy.held"), ("reason", reason)})
         assert after[("mcphost_batches_total", key)] == stats["batchy.held"]["reasons"][reason]
     waited = frozenset({("tool", "batchy.held"), ("priority", "0")})
