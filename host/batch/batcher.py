@@ -321,6 +321,10 @@ class ToolBatcher:
         self._c_futures = type(self._loop.create_future()) is asyncio.Future
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        #: Added to a timer's delay on a loop whose clock moves in steps (uvloop's, of a
+        #: millisecond, may fire a timer up to a step early by this batcher's clock,
+        #: which would then set it again and again until the time came).
+        self._timer_slack = 0.0 if isinstance(self._loop, asyncio.BaseEventLoop) else 0.001
         self._tasks: set[asyncio.Task[None]] = set()
         self._shut = False
         #: Whether plain calls may wait in the FIFO at all (no batch key; not shut).
@@ -793,7 +797,10 @@ class ToolBatcher:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = when
-        self._timer = self._loop.call_later(max(0.0, when - _clock()), self._on_timer)
+        delay = when - _clock()
+        self._timer = self._loop.call_later(
+            delay + self._timer_slack if delay > 0 else 0.0, self._on_timer
+        )
 
     def _on_timer(self) -> None:
         self._timer, self._timer_at = None, math.inf

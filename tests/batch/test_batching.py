@@ -595,3 +595,41 @@ def test_calls_leaving_in_the_order_they_came_are_counted_as_one_by_one(
     one_by_one.waited_all([(None, {}, 1, 0.0, t, 2) for t in enqueued], now)  # type: ignore[misc]
     assert by_bucket.wait_buckets == one_by_one.wait_buckets
     assert by_bucket.wait_seconds[2] == pytest.approx(one_by_one.wait_seconds[2], abs=1e-6)
+
+
+def test_a_batcher_timer_fires_once_not_again_and_again_before_its_time() -> None:
+    # The batcher keeps time on perf_counter; uvloop's timers move in steps of a
+    # millisecond and may fire a step early. A timer set again each time it fired
+    # early would spin the loop until the time came.
+    from mcphost.host.batch import batcher as batcher_module
+    from mcphost.sandbox.loops import loop_factory
+
+    async def scenario() -> list[int]:
+        async def dispatch(args: dict[str, Any], timeout: float, key: str | None) -> Any:
+            return []
+
+        b = batcher_module.ToolBatcher("kit.t", "items", dispatch)
+        fired = []
+        for delay in (0.0003, 0.0041, 0.002):
+            when = batcher_module._clock() + delay
+            count = 0
+            due: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+            def look(when: float = when, due: asyncio.Future[None] = due) -> None:
+                # What _kick does with a timer that fired.
+                nonlocal count
+                count += 1
+                if batcher_module._clock() < when:
+                    b._arm(when)
+                elif not due.done():
+                    due.set_result(None)
+
+            b._kick = look  # type: ignore[method-assign]
+            b._arm(when)
+            await asyncio.wait_for(due, 5.0)
+            fired.append(count)
+        return fired
+
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        fired = runner.run(scenario())
+    assert all(n <= 2 for n in fired), fired
