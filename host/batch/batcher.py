@@ -392,7 +392,9 @@ class ToolBatcher:
             # The most common call of all: one small item at the default level, with
             # nothing to group by. While a batch runs or plain calls wait, and no call
             # above the default level is about, it waits in the FIFO (see the module's
-            # docstring); it is counted in the batcher's calls when it leaves it.
+            # docstring); it is counted in the batcher's calls when it leaves it. These
+            # are the steps of _call's plain branch, inlined as this runs once per call:
+            # keep the two alike.
             plain = self._plain
             in_flight = self.in_flight
             if in_flight or plain:
@@ -469,7 +471,8 @@ class ToolBatcher:
             and not self._formed
             and now >= self._high_until
         ):
-            # A plain call: it waits in the FIFO (see the module's docstring).
+            # A plain call: it waits in the FIFO (see the module's docstring). The same
+            # steps as the plain path inlined in call().
             waiting = len(plain)
             if waiting >= self._plain_limit:
                 return self._failed(self._full(level), stats)
