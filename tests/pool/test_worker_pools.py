@@ -196,11 +196,15 @@ def counting_source(tmp_path: Path, version: str, fail_from: int) -> PluginSourc
     source = pooled_source(tmp_path, version)
     counter = tmp_path / f"loads-{version}"
     code = Path(source.root) / "pooled.py"
+    # Replicas load at once: the count is written whole (a rename), never seen empty.
     code.write_text(
+        "import os as _os\n"
         "from pathlib import Path as _P\n"
         f"_c = _P({str(counter)!r})\n"
         "_n = int(_c.read_text()) + 1 if _c.exists() else 1\n"
-        "_c.write_text(str(_n))\n"
+        "_t = _c.with_name(f'{_c.name}.{_os.getpid()}')\n"
+        "_t.write_text(str(_n))\n"
+        "_os.replace(_t, _c)\n"
         f"if _n >= {fail_from}:\n"
         "    raise ImportError(f'load {_n} of this version fails')\n" + code.read_text()
     )
