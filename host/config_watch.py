@@ -31,6 +31,7 @@ __all__ = [
     "POLL_INTERVAL",
     "PendingSetting",
     "apply_config",
+    "file_stamp",
     "flat_settings",
     "is_live",
     "register_live",
@@ -228,7 +229,8 @@ def _naming_of(config: HostConfig) -> dict[str, Any]:
     }
 
 
-def _stamp(path: Path) -> tuple[int, int, int] | None:
+def file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """What tells one version of the file from the next (None: no file)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -242,11 +244,13 @@ async def watch_config(host: Host, interval: float = POLL_INTERVAL) -> None:
     loop. A file that does not validate is refused (``host.config_error``, logged once
     per version of the file) and the host keeps its last good configuration."""
     path = host.home.config_file
-    seen: object = object()  # the first look reads the file
+    # The version the host loaded when it started is not applied again (the app may
+    # have reconfigured the host since); without one, the first look reads the file.
+    seen: object = host.config_file_stamp
     failures, retry_at = 0, 0.0
     while True:
         try:
-            stamp = await asyncio.to_thread(_stamp, path)
+            stamp = await asyncio.to_thread(file_stamp, path)
             if stamp != seen and time.monotonic() >= retry_at:
                 try:
                     wanted = await asyncio.to_thread(load_config, path)

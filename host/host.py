@@ -183,6 +183,10 @@ class Host:
         #: Why the last change of config.toml was refused (the host keeps its last good
         #: configuration); ``None`` when the file in force is the one on disk.
         self.config_error: str | None = None
+        #: The version of config.toml the host loaded (its inode, mtime and size; None
+        #: when there was none), which the watcher does not apply again. An object of
+        #: its own until then: the watcher's first look reads the file.
+        self.config_file_stamp: object = object()
         self._tracing_choice = tracing
         #: Starts the spans of calls; None when this host does not trace.
         self.tracing: Tracing | None = None
@@ -269,6 +273,10 @@ class Host:
         # happens here, in the start's thread, with the rest of the setup.
         self.home.ensure()
         if self._config is None:
+            from .config_watch import file_stamp
+
+            # Taken before the file is read: a change while it is read is seen later.
+            self.config_file_stamp = file_stamp(self.home.config_file)
             self.config = load_config(self.home.config_file)
         # The sandbox probe mostly waits for the processes it runs: it runs on its own
         # thread while this one imports and builds the verifier.

@@ -13,6 +13,7 @@ import pytest
 from support.cli import run_mcphost
 
 from mcphost.host import Host, PluginSource
+from mcphost.host.config_watch import POLL_INTERVAL
 from mcphost.sdk.errors import ToolTimeout
 
 LIMITED = """
@@ -129,6 +130,29 @@ async def test_an_invalid_file_leaves_the_host_on_its_last_good_configuration_sa
             ("isolation", "rlimits", "auto")
         ]
         assert host.config_error is None
+
+
+async def test_the_file_the_host_started_with_does_not_undo_a_reconfigure(
+    home_dir: Path, write_plugin_source: Callable[..., PluginSource]
+) -> None:
+    # The app reconfigures its host at once; the watcher's first look at config.toml,
+    # unchanged since the host read it, must not put the file's values back.
+    path = home_dir / "config.toml"
+    path.write_text('allow_unsigned = true\nisolation = "rlimits"\ncall_timeout = 7.0\n')
+    src = write_plugin_source("limited", LIMITED)
+    async with Host(home_dir, sources=[src], environment=False, registry=False) as host:
+        host.reconfigure(host.config.model_copy(update={"call_timeout": 3.0}))
+        await asyncio.sleep(4 * POLL_INTERVAL)
+        assert host.config.call_timeout == 3.0
+        # A change of the file afterwards is applied as always.
+        tmp = path.with_name("config.new")
+        tmp.write_text('allow_unsigned = true\nisolation = "rlimits"\ncall_timeout = 5.0\n')
+        os.replace(tmp, path)
+        for _ in range(200):
+            if host.config.call_timeout == 5.0:
+                break
+            await asyncio.sleep(POLL_INTERVAL / 5)
+        assert host.config.call_timeout == 5.0
 
 
 @pytest.mark.parametrize(
