@@ -661,12 +661,8 @@ class Host:
     def _route(self, name: str) -> tuple[Supervised, str]:
         """The supervisor and the tool a call of ``name`` goes to (or the error saying
         what exists)."""
-        hit = self._kept_route(name) or self._routed(name)
+        hit = self._routes.get(name) or self._routed(name)
         return hit[0], hit[1]
-
-    def _kept_route(self, name: str) -> _Route | None:
-        """The route kept for ``name``, if any (:meth:`call` inlines this)."""
-        return self._routes.get(name)
 
     def _routed(self, name: str) -> _Route:
         """Resolve ``name`` and keep the answer (the caller checked the kept one first).
@@ -871,7 +867,7 @@ class Host:
             from .flow.controller import checked_priority
 
             priority = checked_priority(priority)
-        # The route kept for the name (_kept_route, inlined: this runs once per call).
+        # The route kept for the name (see _Route).
         hit = self._routes.get(name)
         if hit is None:
             hit = self._routed(name)
@@ -881,7 +877,7 @@ class Host:
             self._see_hooks()
         if self._call_hooks:
             return await self._hooked_call(
-                name, sup, tool, args, timeout, on_progress, on_log, traceparent, priority
+                name, sup, tool, args, timeout, on_progress, on_log, traceparent, priority, stats
             )
         # The path of most calls: no hook to run, so nothing but the call and its count
         # (a batch tool's batcher counts its calls itself, a batch at once).
@@ -923,8 +919,10 @@ class Host:
         on_log: CallLogCallback | None,
         traceparent: str,
         priority: int | None,
+        stats_or_none: RouteStats | None,
     ) -> Any:
-        """:meth:`call` with the app's call hooks around it."""
+        """:meth:`call` with the app's call hooks around it (``stats_or_none``: the
+        route's call counts)."""
         hook = self.hooks.hook
         after = hook.mcphost_after_call
         # A hook with no implementation registered is not called at all: pluggy's call
@@ -933,8 +931,6 @@ class Host:
             self._authorize(name, sup.name, args)
         if hook.mcphost_before_call.get_hookimpls():
             hook.mcphost_before_call(tool=name, plugin=sup.name, arguments=args)
-        metrics = self.metrics
-        stats_or_none = None if metrics is None else metrics.route(name, sup.name)
         m0 = 0.0 if stats_or_none is None else stats_or_none.begin()
         t0 = time.perf_counter()
         error: BaseException | None = None

@@ -24,7 +24,6 @@ import asyncio
 import itertools
 import json
 import math
-import time
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -33,7 +32,7 @@ from typing import Any
 
 from mcphost.sdk.errors import BatchResults, Busy, MCPHostError, PluginError, ToolTimeout
 
-from ..observe.calls import BUCKETS, RouteStats
+from ..observe.calls import BUCKETS, RouteStats, clock
 from .former import BatchFormer, FormerSettings, Pending, Reason, balanced
 from .keys import KeyFunction
 from .model import LatencyModel
@@ -45,11 +44,11 @@ __all__ = ["SIZE_BUCKETS", "BatchStats", "ToolBatcher", "batch_parameter", "is_l
 Dispatch = Callable[[dict[str, Any], float, str | None], Awaitable[Any]]
 
 _ids = itertools.count(1)
-_perf_counter = time.perf_counter
-#: The batcher's clock, for deadlines, queue waits and the calls' durations. Not the
-#: loop's: uvloop's moves in steps of a millisecond, coarser than most queue waits.
-#: Timers are set on the loop by the time left (:meth:`ToolBatcher._arm`).
-_clock = time.perf_counter
+#: The batcher's clock, for deadlines, queue waits, batch service times and the calls'
+#: durations: the one its calls' stats count on. Not the loop's: uvloop's moves in steps
+#: of a millisecond, coarser than most queue waits. Timers are set on the loop by the
+#: time left (:meth:`ToolBatcher._arm`).
+_clock = clock
 
 # A batch's entries are read field by field in C (map over an itemgetter), not by a
 # Python loop per call: at 32 calls a batch that is most of the batcher's cost per call.
@@ -93,7 +92,7 @@ def _answered(entries: list[_Entry]) -> None:
     first = every[0]
     if every.count(first) == len(every):
         if first is not None:
-            first.answered(list(map(_enqueued_of, entries)), _perf_counter())
+            first.answered(list(map(_enqueued_of, entries)), _clock())
         return
     for e in entries:
         _count(e, None)
@@ -409,6 +408,7 @@ class ToolBatcher:
                     if in_flight < self.max_in_flight:
                         if (
                             waiting + 1 >= (self._sized or self._full_size())
+                            # balanced(waiting + 1, self._in_hand, self.max_in_flight):
                             or (waiting + 1) * (self.max_in_flight - 1) >= self._in_hand
                         ):
                             self._kick()
@@ -622,7 +622,7 @@ class ToolBatcher:
         running[level] += 1
         stats = self.stats
         stats.reasons["alone"] += 1
-        t0 = _perf_counter()
+        t0 = _clock()
         if counts is not None:
             counts.begun += 1
         try:
@@ -634,7 +634,7 @@ class ToolBatcher:
                 running[level] -= 1
                 if self._plain or self._formed:
                     self._kick()
-            self.model.observe(n, _perf_counter() - t0, self._target_latency)
+            self.model.observe(n, _clock() - t0, self._target_latency)
             self._sized = None
             if not isinstance(result, list) or len(result) != n:
                 raise self._miscounted(result, n)
@@ -855,7 +855,7 @@ class ToolBatcher:
         latest = max(map(_deadline_of, entries))
         args = {**entries[0][1], param: joined}
         timeout = latest - _clock()
-        t0 = time.perf_counter()
+        t0 = _clock()
         try:
             if timeout <= 0:
                 raise ToolTimeout(f"{self.tool}: the batch's time ran out before it left")
@@ -879,7 +879,7 @@ class ToolBatcher:
             self._in_hand -= len(entries)
             self._running[level] -= 1
             self._kick()
-        self._observe(len(joined), time.perf_counter() - t0)
+        self._observe(len(joined), _clock() - t0)
         if not isinstance(result, list) or len(result) != len(joined):
             self._fail(entries, self._miscounted(result, len(joined)))
             return

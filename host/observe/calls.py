@@ -13,7 +13,15 @@ import time
 from bisect import bisect_left, bisect_right
 from typing import Any
 
-__all__ = ["BUCKETS", "RECENT", "PluginCalls", "RouteStats", "percentile", "plugin_snapshot"]
+__all__ = [
+    "BUCKETS",
+    "RECENT",
+    "PluginCalls",
+    "RouteStats",
+    "clock",
+    "percentile",
+    "plugin_snapshot",
+]
 
 #: Upper bounds (seconds) of the call duration histogram: the OpenTelemetry MCP
 #: semantic conventions' boundaries for ``mcp.server.operation.duration``, with finer
@@ -43,7 +51,10 @@ BUCKETS: tuple[float, ...] = (
 #: How many recent calls of a route are kept for calls/s and percentiles (a power of 2).
 RECENT = 256
 _MASK = RECENT - 1
-_now = time.perf_counter
+#: The clock of call durations: a start time given to :class:`RouteStats` is one of its
+#: readings (a batcher that counts its calls keeps its times on it too).
+clock = time.perf_counter
+_now = clock
 
 
 class PluginCalls:
